@@ -1,0 +1,105 @@
+/* Shared by every ebpftool BPF program; the loader puts it in front of each
+ * program's source (BCC rewrites map method calls only in the main text, so
+ * this is not #included).
+ *
+ * Provides:
+ *  - stats: a per-CPU array of counters. Slots below STAT_TRACER_BASE are the
+ *    core's (ring-buffer drops, span budget refusals); tracers use the rest.
+ *  - span_budget_take(): an in-kernel token bucket (SPAN_RATE_PER_CPU per
+ *    second, SPAN_BURST deep, per CPU) that bounds spans sent to user space.
+ *  - struct hist_value: count, sum and buckets of one histogram series.
+ *
+ * Compile-time parameters (-D from the loader): SPAN_RATE_PER_CPU, SPAN_BURST.
+ */
+#ifndef SPAN_RATE_PER_CPU
+#define SPAN_RATE_PER_CPU 1000
+#endif
+#ifndef SPAN_BURST
+#define SPAN_BURST 1000
+#endif
+
+#define NSEC_PER_SEC 1000000000ULL
+
+enum ebpftool_stat {
+    STAT_RINGBUF_FULL = 0,   /* an event was lost: the ring buffer was full */
+    STAT_SPAN_BUDGET = 1,    /* a span was not sent: over the span budget */
+    STAT_TRACER_BASE = 2,    /* first slot a tracer may use */
+    STAT_SLOTS = 16,
+};
+
+BPF_PERCPU_ARRAY(stats, u64, STAT_SLOTS);
+
+static __always_inline void stat_add(u32 slot, u64 n)
+{
+    u64 *v = stats.lookup(&slot);
+    if (v)
+        *v += n;
+}
+
+struct span_bucket {
+    u64 last_ns;
+    u64 tokens;
+};
+BPF_PERCPU_ARRAY(span_budget, struct span_bucket, 1);
+
+/* Returns 1 when a span may be sent now, 0 (and counts it) when over budget. */
+static __always_inline int span_budget_take(u64 now)
+{
+    u32 zero = 0;
+    struct span_bucket *b = span_budget.lookup(&zero);
+    if (!b)
+        return 0;
+    if (b->last_ns == 0) {
+        b->last_ns = now;
+        b->tokens = SPAN_BURST;
+    } else {
+        u64 refill = (now - b->last_ns) * SPAN_RATE_PER_CPU / NSEC_PER_SEC;
+        if (refill > 0) {
+            b->tokens += refill;
+            if (b->tokens > SPAN_BURST)
+                b->tokens = SPAN_BURST;
+            b->last_ns = now;
+        }
+    }
+    if (b->tokens == 0) {
+        stat_add(STAT_SPAN_BUDGET, 1);
+        return 0;
+    }
+    b->tokens--;
+    return 1;
+}
+
+/* Histograms: the loader generates, for each set of exported bucket bounds,
+ * a macro NAME_BUCKET(ns) giving the index of the first bound >= ns (or the
+ * overflow index): OpenTelemetry's explicit-bucket rule (upper bound
+ * inclusive), so kernel counts become data points without re-bucketing. */
+#define HIST_MAX_BUCKETS 24  /* bounds + 1 overflow bucket fit in this */
+
+struct hist_value {
+    u64 count;
+    u64 sum;
+    u64 min;
+    u64 max;
+    u64 buckets[HIST_MAX_BUCKETS];
+};
+
+/* Add one observation to a histogram series (per-CPU value: no atomics). */
+static __always_inline void hist_add(struct hist_value *h, u32 bucket, u64 value)
+{
+    if (h->count == 0 || value < h->min)
+        h->min = value;
+    if (value > h->max)
+        h->max = value;
+    h->count++;
+    h->sum += value;
+    if (bucket < HIST_MAX_BUCKETS)
+        h->buckets[bucket]++;
+}
+
+/* Call when ringbuf_reserve() returned NULL: the event is lost, and counted.
+ * (BCC cannot rewrite map calls inside a macro, so each program writes
+ *    e = events.ringbuf_reserve(sizeof(*e)); if (!e) { count_ringbuf_full(); ... }) */
+static __always_inline void count_ringbuf_full(void)
+{
+    stat_add(STAT_RINGBUF_FULL, 1);
+}

@@ -1,0 +1,3 @@
+from ebpftool.cli import main
+
+main()

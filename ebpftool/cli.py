@@ -1,0 +1,113 @@
+"""The `ebpftool` command line: thin Typer commands over plain functions.
+
+EbpftoolError (a problem the user can act on) becomes one red sentence and
+exit code 1 here, at the boundary; nothing below prints tracebacks for it.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ebpftool import __version__
+from ebpftool.commands.common import console, out
+from ebpftool.errors import EbpftoolError
+
+app = typer.Typer(
+    name="ebpftool",
+    help="eBPF observability for AI-infrastructure nodes: GPU driver calls, cross-zone network flows and "
+    "inference request latency, exported as OpenTelemetry.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"ebpftool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Probe the kernel (by loading tiny programs) and say what each tracer will use."""
+    from ebpftool.doctor import probe_kernel
+
+    report = probe_kernel()
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        table = Table(title=f"ebpftool doctor: Linux {report.kernel}")
+        table.add_column("check")
+        table.add_column("state")
+        table.add_column("detail")
+        for c in report.checks:
+            table.add_row(c.name, "[green]yes[/]" if c.ok else "[red]no[/]", c.detail)
+        out.print(table)
+        tracers = Table(title="tracers")
+        tracers.add_column("tracer")
+        tracers.add_column("can run")
+        tracers.add_column("attach method")
+        tracers.add_column("detail")
+        for t in report.tracers:
+            tracers.add_row(t.tracer, "[green]yes[/]" if t.can_run else "[red]no[/]", t.method, t.detail)
+        out.print(tracers)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _register_commands() -> None:
+    """Tracer commands live in ebpftool/commands/<tracer>.py, each with a register(app)."""
+    import importlib
+
+    for name in ("inference", "net", "gpu", "trace"):
+        try:
+            module = importlib.import_module(f"ebpftool.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"ebpftool.commands.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    try:
+        rc = app(prog_name="ebpftool", standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except EbpftoolError as exc:
+        console.print(f"[bold red]ebpftool:[/] {exc}")
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("[bold red]ebpftool:[/] aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # Click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

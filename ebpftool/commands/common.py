@@ -1,0 +1,168 @@
+"""Options every tracing command shares, and the one function that runs tracers for a command.
+
+Commands stay thin: they turn flags into tracer options and call execute().
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Callable, Optional, Sequence
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from ebpftool.core.privileges import require_privileges
+from ebpftool.core.runner import RunResult, run
+from ebpftool.core.tracer import DEFAULT_SPAN_RATE, Tracer, TracerOptions
+from ebpftool.errors import EbpftoolError
+from ebpftool.export.otel import build_resource
+from ebpftool.export.pipeline import Telemetry
+from ebpftool.export.sinks import PrometheusEndpoint, jsonl_sink, otlp_sink, resolve_otlp
+
+console = Console(stderr=True)
+out = Console()
+
+Duration = Annotated[Optional[float], typer.Option("--duration", "-d", min=0.1, help="Stop after this many seconds (default: until Ctrl-C / SIGTERM).")]
+Interval = Annotated[float, typer.Option("--interval", "-i", min=0.1, help="Seconds between metric exports and view refreshes.")]
+OtlpEndpoint = Annotated[Optional[str], typer.Option("--otlp-endpoint", help="OTLP collector URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT).")]
+OtlpProtocol = Annotated[Optional[str], typer.Option("--otlp-protocol", help="grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else by port).")]
+JsonlPath = Annotated[Optional[str], typer.Option("--jsonl", help="Also write spans and metric points as JSON lines to this file (mode 0600).")]
+PrometheusPort = Annotated[Optional[int], typer.Option("--prometheus-port", min=0, max=65535, help="Serve Prometheus metrics on this port.")]
+ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="service.name resource attribute (default: ebpftool).")]
+Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
+Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
+SpanRate = Annotated[int, typer.Option("--span-rate", min=0, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+Ui = Annotated[Optional[bool], typer.Option("--ui/--no-ui", help="Live terminal view (default: on when stdout is a terminal).")]
+
+
+@dataclass
+class CommonOptions:
+    duration: float | None = None
+    interval: float = 5.0
+    otlp_endpoint: str | None = None
+    otlp_protocol: str | None = None
+    jsonl: str | None = None
+    prometheus_port: int | None = None
+    service_name: str | None = None
+    zone: str | None = None
+    region: str | None = None
+    span_rate: int = DEFAULT_SPAN_RATE
+    ui: bool | None = None
+
+    def tracer_options(self) -> TracerOptions:
+        return TracerOptions(span_rate=self.span_rate)
+
+
+def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint | None]:
+    resource = build_resource(opts.service_name, opts.zone, opts.region)
+    sinks = []
+    otlp = resolve_otlp(opts.otlp_endpoint, opts.otlp_protocol)
+    if otlp:
+        sinks.append(otlp_sink(*otlp))
+    if opts.jsonl:
+        sinks.append(jsonl_sink(opts.jsonl, resource.attributes))
+    telemetry = Telemetry(resource, sinks)
+    prom = None
+    if opts.prometheus_port is not None:
+        try:
+            prom = PrometheusEndpoint(opts.prometheus_port, lambda: telemetry.latest_metrics)
+        except EbpftoolError:
+            telemetry.shutdown()
+            raise
+    return telemetry, prom
+
+
+def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, *, skip_failed: bool = False) -> RunResult:
+    """Check privileges, build the pipeline, run the tracers, print the summary."""
+    require_privileges()
+    telemetry, prom = build_telemetry(opts)
+    tracers = make_tracers(telemetry)
+    live_ui = opts.ui if opts.ui is not None else sys.stdout.isatty()
+    live: Live | None = None
+
+    def on_start(t: Tracer, seconds: float) -> None:
+        n = sum(len(p.probes) for p in t.programs)
+        console.print(f"[green]{t.name}[/]: {n} probes attached in {seconds:.2f}s")
+
+    def on_interval(running: Sequence[Tracer]) -> None:
+        nonlocal live
+        if not live_ui:
+            return
+        views = [v for v in (t.view() for t in running) if v is not None]
+        if live is None:
+            live = Live(Group(*views), console=out, auto_refresh=False)
+            live.start()
+        else:
+            live.update(Group(*views), refresh=True)
+
+    try:
+        result = run(tracers, telemetry, duration=opts.duration, interval=opts.interval, skip_failed=skip_failed,
+                     on_start=on_start, on_interval=on_interval)
+    finally:
+        if live is not None:
+            live.stop()
+        if prom is not None:
+            prom.close()
+    for name, why in result.skipped.items():
+        console.print(f"[yellow]{name} skipped[/]: {why}")
+    out.print(summary_table(result, tracers))
+    return result
+
+
+def summary_table(result: RunResult, tracers: Sequence[Tracer]) -> Table:
+    table = Table(title=f"ebpftool summary ({result.seconds:.1f}s, stopped by {result.interrupted_by or 'error'})")
+    table.add_column("tracer")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for t in tracers:
+        if t.name not in result.started:
+            continue
+        table.add_row(t.name, "start-up (compile + attach)", f"{result.started[t.name]:.2f}s")
+        for k, v in result.summaries.get(t.name, {}).items():
+            table.add_row(t.name, k, _fmt(v))
+        for k, v in result.drops.get(t.name, {}).items():
+            table.add_row(t.name, k.replace("_", " "), _fmt(v))
+    for k, v in result.pipeline.items():
+        table.add_row("export", k.replace("_", " "), _fmt(v))
+    return table
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+_COMMON_PARAMS = [
+    ("duration", Duration, None), ("interval", Interval, 5.0), ("otlp_endpoint", OtlpEndpoint, None),
+    ("otlp_protocol", OtlpProtocol, None), ("jsonl", JsonlPath, None), ("prometheus_port", PrometheusPort, None),
+    ("service_name", ServiceName, None), ("zone", Zone, None), ("region", Region, None),
+    ("span_rate", SpanRate, DEFAULT_SPAN_RATE), ("ui", Ui, None),
+]
+
+
+def with_common_options(func):
+    """Give a command every shared option; it receives them as `common: CommonOptions`.
+
+    Typer reads the signature, so the wrapper advertises the command's own
+    parameters followed by the shared ones, and packs the latter for the body.
+    """
+    import functools
+    import inspect
+
+    sig = inspect.signature(func)
+    own = [p for name, p in sig.parameters.items() if name != "common"]
+    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in _COMMON_PARAMS]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs):
+        common = CommonOptions(**{n: kwargs.pop(n) for n, _a, _d in _COMMON_PARAMS})
+        return func(common=common, **kwargs)
+
+    wrapper.__signature__ = sig.replace(
+        parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+    )
+    del wrapper.__wrapped__  # Typer must see the new signature, not the original
+    return wrapper

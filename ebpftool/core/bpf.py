@@ -1,0 +1,185 @@
+"""Loading ebpftool's C programs from bpf/ with BCC, and reading what they share.
+
+Every program gets bpf/common.bpf.h in front of its text (BCC only rewrites map
+calls in the main text), compile-time parameters as #defines (so filters are
+compiled into the program and the kernel drops unwatched events), and the
+tracer's own header through -I bpf/.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from ebpftool.errors import EbpftoolError
+
+BPF_DIR = Path(os.environ.get("EBPFTOOL_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
+COMMON_HEADER = "common.bpf.h"
+
+# Slots of the shared per-CPU `stats` array (see bpf/common.bpf.h).
+STAT_RINGBUF_FULL = 0
+STAT_SPAN_BUDGET = 1
+STAT_TRACER_BASE = 2
+STAT_SLOTS = 16
+HIST_MAX_BUCKETS = 24
+
+
+def import_bcc():
+    """Return the bcc module, or explain in one sentence why it cannot be had."""
+    try:
+        import bcc  # noqa: PLC0415  (Debian's python3-bpfcc)
+    except ImportError as exc:
+        raise EbpftoolError(
+            "BCC is not importable from this Python "
+            f"({os.sys.executable}): install Debian's python3-bpfcc and run ebpftool "
+            "from the venv scripts/install.sh makes (PyPI's 'bcc' is an unrelated package)"
+        ) from exc
+    if not hasattr(bcc, "BPF"):
+        raise EbpftoolError(
+            "the 'bcc' module found is not BCC (PyPI's 'bcc' is an unrelated package): "
+            "uninstall it and use Debian's python3-bpfcc"
+        )
+    return bcc
+
+
+def bucket_macro(name: str, bounds_ns: Sequence[int]) -> str:
+    """A C macro `NAME(v)` that returns the explicit-bucket index of v.
+
+    Generated as a chain of comparisons: no loop and no read-only data for the
+    verifier to reason about, and the same upper-inclusive rule as OpenTelemetry.
+    """
+    if len(bounds_ns) + 1 > HIST_MAX_BUCKETS:
+        raise ValueError(f"{name}: {len(bounds_ns)} bounds do not fit in {HIST_MAX_BUCKETS} buckets")
+    expr = str(len(bounds_ns))
+    for i in reversed(range(len(bounds_ns))):
+        expr = f"((v) <= {int(bounds_ns[i])}ULL ? {i} : {expr})"
+    return f"#define {name}(v) {expr}"
+
+
+def seconds_to_ns(bounds: Iterable[float]) -> list[int]:
+    return [round(b * 1e9) for b in bounds]
+
+
+class HistValue(ctypes.Structure):
+    """struct hist_value from bpf/common.bpf.h."""
+
+    _fields_ = [
+        ("count", ctypes.c_uint64),
+        ("sum", ctypes.c_uint64),
+        ("min", ctypes.c_uint64),
+        ("max", ctypes.c_uint64),
+        ("buckets", ctypes.c_uint64 * HIST_MAX_BUCKETS),
+    ]
+
+
+def merge_hist(per_cpu: Iterable[HistValue], nbuckets: int) -> tuple[int, int, int, int, list[int]]:
+    """Sum a per-CPU histogram: (count, sum, min, max, buckets)."""
+    count = total = 0
+    lo, hi = None, 0
+    buckets = [0] * nbuckets
+    for v in per_cpu:
+        if not v.count:
+            continue
+        count += v.count
+        total += v.sum
+        lo = v.min if lo is None else min(lo, v.min)
+        hi = max(hi, v.max)
+        for i in range(nbuckets):
+            buckets[i] += v.buckets[i]
+    return count, total, lo or 0, hi, buckets
+
+
+class BpfProgram:
+    """One BCC module built from bpf/<source>, with its probes and ring buffers."""
+
+    def __init__(
+        self,
+        source: str,
+        defines: Mapping[str, object] | None = None,
+        macros: Sequence[str] = (),
+    ) -> None:
+        self.source = source
+        self.defines = dict(defines or {})
+        self.macros = list(macros)
+        self.bpf = None
+        self._ring_buffers: list[str] = []
+        self.probes: list[str] = []  # what was attached, for the start-up report
+
+    def text(self) -> str:
+        path = BPF_DIR / self.source
+        try:
+            body = path.read_text()
+            common = (BPF_DIR / COMMON_HEADER).read_text()
+        except OSError as exc:
+            raise EbpftoolError(f"cannot read the BPF program {path}: {exc.strerror}") from exc
+        lines = [f"#define {k} {v}" for k, v in self.defines.items()]
+        return "\n".join([*lines, *self.macros, common, f'#line 1 "{self.source}"', body])
+
+    def load(self) -> "BpfProgram":
+        bcc = import_bcc()
+        try:
+            self.bpf = bcc.BPF(text=self.text(), cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+        except Exception as exc:  # BCC raises bare Exception on compile errors
+            raise EbpftoolError(f"the kernel or BCC refused {self.source}: {exc}") from exc
+        return self
+
+    # -- attaching -------------------------------------------------------------
+    def attach_tracepoint(self, tp: str, fn_name: str) -> None:
+        self.bpf.attach_tracepoint(tp=tp, fn_name=fn_name)
+        self.probes.append(f"tracepoint:{tp}")
+
+    def attach_uprobe(self, lib: str, sym: str, fn_name: str, *, ret: bool = False, pid: int = -1) -> None:
+        if ret:
+            self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
+        else:
+            self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
+        self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{sym}")
+
+    @staticmethod
+    def tracepoint_exists(tp: str) -> bool:
+        category, event = tp.split(":", 1)
+        return bool(import_bcc().BPF.tracepoint_exists(category, event))
+
+    # -- ring buffers ------------------------------------------------------------
+    def open_ring_buffer(self, map_name: str, on_event: Callable[[bytes], None]) -> None:
+        """Deliver each record of ring buffer `map_name` to on_event(bytes)."""
+
+        def _callback(_ctx, data, size):
+            on_event(ctypes.string_at(data, size))
+            return 0
+
+        self.bpf[map_name].open_ring_buffer(_callback)
+        self._ring_buffers.append(map_name)
+
+    def poll(self, timeout_ms: int) -> None:
+        """Drain all ring buffers of this program, waiting up to timeout_ms."""
+        if self._ring_buffers:
+            self.bpf.ring_buffer_poll(timeout_ms)
+
+    def consume(self) -> None:
+        if self._ring_buffers:
+            self.bpf.ring_buffer_consume()
+
+    # -- maps --------------------------------------------------------------------
+    def __getitem__(self, name: str):
+        return self.bpf[name]
+
+    def stats(self) -> list[int]:
+        """The shared per-CPU `stats` counters, summed over CPUs."""
+        table = self.bpf["stats"]
+        return [int(sum(table[ctypes.c_int(i)])) for i in range(STAT_SLOTS)]
+
+    def set_config(self, map_name: str, values: Iterable[int]) -> None:
+        """Fill a BPF hash set (key -> u8 1) used as an in-kernel filter."""
+        table = self.bpf[map_name]
+        for v in values:
+            table[table.Key(v)] = table.Leaf(1)
+
+    def close(self) -> None:
+        """Detach every probe and free the programs (idempotent)."""
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            finally:
+                self.bpf = None

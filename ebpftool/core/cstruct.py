@@ -1,0 +1,91 @@
+"""ctypes structures read from the C headers in bpf/, so an event's layout is defined once.
+
+The headers shared by a BPF program and user space hold plain structs of
+fixed-width fields (`__u32 pid;`, `char comm[16];`, `__u8 buf[MAX_CAPTURE];`)
+and `#define NAME number` constants. This module parses exactly that subset and
+builds ctypes.Structure classes with the C compiler's natural alignment, which
+is what clang uses for the BPF target too.
+"""
+from __future__ import annotations
+
+import ctypes
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from ebpftool.core.bpf import BPF_DIR
+
+_TYPES = {
+    "__u8": ctypes.c_uint8, "u8": ctypes.c_uint8, "__s8": ctypes.c_int8, "char": ctypes.c_char,
+    "__u16": ctypes.c_uint16, "u16": ctypes.c_uint16, "__s16": ctypes.c_int16,
+    "__u32": ctypes.c_uint32, "u32": ctypes.c_uint32, "__s32": ctypes.c_int32, "s32": ctypes.c_int32,
+    "__u64": ctypes.c_uint64, "u64": ctypes.c_uint64, "__s64": ctypes.c_int64, "s64": ctypes.c_int64,
+}
+_DEFINE = re.compile(r"^\s*#define\s+([A-Z_][A-Z0-9_]*)\s+\(?\s*(-?(?:0x[0-9a-fA-F]+|\d+))[uUlL]*\s*\)?\s*(?:/[*/].*)?$", re.M)
+_STRUCT = re.compile(r"struct\s+(\w+)\s*\{(.*?)\}\s*;", re.S)
+_FIELD = re.compile(r"^\s*(?:unsigned\s+)?(\w+)\s+(\w+)\s*(?:\[\s*(\w+)\s*\])?\s*;")
+_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+
+
+class HeaderError(ValueError):
+    pass
+
+
+def parse_defines(text: str) -> dict[str, int]:
+    return {name: int(value, 0) for name, value in _DEFINE.findall(text)}
+
+
+def parse_structs(text: str) -> dict[str, type[ctypes.Structure]]:
+    """Every `struct name { ... };` of fixed-width fields in text, as ctypes classes."""
+    defines = parse_defines(text)
+    body_text = _COMMENT.sub("", text)
+    out: dict[str, type[ctypes.Structure]] = {}
+    for name, body in _STRUCT.findall(body_text):
+        fields = []
+        for line in body.split(";"):
+            line = line.strip()
+            if not line:
+                continue
+            m = _FIELD.match(line + ";")
+            if not m:
+                raise HeaderError(f"struct {name}: cannot parse field '{line}'")
+            ctype_name, field, dim = m.groups()
+            if ctype_name == "struct":
+                raise HeaderError(f"struct {name}: nested structs are not supported ('{line}')")
+            if ctype_name in out:
+                ctype = out[ctype_name]
+            elif ctype_name in _TYPES:
+                ctype = _TYPES[ctype_name]
+            else:
+                raise HeaderError(f"struct {name}: unknown type '{ctype_name}'")
+            if dim is not None:
+                count = int(dim) if dim.isdigit() else defines.get(dim)
+                if count is None:
+                    raise HeaderError(f"struct {name}: unknown array size '{dim}'")
+                if ctype is ctypes.c_char:
+                    ctype = ctypes.c_uint8  # raw bytes: no NUL handling by ctypes
+                ctype = ctype * count
+            fields.append((field, ctype))
+        out[name] = type(name, (ctypes.Structure,), {"_fields_": fields})
+    return out
+
+
+@lru_cache(maxsize=None)
+def load_header(name: str) -> tuple[dict[str, type[ctypes.Structure]], dict[str, int]]:
+    """(structs, defines) of bpf/<name>."""
+    text = (Path(BPF_DIR) / name).read_text()
+    return parse_structs(text), parse_defines(text)
+
+
+def decode(struct_type: type[ctypes.Structure], data: bytes) -> ctypes.Structure:
+    """Copy one record into a struct; short records (a truncated read) are an error."""
+    size = ctypes.sizeof(struct_type)
+    if len(data) < size:
+        raise ValueError(f"{struct_type.__name__}: record of {len(data)} bytes, expected {size}")
+    return struct_type.from_buffer_copy(data[:size])
+
+
+def cstring(raw) -> str:
+    """A NUL-terminated char array (e.g. comm) as text."""
+    b = bytes(raw)
+    return b.split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -1,0 +1,42 @@
+"""Does this process hold what loading BPF programs needs? Asked of the kernel, not guessed."""
+from __future__ import annotations
+
+import os
+
+from ebpftool.errors import EbpftoolError
+
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+
+def effective_caps(status_path: str = "/proc/self/status") -> int:
+    with open(status_path) as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def capability_report() -> dict[str, bool]:
+    caps = effective_caps()
+    return {
+        "CAP_BPF": bool(caps >> CAP_BPF & 1),
+        "CAP_PERFMON": bool(caps >> CAP_PERFMON & 1),
+        "CAP_SYS_ADMIN": bool(caps >> CAP_SYS_ADMIN & 1),
+    }
+
+
+def require_privileges() -> None:
+    """Raise one clear sentence unless BPF programs and probes can be loaded."""
+    caps = capability_report()
+    # Tracepoints and uprobes need CAP_BPF + CAP_PERFMON (5.8+) or CAP_SYS_ADMIN;
+    # BCC's attach through tracefs needs CAP_SYS_ADMIN in practice.
+    if caps["CAP_SYS_ADMIN"] or (caps["CAP_BPF"] and caps["CAP_PERFMON"]):
+        return
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    missing = [k for k, v in caps.items() if not v]
+    raise EbpftoolError(
+        f"ebpftool needs root or the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load BPF programs "
+        f"(running as {who}, missing {', '.join(missing)}): run it with sudo or in a privileged container"
+    )

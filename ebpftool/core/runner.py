@@ -1,0 +1,149 @@
+"""The loop every command runs: start tracers, poll ring buffers, export each interval, stop cleanly.
+
+SIGINT and SIGTERM end the loop the same way the end of --duration does: a last
+drain of the ring buffers, a last metric snapshot, every probe detached, every
+queued span flushed.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ebpftool.core.tracer import Tracer
+from ebpftool.errors import EbpftoolError
+from ebpftool.export.pipeline import Telemetry
+
+POLL_MS = 100  # how long one pass waits for ring-buffer records, split over tracers
+
+
+@dataclass
+class RunResult:
+    started: dict[str, float] = field(default_factory=dict)   # tracer -> seconds to compile and attach
+    skipped: dict[str, str] = field(default_factory=dict)     # tracer -> why it could not start
+    probes: dict[str, list[str]] = field(default_factory=dict)
+    drops: dict[str, dict[str, int]] = field(default_factory=dict)
+    summaries: dict[str, dict] = field(default_factory=dict)
+    pipeline: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    interrupted_by: str | None = None
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM or by the duration; the loop checks it between polls."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason: str | None = None
+        self._old: dict[int, object] = {}
+
+    def set(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.event.set()
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, lambda s, _f: self.set(signal.Signals(s).name))
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+
+def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: bool, on_start=None) -> list[Tracer]:
+    running: list[Tracer] = []
+    for t in tracers:
+        t0 = time.monotonic()
+        try:
+            t.start()
+        except EbpftoolError as exc:
+            t.stop()
+            if not skip_failed:
+                for r in running:
+                    r.stop()
+                raise
+            result.skipped[t.name] = str(exc)
+            continue
+        result.started[t.name] = time.monotonic() - t0
+        result.probes[t.name] = [p for prog in t.programs for p in prog.probes]
+        if on_start:
+            on_start(t, result.started[t.name])
+        running.append(t)
+    return running
+
+
+def run(
+    tracers: Sequence[Tracer],
+    telemetry: Telemetry,
+    *,
+    duration: float | None,
+    interval: float,
+    skip_failed: bool = False,
+    on_start: Callable[[Tracer, float], None] | None = None,
+    on_interval: Callable[[Sequence[Tracer]], None] | None = None,
+    stop: StopFlag | None = None,
+) -> RunResult:
+    """Run tracers until duration elapses or a signal arrives; always detach and flush."""
+    result = RunResult()
+    stop = stop or StopFlag()
+    stop.install()
+    running: list[Tracer] = []
+    t_start = time.monotonic()
+    try:
+        running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start)
+        if not running:
+            reasons = "; ".join(f"{k}: {v}" for k, v in result.skipped.items())
+            raise EbpftoolError(f"no tracer could start ({reasons})")
+        deadline = None if duration is None else time.monotonic() + duration
+        next_export = time.monotonic() + interval
+        per_tracer_ms = max(1, POLL_MS // len(running))
+        while not stop.event.is_set():
+            for t in running:
+                t.poll(per_tracer_ms)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                stop.set("duration")
+            if now >= next_export or stop.event.is_set():
+                next_export = now + interval
+                export_interval(running, telemetry)
+                if on_interval:
+                    on_interval(running)
+    finally:
+        stop.restore()
+        result.interrupted_by = stop.reason
+        for t in running:
+            try:
+                t.poll(0)  # what is already in the ring buffers is not lost
+            except Exception:
+                pass
+        if running:
+            export_interval(running, telemetry)
+        for t in running:
+            result.drops[t.name] = t.drops()
+            result.summaries[t.name] = t.summary()
+        detach_errors = []
+        for t in running:
+            try:
+                t.stop()
+            except Exception as exc:
+                detach_errors.append(f"{t.name}: {exc}")
+        telemetry.shutdown()
+        result.pipeline = telemetry.counters()
+        result.seconds = time.monotonic() - t_start
+        if detach_errors:
+            raise EbpftoolError("detaching failed: " + "; ".join(detach_errors))
+    return result
+
+
+def export_interval(running: Sequence[Tracer], telemetry: Telemetry) -> None:
+    points = []
+    for t in running:
+        points.extend(t.collect())
+        points.extend(t.drop_metrics())
+        t.tick()
+    telemetry.export_metrics(points)

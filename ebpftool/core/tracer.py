@@ -1,0 +1,105 @@
+"""What every tracer is to the runner: start, poll, collect, stop; plus its drop accounting."""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram
+from ebpftool.core.clock import KernelClock
+from ebpftool.export import semconv as sc
+from ebpftool.export.model import MetricPoint, counter
+from ebpftool.export.pipeline import Telemetry
+
+DEFAULT_SPAN_RATE = 1000      # spans per second a tracer may send to user space
+DEFAULT_RINGBUF_PAGES = 256   # 1 MiB per ring buffer
+
+
+@dataclass
+class TracerOptions:
+    """Options shared by all tracers (each tracer adds its own)."""
+
+    span_rate: int = DEFAULT_SPAN_RATE
+    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
+
+    def budget_defines(self) -> dict[str, int]:
+        """SPAN_RATE_PER_CPU / SPAN_BURST for bpf/common.bpf.h: the budget is split over CPUs."""
+        ncpu = os.cpu_count() or 1
+        per_cpu = max(1, self.span_rate // ncpu) if self.span_rate > 0 else 0
+        return {"SPAN_RATE_PER_CPU": per_cpu, "SPAN_BURST": max(1, per_cpu)}
+
+
+class Tracer(ABC):
+    """Base of the inference, net and gpu tracers.
+
+    Subclasses load their BpfProgram(s) in start() and append them to
+    self.programs; the base class polls them, reads the shared drop counters
+    and detaches them.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, telemetry: Telemetry, options: TracerOptions | None = None) -> None:
+        self.telemetry = telemetry
+        self.options = options or TracerOptions()
+        self.clock = KernelClock()
+        self.programs: list[BpfProgram] = []
+        self.compile_seconds = 0.0
+
+    @abstractmethod
+    def start(self) -> None:
+        """Compile, load and attach. Raise EbpftoolError with one sentence on failure."""
+
+    @abstractmethod
+    def collect(self) -> list[MetricPoint]:
+        """Read the kernel maps once: cumulative metric points (cost independent of event rate)."""
+
+    def poll(self, timeout_ms: int) -> None:
+        """Deliver pending ring-buffer records to the tracer's callbacks."""
+        for p in self.programs:
+            p.poll(timeout_ms)
+
+    def tick(self) -> None:
+        """Called once per interval after collect(): housekeeping (e.g. expiring state)."""
+
+    def drops(self) -> dict[str, int]:
+        """Events lost in the kernel: ring buffer full, and spans refused by the budget."""
+        lost = unsampled = 0
+        for p in self.programs:
+            if p.bpf is None:
+                continue
+            st = p.stats()
+            lost += st[STAT_RINGBUF_FULL]
+            unsampled += st[STAT_SPAN_BUDGET]
+        return {"events_lost": lost, "spans_unsampled": unsampled}
+
+    def drop_metrics(self) -> list[MetricPoint]:
+        d = self.drops()
+        attrs = {sc.EBPFTOOL_TRACER: self.name}
+        return [
+            counter(sc.EBPFTOOL_EVENTS_LOST, "{event}", "Events lost in the kernel because the ring buffer was full",
+                    d["events_lost"], attrs),
+            counter(sc.EBPFTOOL_SPANS_UNSAMPLED, "{span}", "Spans not sent because the in-kernel span budget was spent "
+                    "(metrics still count them)", d["spans_unsampled"], attrs),
+        ]
+
+    def view(self) -> Any:
+        """A rich renderable for the live terminal view."""
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the exit summary."""
+        return {}
+
+    def stop(self) -> None:
+        """Detach every probe and free every program (idempotent)."""
+        errors = []
+        for p in self.programs:
+            try:
+                p.close()
+            except Exception as exc:  # keep detaching the rest
+                errors.append(exc)
+        self.programs.clear()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,257 @@
+"""`ebpftool doctor`: what this kernel allows, found by trying it, and what each tracer will use.
+
+Every "yes" below comes from an attempt (a program loaded, a probe attached and
+detached), not from a version number.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ebpftool.core.bpf import import_bcc
+from ebpftool.core.privileges import capability_report
+from ebpftool.errors import EbpftoolError
+
+TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# What each tracer needs, in order of preference: (method, required tracepoints).
+TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str]]]] = {
+    "inference": [
+        ("syscall tracepoints", [
+            "syscalls:sys_enter_accept4", "syscalls:sys_exit_accept4",
+            "syscalls:sys_enter_read", "syscalls:sys_exit_read",
+            "syscalls:sys_enter_write", "syscalls:sys_exit_write",
+            "syscalls:sys_enter_close",
+        ]),
+    ],
+    "net": [
+        ("sock/tcp tracepoints", [
+            "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
+            "tcp:tcp_probe", "tcp:tcp_retransmit_skb",
+        ]),
+    ],
+    "gpu": [
+        ("uprobes + ioctl tracepoints", ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl"]),
+    ],
+}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class TracerPlan:
+    tracer: str
+    can_run: bool
+    method: str
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    kernel: str
+    checks: list[Check] = field(default_factory=list)
+    tracers: list[TracerPlan] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(t.can_run for t in self.tracers)
+
+    def to_dict(self) -> dict:
+        return {"kernel": self.kernel, "ok": self.ok, "checks": [asdict(c) for c in self.checks],
+                "tracers": [asdict(t) for t in self.tracers]}
+
+
+def find_tracefs(mount: bool = True) -> str | None:
+    """The tracefs directory, mounting it when it is absent (as the tracers need it)."""
+    for path in TRACEFS_PATHS:
+        if os.path.isdir(os.path.join(path, "events")):
+            return path
+    if mount:
+        os.system("mount -t tracefs nodev /sys/kernel/tracing >/dev/null 2>&1")
+        if os.path.isdir("/sys/kernel/tracing/events"):
+            return "/sys/kernel/tracing"
+    return None
+
+
+def kernel_headers() -> Check:
+    build = Path(f"/lib/modules/{platform.release()}/build")
+    if build.exists():
+        target = build.resolve()
+        fallback = platform.release() not in target.name
+        how = f"linked from {target} (another version: types only, no struct offsets)" if fallback else str(target)
+        return Check("kernel headers", True, how)
+    if Path("/sys/kernel/kheaders.tar.xz").exists():
+        return Check("kernel headers", True, "from the kernel (CONFIG_IKHEADERS)")
+    return Check("kernel headers", False, f"none at {build}; run scripts/install.sh")
+
+
+def lockdown() -> Check:
+    path = Path("/sys/kernel/security/lockdown")
+    if not path.exists():
+        os.system("mount -t securityfs none /sys/kernel/security >/dev/null 2>&1")
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return Check("lockdown", True, "no LSM lockdown interface")
+    mode = text[text.index("[") + 1:text.index("]")] if "[" in text else text
+    return Check("lockdown", mode != "confidentiality", mode)
+
+
+_PROBE_C = r"""
+BPF_RINGBUF_OUTPUT(doctor_events, 1);
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+    u32 *e = doctor_events.ringbuf_reserve(sizeof(u32));
+    if (e) { *e = 1; doctor_events.ringbuf_submit(e, 0); }
+    return 0;
+}
+int doctor_uprobe(struct pt_regs *ctx) { return 0; }
+int doctor_kprobe(struct pt_regs *ctx) { return 0; }
+"""
+
+_KFUNC_C = r"""
+KFUNC_PROBE(vfs_read) { return 0; }
+"""
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """libbcc prints the kernel's refusals on fd 2; doctor reports them itself."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _attempt(fn) -> tuple[bool, str]:
+    try:
+        with quiet_stderr():
+            detail = fn()
+        return True, detail or "works"
+    except Exception as exc:  # the kernel's refusal is the answer we are after
+        return False, _short(exc)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:120]
+
+
+def probe_kernel() -> Report:
+    """Run every check; never raises for what the kernel refuses."""
+    report = Report(kernel=platform.release())
+    add = report.checks.append
+    caps = capability_report()
+    add(Check("capabilities", caps["CAP_SYS_ADMIN"] or (caps["CAP_BPF"] and caps["CAP_PERFMON"]),
+              ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in caps.items())))
+    tracefs = find_tracefs()
+    add(Check("tracefs", tracefs is not None, tracefs or "not mounted and could not be mounted"))
+    add(Check("BTF", Path("/sys/kernel/btf/vmlinux").exists(), "/sys/kernel/btf/vmlinux"))
+    try:
+        jit = Path("/proc/sys/net/core/bpf_jit_enable").read_text().strip()
+        add(Check("JIT", jit != "0", f"bpf_jit_enable={jit}"))
+    except OSError:
+        add(Check("JIT", False, "unknown"))
+    headers = kernel_headers()
+    add(headers)
+    add(lockdown())
+
+    features: dict[str, bool] = {}
+    try:
+        bcc = import_bcc()
+    except EbpftoolError as exc:
+        add(Check("BCC", False, str(exc)))
+        bcc = None
+    if bcc is not None:
+        add(Check("BCC", True, getattr(bcc, "__version__", "present")))
+        prog = None
+        try:
+            with quiet_stderr():
+                prog = bcc.BPF(text=_PROBE_C)
+            features["bpf"] = True
+            add(Check("bpf() syscall", True, "tracepoint program loaded"))
+        except Exception as exc:
+            features["bpf"] = False
+            add(Check("bpf() syscall", False, _short(exc)))
+        if prog is not None:
+            def ringbuf():
+                got = []
+                prog["doctor_events"].open_ring_buffer(lambda _c, _d, _s: got.append(1))
+                os.getppid()
+                prog.ring_buffer_poll(100)
+                if not got:
+                    raise RuntimeError("no record arrived")
+                return "a record arrived"
+
+            ok, detail = _attempt(ringbuf)
+            features["ringbuf"] = ok
+            add(Check("ring buffer", ok, detail))
+
+            def uprobe():
+                prog.attach_uprobe(name="c", sym="getpid", fn_name="doctor_uprobe")
+                prog.detach_uprobe(name="c", sym="getpid")
+                return "attached to libc:getpid"
+
+            ok, detail = _attempt(uprobe)
+            features["uprobe"] = ok
+            add(Check("uprobes", ok, detail))
+
+            def kprobe():
+                prog.attach_kprobe(event="vfs_read", fn_name="doctor_kprobe")
+                prog.detach_kprobe(event="vfs_read")
+                return "attached to vfs_read"
+
+            ok, detail = _attempt(kprobe)
+            features["kprobe"] = ok
+            if not ok and tracefs and not os.path.exists(os.path.join(tracefs, "kprobe_events")):
+                detail = "kernel has no kprobe_events (built without CONFIG_KPROBES)"
+            add(Check("kprobes", ok, detail))
+            prog.cleanup()
+
+        def fentry():
+            b = bcc.BPF(text=_KFUNC_C)
+            b.cleanup()
+            return "fentry on vfs_read loaded"
+
+        if features.get("bpf"):
+            ok, detail = _attempt(fentry)
+            features["fentry"] = ok
+            add(Check("fentry", ok, detail if ok else f"refused: {detail}"))
+
+    for tracer, options in TRACER_TRACEPOINTS.items():
+        report.tracers.append(plan_tracer(tracer, options, features, bcc, headers.ok))
+    return report
+
+
+def plan_tracer(tracer: str, options, features: dict[str, bool], bcc, headers_ok: bool) -> TracerPlan:
+    if not features.get("bpf"):
+        return TracerPlan(tracer, False, "none", "BPF programs cannot be loaded")
+    if not headers_ok:
+        return TracerPlan(tracer, False, "none", "BCC needs kernel headers")
+    if tracer in ("inference", "net") and not features.get("ringbuf"):
+        return TracerPlan(tracer, False, "none", "BPF ring buffers do not work")
+    if tracer == "gpu" and not features.get("uprobe"):
+        return TracerPlan(tracer, False, "none", "uprobes cannot be attached")
+    missing_all = []
+    for method, tracepoints in options:
+        missing = [tp for tp in tracepoints if not bcc.BPF.tracepoint_exists(*tp.split(":", 1))]
+        if not missing:
+            return TracerPlan(tracer, True, method, f"{len(tracepoints)} tracepoints present")
+        missing_all.append(f"{method}: missing {', '.join(missing)}")
+    if tracer == "net" and features.get("kprobe"):
+        return TracerPlan(tracer, False, "kprobes", "kprobe fallback is not implemented yet; " + "; ".join(missing_all))
+    return TracerPlan(tracer, False, "none", "; ".join(missing_all))

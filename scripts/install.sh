@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Set up a node for ebpftool: system packages, BCC, kernel headers (with the
+# fallback this kernel needs), tracefs, a virtual environment made from
+# Debian's python3 (the only interpreter that can import BCC) and a root-owned
+# `ebpftool` launcher on PATH. Safe to run again.
+#
+#   sudo scripts/install.sh            # node setup
+#   sudo scripts/install.sh --dev      # + test tools and the servers the tests run
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${EBPFTOOL_VENV:-/opt/ebpftool/venv}
+BIN=${EBPFTOOL_BIN:-/usr/local/bin/ebpftool}
+DEV=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option '$arg' (expected --dev)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh must run as root (try: sudo $0 $*)" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(python3 python3-venv python3-bpfcc bpfcc-tools iproute2 curl ca-certificates)
+if [ "$DEV" = 1 ]; then
+  PKGS+=(nginx-light wrk iperf3 victoria-metrics gcc libc6-dev)
+fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+
+# Kernel headers: BCC compiles its C against /lib/modules/$(uname -r)/build.
+KVER=$(uname -r)
+need_headers=0
+[ -e "/lib/modules/$KVER/build/include" ] || [ -e "/sys/kernel/kheaders.tar.xz" ] || need_headers=1
+if [ "$need_headers" = 1 ]; then
+  if apt-cache policy "linux-headers-$KVER" 2>/dev/null | grep -q Candidate: ; then
+    missing+=("linux-headers-$KVER")
+  else
+    missing+=(linux-headers-cloud-amd64)
+  fi
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update -qq || apt-get update
+  # A headers package for the exact kernel may not exist: fall back to the cloud flavour.
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+    fallback=()
+    for p in "${missing[@]}"; do
+      [[ "$p" == linux-headers-"$KVER" ]] && p=linux-headers-cloud-amd64
+      fallback+=("$p")
+    done
+    apt-get install -y -qq --no-install-recommends "${fallback[@]}"
+  fi
+fi
+
+# The running kernel has no headers of its own here: link the nearest Debian
+# headers where BCC looks. Types then come from another version, which is why
+# the BPF programs never read kernel structs by offset (see bpf/README.md).
+if [ ! -e "/lib/modules/$KVER/build/include" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
+  hdr=$(ls -d /usr/src/linux-headers-*-cloud-amd64 2>/dev/null | sort -V | tail -n1 || true)
+  [ -n "$hdr" ] || hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
+  if [ -z "$hdr" ]; then
+    echo "install.sh: no kernel headers found under /usr/src; BCC cannot compile programs" >&2
+    exit 1
+  fi
+  common=${hdr%-cloud-amd64}; common=${common%-amd64}-common
+  mkdir -p "/lib/modules/$KVER"
+  ln -sfn "$hdr" "/lib/modules/$KVER/build"
+  [ -d "$common" ] && ln -sfn "$common" "/lib/modules/$KVER/source"
+  say "linked kernel headers $hdr -> /lib/modules/$KVER/build"
+fi
+
+# tracefs: tracepoints and uprobes are attached through it.
+if [ ! -e /sys/kernel/tracing/events ]; then
+  mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+if [ ! -e /sys/kernel/tracing/events ] && [ ! -e /sys/kernel/debug/tracing/events ]; then
+  mount -t debugfs nodev /sys/kernel/debug 2>/dev/null || true
+fi
+
+# Python: a venv from Debian's interpreter, which sees the python3-bpfcc module.
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import bcc" 2>/dev/null; then
+  say "creating virtual environment $VENV"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+extra=""
+[ "$DEV" = 1 ] && extra="[test]"
+say "installing ebpftool$extra into $VENV"
+"$VENV/bin/python" -m pip install -q -e "$ROOT$extra"
+
+# A launcher on root's PATH (sudo's secure_path includes /usr/local/bin).
+cat > "$BIN.tmp" <<LAUNCH
+#!/bin/sh
+exec "$VENV/bin/python" -m ebpftool "\$@"
+LAUNCH
+chmod 0755 "$BIN.tmp"
+mv "$BIN.tmp" "$BIN"
+
+"$VENV/bin/python" -c "import bcc, ebpftool" || { echo "install.sh: ebpftool does not import" >&2; exit 1; }
+say "ready: sudo ebpftool doctor"

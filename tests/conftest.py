@@ -1,0 +1,99 @@
+"""Shared fixtures: a real OTLP receiver, and ebpftool run as a real process."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.otlp_receiver import GrpcReceiver, HttpReceiver
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def grpc_receiver():
+    r = GrpcReceiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def http_receiver():
+    r = HttpReceiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _bpf_ready():
+    """BPF tests need root and BCC; say so once instead of failing obscurely in each."""
+    if os.geteuid() != 0:
+        pytest.exit("the test suite loads real BPF programs: run it as root (see README)", returncode=2)
+
+
+class EbpftoolProcess:
+    """`python -m ebpftool ARGS` in the background; ready once its probes are attached."""
+
+    def __init__(self, args: list[str], env: dict | None = None, ready_marker: str = "probes attached",
+                 ready_count: int = 1) -> None:
+        self.args = args
+        self.env = {**os.environ, "COLUMNS": "200", **(env or {})}
+        self.ready_marker = ready_marker
+        self.ready_count = ready_count
+        self.proc: subprocess.Popen | None = None
+        self.stdout = ""
+        self.stderr = ""
+        self._err_lines: list[str] = []
+
+    def start(self, timeout: float = 60.0) -> "EbpftoolProcess":
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ebpftool", *self.args], cwd=ROOT, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            self._err_lines.append(line)
+            if self.ready_marker in line:
+                seen += 1
+                if seen >= self.ready_count:
+                    return self
+        self.stop()
+        raise AssertionError(f"ebpftool did not get ready: rc={self.proc.returncode}\n{self.stderr}\n{self.stdout}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        self.stdout = out or ""
+        self.stderr = "".join(self._err_lines) + (err or "")
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.stop()
+
+
+def run_ebpftool(args: list[str], timeout: float = 120.0, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ebpftool", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
