@@ -87,26 +87,12 @@ _register_commands()
 
 
 def main() -> None:
+    # Typer (standalone) handles usage errors itself: one message, exit code 2.
     try:
-        rc = app(prog_name="ebpftool", standalone_mode=False)
-        sys.exit(rc if isinstance(rc, int) else 0)
+        app(prog_name="ebpftool")
     except EbpftoolError as exc:
-        console.print(f"[bold red]ebpftool:[/] {exc}")
+        console.print(f"[bold red]ebpftool:[/] {exc}", highlight=False)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        console.print("[bold red]ebpftool:[/] aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # Click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -106,20 +106,25 @@ class BpfProgram:
         self._ring_buffers: list[str] = []
         self.probes: list[str] = []  # what was attached, for the start-up report
 
+    @property
+    def path(self) -> Path:
+        """bpf/<source>, or an absolute path (test fixtures keep their programs beside the tests)."""
+        return Path(self.source) if os.path.isabs(self.source) else BPF_DIR / self.source
+
     def text(self) -> str:
-        path = BPF_DIR / self.source
+        path = self.path
         try:
             body = path.read_text()
             common = (BPF_DIR / COMMON_HEADER).read_text()
         except OSError as exc:
             raise EbpftoolError(f"cannot read the BPF program {path}: {exc.strerror}") from exc
         lines = [f"#define {k} {v}" for k, v in self.defines.items()]
-        return "\n".join([*lines, *self.macros, common, f'#line 1 "{self.source}"', body])
+        return "\n".join([*lines, *self.macros, common, f'#line 1 "{path.name}"', body])
 
     def load(self) -> "BpfProgram":
         bcc = import_bcc()
         try:
-            self.bpf = bcc.BPF(text=self.text(), cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+            self.bpf = bcc.BPF(text=self.text(), cflags=[f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"])
         except Exception as exc:  # BCC raises bare Exception on compile errors
             raise EbpftoolError(f"the kernel or BCC refused {self.source}: {exc}") from exc
         return self

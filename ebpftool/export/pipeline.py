@@ -127,7 +127,7 @@ class Telemetry:
 
     def export_metrics(self, points: list[MetricPoint]) -> None:
         with self._lock:
-            self._metric_slot = points + self.self_metrics()
+            self._metric_slot = points
         self._wake.set()
 
     @property
@@ -168,15 +168,17 @@ class Telemetry:
                 return
 
     def _drain(self) -> None:
+        # Spans first, so the metric snapshot that follows counts them as sent.
         while True:
             with self._lock:
                 batch = [self._span_queue.popleft() for _ in range(min(SPAN_BATCH_SIZE, len(self._span_queue)))]
-                points, self._metric_slot = self._metric_slot, None
-            if points is not None:
-                self._ship_metrics(points)
             if not batch:
-                return
+                break
             self._ship_spans(batch)
+        with self._lock:
+            points, self._metric_slot = self._metric_slot, None
+        if points is not None:
+            self._ship_metrics(points + self.self_metrics())
 
     def _ship_spans(self, batch: list[SpanRecord]) -> None:
         spans = [to_readable_span(r, self.resource) for r in batch]

@@ -1,0 +1,62 @@
+"""The command line as users meet it: doctor, privileges, and bad input without tracebacks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, run_ebpftool
+
+
+def test_doctor_probes_the_kernel_and_every_tracer_can_run():
+    r = run_ebpftool(["doctor", "--json"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    for name in ("bpf() syscall", "ring buffer", "uprobes", "tracefs", "BTF", "JIT", "kernel headers", "capabilities"):
+        assert checks[name]["ok"], checks[name]
+    # This kernel has no kprobes and refuses fentry: doctor must find that out by trying.
+    assert not checks["kprobes"]["ok"]
+    assert not checks["fentry"]["ok"]
+    assert checks["lockdown"]["detail"] in ("none", "integrity", "no LSM lockdown interface")
+    plans = {t["tracer"]: t for t in report["tracers"]}
+    assert set(plans) == {"inference", "net", "gpu"}
+    assert all(p["can_run"] for p in plans.values())
+    assert "tracepoint" in plans["net"]["method"]
+
+
+def test_doctor_table_is_readable():
+    r = run_ebpftool(["doctor"])
+    assert r.returncode == 0
+    for word in ("ring buffer", "kprobes", "attach method", "inference"):
+        assert word in r.stdout
+
+
+def _as_nobody(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+         sys.executable, "-m", "ebpftool", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "COLUMNS": "200"},
+    )
+
+
+def test_without_privileges_one_sentence_and_non_zero_exit():
+    for cmd in (["inference", "--port", "8080", "--duration", "1"], ["net", "--duration", "1"], ["gpu", "--duration", "1"]):
+        r = _as_nobody(cmd)
+        assert r.returncode == 1, (cmd, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert "needs root or the capabilities" in r.stderr
+
+
+def test_bad_arguments_are_one_clear_line():
+    r = run_ebpftool(["net", "--interval", "-3"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "interval" in r.stderr.lower()
+    r = run_ebpftool(["nosuchcommand"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = run_ebpftool(["gpu", "--duration", "1", "--otlp-endpoint", "ftp://x"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "OTLP endpoint" in r.stderr
+
+
+def test_version():
+    r = run_ebpftool(["--version"])
+    assert r.returncode == 0 and r.stdout.startswith("ebpftool ")
