@@ -42,7 +42,7 @@ KVER=$(uname -r)
 need_headers=0
 [ -e "/lib/modules/$KVER/build/include" ] || [ -e "/sys/kernel/kheaders.tar.xz" ] || need_headers=1
 if [ "$need_headers" = 1 ]; then
-  if apt-cache policy "linux-headers-$KVER" 2>/dev/null | grep -q Candidate: ; then
+  if apt-cache policy "linux-headers-$KVER" 2>/dev/null | grep -q "Candidate: [^(]"; then
     missing+=("linux-headers-$KVER")
   else
     missing+=(linux-headers-cloud-amd64)
@@ -63,30 +63,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# The running kernel has no headers of its own here: link the nearest Debian
-# headers where BCC looks. Types then come from another version, which is why
-# the BPF programs never read kernel structs by offset (see bpf/README.md).
-if [ ! -e "/lib/modules/$KVER/build/include" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
-  hdr=$(ls -d /usr/src/linux-headers-*-cloud-amd64 2>/dev/null | sort -V | tail -n1 || true)
-  [ -n "$hdr" ] || hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)
-  if [ -z "$hdr" ]; then
-    echo "install.sh: no kernel headers found under /usr/src; BCC cannot compile programs" >&2
-    exit 1
-  fi
-  common=${hdr%-cloud-amd64}; common=${common%-amd64}-common
-  mkdir -p "/lib/modules/$KVER"
-  ln -sfn "$hdr" "/lib/modules/$KVER/build"
-  [ -d "$common" ] && ln -sfn "$common" "/lib/modules/$KVER/source"
-  say "linked kernel headers $hdr -> /lib/modules/$KVER/build"
-fi
-
-# tracefs: tracepoints and uprobes are attached through it.
-if [ ! -e /sys/kernel/tracing/events ]; then
-  mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
-fi
-if [ ! -e /sys/kernel/tracing/events ] && [ ! -e /sys/kernel/debug/tracing/events ]; then
-  mount -t debugfs nodev /sys/kernel/debug 2>/dev/null || true
-fi
+# Headers link and tracefs: also what a container does at start (scripts/prepare-node.sh).
+"$ROOT/scripts/prepare-node.sh"
 
 # Python: a venv from Debian's interpreter, which sees the python3-bpfcc module.
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import bcc" 2>/dev/null; then

@@ -34,6 +34,25 @@ ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="serv
 Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
 Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
 SpanRate = Annotated[int, typer.Option("--span-rate", min=0, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+Record = Annotated[Optional[str], typer.Option("--record", help="Also save spans and metric snapshots to this file for `ebpftool replay` (mode 0600).")]
+
+
+def _apply_config(ctx: typer.Context, value: Optional[str]) -> Optional[str]:
+    """--config FILE: its keys become the defaults of this command's flags (so flags override it)."""
+    if value:
+        from ebpftool.config import check_keys, load_config_file
+
+        try:
+            data = load_config_file(value)
+            check_keys(value, data, {p.name for p in ctx.command.params})
+        except EbpftoolError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        ctx.default_map = {**(ctx.default_map or {}), **data}
+    return value
+
+
+Config = Annotated[Optional[str], typer.Option("--config", "-c", is_eager=True, callback=_apply_config,
+                                               help="YAML file holding any of these flags (flags override it).")]
 Ui = Annotated[Optional[bool], typer.Option("--ui/--no-ui", help="Live terminal view (default: on when stdout is a terminal).")]
 
 
@@ -50,6 +69,8 @@ class CommonOptions:
     region: str | None = None
     span_rate: int = DEFAULT_SPAN_RATE
     ui: bool | None = None
+    record: str | None = None
+    config: str | None = None
 
     def tracer_options(self) -> TracerOptions:
         return TracerOptions(span_rate=self.span_rate)
@@ -63,7 +84,12 @@ def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint 
         sinks.append(otlp_sink(*otlp))
     if opts.jsonl:
         sinks.append(jsonl_sink(opts.jsonl, resource.attributes))
-    telemetry = Telemetry(resource, sinks)
+    recorder = None
+    if opts.record:
+        from ebpftool.record import Recorder
+
+        recorder = Recorder(opts.record)
+    telemetry = Telemetry(resource, sinks, recorder)
     prom = None
     if opts.prometheus_port is not None:
         try:
@@ -139,7 +165,7 @@ _COMMON_PARAMS = [
     ("duration", Duration, None), ("interval", Interval, 5.0), ("otlp_endpoint", OtlpEndpoint, None),
     ("otlp_protocol", OtlpProtocol, None), ("jsonl", JsonlPath, None), ("prometheus_port", PrometheusPort, None),
     ("service_name", ServiceName, None), ("zone", Zone, None), ("region", Region, None),
-    ("span_rate", SpanRate, DEFAULT_SPAN_RATE), ("ui", Ui, None),
+    ("span_rate", SpanRate, DEFAULT_SPAN_RATE), ("ui", Ui, None), ("record", Record, None), ("config", Config, None),
 ]
 
 

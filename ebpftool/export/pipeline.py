@@ -95,8 +95,9 @@ def to_readable_span(rec: SpanRecord, resource: Resource) -> ReadableSpan:
 class Telemetry:
     """Owns the sinks and the two worker threads; safe to call from the tracing loop."""
 
-    def __init__(self, resource: Resource, sinks: Iterable[Sink] = ()) -> None:
+    def __init__(self, resource: Resource, sinks: Iterable[Sink] = (), recorder=None) -> None:
         self.resource = resource
+        self.recorder = recorder  # ebpftool.record.Recorder: a copy of every input, for replay
         self.sinks = list(sinks)
         self.start_ns = time.time_ns()
         self.spans_emitted = 0
@@ -115,6 +116,8 @@ class Telemetry:
     # -- called from the tracing loop ---------------------------------------------
     def emit_span(self, rec: SpanRecord) -> None:
         self.spans_emitted += 1
+        if self.recorder is not None:
+            self.recorder.on_span(rec)
         if not self._span_sinks:
             return
         with self._lock:
@@ -126,6 +129,8 @@ class Telemetry:
                 self._wake.set()
 
     def export_metrics(self, points: list[MetricPoint]) -> None:
+        if self.recorder is not None:
+            self.recorder.on_metrics(points)
         with self._lock:
             self._metric_slot = points
         self._wake.set()
@@ -217,6 +222,8 @@ class Telemetry:
         with self._lock:
             self.spans_dropped_queue += len(self._span_queue)
             self._span_queue.clear()
+        if self.recorder is not None:
+            self.recorder.close()
         for sink in self.sinks:
             for part in (sink.spans, sink.metrics):
                 if part is not None:

@@ -1,0 +1,16 @@
+# ebpftool as a node agent (DaemonSet) or a privileged sidecar.
+# The image installs through the same script as the README, so CI tests that path.
+# Kernel headers: the image carries Debian's (the fallback prepare-node.sh links);
+# mount the host's /lib/modules and /usr/src to use the node's own instead.
+FROM debian:bookworm-slim
+
+COPY . /opt/ebpftool/src
+RUN /opt/ebpftool/src/scripts/install.sh \
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+
+# Capabilities it needs (or run privileged): CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN
+# (tracefs attach, uprobes in other mount namespaces), CAP_SYS_RESOURCE (locked memory on old kernels),
+# plus hostPID to see every process. See deploy/daemonset.yaml.
+ENV PYTHONUNBUFFERED=1
+ENTRYPOINT ["/opt/ebpftool/src/scripts/entrypoint.sh"]
+CMD ["trace", "--no-ui"]

@@ -1,0 +1,73 @@
+"""`record` and `replay`: the pipeline's inputs (spans and metric snapshots) saved as JSON lines.
+
+What is recorded is what would be exported, after the tracers removed
+secrets: no header values, bodies or query strings ever reach this file. The
+file is created readable by its owner only.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict
+from typing import Iterator
+
+from ebpftool.errors import EbpftoolError
+from ebpftool.export.model import Kind, MetricPoint, SpanEvent, SpanKind, SpanRecord
+from ebpftool.export.sinks import open_private
+
+FORMAT = "ebpftool-recording/1"
+
+
+class Recorder:
+    def __init__(self, path: str) -> None:
+        self._file = open_private(path)
+        self._lock = threading.Lock()
+        self._write({"type": "header", "format": FORMAT, "time_ns": time.time_ns()})
+
+    def _write(self, obj: dict) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(json.dumps(obj, default=str) + "\n")
+
+    def on_span(self, rec: SpanRecord) -> None:
+        d = asdict(rec)
+        d["kind"] = rec.kind.value
+        self._write({"type": "span", **d})
+
+    def on_metrics(self, points: list[MetricPoint]) -> None:
+        rows = []
+        for p in points:
+            d = asdict(p)
+            d["kind"] = p.kind.value
+            rows.append(d)
+        self._write({"type": "metrics", "time_ns": time.time_ns(), "points": rows})
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def read_recording(path: str) -> Iterator[SpanRecord | list[MetricPoint]]:
+    """Yield spans and metric snapshots in recorded order; a bad file is one clear error."""
+    try:
+        f = open(path)
+    except OSError as exc:
+        raise EbpftoolError(f"cannot read recording {path}: {exc.strerror}") from exc
+    with f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                if n == 1:
+                    if row.get("format") != FORMAT:
+                        raise ValueError("not an ebpftool recording")
+                    continue
+                if row["type"] == "span":
+                    row.pop("type")
+                    row["kind"] = SpanKind(row["kind"])
+                    row["events"] = [SpanEvent(**e) for e in row["events"]]
+                    yield SpanRecord(**row)
+                elif row["type"] == "metrics":
+                    yield [MetricPoint(**{**p, "kind": Kind(p["kind"])}) for p in row["points"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EbpftoolError(f"recording {path}, line {n}: {exc}") from exc
