@@ -1,0 +1,81 @@
+"""Static checks of the deployment files (no container engine or cluster runs here)."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def _docs(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((ROOT / "deploy" / name).read_text()) if d]
+
+
+def _env(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_daemonset_has_what_tracing_a_node_needs():
+    (ds,) = [d for d in _docs("daemonset.yaml") if d["kind"] == "DaemonSet"]
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["hostPID"] is True
+    (c,) = spec["containers"]
+    assert c["securityContext"]["privileged"] is True
+    assert {"BPF", "PERFMON", "SYS_ADMIN"} <= set(c["securityContext"]["capabilities"]["add"])
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/sys/kernel/tracing", "/sys/kernel/debug", "/sys/fs/bpf", "/lib/modules", "/usr/src"} <= mounts
+    host_paths = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    assert {"/sys/kernel/tracing", "/sys/fs/bpf", "/lib/modules", "/usr/src"} <= host_paths
+    env = _env(c)
+    # Node name and zone reach the resource attributes through the variables ebpftool reads.
+    assert env["K8S_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert "topology.kubernetes.io/zone" in env["EBPFTOOL_ZONE"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].endswith(":4317")
+    assert c["args"][0] == "trace"
+
+
+def test_env_names_in_manifests_are_the_ones_ebpftool_reads():
+    from ebpftool.export.otel import K8S_ENV
+
+    read = {n for names in K8S_ENV.values() for n in names} | {
+        "EBPFTOOL_ZONE", "EBPFTOOL_REGION", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "NODE_IP"}
+    for name in ("daemonset.yaml", "sidecar.yaml"):
+        for doc in _docs(name):
+            spec = doc.get("spec", {})
+            spec = spec.get("template", {}).get("spec", spec)
+            for c in spec.get("containers", []):
+                if c["name"] == "ebpftool":
+                    assert set(_env(c)) <= read, (name, set(_env(c)) - read)
+
+
+def test_sidecar_shares_the_process_namespace_with_the_server():
+    (pod,) = _docs("sidecar.yaml")
+    assert pod["spec"]["shareProcessNamespace"] is True
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    assert "ebpftool" in names and len(names) == 2
+
+
+def test_collector_config_is_zone_aware_and_parses():
+    docs = _docs("otel-collector.yaml")
+    configs = {d["metadata"]["name"]: yaml.safe_load(d["data"]["config.yaml"]) for d in docs if d["kind"] == "ConfigMap"}
+    agent, gateway = configs["otel-agent-config"], configs["otel-gateway-config"]
+    assert "otlp" in agent["receivers"]
+    assert set(agent["service"]["pipelines"]["metrics"]["exporters"]) == {"otlp/zone-gateway"}
+    assert "victoria" in gateway["exporters"]["prometheusremotewrite/victoriametrics"]["endpoint"]
+    (svc,) = [d for d in docs if d["kind"] == "Service"]
+    assert svc["metadata"]["annotations"]["service.kubernetes.io/topology-mode"] == "Auto"
+
+
+def test_dockerfile_installs_through_the_readme_script():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM debian:bookworm", text, re.M)
+    assert "scripts/install.sh" in text
+    assert re.search(r'^ENTRYPOINT \["/opt/ebpftool/src/scripts/entrypoint.sh"\]', text, re.M)
+    entry = (ROOT / "scripts" / "entrypoint.sh").read_text()
+    assert "prepare-node.sh" in entry and "exec /usr/local/bin/ebpftool" in entry
+    readme = (ROOT / "README.md").read_text()
+    assert "scripts/install.sh" in readme
+    for script in ("install.sh", "prepare-node.sh", "entrypoint.sh", "test.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True)
