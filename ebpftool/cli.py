@@ -73,7 +73,7 @@ def _register_commands() -> None:
     """Tracer commands live in ebpftool/commands/<tracer>.py, each with a register(app)."""
     import importlib
 
-    for name in ("inference", "net", "gpu", "trace"):
+    for name in ("inference", "net", "gpu", "trace", "replay"):
         try:
             module = importlib.import_module(f"ebpftool.commands.{name}")
         except ModuleNotFoundError as exc:

@@ -1,0 +1,41 @@
+"""`ebpftool replay FILE`: re-export a recording through the same pipeline (no BPF, no root needed)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ebpftool.commands.common import CommonOptions, JsonlPath, OtlpEndpoint, OtlpProtocol, ServiceName, build_telemetry, out
+from ebpftool.export.model import SpanRecord
+from ebpftool.record import read_recording
+
+
+def replay(
+    path: Annotated[str, typer.Argument(help="A file written by `ebpftool record` or `--record`.")],
+    otlp_endpoint: OtlpEndpoint = None,
+    otlp_protocol: OtlpProtocol = None,
+    jsonl: JsonlPath = None,
+    service_name: ServiceName = None,
+) -> None:
+    """Send a recording's spans and metric snapshots to OTLP / a JSON-lines file."""
+    items = list(read_recording(path))  # read it all first: a bad file fails before anything is sent
+    telemetry, _ = build_telemetry(CommonOptions(otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
+                                                 jsonl=jsonl, service_name=service_name))
+    spans = snapshots = 0
+    try:
+        for item in items:
+            if isinstance(item, SpanRecord):
+                telemetry.emit_span(item)
+                spans += 1
+            else:
+                telemetry.export_metrics(item)  # cumulative snapshots: the last one carries the totals
+                snapshots += 1
+    finally:
+        telemetry.shutdown()
+    c = telemetry.counters()
+    out.print(f"replayed {spans} spans and {snapshots} metric snapshots from {path} "
+              f"({c['spans_exported']} spans exported, {c['spans_failed'] + c['spans_dropped_queue']} dropped)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(replay)
