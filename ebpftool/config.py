@@ -15,6 +15,8 @@ def load_config_file(path: str) -> dict[str, Any]:
             data = yaml.safe_load(f)
     except OSError as exc:
         raise EbpftoolError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise EbpftoolError(f"config file {path} is not UTF-8 text") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -68,6 +68,7 @@ def read_recording(path: str) -> Iterator[SpanRecord | list[MetricPoint]]:
                     row["events"] = [SpanEvent(**e) for e in row["events"]]
                     yield SpanRecord(**row)
                 elif row["type"] == "metrics":
-                    yield [MetricPoint(**{**p, "kind": Kind(p["kind"])}) for p in row["points"]]
+                    yield [MetricPoint(**{**p, "kind": Kind(p["kind"]), "bucket_counts": tuple(p["bucket_counts"]),
+                                          "bounds": tuple(p["bounds"])}) for p in row["points"]]
             except (ValueError, KeyError, TypeError) as exc:
                 raise EbpftoolError(f"recording {path}, line {n}: {exc}") from exc
