@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+from typing import Annotated, List, Optional
 
 import pytest
+import typer
+from typer.main import get_command
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ebpftool.config import check_keys, example_config, load_config_file
@@ -78,11 +81,6 @@ def test_recording_reader_fuzz(tmp_path, lines):
 
 
 def test_example_config_lists_every_option():
-    from typing import Annotated, List, Optional
-
-    import typer
-    from typer.main import get_command
-
     app = typer.Typer()
 
     @app.command()
