@@ -75,6 +75,15 @@ SOURCE_CLOUD_REGION = "source.cloud.region"
 DESTINATION_CLOUD_REGION = "destination.cloud.region"
 NETWORK_FLOW_INTER_ZONE = "network.flow.inter_zone"
 TCP_RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+EBPFTOOL_NETWORK_CONNECTION_IO = "ebpftool.network.connection.io"
+EBPFTOOL_NETWORK_FLOW_IO_LOST = "ebpftool.network.flow.io.lost"
+EBPFTOOL_NETWORK_CONNECTION_SENT_BYTES = "ebpftool.network.connection.sent_bytes"
+EBPFTOOL_NETWORK_CONNECTION_RECEIVED_BYTES = "ebpftool.network.connection.received_bytes"
+EBPFTOOL_NETWORK_CONNECTION_RETRANSMITS = "ebpftool.network.connection.retransmits"
+EBPFTOOL_NETWORK_TCP_SRTT = "ebpftool.network.tcp.srtt"
+NETWORK_LOCAL_PORT = "network.local.port"
+NETWORK_PEER_ADDRESS = "network.peer.address"
+NETWORK_PEER_PORT = "network.peer.port"
 
 # --- CUDA runtime / driver calls (no convention: ebpftool's namespace) --------
 EBPFTOOL_GPU_CALL_DURATION = "ebpftool.gpu.cuda.call.duration"

@@ -1,0 +1,311 @@
+/* ebpftool net: bytes per TCP flow and per process, retransmits and RTT, summed
+ * in the kernel from sock/tcp tracepoints only (no kprobes on this kernel, and
+ * no struct offsets: every field comes from a tracepoint's arguments).
+ *
+ *  - flows: one entry per TCP socket (key: the kernel's socket address),
+ *    addresses from inet_sock_set_state at ESTABLISHED (or, for sockets
+ *    opened before the tracer, from the first tcp_probe / retransmit),
+ *    bytes from sock_send_length / sock_recv_length in the process's own
+ *    context (so the pid there is the process that sent or read).
+ *  - closed0/closed1: on tcp_destroy_sock (CLOSE where it is absent) a flow's totals are folded
+ *    into one of these, keyed by (pid, comm, addresses) without ports, so no
+ *    closed connection's bytes are lost. UDP (no connection state, no
+ *    addresses in these tracepoints) is summed here per process directly.
+ *    User space drains the map that is not being written and flips
+ *    `generation` once per interval, so a drain never races a writer.
+ *  - rtt_hist: smoothed RTT from tcp_probe, sampled at most once per
+ *    RTT_SAMPLE_NS per socket (tcp_probe fires on every incoming segment),
+ *    per (local, remote) address pair, in the exported bucket bounds.
+ *
+ * Compile-time parameters (from ebpftool/tracers/net.py):
+ *   RTT_BUCKET(v)   bucket index of an RTT in ns (semconv TCP_RTT_BUCKETS)
+ *   RTT_SAMPLE_NS   least time between two RTT samples of one socket
+ *   NET_SPANS       1: send each closed connection to user space (span budget)
+ *   RINGBUF_PAGES   size of the connection-event ring buffer
+ *   NET_HAVE_TCP_PROBE, NET_HAVE_TCP_RETRANSMIT_SKB, NET_HAVE_TCP_DESTROY_SOCK
+ *                   1 where the kernel has that tracepoint (RTT, retransmits,
+ *                   and a second close hook are optional; bytes are not)
+ */
+#include "net.h"
+
+#ifndef RTT_SAMPLE_NS
+#define RTT_SAMPLE_NS 10000000ULL
+#endif
+#ifndef NET_SPANS
+#define NET_SPANS 0
+#endif
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 64
+#endif
+#ifndef NET_HAVE_TCP_PROBE
+#define NET_HAVE_TCP_PROBE 1
+#endif
+#ifndef NET_HAVE_TCP_RETRANSMIT_SKB
+#define NET_HAVE_TCP_RETRANSMIT_SKB 1
+#endif
+#ifndef NET_HAVE_TCP_DESTROY_SOCK
+#define NET_HAVE_TCP_DESTROY_SOCK 1
+#endif
+#ifndef RTT_BUCKET
+#define RTT_BUCKET(v) 0
+#endif
+
+BPF_HASH(flows, u64, struct flow, NET_MAX_FLOWS);
+BPF_HASH(closed0, struct agg_key, struct agg_value, NET_MAX_CLOSED);
+BPF_HASH(closed1, struct agg_key, struct agg_value, NET_MAX_CLOSED);
+BPF_ARRAY(generation, u32, 1);
+BPF_PERCPU_HASH(rtt_hist, struct rtt_key, struct hist_value, NET_MAX_RTT_PEERS);
+BPF_RINGBUF_OUTPUT(conn_events, RINGBUF_PAGES);
+
+/* Add v to key in the aggregate map being written this interval. */
+static __always_inline void agg_add(struct agg_key *key, struct agg_value *v)
+{
+    struct agg_value empty = {};
+    struct agg_value *a;
+    u32 zero = 0;
+    u32 *gen = generation.lookup(&zero);
+    if (gen && *gen)
+        a = closed1.lookup_or_try_init(key, &empty);
+    else
+        a = closed0.lookup_or_try_init(key, &empty);
+    if (!a) {
+        stat_add(NET_STAT_CLOSED_FULL, 1);
+        stat_add(NET_STAT_BYTES_LOST, v->tx_bytes + v->rx_bytes);
+        return;
+    }
+    __sync_fetch_and_add(&a->tx_bytes, v->tx_bytes);
+    __sync_fetch_and_add(&a->rx_bytes, v->rx_bytes);
+    __sync_fetch_and_add(&a->tx_calls, v->tx_calls);
+    __sync_fetch_and_add(&a->rx_calls, v->rx_calls);
+    __sync_fetch_and_add(&a->rx_segs, v->rx_segs);
+    __sync_fetch_and_add(&a->retransmits, v->retransmits);
+    __sync_fetch_and_add(&a->connections, v->connections);
+}
+
+/* I/O with no flow entry (UDP and other non-TCP sockets, or the flow map full):
+ * summed per process, addresses unknown. */
+static __always_inline void account_unkeyed(u16 family, u16 protocol, u32 bytes, int tx)
+{
+    struct agg_key key = {};
+    struct agg_value v = {};
+    key.pid = bpf_get_current_pid_tgid() >> 32;
+    key.family = family;
+    key.protocol = protocol;
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    if (tx) {
+        v.tx_bytes = bytes;
+        v.tx_calls = 1;
+    } else {
+        v.rx_bytes = bytes;
+        v.rx_calls = 1;
+    }
+    agg_add(&key, &v);
+}
+
+/* The flow of a TCP socket, created empty when the socket is new to us. */
+static __always_inline struct flow *flow_of(u64 sk, u16 family)
+{
+    struct flow *f = flows.lookup(&sk);
+    if (f)
+        return f;
+    struct flow init = {};
+    init.family = family;
+    init.protocol = NET_PROTO_TCP;
+    init.start_ns = bpf_ktime_get_ns();
+    flows.insert(&sk, &init);   /* fails only when another CPU won the race or the map is full */
+    return flows.lookup(&sk);
+}
+
+static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret, int tx)
+{
+    if (ret <= 0 || (family != NET_AF_INET && family != NET_AF_INET6))
+        return;
+    if (protocol != NET_PROTO_TCP) {
+        account_unkeyed(family, protocol, ret, tx);
+        return;
+    }
+    struct flow *f = flow_of(sk, family);
+    if (!f) {
+        stat_add(NET_STAT_FLOWS_FULL, 1);
+        account_unkeyed(family, protocol, ret, tx);
+        return;
+    }
+    if (f->pid == 0) {
+        f->pid = bpf_get_current_pid_tgid() >> 32;
+        bpf_get_current_comm(&f->comm, sizeof(f->comm));
+    }
+    if (tx) {
+        __sync_fetch_and_add(&f->tx_bytes, (u64)ret);
+        __sync_fetch_and_add(&f->tx_calls, 1);
+    } else {
+        __sync_fetch_and_add(&f->rx_bytes, (u64)ret);
+        __sync_fetch_and_add(&f->rx_calls, 1);
+    }
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    account_io((u64)args->sk, args->family, args->protocol, args->ret, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    account_io((u64)args->sk, args->family, args->protocol, args->ret, 0);
+    return 0;
+}
+
+/* Move a flow's totals into the aggregate map (and, with spans on, send it). */
+static __always_inline void fold_flow(u64 sk)
+{
+    struct flow *f = flows.lookup(&sk);
+    if (!f)
+        return;
+    /* Copy before deleting: preallocated hash elements are reused at once. */
+    struct flow done = *f;
+    flows.delete(&sk);
+    if (done.tx_bytes == 0 && done.rx_bytes == 0 && done.retransmits == 0 && !done.established)
+        return;
+    struct agg_key key = {};
+    struct agg_value v = {};
+    key.pid = done.pid;
+    key.family = done.family;
+    key.protocol = done.protocol;
+    __builtin_memcpy(key.laddr, done.laddr, NET_ADDR_LEN);
+    __builtin_memcpy(key.raddr, done.raddr, NET_ADDR_LEN);
+    __builtin_memcpy(key.comm, done.comm, NET_COMM_LEN);
+    v.tx_bytes = done.tx_bytes;
+    v.rx_bytes = done.rx_bytes;
+    v.tx_calls = done.tx_calls;
+    v.rx_calls = done.rx_calls;
+    v.rx_segs = done.rx_segs;
+    v.retransmits = done.retransmits;
+    v.connections = done.established;
+    agg_add(&key, &v);
+#if NET_SPANS
+    u64 now = bpf_ktime_get_ns();
+    if (!done.established || !span_budget_take(now))
+        return;
+    struct flow *e = conn_events.ringbuf_reserve(sizeof(struct flow));
+    if (!e) {
+        count_ringbuf_full();
+        return;
+    }
+    __builtin_memcpy(e, &done, sizeof(struct flow));
+    e->end_ns = now;
+    conn_events.ringbuf_submit(e, 0);
+#endif
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != NET_PROTO_TCP)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    /* A socket in CLOSE may still hold unread data (e.g. the answer that came
+     * with the peer's FIN after our shutdown): fold it when it is destroyed,
+     * and at CLOSE only where the kernel has no tcp_destroy_sock. */
+    if (args->newstate == NET_TCP_CLOSE) {
+        if (!NET_HAVE_TCP_DESTROY_SOCK)
+            fold_flow(sk);
+        return 0;
+    }
+    if (args->newstate != NET_TCP_ESTABLISHED)
+        return 0;
+    struct flow *f = flow_of(sk, args->family);
+    if (!f) {
+        stat_add(NET_STAT_FLOWS_FULL, 1);
+        return 0;
+    }
+    f->established = 1;
+    f->is_client = args->oldstate == NET_TCP_SYN_SENT;
+    f->start_ns = bpf_ktime_get_ns();
+    f->family = args->family;
+    f->sport = args->sport;
+    f->dport = args->dport;
+    if (args->family == NET_AF_INET) {
+        __builtin_memcpy(f->laddr, args->saddr, 4);
+        __builtin_memcpy(f->raddr, args->daddr, 4);
+    } else {
+        __builtin_memcpy(f->laddr, args->saddr_v6, 16);
+        __builtin_memcpy(f->raddr, args->daddr_v6, 16);
+    }
+    f->has_addrs = 1;
+    return 0;
+}
+
+#if NET_HAVE_TCP_DESTROY_SOCK
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+{
+    fold_flow((u64)args->skaddr);
+    return 0;
+}
+#endif
+
+#if NET_HAVE_TCP_RETRANSMIT_SKB
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+{
+    struct flow *f = flow_of((u64)args->skaddr, args->family);
+    if (!f) {
+        stat_add(NET_STAT_FLOWS_FULL, 1);
+        return 0;
+    }
+    if (!f->has_addrs) {
+        f->sport = args->sport;
+        f->dport = args->dport;
+        if (args->family == NET_AF_INET) {
+            __builtin_memcpy(f->laddr, args->saddr, 4);
+            __builtin_memcpy(f->raddr, args->daddr, 4);
+        } else {
+            __builtin_memcpy(f->laddr, args->saddr_v6, 16);
+            __builtin_memcpy(f->raddr, args->daddr_v6, 16);
+        }
+        f->has_addrs = 1;
+    }
+    __sync_fetch_and_add(&f->retransmits, 1);
+    return 0;
+}
+#endif
+
+#if NET_HAVE_TCP_PROBE
+/* Fires on every segment a TCP socket receives in ESTABLISHED: keep it short. */
+TRACEPOINT_PROBE(tcp, tcp_probe)
+{
+    u64 sk = (u64)args->skaddr;
+    struct flow *f = flows.lookup(&sk);
+    if (!f)
+        return 0;   /* sockets get a flow from their first send or receive */
+    __sync_fetch_and_add(&f->rx_segs, 1);
+    if (!f->has_addrs) {
+        /* saddr/daddr hold a sockaddr_in (address at byte 4) or sockaddr_in6 (at byte 8). */
+        if (args->family == NET_AF_INET) {
+            __builtin_memcpy(f->laddr, &args->saddr[4], 4);
+            __builtin_memcpy(f->raddr, &args->daddr[4], 4);
+        } else {
+            __builtin_memcpy(f->laddr, &args->saddr[8], 16);
+            __builtin_memcpy(f->raddr, &args->daddr[8], 16);
+        }
+        f->sport = args->sport;
+        f->dport = args->dport;
+        f->has_addrs = 1;
+    }
+    u64 now = bpf_ktime_get_ns();
+    if (now - f->rtt_sampled_ns < RTT_SAMPLE_NS)
+        return 0;
+    f->rtt_sampled_ns = now;
+    f->srtt_us = args->srtt;
+    struct rtt_key key = {};
+    key.family = f->family;
+    __builtin_memcpy(key.laddr, f->laddr, NET_ADDR_LEN);
+    __builtin_memcpy(key.raddr, f->raddr, NET_ADDR_LEN);
+    struct hist_value zero = {};
+    struct hist_value *h = rtt_hist.lookup_or_try_init(&key, &zero);
+    if (!h) {
+        stat_add(NET_STAT_RTT_PEERS_FULL, 1);
+        return 0;
+    }
+    u64 rtt_ns = (u64)args->srtt * 1000;
+    hist_add(h, RTT_BUCKET(rtt_ns), rtt_ns);
+    return 0;
+}
+#endif

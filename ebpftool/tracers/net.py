@@ -1,0 +1,427 @@
+"""`ebpftool net`: bytes per zone pair and per process, cross-zone cost, retransmits and RTT.
+
+The kernel (bpf/net.bpf.c) sums bytes per TCP socket and folds closed sockets
+into a per-(process, address pair) map; once per interval this tracer reads
+those maps (cost: one read per open socket and per closed address pair, never
+per byte or per packet), maps addresses to zones (ebpftool/tracers/zones.py)
+and exports cumulative metrics per zone pair and process.
+
+Counting: every byte a process on this node sends is exported once as
+`transmit` from the local end's zone to the remote end's zone; bytes it
+receives are exported as `receive` from the remote zone to the local one.
+Summed over nodes, `transmit` counts each byte once, at its sender.
+"""
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable
+
+from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, bucket_macro, merge_hist, seconds_to_ns
+from ebpftool.core.cstruct import cstring, decode, load_header
+from ebpftool.core.tracer import Tracer, TracerOptions
+from ebpftool.errors import EbpftoolError
+from ebpftool.export import semconv as sc
+from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter, histogram
+from ebpftool.export.pipeline import Telemetry
+from ebpftool.tracers.zones import IPAddress, Zone, ZoneMap, cost_usd, is_inter_zone, to_address
+
+STRUCTS, DEFINES = load_header("net.h")
+Flow = STRUCTS["flow"]
+AggKey = STRUCTS["agg_key"]
+AggValue = STRUCTS["agg_value"]
+RttKey = STRUCTS["rtt_key"]
+
+# Tracepoints: bytes need the first three; the rest add RTT, retransmits and a second close hook.
+REQUIRED_TRACEPOINTS = ("sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length")
+OPTIONAL_TRACEPOINTS = {
+    "tcp:tcp_probe": "NET_HAVE_TCP_PROBE",
+    "tcp:tcp_retransmit_skb": "NET_HAVE_TCP_RETRANSMIT_SKB",
+    "tcp:tcp_destroy_sock": "NET_HAVE_TCP_DESTROY_SOCK",
+}
+RTT_SAMPLE_SECONDS = 0.01   # at most one RTT sample per socket per 10 ms: tcp_probe fires per segment
+TRANSPORTS = {DEFINES["NET_PROTO_TCP"]: "tcp", DEFINES["NET_PROTO_UDP"]: "udp"}
+NET_TYPES = {DEFINES["NET_AF_INET"]: "ipv4", DEFINES["NET_AF_INET6"]: "ipv6"}
+SPAN_NAME = "tcp connection"
+
+
+def address_from_bytes(family: int, raw: Iterable[int]) -> IPAddress | None:
+    """The address in a NET_ADDR_LEN byte field (IPv4 in the first 4 bytes); None if unset."""
+    data = bytes(raw)
+    if family == DEFINES["NET_AF_INET"]:
+        data = data[:4]
+        ip: IPAddress = ipaddress.IPv4Address(data)
+    elif family == DEFINES["NET_AF_INET6"]:
+        ip = ipaddress.IPv6Address(data[:16])
+    else:
+        return None
+    return None if ip.is_unspecified else ip
+
+
+@dataclass(frozen=True)
+class FlowGroup:
+    """What the default export is keyed by: the zone pair, the local address, the process."""
+
+    local_zone: Zone
+    remote_zone: Zone
+    local_address: str | None
+    transport: str
+    network_type: str
+    pid: int
+    executable: str
+
+
+@dataclass
+class Totals:
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    tx_calls: int = 0
+    rx_calls: int = 0
+    rx_segs: int = 0
+    retransmits: int = 0
+    connections: int = 0
+
+    def add(self, other: Any) -> None:
+        """Add a Totals, a struct agg_value or a struct flow (same field names; a flow has no `connections`)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + int(getattr(other, f.name, 0)))
+
+    def high_water(self, other: "Totals") -> None:
+        """Keep the larger of each figure: cumulative counters never go back (see NetTracer.collect)."""
+        for f in fields(self):
+            setattr(self, f.name, max(getattr(self, f.name), getattr(other, f.name)))
+
+
+def group_of(zones: ZoneMap, family: int, protocol: int, laddr, raddr, pid: int, executable: str) -> FlowGroup:
+    """The export key of one flow (struct flow) or closed aggregate (struct agg_key)."""
+    local = address_from_bytes(family, laddr)
+    remote = address_from_bytes(family, raddr)
+    lz, rz = zones.flow_zones(local, remote)
+    return FlowGroup(lz, rz, str(to_address(local)) if local is not None else None,
+                     TRANSPORTS.get(protocol, str(protocol)), NET_TYPES.get(family, str(family)),
+                     int(pid), executable)
+
+
+def zone_attrs(source: Zone, destination: Zone) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        sc.SOURCE_CLOUD_AVAILABILITY_ZONE: source.name,
+        sc.DESTINATION_CLOUD_AVAILABILITY_ZONE: destination.name,
+        sc.NETWORK_FLOW_INTER_ZONE: is_inter_zone(source, destination),
+    }
+    if source.region:
+        attrs[sc.SOURCE_CLOUD_REGION] = source.region
+    if destination.region:
+        attrs[sc.DESTINATION_CLOUD_REGION] = destination.region
+    return attrs
+
+
+def direction_attrs(transmit: bool) -> dict[str, str]:
+    """Both the accepted attribute (network.io.direction) and the flow proposal's (network.interface.direction)."""
+    return {sc.NETWORK_IO_DIRECTION: "transmit" if transmit else "receive",
+            sc.NETWORK_INTERFACE_DIRECTION: "egress" if transmit else "ingress"}
+
+
+def group_points(zones: ZoneMap, groups: dict[FlowGroup, Totals]) -> list[MetricPoint]:
+    """Cumulative points of the default export (per zone pair, local address and process)."""
+    points: list[MetricPoint] = []
+    for g, t in groups.items():
+        base: dict[str, Any] = {sc.NETWORK_TRANSPORT: g.transport, sc.NETWORK_TYPE: g.network_type,
+                                sc.PROCESS_PID: g.pid, sc.PROCESS_EXECUTABLE_NAME: g.executable}
+        if g.local_address:
+            base[sc.NETWORK_LOCAL_ADDRESS] = g.local_address
+        for transmit, nbytes in ((True, t.tx_bytes), (False, t.rx_bytes)):
+            if not nbytes:
+                continue
+            src, dst = (g.local_zone, g.remote_zone) if transmit else (g.remote_zone, g.local_zone)
+            attrs = {**base, **zone_attrs(src, dst), **direction_attrs(transmit)}
+            points.append(counter(sc.EBPFTOOL_NETWORK_FLOW_IO, "By",
+                                  "Bytes sent (transmit, counted at the sender) or received by this node, "
+                                  "per zone pair and process", nbytes, attrs))
+            if is_inter_zone(src, dst):
+                points.append(counter(sc.EBPFTOOL_NETWORK_CROSS_ZONE_COST, "USD",
+                                      "Estimated cost of the cross-zone bytes (price per GB and direction)",
+                                      cost_usd(nbytes, src, dst, zones), attrs))
+        if g.transport == "tcp":
+            attrs = {**base, **zone_attrs(g.local_zone, g.remote_zone)}
+            if t.retransmits:
+                points.append(counter(sc.EBPFTOOL_NETWORK_TCP_RETRANSMITS, "{segment}",
+                                      "TCP segments retransmitted", t.retransmits, attrs))
+            if t.connections:
+                points.append(counter(sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, "{connection}",
+                                      "TCP connections established", t.connections, attrs))
+    return points
+
+
+@dataclass
+class NetOptions(TracerOptions):
+    zones: ZoneMap = field(default_factory=ZoneMap)
+    top_flows: int = 0          # > 0: also export the N open connections with the most bytes, with addresses
+    spans: bool = False         # a span per closed TCP connection (through the span budget)
+
+
+@dataclass
+class PairView:
+    inter_zone: bool = False
+    total: int = 0
+    rate: float = 0.0
+    cost: float = 0.0
+    retransmits: int = 0
+    processes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class NetTracer(Tracer):
+    name = "net"
+
+    def __init__(self, telemetry: Telemetry, options: NetOptions | None = None) -> None:
+        super().__init__(telemetry, options or NetOptions())
+        self.options: NetOptions
+        self.zones = self.options.zones
+        self.prog: BpfProgram | None = None
+        self._closed: dict[FlowGroup, Totals] = defaultdict(Totals)    # drained from the kernel, final
+        self._reported: dict[FlowGroup, Totals] = {}                   # what was exported last (high water)
+        self._rtt: dict[tuple[Zone, Zone], list] = {}                  # zone pair -> [count, sum_ns, min, max, buckets]
+        self._stats = [0] * STAT_SLOTS
+        self._executables: dict[int, str] = {}
+        self._last_collect = time.monotonic()
+        self._pairs: dict[tuple[str, str], PairView] = {}
+        self.spans_sent = 0
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self) -> None:
+        missing = [tp for tp in REQUIRED_TRACEPOINTS if not BpfProgram.tracepoint_exists(tp)]
+        if missing:
+            raise EbpftoolError(f"this kernel lacks the tracepoint(s) {', '.join(missing)} that byte counting needs "
+                                "(and the kprobe fallback is not implemented)")
+        present = {tp: BpfProgram.tracepoint_exists(tp) for tp in OPTIONAL_TRACEPOINTS}
+        o = self.options
+        defines = {
+            "RTT_SAMPLE_NS": round(RTT_SAMPLE_SECONDS * 1e9),
+            "NET_SPANS": int(o.spans),
+            "RINGBUF_PAGES": o.ringbuf_pages if o.spans else 1,
+            **{OPTIONAL_TRACEPOINTS[tp]: int(ok) for tp, ok in present.items()},
+            **o.budget_defines(),
+        }
+        self.prog = BpfProgram("net.bpf.c", defines,
+                               macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
+        self.programs.append(self.prog)
+        t0 = time.monotonic()
+        self.prog.load()
+        self.compile_seconds = time.monotonic() - t0
+        # BCC attaches TRACEPOINT_PROBE functions itself when loading; record them for the report.
+        self.prog.probes.extend(f"tracepoint:{tp}" for tp in (*REQUIRED_TRACEPOINTS, *(t for t, ok in present.items() if ok)))
+        if o.spans:
+            self.prog.open_ring_buffer("conn_events", self._on_connection)
+
+    # -- spans -------------------------------------------------------------------------------
+    def _on_connection(self, data: bytes) -> None:
+        f = decode(Flow, data)
+        g = self._group(f)
+        local = address_from_bytes(f.family, f.laddr)
+        remote = address_from_bytes(f.family, f.raddr)
+        attrs: dict[str, Any] = {
+            sc.NETWORK_TRANSPORT: "tcp", sc.NETWORK_TYPE: g.network_type,
+            sc.NETWORK_LOCAL_ADDRESS: str(local) if local else "", sc.NETWORK_LOCAL_PORT: f.sport,
+            sc.NETWORK_PEER_ADDRESS: str(remote) if remote else "", sc.NETWORK_PEER_PORT: f.dport,
+            sc.PROCESS_PID: g.pid, sc.PROCESS_EXECUTABLE_NAME: g.executable,
+            sc.EBPFTOOL_NETWORK_CONNECTION_SENT_BYTES: int(f.tx_bytes),
+            sc.EBPFTOOL_NETWORK_CONNECTION_RECEIVED_BYTES: int(f.rx_bytes),
+            sc.EBPFTOOL_NETWORK_CONNECTION_RETRANSMITS: int(f.retransmits),
+            **zone_attrs(g.local_zone, g.remote_zone),
+        }
+        if f.srtt_us:
+            attrs[sc.EBPFTOOL_NETWORK_TCP_SRTT] = f.srtt_us / 1e6
+        self.telemetry.emit_span(SpanRecord(
+            SPAN_NAME, self.clock.to_wall_ns(f.start_ns), self.clock.to_wall_ns(f.end_ns),
+            SpanKind.CLIENT if f.is_client else SpanKind.SERVER, attrs))
+        self.spans_sent += 1
+
+    # -- reading the maps --------------------------------------------------------------------
+    def _executable(self, pid: int, comm) -> str:
+        """The process's name: its main thread's comm while it runs (the kernel saw the comm of
+        whichever thread did the I/O, e.g. a gRPC worker), else the comm the kernel recorded."""
+        name = self._executables.get(pid)
+        if name is None:
+            try:
+                with open(f"/proc/{pid}/comm") as fh:
+                    name = fh.read().strip()
+            except OSError:
+                name = cstring(comm)
+            self._executables[pid] = name
+        return name
+
+    def _group(self, rec) -> FlowGroup:
+        """The export key of a struct flow or struct agg_key."""
+        return group_of(self.zones, rec.family, rec.protocol, rec.laddr, rec.raddr, rec.pid,
+                        self._executable(int(rec.pid), rec.comm))
+
+    def _agg_groups(self, table, into: dict[FlowGroup, Totals]) -> None:
+        for k, v in table.items():
+            into[self._group(k)].add(v)
+
+    def _flip_and_drain(self) -> dict[FlowGroup, Totals]:
+        """Drain the aggregate map nobody writes, make it the one written, and read the other.
+
+        The map drained now was retired one interval ago, so no BPF program is
+        still adding to it; the one just retired is only read (it is drained
+        next time), as `pending`.
+        """
+        gen_table = self.prog["generation"]
+        active = int(gen_table[ctypes.c_int(0)].value)
+        idle = self.prog[f"closed{1 - active}"]
+        self._agg_groups(idle, self._closed)
+        idle.clear()
+        gen_table[ctypes.c_int(0)] = ctypes.c_uint32(1 - active)
+        pending: dict[FlowGroup, Totals] = defaultdict(Totals)
+        self._agg_groups(self.prog[f"closed{active}"], pending)
+        return pending
+
+    def _live_flows(self) -> list[tuple[FlowGroup, Any]]:
+        return [(self._group(f), f)
+                for f in self.prog["flows"].values()]
+
+    def _drain_rtt(self) -> None:
+        """Fold the per-address-pair RTT histograms into per-zone-pair ones and empty the map.
+
+        A sample added between the read and the delete of its key is lost; the
+        histogram is a sample (one per socket per RTT_SAMPLE_SECONDS) anyway.
+        """
+        table = self.prog["rtt_hist"]
+        nb = len(sc.TCP_RTT_BUCKETS) + 1
+        for key, per_cpu in list(table.items()):
+            count, total, lo, hi, buckets = merge_hist(per_cpu, nb)
+            table.__delitem__(key)
+            if not count:
+                continue
+            lz, rz = self.zones.flow_zones(address_from_bytes(key.family, key.laddr),
+                                           address_from_bytes(key.family, key.raddr))
+            acc = self._rtt.get((lz, rz))
+            if acc is None:
+                self._rtt[(lz, rz)] = [count, total, lo, hi, buckets]
+                continue
+            acc[2] = min(acc[2], lo)
+            acc[3] = max(acc[3], hi)
+            acc[0] += count
+            acc[1] += total
+            acc[4] = [a + b for a, b in zip(acc[4], buckets)]
+
+    # -- collect -----------------------------------------------------------------------------
+    def collect(self) -> list[MetricPoint]:
+        """Totals = drained closed flows + the aggregate map being retired + open sockets.
+
+        A socket closing while this runs is briefly in neither place (the
+        kernel deletes the flow, then adds it to the aggregate map); keeping
+        the high-water mark of each figure hides that dip, and the next
+        interval has the exact value.
+        """
+        pending = self._flip_and_drain()
+        live = self._live_flows()
+        groups: dict[FlowGroup, Totals] = defaultdict(Totals)
+        for source in (self._closed, pending):
+            for g, t in source.items():
+                groups[g].add(t)
+        for g, f in live:
+            groups[g].add(f)
+            if f.established:
+                groups[g].connections += 1
+        for g, t in groups.items():
+            prev = self._reported.get(g)
+            if prev is not None:
+                t.high_water(prev)
+            self._reported[g] = t
+        self._drain_rtt()
+        self._stats = self.prog.stats()
+        points = group_points(self.zones, self._reported)
+        points.extend(self._rtt_points())
+        points.extend(self._top_flow_points(live))
+        points.append(counter(sc.EBPFTOOL_NETWORK_FLOW_IO_LOST, "By",
+                              "Bytes not attributed to a flow because a kernel map was full",
+                              self._stats[DEFINES["NET_STAT_BYTES_LOST"]], {sc.EBPFTOOL_TRACER: self.name}))
+        self._update_view()
+        return points
+
+    def _rtt_points(self) -> list[MetricPoint]:
+        out = []
+        for (lz, rz), (count, total, lo, hi, buckets) in self._rtt.items():
+            attrs = {sc.NETWORK_TRANSPORT: "tcp", **zone_attrs(lz, rz)}
+            out.append(histogram(sc.EBPFTOOL_NETWORK_TCP_RTT, "s",
+                                 "Smoothed TCP round-trip time, sampled per connection at most every 10 ms",
+                                 attrs, count=count, total=total / 1e9, minimum=lo / 1e9, maximum=hi / 1e9,
+                                 bucket_counts=buckets, bounds=sc.TCP_RTT_BUCKETS))
+        return out
+
+    def _top_flow_points(self, live: list[tuple[FlowGroup, Any]]) -> list[MetricPoint]:
+        """--flows N: the N open connections with the most bytes, with their addresses and ports."""
+        n = self.options.top_flows
+        if n <= 0:
+            return []
+        top = sorted((x for x in live if x[1].has_addrs), key=lambda x: x[1].tx_bytes + x[1].rx_bytes, reverse=True)[:n]
+        out = []
+        for g, f in top:
+            local, remote = str(address_from_bytes(f.family, f.laddr)), str(address_from_bytes(f.family, f.raddr))
+            for transmit, nbytes in ((True, f.tx_bytes), (False, f.rx_bytes)):
+                if not nbytes:
+                    continue
+                src, dst = (g.local_zone, g.remote_zone) if transmit else (g.remote_zone, g.local_zone)
+                ends = ((local, f.sport), (remote, f.dport)) if transmit else ((remote, f.dport), (local, f.sport))
+                attrs = {sc.NETWORK_TRANSPORT: "tcp", sc.NETWORK_TYPE: g.network_type,
+                         sc.PROCESS_PID: g.pid, sc.PROCESS_EXECUTABLE_NAME: g.executable,
+                         sc.SOURCE_ADDRESS: ends[0][0], sc.SOURCE_PORT: int(ends[0][1]),
+                         sc.DESTINATION_ADDRESS: ends[1][0], sc.DESTINATION_PORT: int(ends[1][1]),
+                         **zone_attrs(src, dst), **direction_attrs(transmit)}
+                out.append(counter(sc.EBPFTOOL_NETWORK_CONNECTION_IO, "By",
+                                   "Bytes of one open TCP connection (top N by bytes, --flows)", int(nbytes), attrs))
+        return out
+
+    # -- terminal ----------------------------------------------------------------------------
+    def _update_view(self) -> None:
+        now = time.monotonic()
+        elapsed = max(now - self._last_collect, 1e-3)
+        self._last_collect = now
+        pairs: dict[tuple[str, str], PairView] = {}
+        for g, t in self._reported.items():
+            key = (g.local_zone.name, g.remote_zone.name)
+            pv = pairs.setdefault(key, PairView(is_inter_zone(g.local_zone, g.remote_zone)))
+            pv.total += t.tx_bytes
+            pv.cost += cost_usd(t.tx_bytes, g.local_zone, g.remote_zone, self.zones)
+            pv.retransmits += t.retransmits
+            pv.processes[g.executable or str(g.pid)] += t.tx_bytes
+        for key, pv in pairs.items():
+            before = self._pairs.get(key)
+            pv.rate = (pv.total - before.total) / elapsed if before else 0.0
+        self._pairs = pairs
+
+    def view(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="ebpftool net: bytes sent, by zone pair (source -> destination)")
+        for col, justify in (("zone pair", "left"), ("bytes/s", "right"), ("total", "right"),
+                             ("est. cost", "right"), ("top processes", "left"), ("retransmits", "right")):
+            table.add_column(col, justify=justify)
+        for (src, dst), pv in sorted(self._pairs.items(), key=lambda kv: kv[1].total, reverse=True):
+            top = sorted(pv.processes.items(), key=lambda kv: kv[1], reverse=True)[:3]
+            table.add_row(f"{src} -> {dst}", human_bytes(pv.rate) + "/s", human_bytes(pv.total), f"${pv.cost:.6f}",
+                          ", ".join(f"{name} {human_bytes(b)}" for name, b in top if b), str(pv.retransmits))
+        return table
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "bytes sent": sum(pv.total for pv in self._pairs.values()),
+            "bytes sent across zones": sum(pv.total for pv in self._pairs.values() if pv.inter_zone),
+            "est. cross-zone cost (USD, sent)": sum(pv.cost for pv in self._pairs.values()),
+            "zone pairs": len(self._pairs),
+            "bytes lost (kernel maps full)": self._stats[DEFINES["NET_STAT_BYTES_LOST"]],
+        }
+        if self.options.spans:
+            out["connection spans sent"] = self.spans_sent
+        return out
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

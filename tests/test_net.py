@@ -1,0 +1,231 @@
+"""`ebpftool net` against real traffic between two namespace 'zones', asserted on what OTLP delivered."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ebpftool.export import semconv as sc
+from tests.conftest import EbpftoolProcess, run_ebpftool
+from tests.netns import ADDR_A, ADDR_A2, ADDR_B, TwoZones
+
+pytestmark = pytest.mark.timeout(180)
+
+# Zone b's /32 lies inside zone a's /24: the most specific CIDR must win.
+ZONES_YAML = f"""\
+price_per_gb: 0.01
+zones:
+  zone-a: {{region: test-region, cidrs: [10.201.0.0/24]}}
+  zone-b: {{region: test-region, cidrs: [{ADDR_B}/32], price_per_gb: 0.02}}
+"""
+
+# Accepts one connection, reads until EOF, answers REPLY bytes, then closes.
+TCP_SERVER = r"""
+import os, socket, sys
+addr, port, reply = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, port)); s.listen(1)
+print(os.getpid(), s.getsockname()[1], flush=True)
+c, _ = s.accept()
+n = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    n += len(d)
+c.sendall(b"r" * reply)
+c.close()
+print(n, flush=True)
+"""
+
+# Connects from SRC, sends SIZE bytes, optionally waits for a line on stdin
+# (so the connection stays open), then reads the answer until EOF.
+TCP_CLIENT = r"""
+import os, socket, sys
+src, dst, port, size, hold = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "hold"
+print(os.getpid(), flush=True)
+c = socket.create_connection((dst, port), timeout=20, source_address=(src, 0))
+c.sendall(b"x" * size)
+if hold:
+    print("sent", flush=True)
+    sys.stdin.readline()
+c.shutdown(socket.SHUT_WR)
+n = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    n += len(d)
+c.close()
+print(n, flush=True)
+"""
+
+UDP_SENDER = r"""
+import os, socket, sys
+print(os.getpid(), flush=True)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[3])):
+    s.sendto(b"u" * int(sys.argv[4]), (sys.argv[1], int(sys.argv[2])))
+"""
+
+CROSS_BYTES, CROSS_REPLY = 3_000_123, 200_000
+INTRA_BYTES = 1_000_000
+LOOP_BYTES = 500_000
+UDP_COUNT, UDP_SIZE = 100, 1000
+
+
+def _pid_line(proc) -> int:
+    return int(proc.stdout.readline().split()[0])
+
+
+def _finish(proc, timeout: float = 30) -> str:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return out
+
+
+def _points(receiver, metric: str, **match) -> list:
+    return [p for p in receiver.latest(metric) if all(p.attributes.get(k) == v for k, v in match.items())]
+
+
+def _one(receiver, metric: str, **match):
+    pts = _points(receiver, metric, **match)
+    assert len(pts) == 1, f"{metric} {match}: {len(pts)} points: {[p.attributes for p in receiver.latest(metric)]}"
+    return pts[0]
+
+
+def _within_1pct(got: float, want: float) -> bool:
+    return abs(got - want) <= 0.01 * want
+
+
+@pytest.fixture
+def zones():
+    z = TwoZones.create()
+    yield z
+    z.remove()
+
+
+def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, tmp_path):
+    zone_file = tmp_path / "zones.yaml"
+    zone_file.write_text(ZONES_YAML)
+    r = http_receiver
+    args = ["net", "--zones", str(zone_file), "--spans", "--flows", "5",
+            "--otlp-endpoint", r.endpoint, "--interval", "1", "--no-ui"]
+    with EbpftoolProcess(args) as tool:
+        # Cross-zone: a (10.201.0.1) -> b (10.201.0.2), and the answer back.
+        server_b = zones.popen(zones.ns_b, TCP_SERVER, ADDR_B, "5301", str(CROSS_REPLY))
+        server_b_pid = _pid_line(server_b)
+        client_a = zones.popen(zones.ns_a, TCP_CLIENT, ADDR_A, ADDR_B, "5301", str(CROSS_BYTES), "go")
+        client_a_pid = _pid_line(client_a)
+        # Intra-zone: 10.201.0.3 -> 10.201.0.1, both zone a; held open for the top-N export.
+        server_a = zones.popen(zones.ns_a, TCP_SERVER, ADDR_A, "5302", "0")
+        _pid_line(server_a)
+        intra = zones.popen(zones.ns_a, TCP_CLIENT, ADDR_A2, ADDR_A, "5302", str(INTRA_BYTES), "hold")
+        intra_pid = _pid_line(intra)
+        # Loopback, in the root namespace.
+        server_lo = zones.popen("", TCP_SERVER, "127.0.0.1", "0", "0")
+        lo_port = server_lo.stdout.readline().split()[1]
+        client_lo = zones.popen("", TCP_CLIENT, "127.0.0.1", "127.0.0.1", lo_port, str(LOOP_BYTES), "go")
+        client_lo_pid = _pid_line(client_lo)
+        # UDP from zone a to b: no addresses in the tracepoints, so counted per process.
+        udp = zones.popen(zones.ns_a, UDP_SENDER, ADDR_B, "5303", str(UDP_COUNT), str(UDP_SIZE))
+        udp_pid = _pid_line(udp)
+
+        assert int(_finish(client_a).split()[-1]) == CROSS_REPLY
+        assert int(_finish(server_b).split()[-1]) == CROSS_BYTES
+        _finish(client_lo), _finish(server_lo), _finish(udp)
+        assert intra.stdout.readline().strip() == "sent"
+
+        # The open intra-zone connection shows up among the top flows, with its ports.
+        def top_flow_seen():
+            return any(p.attributes.get(sc.PROCESS_PID) == intra_pid and p.value == INTRA_BYTES
+                       for p in r.latest(sc.EBPFTOOL_NETWORK_CONNECTION_IO))
+        assert r.wait_for(top_flow_seen, timeout=15), r.latest(sc.EBPFTOOL_NETWORK_CONNECTION_IO)
+        flow_pt = next(p for p in r.latest(sc.EBPFTOOL_NETWORK_CONNECTION_IO) if p.attributes[sc.PROCESS_PID] == intra_pid)
+        assert flow_pt.attributes[sc.SOURCE_ADDRESS] == ADDR_A2 and flow_pt.attributes[sc.DESTINATION_ADDRESS] == ADDR_A
+        assert flow_pt.attributes[sc.DESTINATION_PORT] == 5302
+
+        intra.stdin.write("\n")
+        intra.stdin.flush()
+        assert _finish(intra).split()[-1] == "0"
+        _finish(server_a)
+        assert tool.stop() == 0, tool.stderr
+
+    flow = sc.EBPFTOOL_NETWORK_FLOW_IO
+    src, dst = sc.SOURCE_CLOUD_AVAILABILITY_ZONE, sc.DESTINATION_CLOUD_AVAILABILITY_ZONE
+    pid, direction = sc.PROCESS_PID, sc.NETWORK_IO_DIRECTION
+
+    # Cross-zone bytes, counted at the sender as egress from its zone, and at the receiver separately.
+    sent = _one(r, flow, **{pid: client_a_pid, direction: "transmit"})
+    assert _within_1pct(sent.value, CROSS_BYTES), sent.value
+    assert sent.unit == "By" and sent.is_monotonic
+    assert (sent.attributes[src], sent.attributes[dst]) == ("zone-a", "zone-b")
+    assert sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is True
+    assert sent.attributes[sc.SOURCE_CLOUD_REGION] == sent.attributes[sc.DESTINATION_CLOUD_REGION] == "test-region"
+    assert sent.attributes[sc.NETWORK_TRANSPORT] == "tcp" and sent.attributes[sc.NETWORK_TYPE] == "ipv4"
+    assert sent.attributes[sc.NETWORK_INTERFACE_DIRECTION] == "egress"
+    assert sent.attributes[sc.NETWORK_LOCAL_ADDRESS] == ADDR_A
+    got_back = _one(r, flow, **{pid: client_a_pid, direction: "receive"})
+    assert _within_1pct(got_back.value, CROSS_REPLY)
+    assert (got_back.attributes[src], got_back.attributes[dst]) == ("zone-b", "zone-a")
+    server_sent = _one(r, flow, **{pid: server_b_pid, direction: "transmit"})
+    assert _within_1pct(server_sent.value, CROSS_REPLY)
+    assert (server_sent.attributes[src], server_sent.attributes[dst]) == ("zone-b", "zone-a")
+    server_got = _one(r, flow, **{pid: server_b_pid, direction: "receive"})
+    assert _within_1pct(server_got.value, CROSS_BYTES)
+    assert (server_got.attributes[src], server_got.attributes[dst]) == ("zone-a", "zone-b")
+
+    # Cost: zone a's bytes at the file's price, zone b's at its own.
+    cost = sc.EBPFTOOL_NETWORK_CROSS_ZONE_COST
+    assert math.isclose(_one(r, cost, **{pid: client_a_pid, direction: "transmit"}).value,
+                        sent.value / 1e9 * 0.01, rel_tol=1e-9)
+    assert math.isclose(_one(r, cost, **{pid: server_b_pid, direction: "transmit"}).value,
+                        server_sent.value / 1e9 * 0.02, rel_tol=1e-9)
+
+    # Intra-zone and loopback bytes are counted, but never as cross-zone, and cost nothing.
+    intra_sent = _one(r, flow, **{pid: intra_pid, direction: "transmit"})
+    assert _within_1pct(intra_sent.value, INTRA_BYTES)
+    assert (intra_sent.attributes[src], intra_sent.attributes[dst]) == ("zone-a", "zone-a")
+    assert intra_sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is False
+    lo_sent = _one(r, flow, **{pid: client_lo_pid, direction: "transmit"})
+    assert _within_1pct(lo_sent.value, LOOP_BYTES)
+    assert (lo_sent.attributes[src], lo_sent.attributes[dst]) == ("local", "local")
+    assert lo_sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is False
+    assert not _points(r, cost, **{pid: intra_pid}) and not _points(r, cost, **{pid: client_lo_pid})
+
+    # UDP: bytes per process, zone pair unknown (documented limit).
+    udp_sent = _one(r, flow, **{pid: udp_pid, direction: "transmit"})
+    assert udp_sent.value == UDP_COUNT * UDP_SIZE
+    assert udp_sent.attributes[sc.NETWORK_TRANSPORT] == "udp" and udp_sent.attributes[dst] == "unknown"
+
+    # One connection, an RTT histogram for the zone pair, and one connection span.
+    assert _one(r, sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, **{pid: client_a_pid}).value == 1
+    rtt = _one(r, sc.EBPFTOOL_NETWORK_TCP_RTT, **{src: "zone-a", dst: "zone-b"})
+    assert rtt.unit == "s" and rtt.count >= 1 and list(rtt.bounds) == list(sc.TCP_RTT_BUCKETS)
+    assert 0 < rtt.sum / rtt.count < 1.0
+    spans = [s for s in r.spans("tcp connection") if s.attributes.get(pid) == client_a_pid]
+    assert len(spans) == 1, [s.attributes for s in r.spans("tcp connection")]
+    span = spans[0]
+    assert span.kind == "CLIENT" and span.end_ns > span.start_ns
+    assert span.attributes[sc.NETWORK_PEER_ADDRESS] == ADDR_B and span.attributes[sc.NETWORK_PEER_PORT] == 5301
+    assert span.attributes[sc.EBPFTOOL_NETWORK_CONNECTION_SENT_BYTES] == sent.value
+    assert span.attributes[sc.EBPFTOOL_NETWORK_CONNECTION_RECEIVED_BYTES] == got_back.value
+    assert span.attributes[dst] == "zone-b"
+
+    # What observability itself sent is reported too.
+    assert any(p.value > 0 for p in r.latest(sc.EBPFTOOL_EXPORT_BYTES))
+    assert "bytes sent across zones" in tool.stdout
+
+
+@pytest.mark.parametrize("content, phrase", [
+    ("zones:\n  zone-a: [10.0.0.300/24]\n", "is not a valid CIDR"),
+    ("zones: [oops\n", "not valid YAML"),
+    ("zones:\n  a: [10.0.0.0/24]\n  b: [10.0.0.0/24]\n", "is also listed in zone 'a'"),
+])
+def test_malformed_zone_file_is_one_clear_error(tmp_path, content, phrase):
+    path = tmp_path / "zones.yaml"
+    path.write_text(content)
+    res = run_ebpftool(["net", "--zones", str(path), "--duration", "1", "--no-ui"], timeout=60)
+    assert res.returncode == 1
+    assert phrase in res.stderr and str(path) in res.stderr.replace("\n", "")
+    assert "Traceback" not in res.stderr + res.stdout
