@@ -1,0 +1,291 @@
+"""`ebpftool gpu` against real processes: NVIDIA's real libcudart (its calls return 35 without a
+driver, but every call goes through the probes), and a fake libcuda / fake runtime built by gcc
+from tests/fixtures/gpu for what needs successful calls (allocations, nesting, blocking).
+
+Everything asserted is what the OTLP receiver decoded, or what ebpftool printed or wrote.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ebpftool.export import semconv as sc
+from tests.conftest import EbpftoolProcess, run_ebpftool
+from tests.fixtures.gpu.workload import CUDART, Workload, build_fixtures, series, total
+from tests.otlp_receiver import GrpcReceiver
+
+pytestmark = [pytest.mark.bpf, pytest.mark.timeout(120)]
+
+FN, NESTED, DIR = sc.EBPFTOOL_GPU_FUNCTION, sc.EBPFTOOL_GPU_NESTED, sc.EBPFTOOL_GPU_MEMCPY_DIRECTION
+ERR = sc.ERROR_TYPE
+INSUFFICIENT_DRIVER = "35"  # cudaErrorInsufficientDriver: what every real libcudart call returns here
+
+# A process that does ioctls on stand-in device files (regular files: ioctl() fails with ENOTTY,
+# but the syscall tracepoints see it exactly as they see one on /dev/nvidia0).
+IOCTL_CLIENT = textwrap.dedent("""
+    import fcntl, os, sys
+    fds = {"pre": os.open(sys.argv[1], os.O_RDWR)}
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd, *args = line.split()
+        if cmd == "open":
+            fds[args[0]] = os.open(args[1], os.O_RDWR)
+        elif cmd == "ioctl":
+            for _ in range(int(args[2])):
+                try:
+                    fcntl.ioctl(fds[args[0]], int(args[1], 0))
+                except OSError:
+                    pass
+        print("ok", flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_fixtures(tmp_path_factory.mktemp("gpu-fixtures"))
+
+
+@pytest.fixture(scope="module")
+def devices():
+    """Stand-ins for /dev/nvidiactl and /dev/nvidia0 under a short path (the prefix is compiled in)."""
+    d = Path(tempfile.mkdtemp(prefix="gpu", dir="/tmp"))
+    for name in ("nvidiactl", "nvidia0"):
+        (d / name).write_bytes(b"")
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.fixture(scope="module")
+def ioctl_client(devices):
+    """Started before the tracer with nvidiactl already open: found through /proc/PID/fd."""
+    proc = subprocess.Popen([sys.executable, "-c", IOCTL_CLIENT, str(devices / "nvidiactl")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def traced(built, devices, ioctl_client):
+    """One tracer for the module: the real runtime, the fake driver, the fake runtime, and a
+    --lib that does not exist."""
+    receiver = GrpcReceiver()
+    tracer = EbpftoolProcess([
+        "gpu", "--no-discover", "--lib", CUDART, "--lib", built["libcuda"], "--lib", built["fake_cudart"],
+        "--lib", "/nonexistent/libcuda.so.1", "--ioctl-path-prefix", f"{devices}/nvidia",
+        "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui",
+    ]).start()
+    yield receiver, tracer
+    tracer.stop()
+    receiver.stop()
+
+
+def wait_total(receiver, metric, pid, attrs, expected, timeout=20.0):
+    receiver.wait_for(lambda: total(receiver, metric, pid, attrs) >= expected, timeout=timeout)
+    return total(receiver, metric, pid, attrs)
+
+
+def test_real_libcudart_calls_bytes_and_return_codes(traced, built):
+    receiver, _ = traced
+    # started after the tracer: the probes are on the library file, so new processes are traced
+    with Workload(built["workload"], CUDART) as w:
+        assert w.do("cudaMalloc 4096")[0] == INSUFFICIENT_DRIVER
+        for size, kind in ((1000, 1), (2000, 1), (3000, 2)):
+            assert w.do(f"cudaMemcpy {size} {kind}") == [INSUFFICIENT_DRIVER]
+        w.do("cudaMemcpyAsync 500 3")
+        w.do("cudaDeviceSynchronize")
+        w.do("cudaStreamSynchronize 0")
+        w.do("cudaStreamSynchronize 0")
+        assert wait_total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaStreamSynchronize"}, 2) == 2
+
+        def calls(fn, **extra):
+            return total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: fn, ERR: INSUFFICIENT_DRIVER, **extra})
+
+        assert calls("cudaMalloc") == 1
+        assert calls("cudaMemcpy", **{DIR: "host_to_device"}) == 2
+        assert calls("cudaMemcpy", **{DIR: "device_to_host"}) == 1
+        assert calls("cudaMemcpyAsync", **{DIR: "device_to_device"}) == 1
+        assert calls("cudaDeviceSynchronize") == 1
+        # no call succeeded: no series without error.type
+        assert series(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {ERR: None}) == []
+        point = series(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaMalloc"})[0]
+        assert point.attributes[sc.EBPFTOOL_GPU_LIBRARY] == "cudart"
+        assert point.attributes[sc.PROCESS_EXECUTABLE_NAME] == "cuda_workload"
+        assert point.attributes[NESTED] is False
+
+        def copied(direction):
+            return total(receiver, sc.EBPFTOOL_GPU_MEMCPY_BYTES, w.pid, {DIR: direction, ERR: INSUFFICIENT_DRIVER})
+
+        assert copied("host_to_device") == 3000
+        assert copied("device_to_host") == 3000
+        assert copied("device_to_device") == 500
+        assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_REQUESTED, w.pid,
+                     {FN: "cudaMalloc", sc.EBPFTOOL_GPU_MEMORY_TYPE: "device", ERR: INSUFFICIENT_DRIVER}) == 4096
+        # the duration histogram counts the same calls, with the exported bucket bounds
+        hist = series(receiver, sc.EBPFTOOL_GPU_CALL_DURATION, w.pid, {FN: "cudaMemcpy", DIR: "host_to_device"})
+        assert len(hist) == 1 and hist[0].count == 2 and sum(hist[0].bucket_counts) == 2
+        assert tuple(hist[0].bounds) == sc.GPU_CALL_DURATION_BUCKETS
+        assert 0 < hist[0].min <= hist[0].max < 1.0
+        # a failed allocation hands out nothing: nothing outstanding
+        assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid) == 0
+
+
+def test_kernel_launches_are_named_by_the_host_stub_symbol(traced, built):
+    receiver, _ = traced
+    with Workload(built["workload"], CUDART) as w:
+        w.do("cudaLaunchKernel 3")
+        attrs = {FN: "cudaLaunchKernel", sc.EBPFTOOL_GPU_KERNEL_NAME: "vector_add_kernel_stub",
+                 ERR: INSUFFICIENT_DRIVER}
+        assert wait_total(receiver, sc.EBPFTOOL_GPU_KERNEL_LAUNCHES, w.pid, attrs, 3) == 3
+
+
+def test_runtime_calls_into_the_driver_are_counted_once(traced, built):
+    receiver, _ = traced
+    with Workload(built["workload"], built["fake_cudart"], built["libcuda"]) as w:
+        assert w.do("cudaMalloc 4096")[0] == "0"
+        w.do("cudaMemcpy 100 1")
+        w.do("cudaMemcpy 200 2")
+        assert wait_total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cuMemcpyDtoH_v2"}, 1) == 1
+        # both levels are calls; the driver's is marked nested
+        assert total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaMalloc", NESTED: False}) == 1
+        assert total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cuMemAlloc_v2", NESTED: True}) == 1
+        assert total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cuMemcpyHtoD_v2", NESTED: True}) == 1
+        assert series(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {ERR: "35"}) == []
+        # bytes and memory are counted at the outer call only
+        assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid) == 4096
+        assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_REQUESTED, w.pid) == 4096
+        assert total(receiver, sc.EBPFTOOL_GPU_MEMCPY_BYTES, w.pid, {DIR: "host_to_device"}) == 100
+        assert total(receiver, sc.EBPFTOOL_GPU_MEMCPY_BYTES, w.pid, {DIR: "device_to_host"}) == 200
+        assert series(receiver, sc.EBPFTOOL_GPU_MEMCPY_BYTES, w.pid, {FN: "cuMemcpyHtoD_v2"}) == []
+        w.do("cudaFree 0")
+        receiver.wait_for(lambda: total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaFree"}) == 1)
+        assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid) == 0
+
+
+def test_blocking_calls_above_the_threshold_become_spans(traced, built):
+    receiver, _ = traced
+    with Workload(built["workload"], built["libcuda"]) as w:
+        w.do("cuCtxSynchronize")          # the fake sleeps 2 ms: above the 1 ms default
+        w.do("cuStreamSynchronize 10")    # sleeps 10 us: below
+        w.do("cuStreamSynchronize 3000")  # sleeps 3 ms: above
+        w.do("cuMemcpyHtoD_v2 64")        # returns at once: below
+        receiver.wait_for(lambda: len([s for s in receiver.spans() if s.attributes.get(sc.PROCESS_PID) == w.pid]) >= 2)
+        mine = [s for s in receiver.spans() if s.attributes.get(sc.PROCESS_PID) == w.pid]
+        assert sorted(s.name for s in mine) == ["cuCtxSynchronize", "cuStreamSynchronize"]
+        stream_span = next(s for s in mine if s.name == "cuStreamSynchronize")
+        assert stream_span.attributes[sc.EBPFTOOL_GPU_STREAM] == hex(3000)
+        assert stream_span.attributes[sc.THREAD_ID] == w.pid  # single-threaded: tid == pid
+        assert stream_span.end_ns - stream_span.start_ns >= 3_000_000
+        assert stream_span.status_code == 0
+        assert wait_total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cuStreamSynchronize"}, 2) == 2
+
+
+def test_ioctls_on_device_nodes_are_counted_by_device_and_request(traced, devices, ioctl_client):
+    receiver, _ = traced
+    pid = ioctl_client.pid
+
+    def send(line):
+        ioctl_client.stdin.write(line + "\n")
+        ioctl_client.stdin.flush()
+        assert ioctl_client.stdout.readline().strip() == "ok"
+
+    send("ioctl pre 0xc020462a 5")                 # fd opened before the tracer started
+    send(f"open new {devices / 'nvidia0'}")        # opened while tracing
+    send("ioctl new 0xc0104629 7")
+    metric = sc.EBPFTOOL_GPU_IOCTLS
+    ctl = {sc.EBPFTOOL_GPU_DEVICE: "nvidiactl", sc.EBPFTOOL_GPU_IOCTL_REQUEST: "0xc020462a", ERR: "ENOTTY"}
+    dev0 = {sc.EBPFTOOL_GPU_DEVICE: "nvidia0", sc.EBPFTOOL_GPU_IOCTL_REQUEST: "0xc0104629", ERR: "ENOTTY"}
+    assert wait_total(receiver, metric, pid, dev0, 7) == 7
+    assert total(receiver, metric, pid, ctl) == 5
+    assert total(receiver, sc.EBPFTOOL_GPU_IOCTL_DURATION, pid, dev0) == 7
+
+
+def test_a_missing_library_is_reported_and_the_others_are_traced(traced):
+    _, tracer = traced
+    err = "".join(tracer._err_lines)
+    assert "--lib /nonexistent/libcuda.so.1: no such file; tracing the other libraries" in err
+    assert f"probing 12 functions of {CUDART} (--lib)" in err
+    assert tracer.proc.poll() is None  # still running (the tests above traced through it)
+
+
+def test_leak_report_lists_allocations_never_freed(built, tmp_path, grpc_receiver):
+    report = tmp_path / "leaks.json"
+    tracer = EbpftoolProcess(["gpu", "--no-discover", "--lib", built["libcuda"], "--leak-report", str(report),
+                              "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]).start()
+    try:
+        with Workload(built["workload"], built["libcuda"]) as w:
+            pointers = [w.do(f"cuMemAlloc_v2 {n}")[1] for n in (1000, 2000, 3000)]
+            assert w.do("cuMemFree_v2 1") == ["0"]
+            assert wait_total(grpc_receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid,
+                              {sc.EBPFTOOL_GPU_MEMORY_TYPE: "device"}, 4000) == 4000
+            assert w.close() == 0
+            pid = w.pid
+    finally:
+        assert tracer.stop() == 0
+    data = json.loads(report.read_text())
+    assert [p["pid"] for p in data["processes"]] == [pid]
+    leaked = data["processes"][0]
+    assert leaked["executable"] == "cuda_workload"
+    assert leaked["exited"] is True
+    assert (leaked["count"], leaked["bytes"]) == (2, 4000)
+    assert sorted((a["size"], a["pointer"]) for a in leaked["allocations"]) == \
+        [(1000, hex(int(pointers[0], 16))), (3000, hex(int(pointers[2], 16)))]
+    assert {a["function"] for a in leaked["allocations"]} == {"cuMemAlloc_v2"}
+    assert f"unfreed by pid {pid} (cuda_workload, exited)" in tracer.stdout
+    assert "2 allocations, 4000 B" in tracer.stdout
+
+
+def test_libraries_are_found_in_the_maps_of_processes_before_and_after_start(built, tmp_path, grpc_receiver):
+    # copies of the real runtime outside every install path: only /proc/PID/maps can reveal them
+    early_lib, late_lib = tmp_path / "early" / "libcudart.so.13", tmp_path / "late" / "libcudart.so.13"
+    for lib in (early_lib, late_lib):
+        lib.parent.mkdir()
+        shutil.copy(CUDART, lib)
+    with Workload(built["workload"], str(early_lib)) as early:
+        tracer = EbpftoolProcess(["gpu", "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1",
+                                  "--no-ui"]).start()
+        try:
+            with Workload(built["workload"], str(late_lib)) as late:
+                for _ in range(2):
+                    early.do("cudaMalloc 64")
+                # the late library is probed at the next scan of /proc: poke until it counts
+                receiver = grpc_receiver
+                for _ in range(40):
+                    late.do("cudaDeviceSynchronize")
+                    if total(receiver, sc.EBPFTOOL_GPU_CALLS, late.pid, {FN: "cudaDeviceSynchronize"}):
+                        break
+                    receiver.wait_for(lambda: False, timeout=0.25)
+                for _ in range(3):
+                    late.do("cudaMalloc 64")
+                assert wait_total(receiver, sc.EBPFTOOL_GPU_CALLS, late.pid, {FN: "cudaMalloc"}, 3) == 3
+                assert total(receiver, sc.EBPFTOOL_GPU_CALLS, early.pid, {FN: "cudaMalloc"}) == 2
+        finally:
+            assert tracer.stop() == 0
+    assert f"probing 12 functions of {early_lib} (mapped by pid {early.pid})" in tracer.stderr
+    assert f"probing 12 functions of {late_lib} (mapped by pid {late.pid})" in tracer.stderr
+
+
+def test_no_library_at_all_says_how_to_point_at_one():
+    r = run_ebpftool(["gpu", "--no-discover", "--duration", "1", "--no-ui"])
+    assert r.returncode == 0, r.stderr
+    assert "no CUDA library found" in r.stderr
+    assert "point at one with --lib PATH" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ioctl-path-prefix", "dev/nvidia"], "--ioctl-path-prefix must be an absolute path"),
+    (["--pid", "4000000"], "--pid 4000000: no such process"),
+])
+def test_bad_input_is_one_sentence(args, message):
+    r = run_ebpftool(["gpu", "--no-discover", "--duration", "1", "--no-ui", *args])
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
