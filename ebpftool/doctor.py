@@ -35,7 +35,9 @@ TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str]]]] = {
         ]),
     ],
     "gpu": [
-        ("uprobes + ioctl tracepoints", ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl"]),
+        ("uprobes + ioctl tracepoints", ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl",
+                                         "syscalls:sys_enter_openat", "syscalls:sys_exit_openat",
+                                         "syscalls:sys_enter_close"]),
     ],
 }
 
