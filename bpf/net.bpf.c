@@ -75,9 +75,6 @@ static __always_inline void agg_add(struct agg_key *key, struct agg_value *v)
     }
     __sync_fetch_and_add(&a->tx_bytes, v->tx_bytes);
     __sync_fetch_and_add(&a->rx_bytes, v->rx_bytes);
-    __sync_fetch_and_add(&a->tx_calls, v->tx_calls);
-    __sync_fetch_and_add(&a->rx_calls, v->rx_calls);
-    __sync_fetch_and_add(&a->rx_segs, v->rx_segs);
     __sync_fetch_and_add(&a->retransmits, v->retransmits);
     __sync_fetch_and_add(&a->connections, v->connections);
 }
@@ -92,13 +89,10 @@ static __always_inline void account_unkeyed(u16 family, u16 protocol, u32 bytes,
     key.family = family;
     key.protocol = protocol;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    if (tx) {
+    if (tx)
         v.tx_bytes = bytes;
-        v.tx_calls = 1;
-    } else {
+    else
         v.rx_bytes = bytes;
-        v.rx_calls = 1;
-    }
     agg_add(&key, &v);
 }
 
@@ -134,13 +128,11 @@ static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret
         f->pid = bpf_get_current_pid_tgid() >> 32;
         bpf_get_current_comm(&f->comm, sizeof(f->comm));
     }
-    if (tx) {
+    /* Atomic: two threads may use one socket on two CPUs at once. */
+    if (tx)
         __sync_fetch_and_add(&f->tx_bytes, (u64)ret);
-        __sync_fetch_and_add(&f->tx_calls, 1);
-    } else {
+    else
         __sync_fetch_and_add(&f->rx_bytes, (u64)ret);
-        __sync_fetch_and_add(&f->rx_calls, 1);
-    }
 }
 
 TRACEPOINT_PROBE(sock, sock_send_length)
@@ -176,9 +168,6 @@ static __always_inline void fold_flow(u64 sk)
     __builtin_memcpy(key.comm, done.comm, NET_COMM_LEN);
     v.tx_bytes = done.tx_bytes;
     v.rx_bytes = done.rx_bytes;
-    v.tx_calls = done.tx_calls;
-    v.rx_calls = done.rx_calls;
-    v.rx_segs = done.rx_segs;
     v.retransmits = done.retransmits;
     v.connections = done.established;
     agg_add(&key, &v);
@@ -206,18 +195,31 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
      * with the peer's FIN after our shutdown): fold it when it is destroyed,
      * and at CLOSE only where the kernel has no tcp_destroy_sock. */
     if (args->newstate == NET_TCP_CLOSE) {
-        if (!NET_HAVE_TCP_DESTROY_SOCK)
+        if (!NET_HAVE_TCP_DESTROY_SOCK) {
             fold_flow(sk);
+            return 0;
+        }
+        struct flow *closing = flows.lookup(&sk);
+        if (closing)
+            closing->end_ns = bpf_ktime_get_ns();   /* user space folds it if the destroy is never seen */
         return 0;
     }
     if (args->newstate != NET_TCP_ESTABLISHED)
         return 0;
+    /* A socket is established once: an entry that already was, or that has
+     * bytes, belongs to an earlier socket at this address whose destroy was
+     * missed (a softirq-context program can be skipped while another BPF
+     * program runs on that CPU). Fold it before reusing the key. */
+    struct flow *stale = flows.lookup(&sk);
+    if (stale && (stale->established || stale->tx_bytes || stale->rx_bytes))
+        fold_flow(sk);
     struct flow *f = flow_of(sk, args->family);
     if (!f) {
         stat_add(NET_STAT_FLOWS_FULL, 1);
         return 0;
     }
     f->established = 1;
+    f->end_ns = 0;
     f->is_client = args->oldstate == NET_TCP_SYN_SENT;
     f->start_ns = bpf_ktime_get_ns();
     f->family = args->family;
@@ -275,7 +277,6 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
     struct flow *f = flows.lookup(&sk);
     if (!f)
         return 0;   /* sockets get a flow from their first send or receive */
-    __sync_fetch_and_add(&f->rx_segs, 1);
     if (!f->has_addrs) {
         /* saddr/daddr hold a sockaddr_in (address at byte 4) or sockaddr_in6 (at byte 8). */
         if (args->family == NET_AF_INET) {

@@ -23,12 +23,9 @@
  * connection event sent on close when spans are on (end_ns set then). */
 struct flow {
     __u64 start_ns;
-    __u64 end_ns;
+    __u64 end_ns;      /* when it reached CLOSE (then, in a connection event, when it was destroyed) */
     __u64 tx_bytes;
     __u64 rx_bytes;
-    __u64 tx_calls;
-    __u64 rx_calls;
-    __u64 rx_segs;
     __u64 retransmits;
     __u64 rtt_sampled_ns;
     __u32 srtt_us;
@@ -60,9 +57,6 @@ struct agg_key {
 struct agg_value {
     __u64 tx_bytes;
     __u64 rx_bytes;
-    __u64 tx_calls;
-    __u64 rx_calls;
-    __u64 rx_segs;
     __u64 retransmits;
     __u64 connections;
 };

@@ -31,7 +31,11 @@ TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str]]]] = {
     "net": [
         ("sock/tcp tracepoints", [
             "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
-            "tcp:tcp_probe", "tcp:tcp_retransmit_skb",
+            "tcp:tcp_probe", "tcp:tcp_retransmit_skb", "tcp:tcp_destroy_sock",
+        ]),
+        # Bytes need only these; RTT, retransmits and the destroy hook are then left out.
+        ("sock tracepoints (bytes only)", [
+            "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
         ]),
     ],
     "gpu": [

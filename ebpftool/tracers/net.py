@@ -43,6 +43,8 @@ OPTIONAL_TRACEPOINTS = {
     "tcp:tcp_destroy_sock": "NET_HAVE_TCP_DESTROY_SOCK",
 }
 RTT_SAMPLE_SECONDS = 0.01   # at most one RTT sample per socket per 10 ms: tcp_probe fires per segment
+# A socket in CLOSE this long whose destroy was never seen is folded by user space instead.
+STALE_CLOSE_SECONDS = 30
 TRANSPORTS = {DEFINES["NET_PROTO_TCP"]: "tcp", DEFINES["NET_PROTO_UDP"]: "udp"}
 NET_TYPES = {DEFINES["NET_AF_INET"]: "ipv4", DEFINES["NET_AF_INET6"]: "ipv6"}
 SPAN_NAME = "tcp connection"
@@ -78,16 +80,18 @@ class FlowGroup:
 class Totals:
     tx_bytes: int = 0
     rx_bytes: int = 0
-    tx_calls: int = 0
-    rx_calls: int = 0
-    rx_segs: int = 0
     retransmits: int = 0
     connections: int = 0
 
     def add(self, other: Any) -> None:
-        """Add a Totals, a struct agg_value or a struct flow (same field names; a flow has no `connections`)."""
+        """Add a Totals or a struct agg_value (same field names)."""
         for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + int(getattr(other, f.name, 0)))
+            setattr(self, f.name, getattr(self, f.name) + int(getattr(other, f.name)))
+
+    @classmethod
+    def of_flow(cls, f: Any) -> "Totals":
+        """The figures of one open socket (struct flow)."""
+        return cls(int(f.tx_bytes), int(f.rx_bytes), int(f.retransmits), int(f.established))
 
     def high_water(self, other: "Totals") -> None:
         """Keep the larger of each figure: cumulative counters never go back (see NetTracer.collect)."""
@@ -185,6 +189,7 @@ class NetTracer(Tracer):
         self._rtt: dict[tuple[Zone, Zone], list] = {}                  # zone pair -> [count, sum_ns, min, max, buckets]
         self._stats = [0] * STAT_SLOTS
         self._executables: dict[int, str] = {}
+        self._stale: list[tuple[Any, FlowGroup, Any]] = []
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
         self.spans_sent = 0
@@ -214,6 +219,13 @@ class NetTracer(Tracer):
         self.prog.probes.extend(f"tracepoint:{tp}" for tp in (*REQUIRED_TRACEPOINTS, *(t for t, ok in present.items() if ok)))
         if o.spans:
             self.prog.open_ring_buffer("conn_events", self._on_connection)
+
+    def poll(self, timeout_ms: int) -> None:
+        """Without --spans there is no ring buffer to wait on: sleep instead of letting the loop spin."""
+        if self.options.spans:
+            super().poll(timeout_ms)
+        else:
+            time.sleep(timeout_ms / 1000)
 
     # -- spans -------------------------------------------------------------------------------
     def _on_connection(self, data: bytes) -> None:
@@ -279,8 +291,16 @@ class NetTracer(Tracer):
         return pending
 
     def _live_flows(self) -> list[tuple[FlowGroup, Any]]:
-        return [(self._group(f), f)
-                for f in self.prog["flows"].values()]
+        """Open sockets; also notes those closed long ago whose destroy the kernel program missed."""
+        live = []
+        stale_before = time.monotonic_ns() - STALE_CLOSE_SECONDS * 1_000_000_000
+        self._stale = []
+        for k, f in self.prog["flows"].items():
+            g = self._group(f)
+            live.append((g, f))
+            if f.end_ns and f.end_ns < stale_before:
+                self._stale.append((k, g, f))
+        return live
 
     def _drain_rtt(self) -> None:
         """Fold the per-address-pair RTT histograms into per-zone-pair ones and empty the map.
@@ -323,9 +343,7 @@ class NetTracer(Tracer):
             for g, t in source.items():
                 groups[g].add(t)
         for g, f in live:
-            groups[g].add(f)
-            if f.established:
-                groups[g].connections += 1
+            groups[g].add(Totals.of_flow(f))
         for g, t in groups.items():
             prev = self._reported.get(g)
             if prev is not None:
@@ -341,6 +359,17 @@ class NetTracer(Tracer):
                               self._stats[DEFINES["NET_STAT_BYTES_LOST"]], {sc.EBPFTOOL_TRACER: self.name}))
         self._update_view()
         return points
+
+    def tick(self) -> None:
+        """Fold sockets closed STALE_CLOSE_SECONDS ago that were never destroyed (as far as we saw)."""
+        flows = self.prog["flows"]
+        for key, g, f in self._stale:
+            try:
+                del flows[key]
+            except KeyError:
+                continue   # destroyed meanwhile: the kernel folded it
+            self._closed[g].add(Totals.of_flow(f))
+        self._stale = []
 
     def _rtt_points(self) -> list[MetricPoint]:
         out = []

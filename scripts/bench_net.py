@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Cost and accuracy of `ebpftool net`: iperf3 over loopback with and without the tracer.
+
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_net.py [--rounds 5] [--seconds 3] [--json out.json]
+
+For each workload (iperf3's default 128 KiB writes, and 1 KiB writes: 128
+times more sends per byte, the tracer's worst case per byte), runs alternate
+without/with rounds and reports median throughput and the ratio. In every traced round the bytes `ebpftool net` exported for the
+iperf3 client are compared with what iperf3 says it sent (its control
+connection's few hundred bytes included in ours, so a tiny excess is expected).
+Not part of the test suite: its numbers depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+PORT = 5299
+WORKLOADS = {"bulk (128 KiB writes)": [], "small (1 KiB writes)": ["-l", "1K"]}
+
+
+def iperf3(seconds: float, extra: list[str]) -> tuple[float, int, int]:
+    """(bits per second received, bytes sent, client pid) of one iperf3 run over loopback."""
+    proc = subprocess.Popen(["iperf3", "-c", "127.0.0.1", "-p", str(PORT), "-t", str(seconds), "-J", *extra],
+                            stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=seconds + 30)
+    end = json.loads(out)["end"]
+    return end["sum_received"]["bits_per_second"], int(end["sum_sent"]["bytes"]), proc.pid
+
+
+class Tracer:
+    """`ebpftool net` in the background, exporting to a JSON-lines file."""
+
+    def __init__(self) -> None:
+        self.jsonl = Path(tempfile.mkstemp(prefix="bench-net-", suffix=".jsonl")[1])
+        self.proc = subprocess.Popen([PY, "-m", "ebpftool", "net", "--no-ui", "--interval", "1",
+                                      "--jsonl", str(self.jsonl)],
+                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stderr:
+            if "probes attached" in line:
+                return
+        raise RuntimeError(f"ebpftool net did not start (exit {self.proc.wait()})")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.stderr.read()
+        self.proc.wait(60)
+
+    def sent_by(self, pid: int) -> int:
+        """Bytes transmitted by pid in the last export (cumulative counters: the last point is the total)."""
+        latest: dict[tuple, float] = {}
+        for line in self.jsonl.read_text().splitlines():
+            rec = json.loads(line)
+            a = rec.get("attributes", {})
+            if (rec.get("name") == "ebpftool.network.flow.io" and a.get("process.pid") == pid
+                    and a.get("network.io.direction") == "transmit"):
+                latest[tuple(sorted((k, str(v)) for k, v in a.items()))] = rec["value"]
+        self.jsonl.unlink()
+        return int(sum(latest.values()))
+
+
+def bench(rounds: int, seconds: float) -> dict:
+    server = subprocess.Popen(["iperf3", "-s", "-p", str(PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    results = {}
+    try:
+        for name, extra in WORKLOADS.items():
+            base, traced, errors = [], [], []
+            for _ in range(rounds):
+                base.append(iperf3(seconds, extra)[0])
+                tracer = Tracer()
+                try:
+                    bps, sent, pid = iperf3(seconds, extra)
+                finally:
+                    tracer.stop()
+                traced.append(bps)
+                errors.append((tracer.sent_by(pid) - sent) / sent)
+            b, t = statistics.median(base), statistics.median(traced)
+            results[name] = {
+                "rounds": rounds, "seconds": seconds,
+                "without_gbit_s": [round(x / 1e9, 3) for x in base],
+                "with_gbit_s": [round(x / 1e9, 3) for x in traced],
+                "median_without_gbit_s": round(b / 1e9, 3), "median_with_gbit_s": round(t / 1e9, 3),
+                "ratio": round(t / b, 4),
+                "byte_count_error_max": max(errors, key=abs),
+            }
+    finally:
+        server.terminate()
+        server.wait()
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 2 s (a smoke run, not for the docs)")
+    ap.add_argument("--json", help="write the results here")
+    opts = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_net.py loads BPF programs: run it as root", file=sys.stderr)
+        return 1
+    rounds, seconds = (2, 2.0) if opts.quick else (opts.rounds, opts.seconds)
+    results = bench(rounds, seconds)
+    summary = {name: {"throughput_ratio": r["ratio"], "median_without_gbit_s": r["median_without_gbit_s"],
+                      "median_with_gbit_s": r["median_with_gbit_s"], "byte_count_error_max": r["byte_count_error_max"]}
+               for name, r in results.items()}
+    out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {os.uname().release}",
+           "summary": summary, "workloads": results}
+    print(f"{'workload':<24} {'without Gb/s':>13} {'with Gb/s':>10} {'ratio':>7} {'byte error':>11}")
+    for name, s in summary.items():
+        print(f"{name:<24} {s['median_without_gbit_s']:>13.3f} {s['median_with_gbit_s']:>10.3f} "
+              f"{s['throughput_ratio']:>7.1%} {s['byte_count_error_max']:>11.4%}")
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
