@@ -289,3 +289,28 @@ def test_bad_input_is_one_sentence(args, message):
     assert r.returncode == 1
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_pid_limits_tracing_to_one_process_tree(built, grpc_receiver):
+    # the parent shell is watched from the start; its child is forked after the tracer started
+    parent = subprocess.Popen(["sh", "-c", f"read go; {built['workload']} {CUDART}; true"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    tracer = EbpftoolProcess(["gpu", "--no-discover", "--lib", CUDART, "--pid", str(parent.pid),
+                              "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc",
+                              "--interval", "1", "--no-ui"]).start()
+    try:
+        with Workload(built["workload"], CUDART) as outsider:
+            parent.stdin.write("go\n")
+            parent.stdin.flush()
+            child = int(parent.stdout.readline().split()[1])
+            for _ in range(2):
+                parent.stdin.write("cudaMalloc 64\n")
+                parent.stdin.flush()
+                assert parent.stdout.readline().startswith("ok")
+            outsider.do("cudaMalloc 64")
+            assert wait_total(grpc_receiver, sc.EBPFTOOL_GPU_CALLS, child, {FN: "cudaMalloc"}, 2) == 2
+            assert total(grpc_receiver, sc.EBPFTOOL_GPU_CALLS, outsider.pid) == 0
+    finally:
+        parent.kill()
+        parent.wait()
+        assert tracer.stop() == 0
