@@ -1,0 +1,720 @@
+/* ebpftool inference: HTTP/1.x requests served on watched sockets, measured
+ * from syscall tracepoints, aggregated in maps.
+ *
+ * A connection is watched from its accept() on a watched listening socket
+ * (the listeners map, filled by user space from /proc) or from user space's
+ * seed of connections that existed before the tracer. Per connection, a state
+ * machine follows reads and writes:
+ *   - a read when no request is open, or after its response began, starts a
+ *     request (and finishes the previous one);
+ *   - a write starting with a status line ("HTTP/1.x NNN") starts the response;
+ *     one while a response is already under way is a pipelined request's;
+ *   - writes carrying `data:` events (Server-Sent Events) are tokens;
+ *   - close() finishes the request in progress.
+ * A finished request goes into histograms (duration; for generative-AI requests
+ * time to first token and time per output token) whatever the span budget; a
+ * sampled one also goes to user space with bounded captures of its bytes.
+ *
+ * Compile-time parameters (from ebpftool/tracers/inference.py):
+ *   FILTER_PORTS   1: only connections accepted on listeners in the listeners map
+ *   FILTER_PIDS    1: only processes in watched_pids
+ *   CAPTURE_BYTES  bytes captured per part (<= CAPTURE_MAX)
+ *   RINGBUF_PAGES  size of the event ring buffer
+ *   HTTP_BUCKET(v), GENAI_DURATION_BUCKET(v), TTFT_BUCKET(v), TPOT_BUCKET(v)
+ */
+#include <uapi/linux/ptrace.h>
+#include "inference.h"
+
+#ifndef FILTER_PORTS
+#define FILTER_PORTS 0
+#endif
+#ifndef FILTER_PIDS
+#define FILTER_PIDS 0
+#endif
+#ifndef CAPTURE_BYTES
+#define CAPTURE_BYTES 512
+#endif
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 256
+#endif
+#define MAX_CONNS 65536
+
+/* How the buffer of a read or write syscall is found at its exit. */
+#define BUF_PLAIN 0   /* read/write/recvfrom/sendto: a pointer */
+#define BUF_IOV 1     /* readv/writev: the first struct iovec */
+#define BUF_MSG 2     /* recvmsg/sendmsg: the first iovec of a struct user_msghdr */
+#define BUF_NONE 3    /* sendfile: no user bytes */
+
+struct io_args {
+    u64 ptr;
+    u64 ts;       /* syscall entry */
+    s32 fd;
+    u32 how;
+};
+
+struct accept_args {
+    u64 sockaddr;
+    u32 lfd;
+    u16 port;
+    u16 pad;
+};
+
+struct user_iov {
+    u64 base;
+    u64 len;
+};
+
+struct scratch {
+    u8 data[SSE_SCAN_MAX + 16];  /* a sentinel byte, the bytes scanned, room for the last 8-byte load */
+};
+
+BPF_HASH(listeners, struct conn_key, u16, 4096);          /* watched listening fds -> port */
+BPF_HASH(watched_pids, u32, u8, 4096);
+BPF_TABLE("lru_hash", struct conn_key, struct conn_state, conns, MAX_CONNS);
+BPF_HASH(accepting, u32, struct accept_args, 4096);       /* per thread, accept() in flight */
+BPF_HASH(reading, u32, struct io_args, 16384);            /* per thread, read on a watched fd in flight */
+BPF_HASH(writing, u32, struct io_args, 16384);
+BPF_TABLE("lru_hash", struct conn_key, struct last_write, last_writes, 4096);
+BPF_PERCPU_ARRAY(scratch_buf, struct scratch, 1);
+BPF_ARRAY(last_write_init, struct last_write, 1);
+BPF_ARRAY(zero_hist, struct hist_value, 1);
+BPF_PERCPU_HASH(http_hist, struct req_key, struct hist_value, 4096);
+BPF_PERCPU_HASH(genai_hist, struct req_key, struct hist_value, 1024);
+BPF_PERCPU_HASH(ttft_hist, struct req_key, struct hist_value, 1024);
+BPF_PERCPU_HASH(tpot_hist, struct req_key, struct hist_value, 1024);
+BPF_PERCPU_HASH(output_tokens, struct req_key, u64, 1024);
+BPF_PERCPU_HASH(unparsed, u16, u64, 1024);                /* per port */
+BPF_PERCPU_HASH(accepted, u16, u64, 1024);                /* per port */
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+static __always_inline struct conn_key current_key(s32 fd)
+{
+    struct conn_key k = {.pid = bpf_get_current_pid_tgid() >> 32, .fd = fd};
+    return k;
+}
+
+/* ---- classification ------------------------------------------------------ */
+
+/* Little-endian words built from characters, to compare up to 8 bytes at once
+ * (byte loops over many prefixes make the verifier's job explode). */
+#define C(x, i) ((u64)(u8)(x) << (8 * (i)))
+#define W2(a, b) (C(a, 0) | C(b, 1))
+#define W3(a, b, c) (W2(a, b) | C(c, 2))
+#define W4(a, b, c, d) (W3(a, b, c) | C(d, 3))
+#define W5(a, b, c, d, e) (W4(a, b, c, d) | C(e, 4))
+#define W6(a, b, c, d, e, f) (W5(a, b, c, d, e) | C(f, 5))
+#define W7(a, b, c, d, e, f, g) (W6(a, b, c, d, e, f) | C(g, 6))
+#define W8(a, b, c, d, e, f, g, h) (W7(a, b, c, d, e, f, g) | C(h, 7))
+#define LOW(w, n) ((w) & ((n) == 8 ? ~0ULL : ((1ULL << (8 * (n))) - 1)))
+
+/* Method from the request line's first 8 bytes; *path_off is where the path begins. */
+static __always_inline u8 parse_method(u64 h, int len, int *path_off)
+{
+    *path_off = 0;
+    if (len < 5)
+        return METHOD_OTHER;
+    if (LOW(h, 4) == W4('G', 'E', 'T', ' ')) { *path_off = 4; return METHOD_GET; }
+    if (LOW(h, 5) == W5('P', 'O', 'S', 'T', ' ')) { *path_off = 5; return METHOD_POST; }
+    if (LOW(h, 5) == W5('H', 'E', 'A', 'D', ' ')) { *path_off = 5; return METHOD_HEAD; }
+    if (LOW(h, 4) == W4('P', 'U', 'T', ' ')) { *path_off = 4; return METHOD_PUT; }
+    if (LOW(h, 7) == W7('D', 'E', 'L', 'E', 'T', 'E', ' ')) { *path_off = 7; return METHOD_DELETE; }
+    if (h == W8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' ')) { *path_off = 8; return METHOD_OPTIONS; }
+    if (LOW(h, 6) == W6('P', 'A', 'T', 'C', 'H', ' ')) { *path_off = 6; return METHOD_PATCH; }
+    if (h == W8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' ')) { *path_off = 8; return METHOD_CONNECT; }
+    if (LOW(h, 6) == W6('T', 'R', 'A', 'C', 'E', ' ')) { *path_off = 6; return METHOD_TRACE; }
+    return METHOD_OTHER;
+}
+
+#define PATH_WORDS 6
+
+/* Generative-AI operation from the path's first bytes (the endpoints of
+ * OpenAI-compatible servers, TGI, Ollama, llama.cpp, Triton's generate). */
+static __always_inline u8 classify_path(const u64 *p, int n)
+{
+    u64 w0 = p[0], w1 = p[1], w2 = p[2];
+    if (n >= 20 && w0 == W8('/', 'v', '1', '/', 'c', 'h', 'a', 't') && w1 == W8('/', 'c', 'o', 'm', 'p', 'l', 'e', 't') &&
+        LOW(w2, 4) == W4('i', 'o', 'n', 's'))
+        return OP_CHAT;
+    if (n >= 15 && w0 == W8('/', 'v', '1', '/', 'c', 'o', 'm', 'p') && LOW(w1, 7) == W7('l', 'e', 't', 'i', 'o', 'n', 's'))
+        return OP_TEXT_COMPLETION;
+    if (n >= 14 && w0 == W8('/', 'v', '1', '/', 'e', 'm', 'b', 'e') && LOW(w1, 6) == W6('d', 'd', 'i', 'n', 'g', 's'))
+        return OP_EMBEDDINGS;
+    if (n >= 9 && w0 == W8('/', 'g', 'e', 'n', 'e', 'r', 'a', 't') && LOW(w1, 1) == 'e')
+        return OP_TEXT_COMPLETION;  /* TGI /generate, /generate_stream */
+    if (n >= 11 && w0 == W8('/', 'c', 'o', 'm', 'p', 'l', 'e', 't') && LOW(w1, 3) == W3('i', 'o', 'n'))
+        return OP_TEXT_COMPLETION;  /* llama.cpp /completion */
+    if (n >= 9 && w0 == W8('/', 'a', 'p', 'i', '/', 'c', 'h', 'a') && LOW(w1, 1) == 't')
+        return OP_CHAT;             /* Ollama */
+    if (n >= 13 && w0 == W8('/', 'a', 'p', 'i', '/', 'g', 'e', 'n') && LOW(w1, 5) == W5('e', 'r', 'a', 't', 'e'))
+        return OP_TEXT_COMPLETION;
+    if (n >= 10 && w0 == W8('/', 'a', 'p', 'i', '/', 'e', 'm', 'b') && LOW(w1, 2) == W2('e', 'd'))
+        return OP_EMBEDDINGS;
+    if (n >= 11 && w0 == W8('/', 'v', '2', '/', 'm', 'o', 'd', 'e') && LOW(w1, 3) == W3('l', 's', '/')) {
+        /* Triton: /v2/models/<name>[/versions/<v>]/generate[_stream] */
+        const u8 *b = (const u8 *)p;
+        for (int i = 11; i < PATH_WORDS * 8 - 4; i++) {
+            if (i + 4 > n)
+                break;
+            if (b[i] == '/' && b[i + 1] == 'g' && b[i + 2] == 'e' && b[i + 3] == 'n')
+                return OP_TEXT_COMPLETION;
+        }
+    }
+    return OP_NONE;
+}
+
+/* 1 when v == 0, 0 otherwise, without a branch: BPF has no set-on-condition
+ * instruction, so a compare becomes a jump, and every jump in a long loop is
+ * a state the verifier must keep. The barrier stops clang from turning the
+ * arithmetic back into a compare. */
+static __always_inline u64 is_zero(u64 v)
+{
+    u64 t = v | -v;
+    asm volatile("" : "+r"(t));
+    return (t >> 63) ^ 1;
+}
+
+/* Counts `data:` events (at the start of the write or of a line) in the first
+ * SSE_SCAN_MAX bytes written: returns the tokens (not `data: [DONE]`, not a
+ * usage-only chunk) and sets *data_events to all events but [DONE]. Branch-free loop
+ * body: 8 bytes are compared at once at every offset. */
+static __always_inline u32 count_events(u64 ptr, u32 len, u32 *data_events)
+{
+    u32 zero = 0;
+    struct scratch *s = scratch_buf.lookup(&zero);
+    if (!s)
+        return 0;
+    u64 n = len;
+    if (n > SSE_SCAN_MAX)
+        n = SSE_SCAN_MAX;
+    asm volatile("" : "+r"(n));
+    if (n > SSE_SCAN_MAX)
+        n = SSE_SCAN_MAX;
+    s->data[0] = '\n';  /* the write's first byte starts a line */
+    if (bpf_probe_read_user(&s->data[1], n, (void *)ptr) != 0)
+        return 0;
+    u64 events = 0, usage_only = 0;
+    for (u32 i = 0; i < SSE_SCAN_MAX; i++) {
+        /* bytes i..i+7 of data: '\n' 'd' 'a' 't' 'a' ':' then what follows */
+        u64 w = *(u64 *)&s->data[i];
+        u64 is_event = is_zero((w ^ W6('\n', 'd', 'a', 't', 'a', ':')) & 0xffffffffffffULL);
+        u64 x = (w >> 48) & 0xff, y = w >> 56;
+        u64 is_done = is_zero(x ^ '[') | (is_zero(x ^ ' ') & is_zero(y ^ '['));
+        u64 room = n - (i + 5);  /* negative when "data:" would pass the n bytes read */
+        asm volatile("" : "+r"(room));
+        u64 inside = (room >> 63) ^ 1;
+        events += is_event & (is_done ^ 1) & inside;
+        /* `"choices":[]` / `"choices": []`: a usage-only chunk (stream_options.include_usage), not a token */
+        u64 b8 = s->data[i + 8], b9 = s->data[i + 9];
+        u64 empty = (is_zero(w ^ W8('o', 'i', 'c', 'e', 's', '"', ':', '[')) & is_zero(b8 ^ ']')) |
+                    (is_zero(w ^ W8('o', 'i', 'c', 'e', 's', '"', ':', ' ')) & is_zero(b8 ^ '[') & is_zero(b9 ^ ']'));
+        usage_only += empty & inside;
+    }
+    *data_events = events;
+    return events > usage_only ? events - usage_only : 0;
+}
+
+/* ---- events to user space ------------------------------------------------- */
+
+/* Bytes to copy, bounded where the verifier can see it (clang may otherwise
+ * fold the bound into a form the verifier cannot follow). */
+static __always_inline u64 capture_len(u64 n)
+{
+    if (n > CAPTURE_BYTES)
+        n = CAPTURE_BYTES;
+    asm volatile("" : "+r"(n));
+    if (n > CAPTURE_MAX)
+        n = CAPTURE_MAX;
+    return n;
+}
+
+static __always_inline void emit_capture(struct conn_key *k, struct conn_state *c, u32 part, u64 ptr, u32 len,
+                                         int tail)
+{
+    struct capture_event *e = events.ringbuf_reserve(sizeof(struct capture_event));
+    if (!e) {
+        count_ringbuf_full();
+        return;
+    }
+    u64 n = capture_len(len);
+    u64 src = tail ? ptr + len - n : ptr;
+    e->type = EVENT_CAPTURE;
+    e->pid = k->pid;
+    e->fd = k->fd;
+    e->seq = c->seq;
+    e->part = part;
+    e->len = 0;
+    if (bpf_probe_read_user(e->data, n, (void *)src) == 0)
+        e->len = n;
+    events.ringbuf_submit(e, 0);
+}
+
+static __always_inline void remember_last_write(struct conn_key *k, struct conn_state *c, u64 ptr, u32 len)
+{
+    /* last_writes values are too big for the stack: inserted from a zeroed map value. */
+    u32 zero = 0;
+    struct last_write *empty = last_write_init.lookup(&zero);
+    if (!empty)
+        return;
+    struct last_write *w = last_writes.lookup(k);
+    if (!w) {
+        last_writes.update(k, empty);
+        w = last_writes.lookup(k);
+        if (!w)
+            return;
+    }
+    u64 n = capture_len(len);
+    w->seq = c->seq;
+    w->len = 0;
+    if (bpf_probe_read_user(w->data, n, (void *)(ptr + len - n)) == 0)
+        w->len = n;
+}
+
+static __always_inline void emit_last_write(struct conn_key *k, struct conn_state *c)
+{
+    struct last_write *w = last_writes.lookup(k);
+    if (!w || w->seq != c->seq || w->len == 0)
+        return;
+    struct capture_event *e = events.ringbuf_reserve(sizeof(struct capture_event));
+    if (!e) {
+        count_ringbuf_full();
+        return;
+    }
+    u64 n = capture_len(w->len);
+    e->type = EVENT_CAPTURE;
+    e->pid = k->pid;
+    e->fd = k->fd;
+    e->seq = c->seq;
+    e->part = PART_RESPONSE_LAST;
+    e->len = 0;
+    if (bpf_probe_read_kernel(e->data, n, w->data) == 0)
+        e->len = n;
+    events.ringbuf_submit(e, 0);
+    w->len = 0;
+}
+
+/* ---- requests --------------------------------------------------------------- */
+
+/* The request in progress on c is over: into the histograms, and to user space if sampled. */
+static __always_inline void finish_request(struct conn_key *k, struct conn_state *c, u64 now)
+{
+    if (c->req_start == 0)
+        return;
+    if (c->flags & REQ_UNPARSED)
+        return;  /* counted when it began; not a request we can name */
+    u64 end = c->resp_end ? c->resp_end : now;
+    u64 duration = end > c->req_start ? end - c->req_start : 0;
+    struct req_key key = {.port = c->port, .status = c->status, .method = c->method, .op = c->op};
+    u32 zero = 0;
+    struct hist_value *z = zero_hist.lookup(&zero);
+    if (!z)
+        return;
+    stat_add(STAT_INF_REQUESTS, 1);
+    if (c->status == 0)
+        stat_add(STAT_INF_NO_RESPONSE, 1);
+    struct hist_value *h = http_hist.lookup_or_try_init(&key, z);
+    if (h)
+        hist_add(h, HTTP_BUCKET(duration), duration);
+    if (c->op != OP_NONE) {
+        h = genai_hist.lookup_or_try_init(&key, z);
+        if (h)
+            hist_add(h, GENAI_DURATION_BUCKET(duration), duration);
+        if (c->tokens > 0) {
+            u64 ttft = c->first_token > c->req_start ? c->first_token - c->req_start : 0;
+            h = ttft_hist.lookup_or_try_init(&key, z);
+            if (h)
+                hist_add(h, TTFT_BUCKET(ttft), ttft);
+            u64 zero64 = 0;
+            u64 *t = output_tokens.lookup_or_try_init(&key, &zero64);
+            if (t)
+                *t += c->tokens;
+        }
+        if (c->tokens > 1) {
+            u64 tpot = (c->last_token - c->first_token) / (c->tokens - 1);
+            h = tpot_hist.lookup_or_try_init(&key, z);
+            if (h)
+                hist_add(h, TPOT_BUCKET(tpot), tpot);
+        }
+    }
+    if (!(c->flags & REQ_SAMPLED))
+        return;
+    emit_last_write(k, c);
+    struct request_event *e = events.ringbuf_reserve(sizeof(struct request_event));
+    if (!e) {
+        count_ringbuf_full();
+        return;
+    }
+    e->type = EVENT_REQUEST;
+    e->pid = k->pid;
+    e->fd = k->fd;
+    e->seq = c->seq;
+    e->req_start = c->req_start;
+    e->resp_start = c->resp_start;
+    e->resp_end = c->resp_end;
+    e->first_token = c->first_token;
+    e->last_token = c->last_token;
+    e->end = end;
+    e->req_bytes = c->req_bytes;
+    e->resp_bytes = c->resp_bytes;
+    e->tokens = c->tokens;
+    e->port = c->port;
+    e->status = c->status;
+    e->method = c->method;
+    e->op = c->op;
+    e->flags = c->flags;
+    e->family = c->family;
+    e->client_port = c->client_port;
+    e->pad = 0;
+    __builtin_memcpy(e->client_addr, c->client_addr, 16);
+    bpf_get_current_comm(e->comm, sizeof(e->comm));
+    events.ringbuf_submit(e, 0);
+}
+
+static __always_inline void begin_request(struct conn_state *c, u64 start)
+{
+    c->req_start = start;
+    c->resp_start = 0;
+    c->resp_end = 0;
+    c->first_token = 0;
+    c->last_token = 0;
+    c->req_bytes = 0;
+    c->resp_bytes = 0;
+    c->tokens = 0;
+    c->status = 0;
+    c->method = METHOD_OTHER;
+    c->op = OP_NONE;
+    c->flags = 0;
+    c->reads = 0;
+    c->writes = 0;
+    c->seq++;
+    if (span_budget_take(start))
+        c->flags |= REQ_SAMPLED;
+}
+
+static __always_inline void on_read(struct conn_key *k, struct conn_state *c, u64 ptr, u32 len, u64 now)
+{
+    if (c->req_start != 0 && c->resp_start != 0)
+        finish_request(k, c, now);  /* a keep-alive connection's next request */
+    if (c->req_start == 0 || c->resp_start != 0) {
+        begin_request(c, now);
+        u64 head = 0;
+        u64 path[PATH_WORDS] = {};
+        int path_off = 0;
+        bpf_probe_read_user(&head, sizeof(head), (void *)ptr);
+        c->method = parse_method(head, len, &path_off);
+        if (path_off == 0) {
+            c->flags |= REQ_UNPARSED;
+            stat_add(STAT_INF_UNPARSED, 1);
+            u64 zero64 = 0;
+            u16 port = c->port;
+            u64 *u = unparsed.lookup_or_try_init(&port, &zero64);
+            if (u)
+                *u += 1;
+        } else {
+            bpf_probe_read_user(path, sizeof(path), (void *)(ptr + path_off));
+            c->op = classify_path(path, (int)len - path_off);
+        }
+    }
+    c->last_read = now;
+    c->req_bytes += len;
+    if ((c->flags & REQ_SAMPLED) && c->reads < CAPTURED_READS) {
+        if (c->reads <= 1)
+            emit_capture(k, c, PART_REQUEST_HEAD, ptr, len, 0);
+        if (len > CAPTURE_BYTES)  /* a long body's end: where OpenAI clients put "model" */
+            emit_capture(k, c, PART_REQUEST_TAIL, ptr, len, 1);
+    }
+    if (c->reads < 255)
+        c->reads++;
+}
+
+/* Returns 1 when the write should be searched for `data:` events. */
+static __always_inline int on_write(struct conn_key *k, struct conn_state *c, u64 ptr, u32 len, u64 start,
+                                    u64 now, int has_bytes)
+{
+    if (c->req_start == 0)
+        return 0;  /* the server spoke first: no request to answer */
+    u8 head[16] = {};
+    int status_line = 0;
+    u16 status = 0;
+    if (has_bytes) {
+        bpf_probe_read_user(head, sizeof(head), (void *)ptr);
+        if (len >= 12 && head[0] == 'H' && head[1] == 'T' && head[2] == 'T' && head[3] == 'P' && head[4] == '/' &&
+            head[8] == ' ' && head[9] >= '1' && head[9] <= '5' && head[10] >= '0' && head[10] <= '9' &&
+            head[11] >= '0' && head[11] <= '9') {
+            status = (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
+            status_line = 1;
+        }
+    }
+    if (status_line && status < 200) {
+        c->resp_bytes += len;  /* 100 Continue and friends: the final response is still to come */
+        return 0;
+    }
+    if (status_line && c->resp_start != 0) {
+        /* A second response with no read between: pipelined requests, read together earlier. */
+        finish_request(k, c, now);
+        begin_request(c, c->last_read);
+        c->flags |= REQ_PIPELINED;
+    }
+    int first = c->resp_start == 0;
+    if (first) {
+        c->resp_start = start;
+        c->status = status;
+    }
+    c->resp_end = now;
+    c->resp_bytes += len;
+    if (!has_bytes)
+        return 0;
+    /* Server-Sent Events: scanned on gen-AI paths and once a response showed them;
+     * elsewhere only a write that begins with an event (after a chunk-size line) is. */
+    int scan = c->op != OP_NONE || (c->flags & REQ_SSE);
+    if (!scan && !first) {
+        if (head[0] == 'd' && head[1] == 'a' && head[2] == 't' && head[3] == 'a' && head[4] == ':')
+            scan = 1;
+#pragma unroll
+        for (int i = 1; i < 10; i++) {
+            if (head[i] == '\n' && head[i + 1] == 'd' && head[i + 2] == 'a' && head[i + 3] == 't' &&
+                head[i + 4] == 'a' && head[i + 5] == ':')
+                scan = 1;
+        }
+    }
+    if (c->flags & REQ_SAMPLED) {
+        if (c->writes < 2)
+            emit_capture(k, c, PART_RESPONSE_HEAD, ptr, len, 0);
+        if (c->writes >= 1 && !scan)
+            remember_last_write(k, c, ptr, len);
+    }
+    if (c->writes < 255)
+        c->writes++;
+    return scan;
+}
+
+/* Token counting runs in its own program, reached by a tail call from the
+ * write exits that need it: its long loop is verified once, not once per
+ * path through the write handling. */
+struct scan_args {
+    struct conn_key key;
+    u64 ptr;
+    u64 start;
+    u32 len;
+    u32 pad;
+};
+BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
+BPF_PROG_ARRAY(scan_prog, 1);
+
+int scan_sse_events(void *ctx)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    if (!a)
+        return 0;
+    struct conn_key k = a->key;
+    struct conn_state *c = conns.lookup(&k);
+    if (!c)
+        return 0;
+    u32 data_events = 0;
+    u32 tokens = count_events(a->ptr, a->len, &data_events);
+    if (tokens) {
+        if (!(c->flags & REQ_SSE)) {
+            c->flags |= REQ_SSE;
+            if (c->op == OP_NONE)
+                c->op = OP_STREAM;
+        }
+        if (c->first_token == 0)
+            c->first_token = a->start;
+        c->last_token = a->start;
+        c->tokens += tokens;
+    }
+    /* The last write with events is kept for its usage chunk; [DONE] and the
+     * chunked-encoding trailer after it are not. */
+    if ((c->flags & REQ_SAMPLED) && c->writes >= 2 && (data_events || !(c->flags & REQ_SSE)))
+        remember_last_write(&k, c, a->ptr, a->len);
+    return 0;
+}
+
+/* ---- accept ------------------------------------------------------------------ */
+
+static __always_inline int accept_enter(s32 lfd, u64 sockaddr)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+#if FILTER_PIDS
+    if (!watched_pids.lookup(&pid))
+        return 0;
+#endif
+    struct conn_key lk = {.pid = pid, .fd = lfd};
+    u16 *port = listeners.lookup(&lk);
+#if FILTER_PORTS
+    if (!port)
+        return 0;
+#endif
+    struct accept_args a = {.sockaddr = sockaddr, .lfd = lfd, .port = port ? *port : 0};
+    u32 tid = id;
+    accepting.update(&tid, &a);
+    return 0;
+}
+
+static __always_inline int accept_exit(long ret)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = id;
+    struct accept_args *a = accepting.lookup(&tid);
+    if (!a)
+        return 0;
+    struct accept_args args = *a;
+    accepting.delete(&tid);
+    if (ret < 0)
+        return 0;
+    struct conn_key k = current_key((s32)ret);
+    struct conn_state c = {};
+    c.port = args.port;
+    if (args.sockaddr) {
+        u16 family = 0;
+        bpf_probe_read_user(&family, sizeof(family), (void *)args.sockaddr);
+        u16 port_be = 0;
+        bpf_probe_read_user(&port_be, sizeof(port_be), (void *)(args.sockaddr + 2));
+        c.client_port = (port_be >> 8) | ((port_be & 0xff) << 8);
+        if (family == 2) {
+            c.family = 2;
+            bpf_probe_read_user(c.client_addr, 4, (void *)(args.sockaddr + 4));
+        } else if (family == 10) {
+            c.family = 10;
+            bpf_probe_read_user(c.client_addr, 16, (void *)(args.sockaddr + 8));
+        }
+    }
+    conns.update(&k, &c);
+    last_writes.delete(&k);
+    stat_add(STAT_INF_ACCEPTED, 1);
+    u64 zero64 = 0;
+    u16 port = c.port;
+    u64 *n = accepted.lookup_or_try_init(&port, &zero64);
+    if (n)
+        *n += 1;
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return accept_enter(args->fd, (u64)args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return accept_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return accept_enter(args->fd, (u64)args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accept_exit(args->ret); }
+
+/* ---- reads and writes --------------------------------------------------------- */
+
+/* Entry: one lookup for an unwatched fd, then nothing. */
+static __always_inline int io_enter(int is_write, s32 fd, u64 ptr, u32 how)
+{
+    struct conn_key k = current_key(fd);
+    if (!conns.lookup(&k))
+        return 0;
+    struct io_args a = {.ptr = ptr, .ts = bpf_ktime_get_ns(), .fd = fd, .how = how};
+    u32 tid = bpf_get_current_pid_tgid();
+    if (is_write)
+        writing.update(&tid, &a);
+    else
+        reading.update(&tid, &a);
+    return 0;
+}
+
+/* The user buffer holding the first bytes moved, for vectored calls. */
+static __always_inline u64 first_buffer(struct io_args *a, long ret, u32 *len)
+{
+    *len = ret;
+    if (a->how == BUF_PLAIN)
+        return a->ptr;
+    if (a->how == BUF_NONE)
+        return 0;
+    u64 iov_ptr = a->ptr;
+    if (a->how == BUF_MSG) {
+        /* struct user_msghdr: msg_name, msg_namelen (+pad), msg_iov */
+        if (bpf_probe_read_user(&iov_ptr, sizeof(iov_ptr), (void *)(a->ptr + 16)) != 0)
+            return 0;
+    }
+    struct user_iov iov = {};
+    if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iov_ptr) != 0)
+        return 0;
+    if (iov.len < *len)
+        *len = iov.len;
+    return iov.base;
+}
+
+static __always_inline int read_exit(long ret)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    struct io_args *ap = reading.lookup(&tid);
+    if (!ap)
+        return 0;
+    struct io_args a = *ap;
+    reading.delete(&tid);
+    if (ret <= 0)
+        return 0;
+    struct conn_key k = current_key(a.fd);
+    struct conn_state *c = conns.lookup(&k);
+    if (!c)
+        return 0;
+    u32 len = 0;
+    u64 ptr = first_buffer(&a, ret, &len);
+    if (!ptr || len == 0)
+        return 0;
+    on_read(&k, c, ptr, len, bpf_ktime_get_ns());
+    return 0;
+}
+
+static __always_inline int write_exit(void *ctx, long ret)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    struct io_args *ap = writing.lookup(&tid);
+    if (!ap)
+        return 0;
+    struct io_args a = *ap;
+    writing.delete(&tid);
+    if (ret <= 0)
+        return 0;
+    struct conn_key k = current_key(a.fd);
+    struct conn_state *c = conns.lookup(&k);
+    if (!c)
+        return 0;
+    u32 len = 0;
+    u64 ptr = first_buffer(&a, ret, &len);
+    if (!on_write(&k, c, ptr, ptr ? len : (u32)ret, a.ts, bpf_ktime_get_ns(), ptr != 0 && len > 0))
+        return 0;
+    u32 zero = 0;
+    struct scan_args *in = scan_input.lookup(&zero);
+    if (!in)
+        return 0;
+    in->key = k;
+    in->ptr = ptr;
+    in->start = a.ts;
+    in->len = len;
+    scan_prog.call(ctx, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(0, args->fd, (u64)args->buf, BUF_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return read_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return io_enter(0, args->fd, (u64)args->ubuf, BUF_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return read_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return io_enter(0, args->fd, (u64)args->vec, BUF_IOV); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return read_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return io_enter(0, args->fd, (u64)args->msg, BUF_MSG); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return read_exit(args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(1, args->fd, (u64)args->buf, BUF_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return write_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return io_enter(1, args->fd, (u64)args->buff, BUF_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return write_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return io_enter(1, args->fd, (u64)args->vec, BUF_IOV); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return write_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return io_enter(1, args->fd, (u64)args->msg, BUF_MSG); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return write_exit(args, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { return io_enter(1, args->out_fd, 0, BUF_NONE); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return write_exit(args, args->ret); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    struct conn_key k = current_key(args->fd);
+    struct conn_state *c = conns.lookup(&k);
+    if (!c)
+        return 0;
+    finish_request(&k, c, bpf_ktime_get_ns());
+    conns.delete(&k);
+    last_writes.delete(&k);
+    return 0;
+}

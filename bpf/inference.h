@@ -1,0 +1,132 @@
+/* Layouts shared by bpf/inference.bpf.c and ebpftool/tracers/inference.py
+ * (parsed by ebpftool.core.cstruct): connection state, metric keys and the
+ * ring-buffer records. */
+
+#define CAPTURE_MAX 1024        /* bytes one capture record can hold (the --capture-bytes ceiling) */
+#define SSE_SCAN_MAX 1024      /* bytes of one response write searched for `data:` events */
+#define CAPTURED_READS 8        /* reads of one sampled request that are captured (head or tail) */
+
+/* Request methods the kernel recognises; anything else is METHOD_OTHER (`_OTHER`). */
+#define METHOD_OTHER 0
+#define METHOD_GET 1
+#define METHOD_HEAD 2
+#define METHOD_POST 3
+#define METHOD_PUT 4
+#define METHOD_DELETE 5
+#define METHOD_OPTIONS 6
+#define METHOD_PATCH 7
+#define METHOD_CONNECT 8
+#define METHOD_TRACE 9
+
+/* Generative-AI operation, from the request path (or a streamed answer on another path). */
+#define OP_NONE 0
+#define OP_CHAT 1              /* /v1/chat/completions, /api/chat */
+#define OP_TEXT_COMPLETION 2   /* /v1/completions, /completion, /generate*, /api/generate, /v2/models/... */
+#define OP_EMBEDDINGS 3        /* /v1/embeddings, /api/embed* */
+#define OP_STREAM 4            /* any other path answered with `data:` events */
+
+/* conn_state.flags / request_event.flags */
+#define REQ_SAMPLED 1      /* within the span budget: captures and a request event are sent */
+#define REQ_SSE 2          /* the response carried `data:` events */
+#define REQ_UNPARSED 4     /* the first bytes were not an HTTP/1.x request line */
+#define REQ_PIPELINED 8    /* began with its response: its bytes came in an earlier read (method unknown) */
+
+/* capture_event.part */
+#define PART_REQUEST_HEAD 0   /* first bytes of a read of the request */
+#define PART_REQUEST_TAIL 1   /* last bytes of a read longer than the capture (a long body's end) */
+#define PART_RESPONSE_HEAD 2  /* first bytes of the first two writes of the response */
+#define PART_RESPONSE_LAST 3  /* last bytes of the last write carrying data (the usage chunk) */
+
+#define EVENT_CAPTURE 1
+#define EVENT_REQUEST 2
+
+/* Tracer-specific slots of the shared stats array (STAT_TRACER_BASE = 2). */
+#define STAT_INF_ACCEPTED 2      /* connections accepted on watched sockets */
+#define STAT_INF_UNPARSED 3      /* requests whose first bytes were not HTTP/1.x */
+#define STAT_INF_REQUESTS 4      /* requests finished (measured) */
+#define STAT_INF_NO_RESPONSE 5   /* requests closed without a response */
+
+/* Key of the conns, listeners and last_write maps: a file descriptor of a process. */
+struct conn_key {
+    __u32 pid;
+    __s32 fd;
+};
+
+/* One watched connection and the request in progress on it. Times are
+ * bpf_ktime_get_ns(); 0 means "not yet". */
+struct conn_state {
+    __u64 req_start;     /* the first read of the request returned */
+    __u64 last_read;     /* the latest read returned: where a pipelined request began */
+    __u64 resp_start;    /* the first write of the response was issued */
+    __u64 resp_end;      /* the latest write of the response returned */
+    __u64 first_token;   /* the first write carrying a `data:` event was issued */
+    __u64 last_token;    /* the latest write carrying a `data:` event was issued */
+    __u64 req_bytes;
+    __u64 resp_bytes;
+    __u32 tokens;        /* `data:` events other than [DONE] */
+    __u32 seq;           /* requests begun on this connection */
+    __u16 port;          /* the server's (listening) port */
+    __u16 status;        /* response status code; 0 until a status line was written */
+    __u8 method;
+    __u8 op;
+    __u8 flags;
+    __u8 family;         /* 2 AF_INET, 10 AF_INET6, 0 unknown */
+    __u16 client_port;
+    __u8 reads;          /* reads of this request so far (saturates) */
+    __u8 writes;         /* writes of this response so far (saturates) */
+    __u8 client_addr[16];
+};
+
+/* Key of every metric map: one series per port, method, status and operation. */
+struct req_key {
+    __u16 port;
+    __u16 status;
+    __u8 method;
+    __u8 op;
+    __u16 pad;
+};
+
+/* Bytes of a sampled request or response, sent while it happens. */
+struct capture_event {
+    __u32 type;
+    __u32 pid;
+    __s32 fd;
+    __u32 seq;
+    __u32 part;
+    __u32 len;
+    __u8 data[CAPTURE_MAX];
+};
+
+/* A sampled request, sent when it ends (next request, pipelined response, or close). */
+struct request_event {
+    __u32 type;
+    __u32 pid;
+    __s32 fd;
+    __u32 seq;
+    __u64 req_start;
+    __u64 resp_start;
+    __u64 resp_end;
+    __u64 first_token;
+    __u64 last_token;
+    __u64 end;           /* resp_end, or the close of a request never answered */
+    __u64 req_bytes;
+    __u64 resp_bytes;
+    __u32 tokens;
+    __u16 port;
+    __u16 status;
+    __u8 method;
+    __u8 op;
+    __u8 flags;
+    __u8 family;
+    __u16 client_port;
+    __u16 pad;
+    __u8 client_addr[16];
+    char comm[16];
+};
+
+/* last_write map value: the tail of the latest write of a sampled response carrying data. */
+struct last_write {
+    __u32 seq;
+    __u32 len;
+    __u8 data[CAPTURE_MAX];
+};

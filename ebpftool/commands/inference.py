@@ -1,0 +1,39 @@
+"""`ebpftool inference`: HTTP requests an inference server answers, with time to first token, as OpenTelemetry."""
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from ebpftool.commands.common import CommonOptions, execute, with_common_options
+from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, InferenceOptions, InferenceTracer
+
+Port = Annotated[Optional[List[int]], typer.Option(
+    "--port", "-p", help="A server's listening TCP port to watch; repeatable.")]
+Pid = Annotated[Optional[List[int]], typer.Option(
+    "--pid", help="Watch the sockets this process (and its children) accepts; repeatable.")]
+Comm = Annotated[Optional[List[str]], typer.Option(
+    "--comm", help="Watch processes with this name (as in /proc/PID/comm); repeatable.")]
+CaptureBytes = Annotated[int, typer.Option(
+    "--capture-bytes", help="Bytes of a sampled request's reads and response's writes copied to parse "
+                            "path, model and usage (64-1024). Nothing captured is exported as is.")]
+
+
+@with_common_options
+def inference(
+    port: Port = None,
+    pid: Pid = None,
+    comm: Comm = None,
+    capture_bytes: CaptureBytes = DEFAULT_CAPTURE_BYTES,
+    *,
+    common: CommonOptions,
+) -> None:
+    """Measure every HTTP/1.x request a server answers (any language, unchanged): duration, status and,
+    for generative-AI endpoints and Server-Sent Events, time to first token and time per output token."""
+    base = common.tracer_options()
+    opts = InferenceOptions(span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages, ports=list(port or []),
+                            pids=list(pid or []), comms=list(comm or []), capture_bytes=capture_bytes)
+    execute(lambda telemetry: [InferenceTracer(telemetry, opts)], common)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="inference")(inference)

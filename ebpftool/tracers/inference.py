@@ -1,0 +1,489 @@
+"""`ebpftool inference`: HTTP/1.x requests an inference server answers, from syscall tracepoints.
+
+The kernel (bpf/inference.bpf.c) follows each watched connection: request
+start, response start and end, status, method, generative-AI operation and
+`data:` events, and puts every finished request into histogram maps, so the
+metrics are exact at any request rate. Requests within the span budget also
+come to user space with bounded captures of their bytes, which
+ebpftool.tracers.http_parse turns into span attributes (path, model, usage).
+
+User space tells the kernel which listening sockets to watch: it reads
+/proc/<pid>/net/tcp{,6} and /proc/<pid>/fd at start and each interval, so
+servers and workers started later are picked up within one interval, and
+connections open before the tracer started are followed from their next request.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, seconds_to_ns
+from ebpftool.core.cstruct import cstring, decode, load_header
+from ebpftool.core.tracer import Tracer, TracerOptions
+from ebpftool.errors import EbpftoolError
+from ebpftool.export import semconv as sc
+from ebpftool.export.model import MetricPoint, SpanEvent, SpanKind, SpanRecord, counter, histogram
+from ebpftool.export.pipeline import Telemetry
+from ebpftool.tracers import http_parse
+
+STRUCTS, H = load_header("inference.h")
+DEFAULT_CAPTURE_BYTES = 512
+MIN_CAPTURE_BYTES = 64
+PENDING_CAPTURES_MAX = 20000  # sampled requests whose captures wait for their end event
+TRACEPOINTS = tuple(
+    f"syscalls:sys_{side}_{call}"
+    for call in ("accept4", "accept", "read", "recvfrom", "readv", "recvmsg", "write", "sendto", "writev",
+                 "sendmsg", "sendfile64")
+    for side in ("enter", "exit")
+) + ("syscalls:sys_enter_close",)
+
+METHOD_NAMES = {H[f"METHOD_{m}"]: m for m in http_parse.METHODS}
+OPERATIONS = {H["OP_CHAT"]: "chat", H["OP_TEXT_COMPLETION"]: "text_completion",
+              H["OP_EMBEDDINGS"]: "embeddings", H["OP_STREAM"]: "generate_content"}
+TCP_LISTEN, TCP_ESTABLISHED = 0x0A, 0x01
+NO_RESPONSE = "no_response"  # error.type of a request closed before any response
+
+
+@dataclass
+class InferenceOptions(TracerOptions):
+    ports: list[int] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    comms: list[str] = field(default_factory=list)
+    capture_bytes: int = DEFAULT_CAPTURE_BYTES
+
+
+# --- /proc: which sockets belong to whom --------------------------------------------------------
+@dataclass(frozen=True)
+class TcpSocket:
+    local_port: int
+    state: int
+    remote_addr: str
+    remote_port: int
+
+
+def parse_proc_net_tcp(text: str) -> dict[int, TcpSocket]:
+    """inode -> socket from the text of /proc/<pid>/net/tcp or tcp6."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 10:
+            continue
+        try:
+            local_port = int(f[1].rsplit(":", 1)[1], 16)
+            raddr_hex, rport_hex = f[2].rsplit(":", 1)
+            out[int(f[9])] = TcpSocket(local_port, int(f[3], 16), _hex_addr(raddr_hex), int(rport_hex, 16))
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def _hex_addr(h: str) -> str:
+    """An address as /proc/net/tcp writes it (32-bit words in host order) to text."""
+    raw = b"".join(int(h[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(h), 8))
+    return format_address(raw, 2 if len(raw) == 4 else 10)
+
+
+def format_address(raw: bytes, family: int) -> str:
+    if family == 2:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    if family == 10:
+        addr = ipaddress.IPv6Address(raw[:16])
+        return str(addr.ipv4_mapped or addr)
+    return ""
+
+
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def socket_fds(pid: int) -> dict[int, int]:
+    """inode -> fd of the sockets pid holds."""
+    out = {}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out[int(target[8:-1])] = int(fd)
+    return out
+
+
+class SocketTables:
+    """TCP tables per network namespace, read once per scan (processes share namespaces)."""
+
+    def __init__(self) -> None:
+        self._by_ns: dict[str, dict[int, TcpSocket]] = {}
+
+    def of(self, pid: int) -> dict[int, TcpSocket]:
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/net")
+        except OSError:
+            return {}
+        if ns not in self._by_ns:
+            table: dict[int, TcpSocket] = {}
+            for name in ("tcp", "tcp6"):
+                text = read_text(f"/proc/{pid}/net/{name}")
+                if text:
+                    table.update(parse_proc_net_tcp(text))
+            self._by_ns[ns] = table
+        return self._by_ns[ns]
+
+
+def process_family(roots: Iterable[int]) -> set[int]:
+    """roots and their descendants (server workers are often forked children)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid in all_pids():
+        stat = read_text(f"/proc/{pid}/stat")
+        if stat:
+            try:
+                children[int(stat.rsplit(")", 1)[1].split()[1])].append(pid)
+            except (IndexError, ValueError):
+                continue
+    out, todo = set(), list(roots)
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.add(p)
+            todo.extend(children.get(p, ()))
+    return out
+
+
+class InferenceTracer(Tracer):
+    name = "inference"
+
+    def __init__(self, telemetry: Telemetry, options: InferenceOptions | None = None,
+                 notify: Callable[[str], None] | None = None) -> None:
+        super().__init__(telemetry, options or InferenceOptions())
+        self.opts: InferenceOptions = self.options
+        self.notify = notify or (lambda msg: print(f"inference: {msg}", file=sys.stderr, flush=True))
+        self.prog: BpfProgram | None = None
+        self._capture_t = STRUCTS["capture_event"]
+        self._request_t = STRUCTS["request_event"]
+        self._pending: OrderedDict[tuple[int, int, int], list[tuple[int, bytes]]] = OrderedDict()
+        self._exe: dict[int, str] = {}
+        self.spans_sent = 0
+        self.unparsable_captures = 0
+        self.watched_listeners = 0
+        self._last_rate_at = 0.0
+        self._last_requests = 0
+        self.request_rate = 0.0
+
+    # -- start -----------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        o = self.opts
+        if not (o.ports or o.pids or o.comms):
+            raise EbpftoolError("say what to watch: --port (a server's listening port), --pid or --comm")
+        for p in o.ports:
+            if not 0 < p < 65536:
+                raise EbpftoolError(f"--port {p}: a TCP port is between 1 and 65535")
+        for pid in o.pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                raise EbpftoolError(f"--pid {pid}: no such process")
+        for comm in o.comms:
+            if not comm or len(comm) > 15:
+                raise EbpftoolError(f"--comm {comm!r}: a process name is 1 to 15 characters (as in /proc/PID/comm)")
+        if not MIN_CAPTURE_BYTES <= o.capture_bytes <= H["CAPTURE_MAX"]:
+            raise EbpftoolError(f"--capture-bytes must be between {MIN_CAPTURE_BYTES} and {H['CAPTURE_MAX']}")
+
+    def start(self) -> None:
+        self._validate()
+        o = self.opts
+        defines = {
+            "FILTER_PORTS": int(bool(o.ports)),
+            "FILTER_PIDS": int(bool(o.pids or o.comms)),
+            "CAPTURE_BYTES": o.capture_bytes,
+            "RINGBUF_PAGES": o.ringbuf_pages,
+            **o.budget_defines(),
+        }
+        macros = [
+            bucket_macro("HTTP_BUCKET", seconds_to_ns(sc.HTTP_DURATION_BUCKETS)),
+            bucket_macro("GENAI_DURATION_BUCKET", seconds_to_ns(sc.GEN_AI_REQUEST_DURATION_BUCKETS)),
+            bucket_macro("TTFT_BUCKET", seconds_to_ns(sc.GEN_AI_TTFT_BUCKETS)),
+            bucket_macro("TPOT_BUCKET", seconds_to_ns(sc.GEN_AI_TPOT_BUCKETS)),
+        ]
+        self.prog = BpfProgram("inference.bpf.c", defines, macros).load()
+        self.programs.append(self.prog)
+        bpf = self.prog.bpf
+        try:
+            scan = bpf.load_func("scan_sse_events", bpf.TRACEPOINT)
+            bpf["scan_prog"][0] = scan.fd
+        except Exception as exc:
+            raise EbpftoolError(f"the kernel refused the SSE event counter of inference.bpf.c: {exc}") from exc
+        self.prog.probes.extend(f"tracepoint:{tp}" for tp in TRACEPOINTS)
+        self.prog.open_ring_buffer("events", self._on_event)
+        self._scan(seed_connections=True)
+
+    # -- what to watch ------------------------------------------------------------------------------
+    def _watched_pids(self) -> set[int] | None:
+        o = self.opts
+        if not (o.pids or o.comms):
+            return None
+        roots = set(o.pids)
+        if o.comms:
+            wanted = set(o.comms)
+            for pid in all_pids():
+                comm = read_text(f"/proc/{pid}/comm")
+                if comm and comm.strip() in wanted:
+                    roots.add(pid)
+        return process_family(roots)
+
+    def _scan(self, seed_connections: bool = False) -> None:
+        """Tell the kernel the watched processes and their listening sockets (and, at start, open connections)."""
+        pids = self._watched_pids()
+        if pids is not None:
+            table = self.prog["watched_pids"]
+            current = {int(k.value) for k in table.keys()}
+            for pid in current - pids:
+                table.pop(table.Key(pid), None)
+            for pid in pids - current:
+                table[table.Key(pid)] = table.Leaf(1)
+        ports = set(self.opts.ports)
+        tables = SocketTables()
+        listeners = self.prog["listeners"]
+        conns = self.prog["conns"]
+        wanted: dict[tuple[int, int], int] = {}
+        for pid in sorted(pids) if pids is not None else all_pids():
+            sockets = tables.of(pid)
+            if not sockets:
+                continue
+            for inode, fd in socket_fds(pid).items():
+                s = sockets.get(inode)
+                if s is None or (ports and s.local_port not in ports):
+                    continue
+                if s.state == TCP_LISTEN:
+                    wanted[(pid, fd)] = s.local_port
+                elif s.state == TCP_ESTABLISHED and seed_connections:
+                    self._seed_connection(conns, pid, fd, s)
+        present = {(k.pid, k.fd) for k in listeners.keys()}
+        for pid, fd in present - wanted.keys():
+            listeners.pop(listeners.Key(pid, fd), None)
+        for (pid, fd), port in wanted.items():
+            if (pid, fd) not in present:
+                listeners[listeners.Key(pid, fd)] = listeners.Leaf(port)
+        self.watched_listeners = len(wanted)
+
+    @staticmethod
+    def _seed_connection(conns, pid: int, fd: int, s: TcpSocket) -> None:
+        """A connection accepted before the tracer started: followed from its next request."""
+        key = conns.Key(pid, fd)
+        leaf = conns.Leaf()
+        leaf.port = s.local_port
+        leaf.client_port = s.remote_port
+        addr = ipaddress.ip_address(s.remote_addr)
+        leaf.family = 2 if addr.version == 4 else 10
+        for i, b in enumerate(addr.packed):
+            leaf.client_addr[i] = b
+        conns[key] = leaf
+
+    # -- spans -------------------------------------------------------------------------------------
+    def _on_event(self, data: bytes) -> None:
+        kind = int.from_bytes(data[:4], "little")
+        if kind == H["EVENT_CAPTURE"]:
+            e = decode(self._capture_t, data)
+            key = (e.pid, e.fd, e.seq)
+            parts = self._pending.get(key)
+            if parts is None:
+                parts = self._pending[key] = []
+                if len(self._pending) > PENDING_CAPTURES_MAX:
+                    self._pending.popitem(last=False)
+            parts.append((e.part, bytes(e.data[: min(e.len, H["CAPTURE_MAX"])])))
+        elif kind == H["EVENT_REQUEST"]:
+            e = decode(self._request_t, data)
+            parts = self._pending.pop((e.pid, e.fd, e.seq), [])
+            self.telemetry.emit_span(self.span_of(e, parts))
+            self.spans_sent += 1
+
+    def exe(self, pid: int, comm: str = "") -> str:
+        if pid not in self._exe:
+            self._exe[pid] = comm or (read_text(f"/proc/{pid}/comm") or "").strip()
+        return self._exe[pid]
+
+    def span_of(self, e, parts: list[tuple[int, bytes]]) -> SpanRecord:
+        """One SERVER span from a request event and the captures of its bytes."""
+        request_heads = [d for p, d in parts if p == H["PART_REQUEST_HEAD"]]
+        request_tails = [d for p, d in parts if p == H["PART_REQUEST_TAIL"]]
+        response_heads = [d for p, d in parts if p == H["PART_RESPONSE_HEAD"]]
+        last = [d for p, d in parts if p == H["PART_RESPONSE_LAST"]]
+        pipelined = bool(e.flags & H["REQ_PIPELINED"])
+        req = http_parse.parse_request(request_heads[0]) if request_heads and not pipelined else None
+        if req is not None:
+            for chunk in (*request_heads[1:], *request_tails[-1:]):
+                http_parse.fill_body_fields(req, chunk)
+        elif request_heads and not pipelined:
+            self.unparsable_captures += 1
+        method = METHOD_NAMES.get(e.method, http_parse.OTHER_METHOD)
+        streamed = bool(e.flags & H["REQ_SSE"])
+        path = req.path if req else None
+        attrs: dict[str, Any] = {
+            sc.HTTP_REQUEST_METHOD: method,
+            sc.SERVER_PORT: e.port,
+            sc.NETWORK_PROTOCOL_VERSION: req.version if req else "1.1",
+            sc.URL_SCHEME: "http",
+            sc.PROCESS_PID: e.pid,
+            sc.PROCESS_EXECUTABLE_NAME: self.exe(e.pid, cstring(e.comm)),
+        }
+        if path:
+            attrs[sc.URL_PATH] = path
+        client = format_address(bytes(e.client_addr), e.family)
+        if client:
+            attrs[sc.CLIENT_ADDRESS] = client
+            attrs[sc.CLIENT_PORT] = e.client_port
+        if pipelined:
+            attrs[sc.EBPFTOOL_HTTP_PIPELINED] = True
+        if e.status:
+            attrs[sc.HTTP_RESPONSE_STATUS_CODE] = e.status
+        error = e.status >= 500 or e.status == 0
+        if error:
+            attrs[sc.ERROR_TYPE] = str(e.status) if e.status else NO_RESPONSE
+        operation = OPERATIONS.get(e.op)
+        events = []
+        if operation:
+            attrs[sc.GEN_AI_OPERATION_NAME] = operation
+            if req and req.model:
+                attrs[sc.GEN_AI_REQUEST_MODEL] = req.model
+            usage = http_parse.parse_usage(b"".join(last[-1:] or response_heads[1:]))
+            if usage.model:
+                attrs[sc.GEN_AI_RESPONSE_MODEL] = usage.model
+            if usage.input_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+            output_tokens = usage.output_tokens if usage.output_tokens is not None else (e.tokens if streamed else None)
+            if output_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+            if e.tokens:
+                attrs[sc.EBPFTOOL_GEN_AI_TIME_TO_FIRST_TOKEN] = (e.first_token - e.req_start) / 1e9
+                events.append(SpanEvent(sc.EBPFTOOL_GEN_AI_FIRST_TOKEN_EVENT, self.clock.to_wall_ns(e.first_token)))
+            if e.tokens > 1:
+                attrs[sc.EBPFTOOL_GEN_AI_TIME_PER_OUTPUT_TOKEN] = (e.last_token - e.first_token) / (e.tokens - 1) / 1e9
+        name = f"{method} {http_parse.path_template(path)}" if path else method
+        return SpanRecord(
+            name, self.clock.to_wall_ns(e.req_start), self.clock.to_wall_ns(max(e.end, e.req_start)),
+            kind=SpanKind.SERVER, attributes=attrs, events=events, error=error,
+            status_message=(f"HTTP {e.status}" if e.status else "closed without a response") if error else "",
+        )
+
+    # -- metrics -------------------------------------------------------------------------------------
+    def _key_attrs(self, k, gen_ai: bool) -> dict[str, Any]:
+        attrs: dict[str, Any] = {sc.SERVER_PORT: k.port}
+        if gen_ai:
+            attrs[sc.GEN_AI_OPERATION_NAME] = OPERATIONS.get(k.op, "generate_content")
+        else:
+            attrs[sc.HTTP_REQUEST_METHOD] = METHOD_NAMES.get(k.method, http_parse.OTHER_METHOD)
+            attrs[sc.URL_SCHEME] = "http"
+            if k.status:
+                attrs[sc.HTTP_RESPONSE_STATUS_CODE] = k.status
+        if k.status >= 500 or k.status == 0:
+            attrs[sc.ERROR_TYPE] = str(k.status) if k.status else NO_RESPONSE
+        return attrs
+
+    def _histograms(self, map_name: str, metric: str, description: str, bounds, gen_ai: bool) -> list[MetricPoint]:
+        """One point per attribute set; kernel keys that differ only in what is not exported are merged."""
+        merged: dict[tuple, list] = {}
+        nb = len(bounds) + 1
+        for k, per_cpu in self.prog[map_name].items():
+            count, total, lo, hi, buckets = merge_hist(per_cpu, nb)
+            if not count:
+                continue
+            attrs = self._key_attrs(k, gen_ai)
+            key = tuple(sorted(attrs.items()))
+            if key not in merged:
+                merged[key] = [attrs, count, total, lo, hi, buckets]
+            else:
+                m = merged[key]
+                m[1] += count
+                m[2] += total
+                m[3] = min(m[3], lo)
+                m[4] = max(m[4], hi)
+                m[5] = [a + b for a, b in zip(m[5], buckets)]
+        return [histogram(metric, "s", description, attrs, count=count, total=total / 1e9, minimum=lo / 1e9,
+                          maximum=hi / 1e9, bucket_counts=buckets, bounds=bounds)
+                for attrs, count, total, lo, hi, buckets in merged.values()]
+
+    def collect(self) -> list[MetricPoint]:
+        if self.prog is None or self.prog.bpf is None:
+            return []
+        points = self._histograms("http_hist", sc.HTTP_SERVER_REQUEST_DURATION, "Duration of HTTP server requests",
+                                  sc.HTTP_DURATION_BUCKETS, gen_ai=False)
+        points += self._histograms("genai_hist", sc.GEN_AI_SERVER_REQUEST_DURATION,
+                                   "Generative AI server request duration", sc.GEN_AI_REQUEST_DURATION_BUCKETS,
+                                   gen_ai=True)
+        points += self._histograms("ttft_hist", sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
+                                   "Time to generate the first token (first `data:` event written)",
+                                   sc.GEN_AI_TTFT_BUCKETS, gen_ai=True)
+        points += self._histograms("tpot_hist", sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
+                                   "Time per output token after the first (between `data:` events)",
+                                   sc.GEN_AI_TPOT_BUCKETS, gen_ai=True)
+        tokens: dict[tuple, list] = {}
+        for k, per_cpu in self.prog["output_tokens"].items():
+            attrs = {**self._key_attrs(k, gen_ai=True), sc.GEN_AI_TOKEN_TYPE: "output"}
+            entry = tokens.setdefault(tuple(sorted(attrs.items())), [attrs, 0])
+            entry[1] += sum(per_cpu)
+        points += [counter(sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS, "{token}",
+                           "Output tokens streamed (`data:` events other than [DONE])", n, attrs)
+                   for attrs, n in tokens.values()]
+        for name, metric, description in (
+            ("unparsed", sc.EBPFTOOL_HTTP_UNPARSED, "Requests whose first bytes were not HTTP/1.x (not measured)"),
+            ("accepted", sc.EBPFTOOL_HTTP_CONNECTIONS, "Connections accepted on watched sockets"),
+        ):
+            for k, per_cpu in self.prog[name].items():
+                points.append(counter(metric, "{request}" if name == "unparsed" else "{connection}", description,
+                                      sum(per_cpu), {sc.SERVER_PORT: int(k.value)}))
+        return points
+
+    # -- housekeeping --------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.prog is None or self.prog.bpf is None:
+            return
+        self._scan()
+        now = time.monotonic()
+        requests = self.prog.stats()[H["STAT_INF_REQUESTS"]]
+        if self._last_rate_at:
+            self.request_rate = (requests - self._last_requests) / max(now - self._last_rate_at, 1e-6)
+        self._last_rate_at, self._last_requests = now, requests
+
+    # -- view and summary ------------------------------------------------------------------------------
+    def view(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"ebpftool inference: {self.request_rate:,.0f} requests/s")
+        for col in ("port", "method", "status", "requests", "mean duration"):
+            table.add_column(col, justify="right")
+        if self.prog is None or self.prog.bpf is None:
+            return table
+        rows = []
+        for p in self._histograms("http_hist", sc.HTTP_SERVER_REQUEST_DURATION, "", sc.HTTP_DURATION_BUCKETS, False):
+            a = p.attributes
+            rows.append((a[sc.SERVER_PORT], a[sc.HTTP_REQUEST_METHOD], a.get(sc.HTTP_RESPONSE_STATUS_CODE, "-"),
+                         p.count, p.sum / p.count if p.count else 0.0))
+        for port, method, status, n, mean in sorted(rows, key=lambda r: -r[3])[:20]:
+            table.add_row(str(port), method, str(status), f"{n:,}", f"{mean * 1000:.2f} ms")
+        return table
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"listening sockets watched": self.watched_listeners}
+        if self.prog is None or self.prog.bpf is None:
+            return out
+        st = self.prog.stats()
+        out["connections accepted"] = st[H["STAT_INF_ACCEPTED"]]
+        out["requests measured"] = st[H["STAT_INF_REQUESTS"]]
+        out["requests closed without a response"] = st[H["STAT_INF_NO_RESPONSE"]]
+        out["requests not HTTP/1.x (unparsed)"] = st[H["STAT_INF_UNPARSED"]]
+        out["spans sent"] = self.spans_sent
+        return out

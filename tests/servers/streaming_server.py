@@ -1,0 +1,126 @@
+"""An OpenAI-compatible streaming test server with known token timings, which logs its own timings.
+
+    python -m tests.servers.streaming_server PORT TIMINGS.jsonl
+
+Standard library only (http.server). Endpoints:
+- POST /v1/chat/completions and /v1/completions: with "stream": true, Server-Sent Events, one
+  `data:` chunk per token (chunked encoding), an optional usage chunk (stream_options.include_usage),
+  then `data: [DONE]`; without it, one JSON answer with usage. The body's "max_tokens" sets the number
+  of tokens, "ttft_ms"/"tpot_ms" (extensions of this server) the delay before the first and each
+  further token.
+- GET /status/NNN: answers with that status (e.g. 500).
+- anything else: 404.
+For each request it appends one JSON line to TIMINGS: the server's own monotonic times (seconds) of
+the request read (after the body), the first and last token written, and the response end, so the
+tracer's figures can be compared with the server's.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_TOKENS = 8
+DEFAULT_TTFT_MS = 30.0
+DEFAULT_TPOT_MS = 10.0
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timings_path = ""
+    lock = threading.Lock()
+
+    def log_message(self, *_a):
+        pass
+
+    def _log(self, **record) -> None:
+        with self.lock, open(self.timings_path, "a") as f:
+            f.write(json.dumps({"path": self.path, **record}) + "\n")
+
+    def do_GET(self):  # noqa: N802
+        t_read = time.monotonic()
+        if self.path.startswith("/status/"):
+            status = int(self.path.rsplit("/", 1)[1])
+            self._plain(status, b'{"status": %d}' % status)
+        else:
+            self._plain(404, b'{"error": "not found"}')
+        self._log(status=self._status, read=t_read, end=time.monotonic())
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        raw = self.rfile.read(length)
+        t_read = time.monotonic()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._plain(400, b'{"error": "bad json"}')
+            self._log(status=400, read=t_read, end=time.monotonic())
+            return
+        path = self.path.split("?", 1)[0]
+        if path not in ("/v1/chat/completions", "/v1/completions"):
+            self._plain(404, b'{"error": "not found"}')
+            self._log(status=404, read=t_read, end=time.monotonic())
+            return
+        model = body.get("model", "test-model")
+        n = int(body.get("max_tokens") or DEFAULT_TOKENS)
+        ttft = float(body.get("ttft_ms", DEFAULT_TTFT_MS)) / 1000
+        tpot = float(body.get("tpot_ms", DEFAULT_TPOT_MS)) / 1000
+        chat = path == "/v1/chat/completions"
+        kind = "chat.completion" if chat else "text_completion"
+        usage = {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}
+        if not body.get("stream"):
+            time.sleep(ttft + tpot * (n - 1))
+            choice = {"index": 0, "message": {"role": "assistant", "content": "tok " * n}} if chat else \
+                {"index": 0, "text": "tok " * n}
+            choice["finish_reason"] = "length"
+            self._plain(200, json.dumps({"id": "x", "object": kind, "created": 0, "model": model,
+                                         "choices": [choice], "usage": usage}).encode())
+            self._log(status=200, read=t_read, end=time.monotonic(), tokens=n, stream=False)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        first = last = 0.0
+        for i in range(n):
+            time.sleep(ttft if i == 0 else tpot)
+            delta = {"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None} if chat else \
+                {"index": 0, "text": f"tok{i} ", "finish_reason": None}
+            if i == n - 1:
+                delta["finish_reason"] = "length"
+            chunk = {"id": "x", "object": kind + ".chunk", "created": 0, "model": model, "choices": [delta]}
+            last = time.monotonic()
+            first = first or last
+            self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self._chunk(f"data: {json.dumps({'id': 'x', 'object': kind + '.chunk', 'created': 0, 'model': model, 'choices': [], 'usage': usage})}\n\n".encode())
+        self._chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self._log(status=200, read=t_read, first_token=first, last_token=last, end=time.monotonic(), tokens=n,
+                  stream=True)
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _plain(self, status: int, data: bytes) -> None:
+        self._status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def main() -> None:
+    port, timings = int(sys.argv[1]), sys.argv[2]
+    Handler.timings_path = timings
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
