@@ -62,6 +62,14 @@ GEN_AI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 104
 # request; a plain counter of output tokens is what dashboards rate() over.
 EBPFTOOL_GEN_AI_OUTPUT_TOKENS = "ebpftool.gen_ai.server.output_tokens"
 EBPFTOOL_HTTP_UNPARSED = "ebpftool.http.server.unparsed"
+EBPFTOOL_HTTP_CONNECTIONS = "ebpftool.http.server.connections"
+URL_SCHEME = "url.scheme"
+CLIENT_PORT = "client.port"
+# ebpftool's own span details of a streamed answer (no convention names them on a server span)
+EBPFTOOL_GEN_AI_TIME_TO_FIRST_TOKEN = "ebpftool.gen_ai.time_to_first_token"
+EBPFTOOL_GEN_AI_TIME_PER_OUTPUT_TOKEN = "ebpftool.gen_ai.time_per_output_token"
+EBPFTOOL_GEN_AI_FIRST_TOKEN_EVENT = "ebpftool.gen_ai.first_token"
+EBPFTOOL_HTTP_PIPELINED = "ebpftool.http.pipelined"
 
 # --- network flows (no accepted convention: ebpftool's namespace) -------------
 EBPFTOOL_NETWORK_FLOW_IO = "ebpftool.network.flow.io"
