@@ -299,10 +299,14 @@ static __always_inline void finish_request(struct conn_key *k, struct conn_state
 {
     if (c->req_start == 0)
         return;
+    u64 start = c->req_start, resp_start = c->resp_start;
+    /* Whatever comes next, this request is over: the next read begins another. */
+    c->req_start = 0;
+    c->resp_start = 0;
     if (c->flags & REQ_UNPARSED)
         return;  /* counted when it began; not a request we can name */
     u64 end = c->resp_end ? c->resp_end : now;
-    u64 duration = end > c->req_start ? end - c->req_start : 0;
+    u64 duration = end > start ? end - start : 0;
     struct req_key key = {.port = c->port, .status = c->status, .method = c->method, .op = c->op};
     u32 zero = 0;
     struct hist_value *z = zero_hist.lookup(&zero);
@@ -319,7 +323,7 @@ static __always_inline void finish_request(struct conn_key *k, struct conn_state
         if (h)
             hist_add(h, GENAI_DURATION_BUCKET(duration), duration);
         if (c->tokens > 0) {
-            u64 ttft = c->first_token > c->req_start ? c->first_token - c->req_start : 0;
+            u64 ttft = c->first_token > start ? c->first_token - start : 0;
             h = ttft_hist.lookup_or_try_init(&key, z);
             if (h)
                 hist_add(h, TTFT_BUCKET(ttft), ttft);
@@ -347,8 +351,8 @@ static __always_inline void finish_request(struct conn_key *k, struct conn_state
     e->pid = k->pid;
     e->fd = k->fd;
     e->seq = c->seq;
-    e->req_start = c->req_start;
-    e->resp_start = c->resp_start;
+    e->req_start = start;
+    e->resp_start = resp_start;
     e->resp_end = c->resp_end;
     e->first_token = c->first_token;
     e->last_token = c->last_token;
@@ -392,9 +396,9 @@ static __always_inline void begin_request(struct conn_state *c, u64 start)
 
 static __always_inline void on_read(struct conn_key *k, struct conn_state *c, u64 ptr, u32 len, u64 now)
 {
-    if (c->req_start != 0 && c->resp_start != 0)
-        finish_request(k, c, now);  /* a keep-alive connection's next request */
-    if (c->req_start == 0 || c->resp_start != 0) {
+    if (c->resp_start != 0)
+        finish_request(k, c, now);  /* a read begun before the response ended (e.g. Go's background read) */
+    if (c->req_start == 0) {
         begin_request(c, now);
         u64 head = 0;
         u64 path[PATH_WORDS] = {};
@@ -415,13 +419,17 @@ static __always_inline void on_read(struct conn_key *k, struct conn_state *c, u6
         }
     }
     c->last_read = now;
-    c->req_bytes += len;
     if ((c->flags & REQ_SAMPLED) && c->reads < CAPTURED_READS) {
-        if (c->reads <= 1)
+        /* Heads while the request is shorter than the capture (they join up: a split
+         * request line); past that, the end of each read: a body sent on its own, or
+         * a long body's end, where OpenAI clients put "model". */
+        int head = c->req_bytes < CAPTURE_BYTES;
+        if (head)
             emit_capture(k, c, PART_REQUEST_HEAD, ptr, len, 0);
-        if (len > CAPTURE_BYTES)  /* a long body's end: where OpenAI clients put "model" */
+        if (!head || len > CAPTURE_BYTES)
             emit_capture(k, c, PART_REQUEST_TAIL, ptr, len, 1);
     }
+    c->req_bytes += len;
     if (c->reads < 255)
         c->reads++;
 }
@@ -463,6 +471,18 @@ static __always_inline int on_write(struct conn_key *k, struct conn_state *c, u6
     c->resp_bytes += len;
     if (!has_bytes)
         return 0;
+    if (len >= 5 && !status_line) {
+        /* The last chunk of a chunked body ("0\r\n\r\n"): the answer is complete now,
+         * not at the next request, which may be long in coming on a kept-alive connection. */
+        u64 trailer = 0;
+        bpf_probe_read_user(&trailer, 5, (void *)(ptr + len - 5));
+        if (trailer == W5('0', '\r', '\n', '\r', '\n')) {
+            if (c->writes < 2 && (c->flags & REQ_SAMPLED))
+                emit_capture(k, c, PART_RESPONSE_HEAD, ptr, len, 0);
+            finish_request(k, c, now);
+            return 0;
+        }
+    }
     /* Server-Sent Events: scanned on gen-AI paths and once a response showed them;
      * elsewhere only a write that begins with an event (after a chunk-size line) is. */
     int scan = c->op != OP_NONE || (c->flags & REQ_SSE);
@@ -602,8 +622,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accept_exit(args->ret); }
 static __always_inline int io_enter(int is_write, s32 fd, u64 ptr, u32 how)
 {
     struct conn_key k = current_key(fd);
-    if (!conns.lookup(&k))
+    struct conn_state *c = conns.lookup(&k);
+    if (!c)
         return 0;
+    /* The server reads again after it began answering: the answer is complete
+     * (an idle keep-alive connection must not hold its last request back). */
+    if (!is_write && c->resp_start != 0)
+        finish_request(&k, c, bpf_ktime_get_ns());
     struct io_args a = {.ptr = ptr, .ts = bpf_ktime_get_ns(), .fd = fd, .how = how};
     u32 tid = bpf_get_current_pid_tgid();
     if (is_write)

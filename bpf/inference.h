@@ -4,7 +4,7 @@
 
 #define CAPTURE_MAX 1024        /* bytes one capture record can hold (the --capture-bytes ceiling) */
 #define SSE_SCAN_MAX 1024      /* bytes of one response write searched for `data:` events */
-#define CAPTURED_READS 8        /* reads of one sampled request that are captured (head or tail) */
+#define CAPTURED_READS 16       /* reads of one sampled request that are captured (head or tail) */
 
 /* Request methods the kernel recognises; anything else is METHOD_OTHER (`_OTHER`). */
 #define METHOD_OTHER 0
@@ -32,8 +32,8 @@
 #define REQ_PIPELINED 8    /* began with its response: its bytes came in an earlier read (method unknown) */
 
 /* capture_event.part */
-#define PART_REQUEST_HEAD 0   /* first bytes of a read of the request */
-#define PART_REQUEST_TAIL 1   /* last bytes of a read longer than the capture (a long body's end) */
+#define PART_REQUEST_HEAD 0   /* a read of the request while it is shorter than the capture */
+#define PART_REQUEST_TAIL 1   /* last bytes of a later or longer read of the request (a body, its end) */
 #define PART_RESPONSE_HEAD 2  /* first bytes of the first two writes of the response */
 #define PART_RESPONSE_LAST 3  /* last bytes of the last write carrying data (the usage chunk) */
 

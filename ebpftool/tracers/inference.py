@@ -323,9 +323,11 @@ class InferenceTracer(Tracer):
         response_heads = [d for p, d in parts if p == H["PART_RESPONSE_HEAD"]]
         last = [d for p, d in parts if p == H["PART_RESPONSE_LAST"]]
         pipelined = bool(e.flags & H["REQ_PIPELINED"])
-        req = http_parse.parse_request(request_heads[0]) if request_heads and not pipelined else None
+        # Heads are captured while the request is shorter than the capture: together, its first bytes.
+        head = b"".join(request_heads)
+        req = http_parse.parse_request(head) if request_heads and not pipelined else None
         if req is not None:
-            for chunk in (*request_heads[1:], *request_tails[-1:]):
+            for chunk in request_tails:
                 http_parse.fill_body_fields(req, chunk)
         elif request_heads and not pipelined:
             self.unparsable_captures += 1
@@ -354,6 +356,8 @@ class InferenceTracer(Tracer):
         if error:
             attrs[sc.ERROR_TYPE] = str(e.status) if e.status else NO_RESPONSE
         operation = OPERATIONS.get(e.op)
+        if operation and path:  # the path the kernel may have seen only in part
+            operation = http_parse.operation_name(path, streamed) or operation
         events = []
         if operation:
             attrs[sc.GEN_AI_OPERATION_NAME] = operation

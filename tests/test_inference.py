@@ -1,0 +1,315 @@
+"""`ebpftool inference` against real servers and clients, checked on what a real OTLP receiver decoded.
+
+One tracer run (module fixture) watches a real nginx (200/404, keep-alive, pipelining, garbage) and
+the streaming OpenAI-compatible test server (SSE, 500, split requests, secrets), driven by real
+clients: http.client, raw sockets and the official `openai` client. The tests then check spans,
+metrics and the --jsonl file from that run.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
+from tests.otlp_receiver import GrpcReceiver
+from tests.servers.nginx import free_port, nginx_server, wait_listening
+
+pytestmark = pytest.mark.timeout(180)
+
+SECRET_HEADER = "sk-SECRET-header-7f3a"
+SECRET_BODY = "body-secret-91c2"
+SECRET_QUERY = "query-secret-55d0"
+STREAMS = 3
+STREAM_TOKENS = 6
+NGINX_KEEPALIVE = 5
+
+
+class Run:
+    """What the module's traffic was, to compare with what the receiver got."""
+
+    def __init__(self) -> None:
+        self.nginx_port = 0
+        self.llm_port = 0
+        self.expected: dict[int, list[int]] = {}   # port -> statuses of the requests made
+        self.receiver: GrpcReceiver | None = None
+        self.jsonl = ""
+        self.timings: list[dict] = []
+        self.exit_code = None
+        self.stdout = ""
+
+    def expect(self, port: int, status: int, n: int = 1) -> None:
+        self.expected.setdefault(port, []).extend([status] * n)
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> int:
+    conn.request("GET", path)
+    r = conn.getresponse()
+    r.read()
+    return r.status
+
+
+def _nginx_traffic(run: Run) -> None:
+    port = run.nginx_port
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for _ in range(NGINX_KEEPALIVE):  # keep-alive: several requests on one connection
+        assert _get(conn, "/index.html") == 200
+    assert _get(conn, f"/missing?token={SECRET_QUERY}") == 404
+    conn.close()
+    run.expect(port, 200, NGINX_KEEPALIVE)
+    run.expect(port, 404)
+    # Pipelining: three requests in one send, answered in order.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200") == 2 and data.count(b"HTTP/1.1 404") == 1
+    run.expect(port, 200, 2)
+    run.expect(port, 404)
+    # Garbage on the port: counted as unparsed, no span, nothing crashes.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(bytes(range(256)) * 4)
+        try:
+            while s.recv(65536):
+                pass
+        except OSError:
+            pass
+    # A request that never gets an answer: the client gives up and closes.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.2)
+    run.expect(port, 0)
+
+
+def _llm_traffic(run: Run) -> None:
+    import openai
+
+    port = run.llm_port
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=SECRET_HEADER, max_retries=0)
+    for i in range(STREAMS):
+        stream = client.chat.completions.create(
+            model="test-llm", messages=[{"role": "user", "content": "hello"}], stream=True, max_tokens=STREAM_TOKENS,
+            stream_options={"include_usage": True} if i == 0 else None,
+            extra_body={"api_key": SECRET_BODY, "ttft_ms": 40, "tpot_ms": 15},
+        )
+        chunks = [c for c in stream]
+        assert len(chunks) == STREAM_TOKENS + (1 if i == 0 else 0)
+    run.expect(port, 200, STREAMS)
+    answer = client.completions.create(model="test-llm", prompt="hi", max_tokens=3)  # not streamed
+    assert answer.usage.completion_tokens == 3
+    run.expect(port, 200)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    assert _get(conn, "/status/500") == 500
+    assert _get(conn, "/status/503") == 503
+    conn.close()
+    run.expect(port, 500)
+    run.expect(port, 503)
+    # A request split over many small sends (and so, many reads).
+    body = json.dumps({"model": "split-model", "max_tokens": 2, "stream": True, "ttft_ms": 5, "tpot_ms": 5}).encode()
+    req = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(req), 16):
+            s.sendall(req[i:i + 16])
+            time.sleep(0.002)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.count(b"data:") == 3
+    run.expect(port, 200)
+
+
+@pytest.fixture(scope="module")
+def run():
+    r = Run()
+    r.receiver = GrpcReceiver()
+    workdir = Path(tempfile.mkdtemp(prefix="ebpftool-inference-test-"))
+    timings = workdir / "timings.jsonl"
+    r.jsonl = str(workdir / "out.jsonl")
+    r.llm_port = free_port()
+    llm = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(r.llm_port), str(timings)],
+                           cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(r.llm_port)
+        with nginx_server() as nginx_port:
+            r.nginx_port = nginx_port
+            proc = EbpftoolProcess(["inference", "--port", str(nginx_port), "--port", str(r.llm_port),
+                                    "--otlp-endpoint", r.receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui",
+                                    "--jsonl", r.jsonl])
+            with proc:
+                _nginx_traffic(r)
+                _llm_traffic(r)
+                total = sum(len(v) for v in r.expected.values())
+                r.receiver.wait_for(lambda: len(r.receiver.spans()) >= total, timeout=20)
+                time.sleep(1.5)  # one more metric export after the last request
+                r.exit_code = proc.stop()
+            r.stdout = proc.stdout + proc.stderr
+        r.timings = [json.loads(line) for line in timings.read_text().splitlines()]
+        yield r
+    finally:
+        llm.terminate()
+        llm.wait(10)
+        r.receiver.stop()
+
+
+def _spans(run: Run, port: int):
+    return [s for s in run.receiver.spans() if s.attributes.get("server.port") == port]
+
+
+def test_one_span_per_request_with_the_right_status(run):
+    assert run.exit_code == 0, run.stdout
+    for port, statuses in run.expected.items():
+        spans = _spans(run, port)
+        assert len(spans) == len(statuses), (port, [(s.name, s.attributes.get("http.response.status_code")) for s in spans])
+        got = sorted(s.attributes.get("http.response.status_code", 0) for s in spans)
+        assert got == sorted(statuses)
+        for s in spans:
+            assert s.kind == "SERVER"
+            assert s.end_ns >= s.start_ns > 0
+            assert s.attributes["client.address"] == "127.0.0.1"
+            assert s.attributes["process.pid"] > 0 and s.attributes["process.executable.name"]
+            status = s.attributes.get("http.response.status_code", 0)
+            assert (s.status_code == 2) == (status >= 500 or status == 0), (s.name, status, s.status_code)
+
+
+def test_span_names_paths_and_methods(run):
+    nginx = _spans(run, run.nginx_port)
+    named = {s.name for s in nginx}
+    assert "GET /index.html" in named and "GET /missing" in named
+    paths = {s.attributes.get("url.path") for s in nginx}
+    assert "/missing" in paths  # the query string is gone
+    unanswered = [s for s in nginx if "http.response.status_code" not in s.attributes]
+    assert len(unanswered) == 1 and unanswered[0].attributes["error.type"] == "no_response"
+    llm = _spans(run, run.llm_port)
+    chat = [s for s in llm if s.name == "POST /v1/chat/completions"]
+    assert len(chat) == STREAMS
+    for s in chat:
+        assert s.attributes["gen_ai.operation.name"] == "chat"
+        assert s.attributes["gen_ai.request.model"] == "test-llm"
+        assert s.attributes["gen_ai.usage.output_tokens"] == STREAM_TOKENS
+        assert s.attributes["http.request.method"] == "POST"
+        assert s.attributes["network.protocol.version"] == "1.1"
+        assert [e[0] for e in s.events] == ["ebpftool.gen_ai.first_token"]
+    with_usage = [s for s in chat if "gen_ai.usage.input_tokens" in s.attributes]
+    assert len(with_usage) == 1 and with_usage[0].attributes["gen_ai.usage.input_tokens"] == 7
+    split = [s for s in llm if s.name == "POST /v1/completions" and s.attributes.get("gen_ai.request.model") == "split-model"]
+    assert len(split) == 1 and split[0].attributes["gen_ai.usage.output_tokens"] == 2
+    plain = [s for s in llm if s.name == "POST /v1/completions" and s.attributes.get("gen_ai.request.model") == "test-llm"]
+    assert len(plain) == 1 and plain[0].attributes["gen_ai.usage.output_tokens"] == 3  # from the JSON usage
+
+
+def test_streaming_times_agree_with_the_server(run):
+    streams = [t for t in run.timings if t.get("stream") and t["path"] == "/v1/chat/completions"]
+    assert len(streams) == STREAMS
+    server_ttft = sorted(t["first_token"] - t["read"] for t in streams)
+    spans = sorted(_spans(run, run.llm_port), key=lambda s: s.start_ns)
+    chat = [s for s in spans if s.name == "POST /v1/chat/completions"]
+    traced_ttft = sorted(s.attributes["ebpftool.gen_ai.time_to_first_token"] for s in chat)
+    for ours, theirs in zip(traced_ttft, server_ttft):
+        # The kernel's request start (first read) is a little before the server's (body parsed).
+        assert abs(ours - theirs) < 0.005 + 0.1 * theirs, (traced_ttft, server_ttft)
+    for s in chat:
+        assert 0.010 <= s.attributes["ebpftool.gen_ai.time_per_output_token"] <= 0.060
+    # Metrics: every streamed request, whatever the span budget, with sensible values.
+    ttft = [p for p in run.receiver.latest("gen_ai.server.time_to_first_token")
+            if p.attributes.get("gen_ai.operation.name") == "chat"]
+    assert len(ttft) == 1 and ttft[0].count == STREAMS
+    assert 0.035 <= ttft[0].sum / ttft[0].count <= 0.2
+    assert ttft[0].bounds == [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+    tpot = [p for p in run.receiver.latest("gen_ai.server.time_per_output_token")
+            if p.attributes.get("gen_ai.operation.name") == "chat"]
+    assert len(tpot) == 1 and tpot[0].count == STREAMS and 0.010 <= tpot[0].sum / tpot[0].count <= 0.060
+    tokens = {p.attributes["gen_ai.operation.name"]: p.value
+              for p in run.receiver.latest("ebpftool.gen_ai.server.output_tokens")}
+    assert tokens["chat"] == STREAMS * STREAM_TOKENS  # usage-only chunk and [DONE] are not tokens
+    # The split request's first read held 16 bytes, too few for the kernel to see its path: its
+    # tokens count under the operation of a stream on an unknown path (its span has the path).
+    assert tokens["generate_content"] == 2
+    durations = run.receiver.latest("gen_ai.server.request.duration")
+    assert sum(p.count for p in durations) == STREAMS + 2
+    assert all(p.attributes.get("server.port") == run.llm_port for p in durations)
+
+
+def test_http_duration_histograms_count_every_request(run):
+    points = run.receiver.latest("http.server.request.duration")
+    for port, statuses in run.expected.items():
+        mine = [p for p in points if p.attributes["server.port"] == port]
+        assert sum(p.count for p in mine) == len(statuses)
+        by_status: dict[int, int] = {}
+        for p in mine:
+            status = p.attributes.get("http.response.status_code", 0)
+            by_status[status] = by_status.get(status, 0) + p.count
+            assert p.unit == "s" and p.bounds == [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+            if status >= 500 or status == 0:
+                assert p.attributes["error.type"] in (str(status), "no_response")
+        assert by_status == {s: statuses.count(s) for s in set(statuses)}
+    streamed = [p for p in points if p.attributes["server.port"] == run.llm_port
+                and p.attributes["http.request.method"] == "POST"]
+    # A stream lasts ttft + (tokens - 1) * tpot = 40 + 5 * 15 ms at least.
+    assert min(p.min for p in streamed if p.count) > 0.0
+
+
+def test_garbage_is_counted_not_traced(run):
+    unparsed = {p.attributes["server.port"]: p.value for p in run.receiver.latest("ebpftool.http.server.unparsed")}
+    assert unparsed.get(run.nginx_port) == 1
+    assert "requests not HTTP/1.x (unparsed)" in run.stdout
+    accepted = {p.attributes["server.port"]: p.value for p in run.receiver.latest("ebpftool.http.server.connections")}
+    assert accepted[run.nginx_port] == 4  # keep-alive, pipelined, garbage, unanswered
+
+
+def test_no_secret_leaves_the_node(run):
+    exported = repr(run.receiver.spans()) + repr([run.receiver.latest(m) for m in run.receiver.metric_names()])
+    exported += Path(run.jsonl).read_text()
+    assert "test-llm" in exported  # the model does leave: the check below looks at the right data
+    for secret in (SECRET_HEADER, SECRET_BODY, SECRET_QUERY, "Bearer", "authorization", "Authorization"):
+        assert secret not in exported
+    assert oct(os.stat(run.jsonl).st_mode & 0o777) == "0o600"
+
+
+def test_bad_flags_are_one_sentence():
+    r = run_ebpftool(["inference", "--duration", "1"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "--port" in r.stderr
+    r = run_ebpftool(["inference", "--port", "70000", "--duration", "1"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "65535" in r.stderr
+    r = run_ebpftool(["inference", "--port", "80", "--capture-bytes", "5000", "--duration", "1"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "--capture-bytes" in r.stderr
+
+
+def test_pid_mode_and_connections_open_before_start():
+    """--pid: a keep-alive connection opened before the tracer started is followed from its next request."""
+    with nginx_server() as port:
+        pids = subprocess.run(["pgrep", "-f", f"ebpftool-nginx-"], capture_output=True, text=True).stdout.split()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        assert _get(conn, "/index.html") == 200  # before the tracer
+        receiver = GrpcReceiver()
+        try:
+            master = min(int(p) for p in pids)
+            with EbpftoolProcess(["inference", "--pid", str(master), "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
+                                  "--interval", "1", "--no-ui"]) as proc:
+                for _ in range(3):
+                    assert _get(conn, "/index.html") == 200
+                # nginx does not read again after answering: the last request of an idle kept-alive
+                # connection ends when the next one begins or the connection closes.
+                conn.close()
+                fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                assert _get(fresh, "/x") == 404
+                fresh.close()
+                receiver.wait_for(lambda: len([s for s in receiver.spans() if s.attributes.get("server.port") == port]) >= 4)
+                time.sleep(0.5)
+                assert proc.stop() == 0
+            spans = [s for s in receiver.spans() if s.attributes.get("server.port") == port]
+            assert sorted(s.attributes["http.response.status_code"] for s in spans) == [200, 200, 200, 404]
+        finally:
+            conn.close()
+            receiver.stop()
