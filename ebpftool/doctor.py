@@ -22,11 +22,11 @@ TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str]]]] = {
     "inference": [
         ("syscall tracepoints", [
-            "syscalls:sys_enter_accept4", "syscalls:sys_exit_accept4",
-            "syscalls:sys_enter_read", "syscalls:sys_exit_read",
-            "syscalls:sys_enter_write", "syscalls:sys_exit_write",
-            "syscalls:sys_enter_close",
-        ]),
+            f"syscalls:sys_{side}_{call}"
+            for call in ("accept4", "accept", "read", "recvfrom", "readv", "recvmsg", "write", "sendto", "writev",
+                         "sendmsg", "sendfile64")
+            for side in ("enter", "exit")
+        ] + ["syscalls:sys_enter_close"]),
     ],
     "net": [
         ("sock/tcp tracepoints", [
