@@ -49,7 +49,9 @@ struct io_args {
     u64 ptr;
     u64 ts;       /* syscall entry */
     s32 fd;
-    u32 how;
+    u16 how;
+    u8 is_write;
+    u8 active;    /* a read or write on a watched fd is in flight on this thread */
 };
 
 struct accept_args {
@@ -72,8 +74,10 @@ BPF_HASH(listeners, struct conn_key, u16, 4096);          /* watched listening f
 BPF_HASH(watched_pids, u32, u8, 4096);
 BPF_TABLE("lru_hash", struct conn_key, struct conn_state, conns, MAX_CONNS);
 BPF_HASH(accepting, u32, struct accept_args, 4096);       /* per thread, accept() in flight */
-BPF_HASH(reading, u32, struct io_args, 16384);            /* per thread, read on a watched fd in flight */
-BPF_HASH(writing, u32, struct io_args, 16384);
+/* Per thread: the read or write on a watched fd in flight. Task storage, not a
+ * hash keyed by thread id: the exit of every syscall in the system looks here,
+ * and a task-storage miss costs a fraction of a hash lookup. */
+BPF_TASK_STORAGE(inflight, struct io_args);
 BPF_TABLE("lru_hash", struct conn_key, struct last_write, last_writes, 4096);
 BPF_PERCPU_ARRAY(scratch_buf, struct scratch, 1);
 BPF_ARRAY(last_write_init, struct last_write, 1);
@@ -629,12 +633,15 @@ static __always_inline int io_enter(int is_write, s32 fd, u64 ptr, u32 how)
      * (an idle keep-alive connection must not hold its last request back). */
     if (!is_write && c->resp_start != 0)
         finish_request(&k, c, bpf_ktime_get_ns());
-    struct io_args a = {.ptr = ptr, .ts = bpf_ktime_get_ns(), .fd = fd, .how = how};
-    u32 tid = bpf_get_current_pid_tgid();
-    if (is_write)
-        writing.update(&tid, &a);
-    else
-        reading.update(&tid, &a);
+    struct io_args *a = inflight.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!a)
+        return 0;
+    a->ptr = ptr;
+    a->ts = bpf_ktime_get_ns();
+    a->fd = fd;
+    a->how = how;
+    a->is_write = is_write;
+    a->active = 1;
     return 0;
 }
 
@@ -662,12 +669,11 @@ static __always_inline u64 first_buffer(struct io_args *a, long ret, u32 *len)
 
 static __always_inline int read_exit(long ret)
 {
-    u32 tid = bpf_get_current_pid_tgid();
-    struct io_args *ap = reading.lookup(&tid);
-    if (!ap)
+    struct io_args *ap = inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!ap || !ap->active || ap->is_write != 0)
         return 0;
     struct io_args a = *ap;
-    reading.delete(&tid);
+    ap->active = 0;
     if (ret <= 0)
         return 0;
     struct conn_key k = current_key(a.fd);
@@ -684,12 +690,11 @@ static __always_inline int read_exit(long ret)
 
 static __always_inline int write_exit(void *ctx, long ret)
 {
-    u32 tid = bpf_get_current_pid_tgid();
-    struct io_args *ap = writing.lookup(&tid);
-    if (!ap)
+    struct io_args *ap = inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!ap || !ap->active || ap->is_write != 1)
         return 0;
     struct io_args a = *ap;
-    writing.delete(&tid);
+    ap->active = 0;
     if (ret <= 0)
         return 0;
     struct conn_key k = current_key(a.fd);
