@@ -100,7 +100,8 @@ def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint 
     return telemetry, prom
 
 
-def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, *, skip_failed: bool = False) -> RunResult:
+def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, *, skip_failed: bool = False,
+            after_start: Callable[[], None] | None = None) -> RunResult:
     """Check privileges, build the pipeline, run the tracers, print the summary."""
     require_privileges()
     telemetry, prom = build_telemetry(opts)
@@ -125,7 +126,7 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
 
     try:
         result = run(tracers, telemetry, duration=opts.duration, interval=opts.interval, skip_failed=skip_failed,
-                     on_start=on_start, on_interval=on_interval)
+                     on_start=on_start, on_interval=on_interval, after_start=after_start)
     finally:
         if live is not None:
             live.stop()
@@ -178,8 +179,13 @@ def with_common_options(func):
     import functools
     import inspect
 
+    import typing
+
     sig = inspect.signature(func)
-    own = [p for name, p in sig.parameters.items() if name != "common"]
+    # Resolve string annotations (modules with `from __future__ import annotations`) in the
+    # command's own module: Typer would otherwise look them up in this one.
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in sig.parameters.items() if name != "common"]
     shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in _COMMON_PARAMS]
 
     @functools.wraps(func)

@@ -37,13 +37,20 @@ def gpu(
 ) -> None:
     """Trace CUDA runtime and driver calls (uprobes) and NVIDIA device ioctls: calls, durations, bytes
     copied each way, kernel launches, outstanding device memory and leaks per process."""
+    execute(lambda telemetry: [gpu_tracer(common, lib, pid, span_threshold, sample_calls, discover,
+                                          ioctl_path_prefix, leak_report)(telemetry)], common)
+
+
+def gpu_tracer(common: CommonOptions, lib, pid, span_threshold=DEFAULT_SPAN_THRESHOLD_S, sample_calls=0,
+               discover=True, ioctl_path_prefix=DEFAULT_IOCTL_PREFIX, leak_report=None):
+    """A factory of the tracer these flags describe (shared with `ebpftool trace`)."""
     base = common.tracer_options()
     opts = GpuOptions(
         span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages, libs=list(lib or []), pid=pid,
         span_threshold=span_threshold, sample_every=sample_calls, discover=discover,
         ioctl_prefix=ioctl_path_prefix, leak_report=leak_report,
     )
-    execute(lambda telemetry: [GpuTracer(telemetry, opts)], common)
+    return lambda telemetry: GpuTracer(telemetry, opts)
 
 
 def register(app: typer.Typer) -> None:

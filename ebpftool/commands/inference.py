@@ -29,10 +29,15 @@ def inference(
 ) -> None:
     """Measure every HTTP/1.x request a server answers (any language, unchanged): duration, status and,
     for generative-AI endpoints and Server-Sent Events, time to first token and time per output token."""
+    execute(lambda telemetry: [inference_tracer(common, port, pid, comm, capture_bytes)(telemetry)], common)
+
+
+def inference_tracer(common: CommonOptions, port, pid, comm, capture_bytes: int = DEFAULT_CAPTURE_BYTES):
+    """A factory of the tracer these flags describe (shared with `ebpftool trace`)."""
     base = common.tracer_options()
     opts = InferenceOptions(span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages, ports=list(port or []),
                             pids=list(pid or []), comms=list(comm or []), capture_bytes=capture_bytes)
-    execute(lambda telemetry: [InferenceTracer(telemetry, opts)], common)
+    return lambda telemetry: InferenceTracer(telemetry, opts)
 
 
 def register(app: typer.Typer) -> None:

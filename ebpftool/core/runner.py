@@ -86,6 +86,7 @@ def run(
     skip_failed: bool = False,
     on_start: Callable[[Tracer, float], None] | None = None,
     on_interval: Callable[[Sequence[Tracer]], None] | None = None,
+    after_start: Callable[[], None] | None = None,
     stop: StopFlag | None = None,
 ) -> RunResult:
     """Run tracers until duration elapses or a signal arrives; always detach and flush."""
@@ -99,6 +100,8 @@ def run(
         if not running:
             reasons = "; ".join(f"{k}: {v}" for k, v in result.skipped.items())
             raise EbpftoolError(f"no tracer could start ({reasons})")
+        if after_start:
+            after_start()  # e.g. the demo's traffic, once every probe is in place
         deadline = None if duration is None else time.monotonic() + duration
         next_export = time.monotonic() + interval
         per_tracer_ms = max(1, POLL_MS // len(running))
