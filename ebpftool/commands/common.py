@@ -197,4 +197,6 @@ def with_common_options(func):
         parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
     )
     del wrapper.__wrapped__  # Typer must see the new signature, not the original
+    # ... and annotations as objects: Typer evaluates string annotations in the wrapper's module.
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
     return wrapper

@@ -28,6 +28,11 @@ def net(
     common: CommonOptions,
 ) -> None:
     """Bytes per availability-zone pair and process, cross-zone cost, TCP retransmits and RTT."""
+    execute(lambda telemetry: [net_tracer(common, zones, price_per_gb, flows, spans)(telemetry)], common)
+
+
+def net_tracer(common: CommonOptions, zones, price_per_gb, flows: int = 0, spans: bool = False):
+    """A factory of the tracer these flags describe (shared with `ebpftool trace`)."""
     from ebpftool.tracers.net import NetOptions, NetTracer
     from ebpftool.tracers.zones import build_zone_map
 
@@ -35,7 +40,7 @@ def net(
     base = common.tracer_options()
     opts = NetOptions(span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages,
                       zones=zone_map, top_flows=flows, spans=spans)
-    execute(lambda telemetry: [NetTracer(telemetry, opts)], common)
+    return lambda telemetry: NetTracer(telemetry, opts)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -158,9 +159,15 @@ class BpfProgram:
         self._ring_buffers.append(map_name)
 
     def poll(self, timeout_ms: int) -> None:
-        """Drain all ring buffers of this program, waiting up to timeout_ms."""
+        """Drain all ring buffers of this program, waiting up to timeout_ms.
+
+        A program without ring buffers (metrics only) waits the same time, so
+        the runner's loop never spins a CPU.
+        """
         if self._ring_buffers:
             self.bpf.ring_buffer_poll(timeout_ms)
+        elif timeout_ms > 0:
+            time.sleep(timeout_ms / 1000)
 
     def consume(self) -> None:
         if self._ring_buffers:

@@ -220,13 +220,6 @@ class NetTracer(Tracer):
         if o.spans:
             self.prog.open_ring_buffer("conn_events", self._on_connection)
 
-    def poll(self, timeout_ms: int) -> None:
-        """Without --spans there is no ring buffer to wait on: sleep instead of letting the loop spin."""
-        if self.options.spans:
-            super().poll(timeout_ms)
-        else:
-            time.sleep(timeout_ms / 1000)
-
     # -- spans -------------------------------------------------------------------------------
     def _on_connection(self, data: bytes) -> None:
         f = decode(Flow, data)
