@@ -22,6 +22,12 @@ def bpf_prog_ids() -> set[int]:
     return {p["id"] for p in json.loads(out or "[]")}
 
 
+def perf_attachments() -> list[dict]:
+    """Programs attached through perf events (tracepoints, uprobes), with the owning pid."""
+    out = subprocess.run(["bpftool", "perf", "show", "-j"], capture_output=True, text=True, check=True).stdout
+    return json.loads(out or "[]")
+
+
 def uprobe_events() -> str:
     for path in ("/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events"):
         if os.path.exists(path):
@@ -96,6 +102,8 @@ def test_close_detaches_programs_and_uprobes():
     prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
     loaded = bpf_prog_ids() - before
     assert loaded, "the programs should be listed by the kernel while loaded"
+    mine = [a for a in perf_attachments() if a["pid"] == os.getpid()]
+    assert {a["fd_type"] for a in mine} >= {"tracepoint", "uprobe"}
     lib = ctypes.CDLL(CUDART)
     for _ in range(7):
         lib.cudaGetLastError()
@@ -103,6 +111,8 @@ def test_close_detaches_programs_and_uprobes():
     prog.close()
     prog.close()  # idempotent
     assert not (loaded & bpf_prog_ids()), "programs left in the kernel after close()"
+    # BCC attaches through the perf uprobe PMU where it can, else through uprobe_events: check both.
+    assert not [a for a in perf_attachments() if a["pid"] == os.getpid()]
     assert f"bcc_{os.getpid()}" not in uprobe_events()
 
 

@@ -1,0 +1,188 @@
+"""`ebpftool trace`, `record`/`replay`, config files, `demo`, and a real metrics store (VictoriaMetrics)."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ebpftool.export import semconv as sc
+from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
+from tests.netns import ADDR_A, ADDR_B, TwoZones
+from tests.servers.nginx import free_port, wait_listening
+from tests.test_core_bpf import bpf_prog_ids, perf_attachments, uprobe_events
+from tests.victoria import VictoriaMetrics
+
+CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
+CUDA_CALLS = r"""
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    lib.cudaDeviceSynchronize()
+"""
+
+
+@pytest.fixture
+def streaming_server(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port), str(tmp_path / "t.jsonl")],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def chat(port: int, n: int, secret: str = "sk-TRACE-SECRET") -> None:
+    for _ in range(n):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("POST", "/v1/chat/completions?token=Q" + secret,
+                  json.dumps({"model": "m-test", "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+                  {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"})
+        assert c.getresponse().read()
+        c.close()
+
+
+def cuda_calls(n: int) -> None:
+    subprocess.run([sys.executable, "-c", CUDA_CALLS, CUDART, str(n)], check=True)
+
+
+def test_trace_delivers_all_three_tracers_to_one_collector(grpc_receiver, streaming_server):
+    tracer = EbpftoolProcess(
+        ["trace", "--port", str(streaming_server), "--net-spans", "--lib", CUDART, "--sample-calls", "1",
+         "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui",
+         "--duration", "10", "--service-name", "trace-test"],
+        ready_count=3,  # one "probes attached" line per tracer
+    ).start(timeout=90)
+    chat(streaming_server, 4)
+    cuda_calls(25)
+    assert tracer.wait(60) == 0, tracer.stderr
+    r = grpc_receiver
+    http_spans = [s for s in r.spans() if s.attributes.get(sc.HTTP_REQUEST_METHOD) == "POST"]
+    assert len(http_spans) == 4
+    assert r.spans("tcp connection"), "net: no connection span"
+    gpu_spans = r.spans("cudaDeviceSynchronize")
+    assert len(gpu_spans) == 25
+    assert {s.resource[sc.SERVICE_NAME] for s in r.spans()} == {"trace-test"}
+    (dur,) = [p for p in r.latest(sc.HTTP_SERVER_REQUEST_DURATION) if p.attributes.get(sc.SERVER_PORT) == streaming_server]
+    assert dur.count == 4
+    assert r.latest(sc.EBPFTOOL_NETWORK_FLOW_IO)
+    calls = [p for p in r.latest(sc.EBPFTOOL_GPU_CALLS) if p.attributes.get(sc.EBPFTOOL_GPU_FUNCTION) == "cudaDeviceSynchronize"]
+    assert sum(p.value for p in calls) == 25
+    assert "Traceback" not in tracer.stderr
+
+
+def test_a_tracer_that_cannot_start_is_skipped_and_the_others_run(grpc_receiver):
+    r = run_ebpftool(["trace", "--no-gpu", "--port", "70000", "--duration", "2", "--no-ui",
+                      "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc"])
+    assert r.returncode == 0, r.stderr
+    assert "inference skipped" in r.stderr and "between 1 and 65535" in r.stderr
+    assert "net: " in r.stderr and "probes attached" in r.stderr
+    r = run_ebpftool(["trace", "--no-inference", "--no-net", "--no-gpu", "--duration", "1"])
+    assert r.returncode == 2 and "every tracer is switched off" in r.stderr
+
+
+def test_config_file_holds_flags_and_flags_override_it(tmp_path, grpc_receiver, streaming_server):
+    cfg = tmp_path / "ebpftool.yaml"
+    cfg.write_text(f"no_such_flag: 1\n")
+    bad = run_ebpftool(["trace", "--config", str(cfg)])
+    assert bad.returncode == 2 and "unknown keys: no_such_flag" in bad.stderr and "Traceback" not in bad.stderr
+    cfg.write_text(
+        f"net: false\ngpu: false\nport: [{streaming_server}]\nduration: 30\ninterval: 1\nui: false\n"
+        f"otlp-endpoint: {grpc_receiver.endpoint}\notlp_protocol: grpc\nservice-name: from-config\n"
+    )
+    example = run_ebpftool(["config", "example"])
+    assert example.returncode == 0 and "#span-rate: 1000" in example.stdout and "#zones:" in example.stdout
+    t0 = time.monotonic()
+    proc = EbpftoolProcess(["trace", "--config", str(cfg), "--duration", "6", "--service-name", "from-flag"]).start()
+    chat(streaming_server, 2)
+    assert proc.wait(60) == 0, proc.stderr
+    assert time.monotonic() - t0 < 25, "--duration on the command line must override the file's 30"
+    assert "net:" not in proc.stderr and "gpu:" not in proc.stderr  # switched off by the file
+    spans = grpc_receiver.spans()
+    assert len([s for s in spans if s.attributes.get(sc.HTTP_REQUEST_METHOD) == "POST"]) == 2
+    assert {s.resource[sc.SERVICE_NAME] for s in spans} == {"from-flag"}
+
+
+def test_record_then_replay_through_the_same_pipeline(tmp_path, grpc_receiver, streaming_server):
+    rec = tmp_path / "capture.rec"
+    proc = EbpftoolProcess(["record", str(rec), "--no-net", "--no-gpu", "--port", str(streaming_server),
+                            "--interval", "1", "--no-ui"]).start()
+    chat(streaming_server, 3)
+    time.sleep(1.5)
+    assert proc.stop() == 0, proc.stderr
+    assert oct(os.stat(rec).st_mode & 0o777) == "0o600"
+    text = rec.read_text()
+    assert "sk-TRACE-SECRET" not in text and "token=" not in text
+    r = run_ebpftool(["replay", str(rec), "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc"])
+    assert r.returncode == 0, r.stderr
+    assert "replayed 3 spans" in r.stdout
+    assert len(grpc_receiver.spans("POST")) == 3
+    (dur,) = grpc_receiver.latest(sc.HTTP_SERVER_REQUEST_DURATION)
+    assert dur.count == 3
+
+
+def test_demo_ends_by_itself_and_leaves_nothing_behind():
+    before = bpf_prog_ids()
+    r = run_ebpftool(["demo", "--duration", "6", "--no-ui"], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    summary = r.stdout
+    for figure in ("requests measured", "bytes sent across zones", "calls"):
+        assert figure in summary
+    # Figures in the summary are real: some requests, cross-zone bytes and CUDA calls were seen.
+    rows = {line.split("│")[2].strip(): line.split("│")[3].strip() for line in summary.splitlines() if line.count("│") >= 4}
+    assert int(rows["requests measured"]) > 0
+    assert int(rows["bytes sent across zones"]) > 0
+    assert int(rows["calls"]) > 0
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "ebt-demo" not in netns
+    assert not (bpf_prog_ids() - before), "demo left BPF programs loaded"
+    leftover = subprocess.run(["pgrep", "-f", "ebpftool.demo"], capture_output=True, text=True).stdout
+    assert not leftover.strip(), f"demo processes left: {leftover}"
+    assert not [a for a in perf_attachments() if a.get("fd_type") == "uprobe" and "libcudart" in a.get("filename", "")]
+    assert "libcudart" not in uprobe_events()
+
+
+def test_victoriametrics_scrapes_cross_zone_bytes_and_request_durations(tmp_path, streaming_server):
+    zones = TwoZones.create()
+    vm = None
+    proc = None
+    try:
+        zfile = tmp_path / "zones.yaml"
+        zfile.write_text(f"zones:\n  zone-a: [{ADDR_A}/32]\n  zone-b: [{ADDR_B}/32]\n")
+        prom_port = free_port()
+        vm = VictoriaMetrics(prom_port)
+        proc = EbpftoolProcess(["trace", "--no-gpu", "--port", str(streaming_server), "--zones", str(zfile),
+                                "--prometheus-port", str(prom_port), "--interval", "1", "--no-ui"],
+                               ready_count=2).start()
+        server = zones.popen(zones.ns_b, "import socket\ns=socket.socket();s.bind(('%s',7100));s.listen();"
+                                         "c,_=s.accept()\nwhile c.recv(65536): pass\n" % ADDR_B)
+        time.sleep(0.5)
+        client = zones.popen(zones.ns_a, "import socket,time\nfor i in range(50):\n  try:\n"
+                                         "    c=socket.create_connection(('%s',7100));break\n"
+                                         "  except OSError: time.sleep(0.1)\n"
+                                         "c.sendall(b'x'*3000000);c.close()\n" % ADDR_B)
+        assert client.wait(30) == 0
+        server.wait(30)
+        chat(streaming_server, 3)
+        cross = vm.wait_query(
+            'sum(ebpftool_network_flow_io_bytes_total{source_cloud_availability_zone="zone-a",'
+            'destination_cloud_availability_zone="zone-b",network_io_direction="transmit"})',
+            lambda res: res and float(res[0]["value"][1]) >= 3_000_000)
+        assert cross and 3_000_000 <= float(cross[0]["value"][1]) <= 3_030_000
+        count = vm.wait_query(f'sum(http_server_request_duration_seconds_count{{server_port="{streaming_server}"}})',
+                              lambda res: res and float(res[0]["value"][1]) == 3)
+        assert count and float(count[0]["value"][1]) == 3
+        buckets = vm.query(f'http_server_request_duration_seconds_bucket{{server_port="{streaming_server}",le="+Inf"}}')
+        assert buckets
+    finally:
+        if proc is not None and proc.proc.poll() is None:
+            proc.stop()
+        if vm is not None:
+            vm.stop()
+        zones.remove()
