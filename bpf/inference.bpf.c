@@ -667,17 +667,26 @@ static __always_inline u64 first_buffer(struct io_args *a, long ret, u32 *len)
     return iov.base;
 }
 
-static __always_inline int read_exit(long ret)
+/* At a syscall's exit: the watched connection its entry recorded, or NULL.
+ * Clears the in-flight record either way, and skips failed calls. */
+static __always_inline struct conn_state *finished_io(int is_write, long ret, struct io_args *a, struct conn_key *k)
 {
     struct io_args *ap = inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
-    if (!ap || !ap->active || ap->is_write != 0)
+    if (!ap || !ap->active || ap->is_write != is_write)
         return 0;
-    struct io_args a = *ap;
+    *a = *ap;
     ap->active = 0;
     if (ret <= 0)
         return 0;
-    struct conn_key k = current_key(a.fd);
-    struct conn_state *c = conns.lookup(&k);
+    *k = current_key(a->fd);
+    return conns.lookup(k);
+}
+
+static __always_inline int read_exit(long ret)
+{
+    struct io_args a;
+    struct conn_key k;
+    struct conn_state *c = finished_io(0, ret, &a, &k);
     if (!c)
         return 0;
     u32 len = 0;
@@ -690,15 +699,9 @@ static __always_inline int read_exit(long ret)
 
 static __always_inline int write_exit(void *ctx, long ret)
 {
-    struct io_args *ap = inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
-    if (!ap || !ap->active || ap->is_write != 1)
-        return 0;
-    struct io_args a = *ap;
-    ap->active = 0;
-    if (ret <= 0)
-        return 0;
-    struct conn_key k = current_key(a.fd);
-    struct conn_state *c = conns.lookup(&k);
+    struct io_args a;
+    struct conn_key k;
+    struct conn_state *c = finished_io(1, ret, &a, &k);
     if (!c)
         return 0;
     u32 len = 0;
