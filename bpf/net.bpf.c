@@ -135,6 +135,22 @@ static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret
         __sync_fetch_and_add(&f->rx_bytes, (u64)ret);
 }
 
+/* Ports and addresses from a tracepoint that carries them as sport/dport,
+ * saddr/daddr (IPv4) and saddr_v6/daddr_v6 (inet_sock_set_state and
+ * tcp_retransmit_skb both do). A macro: the argument structs differ in type. */
+#define FLOW_SET_ADDRS(f, args) do {                              \
+        (f)->sport = (args)->sport;                               \
+        (f)->dport = (args)->dport;                               \
+        if ((args)->family == NET_AF_INET) {                      \
+            __builtin_memcpy((f)->laddr, (args)->saddr, 4);       \
+            __builtin_memcpy((f)->raddr, (args)->daddr, 4);       \
+        } else {                                                  \
+            __builtin_memcpy((f)->laddr, (args)->saddr_v6, 16);   \
+            __builtin_memcpy((f)->raddr, (args)->daddr_v6, 16);   \
+        }                                                         \
+        (f)->has_addrs = 1;                                       \
+    } while (0)
+
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
     account_io((u64)args->sk, args->family, args->protocol, args->ret, 1);
@@ -223,16 +239,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     f->is_client = args->oldstate == NET_TCP_SYN_SENT;
     f->start_ns = bpf_ktime_get_ns();
     f->family = args->family;
-    f->sport = args->sport;
-    f->dport = args->dport;
-    if (args->family == NET_AF_INET) {
-        __builtin_memcpy(f->laddr, args->saddr, 4);
-        __builtin_memcpy(f->raddr, args->daddr, 4);
-    } else {
-        __builtin_memcpy(f->laddr, args->saddr_v6, 16);
-        __builtin_memcpy(f->raddr, args->daddr_v6, 16);
-    }
-    f->has_addrs = 1;
+    FLOW_SET_ADDRS(f, args);
     return 0;
 }
 
@@ -253,16 +260,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
         return 0;
     }
     if (!f->has_addrs) {
-        f->sport = args->sport;
-        f->dport = args->dport;
-        if (args->family == NET_AF_INET) {
-            __builtin_memcpy(f->laddr, args->saddr, 4);
-            __builtin_memcpy(f->raddr, args->daddr, 4);
-        } else {
-            __builtin_memcpy(f->laddr, args->saddr_v6, 16);
-            __builtin_memcpy(f->raddr, args->daddr_v6, 16);
-        }
-        f->has_addrs = 1;
+        FLOW_SET_ADDRS(f, args);
     }
     __sync_fetch_and_add(&f->retransmits, 1);
     return 0;
