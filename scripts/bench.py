@@ -20,34 +20,45 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, start_ebpftool
+
 PY = sys.executable
 CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
+
+# 1.3 GB over one loopback TCP connection in 64 KiB writes.
+LOOPBACK_TRANSFER = """
+import socket, threading
+server = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(server.getsockname())
+peer, _ = server.accept()
+def drain():
+    while peer.recv(1 << 16):
+        pass
+threading.Thread(target=drain, daemon=True).start()
+chunk = b"x" * 65536
+for _ in range(20000):
+    client.sendall(chunk)
+client.close()
+"""
 
 # (tracer, ebpftool args, a load to run while it is attached: argv or None)
 TRACER_RUNS = {
     "inference": (["inference", "--port", "18080"], None),
-    "net": (["net"], None),
+    "net": (["net"], [PY, "-c", LOOPBACK_TRANSFER]),
     "gpu": (["gpu"], [PY, "-c", "import ctypes,sys\nlib=ctypes.CDLL(sys.argv[1])\n"
-                      "for _ in range(200000): lib.cudaGetLastError()\n", CUDART]),
+                      "for _ in range(200000): lib.cudaStreamSynchronize(None)\n", CUDART]),
 }
 
 
 def measure_process(tracer: str, args: list[str], load: list[str] | None, seconds: float) -> dict:
     """Start-up time, peak RSS, CPU and per-program BPF run time of one `ebpftool` run."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([PY, "-m", "ebpftool", *args, "--duration", str(seconds), "--no-ui"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    startup = None
-    for line in proc.stderr:
-        if "probes attached" in line:
-            startup = time.monotonic() - t0
-            break
+    proc = start_ebpftool([*args, "--duration", str(seconds), "--no-ui"], stdout=subprocess.DEVNULL)
+    startup = time.monotonic() - t0
     bpf = {}
-    if startup is not None and load:
+    if load:
         subprocess.run(load, check=False, capture_output=True)
-    if startup is not None:
-        bpf = bpf_stats(proc.pid)
+    bpf = bpf_stats(proc.pid)
     proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -63,13 +74,12 @@ def measure_process(tracer: str, args: list[str], load: list[str] | None, second
 
 
 def bpf_stats(pid: int) -> dict:
-    """Run time per event of the BPF programs owned by pid (needs kernel.bpf_stats_enabled=1)."""
-    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout
-    run_ns = run_cnt = 0
-    for prog in json.loads(out or "[]"):
-        if any(p.get("pid") == pid for p in prog.get("pids", [])):
-            run_ns += prog.get("run_time_ns", 0)
-            run_cnt += prog.get("run_cnt", 0)
+    """Run time per event of the BPF programs pid attached (needs kernel.bpf_stats_enabled=1)."""
+    attached = json.loads(subprocess.run(["bpftool", "perf", "show", "-j"], capture_output=True, text=True).stdout or "[]")
+    ids = {a["prog_id"] for a in attached if a.get("pid") == pid}
+    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout or "[]")
+    run_ns = sum(p.get("run_time_ns", 0) for p in progs if p["id"] in ids)
+    run_cnt = sum(p.get("run_cnt", 0) for p in progs if p["id"] in ids)
     return {"events": run_cnt, "ns_per_event": run_ns / run_cnt if run_cnt else None}
 
 
@@ -78,7 +88,8 @@ def run_tracer_bench(name: str, quick: bool, outdir: Path) -> dict | None:
     if not script.exists():
         return None
     out = outdir / f"bench_{name}.json"
-    args = [PY, str(script), "--json", str(out)] + (["--quick"] if quick else [])
+    supports_quick = "--quick" in script.read_text()
+    args = [PY, str(script), "--json", str(out)] + (["--quick"] if quick and supports_quick else [])
     r = subprocess.run(args, cwd=ROOT)
     if r.returncode != 0 or not out.exists():
         return {"error": f"{script.name} exited {r.returncode}"}

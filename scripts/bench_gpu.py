@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ebpftool.core.bpf import import_bcc  # noqa: E402
+from benchlib import start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
 
 CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
 SYMBOL = "cudaStreamSynchronize"
@@ -65,13 +66,7 @@ def ns_per_call(loop: str, lib: str, calls: int) -> float:
 
 
 def start_tracer(lib: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "ebpftool", "gpu", "--no-discover", "--lib", lib,
-                             "--interval", "1", "--no-ui"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
-    for line in proc.stderr:
-        if "probes attached" in line:
-            return proc
-    raise SystemExit(f"ebpftool gpu did not start: {proc.wait()}")
+    return start_ebpftool(["gpu", "--no-discover", "--lib", lib, "--interval", "1", "--no-ui"])
 
 
 def main() -> None:

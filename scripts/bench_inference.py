@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.servers.nginx import free_port, nginx_server, wait_listening  # noqa: E402
+from benchlib import start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -50,12 +51,7 @@ class Tracer:
     """`ebpftool inference` as its own process, as a user runs it."""
 
     def __init__(self, args: list[str]) -> None:
-        self.proc = subprocess.Popen([PY, "-m", "ebpftool", "inference", *args, "--no-ui", "--interval", "1"],
-                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for line in self.proc.stderr:
-            if "probes attached" in line:
-                return
-        raise RuntimeError(f"ebpftool inference did not start: {self.proc.stderr.read()}")
+        self.proc = start_ebpftool(["inference", *args, "--no-ui", "--interval", "1"])
 
     def stop(self) -> str:
         self.proc.terminate()

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from benchlib import start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -43,13 +44,8 @@ class Tracer:
 
     def __init__(self) -> None:
         self.jsonl = Path(tempfile.mkstemp(prefix="bench-net-", suffix=".jsonl")[1])
-        self.proc = subprocess.Popen([PY, "-m", "ebpftool", "net", "--no-ui", "--interval", "1",
-                                      "--jsonl", str(self.jsonl)],
-                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for line in self.proc.stderr:
-            if "probes attached" in line:
-                return
-        raise RuntimeError(f"ebpftool net did not start (exit {self.proc.wait()})")
+        self.proc = start_ebpftool(["net", "--no-ui", "--interval", "1", "--jsonl", str(self.jsonl)],
+                                   stdout=subprocess.DEVNULL)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
