@@ -280,6 +280,24 @@ class InferenceTracer(Tracer):
                 listeners[listeners.Key(pid, fd)] = listeners.Leaf(port)
         self.watched_listeners = len(wanted)
 
+    def _forget_dead_processes(self) -> None:
+        """Remove the kernel state of processes that died without closing their sockets (killed, crashed):
+        the kernel closes their fds without a close() syscall, so nothing else would ever remove it."""
+        alive: dict[int, bool] = {}
+
+        def dead(pid: int) -> bool:
+            if pid not in alive:
+                alive[pid] = os.path.exists(f"/proc/{pid}")
+            return not alive[pid]
+
+        for name in ("conns", "last_writes"):
+            table = self.prog[name]
+            for k in [k for k in table.keys() if dead(k.pid)]:
+                table.pop(k, None)
+        accepting = self.prog["accepting"]  # per thread: /proc/TID exists while the thread does
+        for k in [k for k in accepting.keys() if dead(int(k.value))]:
+            accepting.pop(k, None)
+
     @staticmethod
     def _seed_connection(conns, pid: int, fd: int, s: TcpSocket) -> None:
         """A connection accepted before the tracer started: followed from its next request."""
@@ -456,6 +474,7 @@ class InferenceTracer(Tracer):
         if self.prog is None or self.prog.bpf is None:
             return
         self._scan()
+        self._forget_dead_processes()
         now = time.monotonic()
         requests = self.prog.stats()[H["STAT_INF_REQUESTS"]]
         if self._last_rate_at:
