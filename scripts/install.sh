@@ -28,7 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-PKGS=(python3 python3-venv python3-bpfcc bpfcc-tools iproute2 curl ca-certificates)
+PKGS=(python3 python3-venv python3-bpfcc bpfcc-tools iproute2 curl ca-certificates sudo)
 if [ "$DEV" = 1 ]; then
   PKGS+=(nginx-light wrk iperf3 victoria-metrics gcc libc6-dev bpftool)
 fi

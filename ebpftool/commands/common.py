@@ -132,6 +132,8 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
             live.stop()
         if prom is not None:
             prom.close()
+    if not telemetry.sinks:
+        result.pipeline = {}  # terminal only: no export figures to show
     for name, why in result.skipped.items():
         console.print(f"[yellow]{name} skipped[/]: {why}")
     out.print(summary_table(result, tracers))
