@@ -5,6 +5,7 @@ import ctypes
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,9 @@ def test_close_detaches_programs_and_uprobes():
     assert prog["uprobe_calls"][ctypes.c_int(0)].value == 7
     prog.close()
     prog.close()  # idempotent
+    deadline = time.monotonic() + 5  # the kernel frees programs in deferred work after the last fd closes
+    while loaded & bpf_prog_ids() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not (loaded & bpf_prog_ids()), "programs left in the kernel after close()"
     # BCC attaches through the perf uprobe PMU where it can, else through uprobe_events: check both.
     assert not [a for a in perf_attachments() if a["pid"] == os.getpid()]
