@@ -2,38 +2,19 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro
 from ebpftool.core.cstruct import cstring, decode, load_header
+from tests.kernel_state import kernel_ids, perf_attachments, still_loaded, uprobe_events
 
 FIXTURE = str(Path(__file__).parent / "bpf" / "core_probe.bpf.c")
 HEADER = str(Path(__file__).parent / "bpf" / "core_probe.h")
 CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
-
-
-def bpf_prog_ids() -> set[int]:
-    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    return {p["id"] for p in json.loads(out or "[]")}
-
-
-def perf_attachments() -> list[dict]:
-    """Programs attached through perf events (tracepoints, uprobes), with the owning pid."""
-    out = subprocess.run(["bpftool", "perf", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    return json.loads(out or "[]")
-
-
-def uprobe_events() -> str:
-    for path in ("/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events"):
-        if os.path.exists(path):
-            return Path(path).read_text()
-    return ""
 
 
 def load_probe(pages: int, span_rate: int = 1_000_000) -> BpfProgram:
@@ -98,10 +79,10 @@ def test_span_budget_refuses_and_counts_beyond_its_rate():
 
 
 def test_close_detaches_programs_and_uprobes():
-    before = bpf_prog_ids()
+    before = kernel_ids("prog")
     prog = load_probe(pages=1)
     prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
-    loaded = bpf_prog_ids() - before
+    loaded = kernel_ids("prog") - before
     assert loaded, "the programs should be listed by the kernel while loaded"
     mine = [a for a in perf_attachments() if a["pid"] == os.getpid()]
     assert {a["fd_type"] for a in mine} >= {"tracepoint", "uprobe"}
@@ -111,10 +92,7 @@ def test_close_detaches_programs_and_uprobes():
     assert prog["uprobe_calls"][ctypes.c_int(0)].value == 7
     prog.close()
     prog.close()  # idempotent
-    deadline = time.monotonic() + 5  # the kernel frees programs in deferred work after the last fd closes
-    while loaded & bpf_prog_ids() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not (loaded & bpf_prog_ids()), "programs left in the kernel after close()"
+    assert not still_loaded(loaded, "prog"), "programs left in the kernel after close()"
     # BCC attaches through the perf uprobe PMU where it can, else through uprobe_events: check both.
     assert not [a for a in perf_attachments() if a["pid"] == os.getpid()]
     assert f"bcc_{os.getpid()}" not in uprobe_events()

@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pytest
 from ebpftool.export import semconv as sc
 from tests.conftest import ROOT, EbpftoolProcess
 from tests.otlp_receiver import GrpcReceiver
+from tests.kernel_state import perf_attachments, still_loaded, uprobe_events
 from tests.servers.nginx import free_port, nginx_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,35 +58,6 @@ def bpf_ids_held_by(pid: int) -> tuple[set[int], set[int]]:
             if m:
                 ids.add(int(m.group(1)))
     return progs, maps
-
-
-def kernel_ids(kind: str) -> set[int]:
-    out = subprocess.run(["bpftool", kind, "show", "-j"], capture_output=True, text=True, check=True).stdout
-    return {o["id"] for o in json.loads(out or "[]")}
-
-
-def still_loaded(ids: set[int], kind: str, within: float = 5.0) -> set[int]:
-    """Which of ids the kernel still lists after `within` seconds: it frees a dead process's programs
-    and maps in deferred work (a prog_array holding a tail-call program is released after its owner)."""
-    deadline = time.monotonic() + within
-    left = ids & kernel_ids(kind)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = ids & kernel_ids(kind)
-    return left
-
-
-def perf_links() -> list[dict]:
-    """Every BPF program attached to a perf event (tracepoints, uprobes): pid, fd, prog_id, fd_type."""
-    out = subprocess.run(["bpftool", "perf", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    return json.loads(out or "[]")
-
-
-def uprobe_events() -> str:
-    for path in ("/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events"):
-        if os.path.exists(path):
-            return Path(path).read_text()
-    return ""
 
 
 def map_id_named(map_ids: set[int], name: str) -> int:
@@ -291,7 +262,7 @@ def _stop_mid_burst(args: list[str], start_burst, metric_seen) -> tuple[Ebpftool
     try:
         time.sleep(1.5)
         progs, maps = bpf_ids_held_by(pid)
-        links = [x for x in perf_links() if x["pid"] == pid]
+        links = [x for x in perf_attachments() if x["pid"] == pid]
         assert progs and maps and links
         assert proc.stop() == 0, proc.stderr
     finally:
@@ -334,7 +305,7 @@ def test_sigterm_in_a_cuda_call_burst_removes_every_uprobe(grpc_receiver):
     proc, progs, maps, links = _stop_mid_burst(args, start_burst, calls_seen)
     uprobes = [x for x in links if x["prog_id"] in progs and x["fd_type"] in ("uprobe", "uretprobe")]
     assert uprobes, "the checks below would prove nothing: no uprobe of the tracer was seen attached"
-    assert not progs & {x["prog_id"] for x in perf_links()}, "uprobes/tracepoints of the stopped tracer remain attached"
+    assert not progs & {x["prog_id"] for x in perf_attachments()}, "uprobes/tracepoints of the stopped tracer remain attached"
     assert f"_bcc_{proc.proc.pid}" not in uprobe_events(), "uprobe_events entries of the stopped tracer remain"
     assert not still_loaded(progs, "prog")
     assert not still_loaded(maps, "map")

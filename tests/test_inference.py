@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -289,7 +288,7 @@ def test_bad_flags_are_one_sentence():
 def test_pid_mode_and_connections_open_before_start():
     """--pid: a keep-alive connection opened before the tracer started is followed from its next request."""
     with nginx_server() as port:
-        pids = subprocess.run(["pgrep", "-f", f"ebpftool-nginx-"], capture_output=True, text=True).stdout.split()
+        pids = subprocess.run(["pgrep", "-f", "ebpftool-nginx-"], capture_output=True, text=True).stdout.split()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         assert _get(conn, "/index.html") == 200  # before the tracer
         receiver = GrpcReceiver()

@@ -13,8 +13,8 @@ import pytest
 from ebpftool.export import semconv as sc
 from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
 from tests.netns import ADDR_A, ADDR_B, TwoZones
-from tests.servers.nginx import free_port, wait_listening
-from tests.test_core_bpf import bpf_prog_ids, perf_attachments, uprobe_events
+from tests.servers.nginx import free_port
+from tests.kernel_state import kernel_ids, perf_attachments, still_loaded, uprobe_events
 from tests.victoria import VictoriaMetrics
 
 CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
@@ -88,7 +88,7 @@ def test_a_tracer_that_cannot_start_is_skipped_and_the_others_run(grpc_receiver)
 
 def test_config_file_holds_flags_and_flags_override_it(tmp_path, grpc_receiver, streaming_server):
     cfg = tmp_path / "ebpftool.yaml"
-    cfg.write_text(f"no_such_flag: 1\n")
+    cfg.write_text("no_such_flag: 1\n")
     bad = run_ebpftool(["trace", "--config", str(cfg)])
     assert bad.returncode == 2 and "unknown keys: no_such_flag" in bad.stderr and "Traceback" not in bad.stderr
     cfg.write_text(
@@ -127,7 +127,7 @@ def test_record_then_replay_through_the_same_pipeline(tmp_path, grpc_receiver, s
 
 
 def test_demo_ends_by_itself_and_leaves_nothing_behind():
-    before = bpf_prog_ids()
+    before = kernel_ids("prog")
     r = run_ebpftool(["demo", "--duration", "6", "--no-ui"], timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
@@ -141,7 +141,7 @@ def test_demo_ends_by_itself_and_leaves_nothing_behind():
     assert int(rows["calls"]) > 0
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "ebt-demo" not in netns
-    assert not (bpf_prog_ids() - before), "demo left BPF programs loaded"
+    assert not still_loaded(kernel_ids("prog") - before, "prog"), "demo left BPF programs loaded"
     leftover = subprocess.run(["pgrep", "-f", "ebpftool.demo"], capture_output=True, text=True).stdout
     assert not leftover.strip(), f"demo processes left: {leftover}"
     assert not [a for a in perf_attachments() if a.get("fd_type") == "uprobe" and "libcudart" in a.get("filename", "")]
