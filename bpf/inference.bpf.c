@@ -1,22 +1,35 @@
 /* ebpftool inference: HTTP/1.x requests served on watched sockets, measured
- * from syscall tracepoints, aggregated in maps.
+ * from tracepoints, aggregated in maps.
  *
- * A connection is watched from its accept() on a watched listening socket
- * (the listeners map, filled by user space from /proc) or from user space's
- * seed of connections that existed before the tracer. Per connection, a state
- * machine follows reads and writes:
+ * Two ways in (IO_HOOKS_SOCK), one state machine:
+ *  - socket hooks (default where the kernel has them): raw tracepoints
+ *    sock_recv_length / sock_send_length fire once per socket read or write,
+ *    after it moved its bytes, with the socket's address; a connection is
+ *    watched from its TCP handshake on a watched port (sock:inet_sock_set_state),
+ *    and the syscall's buffer is found in the task's saved registers. An
+ *    unwatched socket costs one hash lookup; other syscalls cost nothing.
+ *  - syscall hooks (fallback): enter/exit tracepoints of the read, write and
+ *    accept syscalls, a connection keyed by (pid, fd) from its accept() on a
+ *    listening socket in the listeners map (filled by user space from /proc).
+ * Connections open before the tracer are found at their next read: from /proc
+ * by user space (syscall hooks), or by the tcp_rcv_space_adjust tracepoint,
+ * attached only while such connections exist (socket hooks).
+ * Per connection, a state machine follows reads and writes:
  *   - a read when no request is open, or after its response began, starts a
  *     request (and finishes the previous one);
  *   - a write starting with a status line ("HTTP/1.x NNN") starts the response;
  *     one while a response is already under way is a pipelined request's;
  *   - writes carrying `data:` events (Server-Sent Events) are tokens;
- *   - close() finishes the request in progress.
+ *   - the server's close finishes the request in progress.
  * A finished request goes into histograms (duration; for generative-AI requests
  * time to first token and time per output token) whatever the span budget; a
  * sampled one also goes to user space with bounded captures of its bytes.
  *
  * Compile-time parameters (from ebpftool/tracers/inference.py):
- *   FILTER_PORTS   1: only connections accepted on listeners in the listeners map
+ *   IO_HOOKS_SOCK  1: socket hooks (x86-64 syscall registers); 0: syscall hooks
+ *   SEED_CONNECTIONS 1: attach the tcp_rcv_space_adjust program (socket hooks)
+ *   FILTER_PORTS   1: only connections accepted on listeners in the listeners map (syscall hooks;
+ *                  the socket hooks always take the ports from watched_ports)
  *   FILTER_PIDS    1: only processes in watched_pids
  *   CAPTURE_BYTES  bytes captured per part (<= CAPTURE_MAX)
  *   RINGBUF_PAGES  size of the event ring buffer
@@ -25,6 +38,12 @@
 #include <uapi/linux/ptrace.h>
 #include "inference.h"
 
+#ifndef IO_HOOKS_SOCK
+#define IO_HOOKS_SOCK 0
+#endif
+#ifndef SEED_CONNECTIONS
+#define SEED_CONNECTIONS 0
+#endif
 #ifndef FILTER_PORTS
 #define FILTER_PORTS 0
 #endif
@@ -70,15 +89,19 @@ struct scratch {
     u8 data[SSE_SCAN_MAX + 16];  /* a sentinel byte, the bytes scanned, room for the last 8-byte load */
 };
 
-BPF_HASH(listeners, struct conn_key, u16, 4096);          /* watched listening fds -> port */
 BPF_HASH(watched_pids, u32, u8, 4096);
-BPF_TABLE("lru_hash", struct conn_key, struct conn_state, conns, MAX_CONNS);
+BPF_TABLE("lru_hash", u64, struct conn_state, conns, MAX_CONNS);
+BPF_TABLE("lru_hash", u64, struct last_write, last_writes, 4096);
+#if IO_HOOKS_SOCK
+BPF_HASH(watched_ports, u16, u8, 4096);                    /* local ports whose connections are watched */
+#else
+BPF_HASH(listeners, struct conn_key, u16, 4096);          /* watched listening fds -> port */
 BPF_HASH(accepting, u32, struct accept_args, 4096);       /* per thread, accept() in flight */
 /* Per thread: the read or write on a watched fd in flight. Task storage, not a
  * hash keyed by thread id: the exit of every syscall in the system looks here,
  * and a task-storage miss costs a fraction of a hash lookup. */
 BPF_TASK_STORAGE(inflight, struct io_args);
-BPF_TABLE("lru_hash", struct conn_key, struct last_write, last_writes, 4096);
+#endif
 BPF_PERCPU_ARRAY(scratch_buf, struct scratch, 1);
 BPF_ARRAY(last_write_init, struct last_write, 1);
 BPF_ARRAY(zero_hist, struct hist_value, 1);
@@ -91,10 +114,10 @@ BPF_PERCPU_HASH(unparsed, u16, u64, 1024);                /* per port */
 BPF_PERCPU_HASH(accepted, u16, u64, 1024);                /* per port */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
-static __always_inline struct conn_key current_key(s32 fd)
+/* Syscall hooks: a connection is a file descriptor of a process. */
+static __always_inline u64 current_key(s32 fd)
 {
-    struct conn_key k = {.pid = bpf_get_current_pid_tgid() >> 32, .fd = fd};
-    return k;
+    return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (u32)fd;
 }
 
 /* ---- classification ------------------------------------------------------ */
@@ -130,6 +153,16 @@ static __always_inline u8 parse_method(u64 h, int len, int *path_off)
 }
 
 #define PATH_WORDS 6
+
+/* The path's first bytes as far as the request line's first 8 bytes hold them
+ * (3 after POST; methods longer than POST always read it): 0 when classify_path
+ * cannot match, so that most requests skip reading the path. */
+static __always_inline int maybe_gen_ai_path(u64 p)
+{
+    u64 w = LOW(p, 3);
+    return w == W3('/', 'v', '1') || w == W3('/', 'v', '2') || w == W3('/', 'g', 'e') || w == W3('/', 'c', 'o') ||
+           w == W3('/', 'a', 'p');
+}
 
 /* Generative-AI operation from the path's first bytes (the endpoints of
  * OpenAI-compatible servers, TGI, Ollama, llama.cpp, Triton's generate). */
@@ -231,7 +264,7 @@ static __always_inline u64 capture_len(u64 n)
     return n;
 }
 
-static __always_inline void emit_capture(struct conn_key *k, struct conn_state *c, u32 part, u64 ptr, u32 len,
+static __always_inline void emit_capture(u64 *k, struct conn_state *c, u32 part, u64 ptr, u32 len,
                                          int tail)
 {
     struct capture_event *e = events.ringbuf_reserve(sizeof(struct capture_event));
@@ -242,17 +275,18 @@ static __always_inline void emit_capture(struct conn_key *k, struct conn_state *
     u64 n = capture_len(len);
     u64 src = tail ? ptr + len - n : ptr;
     e->type = EVENT_CAPTURE;
-    e->pid = k->pid;
-    e->fd = k->fd;
+    e->pid = c->pid;
+    e->conn = c->id;
     e->seq = c->seq;
     e->part = part;
     e->len = 0;
+    e->pad = 0;
     if (bpf_probe_read_user(e->data, n, (void *)src) == 0)
         e->len = n;
     events.ringbuf_submit(e, 0);
 }
 
-static __always_inline void remember_last_write(struct conn_key *k, struct conn_state *c, u64 ptr, u32 len)
+static __always_inline void remember_last_write(u64 *k, struct conn_state *c, u64 ptr, u32 len)
 {
     /* last_writes values are too big for the stack: inserted from a zeroed map value. */
     u32 zero = 0;
@@ -273,7 +307,7 @@ static __always_inline void remember_last_write(struct conn_key *k, struct conn_
         w->len = n;
 }
 
-static __always_inline void emit_last_write(struct conn_key *k, struct conn_state *c)
+static __always_inline void emit_last_write(u64 *k, struct conn_state *c)
 {
     struct last_write *w = last_writes.lookup(k);
     if (!w || w->seq != c->seq || w->len == 0)
@@ -285,11 +319,12 @@ static __always_inline void emit_last_write(struct conn_key *k, struct conn_stat
     }
     u64 n = capture_len(w->len);
     e->type = EVENT_CAPTURE;
-    e->pid = k->pid;
-    e->fd = k->fd;
+    e->pid = c->pid;
+    e->conn = c->id;
     e->seq = c->seq;
     e->part = PART_RESPONSE_LAST;
     e->len = 0;
+    e->pad = 0;
     if (bpf_probe_read_kernel(e->data, n, w->data) == 0)
         e->len = n;
     events.ringbuf_submit(e, 0);
@@ -299,7 +334,7 @@ static __always_inline void emit_last_write(struct conn_key *k, struct conn_stat
 /* ---- requests --------------------------------------------------------------- */
 
 /* The request in progress on c is over: into the histograms, and to user space if sampled. */
-static __always_inline void finish_request(struct conn_key *k, struct conn_state *c, u64 now)
+static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now)
 {
     if (c->req_start == 0)
         return;
@@ -352,9 +387,10 @@ static __always_inline void finish_request(struct conn_key *k, struct conn_state
         return;
     }
     e->type = EVENT_REQUEST;
-    e->pid = k->pid;
-    e->fd = k->fd;
+    e->pid = c->pid;
+    e->conn = c->id;
     e->seq = c->seq;
+    e->pad0 = 0;
     e->req_start = start;
     e->resp_start = resp_start;
     e->resp_end = c->resp_end;
@@ -373,7 +409,7 @@ static __always_inline void finish_request(struct conn_key *k, struct conn_state
     e->client_port = c->client_port;
     e->pad = 0;
     __builtin_memcpy(e->client_addr, c->client_addr, 16);
-    bpf_get_current_comm(e->comm, sizeof(e->comm));
+    __builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
     events.ringbuf_submit(e, 0);
 }
 
@@ -398,7 +434,7 @@ static __always_inline void begin_request(struct conn_state *c, u64 start)
         c->flags |= REQ_SAMPLED;
 }
 
-static __always_inline void on_read(struct conn_key *k, struct conn_state *c, u64 ptr, u32 len, u64 now)
+static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 now)
 {
     if (c->resp_start != 0)
         finish_request(k, c, now);  /* a read begun before the response ended (e.g. Go's background read) */
@@ -417,7 +453,7 @@ static __always_inline void on_read(struct conn_key *k, struct conn_state *c, u6
             u64 *u = unparsed.lookup_or_try_init(&port, &zero64);
             if (u)
                 *u += 1;
-        } else {
+        } else if (path_off > 5 || maybe_gen_ai_path(head >> (8 * path_off))) {
             bpf_probe_read_user(path, sizeof(path), (void *)(ptr + path_off));
             c->op = classify_path(path, (int)len - path_off);
         }
@@ -439,7 +475,7 @@ static __always_inline void on_read(struct conn_key *k, struct conn_state *c, u6
 }
 
 /* Returns 1 when the write should be searched for `data:` events. */
-static __always_inline int on_write(struct conn_key *k, struct conn_state *c, u64 ptr, u32 len, u64 start,
+static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 start,
                                     u64 now, int has_bytes)
 {
     if (c->req_start == 0)
@@ -515,7 +551,7 @@ static __always_inline int on_write(struct conn_key *k, struct conn_state *c, u6
  * write exits that need it: its long loop is verified once, not once per
  * path through the write handling. */
 struct scan_args {
-    struct conn_key key;
+    u64 key;
     u64 ptr;
     u64 start;
     u32 len;
@@ -530,7 +566,7 @@ int scan_sse_events(void *ctx)
     struct scan_args *a = scan_input.lookup(&zero);
     if (!a)
         return 0;
-    struct conn_key k = a->key;
+    u64 k = a->key;
     struct conn_state *c = conns.lookup(&k);
     if (!c)
         return 0;
@@ -554,7 +590,255 @@ int scan_sse_events(void *ctx)
     return 0;
 }
 
-/* ---- accept ------------------------------------------------------------------ */
+/* Run by user space (BPF_PROG_TEST_RUN) for a connection whose response went
+ * quiet (args: key, the resp_end user space saw): a server that neither reads
+ * again nor closes after a Content-Length answer would otherwise hold its last
+ * request until the connection's next request. Only if nothing moved since. */
+int flush_idle_request(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 k = ctx->args[0];
+    struct conn_state *c = conns.lookup(&k);
+    if (!c || c->req_start == 0 || c->resp_start == 0 || c->resp_end != ctx->args[1])
+        return 0;
+    finish_request(&k, c, bpf_ktime_get_ns());
+    return 1;
+}
+
+/* The user buffer holding the first bytes moved, for vectored calls. */
+static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len)
+{
+    *len = ret;
+    if (how == BUF_PLAIN)
+        return ptr;
+    if (how == BUF_NONE)
+        return 0;
+    u64 iov_ptr = ptr;
+    if (how == BUF_MSG) {
+        /* struct user_msghdr: msg_name, msg_namelen (+pad), msg_iov */
+        if (bpf_probe_read_user(&iov_ptr, sizeof(iov_ptr), (void *)(ptr + 16)) != 0)
+            return 0;
+    }
+    struct user_iov iov = {};
+    if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iov_ptr) != 0)
+        return 0;
+    if (iov.len < *len)
+        *len = iov.len;
+    return iov.base;
+}
+
+/* A write that went out: the state machine, then the `data:` event count (tail call) if needed. */
+static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 how, u64 arg, long ret,
+                                   u64 start)
+{
+    u32 len = 0;
+    u64 ptr = first_buffer(how, arg, ret, &len);
+    if (!on_write(k, c, ptr, ptr ? len : (u32)ret, start, bpf_ktime_get_ns(), ptr != 0 && len > 0))
+        return 0;
+    u32 zero = 0;
+    struct scan_args *in = scan_input.lookup(&zero);
+    if (!in)
+        return 0;
+    in->key = *k;
+    in->ptr = ptr;
+    in->start = start;
+    in->len = len;
+    scan_prog.call(ctx, 0);
+    return 0;
+}
+
+static __always_inline void count_accepted(u16 port)
+{
+    stat_add(STAT_INF_ACCEPTED, 1);
+    u64 zero64 = 0;
+    u64 *n = accepted.lookup_or_try_init(&port, &zero64);
+    if (n)
+        *n += 1;
+}
+
+#if IO_HOOKS_SOCK
+/* ---- socket hooks --------------------------------------------------------------- */
+
+/* x86-64 syscall numbers of the calls whose buffer is parsed. */
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define EAGAIN 11
+#define MSG_PEEK 2
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
+#define TCP_CLOSE 7
+#define TCP_LAST_ACK 9
+#define IPPROTO_TCP 6
+
+/* The second and first syscall arguments and the syscall number, adjacent in
+ * x86-64's struct pt_regs (si, di, orig_ax): one read for the three. */
+struct syscall_regs {
+    u64 si;
+    u64 di;
+    u64 orig_ax;
+};
+_Static_assert(offsetof(struct pt_regs, orig_ax) == offsetof(struct pt_regs, si) + 16, "pt_regs layout");
+
+/* The buffer of the read or write syscall this socket operation is part of:
+ * *how says how to find the bytes, 0 when the caller is not one of these
+ * syscalls (sendfile, splice, io_uring: counted, not parsed). */
+static __always_inline u64 syscall_buffer(u32 *how)
+{
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    struct syscall_regs r = {};
+    *how = BUF_NONE;
+    if (bpf_probe_read_kernel(&r, sizeof(r), &regs->si) != 0)
+        return 0;
+    switch (r.orig_ax) {
+    case NR_READ: case NR_WRITE: case NR_RECVFROM: case NR_SENDTO:
+        *how = BUF_PLAIN;
+        return r.si;
+    case NR_READV: case NR_WRITEV:
+        *how = BUF_IOV;
+        return r.si;
+    case NR_RECVMSG: case NR_SENDMSG:
+        *how = BUF_MSG;
+        return r.si;
+    }
+    return 0;
+}
+
+/* The watched connection of socket sk, or NULL. Its first read or write says
+ * which process serves it (and, with --pid/--comm, whether it is watched). */
+static __always_inline struct conn_state *sock_conn(u64 sk)
+{
+    struct conn_state *c = conns.lookup(&sk);
+    if (!c || c->pid != 0)
+        return c;
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+#if FILTER_PIDS
+    if (!watched_pids.lookup(&pid)) {
+        conns.delete(&sk);
+        return 0;
+    }
+#endif
+    c->pid = pid;
+    bpf_get_current_comm(c->comm, sizeof(c->comm));
+    count_accepted(c->port);
+    return c;
+}
+
+RAW_TRACEPOINT_PROBE(sock_recv_length)
+{
+    /* TP_PROTO(struct sock *sk, int ret, int flags) */
+    int ret = (int)ctx->args[1];
+    if (ret <= 0 && ret != -EAGAIN)
+        return 0;
+    u64 sk = ctx->args[0];
+    struct conn_state *c = sock_conn(sk);
+    if (!c)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    if (ret < 0) {
+        /* The server reads again after it began answering: the answer is complete
+         * (an idle keep-alive connection must not hold its last request back). */
+        if (c->resp_start != 0)
+            finish_request(&sk, c, now);
+        return 0;
+    }
+    if (ctx->args[2] & MSG_PEEK)
+        return 0;  /* the bytes will be read again */
+    u32 how, len = 0;
+    u64 arg = syscall_buffer(&how);
+    u64 ptr = first_buffer(how, arg, ret, &len);
+    if (ptr && len)
+        on_read(&sk, c, ptr, len, now);
+    return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sock_send_length)
+{
+    int ret = (int)ctx->args[1];
+    if (ret <= 0)
+        return 0;
+    u64 sk = ctx->args[0];
+    struct conn_state *c = sock_conn(sk);
+    if (!c)
+        return 0;
+    u32 how;
+    u64 arg = syscall_buffer(&how);
+    return written(ctx, &sk, c, how, arg, ret, bpf_ktime_get_ns());
+}
+
+static __always_inline void watch_connection(u64 sk, u16 port, u16 client_port, u16 family, const u8 *v4,
+                                             const u8 *v6)
+{
+    struct conn_state c = {};
+    c.id = ((u64)bpf_get_prandom_u32() << 32) ^ bpf_ktime_get_ns();
+    c.port = port;
+    c.client_port = client_port;
+    c.family = family;
+    if (family == 2)
+        __builtin_memcpy(c.client_addr, v4, 4);
+    else
+        __builtin_memcpy(c.client_addr, v6, 16);
+    conns.update(&sk, &c);
+    last_writes.delete(&sk);
+}
+
+/* A server-side connection on a watched port is established: watched from now.
+ * The server's close (or a reset) ends it. */
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    if (args->newstate == TCP_ESTABLISHED) {
+        if (args->oldstate != TCP_SYN_RECV)
+            return 0;  /* an outgoing connection */
+        u16 port = args->sport;
+        if (!watched_ports.lookup(&port))
+            return 0;
+        watch_connection(sk, port, args->dport, args->family, args->daddr, args->daddr_v6);
+        return 0;
+    }
+    if (args->newstate != TCP_FIN_WAIT1 && args->newstate != TCP_LAST_ACK && args->newstate != TCP_CLOSE)
+        return 0;
+    struct conn_state *c = conns.lookup(&sk);
+    if (!c)
+        return 0;
+    finish_request(&sk, c, bpf_ktime_get_ns());
+    conns.delete(&sk);
+    last_writes.delete(&sk);
+    return 0;
+}
+
+#if SEED_CONNECTIONS
+/* Connections established before the tracer: found at their next read (this
+ * fires inside it, before sock_recv_length). Attached only while user space
+ * knows of such connections: it runs at every TCP read of the system. */
+TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
+{
+    u16 port = args->sport;
+    if (!watched_ports.lookup(&port))
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    if (conns.lookup(&sk))
+        return 0;
+#if FILTER_PIDS
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (!watched_pids.lookup(&pid))
+        return 0;
+#endif
+    watch_connection(sk, port, args->dport, args->family, args->daddr, args->daddr_v6);
+    stat_add(STAT_INF_SEEDED, 1);
+    return 0;
+}
+#endif
+
+#else
+/* ---- syscall hooks: accept ------------------------------------------------------- */
 
 static __always_inline int accept_enter(s32 lfd, u64 sockaddr)
 {
@@ -587,8 +871,11 @@ static __always_inline int accept_exit(long ret)
     accepting.delete(&tid);
     if (ret < 0)
         return 0;
-    struct conn_key k = current_key((s32)ret);
+    u64 k = current_key((s32)ret);
     struct conn_state c = {};
+    c.id = k;
+    c.pid = k >> 32;
+    bpf_get_current_comm(c.comm, sizeof(c.comm));
     c.port = args.port;
     if (args.sockaddr) {
         u16 family = 0;
@@ -606,12 +893,7 @@ static __always_inline int accept_exit(long ret)
     }
     conns.update(&k, &c);
     last_writes.delete(&k);
-    stat_add(STAT_INF_ACCEPTED, 1);
-    u64 zero64 = 0;
-    u16 port = c.port;
-    u64 *n = accepted.lookup_or_try_init(&port, &zero64);
-    if (n)
-        *n += 1;
+    count_accepted(c.port);
     return 0;
 }
 
@@ -625,7 +907,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accept_exit(args->ret); }
 /* Entry: one lookup for an unwatched fd, then nothing. */
 static __always_inline int io_enter(int is_write, s32 fd, u64 ptr, u32 how)
 {
-    struct conn_key k = current_key(fd);
+    u64 k = current_key(fd);
     struct conn_state *c = conns.lookup(&k);
     if (!c)
         return 0;
@@ -645,31 +927,9 @@ static __always_inline int io_enter(int is_write, s32 fd, u64 ptr, u32 how)
     return 0;
 }
 
-/* The user buffer holding the first bytes moved, for vectored calls. */
-static __always_inline u64 first_buffer(struct io_args *a, long ret, u32 *len)
-{
-    *len = ret;
-    if (a->how == BUF_PLAIN)
-        return a->ptr;
-    if (a->how == BUF_NONE)
-        return 0;
-    u64 iov_ptr = a->ptr;
-    if (a->how == BUF_MSG) {
-        /* struct user_msghdr: msg_name, msg_namelen (+pad), msg_iov */
-        if (bpf_probe_read_user(&iov_ptr, sizeof(iov_ptr), (void *)(a->ptr + 16)) != 0)
-            return 0;
-    }
-    struct user_iov iov = {};
-    if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iov_ptr) != 0)
-        return 0;
-    if (iov.len < *len)
-        *len = iov.len;
-    return iov.base;
-}
-
 /* At a syscall's exit: the watched connection its entry recorded, or NULL.
  * Clears the in-flight record either way, and skips failed calls. */
-static __always_inline struct conn_state *finished_io(int is_write, long ret, struct io_args *a, struct conn_key *k)
+static __always_inline struct conn_state *finished_io(int is_write, long ret, struct io_args *a, u64 *k)
 {
     struct io_args *ap = inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
     if (!ap || !ap->active || ap->is_write != is_write)
@@ -685,12 +945,12 @@ static __always_inline struct conn_state *finished_io(int is_write, long ret, st
 static __always_inline int read_exit(long ret)
 {
     struct io_args a;
-    struct conn_key k;
+    u64 k;
     struct conn_state *c = finished_io(0, ret, &a, &k);
     if (!c)
         return 0;
     u32 len = 0;
-    u64 ptr = first_buffer(&a, ret, &len);
+    u64 ptr = first_buffer(a.how, a.ptr, ret, &len);
     if (!ptr || len == 0)
         return 0;
     on_read(&k, c, ptr, len, bpf_ktime_get_ns());
@@ -700,24 +960,11 @@ static __always_inline int read_exit(long ret)
 static __always_inline int write_exit(void *ctx, long ret)
 {
     struct io_args a;
-    struct conn_key k;
+    u64 k;
     struct conn_state *c = finished_io(1, ret, &a, &k);
     if (!c)
         return 0;
-    u32 len = 0;
-    u64 ptr = first_buffer(&a, ret, &len);
-    if (!on_write(&k, c, ptr, ptr ? len : (u32)ret, a.ts, bpf_ktime_get_ns(), ptr != 0 && len > 0))
-        return 0;
-    u32 zero = 0;
-    struct scan_args *in = scan_input.lookup(&zero);
-    if (!in)
-        return 0;
-    in->key = k;
-    in->ptr = ptr;
-    in->start = a.ts;
-    in->len = len;
-    scan_prog.call(ctx, 0);
-    return 0;
+    return written(ctx, &k, c, a.how, a.ptr, ret, a.ts);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(0, args->fd, (u64)args->buf, BUF_PLAIN); }
@@ -742,7 +989,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return write_exit(args, args->
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
-    struct conn_key k = current_key(args->fd);
+    u64 k = current_key(args->fd);
     struct conn_state *c = conns.lookup(&k);
     if (!c)
         return 0;
@@ -751,3 +998,4 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     last_writes.delete(&k);
     return 0;
 }
+#endif

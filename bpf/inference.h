@@ -45,8 +45,11 @@
 #define STAT_INF_UNPARSED 3      /* requests whose first bytes were not HTTP/1.x */
 #define STAT_INF_REQUESTS 4      /* requests finished (measured) */
 #define STAT_INF_NO_RESPONSE 5   /* requests closed without a response */
+#define STAT_INF_SEEDED 6        /* connections open before the tracer, found at their first read since */
 
-/* Key of the conns, listeners and last_write maps: a file descriptor of a process. */
+/* Key of the listeners map (syscall hooks): a file descriptor of a process. The
+ * conns and last_writes maps are keyed by a u64: the socket's kernel address
+ * with the socket hooks, pid << 32 | fd with the syscall hooks. */
 struct conn_key {
     __u32 pid;
     __s32 fd;
@@ -55,6 +58,7 @@ struct conn_key {
 /* One watched connection and the request in progress on it. Times are
  * bpf_ktime_get_ns(); 0 means "not yet". */
 struct conn_state {
+    __u64 id;            /* names the connection in events (never a kernel address) */
     __u64 req_start;     /* the first read of the request returned */
     __u64 last_read;     /* the latest read returned: where a pipelined request began */
     __u64 resp_start;    /* the first write of the response was issued */
@@ -75,6 +79,9 @@ struct conn_state {
     __u8 reads;          /* reads of this request so far (saturates) */
     __u8 writes;         /* writes of this response so far (saturates) */
     __u8 client_addr[16];
+    __u32 pid;           /* the process serving it; 0 until its first read or write (socket hooks) */
+    __u32 pad;
+    char comm[16];
 };
 
 /* Key of every metric map: one series per port, method, status and operation. */
@@ -90,10 +97,11 @@ struct req_key {
 struct capture_event {
     __u32 type;
     __u32 pid;
-    __s32 fd;
+    __u64 conn;          /* conn_state.id */
     __u32 seq;
     __u32 part;
     __u32 len;
+    __u32 pad;
     __u8 data[CAPTURE_MAX];
 };
 
@@ -101,8 +109,9 @@ struct capture_event {
 struct request_event {
     __u32 type;
     __u32 pid;
-    __s32 fd;
+    __u64 conn;          /* conn_state.id */
     __u32 seq;
+    __u32 pad0;
     __u64 req_start;
     __u64 resp_start;
     __u64 resp_end;

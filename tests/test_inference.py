@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,6 +46,7 @@ class Run:
         self.timings: list[dict] = []
         self.exit_code = None
         self.stdout = ""
+        self.hooks = ""
 
     def expect(self, port: int, status: int, n: int = 1) -> None:
         self.expected.setdefault(port, []).extend([status] * n)
@@ -129,9 +131,11 @@ def _llm_traffic(run: Run) -> None:
     run.expect(port, 200)
 
 
-@pytest.fixture(scope="module")
-def run():
+@pytest.fixture(scope="module", params=["socket", "syscall"])
+def run(request):
+    """The whole module's traffic, once with each way in (--hooks): the same assertions hold for both."""
     r = Run()
+    r.hooks = request.param
     r.receiver = GrpcReceiver()
     workdir = Path(tempfile.mkdtemp(prefix="ebpftool-inference-test-"))
     timings = workdir / "timings.jsonl"
@@ -145,7 +149,7 @@ def run():
             r.nginx_port = nginx_port
             proc = EbpftoolProcess(["inference", "--port", str(nginx_port), "--port", str(r.llm_port),
                                     "--otlp-endpoint", r.receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui",
-                                    "--jsonl", r.jsonl])
+                                    "--jsonl", r.jsonl, "--hooks", r.hooks])
             with proc:
                 _nginx_traffic(r)
                 _llm_traffic(r)
@@ -168,6 +172,7 @@ def _spans(run: Run, port: int):
 
 def test_one_span_per_request_with_the_right_status(run):
     assert run.exit_code == 0, run.stdout
+    assert re.search(rf"hooks\s*│\s*{run.hooks}", run.stdout), run.stdout  # the way in asked for, not a fallback
     for port, statuses in run.expected.items():
         spans = _spans(run, port)
         assert len(spans) == len(statuses), (port, [(s.name, s.attributes.get("http.response.status_code")) for s in spans])
@@ -285,7 +290,8 @@ def test_bad_flags_are_one_sentence():
     assert r.returncode == 1 and "Traceback" not in r.stderr and "--capture-bytes" in r.stderr
 
 
-def test_pid_mode_and_connections_open_before_start():
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_pid_mode_and_connections_open_before_start(hooks):
     """--pid: a keep-alive connection opened before the tracer started is followed from its next request."""
     with nginx_server() as port:
         pids = subprocess.run(["pgrep", "-f", "ebpftool-nginx-"], capture_output=True, text=True).stdout.split()
@@ -295,7 +301,7 @@ def test_pid_mode_and_connections_open_before_start():
         try:
             master = min(int(p) for p in pids)
             with EbpftoolProcess(["inference", "--pid", str(master), "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
-                                  "--interval", "1", "--no-ui"]) as proc:
+                                  "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
                 for _ in range(3):
                     assert _get(conn, "/index.html") == 200
                 # nginx does not read again after answering: the last request of an idle kept-alive
@@ -307,6 +313,8 @@ def test_pid_mode_and_connections_open_before_start():
                 receiver.wait_for(lambda: len([s for s in receiver.spans() if s.attributes.get("server.port") == port]) >= 4)
                 time.sleep(0.5)
                 assert proc.stop() == 0
+                if hooks == "socket":  # found by the tcp_rcv_space_adjust program, then let go
+                    assert re.search(r"connections open at start, found\s*│\s*1\b", proc.stdout), proc.stdout
             spans = [s for s in receiver.spans() if s.attributes.get("server.port") == port]
             assert sorted(s.attributes["http.response.status_code"] for s in spans) == [200, 200, 200, 404]
         finally:

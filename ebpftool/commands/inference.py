@@ -16,6 +16,10 @@ Comm = Annotated[Optional[List[str]], typer.Option(
 CaptureBytes = Annotated[int, typer.Option(
     "--capture-bytes", help="Bytes of a sampled request's reads and response's writes copied to parse "
                             "path, model and usage (64-1024). Nothing captured is exported as is.")]
+Hooks = Annotated[str, typer.Option(
+    "--hooks", help="Where requests are seen: 'socket' (socket tracepoints: other syscalls cost nothing), "
+                    "'syscall' (read/write/accept syscall tracepoints, any kernel) or 'auto' (socket where "
+                    "the kernel allows it).")]
 
 
 @with_common_options
@@ -24,19 +28,22 @@ def inference(
     pid: Pid = None,
     comm: Comm = None,
     capture_bytes: CaptureBytes = DEFAULT_CAPTURE_BYTES,
+    hooks: Hooks = "auto",
     *,
     common: CommonOptions,
 ) -> None:
     """Measure every HTTP/1.x request a server answers (any language, unchanged): duration, status and,
     for generative-AI endpoints and Server-Sent Events, time to first token and time per output token."""
-    execute(lambda telemetry: [inference_tracer(common, port, pid, comm, capture_bytes)(telemetry)], common)
+    execute(lambda telemetry: [inference_tracer(common, port, pid, comm, capture_bytes, hooks)(telemetry)], common)
 
 
-def inference_tracer(common: CommonOptions, port, pid, comm, capture_bytes: int = DEFAULT_CAPTURE_BYTES):
+def inference_tracer(common: CommonOptions, port, pid, comm, capture_bytes: int = DEFAULT_CAPTURE_BYTES,
+                     hooks: str = "auto"):
     """A factory of the tracer these flags describe (shared with `ebpftool trace`)."""
     base = common.tracer_options()
     opts = InferenceOptions(span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages, ports=list(port or []),
-                            pids=list(pid or []), comms=list(comm or []), capture_bytes=capture_bytes)
+                            pids=list(pid or []), comms=list(comm or []), capture_bytes=capture_bytes,
+                            hooks=hooks)
     return lambda telemetry: InferenceTracer(telemetry, opts)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -24,6 +25,35 @@ STAT_SPAN_BUDGET = 1
 STAT_TRACER_BASE = 2
 STAT_SLOTS = 16
 HIST_MAX_BUCKETS = 24
+
+
+# bpf(2): BPF_PROG_TEST_RUN runs a loaded program once, from user space, with a given context.
+SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+BPF_PROG_TEST_RUN = 10
+
+
+class _TestRunAttr(ctypes.Structure):
+    """The BPF_PROG_TEST_RUN member of union bpf_attr (include/uapi/linux/bpf.h)."""
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def run_raw_tracepoint_program(prog_fd: int, args: Sequence[int]) -> int:
+    """Run a loaded raw-tracepoint program once with ctx->args = args; its return value."""
+    ctx = (ctypes.c_uint64 * len(args))(*args)
+    attr = _TestRunAttr(prog_fd=prog_fd, ctx_size_in=ctypes.sizeof(ctx), ctx_in=ctypes.addressof(ctx))
+    if _libc.syscall(SYS_BPF, BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return attr.retval
 
 
 def import_bcc():

@@ -1,4 +1,4 @@
-"""`ebpftool inference`: HTTP/1.x requests an inference server answers, from syscall tracepoints.
+"""`ebpftool inference`: HTTP/1.x requests an inference server answers, from socket or syscall tracepoints.
 
 The kernel (bpf/inference.bpf.c) follows each watched connection: request
 start, response start and end, status, method, generative-AI operation and
@@ -7,22 +7,28 @@ metrics are exact at any request rate. Requests within the span budget also
 come to user space with bounded captures of their bytes, which
 ebpftool.tracers.http_parse turns into span attributes (path, model, usage).
 
-User space tells the kernel which listening sockets to watch: it reads
-/proc/<pid>/net/tcp{,6} and /proc/<pid>/fd at start and each interval, so
-servers and workers started later are picked up within one interval, and
+Two ways in (`--hooks`): the socket hooks (raw tracepoints sock_recv_length /
+sock_send_length, a connection watched from its handshake on a watched port)
+cost an unwatched socket one hash lookup and other syscalls nothing; the syscall
+hooks (enter/exit of read, write and accept, the fallback for kernels without
+those tracepoints or for other architectures) cost every read and write of the
+node two tracepoint hits. With --pid/--comm, user space finds the watched
+processes' listening ports (syscall hooks: sockets) in /proc at start and each
+interval, so servers and workers started later are picked up within one interval;
 connections open before the tracer started are followed from their next request.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
+import platform
 import sys
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, seconds_to_ns
+from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, run_raw_tracepoint_program, seconds_to_ns
 from ebpftool.core.cstruct import cstring, decode, load_header
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
@@ -35,12 +41,20 @@ STRUCTS, H = load_header("inference.h")
 DEFAULT_CAPTURE_BYTES = 512
 MIN_CAPTURE_BYTES = 64
 PENDING_CAPTURES_MAX = 20000  # sampled requests whose captures wait for their end event
-TRACEPOINTS = tuple(
+# A response with no write for this long, on a connection neither read nor closed since, is over:
+# its request is finished then (the span ends at its last write all the same). Long enough for
+# the pauses of a streamed answer between tokens.
+IDLE_RESPONSE_NS = 5_000_000_000
+SYSCALL_TRACEPOINTS = tuple(
     f"syscalls:sys_{side}_{call}"
     for call in ("accept4", "accept", "read", "recvfrom", "readv", "recvmsg", "write", "sendto", "writev",
                  "sendmsg", "sendfile64")
     for side in ("enter", "exit")
 ) + ("syscalls:sys_enter_close",)
+SOCKET_RAW_TRACEPOINTS = ("sock_recv_length", "sock_send_length")
+SOCKET_TRACEPOINTS = ("sock:sock_recv_length", "sock:sock_send_length", "sock:inet_sock_set_state")
+SEED_TRACEPOINT = "tcp:tcp_rcv_space_adjust"
+HOOKS = ("auto", "socket", "syscall")
 
 METHOD_NAMES = {H[f"METHOD_{m}"]: m for m in http_parse.METHODS}
 OPERATIONS = {H["OP_CHAT"]: "chat", H["OP_TEXT_COMPLETION"]: "text_completion",
@@ -55,6 +69,7 @@ class InferenceOptions(TracerOptions):
     pids: list[int] = field(default_factory=list)
     comms: list[str] = field(default_factory=list)
     capture_bytes: int = DEFAULT_CAPTURE_BYTES
+    hooks: str = "auto"   # socket | syscall | auto (socket where the kernel allows it)
 
 
 # --- /proc: which sockets belong to whom --------------------------------------------------------
@@ -132,10 +147,16 @@ class SocketTables:
     def __init__(self) -> None:
         self._by_ns: dict[str, dict[int, TcpSocket]] = {}
 
-    def of(self, pid: int) -> dict[int, TcpSocket]:
+    @staticmethod
+    def namespace_of(pid: int) -> str:
         try:
-            ns = os.readlink(f"/proc/{pid}/ns/net")
+            return os.readlink(f"/proc/{pid}/ns/net")
         except OSError:
+            return ""
+
+    def of(self, pid: int) -> dict[int, TcpSocket]:
+        ns = self.namespace_of(pid)
+        if not ns:
             return {}
         if ns not in self._by_ns:
             table: dict[int, TcpSocket] = {}
@@ -177,11 +198,16 @@ class InferenceTracer(Tracer):
         self.prog: BpfProgram | None = None
         self._capture_t = STRUCTS["capture_event"]
         self._request_t = STRUCTS["request_event"]
-        self._pending: OrderedDict[tuple[int, int, int], list[tuple[int, bytes]]] = OrderedDict()
+        self._pending: OrderedDict[tuple[int, int], list[tuple[int, bytes]]] = OrderedDict()
         self._exe: dict[int, str] = {}
         self.spans_sent = 0
         self.unparsable_captures = 0
         self.watched_listeners = 0
+        self.hooks = ""                                   # the hooks in use: socket | syscall
+        self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
+        self._seeding = False
+        self._flush_fd = -1
+        self.idle_flushed = 0
         self._last_rate_at = 0.0
         self._last_requests = 0
         self.request_rate = 0.0
@@ -202,11 +228,39 @@ class InferenceTracer(Tracer):
                 raise EbpftoolError(f"--comm {comm!r}: a process name is 1 to 15 characters (as in /proc/PID/comm)")
         if not MIN_CAPTURE_BYTES <= o.capture_bytes <= H["CAPTURE_MAX"]:
             raise EbpftoolError(f"--capture-bytes must be between {MIN_CAPTURE_BYTES} and {H['CAPTURE_MAX']}")
+        if o.hooks not in HOOKS:
+            raise EbpftoolError(f"--hooks {o.hooks!r}: one of {', '.join(HOOKS)}")
+
+    @staticmethod
+    def socket_hooks_missing() -> str:
+        """Why the socket hooks cannot be used here ('' when they can)."""
+        if platform.machine() != "x86_64":
+            return f"the socket hooks read x86-64 syscall registers; this is {platform.machine()}"
+        missing = [tp for tp in SOCKET_TRACEPOINTS if not BpfProgram.tracepoint_exists(tp)]
+        return f"the kernel lacks {', '.join(missing)}" if missing else ""
 
     def start(self) -> None:
         self._validate()
         o = self.opts
+        why_not = self.socket_hooks_missing() if o.hooks != "syscall" else "--hooks syscall"
+        if why_not and o.hooks == "socket":
+            raise EbpftoolError(f"--hooks socket: {why_not}")
+        if not why_not:
+            try:
+                self._load(socket_hooks=True)
+                return
+            except EbpftoolError as exc:
+                if o.hooks == "socket":
+                    raise
+                self.notify(f"socket hooks refused ({str(exc)[-200:]}); using the syscall hooks")
+        self._load(socket_hooks=False)
+
+    def _load(self, socket_hooks: bool) -> None:
+        o = self.opts
+        preexisting = self._preexisting_connections() if socket_hooks else {}
         defines = {
+            "IO_HOOKS_SOCK": int(socket_hooks),
+            "SEED_CONNECTIONS": int(bool(preexisting)),
             "FILTER_PORTS": int(bool(o.ports)),
             "FILTER_PIDS": int(bool(o.pids or o.comms)),
             "CAPTURE_BYTES": o.capture_bytes,
@@ -219,17 +273,69 @@ class InferenceTracer(Tracer):
             bucket_macro("TTFT_BUCKET", seconds_to_ns(sc.GEN_AI_TTFT_BUCKETS)),
             bucket_macro("TPOT_BUCKET", seconds_to_ns(sc.GEN_AI_TPOT_BUCKETS)),
         ]
-        self.prog = BpfProgram("inference.bpf.c", defines, macros).load()
-        self.programs.append(self.prog)
-        bpf = self.prog.bpf
+        prog = BpfProgram("inference.bpf.c", defines, macros).load()
+        bpf = prog.bpf
         try:
-            scan = bpf.load_func("scan_sse_events", bpf.TRACEPOINT)
+            scan = bpf.load_func("scan_sse_events", bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
             bpf["scan_prog"][0] = scan.fd
+            self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
         except Exception as exc:
+            prog.close()
             raise EbpftoolError(f"the kernel refused the SSE event counter of inference.bpf.c: {exc}") from exc
-        self.prog.probes.extend(f"tracepoint:{tp}" for tp in TRACEPOINTS)
-        self.prog.open_ring_buffer("events", self._on_event)
+        self.prog = prog
+        self.programs.append(prog)
+        self.hooks = "socket" if socket_hooks else "syscall"
+        if socket_hooks:
+            prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS)
+            prog.probes.append("tracepoint:sock:inet_sock_set_state")
+            if preexisting:
+                prog.probes.append(f"tracepoint:{SEED_TRACEPOINT}")
+                self._preexisting, self._seeding = preexisting, True
+            if o.ports:
+                prog.set_config("watched_ports", o.ports)
+                self.watched_listeners = len(o.ports)
+        else:
+            prog.probes.extend(f"tracepoint:{tp}" for tp in SYSCALL_TRACEPOINTS)
+        prog.open_ring_buffer("events", self._on_event)
         self._scan(seed_connections=True)
+
+    def _preexisting_connections(self) -> dict[str, set[int]]:
+        """Established connections on the watched ports (of the watched processes) at start, per netns."""
+        pids = self._watched_pids()
+        ports = set(self.opts.ports)
+        out: dict[str, set[int]] = defaultdict(set)
+        tables = SocketTables()
+        for pid in sorted(pids) if pids is not None else all_pids():
+            sockets = tables.of(pid)
+            if not sockets:
+                continue
+            if pids is None:
+                # Port mode: the namespace's table says it all; each namespace once.
+                ns = tables.namespace_of(pid)
+                if ns in out:
+                    continue
+                inodes = {i for i, s in sockets.items() if s.state == TCP_ESTABLISHED and s.local_port in ports}
+            else:
+                listening = {s.local_port for i, s in sockets.items() if s.state == TCP_LISTEN}
+                inodes = {i for i in socket_fds(pid) if (s := sockets.get(i)) is not None
+                          and s.state == TCP_ESTABLISHED and s.local_port in listening
+                          and (not ports or s.local_port in ports)}
+                ns = tables.namespace_of(pid)
+            if inodes:
+                out[ns] |= inodes
+        return dict(out)
+
+    def _seeding_done(self) -> bool:
+        """True once every connection open at start was found at a read, or is closed."""
+        st = self.prog.stats()
+        if st[H["STAT_INF_SEEDED"]] >= sum(len(v) for v in self._preexisting.values()):
+            return True
+        for ns, inodes in self._preexisting.items():
+            pid = next((p for p in all_pids() if SocketTables.namespace_of(p) == ns), None)
+            table = SocketTables().of(pid) if pid is not None else {}
+            still = {i for i in inodes if i in table and table[i].state == TCP_ESTABLISHED}
+            self._preexisting[ns] = still
+        return not any(self._preexisting.values())
 
     # -- what to watch ------------------------------------------------------------------------------
     def _watched_pids(self) -> set[int] | None:
@@ -255,6 +361,10 @@ class InferenceTracer(Tracer):
                 table.pop(table.Key(pid), None)
             for pid in pids - current:
                 table[table.Key(pid)] = table.Leaf(1)
+        if self.hooks == "socket":
+            if pids is not None:
+                self._watch_listening_ports(pids)
+            return
         ports = set(self.opts.ports)
         tables = SocketTables()
         listeners = self.prog["listeners"]
@@ -280,6 +390,24 @@ class InferenceTracer(Tracer):
                 listeners[listeners.Key(pid, fd)] = listeners.Leaf(port)
         self.watched_listeners = len(wanted)
 
+    def _watch_listening_ports(self, pids: set[int]) -> None:
+        """Socket hooks, --pid/--comm: the ports the watched processes listen on (within --port, if given)."""
+        tables = SocketTables()
+        wanted: set[int] = set()
+        for pid in pids:
+            sockets = tables.of(pid)
+            for inode in socket_fds(pid) if sockets else ():
+                s = sockets.get(inode)
+                if s is not None and s.state == TCP_LISTEN and (not self.opts.ports or s.local_port in self.opts.ports):
+                    wanted.add(s.local_port)
+        table = self.prog["watched_ports"]
+        present = {int(k.value) for k in table.keys()}
+        for port in present - wanted:
+            table.pop(table.Key(port), None)
+        for port in wanted - present:
+            table[table.Key(port)] = table.Leaf(1)
+        self.watched_listeners = len(wanted)
+
     def _forget_dead_processes(self) -> None:
         """Remove the kernel state of processes that died without closing their sockets (killed, crashed):
         the kernel closes their fds without a close() syscall, so nothing else would ever remove it."""
@@ -292,7 +420,7 @@ class InferenceTracer(Tracer):
 
         for name in ("conns", "last_writes"):
             table = self.prog[name]
-            for k in [k for k in table.keys() if dead(k.pid)]:
+            for k in [k for k in table.keys() if dead(int(k.value) >> 32)]:
                 table.pop(k, None)
         accepting = self.prog["accepting"]  # per thread: /proc/TID exists while the thread does
         for k in [k for k in accepting.keys() if dead(int(k.value))]:
@@ -301,8 +429,10 @@ class InferenceTracer(Tracer):
     @staticmethod
     def _seed_connection(conns, pid: int, fd: int, s: TcpSocket) -> None:
         """A connection accepted before the tracer started: followed from its next request."""
-        key = conns.Key(pid, fd)
+        key = conns.Key((pid << 32) | fd)
         leaf = conns.Leaf()
+        leaf.id = key.value
+        leaf.pid = pid
         leaf.port = s.local_port
         leaf.client_port = s.remote_port
         addr = ipaddress.ip_address(s.remote_addr)
@@ -316,7 +446,7 @@ class InferenceTracer(Tracer):
         kind = int.from_bytes(data[:4], "little")
         if kind == H["EVENT_CAPTURE"]:
             e = decode(self._capture_t, data)
-            key = (e.pid, e.fd, e.seq)
+            key = (e.conn, e.seq)
             parts = self._pending.get(key)
             if parts is None:
                 parts = self._pending[key] = []
@@ -325,7 +455,7 @@ class InferenceTracer(Tracer):
             parts.append((e.part, bytes(e.data[: min(e.len, H["CAPTURE_MAX"])])))
         elif kind == H["EVENT_REQUEST"]:
             e = decode(self._request_t, data)
-            parts = self._pending.pop((e.pid, e.fd, e.seq), [])
+            parts = self._pending.pop((e.conn, e.seq), [])
             self.telemetry.emit_span(self.span_of(e, parts))
             self.spans_sent += 1
 
@@ -438,9 +568,30 @@ class InferenceTracer(Tracer):
                           maximum=hi / 1e9, bucket_counts=buckets, bounds=bounds)
                 for attrs, count, total, lo, hi, buckets in merged.values()]
 
+    def _flush_idle_requests(self) -> None:
+        """Finish requests whose response went quiet long ago (see IDLE_RESPONSE_NS), in the kernel."""
+        now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
+        conns = self.prog["conns"]
+        try:
+            items = list(conns.items_lookup_batch())
+        except Exception:  # kernels or maps without batch lookups
+            items = list(conns.items())
+        flushed = 0
+        for k, c in items:
+            if c.req_start and c.resp_start and c.resp_end and now - c.resp_end > IDLE_RESPONSE_NS:
+                try:
+                    key = k if isinstance(k, int) else k.value  # batch lookups give ints
+                    flushed += run_raw_tracepoint_program(self._flush_fd, [key, int(c.resp_end)])
+                except OSError:
+                    return
+        if flushed:
+            self.idle_flushed += flushed
+            self.prog.consume()  # their span events, now
+
     def collect(self) -> list[MetricPoint]:
         if self.prog is None or self.prog.bpf is None:
             return []
+        self._flush_idle_requests()
         points = self._histograms("http_hist", sc.HTTP_SERVER_REQUEST_DURATION, "Duration of HTTP server requests",
                                   sc.HTTP_DURATION_BUCKETS, gen_ai=False)
         points += self._histograms("genai_hist", sc.GEN_AI_SERVER_REQUEST_DURATION,
@@ -474,7 +625,13 @@ class InferenceTracer(Tracer):
         if self.prog is None or self.prog.bpf is None:
             return
         self._scan()
-        self._forget_dead_processes()
+        if self.hooks == "syscall":
+            # The kernel closes a dead process's fds without a close() syscall; the socket hooks
+            # see those closes (inet_sock_set_state), the syscall hooks do not.
+            self._forget_dead_processes()
+        if self._seeding and self._seeding_done():
+            self.prog.bpf.detach_tracepoint(SEED_TRACEPOINT)
+            self._seeding = False
         now = time.monotonic()
         requests = self.prog.stats()[H["STAT_INF_REQUESTS"]]
         if self._last_rate_at:
@@ -500,11 +657,15 @@ class InferenceTracer(Tracer):
         return table
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"listening sockets watched": self.watched_listeners}
+        out: dict[str, Any] = {"hooks": self.hooks or "-",
+                               "listening ports watched" if self.hooks == "socket" else "listening sockets watched":
+                               self.watched_listeners}
         if self.prog is None or self.prog.bpf is None:
             return out
         st = self.prog.stats()
         out["connections accepted"] = st[H["STAT_INF_ACCEPTED"]]
+        if self.hooks == "socket":
+            out["connections open at start, found"] = st[H["STAT_INF_SEEDED"]]
         out["requests measured"] = st[H["STAT_INF_REQUESTS"]]
         out["requests closed without a response"] = st[H["STAT_INF_NO_RESPONSE"]]
         out["requests not HTTP/1.x (unparsed)"] = st[H["STAT_INF_UNPARSED"]]
