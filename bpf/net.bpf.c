@@ -6,7 +6,11 @@
  *    addresses from inet_sock_set_state at ESTABLISHED (or, for sockets
  *    opened before the tracer, from the first tcp_probe / retransmit),
  *    bytes from sock_send_length / sock_recv_length in the process's own
- *    context (so the pid there is the process that sent or read).
+ *    context (so the pid there is the process that sent or read). Attached as
+ *    raw tracepoints where the running kernel's BTF gives the offsets of a
+ *    socket's family and protocol (NET_RAW_IO): a known flow then costs one
+ *    lookup, without the perf tracepoint's record; the two fields are read only
+ *    for a socket not (yet) in flows.
  *  - closed0/closed1: on tcp_destroy_sock (CLOSE where it is absent) a flow's totals are folded
  *    into one of these, keyed by (pid, comm, addresses) without ports, so no
  *    closed connection's bytes are lost. UDP (no connection state, no
@@ -22,6 +26,8 @@
  *   RTT_SAMPLE_NS   least time between two RTT samples of one socket
  *   NET_SPANS       1: send each closed connection to user space (span budget)
  *   RINGBUF_PAGES   size of the connection-event ring buffer
+ *   NET_RAW_IO      1: raw sock_send_length/sock_recv_length, with
+ *   SK_FAMILY_OFFSET, SK_PROTOCOL_OFFSET  from the kernel's BTF (ebpftool/core/btf.py)
  *   NET_HAVE_TCP_PROBE, NET_HAVE_TCP_RETRANSMIT_SKB, NET_HAVE_TCP_DESTROY_SOCK
  *                   1 where the kernel has that tracepoint (RTT, retransmits,
  *                   and a second close hook are optional; bytes are not)
@@ -36,6 +42,9 @@
 #endif
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 64
+#endif
+#ifndef NET_RAW_IO
+#define NET_RAW_IO 0
 #endif
 #ifndef NET_HAVE_TCP_PROBE
 #define NET_HAVE_TCP_PROBE 1
@@ -151,6 +160,40 @@ static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret
         (f)->has_addrs = 1;                                       \
     } while (0)
 
+#if NET_RAW_IO
+/* TP_PROTO(struct sock *sk, int ret, int flags) */
+static __always_inline void raw_io(struct bpf_raw_tracepoint_args *ctx, int tx)
+{
+    int ret = (int)ctx->args[1];
+    if (ret <= 0)
+        return;
+    u64 sk = ctx->args[0];
+    struct flow *f = flows.lookup(&sk);
+    if (f && f->pid != 0) {
+        if (tx)
+            __sync_fetch_and_add(&f->tx_bytes, (u64)ret);
+        else
+            __sync_fetch_and_add(&f->rx_bytes, (u64)ret);
+        return;
+    }
+    u16 family = 0, protocol = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SK_FAMILY_OFFSET));
+    bpf_probe_read_kernel(&protocol, sizeof(protocol), (void *)(sk + SK_PROTOCOL_OFFSET));
+    account_io(sk, family, protocol, ret, tx);
+}
+
+RAW_TRACEPOINT_PROBE(sock_send_length)
+{
+    raw_io(ctx, 1);
+    return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sock_recv_length)
+{
+    raw_io(ctx, 0);
+    return 0;
+}
+#else
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
     account_io((u64)args->sk, args->family, args->protocol, args->ret, 1);
@@ -162,6 +205,7 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
     account_io((u64)args->sk, args->family, args->protocol, args->ret, 0);
     return 0;
 }
+#endif
 
 /* Move a flow's totals into the aggregate map (and, with spans on, send it). */
 static __always_inline void fold_flow(u64 sk)

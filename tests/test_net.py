@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -215,6 +216,7 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
     # What observability itself sent is reported too.
     assert any(p.value > 0 for p in r.latest(sc.EBPFTOOL_EXPORT_BYTES))
     assert "bytes sent across zones" in tool.stdout
+    assert re.search(r"byte hooks\s*│\s*raw tracepoints", tool.stdout), tool.stdout  # BTF offsets found, raw path taken
 
 
 @pytest.mark.parametrize("content, phrase", [

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Iterable
 
 from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, bucket_macro, merge_hist, seconds_to_ns
+from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.cstruct import cstring, decode, load_header
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
@@ -37,6 +38,7 @@ RttKey = STRUCTS["rtt_key"]
 
 # Tracepoints: bytes need the first three; the rest add RTT, retransmits and a second close hook.
 REQUIRED_TRACEPOINTS = ("sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length")
+RAW_IO_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length")
 OPTIONAL_TRACEPOINTS = {
     "tcp:tcp_probe": "NET_HAVE_TCP_PROBE",
     "tcp:tcp_retransmit_skb": "NET_HAVE_TCP_RETRANSMIT_SKB",
@@ -192,6 +194,8 @@ class NetTracer(Tracer):
         self._stale: list[tuple[Any, FlowGroup, Any]] = []
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
+        self.io_hooks = ""          # how bytes are counted: "raw tracepoints" or "tracepoints"
+        self.raw_io_refused = ""    # why not the raw tracepoints, when not
         self.spans_sent = 0
 
     # -- start -------------------------------------------------------------------------------
@@ -201,22 +205,41 @@ class NetTracer(Tracer):
             raise EbpftoolError(f"this kernel lacks the tracepoint(s) {', '.join(missing)} that byte counting needs "
                                 "(and the kprobe fallback is not implemented)")
         present = {tp: BpfProgram.tracepoint_exists(tp) for tp in OPTIONAL_TRACEPOINTS}
+        try:
+            raw = sock_field_offsets()
+        except BtfError as exc:
+            raw = {}
+            self.raw_io_refused = str(exc)
+        if raw:
+            try:
+                self._load(present, {"NET_RAW_IO": 1, **raw})
+                return
+            except EbpftoolError as exc:
+                self.raw_io_refused = str(exc)[-200:]
+        self._load(present, {"NET_RAW_IO": 0})
+
+    def _load(self, present: dict[str, bool], io_defines: dict[str, int]) -> None:
         o = self.options
         defines = {
+            **io_defines,
             "RTT_SAMPLE_NS": round(RTT_SAMPLE_SECONDS * 1e9),
             "NET_SPANS": int(o.spans),
             "RINGBUF_PAGES": o.ringbuf_pages if o.spans else 1,
             **{OPTIONAL_TRACEPOINTS[tp]: int(ok) for tp, ok in present.items()},
             **o.budget_defines(),
         }
-        self.prog = BpfProgram("net.bpf.c", defines,
-                               macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
-        self.programs.append(self.prog)
+        prog = BpfProgram("net.bpf.c", defines,
+                          macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
         t0 = time.monotonic()
-        self.prog.load()
+        prog.load()
         self.compile_seconds = time.monotonic() - t0
+        self.prog = prog
+        self.programs.append(prog)
+        self.io_hooks = "raw tracepoints" if io_defines["NET_RAW_IO"] else "tracepoints"
         # BCC attaches TRACEPOINT_PROBE functions itself when loading; record them for the report.
-        self.prog.probes.extend(f"tracepoint:{tp}" for tp in (*REQUIRED_TRACEPOINTS, *(t for t, ok in present.items() if ok)))
+        io = [f"raw_tracepoint:{tp.split(':')[1]}" if io_defines["NET_RAW_IO"] and tp in RAW_IO_TRACEPOINTS
+              else f"tracepoint:{tp}" for tp in REQUIRED_TRACEPOINTS]
+        self.prog.probes.extend([*io, *(f"tracepoint:{t}" for t, ok in present.items() if ok)])
         if o.spans:
             self.prog.open_ring_buffer("conn_events", self._on_connection)
 
@@ -430,6 +453,7 @@ class NetTracer(Tracer):
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
+            "byte hooks": self.io_hooks or "-",
             "bytes sent": sum(pv.total for pv in self._pairs.values()),
             "bytes sent across zones": sum(pv.total for pv in self._pairs.values() if pv.inter_zone),
             "est. cross-zone cost (USD, sent)": sum(pv.cost for pv in self._pairs.values()),
