@@ -13,35 +13,42 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ebpftool.core.bpf import import_bcc
+from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.privileges import capability_report
 from ebpftool.errors import EbpftoolError
 
 TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
-# What each tracer needs, in order of preference: (method, required tracepoints).
-TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str]]]] = {
+# What each tracer needs, in order of preference: (method, required tracepoints, required features).
+TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str], list[str]]]] = {
     "inference": [
-        ("syscall tracepoints", [
+        ("socket hooks: raw sock_recv_length/sock_send_length + inet_sock_set_state",
+         ["sock:sock_recv_length", "sock:sock_send_length", "sock:inet_sock_set_state"], ["raw_tp_regs"]),
+        ("syscall hooks: read/write/accept syscall tracepoints", [
             f"syscalls:sys_{side}_{call}"
             for call in ("accept4", "accept", "read", "recvfrom", "readv", "recvmsg", "write", "sendto", "writev",
                          "sendmsg", "sendfile64")
             for side in ("enter", "exit")
-        ] + ["syscalls:sys_enter_close"]),
+        ] + ["syscalls:sys_enter_close"], []),
     ],
     "net": [
+        ("raw sock tracepoints (struct sock offsets from BTF) + tcp tracepoints", [
+            "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
+            "tcp:tcp_probe", "tcp:tcp_retransmit_skb", "tcp:tcp_destroy_sock",
+        ], ["raw_tp", "btf_sock_offsets"]),
         ("sock/tcp tracepoints", [
             "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
             "tcp:tcp_probe", "tcp:tcp_retransmit_skb", "tcp:tcp_destroy_sock",
-        ]),
+        ], []),
         # Bytes need only these; RTT, retransmits and the destroy hook are then left out.
         ("sock tracepoints (bytes only)", [
             "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
-        ]),
+        ], []),
     ],
     "gpu": [
         ("uprobes + ioctl tracepoints", ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl",
                                          "syscalls:sys_enter_openat", "syscalls:sys_exit_openat",
-                                         "syscalls:sys_enter_close"]),
+                                         "syscalls:sys_enter_close"], []),
     ],
 }
 
@@ -121,6 +128,17 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
 }
 int doctor_uprobe(struct pt_regs *ctx) { return 0; }
 int doctor_kprobe(struct pt_regs *ctx) { return 0; }
+"""
+
+# The inference tracer's socket hooks: a raw tracepoint reading the task's syscall registers.
+_RAW_TP_C = r"""
+#include <asm/ptrace.h>
+RAW_TRACEPOINT_PROBE(sock_recv_length) {
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    u64 nr = 0;
+    bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax);
+    return nr == 0;
+}
 """
 
 _KFUNC_C = r"""
@@ -233,6 +251,26 @@ def probe_kernel() -> Report:
             b.cleanup()
             return "fentry on vfs_read loaded"
 
+        def raw_tracepoint():
+            b = bcc.BPF(text=_RAW_TP_C)
+            b.cleanup()
+            return "raw sock_recv_length with the task's syscall registers loaded"
+
+        if features.get("bpf"):
+            ok, detail = _attempt(raw_tracepoint)
+            features["raw_tp"] = features["raw_tp_regs"] = ok
+            if ok and platform.machine() != "x86_64":
+                features["raw_tp_regs"] = False
+                detail += f" (the inference socket hooks read x86-64 registers; this is {platform.machine()})"
+            add(Check("raw tracepoints", ok, detail))
+        try:
+            offsets = sock_field_offsets()
+            features["btf_sock_offsets"] = True
+            add(Check("struct sock offsets (BTF)", True,
+                      ", ".join(f"{k.lower().replace('_offset', '')}={v}" for k, v in offsets.items())))
+        except BtfError as exc:
+            features["btf_sock_offsets"] = False
+            add(Check("struct sock offsets (BTF)", False, str(exc)))
         if features.get("bpf"):
             ok, detail = _attempt(fentry)
             features["fentry"] = ok
@@ -253,8 +291,9 @@ def plan_tracer(tracer: str, options, features: dict[str, bool], bcc, headers_ok
     if tracer == "gpu" and not features.get("uprobe"):
         return TracerPlan(tracer, False, "none", "uprobes cannot be attached")
     missing_all = []
-    for method, tracepoints in options:
+    for method, tracepoints, needs in options:
         missing = [tp for tp in tracepoints if not bcc.BPF.tracepoint_exists(*tp.split(":", 1))]
+        missing += [f"feature {f}" for f in needs if not features.get(f)]
         if not missing:
             return TracerPlan(tracer, True, method, f"{len(tracepoints)} tracepoints present")
         missing_all.append(f"{method}: missing {', '.join(missing)}")
