@@ -264,16 +264,15 @@ static __always_inline u64 capture_len(u64 n)
     return n;
 }
 
-static __always_inline void emit_capture(u64 *k, struct conn_state *c, u32 part, u64 ptr, u32 len,
-                                         int tail)
+/* A capture record of connection c's current request, reserved with its
+ * header filled and no data yet (len 0); NULL, counted, when the ring is full. */
+static __always_inline struct capture_event *new_capture(struct conn_state *c, u32 part)
 {
     struct capture_event *e = events.ringbuf_reserve(sizeof(struct capture_event));
     if (!e) {
         count_ringbuf_full();
-        return;
+        return 0;
     }
-    u64 n = capture_len(len);
-    u64 src = tail ? ptr + len - n : ptr;
     e->type = EVENT_CAPTURE;
     e->pid = c->pid;
     e->conn = c->id;
@@ -281,6 +280,16 @@ static __always_inline void emit_capture(u64 *k, struct conn_state *c, u32 part,
     e->part = part;
     e->len = 0;
     e->pad = 0;
+    return e;
+}
+
+static __always_inline void emit_capture(struct conn_state *c, u32 part, u64 ptr, u32 len, int tail)
+{
+    struct capture_event *e = new_capture(c, part);
+    if (!e)
+        return;
+    u64 n = capture_len(len);
+    u64 src = tail ? ptr + len - n : ptr;
     if (bpf_probe_read_user(e->data, n, (void *)src) == 0)
         e->len = n;
     events.ringbuf_submit(e, 0);
@@ -312,19 +321,10 @@ static __always_inline void emit_last_write(u64 *k, struct conn_state *c)
     struct last_write *w = last_writes.lookup(k);
     if (!w || w->seq != c->seq || w->len == 0)
         return;
-    struct capture_event *e = events.ringbuf_reserve(sizeof(struct capture_event));
-    if (!e) {
-        count_ringbuf_full();
+    struct capture_event *e = new_capture(c, PART_RESPONSE_LAST);
+    if (!e)
         return;
-    }
     u64 n = capture_len(w->len);
-    e->type = EVENT_CAPTURE;
-    e->pid = c->pid;
-    e->conn = c->id;
-    e->seq = c->seq;
-    e->part = PART_RESPONSE_LAST;
-    e->len = 0;
-    e->pad = 0;
     if (bpf_probe_read_kernel(e->data, n, w->data) == 0)
         e->len = n;
     events.ringbuf_submit(e, 0);
@@ -465,9 +465,9 @@ static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 l
          * a long body's end, where OpenAI clients put "model". */
         int head = c->req_bytes < CAPTURE_BYTES;
         if (head)
-            emit_capture(k, c, PART_REQUEST_HEAD, ptr, len, 0);
+            emit_capture(c, PART_REQUEST_HEAD, ptr, len, 0);
         if (!head || len > CAPTURE_BYTES)
-            emit_capture(k, c, PART_REQUEST_TAIL, ptr, len, 1);
+            emit_capture(c, PART_REQUEST_TAIL, ptr, len, 1);
     }
     c->req_bytes += len;
     if (c->reads < 255)
@@ -518,7 +518,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
         bpf_probe_read_user(&trailer, 5, (void *)(ptr + len - 5));
         if (trailer == W5('0', '\r', '\n', '\r', '\n')) {
             if (c->writes < 2 && (c->flags & REQ_SAMPLED))
-                emit_capture(k, c, PART_RESPONSE_HEAD, ptr, len, 0);
+                emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
             finish_request(k, c, now);
             return 0;
         }
@@ -538,7 +538,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
     }
     if (c->flags & REQ_SAMPLED) {
         if (c->writes < 2)
-            emit_capture(k, c, PART_RESPONSE_HEAD, ptr, len, 0);
+            emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
         if (c->writes >= 1 && !scan)
             remember_last_write(k, c, ptr, len);
     }

@@ -119,6 +119,15 @@ static __always_inline struct flow *flow_of(u64 sk, u16 family)
     return flows.lookup(&sk);
 }
 
+/* Atomic: two threads may use one socket on two CPUs at once. */
+static __always_inline void flow_add_bytes(struct flow *f, int ret, int tx)
+{
+    if (tx)
+        __sync_fetch_and_add(&f->tx_bytes, (u64)ret);
+    else
+        __sync_fetch_and_add(&f->rx_bytes, (u64)ret);
+}
+
 static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret, int tx)
 {
     if (ret <= 0 || (family != NET_AF_INET && family != NET_AF_INET6))
@@ -137,11 +146,7 @@ static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret
         f->pid = bpf_get_current_pid_tgid() >> 32;
         bpf_get_current_comm(&f->comm, sizeof(f->comm));
     }
-    /* Atomic: two threads may use one socket on two CPUs at once. */
-    if (tx)
-        __sync_fetch_and_add(&f->tx_bytes, (u64)ret);
-    else
-        __sync_fetch_and_add(&f->rx_bytes, (u64)ret);
+    flow_add_bytes(f, ret, tx);
 }
 
 /* Ports and addresses from a tracepoint that carries them as sport/dport,
@@ -170,10 +175,7 @@ static __always_inline void raw_io(struct bpf_raw_tracepoint_args *ctx, int tx)
     u64 sk = ctx->args[0];
     struct flow *f = flows.lookup(&sk);
     if (f && f->pid != 0) {
-        if (tx)
-            __sync_fetch_and_add(&f->tx_bytes, (u64)ret);
-        else
-            __sync_fetch_and_add(&f->rx_bytes, (u64)ret);
+        flow_add_bytes(f, ret, tx);
         return;
     }
     u16 family = 0, protocol = 0;

@@ -213,9 +213,14 @@ class BpfProgram:
         return [int(sum(table[ctypes.c_int(i)])) for i in range(STAT_SLOTS)]
 
     def set_config(self, map_name: str, values: Iterable[int]) -> None:
-        """Fill a BPF hash set (key -> u8 1) used as an in-kernel filter."""
+        """Make a BPF hash set (key -> u8 1) used as an in-kernel filter hold exactly `values`,
+        touching only what changed (filters refreshed each interval stay valid while updated)."""
         table = self.bpf[map_name]
-        for v in values:
+        wanted = set(values)
+        present = {int(k.value) for k in table.keys()}
+        for v in present - wanted:
+            table.pop(table.Key(v), None)
+        for v in wanted - present:
             table[table.Key(v)] = table.Leaf(1)
 
     def close(self) -> None:

@@ -51,8 +51,8 @@ class Btf:
         self._types_at = hdr_len + type_off
         self._types_end = self._types_at + type_len
         self._strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
-        # type id -> (kind, name_off, vlen, size_or_type, offset of its extra data); id 0 is void.
-        self._types: list[tuple[int, int, int, int, int]] = [(0, 0, 0, 0, 0)]
+        # type id -> (kind, name_off, vlen, size_or_type, offset of its extra data, kind_flag); id 0 is void.
+        self._types: list[tuple[int, int, int, int, int, bool]] = [(0, 0, 0, 0, 0, False)]
         self._index()
 
     @classmethod
@@ -68,7 +68,7 @@ class Btf:
         while pos < end:
             name_off, info, size_or_type = unpack(data, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-            self._types.append((kind, name_off, vlen, size_or_type, pos + 12))
+            self._types.append((kind, name_off, vlen, size_or_type, pos + 12, bool(info >> 31)))
             pos += 12 + _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_ENTRY.get(kind, 0) * vlen
         if pos != end:
             raise BtfError("BTF type section is malformed")
@@ -80,14 +80,14 @@ class Btf:
     def _resolve(self, type_id: int) -> int:
         """Through typedefs and qualifiers to the type itself."""
         for _ in range(32):
-            kind, _n, _v, ref, _x = self._types[type_id]
+            kind, _n, _v, ref, _x, _k = self._types[type_id]
             if kind not in _QUALIFIERS:
                 return type_id
             type_id = ref
         raise BtfError("BTF qualifier chain too long")
 
     def _size(self, type_id: int) -> int:
-        kind, _n, _v, size_or_type, extra = self._types[self._resolve(type_id)]
+        kind, _n, _v, size_or_type, extra, _k = self._types[self._resolve(type_id)]
         if kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, KIND_FLOAT):
             return size_or_type
         if kind == KIND_PTR:
@@ -98,17 +98,16 @@ class Btf:
         raise BtfError(f"BTF type {type_id} has no size")
 
     def struct_id(self, name: str) -> int:
-        for type_id, (kind, name_off, _v, _s, _x) in enumerate(self._types):
+        for type_id, (kind, name_off, _v, _s, _x, _k) in enumerate(self._types):
             if kind == KIND_STRUCT and name_off and self._name(name_off) == name:
                 return type_id
         raise BtfError(f"struct {name} is not in the kernel's BTF")
 
     def _find(self, type_id: int, member: str) -> tuple[int, int] | None:
         """(bit offset, type id) of member in a struct/union, looking into anonymous members."""
-        kind, _n, vlen, _s, extra = self._types[self._resolve(type_id)]
+        kind, _n, vlen, _s, extra, kflag = self._types[self._resolve(type_id)]
         if kind not in (KIND_STRUCT, KIND_UNION):
             return None
-        kflag = self._kflag(type_id)
         for i in range(vlen):
             name_off, mtype, moff = struct.unpack_from("<III", self._data, extra + 12 * i)
             bit_offset, bitfield_size = (moff & 0xFFFFFF, moff >> 24) if kflag else (moff, 0)
@@ -122,10 +121,6 @@ class Btf:
                     raise BtfError(f"{member} is a bit field")
                 return bit_offset, mtype
         return None
-
-    def _kflag(self, type_id: int) -> bool:
-        pos = self._types[self._resolve(type_id)][4] - 12
-        return bool(struct.unpack_from("<I", self._data, pos + 4)[0] >> 31)
 
     def member(self, struct_name: str, path: str) -> Member:
         """Offset and size of struct_name.path (e.g. "sock", "__sk_common.skc_family")."""

@@ -207,7 +207,6 @@ class InferenceTracer(Tracer):
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
         self._seeding = False
         self._flush_fd = -1
-        self.idle_flushed = 0
         self._last_rate_at = 0.0
         self._last_requests = 0
         self.request_rate = 0.0
@@ -302,27 +301,26 @@ class InferenceTracer(Tracer):
     def _preexisting_connections(self) -> dict[str, set[int]]:
         """Established connections on the watched ports (of the watched processes) at start, per netns."""
         pids = self._watched_pids()
-        ports = set(self.opts.ports)
         out: dict[str, set[int]] = defaultdict(set)
         tables = SocketTables()
-        for pid in sorted(pids) if pids is not None else all_pids():
-            sockets = tables.of(pid)
-            if not sockets:
+        if pids is None:
+            # Port mode: each namespace's table says it all, without the processes' fds.
+            ports = set(self.opts.ports)
+            for pid in all_pids():
+                ns = tables.namespace_of(pid)
+                if ns and ns not in out:
+                    out[ns] = {i for i, s in tables.of(pid).items()
+                               if s.state == TCP_ESTABLISHED and s.local_port in ports}
+            return {ns: inodes for ns, inodes in out.items() if inodes}
+        listening: dict[str, set[int]] = {}  # per namespace
+        for pid, _fd, inode, s in self._owned_sockets(pids, tables):
+            if s.state != TCP_ESTABLISHED:
                 continue
-            if pids is None:
-                # Port mode: the namespace's table says it all; each namespace once.
-                ns = tables.namespace_of(pid)
-                if ns in out:
-                    continue
-                inodes = {i for i, s in sockets.items() if s.state == TCP_ESTABLISHED and s.local_port in ports}
-            else:
-                listening = {s.local_port for i, s in sockets.items() if s.state == TCP_LISTEN}
-                inodes = {i for i in socket_fds(pid) if (s := sockets.get(i)) is not None
-                          and s.state == TCP_ESTABLISHED and s.local_port in listening
-                          and (not ports or s.local_port in ports)}
-                ns = tables.namespace_of(pid)
-            if inodes:
-                out[ns] |= inodes
+            ns = tables.namespace_of(pid)
+            if ns not in listening:
+                listening[ns] = {x.local_port for x in tables.of(pid).values() if x.state == TCP_LISTEN}
+            if s.local_port in listening[ns]:
+                out[ns].add(inode)
         return dict(out)
 
     def _seeding_done(self) -> bool:
@@ -330,11 +328,17 @@ class InferenceTracer(Tracer):
         st = self.prog.stats()
         if st[H["STAT_INF_SEEDED"]] >= sum(len(v) for v in self._preexisting.values()):
             return True
+        wanted = {ns for ns, inodes in self._preexisting.items() if inodes}
+        tables, found = SocketTables(), {}
+        for pid in all_pids():  # one process per namespace, found in one pass over /proc
+            ns = tables.namespace_of(pid)
+            if ns in wanted and ns not in found:
+                found[ns] = tables.of(pid)
+                if len(found) == len(wanted):
+                    break
         for ns, inodes in self._preexisting.items():
-            pid = next((p for p in all_pids() if SocketTables.namespace_of(p) == ns), None)
-            table = SocketTables().of(pid) if pid is not None else {}
-            still = {i for i in inodes if i in table and table[i].state == TCP_ESTABLISHED}
-            self._preexisting[ns] = still
+            table = found.get(ns, {})
+            self._preexisting[ns] = {i for i in inodes if i in table and table[i].state == TCP_ESTABLISHED}
         return not any(self._preexisting.values())
 
     # -- what to watch ------------------------------------------------------------------------------
@@ -355,33 +359,23 @@ class InferenceTracer(Tracer):
         """Tell the kernel the watched processes and their listening sockets (and, at start, open connections)."""
         pids = self._watched_pids()
         if pids is not None:
-            table = self.prog["watched_pids"]
-            current = {int(k.value) for k in table.keys()}
-            for pid in current - pids:
-                table.pop(table.Key(pid), None)
-            for pid in pids - current:
-                table[table.Key(pid)] = table.Leaf(1)
+            self.prog.set_config("watched_pids", pids)
         if self.hooks == "socket":
             if pids is not None:
-                self._watch_listening_ports(pids)
+                # The ports the watched processes listen on (within --port, if given).
+                owned = self._owned_sockets(pids, SocketTables())
+                ports = {s.local_port for _pid, _fd, _inode, s in owned if s.state == TCP_LISTEN}
+                self.prog.set_config("watched_ports", ports)
+                self.watched_listeners = len(ports)
             return
-        ports = set(self.opts.ports)
-        tables = SocketTables()
         listeners = self.prog["listeners"]
         conns = self.prog["conns"]
         wanted: dict[tuple[int, int], int] = {}
-        for pid in sorted(pids) if pids is not None else all_pids():
-            sockets = tables.of(pid)
-            if not sockets:
-                continue
-            for inode, fd in socket_fds(pid).items():
-                s = sockets.get(inode)
-                if s is None or (ports and s.local_port not in ports):
-                    continue
-                if s.state == TCP_LISTEN:
-                    wanted[(pid, fd)] = s.local_port
-                elif s.state == TCP_ESTABLISHED and seed_connections:
-                    self._seed_connection(conns, pid, fd, s)
+        for pid, fd, _inode, s in self._owned_sockets(pids, SocketTables()):
+            if s.state == TCP_LISTEN:
+                wanted[(pid, fd)] = s.local_port
+            elif s.state == TCP_ESTABLISHED and seed_connections:
+                self._seed_connection(conns, pid, fd, s)
         present = {(k.pid, k.fd) for k in listeners.keys()}
         for pid, fd in present - wanted.keys():
             listeners.pop(listeners.Key(pid, fd), None)
@@ -390,23 +384,18 @@ class InferenceTracer(Tracer):
                 listeners[listeners.Key(pid, fd)] = listeners.Leaf(port)
         self.watched_listeners = len(wanted)
 
-    def _watch_listening_ports(self, pids: set[int]) -> None:
-        """Socket hooks, --pid/--comm: the ports the watched processes listen on (within --port, if given)."""
-        tables = SocketTables()
-        wanted: set[int] = set()
-        for pid in pids:
+    def _owned_sockets(self, pids: set[int] | None, tables: SocketTables):
+        """(pid, fd, inode, socket) for the TCP sockets the watched processes (every process when pids is
+        None) hold, on the --port ports if any were given."""
+        ports = set(self.opts.ports)
+        for pid in sorted(pids) if pids is not None else all_pids():
             sockets = tables.of(pid)
-            for inode in socket_fds(pid) if sockets else ():
+            if not sockets:
+                continue
+            for inode, fd in socket_fds(pid).items():
                 s = sockets.get(inode)
-                if s is not None and s.state == TCP_LISTEN and (not self.opts.ports or s.local_port in self.opts.ports):
-                    wanted.add(s.local_port)
-        table = self.prog["watched_ports"]
-        present = {int(k.value) for k in table.keys()}
-        for port in present - wanted:
-            table.pop(table.Key(port), None)
-        for port in wanted - present:
-            table[table.Key(port)] = table.Leaf(1)
-        self.watched_listeners = len(wanted)
+                if s is not None and (not ports or s.local_port in ports):
+                    yield pid, fd, inode, s
 
     def _forget_dead_processes(self) -> None:
         """Remove the kernel state of processes that died without closing their sockets (killed, crashed):
@@ -585,7 +574,6 @@ class InferenceTracer(Tracer):
                 except OSError:
                     return
         if flushed:
-            self.idle_flushed += flushed
             self.prog.consume()  # their span events, now
 
     def collect(self) -> list[MetricPoint]:
