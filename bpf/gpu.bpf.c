@@ -284,7 +284,7 @@ static __always_inline int on_leave(struct pt_regs *ctx, u32 fn, u32 kind, u32 m
     e->dir = f->dir;
     e->nested = key.nested;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
-    gpu_events.ringbuf_submit(e, 0);
+    gpu_events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
     return 0;
 }
 

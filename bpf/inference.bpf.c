@@ -292,7 +292,7 @@ static __always_inline void emit_capture(struct conn_state *c, u32 part, u64 ptr
     u64 src = tail ? ptr + len - n : ptr;
     if (bpf_probe_read_user(e->data, n, (void *)src) == 0)
         e->len = n;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
 }
 
 static __always_inline void remember_last_write(u64 *k, struct conn_state *c, u64 ptr, u32 len)
@@ -327,7 +327,7 @@ static __always_inline void emit_last_write(u64 *k, struct conn_state *c)
     u64 n = capture_len(w->len);
     if (bpf_probe_read_kernel(e->data, n, w->data) == 0)
         e->len = n;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
     w->len = 0;
 }
 
@@ -410,7 +410,7 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
     e->pad = 0;
     __builtin_memcpy(e->client_addr, c->client_addr, 16);
     __builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
 }
 
 static __always_inline void begin_request(struct conn_state *c, u64 start)

@@ -244,7 +244,7 @@ static __always_inline void fold_flow(u64 sk)
     }
     __builtin_memcpy(e, &done, sizeof(struct flow));
     e->end_ns = now;
-    conn_events.ringbuf_submit(e, 0);
+    conn_events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
 #endif
 }
 

@@ -196,6 +196,9 @@ class BpfProgram:
         """
         if self._ring_buffers:
             self.bpf.ring_buffer_poll(timeout_ms)
+            # Records submitted without a wakeup (bpf/common.bpf.h) do not end
+            # the wait; they are read here.
+            self.bpf.ring_buffer_consume()
         elif timeout_ms > 0:
             time.sleep(timeout_ms / 1000)
 
