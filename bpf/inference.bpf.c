@@ -676,50 +676,75 @@ static __always_inline void count_accepted(u16 port)
 #define TCP_LAST_ACK 9
 #define IPPROTO_TCP 6
 
-/* The second and first syscall arguments and the syscall number, adjacent in
- * x86-64's struct pt_regs (si, di, orig_ax): one read for the three. */
-struct syscall_regs {
-    u64 si;
-    u64 di;
-    u64 orig_ax;
-};
-_Static_assert(offsetof(struct pt_regs, orig_ax) == offsetof(struct pt_regs, si) + 16, "pt_regs layout");
-
 /* The buffer of the read or write syscall this socket operation is part of:
  * *how says how to find the bytes, 0 when the caller is not one of these
- * syscalls (sendfile, splice, io_uring: counted, not parsed). */
+ * syscalls (sendfile, splice, io_uring: counted, not parsed). The saved
+ * registers are a BTF pointer: loaded directly (a fault reads as 0), no
+ * probe-read helper call. */
 static __always_inline u64 syscall_buffer(u32 *how)
 {
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-    struct syscall_regs r = {};
+    u64 buf = regs->si;
     *how = BUF_NONE;
-    if (bpf_probe_read_kernel(&r, sizeof(r), &regs->si) != 0)
-        return 0;
-    switch (r.orig_ax) {
+    switch (regs->orig_ax) {
     case NR_READ: case NR_WRITE: case NR_RECVFROM: case NR_SENDTO:
         *how = BUF_PLAIN;
-        return r.si;
+        return buf;
     case NR_READV: case NR_WRITEV:
         *how = BUF_IOV;
-        return r.si;
+        return buf;
     case NR_RECVMSG: case NR_SENDMSG:
         *how = BUF_MSG;
-        return r.si;
+        return buf;
     }
     return 0;
+}
+
+/* A counting filter in front of conns: every socket operation of the system
+ * asks whether its socket is watched, and nearly all are not. An array slot
+ * (an inlined lookup) answers most of them; only a slot that counts some
+ * watched socket costs the hash lookup. A slot counts the conns entries this
+ * program inserted and has not deleted, so it is never 0 while one of its
+ * sockets is watched; entries the LRU evicts leave it too high, which only
+ * costs a hash lookup. */
+#define CONN_FILTER_BITS 14
+BPF_ARRAY(conn_filter, u32, 1 << CONN_FILTER_BITS);
+
+static __always_inline u32 conn_filter_slot(u64 sk)
+{
+    return (sk * 0x9E3779B97F4A7C15ULL) >> (64 - CONN_FILTER_BITS);  /* Fibonacci hashing */
+}
+
+static __always_inline void conn_filter_add(u64 sk, s32 n)
+{
+    u32 slot = conn_filter_slot(sk);
+    u32 *count = conn_filter.lookup(&slot);
+    if (count)
+        __sync_fetch_and_add(count, n);
+}
+
+static __always_inline void forget_connection(u64 sk)
+{
+    if (conns.delete(&sk) == 0)
+        conn_filter_add(sk, -1);
+    last_writes.delete(&sk);
 }
 
 /* The watched connection of socket sk, or NULL. Its first read or write says
  * which process serves it (and, with --pid/--comm, whether it is watched). */
 static __always_inline struct conn_state *sock_conn(u64 sk)
 {
+    u32 slot = conn_filter_slot(sk);
+    u32 *maybe = conn_filter.lookup(&slot);
+    if (!maybe || *maybe == 0)
+        return 0;
     struct conn_state *c = conns.lookup(&sk);
     if (!c || c->pid != 0)
         return c;
     u32 pid = bpf_get_current_pid_tgid() >> 32;
 #if FILTER_PIDS
     if (!watched_pids.lookup(&pid)) {
-        conns.delete(&sk);
+        forget_connection(sk);
         return 0;
     }
 #endif
@@ -783,7 +808,9 @@ static __always_inline void watch_connection(u64 sk, u16 port, u16 client_port, 
         __builtin_memcpy(c.client_addr, v4, 4);
     else
         __builtin_memcpy(c.client_addr, v6, 16);
-    conns.update(&sk, &c);
+    int fresh = conns.lookup(&sk) == 0;
+    if (conns.update(&sk, &c) == 0 && fresh)
+        conn_filter_add(sk, 1);
     last_writes.delete(&sk);
 }
 
@@ -809,8 +836,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (!c)
         return 0;
     finish_request(&sk, c, bpf_ktime_get_ns());
-    conns.delete(&sk);
-    last_writes.delete(&sk);
+    forget_connection(sk);
     return 0;
 }
 
