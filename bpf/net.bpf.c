@@ -1,6 +1,7 @@
 /* ebpftool net: bytes per TCP flow and per process, retransmits and RTT, summed
- * in the kernel from sock/tcp tracepoints only (no kprobes on this kernel, and
- * no struct offsets: every field comes from a tracepoint's arguments).
+ * in the kernel from sock/tcp tracepoints only (no kprobes on this kernel).
+ * Fields come from the tracepoints' arguments, or, for the raw tracepoints,
+ * from struct offsets the running kernel's BTF gives (never from headers).
  *
  *  - flows: one entry per TCP socket (key: the kernel's socket address),
  *    addresses from inet_sock_set_state at ESTABLISHED (or, for sockets
@@ -19,15 +20,17 @@
  *    `generation` once per interval, so a drain never races a writer.
  *  - rtt_hist: smoothed RTT from tcp_probe, sampled at most once per
  *    RTT_SAMPLE_NS per socket (tcp_probe fires on every incoming segment),
- *    per (local, remote) address pair, in the exported bucket bounds.
+ *    per (local, remote) address pair, in the exported bucket bounds. Raw
+ *    (NET_RAW_IO) where the BTF offsets are known: the RTT and, for a socket
+ *    opened before the tracer, its addresses are then read from the socket.
  *
  * Compile-time parameters (from ebpftool/tracers/net.py):
  *   RTT_BUCKET(v)   bucket index of an RTT in ns (semconv TCP_RTT_BUCKETS)
  *   RTT_SAMPLE_NS   least time between two RTT samples of one socket
  *   NET_SPANS       1: send each closed connection to user space (span budget)
  *   RINGBUF_PAGES   size of the connection-event ring buffer
- *   NET_RAW_IO      1: raw sock_send_length/sock_recv_length, with
- *   SK_FAMILY_OFFSET, SK_PROTOCOL_OFFSET  from the kernel's BTF (ebpftool/core/btf.py)
+ *   NET_RAW_IO      1: raw sock_send_length/sock_recv_length and tcp_probe, with
+ *   SK_*_OFFSET, TCP_SRTT_US_OFFSET  from the kernel's BTF (ebpftool/core/btf.py)
  *   NET_HAVE_TCP_PROBE, NET_HAVE_TCP_RETRANSMIT_SKB, NET_HAVE_TCP_DESTROY_SOCK
  *                   1 where the kernel has that tracepoint (RTT, retransmits,
  *                   and a second close hook are optional; bytes are not)
@@ -314,7 +317,70 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 #endif
 
 #if NET_HAVE_TCP_PROBE
-/* Fires on every segment a TCP socket receives in ESTABLISHED: keep it short. */
+/* One RTT sample of flow f (smoothed RTT in us), into its address pair's
+ * histogram. (The coarse clock would do for the rate limit below, but tracing
+ * programs may not use it.) */
+static __always_inline void sample_rtt(struct flow *f, u32 srtt_us)
+{
+    f->srtt_us = srtt_us;
+    struct rtt_key key = {};
+    key.family = f->family;
+    __builtin_memcpy(key.laddr, f->laddr, NET_ADDR_LEN);
+    __builtin_memcpy(key.raddr, f->raddr, NET_ADDR_LEN);
+    struct hist_value zero = {};
+    struct hist_value *h = rtt_hist.lookup_or_try_init(&key, &zero);
+    if (!h) {
+        stat_add(NET_STAT_RTT_PEERS_FULL, 1);
+        return;
+    }
+    u64 rtt_ns = (u64)srtt_us * 1000;
+    hist_add(h, RTT_BUCKET(rtt_ns), rtt_ns);
+}
+
+static __always_inline int rtt_sample_due(struct flow *f)
+{
+    u64 now = bpf_ktime_get_ns();
+    if (now - f->rtt_sampled_ns < RTT_SAMPLE_NS)
+        return 0;
+    f->rtt_sampled_ns = now;
+    return 1;
+}
+
+#if NET_RAW_IO
+/* TP_PROTO(struct sock *sk, const struct sk_buff *skb). Fires on every segment
+ * a TCP socket receives in ESTABLISHED: attached raw, the perf tracepoint's
+ * record (addresses, a dozen tcp_sock fields, the socket cookie) is never
+ * built; the fields wanted are read at their BTF offsets, the addresses once
+ * per flow and the smoothed RTT once per sample. */
+RAW_TRACEPOINT_PROBE(tcp_probe)
+{
+    u64 sk = ctx->args[0];
+    struct flow *f = flows.lookup(&sk);
+    if (!f)
+        return 0;   /* sockets get a flow from their first send or receive */
+    if (!f->has_addrs) {
+        if (f->family == NET_AF_INET) {
+            bpf_probe_read_kernel(f->laddr, 4, (void *)(sk + SK_RCV_SADDR_OFFSET));
+            bpf_probe_read_kernel(f->raddr, 4, (void *)(sk + SK_DADDR_OFFSET));
+        } else {
+            bpf_probe_read_kernel(f->laddr, 16, (void *)(sk + SK_V6_RCV_SADDR_OFFSET));
+            bpf_probe_read_kernel(f->raddr, 16, (void *)(sk + SK_V6_DADDR_OFFSET));
+        }
+        u16 num = 0, dport_be = 0;
+        bpf_probe_read_kernel(&num, sizeof(num), (void *)(sk + SK_NUM_OFFSET));
+        bpf_probe_read_kernel(&dport_be, sizeof(dport_be), (void *)(sk + SK_DPORT_OFFSET));
+        f->sport = num;
+        f->dport = (dport_be >> 8) | ((dport_be & 0xff) << 8);
+        f->has_addrs = 1;
+    }
+    if (!rtt_sample_due(f))
+        return 0;
+    u32 srtt_us8 = 0;  /* tcp_sock.srtt_us holds 8 times the smoothed RTT (the tracepoint's srtt is >> 3) */
+    bpf_probe_read_kernel(&srtt_us8, sizeof(srtt_us8), (void *)(sk + TCP_SRTT_US_OFFSET));
+    sample_rtt(f, srtt_us8 >> 3);
+    return 0;
+}
+#else
 TRACEPOINT_PROBE(tcp, tcp_probe)
 {
     u64 sk = (u64)args->skaddr;
@@ -334,23 +400,9 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
         f->dport = args->dport;
         f->has_addrs = 1;
     }
-    u64 now = bpf_ktime_get_ns();
-    if (now - f->rtt_sampled_ns < RTT_SAMPLE_NS)
-        return 0;
-    f->rtt_sampled_ns = now;
-    f->srtt_us = args->srtt;
-    struct rtt_key key = {};
-    key.family = f->family;
-    __builtin_memcpy(key.laddr, f->laddr, NET_ADDR_LEN);
-    __builtin_memcpy(key.raddr, f->raddr, NET_ADDR_LEN);
-    struct hist_value zero = {};
-    struct hist_value *h = rtt_hist.lookup_or_try_init(&key, &zero);
-    if (!h) {
-        stat_add(NET_STAT_RTT_PEERS_FULL, 1);
-        return 0;
-    }
-    u64 rtt_ns = (u64)args->srtt * 1000;
-    hist_add(h, RTT_BUCKET(rtt_ns), rtt_ns);
+    if (rtt_sample_due(f))
+        sample_rtt(f, args->srtt);
     return 0;
 }
+#endif
 #endif

@@ -32,7 +32,7 @@ TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str], list[str]]]] = {
         ] + ["syscalls:sys_enter_close"], []),
     ],
     "net": [
-        ("raw sock tracepoints (struct sock offsets from BTF) + tcp tracepoints", [
+        ("raw sock_send_length/sock_recv_length/tcp_probe (struct sock offsets from BTF) + tcp tracepoints", [
             "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
             "tcp:tcp_probe", "tcp:tcp_retransmit_skb", "tcp:tcp_destroy_sock",
         ], ["raw_tp", "btf_sock_offsets"]),

@@ -83,3 +83,9 @@ def test_running_kernel_offsets_agree_with_bpftool():
     offsets = sock_field_offsets()
     assert offsets["SK_FAMILY_OFFSET"] == (bits("sock", "__sk_common") + bits("sock_common", "skc_family")) // 8
     assert offsets["SK_PROTOCOL_OFFSET"] == bits("sock", "sk_protocol") // 8
+    sk_common = bits("sock", "__sk_common")
+    assert offsets["SK_V6_DADDR_OFFSET"] == (sk_common + bits("sock_common", "skc_v6_daddr")) // 8
+    assert offsets["SK_V6_RCV_SADDR_OFFSET"] == (sk_common + bits("sock_common", "skc_v6_rcv_saddr")) // 8
+    assert offsets["TCP_SRTT_US_OFFSET"] == bits("tcp_sock", "srtt_us") // 8
+    # The IPv4 addresses and ports sit in anonymous members (bpftool lists them without names); the net
+    # tests read them from live sockets (test_connection_open_before_the_tracer_...).

@@ -216,7 +216,92 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
     # What observability itself sent is reported too.
     assert any(p.value > 0 for p in r.latest(sc.EBPFTOOL_EXPORT_BYTES))
     assert "bytes sent across zones" in tool.stdout
-    assert re.search(r"byte hooks\s*│\s*raw tracepoints", tool.stdout), tool.stdout  # BTF offsets found, raw path taken
+    assert re.search(r"byte and RTT hooks\s*│\s*raw tracepoints", tool.stdout), tool.stdout  # BTF offsets found, raw path taken
+
+
+# Echoes whatever it reads on one connection until EOF.
+ECHO_SERVER = r"""
+import os, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+print(os.getpid(), flush=True)
+c, _ = s.accept()
+while d := c.recv(65536):
+    c.sendall(d)
+"""
+
+# Connects and exchanges a little, says "connected", waits for a line on stdin (the tracer starts then),
+# ping-pongs every 15 ms, then prints its port and the kernel's smoothed RTT (TCP_INFO tcpi_rtt, us)
+# and waits for another line before closing.
+PING_CLIENT = r"""
+import os, socket, struct, sys, time
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print(os.getpid(), flush=True)
+c = socket.create_connection((dst, port), timeout=20, source_address=(src, 0))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def ping():
+    c.sendall(b"p" * 100)
+    got = 0
+    while got < 100:
+        got += len(c.recv(100 - got))
+ping()
+print("connected", flush=True)
+sys.stdin.readline()
+for _ in range(40):
+    ping()
+    time.sleep(0.015)
+info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+rtt_us = struct.unpack_from("I", info, 68)[0]  # struct tcp_info: tcpi_rtt after 8 bytes and 15 u32s
+print(c.getsockname()[1], rtt_us, flush=True)
+sys.stdin.readline()
+c.close()
+"""
+
+
+def test_connection_open_before_the_tracer_gets_addresses_and_an_rtt_that_matches_tcp_info(zones, http_receiver,
+                                                                                           tmp_path):
+    """Neither end of this connection is seen connecting: its flow gets its addresses from the socket
+    itself at the first segment it receives (tcp_probe), and the smoothed RTT read there agrees with
+    what the kernel tells the client through TCP_INFO."""
+    zone_file = tmp_path / "zones.yaml"
+    zone_file.write_text(ZONES_YAML)
+    r = http_receiver
+    server = zones.popen(zones.ns_b, ECHO_SERVER, ADDR_B, "5311")
+    _pid_line(server)
+    client = zones.popen(zones.ns_a, PING_CLIENT, ADDR_A, ADDR_B, "5311")
+    client_pid = _pid_line(client)
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        args = ["net", "--zones", str(zone_file), "--flows", "5", "--otlp-endpoint", r.endpoint, "--interval", "1",
+                "--no-ui"]
+        with EbpftoolProcess(args) as tool:
+            client.stdin.write("\n")
+            client.stdin.flush()
+            client_port, tcpi_rtt_us = map(int, client.stdout.readline().split())
+
+            def client_flow():
+                return _points(r, sc.EBPFTOOL_NETWORK_CONNECTION_IO, **{sc.PROCESS_PID: client_pid,
+                                                                          sc.NETWORK_IO_DIRECTION: "transmit"})
+            assert r.wait_for(lambda: client_flow() and _points(r, sc.EBPFTOOL_NETWORK_TCP_RTT), timeout=15), \
+                r.latest(sc.EBPFTOOL_NETWORK_CONNECTION_IO)
+            attrs = client_flow()[0].attributes
+            assert (attrs[sc.SOURCE_ADDRESS], attrs[sc.SOURCE_PORT]) == (ADDR_A, client_port)
+            assert (attrs[sc.DESTINATION_ADDRESS], attrs[sc.DESTINATION_PORT]) == (ADDR_B, 5311)
+            client.stdin.write("\n")
+            client.stdin.flush()
+            _finish(client)
+            assert tool.stop() == 0, tool.stderr
+        src, dst = sc.SOURCE_CLOUD_AVAILABILITY_ZONE, sc.DESTINATION_CLOUD_AVAILABILITY_ZONE
+        rtt = _one(r, sc.EBPFTOOL_NETWORK_TCP_RTT, **{src: "zone-a", dst: "zone-b"})
+        # The samples (at most one per 10 ms of the 40 pings) bracket the kernel's own figure; a field read
+        # at a wrong offset, or srtt_us without its 3 fraction bits removed (8x), would not.
+        assert rtt.count >= 5
+        assert rtt.min / 2 <= tcpi_rtt_us / 1e6 <= rtt.max * 2, (rtt.min, rtt.max, tcpi_rtt_us)
+        assert rtt.max < 0.05
+    finally:
+        for proc in (client, server):
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("content, phrase", [

@@ -134,11 +134,29 @@ class Btf:
         return Member(bits // 8, self._size(type_id))
 
 
+# (#define, struct, member path, size in bytes) of the fields the raw socket tracepoint programs read.
+SOCK_FIELDS = (
+    ("SK_FAMILY_OFFSET", "sock", "__sk_common.skc_family", 2),
+    ("SK_PROTOCOL_OFFSET", "sock", "sk_protocol", 2),
+    ("SK_DADDR_OFFSET", "sock", "__sk_common.skc_daddr", 4),
+    ("SK_RCV_SADDR_OFFSET", "sock", "__sk_common.skc_rcv_saddr", 4),
+    ("SK_DPORT_OFFSET", "sock", "__sk_common.skc_dport", 2),
+    ("SK_NUM_OFFSET", "sock", "__sk_common.skc_num", 2),
+    ("SK_V6_DADDR_OFFSET", "sock", "__sk_common.skc_v6_daddr", 16),
+    ("SK_V6_RCV_SADDR_OFFSET", "sock", "__sk_common.skc_v6_rcv_saddr", 16),
+    ("TCP_SRTT_US_OFFSET", "tcp_sock", "srtt_us", 4),
+)
+
+
 def sock_field_offsets() -> dict[str, int]:
-    """The offsets the raw socket tracepoint programs need, as #defines (family and protocol of a struct sock)."""
+    """The offsets the raw socket tracepoint programs need, as #defines: a struct sock's family, protocol,
+    addresses and ports, and a struct tcp_sock's smoothed RTT. Raises BtfError if one is missing or has
+    another size than the programs read."""
     btf = Btf.vmlinux()
-    family = btf.member("sock", "__sk_common.skc_family")
-    protocol = btf.member("sock", "sk_protocol")
-    if family.size != 2 or protocol.size != 2:
-        raise BtfError("struct sock's skc_family or sk_protocol is not 16 bits wide")
-    return {"SK_FAMILY_OFFSET": family.offset, "SK_PROTOCOL_OFFSET": protocol.offset}
+    offsets = {}
+    for define, struct_name, path, size in SOCK_FIELDS:
+        m = btf.member(struct_name, path)
+        if m.size != size:
+            raise BtfError(f"struct {struct_name}'s {path} is {m.size} bytes wide, not {size}")
+        offsets[define] = m.offset
+    return offsets

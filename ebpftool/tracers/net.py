@@ -38,7 +38,7 @@ RttKey = STRUCTS["rtt_key"]
 
 # Tracepoints: bytes need the first three; the rest add RTT, retransmits and a second close hook.
 REQUIRED_TRACEPOINTS = ("sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length")
-RAW_IO_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length")
+RAW_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length", "tcp:tcp_probe")  # raw with NET_RAW_IO
 OPTIONAL_TRACEPOINTS = {
     "tcp:tcp_probe": "NET_HAVE_TCP_PROBE",
     "tcp:tcp_retransmit_skb": "NET_HAVE_TCP_RETRANSMIT_SKB",
@@ -194,7 +194,7 @@ class NetTracer(Tracer):
         self._stale: list[tuple[Any, FlowGroup, Any]] = []
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
-        self.io_hooks = ""          # how bytes are counted: "raw tracepoints" or "tracepoints"
+        self.io_hooks = ""          # how bytes and RTT are read: "raw tracepoints" or "tracepoints"
         self.raw_io_refused = ""    # why not the raw tracepoints, when not
         self.spans_sent = 0
 
@@ -237,9 +237,9 @@ class NetTracer(Tracer):
         self.programs.append(prog)
         self.io_hooks = "raw tracepoints" if io_defines["NET_RAW_IO"] else "tracepoints"
         # BCC attaches TRACEPOINT_PROBE functions itself when loading; record them for the report.
-        io = [f"raw_tracepoint:{tp.split(':')[1]}" if io_defines["NET_RAW_IO"] and tp in RAW_IO_TRACEPOINTS
-              else f"tracepoint:{tp}" for tp in REQUIRED_TRACEPOINTS]
-        self.prog.probes.extend([*io, *(f"tracepoint:{t}" for t, ok in present.items() if ok)])
+        attached = [*REQUIRED_TRACEPOINTS, *(tp for tp, ok in present.items() if ok)]
+        self.prog.probes.extend(f"raw_tracepoint:{tp.split(':')[1]}" if io_defines["NET_RAW_IO"] and tp in RAW_TRACEPOINTS
+                                else f"tracepoint:{tp}" for tp in attached)
         if o.spans:
             self.prog.open_ring_buffer("conn_events", self._on_connection)
 
@@ -453,7 +453,7 @@ class NetTracer(Tracer):
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "byte hooks": self.io_hooks or "-",
+            "byte and RTT hooks": self.io_hooks or "-",
             "bytes sent": sum(pv.total for pv in self._pairs.values()),
             "bytes sent across zones": sum(pv.total for pv in self._pairs.values() if pv.inter_zone),
             "est. cross-zone cost (USD, sent)": sum(pv.cost for pv in self._pairs.values()),
