@@ -22,7 +22,7 @@ def test_doctor_probes_the_kernel_and_every_tracer_can_run():
     plans = {t["tracer"]: t for t in report["tracers"]}
     assert set(plans) == {"inference", "net", "gpu"}
     assert all(p["can_run"] for p in plans.values())
-    assert plans["net"]["method"].startswith("raw sock tracepoints"), plans["net"]
+    assert plans["net"]["method"].startswith("raw sock_send_length/sock_recv_length/tcp_probe"), plans["net"]
     assert plans["inference"]["method"].startswith("socket hooks"), plans["inference"]
     assert checks["raw tracepoints"]["ok"] and checks["struct sock offsets (BTF)"]["ok"]
 
