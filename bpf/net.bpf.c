@@ -19,14 +19,14 @@
  *    User space drains the map that is not being written and flips
  *    `generation` once per interval, so a drain never races a writer.
  *  - rtt_hist: smoothed RTT from tcp_probe, sampled at most once per
- *    RTT_SAMPLE_NS per socket (tcp_probe fires on every incoming segment),
+ *    RTT_SAMPLE_JIFFIES per socket (tcp_probe fires on every incoming segment),
  *    per (local, remote) address pair, in the exported bucket bounds. Raw
  *    (NET_RAW_IO) where the BTF offsets are known: the RTT and, for a socket
  *    opened before the tracer, its addresses are then read from the socket.
  *
  * Compile-time parameters (from ebpftool/tracers/net.py):
  *   RTT_BUCKET(v)   bucket index of an RTT in ns (semconv TCP_RTT_BUCKETS)
- *   RTT_SAMPLE_NS   least time between two RTT samples of one socket
+ *   RTT_SAMPLE_JIFFIES  least kernel ticks between two RTT samples of one socket
  *   NET_SPANS       1: send each closed connection to user space (span budget)
  *   RINGBUF_PAGES   size of the connection-event ring buffer
  *   NET_RAW_IO      1: raw sock_send_length/sock_recv_length and tcp_probe, with
@@ -37,8 +37,8 @@
  */
 #include "net.h"
 
-#ifndef RTT_SAMPLE_NS
-#define RTT_SAMPLE_NS 10000000ULL
+#ifndef RTT_SAMPLE_JIFFIES
+#define RTT_SAMPLE_JIFFIES 10
 #endif
 #ifndef NET_SPANS
 #define NET_SPANS 0
@@ -317,9 +317,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 #endif
 
 #if NET_HAVE_TCP_PROBE
-/* One RTT sample of flow f (smoothed RTT in us), into its address pair's
- * histogram. (The coarse clock would do for the rate limit below, but tracing
- * programs may not use it.) */
+/* One RTT sample of flow f (smoothed RTT in us), into its address pair's histogram. */
 static __always_inline void sample_rtt(struct flow *f, u32 srtt_us)
 {
     f->srtt_us = srtt_us;
@@ -337,12 +335,15 @@ static __always_inline void sample_rtt(struct flow *f, u32 srtt_us)
     hist_add(h, RTT_BUCKET(rtt_ns), rtt_ns);
 }
 
+/* The rate limit runs for every segment received: kept in jiffies, whose
+ * read the verifier inlines (bpf_ktime_get_ns() is a helper call that reads
+ * the clock source: ~50 ns more per segment here). */
 static __always_inline int rtt_sample_due(struct flow *f)
 {
-    u64 now = bpf_ktime_get_ns();
-    if (now - f->rtt_sampled_ns < RTT_SAMPLE_NS)
+    u64 now = bpf_jiffies64();
+    if (now - f->rtt_sampled_jiffies < RTT_SAMPLE_JIFFIES)
         return 0;
-    f->rtt_sampled_ns = now;
+    f->rtt_sampled_jiffies = now;
     return 1;
 }
 

@@ -27,7 +27,7 @@ struct flow {
     __u64 tx_bytes;
     __u64 rx_bytes;
     __u64 retransmits;
-    __u64 rtt_sampled_ns;
+    __u64 rtt_sampled_jiffies;
     __u32 srtt_us;
     __u32 pid;
     __u16 family;

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
@@ -22,6 +23,7 @@ from typing import Any, Iterable
 
 from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, bucket_macro, merge_hist, seconds_to_ns
 from ebpftool.core.btf import BtfError, sock_field_offsets
+from ebpftool.core.clock import kernel_hz
 from ebpftool.core.cstruct import cstring, decode, load_header
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
@@ -44,7 +46,7 @@ OPTIONAL_TRACEPOINTS = {
     "tcp:tcp_retransmit_skb": "NET_HAVE_TCP_RETRANSMIT_SKB",
     "tcp:tcp_destroy_sock": "NET_HAVE_TCP_DESTROY_SOCK",
 }
-RTT_SAMPLE_SECONDS = 0.01   # at most one RTT sample per socket per 10 ms: tcp_probe fires per segment
+RTT_SAMPLE_SECONDS = 0.01   # about one RTT sample per socket per 10 ms (in kernel ticks): tcp_probe fires per segment
 # A socket in CLOSE this long whose destroy was never seen is folded by user space instead.
 STALE_CLOSE_SECONDS = 30
 TRANSPORTS = {DEFINES["NET_PROTO_TCP"]: "tcp", DEFINES["NET_PROTO_UDP"]: "udp"}
@@ -222,7 +224,7 @@ class NetTracer(Tracer):
         o = self.options
         defines = {
             **io_defines,
-            "RTT_SAMPLE_NS": round(RTT_SAMPLE_SECONDS * 1e9),
+            "RTT_SAMPLE_JIFFIES": max(1, math.ceil(RTT_SAMPLE_SECONDS * kernel_hz())),
             "NET_SPANS": int(o.spans),
             "RINGBUF_PAGES": o.ringbuf_pages if o.spans else 1,
             **{OPTIONAL_TRACEPOINTS[tp]: int(ok) for tp, ok in present.items()},
