@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cost and accuracy of `ebpftool net`: iperf3 over loopback with and without the tracer.
 
-    sudo /opt/ebpftool/venv/bin/python scripts/bench_net.py [--rounds 5] [--seconds 3] [--json out.json]
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_net.py [--rounds 7] [--seconds 3] [--json out.json]
 
 For each workload (iperf3's default 128 KiB writes, and 1 KiB writes: 128
 times more sends per byte, the tracer's worst case per byte), runs alternate
@@ -98,7 +98,7 @@ def bench(rounds: int, seconds: float) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--quick", action="store_true", help="2 rounds of 2 s (a smoke run, not for the docs)")
     ap.add_argument("--json", help="write the results here")
