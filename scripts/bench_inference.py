@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cost and accuracy of `ebpftool inference`, measured side by side in one run.
 
-    sudo /opt/ebpftool/venv/bin/python scripts/bench_inference.py [--rounds 10] [--quick] [--json out.json]
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_inference.py [--rounds 20] [--quick] [--json out.json]
 
 Overhead: nginx (one worker) serving a small file on loopback under `wrk -t1 -c32`, rounds alternating
 without and with `ebpftool inference --port P` attached; requests/s ratio (median of rounds), the
@@ -145,8 +145,8 @@ def accuracy(requests: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--requests", type=int, default=60, help="streamed requests for the accuracy part")
     ap.add_argument("--quick", action="store_true", help="3 rounds of 2 s, 20 streamed requests")
     ap.add_argument("--json", help="write the results here")
