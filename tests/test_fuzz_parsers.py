@@ -98,7 +98,8 @@ def test_secrets_in_headers_query_and_body_never_come_out_of_the_parser(header_s
 def test_proc_net_tcp_parser_never_raises(lines):
     table = parse_proc_net_tcp("  sl  local_address rem_address   st ...\n" + "\n".join(lines))
     for inode, sock in table.items():
-        assert isinstance(inode, int) and 0 <= sock.local_port < 2**16 * 16
+        assert isinstance(inode, int) and 0 <= sock.local_port < 2**16 and 0 <= sock.remote_port < 2**16
+        assert 0 <= sock.state < 256
 
 
 @FUZZ

@@ -82,8 +82,10 @@ def test_proc_net_tcp_lines():
         "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n"
         "   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 12346 1 0 20 4 30 10 -1\n"
         "   2: garbage line\n"
+        "   3: 0100007F:100000 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12347 1\n"
     )
     t = parse_proc_net_tcp(text)
+    assert 12347 not in t  # a port past 16 bits: not a line the kernel writes, skipped
     assert t[12345].local_port == 8080 and t[12345].state == 0x0A
     assert (t[12346].remote_addr, t[12346].remote_port, t[12346].state) == ("127.0.0.1", 0xD2F0, 1)
     v6 = parse_proc_net_tcp("header\n 0: 00000000000000000000000001000000:1F90 0000000000000000FFFF00000100007F:C000 01 0:0 0:0 0 0 0 77\n")

@@ -91,7 +91,10 @@ def parse_proc_net_tcp(text: str) -> dict[int, TcpSocket]:
         try:
             local_port = int(f[1].rsplit(":", 1)[1], 16)
             raddr_hex, rport_hex = f[2].rsplit(":", 1)
-            out[int(f[9])] = TcpSocket(local_port, int(f[3], 16), _hex_addr(raddr_hex), int(rport_hex, 16))
+            remote_port, state = int(rport_hex, 16), int(f[3], 16)
+            if local_port > 0xFFFF or remote_port > 0xFFFF or state > 0xFF:
+                continue  # not a line the kernel writes (it prints 4 hex digits per port, 2 for the state)
+            out[int(f[9])] = TcpSocket(local_port, state, _hex_addr(raddr_hex), remote_port)
         except (ValueError, IndexError):
             continue
     return out
