@@ -89,12 +89,17 @@ def test_export_resumes_when_the_collector_comes_back():
     telemetry = Telemetry(build_resource(environ={}), [otlp_sink(endpoint, "grpc")])
     telemetry.emit_span(_span(1))
     telemetry.export_metrics(_points(1))
-    time.sleep(2.5)  # first batch fails: nobody listens
+    deadline = time.monotonic() + 60  # the first batch fails (nobody listens), retries included
+    while telemetry.counters()["spans_failed"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert telemetry.counters()["spans_failed"] == 1
     receiver = GrpcReceiver(port)
     try:
         for i in range(5):
             telemetry.emit_span(_span(100 + i))
         telemetry.export_metrics(_points(2))
+        # The client reconnects on its own backoff schedule: wait for delivery rather than race shutdown.
+        assert receiver.wait_for(lambda: len(receiver.spans("GET /item/10")) == 5, timeout=60)
         telemetry.shutdown()
         assert len(receiver.spans("GET /item/10")) == 5
         (calls,) = receiver.latest("ebpftool.test.calls")
