@@ -89,6 +89,29 @@ static __always_inline void agg_add(struct agg_key *key, struct agg_value *v)
     __sync_fetch_and_add(&a->rx_bytes, v->rx_bytes);
     __sync_fetch_and_add(&a->retransmits, v->retransmits);
     __sync_fetch_and_add(&a->connections, v->connections);
+    __sync_fetch_and_add(&a->tx_segments, v->tx_segments);
+    __sync_fetch_and_add(&a->rx_segments, v->rx_segments);
+}
+
+/* Segment counts of TCP socket sk (tcp_sock.segs_out / segs_in). */
+static __always_inline void read_segments(u64 sk, u32 *out, u32 *in)
+{
+#if NET_RAW_IO
+    bpf_probe_read_kernel(out, sizeof(*out), (void *)(sk + TCP_SEGS_OUT_OFFSET));
+    bpf_probe_read_kernel(in, sizeof(*in), (void *)(sk + TCP_SEGS_IN_OFFSET));
+#else
+    *out = 0;  /* no BTF offsets: segments are not counted */
+    *in = 0;
+#endif
+}
+
+/* The flow's segment counts brought up to the socket's own. */
+static __always_inline void refresh_segments(u64 sk, struct flow *f)
+{
+    u32 out = 0, in = 0;
+    read_segments(sk, &out, &in);
+    f->segs_out = out - f->segs_out_base;
+    f->segs_in = in - f->segs_in_base;
 }
 
 /* I/O with no flow entry (UDP and other non-TCP sockets, or the flow map full):
@@ -118,6 +141,7 @@ static __always_inline struct flow *flow_of(u64 sk, u16 family)
     init.family = family;
     init.protocol = NET_PROTO_TCP;
     init.start_ns = bpf_ktime_get_ns();
+    read_segments(sk, &init.segs_out_base, &init.segs_in_base);
     flows.insert(&sk, &init);   /* fails only when another CPU won the race or the map is full */
     return flows.lookup(&sk);
 }
@@ -212,12 +236,16 @@ TRACEPOINT_PROBE(sock, sock_recv_length)
 }
 #endif
 
-/* Move a flow's totals into the aggregate map (and, with spans on, send it). */
-static __always_inline void fold_flow(u64 sk)
+/* Move a flow's totals into the aggregate map (and, with spans on, send it).
+ * live: sk is still this flow's socket (destroy, close), so its segment counts
+ * are read a last time; not for an entry found stale at a reused address. */
+static __always_inline void fold_flow(u64 sk, int live)
 {
     struct flow *f = flows.lookup(&sk);
     if (!f)
         return;
+    if (live && f->protocol == NET_PROTO_TCP)
+        refresh_segments(sk, f);
     /* Copy before deleting: preallocated hash elements are reused at once. */
     struct flow done = *f;
     flows.delete(&sk);
@@ -235,6 +263,8 @@ static __always_inline void fold_flow(u64 sk)
     v.rx_bytes = done.rx_bytes;
     v.retransmits = done.retransmits;
     v.connections = done.established;
+    v.tx_segments = done.segs_out;
+    v.rx_segments = done.segs_in;
     agg_add(&key, &v);
 #if NET_SPANS
     u64 now = bpf_ktime_get_ns();
@@ -261,7 +291,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
      * and at CLOSE only where the kernel has no tcp_destroy_sock. */
     if (args->newstate == NET_TCP_CLOSE) {
         if (!NET_HAVE_TCP_DESTROY_SOCK) {
-            fold_flow(sk);
+            fold_flow(sk, 1);
             return 0;
         }
         struct flow *closing = flows.lookup(&sk);
@@ -277,7 +307,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
      * program runs on that CPU). Fold it before reusing the key. */
     struct flow *stale = flows.lookup(&sk);
     if (stale && (stale->established || stale->tx_bytes || stale->rx_bytes))
-        fold_flow(sk);
+        fold_flow(sk, 0);
     struct flow *f = flow_of(sk, args->family);
     if (!f) {
         stat_add(NET_STAT_FLOWS_FULL, 1);
@@ -295,7 +325,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 #if NET_HAVE_TCP_DESTROY_SOCK
 TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 {
-    fold_flow((u64)args->skaddr);
+    fold_flow((u64)args->skaddr, 1);
     return 0;
 }
 #endif
@@ -379,6 +409,7 @@ RAW_TRACEPOINT_PROBE(tcp_probe)
     u32 srtt_us8 = 0;  /* tcp_sock.srtt_us holds 8 times the smoothed RTT (the tracepoint's srtt is >> 3) */
     bpf_probe_read_kernel(&srtt_us8, sizeof(srtt_us8), (void *)(sk + TCP_SRTT_US_OFFSET));
     sample_rtt(f, srtt_us8 >> 3);
+    refresh_segments(sk, f);  /* open flows' segment counts: as fresh as the last RTT sample */
     return 0;
 }
 #else

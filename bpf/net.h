@@ -30,6 +30,14 @@ struct flow {
     __u64 rtt_sampled_jiffies;
     __u32 srtt_us;
     __u32 pid;
+    /* TCP segments sent and received (tcp_sock.segs_out/segs_in, all segments,
+     * pure ACKs and retransmits included) since the flow was first seen: the
+     * socket's counters minus their values then. Raw tracepoints only (BTF
+     * offsets); refreshed with each RTT sample and when the socket is folded. */
+    __u32 segs_out;
+    __u32 segs_in;
+    __u32 segs_out_base;
+    __u32 segs_in_base;
     __u16 family;
     __u16 protocol;
     __u16 sport;
@@ -59,6 +67,8 @@ struct agg_value {
     __u64 rx_bytes;
     __u64 retransmits;
     __u64 connections;
+    __u64 tx_segments;
+    __u64 rx_segments;
 };
 
 /* Key of the RTT histograms: user space maps the pair to a zone pair. */

@@ -219,7 +219,7 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
     assert re.search(r"byte and RTT hooks\s*│\s*raw tracepoints", tool.stdout), tool.stdout  # BTF offsets found, raw path taken
 
 
-# Echoes whatever it reads on one connection until EOF.
+# Echoes the pings ("p...") it reads on one connection until EOF; other bytes get no answer.
 ECHO_SERVER = r"""
 import os, socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -227,12 +227,14 @@ s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
 print(os.getpid(), flush=True)
 c, _ = s.accept()
 while d := c.recv(65536):
-    c.sendall(d)
+    if d.startswith(b"p"):
+        c.sendall(d)
 """
 
 # Connects and exchanges a little, says "connected", waits for a line on stdin (the tracer starts then),
-# ping-pongs every 15 ms, then prints its port and the kernel's smoothed RTT (TCP_INFO tcpi_rtt, us)
-# and waits for another line before closing.
+# ping-pongs every 15 ms and sends 30 unanswered messages, then prints its port, the kernel's smoothed RTT (TCP_INFO tcpi_rtt, us) and the
+# segments it sent and received since the line (tcpi_segs_out / tcpi_segs_in), and waits for another line
+# before closing.
 PING_CLIENT = r"""
 import os, socket, struct, sys, time
 src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -244,25 +246,32 @@ def ping():
     got = 0
     while got < 100:
         got += len(c.recv(100 - got))
-ping()
+for _ in range(20):  # segments the tracer must not count: they precede it
+    ping()
+def info():  # struct tcp_info: tcpi_rtt after 8 bytes and 15 u32s; tcpi_segs_out/in after 24 u32s and 4 u64s
+    raw = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)
+    return struct.unpack_from("I", raw, 68)[0], struct.unpack_from("II", raw, 136)
 print("connected", flush=True)
 sys.stdin.readline()
+_, (out0, in0) = info()
 for _ in range(40):
     ping()
     time.sleep(0.015)
-info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-rtt_us = struct.unpack_from("I", info, 68)[0]  # struct tcp_info: tcpi_rtt after 8 bytes and 15 u32s
-print(c.getsockname()[1], rtt_us, flush=True)
+for _ in range(30):  # one-way: more segments out than in
+    c.sendall(b"q" * 100)
+    time.sleep(0.015)
+rtt_us, (out1, in1) = info()
+print(c.getsockname()[1], rtt_us, out1 - out0, in1 - in0, flush=True)
 sys.stdin.readline()
 c.close()
 """
 
 
-def test_connection_open_before_the_tracer_gets_addresses_and_an_rtt_that_matches_tcp_info(zones, http_receiver,
+def test_connection_open_before_the_tracer_gets_addresses_and_rtt_and_segments_that_match_tcp_info(zones, http_receiver,
                                                                                            tmp_path):
     """Neither end of this connection is seen connecting: its flow gets its addresses from the socket
-    itself at the first segment it receives (tcp_probe), and the smoothed RTT read there agrees with
-    what the kernel tells the client through TCP_INFO."""
+    itself at the first segment it receives (tcp_probe), and the smoothed RTT and segment counts read
+    there agree with what the kernel tells the client through TCP_INFO."""
     zone_file = tmp_path / "zones.yaml"
     zone_file.write_text(ZONES_YAML)
     r = http_receiver
@@ -277,7 +286,7 @@ def test_connection_open_before_the_tracer_gets_addresses_and_an_rtt_that_matche
         with EbpftoolProcess(args) as tool:
             client.stdin.write("\n")
             client.stdin.flush()
-            client_port, tcpi_rtt_us = map(int, client.stdout.readline().split())
+            client_port, tcpi_rtt_us, segs_out, segs_in = map(int, client.stdout.readline().split())
 
             def client_flow():
                 return _points(r, sc.EBPFTOOL_NETWORK_CONNECTION_IO, **{sc.PROCESS_PID: client_pid,
@@ -290,6 +299,10 @@ def test_connection_open_before_the_tracer_gets_addresses_and_an_rtt_that_matche
             client.stdin.write("\n")
             client.stdin.flush()
             _finish(client)
+            # Closed: its segment counts were read from the socket a last time at its destruction.
+            assert r.wait_for(lambda: _points(r, sc.EBPFTOOL_NETWORK_TCP_SEGMENTS, **{sc.PROCESS_PID: client_pid,
+                                                                                   sc.NETWORK_IO_DIRECTION: "receive"}),
+                              timeout=15)
             assert tool.stop() == 0, tool.stderr
         src, dst = sc.SOURCE_CLOUD_AVAILABILITY_ZONE, sc.DESTINATION_CLOUD_AVAILABILITY_ZONE
         rtt = _one(r, sc.EBPFTOOL_NETWORK_TCP_RTT, **{src: "zone-a", dst: "zone-b"})
@@ -298,6 +311,13 @@ def test_connection_open_before_the_tracer_gets_addresses_and_an_rtt_that_matche
         assert rtt.count >= 5
         assert rtt.min / 2 <= tcpi_rtt_us / 1e6 <= rtt.max * 2, (rtt.min, rtt.max, tcpi_rtt_us)
         assert rtt.max < 0.05
+        # Segments since the tracer first saw the flow (its first ping): the pings' as TCP_INFO counted them,
+        # plus the close (FIN and ACKs: at most 3 more each way).
+        out_pt = _one(r, sc.EBPFTOOL_NETWORK_TCP_SEGMENTS, **{sc.PROCESS_PID: client_pid, sc.NETWORK_IO_DIRECTION: "transmit"})
+        in_pt = _one(r, sc.EBPFTOOL_NETWORK_TCP_SEGMENTS, **{sc.PROCESS_PID: client_pid, sc.NETWORK_IO_DIRECTION: "receive"})
+        assert segs_out >= 70 and segs_out <= out_pt.value <= segs_out + 3, (out_pt.value, segs_out)
+        assert segs_in >= 40 and segs_in <= in_pt.value <= segs_in + 3, (in_pt.value, segs_in)
+        assert (out_pt.attributes[src], out_pt.attributes[dst]) == ("zone-a", "zone-b")
     finally:
         for proc in (client, server):
             proc.kill()

@@ -145,12 +145,14 @@ SOCK_FIELDS = (
     ("SK_V6_DADDR_OFFSET", "sock", "__sk_common.skc_v6_daddr", 16),
     ("SK_V6_RCV_SADDR_OFFSET", "sock", "__sk_common.skc_v6_rcv_saddr", 16),
     ("TCP_SRTT_US_OFFSET", "tcp_sock", "srtt_us", 4),
+    ("TCP_SEGS_OUT_OFFSET", "tcp_sock", "segs_out", 4),
+    ("TCP_SEGS_IN_OFFSET", "tcp_sock", "segs_in", 4),
 )
 
 
 def sock_field_offsets() -> dict[str, int]:
     """The offsets the raw socket tracepoint programs need, as #defines: a struct sock's family, protocol,
-    addresses and ports, and a struct tcp_sock's smoothed RTT. Raises BtfError if one is missing or has
+    addresses and ports, and a struct tcp_sock's smoothed RTT and segment counts. Raises BtfError if one is missing or has
     another size than the programs read."""
     btf = Btf.vmlinux()
     offsets = {}

@@ -86,6 +86,8 @@ class Totals:
     rx_bytes: int = 0
     retransmits: int = 0
     connections: int = 0
+    tx_segments: int = 0
+    rx_segments: int = 0
 
     def add(self, other: Any) -> None:
         """Add a Totals or a struct agg_value (same field names)."""
@@ -95,7 +97,8 @@ class Totals:
     @classmethod
     def of_flow(cls, f: Any) -> "Totals":
         """The figures of one open socket (struct flow)."""
-        return cls(int(f.tx_bytes), int(f.rx_bytes), int(f.retransmits), int(f.established))
+        return cls(int(f.tx_bytes), int(f.rx_bytes), int(f.retransmits), int(f.established), int(f.segs_out),
+                   int(f.segs_in))
 
     def high_water(self, other: "Totals") -> None:
         """Keep the larger of each figure: cumulative counters never go back (see NetTracer.collect)."""
@@ -153,6 +156,12 @@ def group_points(zones: ZoneMap, groups: dict[FlowGroup, Totals]) -> list[Metric
                                       "Estimated cost of the cross-zone bytes (price per GB and direction)",
                                       cost_usd(nbytes, src, dst, zones), attrs))
         if g.transport == "tcp":
+            for transmit, segments in ((True, t.tx_segments), (False, t.rx_segments)):
+                if segments:
+                    src, dst = (g.local_zone, g.remote_zone) if transmit else (g.remote_zone, g.local_zone)
+                    points.append(counter(sc.EBPFTOOL_NETWORK_TCP_SEGMENTS, "{segment}",
+                                          "TCP segments sent or received (pure ACKs and retransmits included)",
+                                          segments, {**base, **zone_attrs(src, dst), **direction_attrs(transmit)}))
             attrs = {**base, **zone_attrs(g.local_zone, g.remote_zone)}
             if t.retransmits:
                 points.append(counter(sc.EBPFTOOL_NETWORK_TCP_RETRANSMITS, "{segment}",
@@ -261,6 +270,9 @@ class NetTracer(Tracer):
             sc.EBPFTOOL_NETWORK_CONNECTION_RETRANSMITS: int(f.retransmits),
             **zone_attrs(g.local_zone, g.remote_zone),
         }
+        if f.segs_out or f.segs_in:  # counted where the raw tracepoints run (BTF offsets)
+            attrs[sc.EBPFTOOL_NETWORK_CONNECTION_SENT_SEGMENTS] = int(f.segs_out)
+            attrs[sc.EBPFTOOL_NETWORK_CONNECTION_RECEIVED_SEGMENTS] = int(f.segs_in)
         if f.srtt_us:
             attrs[sc.EBPFTOOL_NETWORK_TCP_SRTT] = f.srtt_us / 1e6
         self.telemetry.emit_span(SpanRecord(
