@@ -14,8 +14,9 @@
  *    for a socket not (yet) in flows.
  *  - closed0/closed1: on tcp_destroy_sock (CLOSE where it is absent) a flow's totals are folded
  *    into one of these, keyed by (pid, comm, addresses) without ports, so no
- *    closed connection's bytes are lost. UDP (no connection state, no
- *    addresses in these tracepoints) is summed here per process directly.
+ *    closed connection's bytes are lost. UDP (no connection state) is summed
+ *    here per process directly, with the socket's addresses when it is
+ *    connected (raw tracepoints; the perf tracepoints carry no addresses).
  *    User space drains the map that is not being written and flips
  *    `generation` once per interval, so a drain never races a writer.
  *  - rtt_hist: smoothed RTT from tcp_probe, sampled at most once per
@@ -115,14 +116,26 @@ static __always_inline void refresh_segments(u64 sk, struct flow *f)
 }
 
 /* I/O with no flow entry (UDP and other non-TCP sockets, or the flow map full):
- * summed per process, addresses unknown. */
-static __always_inline void account_unkeyed(u16 family, u16 protocol, u32 bytes, int tx)
+ * summed per process and address pair. The addresses are the socket's own,
+ * read at BTF offsets (raw tracepoints): known for a connected socket (UDP
+ * after connect(), as DNS stubs and QUIC clients use them), zero, hence
+ * unknown, for one that names its peer per sendto(). */
+static __always_inline void account_unkeyed(u64 sk, u16 family, u16 protocol, u32 bytes, int tx)
 {
     struct agg_key key = {};
     struct agg_value v = {};
     key.pid = bpf_get_current_pid_tgid() >> 32;
     key.family = family;
     key.protocol = protocol;
+#if NET_RAW_IO
+    if (family == NET_AF_INET) {
+        bpf_probe_read_kernel(key.laddr, 4, (void *)(sk + SK_RCV_SADDR_OFFSET));
+        bpf_probe_read_kernel(key.raddr, 4, (void *)(sk + SK_DADDR_OFFSET));
+    } else {
+        bpf_probe_read_kernel(key.laddr, 16, (void *)(sk + SK_V6_RCV_SADDR_OFFSET));
+        bpf_probe_read_kernel(key.raddr, 16, (void *)(sk + SK_V6_DADDR_OFFSET));
+    }
+#endif
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     if (tx)
         v.tx_bytes = bytes;
@@ -160,13 +173,13 @@ static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret
     if (ret <= 0 || (family != NET_AF_INET && family != NET_AF_INET6))
         return;
     if (protocol != NET_PROTO_TCP) {
-        account_unkeyed(family, protocol, ret, tx);
+        account_unkeyed(sk, family, protocol, ret, tx);
         return;
     }
     struct flow *f = flow_of(sk, family);
     if (!f) {
         stat_add(NET_STAT_FLOWS_FULL, 1);
-        account_unkeyed(family, protocol, ret, tx);
+        account_unkeyed(sk, family, protocol, ret, tx);
         return;
     }
     if (f->pid == 0) {

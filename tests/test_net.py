@@ -61,12 +61,19 @@ c.close()
 print(n, flush=True)
 """
 
+# Sends COUNT datagrams of SIZE bytes, naming the peer in each sendto(), or ("connect") on a connected socket.
 UDP_SENDER = r"""
 import os, socket, sys
 print(os.getpid(), flush=True)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+peer, connected = (sys.argv[1], int(sys.argv[2])), sys.argv[5:] == ["connect"]
+if connected:
+    s.connect(peer)
 for _ in range(int(sys.argv[3])):
-    s.sendto(b"u" * int(sys.argv[4]), (sys.argv[1], int(sys.argv[2])))
+    if connected:
+        s.send(b"u" * int(sys.argv[4]))
+    else:
+        s.sendto(b"u" * int(sys.argv[4]), peer)
 """
 
 CROSS_BYTES, CROSS_REPLY = 3_000_123, 200_000
@@ -131,10 +138,12 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
         # UDP from zone a to b: no addresses in the tracepoints, so counted per process.
         udp = zones.popen(zones.ns_a, UDP_SENDER, ADDR_B, "5303", str(UDP_COUNT), str(UDP_SIZE))
         udp_pid = _pid_line(udp)
+        udp_connected = zones.popen(zones.ns_a, UDP_SENDER, ADDR_B, "5304", str(UDP_COUNT), str(UDP_SIZE), "connect")
+        udp_connected_pid = _pid_line(udp_connected)
 
         assert int(_finish(client_a).split()[-1]) == CROSS_REPLY
         assert int(_finish(server_b).split()[-1]) == CROSS_BYTES
-        _finish(client_lo), _finish(server_lo), _finish(udp)
+        _finish(client_lo), _finish(server_lo), _finish(udp), _finish(udp_connected)
         assert intra.stdout.readline().strip() == "sent"
 
         # The open intra-zone connection shows up among the top flows, with its ports.
@@ -194,10 +203,18 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
     assert lo_sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is False
     assert not _points(r, cost, **{pid: intra_pid}) and not _points(r, cost, **{pid: client_lo_pid})
 
-    # UDP: bytes per process, zone pair unknown (documented limit).
+    # UDP named per sendto(): bytes per process, zone pair unknown (documented limit).
     udp_sent = _one(r, flow, **{pid: udp_pid, direction: "transmit"})
     assert udp_sent.value == UDP_COUNT * UDP_SIZE
     assert udp_sent.attributes[sc.NETWORK_TRANSPORT] == "udp" and udp_sent.attributes[dst] == "unknown"
+    # A connected UDP socket has its peer in the socket: the zone pair and the cost are known.
+    udp_connected_sent = _one(r, flow, **{pid: udp_connected_pid, direction: "transmit"})
+    assert udp_connected_sent.value == UDP_COUNT * UDP_SIZE
+    assert (udp_connected_sent.attributes[src], udp_connected_sent.attributes[dst]) == ("zone-a", "zone-b")
+    assert udp_connected_sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is True
+    assert udp_connected_sent.attributes[sc.NETWORK_LOCAL_ADDRESS] == ADDR_A
+    assert math.isclose(_one(r, cost, **{pid: udp_connected_pid, direction: "transmit"}).value,
+                        UDP_COUNT * UDP_SIZE / 1e9 * 0.01, rel_tol=1e-9)
 
     # One connection, an RTT histogram for the zone pair, and one connection span.
     assert _one(r, sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, **{pid: client_a_pid}).value == 1
