@@ -113,8 +113,10 @@ static __always_inline u64 ringbuf_wakeup_flags(u64 size, u64 ring_pages)
     u64 *pending = ringbuf_unannounced.lookup(&zero);
     if (!pending)
         return 0;
-    u64 before = __sync_fetch_and_add(pending, size);
-    if (before + size < ring_pages * 4096 / RINGBUF_WAKEUP_DIVISOR)
+    /* A plain atomic add (no fetch: kernels before 5.12 lack it) and a racy
+     * read: two CPUs may both wake the reader, which is harmless. */
+    __sync_fetch_and_add(pending, size);
+    if (*pending < ring_pages * 4096 / RINGBUF_WAKEUP_DIVISOR)
         return BPF_RB_NO_WAKEUP;
     *pending = 0;
     return BPF_RB_FORCE_WAKEUP;
