@@ -31,7 +31,7 @@
  *   NET_SPANS       1: send each closed connection to user space (span budget)
  *   RINGBUF_PAGES   size of the connection-event ring buffer
  *   NET_RAW_IO      1: raw sock_send_length/sock_recv_length and tcp_probe, with
- *   SK_*_OFFSET, TCP_SRTT_US_OFFSET  from the kernel's BTF (ebpftool/core/btf.py)
+ *   SK_*_OFFSET, TCP_*_OFFSET  from the kernel's BTF (ebpftool/core/btf.py)
  *   NET_HAVE_TCP_PROBE, NET_HAVE_TCP_RETRANSMIT_SKB, NET_HAVE_TCP_DESTROY_SOCK
  *                   1 where the kernel has that tracepoint (RTT, retransmits,
  *                   and a second close hook are optional; bytes are not)
