@@ -30,12 +30,15 @@
  *   RTT_SAMPLE_JIFFIES  least kernel ticks between two RTT samples of one socket
  *   NET_SPANS       1: send each closed connection to user space (span budget)
  *   RINGBUF_PAGES   size of the connection-event ring buffer
+ *   NET_KPROBE_IO   1: bytes from kprobes on tcp/udp sendmsg/recvmsg instead, for
+ *                   kernels without sock_send_length/sock_recv_length (before 6.3)
  *   NET_RAW_IO      1: raw sock_send_length/sock_recv_length and tcp_probe, with
  *   SK_*_OFFSET, TCP_*_OFFSET  from the kernel's BTF (ebpftool/core/btf.py)
  *   NET_HAVE_TCP_PROBE, NET_HAVE_TCP_RETRANSMIT_SKB, NET_HAVE_TCP_DESTROY_SOCK
  *                   1 where the kernel has that tracepoint (RTT, retransmits,
  *                   and a second close hook are optional; bytes are not)
  */
+#include <uapi/linux/ptrace.h>
 #include "net.h"
 
 #ifndef RTT_SAMPLE_JIFFIES
@@ -50,6 +53,11 @@
 #ifndef NET_RAW_IO
 #define NET_RAW_IO 0
 #endif
+#ifndef NET_KPROBE_IO
+#define NET_KPROBE_IO 0
+#endif
+/* The BTF offsets of struct sock / tcp_sock are defined in both modes. */
+#define NET_BTF_OFFSETS (NET_RAW_IO || NET_KPROBE_IO)
 #ifndef NET_HAVE_TCP_PROBE
 #define NET_HAVE_TCP_PROBE 1
 #endif
@@ -97,7 +105,7 @@ static __always_inline void agg_add(struct agg_key *key, struct agg_value *v)
 /* Segment counts of TCP socket sk (tcp_sock.segs_out / segs_in). */
 static __always_inline void read_segments(u64 sk, u32 *out, u32 *in)
 {
-#if NET_RAW_IO
+#if NET_BTF_OFFSETS
     bpf_probe_read_kernel(out, sizeof(*out), (void *)(sk + TCP_SEGS_OUT_OFFSET));
     bpf_probe_read_kernel(in, sizeof(*in), (void *)(sk + TCP_SEGS_IN_OFFSET));
 #else
@@ -127,7 +135,7 @@ static __always_inline void account_unkeyed(u64 sk, u16 family, u16 protocol, u3
     key.pid = bpf_get_current_pid_tgid() >> 32;
     key.family = family;
     key.protocol = protocol;
-#if NET_RAW_IO
+#if NET_BTF_OFFSETS
     if (family == NET_AF_INET) {
         bpf_probe_read_kernel(key.laddr, 4, (void *)(sk + SK_RCV_SADDR_OFFSET));
         bpf_probe_read_kernel(key.raddr, 4, (void *)(sk + SK_DADDR_OFFSET));
@@ -205,14 +213,13 @@ static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret
         (f)->has_addrs = 1;                                       \
     } while (0)
 
-#if NET_RAW_IO
-/* TP_PROTO(struct sock *sk, int ret, int flags) */
-static __always_inline void raw_io(struct bpf_raw_tracepoint_args *ctx, int tx)
+#if NET_BTF_OFFSETS
+/* ret bytes moved by socket sk: a known flow costs one lookup; family and
+ * protocol (BTF offsets) are read only for a socket not yet in flows. */
+static __always_inline void account_sock(u64 sk, int ret, int tx)
 {
-    int ret = (int)ctx->args[1];
     if (ret <= 0)
         return;
-    u64 sk = ctx->args[0];
     struct flow *f = flows.lookup(&sk);
     if (f && f->pid != 0) {
         flow_add_bytes(f, ret, tx);
@@ -223,18 +230,51 @@ static __always_inline void raw_io(struct bpf_raw_tracepoint_args *ctx, int tx)
     bpf_probe_read_kernel(&protocol, sizeof(protocol), (void *)(sk + SK_PROTOCOL_OFFSET));
     account_io(sk, family, protocol, ret, tx);
 }
+#endif
 
+#if NET_RAW_IO
+/* TP_PROTO(struct sock *sk, int ret, int flags) */
 RAW_TRACEPOINT_PROBE(sock_send_length)
 {
-    raw_io(ctx, 1);
+    account_sock(ctx->args[0], (int)ctx->args[1], 1);
     return 0;
 }
 
 RAW_TRACEPOINT_PROBE(sock_recv_length)
 {
-    raw_io(ctx, 0);
+    account_sock(ctx->args[0], (int)ctx->args[1], 0);
     return 0;
 }
+#elif NET_KPROBE_IO
+/* Kernels without the sock_*_length tracepoints (before 6.3) but with kprobes:
+ * tcp_sendmsg/udp_sendmsg/udpv6_sendmsg and the recvmsg functions all take the
+ * socket first and return the bytes moved, as bcc's tcptop reads them. The
+ * socket is kept per thread from entry to return (they do not nest). Attached
+ * by ebpftool/tracers/net.py (KPROBE_FUNCTIONS). */
+BPF_HASH(io_in_flight, u32, u64, 16384);
+
+int kprobe_io_entry(struct pt_regs *ctx)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    u64 sk = PT_REGS_PARM1(ctx);
+    io_in_flight.update(&tid, &sk);
+    return 0;
+}
+
+static __always_inline int kprobe_io_return(struct pt_regs *ctx, int tx)
+{
+    u32 tid = bpf_get_current_pid_tgid();
+    u64 *sk = io_in_flight.lookup(&tid);
+    if (!sk)
+        return 0;
+    u64 s = *sk;
+    io_in_flight.delete(&tid);
+    account_sock(s, (int)PT_REGS_RC(ctx), tx);
+    return 0;
+}
+
+int kprobe_send_return(struct pt_regs *ctx) { return kprobe_io_return(ctx, 1); }
+int kprobe_recv_return(struct pt_regs *ctx) { return kprobe_io_return(ctx, 0); }
 #else
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
@@ -390,7 +430,7 @@ static __always_inline int rtt_sample_due(struct flow *f)
     return 1;
 }
 
-#if NET_RAW_IO
+#if NET_BTF_OFFSETS
 /* TP_PROTO(struct sock *sk, const struct sk_buff *skb). Fires on every segment
  * a TCP socket receives in ESTABLISHED: attached raw, the perf tracepoint's
  * record (addresses, a dozen tcp_sock fields, the socket cookie) is never

@@ -295,6 +295,8 @@ def plan_tracer(tracer: str, options, features: dict[str, bool], bcc, headers_ok
         if not missing:
             return TracerPlan(tracer, True, method, f"{len(tracepoints)} tracepoints present")
         missing_all.append(f"{method}: missing {', '.join(missing)}")
-    if tracer == "net" and features.get("kprobe"):
-        return TracerPlan(tracer, False, "kprobes", "kprobe fallback is not implemented yet; " + "; ".join(missing_all))
+    if tracer == "net" and features.get("kprobe") and features.get("btf_sock_offsets") and all(
+            bcc.BPF.tracepoint_exists(*tp.split(":", 1)) for tp in ("sock:inet_sock_set_state",)):
+        return TracerPlan(tracer, True, "kprobes on tcp/udp sendmsg/recvmsg (bytes) + tcp tracepoints",
+                          "; ".join(missing_all))
     return TracerPlan(tracer, False, "none", "; ".join(missing_all))

@@ -353,3 +353,53 @@ def test_malformed_zone_file_is_one_clear_error(tmp_path, content, phrase):
     assert res.returncode == 1
     assert phrase in res.stderr and str(path) in res.stderr.replace("\n", "")
     assert "Traceback" not in res.stderr + res.stdout
+
+
+# --- kernels without sock_send_length / sock_recv_length (before 6.3) -----------------------------------------
+def test_kprobe_fallback_programs_pass_the_verifier():
+    """This kernel has no kprobes, so the fallback cannot run here; its programs are still compiled and
+    each is loaded through the kernel's verifier as a kprobe program."""
+    from ebpftool.core.bpf import import_bcc
+    from ebpftool.core.btf import sock_field_offsets
+    from ebpftool.tracers.net import KPROBE_FUNCTIONS, OPTIONAL_TRACEPOINTS, NetOptions, net_program
+
+    prog = net_program(NetOptions(), {tp: True for tp in OPTIONAL_TRACEPOINTS},
+                       {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, **sock_field_offsets()})
+    prog.load()
+    try:
+        bpf = import_bcc().BPF
+        names = {name for _f, entry, ret, _req in KPROBE_FUNCTIONS for name in (entry, ret)}
+        for name in sorted(names):
+            assert prog.bpf.load_func(name, bpf.KPROBE).fd > 0, name
+    finally:
+        prog.close()
+
+
+@pytest.mark.parametrize("kprobes", [False, True])
+def test_missing_socket_tracepoints_take_the_kprobe_path_or_say_why_not(monkeypatch, kprobes):
+    """As on a 5.x kernel: the sock_*_length tracepoints are hidden from the tracer. Without kprobes (this
+    kernel) one sentence says so; with kprobes claimed, the fallback loads and tries to attach, which
+    this kernel refuses, again in one sentence."""
+    from ebpftool.core.bpf import BpfProgram
+    from ebpftool.errors import EbpftoolError
+    from ebpftool.export.pipeline import Telemetry
+    from ebpftool.export.otel import build_resource
+    from ebpftool.tracers.net import IO_TRACEPOINTS, NetTracer
+
+    real_exists = BpfProgram.tracepoint_exists
+    monkeypatch.setattr(BpfProgram, "tracepoint_exists", staticmethod(lambda tp: tp not in IO_TRACEPOINTS and real_exists(tp)))
+    monkeypatch.setattr(BpfProgram, "kprobes_available", staticmethod(lambda: kprobes))
+    telemetry = Telemetry(build_resource(environ={}), [])
+    tracer = NetTracer(telemetry)
+    try:
+        with pytest.raises(EbpftoolError) as err:
+            tracer.start()
+    finally:
+        tracer.stop()
+        telemetry.shutdown()
+    message = str(err.value)
+    assert message.startswith("this kernel lacks the tracepoint(s) sock:sock_send_length, sock:sock_recv_length")
+    if kprobes:
+        assert "the kprobe fallback could not attach to tcp_sendmsg" in message
+    else:
+        assert message.endswith("and has no kprobes for the fallback")

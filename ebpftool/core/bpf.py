@@ -172,6 +172,18 @@ class BpfProgram:
             self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
         self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{sym}")
 
+    def attach_kprobe(self, function: str, fn_name: str, *, ret: bool = False) -> None:
+        if ret:
+            self.bpf.attach_kretprobe(event=function, fn_name=fn_name)
+        else:
+            self.bpf.attach_kprobe(event=function, fn_name=fn_name)
+        self.probes.append(f"{'kretprobe' if ret else 'kprobe'}:{function}")
+
+    @staticmethod
+    def kprobes_available() -> bool:
+        """Whether the kernel was built with kprobes (tracefs lists kprobe_events then)."""
+        return any(os.path.exists(f"{d}/kprobe_events") for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
+
     @staticmethod
     def tracepoint_exists(tp: str) -> bool:
         category, event = tp.split(":", 1)

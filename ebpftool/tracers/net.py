@@ -40,6 +40,17 @@ RttKey = STRUCTS["rtt_key"]
 
 # Tracepoints: bytes need the first three; the rest add RTT, retransmits and a second close hook.
 REQUIRED_TRACEPOINTS = ("sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length")
+IO_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length")  # Linux 6.3+; kprobes before (NET_KPROBE_IO)
+# The kprobe fallback's functions: (function, entry program, return program, required). Each takes the socket
+# first and returns the bytes moved.
+KPROBE_FUNCTIONS = (
+    ("tcp_sendmsg", "kprobe_io_entry", "kprobe_send_return", True),
+    ("tcp_recvmsg", "kprobe_io_entry", "kprobe_recv_return", True),
+    ("udp_sendmsg", "kprobe_io_entry", "kprobe_send_return", False),
+    ("udp_recvmsg", "kprobe_io_entry", "kprobe_recv_return", False),
+    ("udpv6_sendmsg", "kprobe_io_entry", "kprobe_send_return", False),
+    ("udpv6_recvmsg", "kprobe_io_entry", "kprobe_recv_return", False),
+)
 RAW_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length", "tcp:tcp_probe")  # raw with NET_RAW_IO
 OPTIONAL_TRACEPOINTS = {
     "tcp:tcp_probe": "NET_HAVE_TCP_PROBE",
@@ -179,6 +190,20 @@ class NetOptions(TracerOptions):
     spans: bool = False         # a span per closed TCP connection (through the span budget)
 
 
+def net_program(options: NetOptions, present: dict[str, bool], io_defines: dict[str, int]) -> BpfProgram:
+    """bpf/net.bpf.c with its compile-time parameters (not loaded yet). present: which of
+    OPTIONAL_TRACEPOINTS the kernel has; io_defines: NET_RAW_IO / NET_KPROBE_IO and the BTF offsets."""
+    defines = {
+        **io_defines,
+        "RTT_SAMPLE_JIFFIES": max(1, math.ceil(RTT_SAMPLE_SECONDS * kernel_hz())),
+        "NET_SPANS": int(options.spans),
+        "RINGBUF_PAGES": options.ringbuf_pages if options.spans else 1,
+        **{OPTIONAL_TRACEPOINTS[tp]: int(ok) for tp, ok in present.items()},
+        **options.budget_defines(),
+    }
+    return BpfProgram("net.bpf.c", defines, macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
+
+
 @dataclass
 class PairView:
     inter_zone: bool = False
@@ -212,10 +237,12 @@ class NetTracer(Tracer):
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
         missing = [tp for tp in REQUIRED_TRACEPOINTS if not BpfProgram.tracepoint_exists(tp)]
-        if missing:
-            raise EbpftoolError(f"this kernel lacks the tracepoint(s) {', '.join(missing)} that byte counting needs "
-                                "(and the kprobe fallback is not implemented)")
         present = {tp: BpfProgram.tracepoint_exists(tp) for tp in OPTIONAL_TRACEPOINTS}
+        if missing and set(missing) <= set(IO_TRACEPOINTS):
+            self._start_with_kprobes(missing, present)
+            return
+        if missing:
+            raise EbpftoolError(f"this kernel lacks the tracepoint(s) {', '.join(missing)} that byte counting needs")
         try:
             raw = sock_field_offsets()
         except BtfError as exc:
@@ -229,28 +256,43 @@ class NetTracer(Tracer):
                 self.raw_io_refused = str(exc)[-200:]
         self._load(present, {"NET_RAW_IO": 0})
 
+    def _start_with_kprobes(self, missing: list[str], present: dict[str, bool]) -> None:
+        """Kernels before 6.3 (no sock_send_length/sock_recv_length): bytes from kprobes on the protocols'
+        sendmsg/recvmsg, with the socket fields read at BTF offsets as on the raw path."""
+        lacking = f"this kernel lacks the tracepoint(s) {', '.join(missing)} that byte counting needs"
+        if not BpfProgram.kprobes_available():
+            raise EbpftoolError(f"{lacking}, and has no kprobes for the fallback")
+        try:
+            offsets = sock_field_offsets()
+        except BtfError as exc:
+            raise EbpftoolError(f"{lacking}, and the kprobe fallback needs struct sock offsets from BTF: {exc}") from exc
+        self._load(present, {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, **offsets})
+        for function, entry, ret, required in KPROBE_FUNCTIONS:
+            try:
+                self.prog.attach_kprobe(function, entry)
+                self.prog.attach_kprobe(function, ret, ret=True)
+            except Exception as exc:
+                if required:
+                    raise EbpftoolError(f"{lacking}, and the kprobe fallback could not attach to {function}: "
+                                        f"{exc}") from exc
+
     def _load(self, present: dict[str, bool], io_defines: dict[str, int]) -> None:
         o = self.options
-        defines = {
-            **io_defines,
-            "RTT_SAMPLE_JIFFIES": max(1, math.ceil(RTT_SAMPLE_SECONDS * kernel_hz())),
-            "NET_SPANS": int(o.spans),
-            "RINGBUF_PAGES": o.ringbuf_pages if o.spans else 1,
-            **{OPTIONAL_TRACEPOINTS[tp]: int(ok) for tp, ok in present.items()},
-            **o.budget_defines(),
-        }
-        prog = BpfProgram("net.bpf.c", defines,
-                          macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
+        prog = net_program(o, present, io_defines)
         t0 = time.monotonic()
         prog.load()
         self.compile_seconds = time.monotonic() - t0
         self.prog = prog
         self.programs.append(prog)
-        self.io_hooks = "raw tracepoints" if io_defines["NET_RAW_IO"] else "tracepoints"
+        self.io_hooks = ("raw tracepoints" if io_defines["NET_RAW_IO"] else
+                         "kprobes (bytes) + raw tcp_probe" if io_defines.get("NET_KPROBE_IO") else "tracepoints")
         # BCC attaches TRACEPOINT_PROBE functions itself when loading; record them for the report.
-        attached = [*REQUIRED_TRACEPOINTS, *(tp for tp, ok in present.items() if ok)]
-        self.prog.probes.extend(f"raw_tracepoint:{tp.split(':')[1]}" if io_defines["NET_RAW_IO"] and tp in RAW_TRACEPOINTS
-                                else f"tracepoint:{tp}" for tp in attached)
+        kprobes = bool(io_defines.get("NET_KPROBE_IO"))
+        attached = [tp for tp in (*REQUIRED_TRACEPOINTS, *(tp for tp, ok in present.items() if ok))
+                    if not (kprobes and tp in IO_TRACEPOINTS)]
+        raw = ("tcp:tcp_probe",) if kprobes else RAW_TRACEPOINTS if io_defines["NET_RAW_IO"] else ()
+        self.prog.probes.extend(f"raw_tracepoint:{tp.split(':')[1]}" if tp in raw else f"tracepoint:{tp}"
+                                for tp in attached)
         if o.spans:
             self.prog.open_ring_buffer("conn_events", self._on_connection)
 
