@@ -7,7 +7,8 @@
  *    after it moved its bytes, with the socket's address; a connection is
  *    watched from its TCP handshake on a watched port (sock:inet_sock_set_state),
  *    and the syscall's buffer is found in the task's saved registers. An
- *    unwatched socket costs one hash lookup; other syscalls cost nothing.
+ *    unwatched socket costs one inlined array lookup (a counting filter in
+ *    front of conns); other syscalls cost nothing.
  *  - syscall hooks (fallback): enter/exit tracepoints of the read, write and
  *    accept syscalls, a connection keyed by (pid, fd) from its accept() on a
  *    listening socket in the listeners map (filled by user space from /proc).
@@ -626,13 +627,14 @@ static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len)
     return iov.base;
 }
 
-/* A write that went out: the state machine, then the `data:` event count (tail call) if needed. */
+/* A write that went out: the state machine, then the `data:` event count (tail call) if needed.
+ * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended. */
 static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 how, u64 arg, long ret,
-                                   u64 start)
+                                   u64 start, u64 now)
 {
     u32 len = 0;
     u64 ptr = first_buffer(how, arg, ret, &len);
-    if (!on_write(k, c, ptr, ptr ? len : (u32)ret, start, bpf_ktime_get_ns(), ptr != 0 && len > 0))
+    if (!on_write(k, c, ptr, ptr ? len : (u32)ret, start, now, ptr != 0 && len > 0))
         return 0;
     u32 zero = 0;
     struct scan_args *in = scan_input.lookup(&zero);
@@ -723,6 +725,14 @@ static __always_inline void conn_filter_add(u64 sk, s32 n)
         __sync_fetch_and_add(count, n);
 }
 
+/* 0: sk is certainly not watched (its slot counts no watched socket). */
+static __always_inline int maybe_watched(u64 sk)
+{
+    u32 slot = conn_filter_slot(sk);
+    u32 *count = conn_filter.lookup(&slot);
+    return count && *count != 0;
+}
+
 static __always_inline void forget_connection(u64 sk)
 {
     if (conns.delete(&sk) == 0)
@@ -734,9 +744,7 @@ static __always_inline void forget_connection(u64 sk)
  * which process serves it (and, with --pid/--comm, whether it is watched). */
 static __always_inline struct conn_state *sock_conn(u64 sk)
 {
-    u32 slot = conn_filter_slot(sk);
-    u32 *maybe = conn_filter.lookup(&slot);
-    if (!maybe || *maybe == 0)
+    if (!maybe_watched(sk))
         return 0;
     struct conn_state *c = conns.lookup(&sk);
     if (!c || c->pid != 0)
@@ -793,7 +801,8 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
         return 0;
     u32 how;
     u64 arg = syscall_buffer(&how);
-    return written(ctx, &sk, c, how, arg, ret, bpf_ktime_get_ns());
+    u64 now = bpf_ktime_get_ns();  /* the hook runs once the bytes went out: start and end are one time */
+    return written(ctx, &sk, c, how, arg, ret, now, now);
 }
 
 static __always_inline void watch_connection(u64 sk, u16 port, u16 client_port, u16 family, const u8 *v4,
@@ -832,6 +841,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
     if (args->newstate != TCP_FIN_WAIT1 && args->newstate != TCP_LAST_ACK && args->newstate != TCP_CLOSE)
         return 0;
+    if (!maybe_watched(sk))
+        return 0;  /* every TCP socket of the node closes through here */
     struct conn_state *c = conns.lookup(&sk);
     if (!c)
         return 0;
@@ -939,13 +950,14 @@ static __always_inline int io_enter(int is_write, s32 fd, u64 ptr, u32 how)
         return 0;
     /* The server reads again after it began answering: the answer is complete
      * (an idle keep-alive connection must not hold its last request back). */
+    u64 now = bpf_ktime_get_ns();
     if (!is_write && c->resp_start != 0)
-        finish_request(&k, c, bpf_ktime_get_ns());
+        finish_request(&k, c, now);
     struct io_args *a = inflight.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
     if (!a)
         return 0;
     a->ptr = ptr;
-    a->ts = bpf_ktime_get_ns();
+    a->ts = now;
     a->fd = fd;
     a->how = how;
     a->is_write = is_write;
@@ -990,7 +1002,7 @@ static __always_inline int write_exit(void *ctx, long ret)
     struct conn_state *c = finished_io(1, ret, &a, &k);
     if (!c)
         return 0;
-    return written(ctx, &k, c, a.how, a.ptr, ret, a.ts);
+    return written(ctx, &k, c, a.how, a.ptr, ret, a.ts, bpf_ktime_get_ns());
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(0, args->fd, (u64)args->buf, BUF_PLAIN); }
