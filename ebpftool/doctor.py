@@ -12,12 +12,11 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ebpftool.core.bpf import import_bcc
+from ebpftool.core.bpf import TRACEFS_PATHS, import_bcc
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.privileges import capability_report
 from ebpftool.errors import EbpftoolError
 
-TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 # What each tracer needs, in order of preference: (method, required tracepoints, required features).
 TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str], list[str]]]] = {
@@ -295,8 +294,8 @@ def plan_tracer(tracer: str, options, features: dict[str, bool], bcc, headers_ok
         if not missing:
             return TracerPlan(tracer, True, method, f"{len(tracepoints)} tracepoints present")
         missing_all.append(f"{method}: missing {', '.join(missing)}")
-    if tracer == "net" and features.get("kprobe") and features.get("btf_sock_offsets") and all(
-            bcc.BPF.tracepoint_exists(*tp.split(":", 1)) for tp in ("sock:inet_sock_set_state",)):
+    if (tracer == "net" and features.get("kprobe") and features.get("btf_sock_offsets")
+            and bcc.BPF.tracepoint_exists("sock", "inet_sock_set_state")):
         return TracerPlan(tracer, True, "kprobes on tcp/udp sendmsg/recvmsg (bytes) + tcp tracepoints",
                           "; ".join(missing_all))
     return TracerPlan(tracer, False, "none", "; ".join(missing_all))

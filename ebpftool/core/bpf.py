@@ -27,6 +27,8 @@ STAT_SLOTS = 16
 HIST_MAX_BUCKETS = 24
 
 
+TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
 # bpf(2): BPF_PROG_TEST_RUN runs a loaded program once, from user space, with a given context.
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 BPF_PROG_TEST_RUN = 10
@@ -182,7 +184,7 @@ class BpfProgram:
     @staticmethod
     def kprobes_available() -> bool:
         """Whether the kernel was built with kprobes (tracefs lists kprobe_events then)."""
-        return any(os.path.exists(f"{d}/kprobe_events") for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
+        return any(os.path.exists(f"{d}/kprobe_events") for d in TRACEFS_PATHS)
 
     @staticmethod
     def tracepoint_exists(tp: str) -> bool:
