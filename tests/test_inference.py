@@ -290,9 +290,11 @@ def test_bad_flags_are_one_sentence():
     assert r.returncode == 1 and "Traceback" not in r.stderr and "--capture-bytes" in r.stderr
 
 
+@pytest.mark.parametrize("watch", ["pid", "port"])
 @pytest.mark.parametrize("hooks", ["socket", "syscall"])
-def test_pid_mode_and_connections_open_before_start(hooks):
-    """--pid: a keep-alive connection opened before the tracer started is followed from its next request."""
+def test_pid_mode_and_connections_open_before_start(hooks, watch):
+    """--pid or --port: a keep-alive connection opened before the tracer started is followed from its next
+    request."""
     with nginx_server() as port:
         pids = subprocess.run(["pgrep", "-f", "ebpftool-nginx-"], capture_output=True, text=True).stdout.split()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -300,7 +302,8 @@ def test_pid_mode_and_connections_open_before_start(hooks):
         receiver = GrpcReceiver()
         try:
             master = min(int(p) for p in pids)
-            with EbpftoolProcess(["inference", "--pid", str(master), "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
+            selector = ["--pid", str(master)] if watch == "pid" else ["--port", str(port)]
+            with EbpftoolProcess(["inference", *selector, "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
                                   "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
                 for _ in range(3):
                     assert _get(conn, "/index.html") == 200

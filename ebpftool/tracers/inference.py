@@ -170,6 +170,18 @@ class SocketTables:
             self._by_ns[ns] = table
         return self._by_ns[ns]
 
+    def by_namespace(self, only: set[str] | None = None) -> dict[str, dict[int, TcpSocket]]:
+        """The table of every network namespace some process is in (of those in `only`, if given),
+        in one pass over /proc that reads each namespace's table once."""
+        out: dict[str, dict[int, TcpSocket]] = {}
+        for pid in all_pids():
+            ns = self.namespace_of(pid)
+            if ns and ns not in out and (only is None or ns in only):
+                out[ns] = self.of(pid)
+                if only is not None and len(out) == len(only):
+                    break
+        return out
+
 
 def process_family(roots: Iterable[int]) -> set[int]:
     """roots and their descendants (server workers are often forked children)."""
@@ -309,11 +321,8 @@ class InferenceTracer(Tracer):
         if pids is None:
             # Port mode: each namespace's table says it all, without the processes' fds.
             ports = set(self.opts.ports)
-            for pid in all_pids():
-                ns = tables.namespace_of(pid)
-                if ns and ns not in out:
-                    out[ns] = {i for i, s in tables.of(pid).items()
-                               if s.state == TCP_ESTABLISHED and s.local_port in ports}
+            for ns, table in tables.by_namespace().items():
+                out[ns] = {i for i, s in table.items() if s.state == TCP_ESTABLISHED and s.local_port in ports}
             return {ns: inodes for ns, inodes in out.items() if inodes}
         listening: dict[str, set[int]] = {}  # per namespace
         for pid, _fd, inode, s in self._owned_sockets(pids, tables):
@@ -326,19 +335,12 @@ class InferenceTracer(Tracer):
                 out[ns].add(inode)
         return dict(out)
 
-    def _seeding_done(self) -> bool:
-        """True once every connection open at start was found at a read, or is closed."""
-        st = self.prog.stats()
-        if st[H["STAT_INF_SEEDED"]] >= sum(len(v) for v in self._preexisting.values()):
+    def _seeding_done(self, seeded: int) -> bool:
+        """True once every connection open at start was found at a read (seeded: the kernel's count of
+        them), or is closed."""
+        if seeded >= sum(len(v) for v in self._preexisting.values()):
             return True
-        wanted = {ns for ns, inodes in self._preexisting.items() if inodes}
-        tables, found = SocketTables(), {}
-        for pid in all_pids():  # one process per namespace, found in one pass over /proc
-            ns = tables.namespace_of(pid)
-            if ns in wanted and ns not in found:
-                found[ns] = tables.of(pid)
-                if len(found) == len(wanted):
-                    break
+        found = SocketTables().by_namespace({ns for ns, inodes in self._preexisting.items() if inodes})
         for ns, inodes in self._preexisting.items():
             table = found.get(ns, {})
             self._preexisting[ns] = {i for i in inodes if i in table and table[i].state == TCP_ESTABLISHED}
@@ -620,11 +622,12 @@ class InferenceTracer(Tracer):
             # The kernel closes a dead process's fds without a close() syscall; the socket hooks
             # see those closes (inet_sock_set_state), the syscall hooks do not.
             self._forget_dead_processes()
-        if self._seeding and self._seeding_done():
+        st = self.prog.stats()
+        if self._seeding and self._seeding_done(st[H["STAT_INF_SEEDED"]]):
             self.prog.bpf.detach_tracepoint(SEED_TRACEPOINT)
             self._seeding = False
         now = time.monotonic()
-        requests = self.prog.stats()[H["STAT_INF_REQUESTS"]]
+        requests = st[H["STAT_INF_REQUESTS"]]
         if self._last_rate_at:
             self.request_rate = (requests - self._last_requests) / max(now - self._last_rate_at, 1e-6)
         self._last_rate_at, self._last_requests = now, requests
