@@ -8,6 +8,8 @@
  *  - span_budget_take(): an in-kernel token bucket (SPAN_RATE_PER_CPU per
  *    second, SPAN_BURST deep, per CPU) that bounds spans sent to user space.
  *  - struct hist_value: count, sum and buckets of one histogram series.
+ *  - CURRENT_SYSCALL_REGS() and x86-64 syscall numbers, for programs that run
+ *    inside a socket call and need its user-space arguments.
  *
  * Compile-time parameters (-D from the loader): SPAN_RATE_PER_CPU, SPAN_BURST.
  */
@@ -129,3 +131,17 @@ static __always_inline void count_ringbuf_full(void)
 {
     stat_add(STAT_RINGBUF_FULL, 1);
 }
+
+/* The registers the current task entered its syscall with (x86-64: the
+ * number in orig_ax, arguments in di, si, dx, r10, r8, r9). A BTF pointer:
+ * its fields are loaded directly (a fault reads as 0), no probe-read call.
+ * A macro: struct pt_regs is declared by the program's own includes. */
+#define CURRENT_SYSCALL_REGS() ((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()))
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47

@@ -660,15 +660,6 @@ static __always_inline void count_accepted(u16 port)
 #if IO_HOOKS_SOCK
 /* ---- socket hooks --------------------------------------------------------------- */
 
-/* x86-64 syscall numbers of the calls whose buffer is parsed. */
-#define NR_READ 0
-#define NR_WRITE 1
-#define NR_READV 19
-#define NR_WRITEV 20
-#define NR_SENDTO 44
-#define NR_RECVFROM 45
-#define NR_SENDMSG 46
-#define NR_RECVMSG 47
 #define EAGAIN 11
 #define MSG_PEEK 2
 #define TCP_ESTABLISHED 1
@@ -680,12 +671,10 @@ static __always_inline void count_accepted(u16 port)
 
 /* The buffer of the read or write syscall this socket operation is part of:
  * *how says how to find the bytes, 0 when the caller is not one of these
- * syscalls (sendfile, splice, io_uring: counted, not parsed). The saved
- * registers are a BTF pointer: loaded directly (a fault reads as 0), no
- * probe-read helper call. */
+ * syscalls (sendfile, splice, io_uring: counted, not parsed). */
 static __always_inline u64 syscall_buffer(u32 *how)
 {
-    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    struct pt_regs *regs = CURRENT_SYSCALL_REGS();
     u64 buf = regs->si;
     *how = BUF_NONE;
     switch (regs->orig_ax) {

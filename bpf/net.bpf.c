@@ -30,6 +30,8 @@
  *   RTT_SAMPLE_JIFFIES  least kernel ticks between two RTT samples of one socket
  *   NET_SPANS       1: send each closed connection to user space (span budget)
  *   RINGBUF_PAGES   size of the connection-event ring buffer
+ *   NET_UDP_DEST    1: an unconnected UDP socket's destination is read from the
+ *                   sendto()/sendmsg() arguments (x86-64 syscall registers)
  *   NET_KPROBE_IO   1: bytes from kprobes on tcp/udp sendmsg/recvmsg instead, for
  *                   kernels without sock_send_length/sock_recv_length (before 6.3)
  *   NET_RAW_IO      1: raw sock_send_length/sock_recv_length and tcp_probe, with
@@ -55,6 +57,9 @@
 #endif
 #ifndef NET_KPROBE_IO
 #define NET_KPROBE_IO 0
+#endif
+#ifndef NET_UDP_DEST
+#define NET_UDP_DEST 0
 #endif
 /* The BTF offsets of struct sock / tcp_sock are defined in both modes. */
 #define NET_BTF_OFFSETS (NET_RAW_IO || NET_KPROBE_IO)
@@ -123,11 +128,50 @@ static __always_inline void refresh_segments(u64 sk, struct flow *f)
     f->segs_in = in - f->segs_in_base;
 }
 
+#if NET_UDP_DEST
+/* The destination a send on an unconnected UDP socket names: the sockaddr
+ * passed to the sendto() or sendmsg() this send is part of, found through the
+ * task's syscall registers (the program runs inside that call). Stored as the
+ * socket's family stores it: an IPv6 socket sending to an IPv4 sockaddr gets
+ * the v4-mapped address, as the kernel itself treats it. Other callers
+ * (sendmmsg, io_uring, sendfile) leave it unknown. */
+static __always_inline void udp_destination(u16 family, u8 *raddr)
+{
+    struct pt_regs *regs = CURRENT_SYSCALL_REGS();
+    u64 name = 0;
+    u64 nr = regs->orig_ax;
+    if (nr == NR_SENDTO)
+        name = regs->r8;                  /* sendto(fd, buf, len, flags, dest_addr, addrlen) */
+    else if (nr == NR_SENDMSG)
+        bpf_probe_read_user(&name, sizeof(name), (void *)regs->si);  /* struct user_msghdr: msg_name first */
+    if (!name)
+        return;
+    struct {
+        u16 family;
+        u16 port;
+        u8 v4[4];                         /* sockaddr_in's address; sockaddr_in6's flowinfo */
+    } head = {};
+    if (bpf_probe_read_user(&head, sizeof(head), (void *)name) != 0)
+        return;
+    if (head.family == NET_AF_INET && family == NET_AF_INET) {
+        __builtin_memcpy(raddr, head.v4, 4);
+    } else if (head.family == NET_AF_INET && family == NET_AF_INET6) {
+        raddr[10] = 0xff;
+        raddr[11] = 0xff;
+        __builtin_memcpy(raddr + 12, head.v4, 4);
+    } else if (head.family == NET_AF_INET6 && family == NET_AF_INET6) {
+        bpf_probe_read_user(raddr, NET_ADDR_LEN, (void *)(name + 8));  /* sin6_addr */
+    }
+}
+#endif
+
 /* I/O with no flow entry (UDP and other non-TCP sockets, or the flow map full):
  * summed per process and address pair. The addresses are the socket's own,
  * read at BTF offsets (raw tracepoints): known for a connected socket (UDP
- * after connect(), as DNS stubs and QUIC clients use them), zero, hence
- * unknown, for one that names its peer per sendto(). */
+ * after connect(), as DNS stubs and QUIC clients use them). A socket that names
+ * its peer per call has no peer address: for its sends, the destination comes
+ * from the call's arguments (NET_UDP_DEST); for its receives it stays unknown
+ * (the kernel copies the sender's address out only after this hook). */
 static __always_inline void account_unkeyed(u64 sk, u16 family, u16 protocol, u32 bytes, int tx)
 {
     struct agg_key key = {};
@@ -143,6 +187,11 @@ static __always_inline void account_unkeyed(u64 sk, u16 family, u16 protocol, u3
         bpf_probe_read_kernel(key.laddr, 16, (void *)(sk + SK_V6_RCV_SADDR_OFFSET));
         bpf_probe_read_kernel(key.raddr, 16, (void *)(sk + SK_V6_DADDR_OFFSET));
     }
+#endif
+#if NET_UDP_DEST
+    u64 *r = (u64 *)key.raddr;
+    if (tx && protocol == NET_PROTO_UDP && r[0] == 0 && r[1] == 0)
+        udp_destination(family, key.raddr);
 #endif
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     if (tx)

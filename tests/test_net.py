@@ -61,19 +61,44 @@ c.close()
 print(n, flush=True)
 """
 
-# Sends COUNT datagrams of SIZE bytes, naming the peer in each sendto(), or ("connect") on a connected socket.
+# Sends COUNT datagrams of SIZE bytes to PEER:PORT, by MODE: "sendto" names the peer in each call on an
+# unbound socket; "sendmsg" names it in each sendmsg() from a socket bound to LOCAL; "sendto6" from an
+# unbound IPv6 socket to the v4-mapped peer; "sendto4on6" from an IPv6 socket with a plain sockaddr_in
+# (the kernel accepts it; Python's socket module cannot build it, so libc's sendto is called);
+# "connect" sends on a connected socket.
 UDP_SENDER = r"""
-import os, socket, sys
+import ctypes, os, socket, struct, sys
 print(os.getpid(), flush=True)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-peer, connected = (sys.argv[1], int(sys.argv[2])), sys.argv[5:] == ["connect"]
-if connected:
-    s.connect(peer)
-for _ in range(int(sys.argv[3])):
-    if connected:
-        s.send(b"u" * int(sys.argv[4]))
+peer, port, count, size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+data = b"u" * size
+s = socket.socket(socket.AF_INET6 if mode.startswith("sendto") and "6" in mode else socket.AF_INET, socket.SOCK_DGRAM)
+sockaddr_in = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton(peer))
+libc = ctypes.CDLL(None, use_errno=True)
+if mode == "connect":
+    s.connect((peer, port))
+elif mode == "sendmsg":
+    s.bind((sys.argv[6], 0))
+for _ in range(count):
+    if mode == "connect":
+        s.send(data)
+    elif mode == "sendmsg":
+        s.sendmsg([data], [], 0, (peer, port))
+    elif mode == "sendto6":
+        s.sendto(data, ("::ffff:" + peer, port))
+    elif mode == "sendto4on6":
+        assert libc.sendto(s.fileno(), data, len(data), 0, sockaddr_in, len(sockaddr_in)) == len(data), ctypes.get_errno()
     else:
-        s.sendto(b"u" * int(sys.argv[4]), peer)
+        s.sendto(data, (peer, port))
+"""
+
+# A bound UDP socket that never reads: datagrams to it raise no ICMP port-unreachable (which would fail the
+# connected sender's next send with ECONNREFUSED).
+UDP_SINK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+sys.stdin.read()
 """
 
 CROSS_BYTES, CROSS_REPLY = 3_000_123, 200_000
@@ -135,15 +160,17 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
         lo_port = server_lo.stdout.readline().split()[1]
         client_lo = zones.popen("", TCP_CLIENT, "127.0.0.1", "127.0.0.1", lo_port, str(LOOP_BYTES), "go")
         client_lo_pid = _pid_line(client_lo)
-        # UDP from zone a to b: no addresses in the tracepoints, so counted per process.
-        udp = zones.popen(zones.ns_a, UDP_SENDER, ADDR_B, "5303", str(UDP_COUNT), str(UDP_SIZE))
-        udp_pid = _pid_line(udp)
-        udp_connected = zones.popen(zones.ns_a, UDP_SENDER, ADDR_B, "5304", str(UDP_COUNT), str(UDP_SIZE), "connect")
-        udp_connected_pid = _pid_line(udp_connected)
+        # UDP from zone a to b: the peer named per call, or in the connected socket.
+        sink = zones.popen(zones.ns_b, UDP_SINK, ADDR_B, "5303")
+        assert sink.stdout.readline().strip() == "ready"
+        udp = {mode: zones.popen(zones.ns_a, UDP_SENDER, ADDR_B, "5303", str(UDP_COUNT), str(UDP_SIZE), mode, ADDR_A)
+               for mode in ("sendto", "sendmsg", "sendto6", "sendto4on6", "connect")}
+        udp_pids = {mode: _pid_line(p) for mode, p in udp.items()}
 
         assert int(_finish(client_a).split()[-1]) == CROSS_REPLY
         assert int(_finish(server_b).split()[-1]) == CROSS_BYTES
-        _finish(client_lo), _finish(server_lo), _finish(udp), _finish(udp_connected)
+        _finish(client_lo), _finish(server_lo), *map(_finish, udp.values())
+        _finish(sink)  # communicate() closes its stdin
         assert intra.stdout.readline().strip() == "sent"
 
         # The open intra-zone connection shows up among the top flows, with its ports.
@@ -203,18 +230,20 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
     assert lo_sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is False
     assert not _points(r, cost, **{pid: intra_pid}) and not _points(r, cost, **{pid: client_lo_pid})
 
-    # UDP named per sendto(): bytes per process, zone pair unknown (documented limit).
-    udp_sent = _one(r, flow, **{pid: udp_pid, direction: "transmit"})
-    assert udp_sent.value == UDP_COUNT * UDP_SIZE
-    assert udp_sent.attributes[sc.NETWORK_TRANSPORT] == "udp" and udp_sent.attributes[dst] == "unknown"
-    # A connected UDP socket has its peer in the socket: the zone pair and the cost are known.
-    udp_connected_sent = _one(r, flow, **{pid: udp_connected_pid, direction: "transmit"})
-    assert udp_connected_sent.value == UDP_COUNT * UDP_SIZE
-    assert (udp_connected_sent.attributes[src], udp_connected_sent.attributes[dst]) == ("zone-a", "zone-b")
-    assert udp_connected_sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is True
-    assert udp_connected_sent.attributes[sc.NETWORK_LOCAL_ADDRESS] == ADDR_A
-    assert math.isclose(_one(r, cost, **{pid: udp_connected_pid, direction: "transmit"}).value,
-                        UDP_COUNT * UDP_SIZE / 1e9 * 0.01, rel_tol=1e-9)
+    # UDP: the destination comes from the socket when connected, else from each sendto()/sendmsg(); the
+    # source zone from the bound address, and is this node's (unknown here: no --zone) for an unbound socket.
+    expected_udp = {"connect": ("zone-a", ADDR_A), "sendmsg": ("zone-a", ADDR_A),
+                    "sendto": ("unknown", None), "sendto6": ("unknown", None), "sendto4on6": ("unknown", None)}
+    for mode, (source_zone, local_address) in expected_udp.items():
+        udp_sent = _one(r, flow, **{pid: udp_pids[mode], direction: "transmit"})
+        assert udp_sent.value == UDP_COUNT * UDP_SIZE, mode
+        assert udp_sent.attributes[sc.NETWORK_TRANSPORT] == "udp", mode
+        assert (udp_sent.attributes[src], udp_sent.attributes[dst]) == (source_zone, "zone-b"), mode
+        assert udp_sent.attributes.get(sc.NETWORK_LOCAL_ADDRESS) == local_address, mode
+        assert udp_sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is (source_zone == "zone-a"), mode
+        priced = _points(r, cost, **{pid: udp_pids[mode], direction: "transmit"})
+        assert [p.value for p in priced] == ([pytest.approx(UDP_COUNT * UDP_SIZE / 1e9 * 0.01, rel=1e-9)]
+                                             if source_zone == "zone-a" else []), mode
 
     # One connection, an RTT histogram for the zone pair, and one connection span.
     assert _one(r, sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, **{pid: client_a_pid}).value == 1

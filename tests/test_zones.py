@@ -47,6 +47,11 @@ def test_node_zone_is_the_zone_of_unlisted_local_addresses(tmp_path):
     env_zm = build_zone_map(None, environ={"EBPFTOOL_ZONE": "from-env"})
     assert env_zm.flow_zones(ip("172.16.0.9"), ip("8.8.4.4"))[0].name == "from-env"
     assert not is_inter_zone(*env_zm.flow_zones(ip("172.16.0.9"), ip("8.8.4.4")))   # external is not priced
+    # An unbound socket (UDP sendto() from 0.0.0.0) has no local address: its end is this node's zone.
+    assert [z.name for z in zm.flow_zones(None, ip("10.2.0.4"))] == ["z1", "z2"]
+    assert zm.flow_zones(None, ip("127.0.0.1")) == (LOCAL_ZONE, LOCAL_ZONE)
+    assert [z.name for z in zone_map("z2: [10.2.0.0/16]\n", tmp_path).flow_zones(None, ip("10.2.0.4"))] == \
+        ["unknown", "z2"]
 
 
 def test_prices_zone_then_flag_then_file_then_default(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import math
+import platform
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
@@ -51,6 +52,9 @@ KPROBE_FUNCTIONS = (
     ("udpv6_sendmsg", "kprobe_io_entry", "kprobe_send_return", False),
     ("udpv6_recvmsg", "kprobe_io_entry", "kprobe_recv_return", False),
 )
+# Where the socket hooks run inside the sending syscall (raw tracepoints, kprobes), an unconnected UDP
+# socket's destination is read from the sendto()/sendmsg() arguments: the x86-64 syscall registers.
+UDP_DEST_FROM_SYSCALL = int(platform.machine() == "x86_64")
 RAW_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length", "tcp:tcp_probe")  # raw with NET_RAW_IO
 OPTIONAL_TRACEPOINTS = {
     "tcp:tcp_probe": "NET_HAVE_TCP_PROBE",
@@ -250,7 +254,7 @@ class NetTracer(Tracer):
             self.raw_io_refused = str(exc)
         if raw:
             try:
-                self._load(present, {"NET_RAW_IO": 1, **raw})
+                self._load(present, {"NET_RAW_IO": 1, "NET_UDP_DEST": UDP_DEST_FROM_SYSCALL, **raw})
                 return
             except EbpftoolError as exc:
                 self.raw_io_refused = str(exc)[-200:]
@@ -266,7 +270,7 @@ class NetTracer(Tracer):
             offsets = sock_field_offsets()
         except BtfError as exc:
             raise EbpftoolError(f"{lacking}, and the kprobe fallback needs struct sock offsets from BTF: {exc}") from exc
-        self._load(present, {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, **offsets})
+        self._load(present, {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, "NET_UDP_DEST": UDP_DEST_FROM_SYSCALL, **offsets})
         for function, entry, ret, required in KPROBE_FUNCTIONS:
             try:
                 self.prog.attach_kprobe(function, entry)

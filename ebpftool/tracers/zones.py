@@ -110,10 +110,17 @@ class ZoneMap:
         return self.node_zone
 
     def flow_zones(self, local: IPAddress | None, remote: IPAddress | None) -> tuple[Zone, Zone]:
-        """(zone of the local end, zone of the remote end) of a flow; addresses may be unknown."""
-        if local is None or remote is None:
+        """(zone of the local end, zone of the remote end) of a flow; addresses may be unknown.
+        An unknown local address (a socket not bound to one, e.g. UDP sent with sendto()) is this
+        node: the node's zone when known."""
+        if remote is None:
             return (self.node_zone or UNKNOWN_ZONE), UNKNOWN_ZONE
-        local, remote = to_address(local), to_address(remote)
+        remote = to_address(remote)
+        if local is None:
+            if remote.is_loopback:
+                return LOCAL_ZONE, LOCAL_ZONE
+            return (self.node_zone or UNKNOWN_ZONE), self.zone_of(remote)
+        local = to_address(local)
         if local == remote or local.is_loopback or remote.is_loopback:
             return LOCAL_ZONE, LOCAL_ZONE
         return self.local_zone_of(local), self.zone_of(remote)
