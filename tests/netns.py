@@ -54,8 +54,14 @@ class TwoZones:
         for ns in (self.ns_a, self.ns_b):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
-    def popen(self, ns: str, code: str, *args: str) -> subprocess.Popen:
-        """Run Python code in a namespace (ns: a name, or "" for the root namespace)."""
+    def popen(self, ns: str, code: str, *args: str, cgroup: str | None = None) -> subprocess.Popen:
+        """Run Python code in a namespace (ns: a name, or "" for the root namespace), in a cgroup
+        (a cgroup directory) when one is given: joined before exec, so it runs there from its start."""
         prefix = ["ip", "netns", "exec", ns] if ns else []
-        return subprocess.Popen([*prefix, sys.executable, "-c", code, *args],
+
+        def join_cgroup() -> None:
+            with open(f"{cgroup}/cgroup.procs", "w") as fh:
+                fh.write(str(os.getpid()))
+
+        return subprocess.Popen([*prefix, sys.executable, "-c", code, *args], preexec_fn=join_cgroup if cgroup else None,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -138,17 +140,39 @@ def zones():
     z.remove()
 
 
-def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, tmp_path):
+NODE_NAME = "test-node"
+
+
+@pytest.fixture
+def pod_cgroup():
+    """(Pod UID, cgroup directory) of a made-up Pod: a cgroup v2 path shaped as the kubelet's systemd
+    driver names it (the UID with underscores), for processes the test starts there."""
+    root = next(line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[2] == "cgroup2")
+    uid = str(uuid.uuid4())
+    qos = Path(root, "kubepods.slice", "kubepods-besteffort.slice")
+    pod = qos / f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice"
+    container = pod / f"cri-containerd-{uuid.uuid4().hex * 2}.scope"
+    container.mkdir(parents=True)
+    yield uid, str(container)
+    for d in (container, pod, qos, qos.parent):
+        try:
+            d.rmdir()
+        except OSError:
+            pass  # still in use (a process that has not exited yet)
+
+
+def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, http_receiver, tmp_path):
     zone_file = tmp_path / "zones.yaml"
     zone_file.write_text(ZONES_YAML)
     r = http_receiver
     args = ["net", "--zones", str(zone_file), "--spans", "--flows", "5",
             "--otlp-endpoint", r.endpoint, "--interval", "1", "--no-ui"]
-    with EbpftoolProcess(args) as tool:
-        # Cross-zone: a (10.201.0.1) -> b (10.201.0.2), and the answer back.
+    pod_uid, pod_dir = pod_cgroup
+    with EbpftoolProcess(args, env={"K8S_NODE_NAME": NODE_NAME}) as tool:
+        # Cross-zone: a (10.201.0.1) -> b (10.201.0.2), and the answer back. The client runs in a Pod.
         server_b = zones.popen(zones.ns_b, TCP_SERVER, ADDR_B, "5301", str(CROSS_REPLY))
         server_b_pid = _pid_line(server_b)
-        client_a = zones.popen(zones.ns_a, TCP_CLIENT, ADDR_A, ADDR_B, "5301", str(CROSS_BYTES), "go")
+        client_a = zones.popen(zones.ns_a, TCP_CLIENT, ADDR_A, ADDR_B, "5301", str(CROSS_BYTES), "go", cgroup=pod_dir)
         client_a_pid = _pid_line(client_a)
         # Intra-zone: 10.201.0.3 -> 10.201.0.1, both zone a; held open for the top-N export.
         server_a = zones.popen(zones.ns_a, TCP_SERVER, ADDR_A, "5302", "0")
@@ -212,6 +236,14 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
     assert _within_1pct(server_got.value, CROSS_BYTES)
     assert (server_got.attributes[src], server_got.attributes[dst]) == ("zone-a", "zone-b")
 
+    # Kubernetes: the node's name on the local end (both ends on loopback), the Pod from the process's cgroup.
+    pod_of, node_of = sc.K8S_POD_UID_OF, sc.K8S_NODE_NAME_OF
+    assert (sent.attributes[pod_of["source"]], sent.attributes[node_of["source"]]) == (pod_uid, NODE_NAME)
+    assert (got_back.attributes[pod_of["destination"]], got_back.attributes[node_of["destination"]]) == (pod_uid, NODE_NAME)
+    assert pod_of["destination"] not in sent.attributes and node_of["destination"] not in sent.attributes
+    assert pod_of["source"] not in got_back.attributes and node_of["source"] not in got_back.attributes
+    assert server_sent.attributes[node_of["source"]] == NODE_NAME and pod_of["source"] not in server_sent.attributes
+
     # Cost: zone a's bytes at the file's price, zone b's at its own.
     cost = sc.EBPFTOOL_NETWORK_CROSS_ZONE_COST
     assert math.isclose(_one(r, cost, **{pid: client_a_pid, direction: "transmit"}).value,
@@ -228,6 +260,7 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
     assert _within_1pct(lo_sent.value, LOOP_BYTES)
     assert (lo_sent.attributes[src], lo_sent.attributes[dst]) == ("local", "local")
     assert lo_sent.attributes[sc.NETWORK_FLOW_INTER_ZONE] is False
+    assert lo_sent.attributes[node_of["source"]] == lo_sent.attributes[node_of["destination"]] == NODE_NAME
     assert not _points(r, cost, **{pid: intra_pid}) and not _points(r, cost, **{pid: client_lo_pid})
 
     # UDP: the destination comes from the socket when connected, else from each sendto()/sendmsg(); the
@@ -258,6 +291,7 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, http_receiver, 
     assert span.attributes[sc.EBPFTOOL_NETWORK_CONNECTION_SENT_BYTES] == sent.value
     assert span.attributes[sc.EBPFTOOL_NETWORK_CONNECTION_RECEIVED_BYTES] == got_back.value
     assert span.attributes[dst] == "zone-b"
+    assert span.attributes[pod_of["source"]] == pod_uid
 
     # What observability itself sent is reported too.
     assert any(p.value > 0 for p in r.latest(sc.EBPFTOOL_EXPORT_BYTES))

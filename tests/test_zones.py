@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from ebpftool.tracers.net import address_from_bytes, group_of
+from ebpftool.tracers.net import ProcessIdentity, address_from_bytes, group_of
 from ebpftool.tracers.zones import (
     LOCAL_ZONE, UNKNOWN_ZONE, ZoneFileError, build_zone_map, cost_usd, is_inter_zone, load_zone_file, parse_zones,
 )
@@ -106,7 +106,7 @@ def test_kernel_address_fields_decode_to_zone_groups(tmp_path):
     assert address_from_bytes(2, v4) == ip("10.201.0.1")
     assert address_from_bytes(2, bytes(16)) is None
     mapped = ip("::ffff:10.201.0.2").packed
-    g = group_of(zm, 10, 6, ip("::ffff:10.201.0.1").packed, mapped, 42, "srv")
+    g = group_of(zm, 10, 6, ip("::ffff:10.201.0.1").packed, mapped, 42, ProcessIdentity("srv", None))
     assert (g.local_zone.name, g.remote_zone.name, g.local_address, g.network_type) == ("a", "b", "10.201.0.1", "ipv6")
-    g = group_of(zm, 2, 17, v4, v4b, 7, "udp-app")
-    assert (g.transport, g.pid, g.executable) == ("udp", 7, "udp-app")
+    g = group_of(zm, 2, 17, v4, v4b, 7, ProcessIdentity("udp-app", "0f1b5c7e-2c4d-4e8f-9a0b-1c2d3e4f5a6b"))
+    assert (g.transport, g.pid, g.executable, g.pod_uid) == ("udp", 7, "udp-app", "0f1b5c7e-2c4d-4e8f-9a0b-1c2d3e4f5a6b")

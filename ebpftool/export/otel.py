@@ -27,16 +27,16 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ebpftool import __version__
+from ebpftool.core import k8s
 from ebpftool.export import semconv as sc
 from ebpftool.export.model import Kind, MetricPoint
 
 SCOPE = InstrumentationScope("ebpftool", __version__)
 
-# Downward-API variables people set in Pod specs, first match wins.
 K8S_ENV = {
-    sc.K8S_NODE_NAME: ("K8S_NODE_NAME", "NODE_NAME", "KUBE_NODE_NAME"),
-    sc.K8S_POD_NAME: ("K8S_POD_NAME", "POD_NAME", "HOSTNAME_POD"),
-    sc.K8S_NAMESPACE_NAME: ("K8S_NAMESPACE_NAME", "POD_NAMESPACE", "K8S_NAMESPACE"),
+    sc.K8S_NODE_NAME: k8s.NODE_NAME_ENV,
+    sc.K8S_POD_NAME: k8s.POD_NAME_ENV,
+    sc.K8S_NAMESPACE_NAME: k8s.NAMESPACE_NAME_ENV,
 }
 
 
@@ -55,10 +55,9 @@ def build_resource(
     env = os.environ if environ is None else environ
     attrs: dict[str, str] = {sc.SERVICE_NAME: "ebpftool", sc.HOST_NAME: socket.gethostname()}
     for key, names in K8S_ENV.items():
-        for name in names:
-            if env.get(name):
-                attrs[key] = env[name]
-                break
+        value = k8s.env_value(names, env)
+        if value:
+            attrs[key] = value
     for item in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
         if "=" in item:
             k, v = item.split("=", 1)

@@ -83,6 +83,13 @@ DESTINATION_CLOUD_AVAILABILITY_ZONE = "destination.cloud.availability_zone"
 SOURCE_CLOUD_REGION = "source.cloud.region"
 DESTINATION_CLOUD_REGION = "destination.cloud.region"
 NETWORK_FLOW_INTER_ZONE = "network.flow.inter_zone"
+# The flow proposal's per-end Kubernetes attributes that a node agent knows without the API server
+SOURCE_K8S_NODE_NAME = "source.k8s.node.name"
+DESTINATION_K8S_NODE_NAME = "destination.k8s.node.name"
+SOURCE_K8S_POD_UID = "source.k8s.pod.uid"
+DESTINATION_K8S_POD_UID = "destination.k8s.pod.uid"
+K8S_NODE_NAME_OF = {"source": SOURCE_K8S_NODE_NAME, "destination": DESTINATION_K8S_NODE_NAME}
+K8S_POD_UID_OF = {"source": SOURCE_K8S_POD_UID, "destination": DESTINATION_K8S_POD_UID}
 TCP_RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 EBPFTOOL_NETWORK_CONNECTION_IO = "ebpftool.network.connection.io"
 EBPFTOOL_NETWORK_FLOW_IO_LOST = "ebpftool.network.flow.io.lost"

@@ -25,13 +25,14 @@ from typing import Any, Iterable
 from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, bucket_macro, merge_hist, seconds_to_ns
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.clock import kernel_hz
+from ebpftool.core import k8s
 from ebpftool.core.cstruct import cstring, decode, load_header
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter, histogram
 from ebpftool.export.pipeline import Telemetry
-from ebpftool.tracers.zones import IPAddress, Zone, ZoneMap, cost_usd, is_inter_zone, to_address
+from ebpftool.tracers.zones import LOCAL_ZONE, IPAddress, Zone, ZoneMap, cost_usd, is_inter_zone, to_address
 
 STRUCTS, DEFINES = load_header("net.h")
 Flow = STRUCTS["flow"]
@@ -67,6 +68,7 @@ STALE_CLOSE_SECONDS = 30
 TRANSPORTS = {DEFINES["NET_PROTO_TCP"]: "tcp", DEFINES["NET_PROTO_UDP"]: "udp"}
 NET_TYPES = {DEFINES["NET_AF_INET"]: "ipv4", DEFINES["NET_AF_INET6"]: "ipv6"}
 SPAN_NAME = "tcp connection"
+PROCESS_CACHE_MAX = 65536   # pids whose name and Pod are remembered; past that the cache starts over
 
 
 def address_from_bytes(family: int, raw: Iterable[int]) -> IPAddress | None:
@@ -84,7 +86,8 @@ def address_from_bytes(family: int, raw: Iterable[int]) -> IPAddress | None:
 
 @dataclass(frozen=True)
 class FlowGroup:
-    """What the default export is keyed by: the zone pair, the local address, the process."""
+    """What the default export is keyed by: the zone pair, the local address, the process
+    (and the Pod it runs in, which the process determines)."""
 
     local_zone: Zone
     remote_zone: Zone
@@ -93,6 +96,13 @@ class FlowGroup:
     network_type: str
     pid: int
     executable: str
+    pod_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    executable: str
+    pod_uid: str | None
 
 
 @dataclass
@@ -121,14 +131,30 @@ class Totals:
             setattr(self, f.name, max(getattr(self, f.name), getattr(other, f.name)))
 
 
-def group_of(zones: ZoneMap, family: int, protocol: int, laddr, raddr, pid: int, executable: str) -> FlowGroup:
+def group_of(zones: ZoneMap, family: int, protocol: int, laddr, raddr, pid: int,
+             process: ProcessIdentity) -> FlowGroup:
     """The export key of one flow (struct flow) or closed aggregate (struct agg_key)."""
     local = address_from_bytes(family, laddr)
     remote = address_from_bytes(family, raddr)
     lz, rz = zones.flow_zones(local, remote)
     return FlowGroup(lz, rz, str(to_address(local)) if local is not None else None,
                      TRANSPORTS.get(protocol, str(protocol)), NET_TYPES.get(family, str(family)),
-                     int(pid), executable)
+                     int(pid), process.executable, process.pod_uid)
+
+
+def k8s_attrs(g: FlowGroup, transmit: bool, node_name: str | None) -> dict[str, str]:
+    """The flow proposal's source.k8s.* / destination.k8s.* that this node knows without the API
+    server: its own node name, and the Pod of the local process (from its cgroup). The local end is
+    the source of sent bytes and the destination of received ones; on loopback both ends are this node."""
+    local, peer = ("source", "destination") if transmit else ("destination", "source")
+    attrs: dict[str, str] = {}
+    if node_name:
+        attrs[sc.K8S_NODE_NAME_OF[local]] = node_name
+        if g.local_zone.name == LOCAL_ZONE.name:
+            attrs[sc.K8S_NODE_NAME_OF[peer]] = node_name
+    if g.pod_uid:
+        attrs[sc.K8S_POD_UID_OF[local]] = g.pod_uid
+    return attrs
 
 
 def zone_attrs(source: Zone, destination: Zone) -> dict[str, Any]:
@@ -150,7 +176,7 @@ def direction_attrs(transmit: bool) -> dict[str, str]:
             sc.NETWORK_INTERFACE_DIRECTION: "egress" if transmit else "ingress"}
 
 
-def group_points(zones: ZoneMap, groups: dict[FlowGroup, Totals]) -> list[MetricPoint]:
+def group_points(zones: ZoneMap, groups: dict[FlowGroup, Totals], node_name: str | None = None) -> list[MetricPoint]:
     """Cumulative points of the default export (per zone pair, local address and process)."""
     points: list[MetricPoint] = []
     for g, t in groups.items():
@@ -162,7 +188,7 @@ def group_points(zones: ZoneMap, groups: dict[FlowGroup, Totals]) -> list[Metric
             if not nbytes:
                 continue
             src, dst = (g.local_zone, g.remote_zone) if transmit else (g.remote_zone, g.local_zone)
-            attrs = {**base, **zone_attrs(src, dst), **direction_attrs(transmit)}
+            attrs = {**base, **zone_attrs(src, dst), **direction_attrs(transmit), **k8s_attrs(g, transmit, node_name)}
             points.append(counter(sc.EBPFTOOL_NETWORK_FLOW_IO, "By",
                                   "Bytes sent (transmit, counted at the sender) or received by this node, "
                                   "per zone pair and process", nbytes, attrs))
@@ -176,8 +202,9 @@ def group_points(zones: ZoneMap, groups: dict[FlowGroup, Totals]) -> list[Metric
                     src, dst = (g.local_zone, g.remote_zone) if transmit else (g.remote_zone, g.local_zone)
                     points.append(counter(sc.EBPFTOOL_NETWORK_TCP_SEGMENTS, "{segment}",
                                           "TCP segments sent or received (pure ACKs and retransmits included)",
-                                          segments, {**base, **zone_attrs(src, dst), **direction_attrs(transmit)}))
-            attrs = {**base, **zone_attrs(g.local_zone, g.remote_zone)}
+                                          segments, {**base, **zone_attrs(src, dst), **direction_attrs(transmit),
+                                                     **k8s_attrs(g, transmit, node_name)}))
+            attrs = {**base, **zone_attrs(g.local_zone, g.remote_zone), **k8s_attrs(g, True, node_name)}
             if t.retransmits:
                 points.append(counter(sc.EBPFTOOL_NETWORK_TCP_RETRANSMITS, "{segment}",
                                       "TCP segments retransmitted", t.retransmits, attrs))
@@ -192,6 +219,7 @@ class NetOptions(TracerOptions):
     zones: ZoneMap = field(default_factory=ZoneMap)
     top_flows: int = 0          # > 0: also export the N open connections with the most bytes, with addresses
     spans: bool = False         # a span per closed TCP connection (through the span budget)
+    node_name: str | None = field(default_factory=k8s.node_name)  # source/destination.k8s.node.name
 
 
 def net_program(options: NetOptions, present: dict[str, bool], io_defines: dict[str, int]) -> BpfProgram:
@@ -230,7 +258,7 @@ class NetTracer(Tracer):
         self._reported: dict[FlowGroup, Totals] = {}                   # what was exported last (high water)
         self._rtt: dict[tuple[Zone, Zone], list] = {}                  # zone pair -> [count, sum_ns, min, max, buckets]
         self._stats = [0] * STAT_SLOTS
-        self._executables: dict[int, str] = {}
+        self._processes: dict[int, ProcessIdentity] = {}
         self._stale: list[tuple[Any, FlowGroup, Any]] = []
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
@@ -314,7 +342,7 @@ class NetTracer(Tracer):
             sc.EBPFTOOL_NETWORK_CONNECTION_SENT_BYTES: int(f.tx_bytes),
             sc.EBPFTOOL_NETWORK_CONNECTION_RECEIVED_BYTES: int(f.rx_bytes),
             sc.EBPFTOOL_NETWORK_CONNECTION_RETRANSMITS: int(f.retransmits),
-            **zone_attrs(g.local_zone, g.remote_zone),
+            **zone_attrs(g.local_zone, g.remote_zone), **k8s_attrs(g, True, self.options.node_name),
         }
         if f.segs_out or f.segs_in:  # counted where the raw tracepoints run (BTF offsets)
             attrs[sc.EBPFTOOL_NETWORK_CONNECTION_SENT_SEGMENTS] = int(f.segs_out)
@@ -327,23 +355,28 @@ class NetTracer(Tracer):
         self.spans_sent += 1
 
     # -- reading the maps --------------------------------------------------------------------
-    def _executable(self, pid: int, comm) -> str:
+    def _process(self, pid: int, comm) -> ProcessIdentity:
         """The process's name: its main thread's comm while it runs (the kernel saw the comm of
-        whichever thread did the I/O, e.g. a gRPC worker), else the comm the kernel recorded."""
-        name = self._executables.get(pid)
-        if name is None:
+        whichever thread did the I/O, e.g. a gRPC worker), else the comm the kernel recorded;
+        and the Pod it runs in, from its cgroup. Read once per pid."""
+        known = self._processes.get(pid)
+        if known is None:
             try:
                 with open(f"/proc/{pid}/comm") as fh:
                     name = fh.read().strip()
+                with open(f"/proc/{pid}/cgroup") as fh:
+                    pod_uid = k8s.pod_uid_of_cgroup(fh.read())
             except OSError:
-                name = cstring(comm)
-            self._executables[pid] = name
-        return name
+                name, pod_uid = cstring(comm), None
+            if len(self._processes) >= PROCESS_CACHE_MAX:
+                self._processes.clear()
+            known = self._processes[pid] = ProcessIdentity(name, pod_uid)
+        return known
 
     def _group(self, rec) -> FlowGroup:
         """The export key of a struct flow or struct agg_key."""
         return group_of(self.zones, rec.family, rec.protocol, rec.laddr, rec.raddr, rec.pid,
-                        self._executable(int(rec.pid), rec.comm))
+                        self._process(int(rec.pid), rec.comm))
 
     def _agg_groups(self, table, into: dict[FlowGroup, Totals]) -> None:
         for k, v in table.items():
@@ -427,7 +460,7 @@ class NetTracer(Tracer):
             self._reported[g] = t
         self._drain_rtt()
         self._stats = self.prog.stats()
-        points = group_points(self.zones, self._reported)
+        points = group_points(self.zones, self._reported, self.options.node_name)
         points.extend(self._rtt_points())
         points.extend(self._top_flow_points(live))
         points.append(counter(sc.EBPFTOOL_NETWORK_FLOW_IO_LOST, "By",
@@ -475,7 +508,8 @@ class NetTracer(Tracer):
                          sc.PROCESS_PID: g.pid, sc.PROCESS_EXECUTABLE_NAME: g.executable,
                          sc.SOURCE_ADDRESS: ends[0][0], sc.SOURCE_PORT: int(ends[0][1]),
                          sc.DESTINATION_ADDRESS: ends[1][0], sc.DESTINATION_PORT: int(ends[1][1]),
-                         **zone_attrs(src, dst), **direction_attrs(transmit)}
+                         **zone_attrs(src, dst), **direction_attrs(transmit),
+                         **k8s_attrs(g, transmit, self.options.node_name)}
                 out.append(counter(sc.EBPFTOOL_NETWORK_CONNECTION_IO, "By",
                                    "Bytes of one open TCP connection (top N by bytes, --flows)", int(nbytes), attrs))
         return out
