@@ -761,14 +761,15 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
     struct conn_state *c = sock_conn(sk);
     if (!c)
         return 0;
-    u64 now = bpf_ktime_get_ns();
     if (ret < 0) {
         /* The server reads again after it began answering: the answer is complete
-         * (an idle keep-alive connection must not hold its last request back). */
+         * (an idle keep-alive connection must not hold its last request back). It
+         * ended at its last write (resp_end, set with resp_start): no clock read. */
         if (c->resp_start != 0)
-            finish_request(&sk, c, now);
+            finish_request(&sk, c, c->resp_end);
         return 0;
     }
+    u64 now = bpf_ktime_get_ns();
     if (ctx->args[2] & MSG_PEEK)
         return 0;  /* the bytes will be read again */
     u32 how, len = 0;
