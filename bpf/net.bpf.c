@@ -39,6 +39,8 @@
  *   NET_HAVE_TCP_PROBE, NET_HAVE_TCP_RETRANSMIT_SKB, NET_HAVE_TCP_DESTROY_SOCK
  *                   1 where the kernel has that tracepoint (RTT, retransmits,
  *                   and a second close hook are optional; bytes are not)
+ *   NET_RETRANSMIT_HAS_ERR 1 where tcp_retransmit_skb's record has `err`: it then
+ *                   also fires for attempts that sent nothing, which are skipped
  */
 #include <uapi/linux/ptrace.h>
 #include "net.h"
@@ -71,6 +73,9 @@
 #endif
 #ifndef NET_HAVE_TCP_DESTROY_SOCK
 #define NET_HAVE_TCP_DESTROY_SOCK 1
+#endif
+#ifndef NET_RETRANSMIT_HAS_ERR
+#define NET_RETRANSMIT_HAS_ERR 0
 #endif
 #ifndef RTT_BUCKET
 #define RTT_BUCKET(v) 0
@@ -435,6 +440,10 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 #if NET_HAVE_TCP_RETRANSMIT_SKB
 TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 {
+#if NET_RETRANSMIT_HAS_ERR
+    if (args->err != 0)
+        return 0;  /* not retransmitted (the kernel counts it as TCPRetransFail, not in total_retrans) */
+#endif
     struct flow *f = flow_of((u64)args->skaddr, args->family);
     if (!f) {
         stat_add(NET_STAT_FLOWS_FULL, 1);

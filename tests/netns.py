@@ -28,14 +28,16 @@ def _ip(*args: str) -> None:
 class TwoZones:
     ns_a: str
     ns_b: str
+    veth_a: str
+    veth_b: str
 
     @classmethod
     def create(cls) -> "TwoZones":
         tag = os.getpid() % 100000
-        zones = cls(f"ebt-net-a-{tag}", f"ebt-net-b-{tag}")
+        veth_a, veth_b = f"ebtna{tag}", f"ebtnb{tag}"
+        zones = cls(f"ebt-net-a-{tag}", f"ebt-net-b-{tag}", veth_a, veth_b)
         zones.remove()
         try:
-            veth_a, veth_b = f"ebtna{tag}", f"ebtnb{tag}"
             _ip("netns", "add", zones.ns_a)
             _ip("netns", "add", zones.ns_b)
             _ip("link", "add", veth_a, "netns", zones.ns_a, "type", "veth", "peer", "name", veth_b, "netns", zones.ns_b)
@@ -49,6 +51,16 @@ class TwoZones:
             zones.remove()
             raise
         return zones
+
+    def set_link_b(self, up: bool) -> None:
+        """Zone b's end of the veth up or down. While it is down, the kernel holds what zone a sends (and
+        TCP's attempts to send it again fail with EBUSY: they are not retransmits)."""
+        _ip("-n", self.ns_b, "link", "set", self.veth_b, "up" if up else "down")
+
+    def drop_b_to(self, address: str, drop: bool) -> None:
+        """Zone b's packets to this address dropped (a blackhole route in b), or delivered again. A lost
+        ACK is loss as the sender sees it: it sends its segments again."""
+        _ip("-n", self.ns_b, "route", "add" if drop else "del", "blackhole", f"{address}/32")
 
     def remove(self) -> None:
         for ns in (self.ns_a, self.ns_b):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -402,6 +403,76 @@ def test_connection_open_before_the_tracer_gets_addresses_and_rtt_and_segments_t
         for proc in (client, server):
             proc.kill()
             proc.wait()
+
+
+# Connects, says "connected", then sends 100 bytes every 20 ms for SECONDS (no Nagle: one segment each). When
+# everything is acknowledged it prints the kernel's count of retransmitted segments (TCP_INFO
+# tcpi_total_retrans, after 25 u32s) and closes.
+TRICKLE_CLIENT = r"""
+import os, socket, struct, sys, time
+src, dst, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+print(os.getpid(), flush=True)
+c = socket.create_connection((dst, port), timeout=20, source_address=(src, 0))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+print("connected", flush=True)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    c.sendall(b"t" * 100)
+    time.sleep(0.02)
+def info():
+    raw = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("I", raw, 24)[0], struct.unpack_from("I", raw, 100)[0]  # tcpi_unacked, tcpi_total_retrans
+deadline = time.monotonic() + 20
+while info()[0] and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(info()[1], flush=True)
+c.close()
+"""
+
+
+def test_retransmits_are_counted_for_the_sending_process_and_zone_pair(zones, http_receiver, tmp_path):
+    """Under a trickle of segments from zone a, zone b's link goes down for a while (the kernel holds the
+    packets; TCP's attempts to send them again fail), then b's answers (its ACKs) are dropped for a while
+    (the sender sends its segments again). The tracer counts those retransmits for the sender, and not
+    the failed attempts: at most the kernel's own count."""
+    zone_file = tmp_path / "zones.yaml"
+    zone_file.write_text(ZONES_YAML)
+    r = http_receiver
+    args = ["net", "--zones", str(zone_file), "--otlp-endpoint", r.endpoint, "--interval", "1", "--no-ui"]
+    with EbpftoolProcess(args) as tool:
+        server = zones.popen(zones.ns_b, TCP_SERVER, ADDR_B, "5321", "0")
+        _pid_line(server)
+        client = zones.popen(zones.ns_a, TRICKLE_CLIENT, ADDR_A, ADDR_B, "5321", "5")
+        client_pid = _pid_line(client)
+        try:
+            assert client.stdout.readline().strip() == "connected"
+            time.sleep(0.5)
+            zones.set_link_b(False)  # attempts that fail (EBUSY): the tracepoint fires, nothing is retransmitted
+            time.sleep(0.8)          # longer than the 200 ms minimum retransmission timeout
+            zones.set_link_b(True)
+            time.sleep(1.5)          # the timeout settles (the held packets' late ACKs raised it)
+            zones.drop_b_to(ADDR_A, True)
+            time.sleep(1.5)
+            zones.drop_b_to(ADDR_A, False)
+            total_retrans = int(_finish(client).split()[-1])
+            _finish(server)
+        finally:
+            zones.set_link_b(True)
+            for proc in (client, server):
+                proc.kill()
+                proc.wait()
+
+        def counted():
+            return _points(r, sc.EBPFTOOL_NETWORK_TCP_RETRANSMITS, **{sc.PROCESS_PID: client_pid})
+        assert r.wait_for(counted, timeout=15), r.latest(sc.EBPFTOOL_NETWORK_TCP_RETRANSMITS)
+        assert tool.stop() == 0, tool.stderr
+    retrans = _one(r, sc.EBPFTOOL_NETWORK_TCP_RETRANSMITS, **{sc.PROCESS_PID: client_pid})
+    # One tracepoint event per retransmitted packet; the kernel counts segments (a packet may carry several).
+    assert total_retrans >= 1 and 1 <= retrans.value <= total_retrans, (retrans.value, total_retrans)
+    assert retrans.unit == "{segment}" and retrans.is_monotonic
+    attrs = retrans.attributes
+    assert (attrs[sc.SOURCE_CLOUD_AVAILABILITY_ZONE], attrs[sc.DESTINATION_CLOUD_AVAILABILITY_ZONE]) == ("zone-a", "zone-b")
+    assert attrs[sc.NETWORK_FLOW_INTER_ZONE] is True and attrs[sc.NETWORK_LOCAL_ADDRESS] == ADDR_A
 
 
 @pytest.mark.parametrize("content, phrase", [

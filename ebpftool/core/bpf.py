@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -190,6 +191,19 @@ class BpfProgram:
     def tracepoint_exists(tp: str) -> bool:
         category, event = tp.split(":", 1)
         return bool(import_bcc().BPF.tracepoint_exists(category, event))
+
+    @staticmethod
+    def tracepoint_has_field(tp: str, field: str) -> bool:
+        """Whether tracepoint tp's record has this field (its tracefs format lists it): fields come and go
+        between kernels, and a TRACEPOINT_PROBE naming a missing one does not compile."""
+        category, event = tp.split(":", 1)
+        for d in TRACEFS_PATHS:
+            try:
+                text = Path(f"{d}/events/{category}/{event}/format").read_text()
+            except OSError:
+                continue
+            return re.search(rf"field:[^;]*\b{re.escape(field)}(\[\d+\])?;", text) is not None
+        return False
 
     # -- ring buffers ------------------------------------------------------------
     def open_ring_buffer(self, map_name: str, on_event: Callable[[bytes], None]) -> None:

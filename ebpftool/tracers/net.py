@@ -231,6 +231,8 @@ def net_program(options: NetOptions, present: dict[str, bool], io_defines: dict[
         "NET_SPANS": int(options.spans),
         "RINGBUF_PAGES": options.ringbuf_pages if options.spans else 1,
         **{OPTIONAL_TRACEPOINTS[tp]: int(ok) for tp, ok in present.items()},
+        "NET_RETRANSMIT_HAS_ERR": int(present.get("tcp:tcp_retransmit_skb", False)
+                                      and BpfProgram.tracepoint_has_field("tcp:tcp_retransmit_skb", "err")),
         **options.budget_defines(),
     }
     return BpfProgram("net.bpf.c", defines, macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
