@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ebpftool.export import semconv as sc
+from ebpftool.tracers.net import human_bytes
 from tests.conftest import EbpftoolProcess, run_ebpftool
 from tests.netns import ADDR_A, ADDR_A2, ADDR_B, TwoZones
 
@@ -438,7 +439,7 @@ def test_retransmits_are_counted_for_the_sending_process_and_zone_pair(zones, ht
     zone_file = tmp_path / "zones.yaml"
     zone_file.write_text(ZONES_YAML)
     r = http_receiver
-    args = ["net", "--zones", str(zone_file), "--otlp-endpoint", r.endpoint, "--interval", "1", "--no-ui"]
+    args = ["net", "--zones", str(zone_file), "--otlp-endpoint", r.endpoint, "--interval", "1", "--ui"]
     with EbpftoolProcess(args) as tool:
         server = zones.popen(zones.ns_b, TCP_SERVER, ADDR_B, "5321", "0")
         _pid_line(server)
@@ -473,6 +474,17 @@ def test_retransmits_are_counted_for_the_sending_process_and_zone_pair(zones, ht
     attrs = retrans.attributes
     assert (attrs[sc.SOURCE_CLOUD_AVAILABILITY_ZONE], attrs[sc.DESTINATION_CLOUD_AVAILABILITY_ZONE]) == ("zone-a", "zone-b")
     assert attrs[sc.NETWORK_FLOW_INTER_ZONE] is True and attrs[sc.NETWORK_LOCAL_ADDRESS] == ADDR_A
+
+    # The live table (--ui; drawn once at the end when stdout is not a terminal): the zone pair's row has
+    # the sender's bytes, their cost at zone a's price, the process and the same retransmits.
+    sent = _one(r, sc.EBPFTOOL_NETWORK_FLOW_IO, **{sc.PROCESS_PID: client_pid, sc.NETWORK_IO_DIRECTION: "transmit"})
+    assert "ebpftool net: bytes sent, by zone pair" in tool.stdout, tool.stdout
+    rows = [line for line in tool.stdout.splitlines() if "zone-a -> zone-b" in line]
+    assert rows, tool.stdout
+    cells = [c.strip() for c in rows[-1].split("│")[1:-1]]
+    assert cells[0] == "zone-a -> zone-b" and cells[-1] == str(retrans.value), cells
+    assert cells[2] == human_bytes(sent.value) and cells[3] == f"${sent.value / 1e9 * 0.01:.6f}", (cells, sent.value)
+    assert cells[4].startswith("python"), cells
 
 
 @pytest.mark.parametrize("content, phrase", [

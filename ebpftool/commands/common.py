@@ -130,6 +130,8 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
     finally:
         if live is not None:
             live.stop()
+            if not out.is_terminal:
+                out.line()  # Live ends its last frame with a newline only on a terminal
         if prom is not None:
             prom.close()
     if not telemetry.sinks:
