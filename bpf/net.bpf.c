@@ -194,8 +194,8 @@ static __always_inline void account_unkeyed(u64 sk, u16 family, u16 protocol, u3
     }
 #endif
 #if NET_UDP_DEST
-    u64 *r = (u64 *)key.raddr;
-    if (tx && protocol == NET_PROTO_UDP && r[0] == 0 && r[1] == 0)
+    u32 *r = (u32 *)key.raddr;  /* struct agg_key is 4-byte aligned */
+    if (tx && protocol == NET_PROTO_UDP && (r[0] | r[1] | r[2] | r[3]) == 0)
         udp_destination(family, key.raddr);
 #endif
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
@@ -442,7 +442,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 {
 #if NET_RETRANSMIT_HAS_ERR
     if (args->err != 0)
-        return 0;  /* not retransmitted (the kernel counts it as TCPRetransFail, not in total_retrans) */
+        return 0;  /* nothing was sent again (e.g. EBUSY: the first copy is still queued); not in total_retrans */
 #endif
     struct flow *f = flow_of((u64)args->skaddr, args->family);
     if (!f) {

@@ -68,12 +68,10 @@ class TwoZones:
 
     def popen(self, ns: str, code: str, *args: str, cgroup: str | None = None) -> subprocess.Popen:
         """Run Python code in a namespace (ns: a name, or "" for the root namespace), in a cgroup
-        (a cgroup directory) when one is given: joined before exec, so it runs there from its start."""
+        (a cgroup directory) when one is given: a shell joins it, then execs, so the code runs there from
+        its start."""
         prefix = ["ip", "netns", "exec", ns] if ns else []
-
-        def join_cgroup() -> None:
-            with open(f"{cgroup}/cgroup.procs", "w") as fh:
-                fh.write(str(os.getpid()))
-
-        return subprocess.Popen([*prefix, sys.executable, "-c", code, *args], preexec_fn=join_cgroup if cgroup else None,
+        if cgroup:
+            prefix = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, *prefix]
+        return subprocess.Popen([*prefix, sys.executable, "-c", code, *args],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -28,6 +28,8 @@ CID = "4e8f9a0b" * 8
     f"kubelet-kubepods-burstable-pod{UID.replace('-', '_')}.slice/cri-containerd-{CID}.scope\n",
     # an agent in its own cgroup namespace sees other Pods' paths relative to its own
     f"0::/../../besteffort/pod{UID}/{CID}\n",
+    # Pods nested in a Pod (a cluster run inside a Pod): the innermost, the process's own, wins
+    f"0::/kubepods/burstable/pod11111111-2222-3333-4444-555555555555/{CID}/kubepods/besteffort/pod{UID}/{CID}\n",
     # the Pod's own cgroup (a process of the pause container's level)
     f"0::/kubepods/pod{UID}\n",
 ])

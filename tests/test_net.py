@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 import uuid
@@ -147,20 +148,26 @@ NODE_NAME = "test-node"
 
 @pytest.fixture
 def pod_cgroup():
-    """(Pod UID, cgroup directory) of a made-up Pod: a cgroup v2 path shaped as the kubelet's systemd
-    driver names it (the UID with underscores), for processes the test starts there."""
-    root = next(line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[2] == "cgroup2")
+    """(Pod UID, cgroup directory) of a made-up Pod: cgroup v2 directories named as the kubelet's systemd
+    driver names them (the UID with underscores), under a root of the test's own (never the node's real
+    kubepods.slice), for processes the test starts there."""
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    roots = [m[1] for m in mounts if m[2] == "cgroup2"]
+    if not roots:
+        pytest.skip("no cgroup v2 hierarchy mounted to make a Pod's cgroup in")
     uid = str(uuid.uuid4())
-    qos = Path(root, "kubepods.slice", "kubepods-besteffort.slice")
-    pod = qos / f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice"
-    container = pod / f"cri-containerd-{uuid.uuid4().hex * 2}.scope"
+    top = Path(roots[0], f"ebpftool-test-{os.getpid()}.slice")
+    container = (top / "kubepods.slice" / "kubepods-besteffort.slice" /
+                 f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice" / f"cri-containerd-{uuid.uuid4().hex * 2}.scope")
     container.mkdir(parents=True)
     yield uid, str(container)
-    for d in (container, pod, qos, qos.parent):
+    for d in [container, *container.parents]:  # the directories made above, innermost first
         try:
             d.rmdir()
         except OSError:
-            pass  # still in use (a process that has not exited yet)
+            pass  # still in use by a process that has not exited yet
+        if d == top:
+            break
 
 
 def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, http_receiver, tmp_path):
@@ -511,6 +518,7 @@ def test_kprobe_fallback_programs_pass_the_verifier():
 
     prog = net_program(NetOptions(), {tp: True for tp in OPTIONAL_TRACEPOINTS},
                        {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, **sock_field_offsets()})
+    assert prog.defines["NET_UDP_DEST"] == 1  # the sendto()/sendmsg() destination read is verified too
     prog.load()
     try:
         bpf = import_bcc().BPF

@@ -44,9 +44,10 @@ def node_name(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def pod_uid_of_cgroup(text: str) -> str | None:
-    """The Pod UID in /proc/PID/cgroup's text (any hierarchy line), or None outside a Pod."""
+    """The Pod UID in /proc/PID/cgroup's text (any hierarchy line), or None outside a Pod. The innermost
+    Pod wins where Pods nest (a cluster run inside a Pod)."""
     for line in text.splitlines():
-        for component in line.split(":", 2)[-1].split("/"):
+        for component in reversed(line.split(":", 2)[-1].split("/")):
             m = _POD_COMPONENT.fullmatch(component)
             if m:
                 return m.group("uid").replace("_", "-")

@@ -68,7 +68,6 @@ STALE_CLOSE_SECONDS = 30
 TRANSPORTS = {DEFINES["NET_PROTO_TCP"]: "tcp", DEFINES["NET_PROTO_UDP"]: "udp"}
 NET_TYPES = {DEFINES["NET_AF_INET"]: "ipv4", DEFINES["NET_AF_INET6"]: "ipv6"}
 SPAN_NAME = "tcp connection"
-PROCESS_CACHE_MAX = 65536   # pids whose name and Pod are remembered; past that the cache starts over
 
 
 def address_from_bytes(family: int, raw: Iterable[int]) -> IPAddress | None:
@@ -226,6 +225,7 @@ def net_program(options: NetOptions, present: dict[str, bool], io_defines: dict[
     """bpf/net.bpf.c with its compile-time parameters (not loaded yet). present: which of
     OPTIONAL_TRACEPOINTS the kernel has; io_defines: NET_RAW_IO / NET_KPROBE_IO and the BTF offsets."""
     defines = {
+        "NET_UDP_DEST": UDP_DEST_FROM_SYSCALL if io_defines.get("NET_RAW_IO") or io_defines.get("NET_KPROBE_IO") else 0,
         **io_defines,
         "RTT_SAMPLE_JIFFIES": max(1, math.ceil(RTT_SAMPLE_SECONDS * kernel_hz())),
         "NET_SPANS": int(options.spans),
@@ -260,7 +260,8 @@ class NetTracer(Tracer):
         self._reported: dict[FlowGroup, Totals] = {}                   # what was exported last (high water)
         self._rtt: dict[tuple[Zone, Zone], list] = {}                  # zone pair -> [count, sum_ns, min, max, buckets]
         self._stats = [0] * STAT_SLOTS
-        self._processes: dict[int, ProcessIdentity] = {}
+        self._processes: dict[int, ProcessIdentity] = {}   # pids of the records read since the last collect
+        self._seen_pids: set[int] = set()
         self._stale: list[tuple[Any, FlowGroup, Any]] = []
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
@@ -284,7 +285,7 @@ class NetTracer(Tracer):
             self.raw_io_refused = str(exc)
         if raw:
             try:
-                self._load(present, {"NET_RAW_IO": 1, "NET_UDP_DEST": UDP_DEST_FROM_SYSCALL, **raw})
+                self._load(present, {"NET_RAW_IO": 1, **raw})
                 return
             except EbpftoolError as exc:
                 self.raw_io_refused = str(exc)[-200:]
@@ -300,7 +301,12 @@ class NetTracer(Tracer):
             offsets = sock_field_offsets()
         except BtfError as exc:
             raise EbpftoolError(f"{lacking}, and the kprobe fallback needs struct sock offsets from BTF: {exc}") from exc
-        self._load(present, {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, "NET_UDP_DEST": UDP_DEST_FROM_SYSCALL, **offsets})
+        io = {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, **offsets}
+        try:
+            self._load(present, io)
+        except EbpftoolError:
+            # Before 5.15 there is no bpf_task_pt_regs: no UDP destinations from the syscall, but bytes still.
+            self._load(present, {**io, "NET_UDP_DEST": 0})
         for function, entry, ret, required in KPROBE_FUNCTIONS:
             try:
                 self.prog.attach_kprobe(function, entry)
@@ -360,7 +366,9 @@ class NetTracer(Tracer):
     def _process(self, pid: int, comm) -> ProcessIdentity:
         """The process's name: its main thread's comm while it runs (the kernel saw the comm of
         whichever thread did the I/O, e.g. a gRPC worker), else the comm the kernel recorded;
-        and the Pod it runs in, from its cgroup. Read once per pid."""
+        and the Pod it runs in, from its cgroup. Read once per pid while the kernel's maps hold records
+        of it: a record regrouped at every collect must land in the same group each time."""
+        self._seen_pids.add(pid)
         known = self._processes.get(pid)
         if known is None:
             try:
@@ -370,10 +378,14 @@ class NetTracer(Tracer):
                     pod_uid = k8s.pod_uid_of_cgroup(fh.read())
             except OSError:
                 name, pod_uid = cstring(comm), None
-            if len(self._processes) >= PROCESS_CACHE_MAX:
-                self._processes.clear()
             known = self._processes[pid] = ProcessIdentity(name, pod_uid)
         return known
+
+    def _forget_unseen_processes(self) -> None:
+        """A pid with no record in the maps this collect read will only come back as a new process (its
+        own records were all drained): forgetting it bounds the cache and gives a reused pid a fresh look."""
+        self._processes = {pid: p for pid, p in self._processes.items() if pid in self._seen_pids}
+        self._seen_pids = set()
 
     def _group(self, rec) -> FlowGroup:
         """The export key of a struct flow or struct agg_key."""
@@ -469,6 +481,7 @@ class NetTracer(Tracer):
                               "Bytes not attributed to a flow because a kernel map was full",
                               self._stats[DEFINES["NET_STAT_BYTES_LOST"]], {sc.EBPFTOOL_TRACER: self.name}))
         self._update_view()
+        self._forget_unseen_processes()
         return points
 
     def tick(self) -> None:
