@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import ROOT, start_ebpftool
+from benchlib import ROOT, bpf_stats_enabled, program_stats, programs_attached_by, start_ebpftool
 
 PY = sys.executable
 CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
@@ -75,11 +75,10 @@ def measure_process(tracer: str, args: list[str], load: list[str] | None, second
 
 def bpf_stats(pid: int) -> dict:
     """Run time per event of the BPF programs pid attached (needs kernel.bpf_stats_enabled=1)."""
-    attached = json.loads(subprocess.run(["bpftool", "perf", "show", "-j"], capture_output=True, text=True).stdout or "[]")
-    ids = {a["prog_id"] for a in attached if a.get("pid") == pid}
-    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout or "[]")
-    run_ns = sum(p.get("run_time_ns", 0) for p in progs if p["id"] in ids)
-    run_cnt = sum(p.get("run_cnt", 0) for p in progs if p["id"] in ids)
+    ids = programs_attached_by(pid)
+    progs = program_stats()
+    run_ns = sum(p.get("run_time_ns", 0) for i, p in progs.items() if i in ids)
+    run_cnt = sum(p.get("run_cnt", 0) for i, p in progs.items() if i in ids)
     return {"events": run_cnt, "ns_per_event": run_ns / run_cnt if run_cnt else None}
 
 
@@ -110,13 +109,10 @@ def main() -> int:
     tracers = opts.only or sorted(TRACER_RUNS)
     results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {os.uname().release}",
                      "tracers": {}, "process": []}
-    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=False)
-    try:
+    with bpf_stats_enabled():
         for name in tracers:
             args, load = TRACER_RUNS[name]
             results["process"].append(measure_process(name, args, load, seconds=4 if opts.quick else 8))
-    finally:
-        subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=False)
     for name in tracers:
         results["tracers"][name] = run_tracer_bench(name, opts.quick, outdir)
     Path(opts.json).write_text(json.dumps(results, indent=2))

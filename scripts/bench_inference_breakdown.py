@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_inference import Tracer, wrk  # noqa: E402
+from benchlib import bpf_stats_enabled, program_stats, programs_attached_by  # noqa: E402
 from tests.servers.nginx import nginx_server  # noqa: E402
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
@@ -77,28 +77,23 @@ def stop_variant(name: str, tracer: Tracer) -> None:
     tracer.stop()
 
 
-def programs() -> dict[int, dict]:
-    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    return {p["id"]: p for p in json.loads(out)}
-
-
 def program_costs(port: int, bpf_dir: Path, seconds: float) -> dict[str, dict]:
-    """Runs per request and ns per run of each inference program during one loaded run."""
+    """Runs per request and ns per run of each program the tracer attached, during one loaded run."""
     tracer = start_variant("full", bpf_dir, port)
-    subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
     try:
-        before = programs()
-        requests = wrk(port, seconds)["requests"]
-        after = programs()
+        ids = programs_attached_by(tracer.proc.pid)
+        with bpf_stats_enabled():
+            before = program_stats()
+            requests = wrk(port, seconds)["requests"]
+            after = program_stats()
     finally:
-        subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
         stop_variant("full", tracer)
     costs = {}
-    for pid, p in after.items():
-        runs = p.get("run_cnt", 0) - before.get(pid, {}).get("run_cnt", 0)
-        if pid in before and runs > 0:
-            ns = p.get("run_time_ns", 0) - before[pid].get("run_time_ns", 0)
-            costs[p["name"]] = {"runs_per_request": runs / requests, "ns_per_run": ns / runs}
+    for prog_id in ids & before.keys() & after.keys():
+        runs = after[prog_id].get("run_cnt", 0) - before[prog_id].get("run_cnt", 0)
+        if runs > 0:
+            ns = after[prog_id].get("run_time_ns", 0) - before[prog_id].get("run_time_ns", 0)
+            costs[after[prog_id]["name"]] = {"runs_per_request": runs / requests, "ns_per_run": ns / runs}
     return costs
 
 
@@ -116,8 +111,10 @@ def main() -> None:
             for name in PATCHES:
                 base = wrk(port, args.seconds)["rps"]
                 tracer = start_variant(name, dirs[name], port)
-                traced = wrk(port, args.seconds)["rps"]
-                stop_variant(name, tracer)
+                try:
+                    traced = wrk(port, args.seconds)["rps"]
+                finally:
+                    stop_variant(name, tracer)  # never leave a stopped tracer attached
                 ratios[name].append(traced / base)
                 print(f"  round {r} {name:12s} {base:,.0f} -> {traced:,.0f} req/s ({traced / base:.3f})", flush=True)
         costs = program_costs(port, dirs["full"], args.seconds)

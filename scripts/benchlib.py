@@ -1,13 +1,18 @@
-"""What the benchmark scripts share: ebpftool started as a user starts it, ready once attached."""
+"""What the benchmark scripts share: ebpftool started as a user starts it, ready once attached, and the
+kernel's run statistics of BPF programs."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_MARKER = "probes attached"
+BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
 def start_ebpftool(args: list[str], stdout=subprocess.PIPE) -> subprocess.Popen:
@@ -21,3 +26,26 @@ def start_ebpftool(args: list[str], stdout=subprocess.PIPE) -> subprocess.Popen:
         if READY_MARKER in line:
             return proc
     raise SystemExit(f"ebpftool {' '.join(args)} did not start (exit {proc.wait()})")
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled() -> Iterator[None]:
+    """kernel.bpf_stats_enabled on while inside (each program run is timed); its old value after."""
+    old = BPF_STATS_SYSCTL.read_text().strip()
+    BPF_STATS_SYSCTL.write_text("1")
+    try:
+        yield
+    finally:
+        BPF_STATS_SYSCTL.write_text(old)
+
+
+def program_stats() -> dict[int, dict]:
+    """Every loaded BPF program by id, as bpftool shows it (run_cnt / run_time_ns while stats are on)."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout
+    return {p["id"]: p for p in json.loads(out or "[]")}
+
+
+def programs_attached_by(pid: int) -> set[int]:
+    """Ids of the programs that process pid attached (tracepoints, raw tracepoints, uprobes)."""
+    out = subprocess.run(["bpftool", "perf", "show", "-j"], capture_output=True, text=True).stdout
+    return {a["prog_id"] for a in json.loads(out or "[]") if a.get("pid") == pid}
