@@ -96,14 +96,23 @@ for _ in range(count):
         s.sendto(data, (peer, port))
 """
 
-# A bound UDP socket that never reads: datagrams to it raise no ICMP port-unreachable (which would fail the
-# connected sender's next send with ECONNREFUSED).
+# A bound, unconnected UDP socket (so datagrams to it raise no ICMP port-unreachable, which would fail the
+# connected sender's next send with ECONNREFUSED): reads until 2 s pass without a datagram, then prints
+# its pid and the bytes it read.
 UDP_SINK = r"""
-import socket, sys
+import os, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], int(sys.argv[2])))
 print("ready", flush=True)
-sys.stdin.read()
+n = 0
+try:
+    n += len(s.recv(65536))
+    s.settimeout(2)
+    while True:
+        n += len(s.recv(65536))
+except socket.timeout:
+    pass
+print(os.getpid(), n, flush=True)
 """
 
 CROSS_BYTES, CROSS_REPLY = 3_000_123, 200_000
@@ -203,7 +212,7 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, htt
         assert int(_finish(client_a).split()[-1]) == CROSS_REPLY
         assert int(_finish(server_b).split()[-1]) == CROSS_BYTES
         _finish(client_lo), _finish(server_lo), *map(_finish, udp.values())
-        _finish(sink)  # communicate() closes its stdin
+        sink_pid, sink_bytes = map(int, _finish(sink).split()[-2:])
         assert intra.stdout.readline().strip() == "sent"
 
         # The open intra-zone connection shows up among the top flows, with its ports.
@@ -286,6 +295,12 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, htt
         priced = _points(r, cost, **{pid: udp_pids[mode], direction: "transmit"})
         assert [p.value for p in priced] == ([pytest.approx(UDP_COUNT * UDP_SIZE / 1e9 * 0.01, rel=1e-9)]
                                              if source_zone == "zone-a" else []), mode
+    # What the unconnected sink received: its own end (bound to b's address) is known, the senders are not.
+    assert sink_bytes >= UDP_COUNT * UDP_SIZE  # some datagrams may overflow its buffer; the rest is exact
+    sink_got = _one(r, flow, **{pid: sink_pid, direction: "receive"})
+    assert sink_got.value == sink_bytes and sink_got.attributes[sc.NETWORK_TRANSPORT] == "udp"
+    assert (sink_got.attributes[src], sink_got.attributes[dst]) == ("unknown", "zone-b")
+    assert sink_got.attributes[sc.NETWORK_LOCAL_ADDRESS] == ADDR_B
 
     # One connection, an RTT histogram for the zone pair, and one connection span.
     assert _one(r, sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, **{pid: client_a_pid}).value == 1

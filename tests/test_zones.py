@@ -52,6 +52,10 @@ def test_node_zone_is_the_zone_of_unlisted_local_addresses(tmp_path):
     assert zm.flow_zones(None, ip("127.0.0.1")) == (LOCAL_ZONE, LOCAL_ZONE)
     assert [z.name for z in zone_map("z2: [10.2.0.0/16]\n", tmp_path).flow_zones(None, ip("10.2.0.4"))] == \
         ["unknown", "z2"]
+    # No remote address (UDP received on an unconnected socket): the local end's zone still counts.
+    assert [z.name for z in zm.flow_zones(ip("10.2.0.9"), None)] == ["z2", "unknown"]
+    assert [z.name for z in zm.flow_zones(ip("172.16.0.9"), None)] == ["z1", "unknown"]
+    assert zm.flow_zones(ip("127.0.0.1"), None) == (LOCAL_ZONE, LOCAL_ZONE)
 
 
 def test_prices_zone_then_flag_then_file_then_default(tmp_path):

@@ -112,18 +112,14 @@ class ZoneMap:
     def flow_zones(self, local: IPAddress | None, remote: IPAddress | None) -> tuple[Zone, Zone]:
         """(zone of the local end, zone of the remote end) of a flow; addresses may be unknown.
         An unknown local address (a socket not bound to one, e.g. UDP sent with sendto()) is this
-        node: the node's zone when known."""
-        if remote is None:
-            return (self.node_zone or UNKNOWN_ZONE), UNKNOWN_ZONE
-        remote = to_address(remote)
-        if local is None:
-            if remote.is_loopback:
-                return LOCAL_ZONE, LOCAL_ZONE
-            return (self.node_zone or UNKNOWN_ZONE), self.zone_of(remote)
-        local = to_address(local)
-        if local == remote or local.is_loopback or remote.is_loopback:
+        node: the node's zone when known. An unknown remote address (UDP received on an unconnected
+        socket) is an unknown zone, unless the local end is loopback, which only this node can reach."""
+        local = to_address(local) if local is not None else None
+        remote = to_address(remote) if remote is not None else None
+        if (local is not None and (local.is_loopback or local == remote)) or (remote is not None and remote.is_loopback):
             return LOCAL_ZONE, LOCAL_ZONE
-        return self.local_zone_of(local), self.zone_of(remote)
+        local_zone = self.local_zone_of(local) if local is not None else (self.node_zone or UNKNOWN_ZONE)
+        return local_zone, self.zone_of(remote) if remote is not None else UNKNOWN_ZONE
 
     def price_for(self, source: Zone) -> float:
         """USD per GB for bytes leaving `source`."""
