@@ -286,6 +286,13 @@ static __always_inline void account_sock(u64 sk, int ret, int tx)
 }
 #endif
 
+/* recv() flags whose bytes are not (or not yet) taken from the network stream:
+ * a peek is read again later, the error queue holds the socket's own
+ * timestamps and errors. The tracepoint reports their ret like any read's. */
+#define NET_MSG_PEEK 0x2
+#define NET_MSG_ERRQUEUE 0x2000
+#define NET_RECV_NOT_TAKEN (NET_MSG_PEEK | NET_MSG_ERRQUEUE)
+
 #if NET_RAW_IO
 /* TP_PROTO(struct sock *sk, int ret, int flags) */
 RAW_TRACEPOINT_PROBE(sock_send_length)
@@ -296,13 +303,16 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
 
 RAW_TRACEPOINT_PROBE(sock_recv_length)
 {
+    if ((int)ctx->args[2] & NET_RECV_NOT_TAKEN)
+        return 0;
     account_sock(ctx->args[0], (int)ctx->args[1], 0);
     return 0;
 }
 #elif NET_KPROBE_IO
 /* Kernels without the sock_*_length tracepoints (before 6.3) but with kprobes:
  * tcp_sendmsg/udp_sendmsg/udpv6_sendmsg and the recvmsg functions all take the
- * socket first and return the bytes moved, as bcc's tcptop reads them. The
+ * socket first and return the bytes moved, as bcc's tcptop reads them (and, as
+ * tcptop, count a MSG_PEEK read: the flags' position differs between versions). The
  * socket is kept per thread from entry to return (they do not nest). Attached
  * by ebpftool/tracers/net.py (KPROBE_FUNCTIONS). */
 BPF_HASH(io_in_flight, u32, u64, 16384);
@@ -338,6 +348,8 @@ TRACEPOINT_PROBE(sock, sock_send_length)
 
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
+    if (args->flags & NET_RECV_NOT_TAKEN)
+        return 0;
     account_io((u64)args->sk, args->family, args->protocol, args->ret, 0);
     return 0;
 }
@@ -353,9 +365,12 @@ static __always_inline void fold_flow(u64 sk, int live)
         return;
     if (live && f->protocol == NET_PROTO_TCP)
         refresh_segments(sk, f);
-    /* Copy before deleting: preallocated hash elements are reused at once. */
+    /* Copy before deleting: preallocated hash elements are reused at once.
+     * Only the one that deletes the entry folds it (user space folds entries
+     * whose destroy was missed, and may have deleted this one meanwhile). */
     struct flow done = *f;
-    flows.delete(&sk);
+    if (flows.delete(&sk) != 0)
+        return;
     if (done.tx_bytes == 0 && done.rx_bytes == 0 && done.retransmits == 0 && !done.established)
         return;
     struct agg_key key = {};

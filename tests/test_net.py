@@ -25,14 +25,17 @@ zones:
   zone-b: {{region: test-region, cidrs: [{ADDR_B}/32], price_per_gb: 0.02}}
 """
 
-# Accepts one connection, reads until EOF, answers REPLY bytes, then closes.
+# Accepts one connection, optionally waits DELAY seconds, peeks at its first bytes (MSG_PEEK: read again
+# below, not received twice), reads until EOF, answers REPLY bytes, then closes.
 TCP_SERVER = r"""
-import os, socket, sys
+import os, socket, sys, time
 addr, port, reply = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((addr, port)); s.listen(1)
 print(os.getpid(), s.getsockname()[1], flush=True)
 c, _ = s.accept()
+time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 0)
+c.recv(16, socket.MSG_PEEK)
 n = 0
 while True:
     d = c.recv(65536)
@@ -97,8 +100,8 @@ for _ in range(count):
 """
 
 # A bound, unconnected UDP socket (so datagrams to it raise no ICMP port-unreachable, which would fail the
-# connected sender's next send with ECONNREFUSED): reads until 2 s pass without a datagram, then prints
-# its pid and the bytes it read.
+# connected sender's next send with ECONNREFUSED): peeks at the first datagram (MSG_PEEK: not received
+# twice), reads until 2 s pass without a datagram, then prints its pid and the bytes it read.
 UDP_SINK = r"""
 import os, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -106,7 +109,7 @@ s.bind((sys.argv[1], int(sys.argv[2])))
 print("ready", flush=True)
 n = 0
 try:
-    n += len(s.recv(65536))
+    s.recv(65536, socket.MSG_PEEK)
     s.settimeout(2)
     while True:
         n += len(s.recv(65536))
@@ -192,9 +195,10 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, htt
         server_b_pid = _pid_line(server_b)
         client_a = zones.popen(zones.ns_a, TCP_CLIENT, ADDR_A, ADDR_B, "5301", str(CROSS_BYTES), "go", cgroup=pod_dir)
         client_a_pid = _pid_line(client_a)
-        # Intra-zone: 10.201.0.3 -> 10.201.0.1, both zone a; held open for the top-N export.
-        server_a = zones.popen(zones.ns_a, TCP_SERVER, ADDR_A, "5302", "0")
-        _pid_line(server_a)
+        # Intra-zone: 10.201.0.3 -> 10.201.0.1, both zone a; held open for the top-N export. The server
+        # waits past two exports before its first read: established, but not yet any process's.
+        server_a = zones.popen(zones.ns_a, TCP_SERVER, ADDR_A, "5302", "0", "2.5")
+        server_a_pid = _pid_line(server_a)
         intra = zones.popen(zones.ns_a, TCP_CLIENT, ADDR_A2, ADDR_A, "5302", str(INTRA_BYTES), "hold")
         intra_pid = _pid_line(intra)
         # Loopback, in the root namespace.
@@ -251,7 +255,7 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, htt
     assert _within_1pct(server_sent.value, CROSS_REPLY)
     assert (server_sent.attributes[src], server_sent.attributes[dst]) == ("zone-b", "zone-a")
     server_got = _one(r, flow, **{pid: server_b_pid, direction: "receive"})
-    assert _within_1pct(server_got.value, CROSS_BYTES)
+    assert server_got.value == CROSS_BYTES  # exact: its peek is not counted
     assert (server_got.attributes[src], server_got.attributes[dst]) == ("zone-a", "zone-b")
 
     # Kubernetes: the node's name on the local end (both ends on loopback), the Pod from the process's cgroup.
@@ -302,8 +306,14 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, htt
     assert (sink_got.attributes[src], sink_got.attributes[dst]) == ("unknown", "zone-b")
     assert sink_got.attributes[sc.NETWORK_LOCAL_ADDRESS] == ADDR_B
 
-    # One connection, an RTT histogram for the zone pair, and one connection span.
+    # One connection, an RTT histogram for the zone pair, and one connection span. The connection whose
+    # server read late is counted once, for that server: never for a process not yet known (pid 0).
     assert _one(r, sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, **{pid: client_a_pid}).value == 1
+    assert _one(r, sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, **{pid: server_a_pid}).value == 1
+    assert not _points(r, sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, **{pid: 0})
+    # No kernel map ran full, and that is reported per map.
+    assert {p.attributes[sc.EBPFTOOL_MAP]: p.value for p in r.latest(sc.EBPFTOOL_NETWORK_MAP_FULL)} == \
+        {"flows": 0, "closed": 0, "rtt_peers": 0}
     rtt = _one(r, sc.EBPFTOOL_NETWORK_TCP_RTT, **{src: "zone-a", dst: "zone-b"})
     assert rtt.unit == "s" and rtt.count >= 1 and list(rtt.bounds) == list(sc.TCP_RTT_BUCKETS)
     assert 0 < rtt.sum / rtt.count < 1.0

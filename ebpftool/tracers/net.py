@@ -68,6 +68,8 @@ STALE_CLOSE_SECONDS = 30
 TRANSPORTS = {DEFINES["NET_PROTO_TCP"]: "tcp", DEFINES["NET_PROTO_UDP"]: "udp"}
 NET_TYPES = {DEFINES["NET_AF_INET"]: "ipv4", DEFINES["NET_AF_INET6"]: "ipv6"}
 SPAN_NAME = "tcp connection"
+# ebpftool.network.map.full, per kernel map: the stats slot that counts its misses
+MAP_FULL_STATS = {"flows": "NET_STAT_FLOWS_FULL", "closed": "NET_STAT_CLOSED_FULL", "rtt_peers": "NET_STAT_RTT_PEERS_FULL"}
 
 
 def address_from_bytes(family: int, raw: Iterable[int]) -> IPAddress | None:
@@ -407,7 +409,9 @@ class NetTracer(Tracer):
         active = int(gen_table[ctypes.c_int(0)].value)
         idle = self.prog[f"closed{1 - active}"]
         self._agg_groups(idle, self._closed)
-        idle.clear()
+        # Keys first, then deletes: deleting while iterating makes each next-key search start over.
+        for key in list(idle.keys()):
+            del idle[key]
         gen_table[ctypes.c_int(0)] = ctypes.c_uint32(1 - active)
         pending: dict[FlowGroup, Totals] = defaultdict(Totals)
         self._agg_groups(self.prog[f"closed{active}"], pending)
@@ -418,7 +422,10 @@ class NetTracer(Tracer):
         live = []
         stale_before = time.monotonic_ns() - STALE_CLOSE_SECONDS * 1_000_000_000
         self._stale = []
-        for k, f in self.prog["flows"].items():
+        # Keyed by socket: when the kernel deletes the entry the walk stands on, the next-key search
+        # starts over from the first bucket and returns earlier entries again.
+        entries = {k.value: (k, f) for k, f in self.prog["flows"].items()}
+        for k, f in entries.values():
             g = self._group(f)
             live.append((g, f))
             if f.end_ns and f.end_ns < stale_before:
@@ -466,7 +473,11 @@ class NetTracer(Tracer):
             for g, t in source.items():
                 groups[g].add(t)
         for g, f in live:
-            groups[g].add(Totals.of_flow(f))
+            # Not yet attributed (established, no I/O yet: pid 0; opened before the tracer, addresses not
+            # yet seen): its group would change later, leaving a second series behind. Counted once it is
+            # attributed, or when it closes.
+            if f.pid and f.has_addrs:
+                groups[g].add(Totals.of_flow(f))
         for g, t in groups.items():
             prev = self._reported.get(g)
             if prev is not None:
@@ -480,6 +491,12 @@ class NetTracer(Tracer):
         points.append(counter(sc.EBPFTOOL_NETWORK_FLOW_IO_LOST, "By",
                               "Bytes not attributed to a flow because a kernel map was full",
                               self._stats[DEFINES["NET_STAT_BYTES_LOST"]], {sc.EBPFTOOL_TRACER: self.name}))
+        for map_name, slot in MAP_FULL_STATS.items():
+            points.append(counter(sc.EBPFTOOL_NETWORK_MAP_FULL, "{event}",
+                                  "Events that found a kernel map full: I/O of a socket with no flow entry (its "
+                                  "bytes go to the per-process sums), a closed flow with no aggregate entry (its "
+                                  "figures are lost), an RTT sample with no histogram",
+                                  self._stats[DEFINES[slot]], {sc.EBPFTOOL_TRACER: self.name, sc.EBPFTOOL_MAP: map_name}))
         self._update_view()
         self._forget_unseen_processes()
         return points
@@ -489,6 +506,8 @@ class NetTracer(Tracer):
         flows = self.prog["flows"]
         for key, g, f in self._stale:
             try:
+                if flows[key].start_ns != f.start_ns:
+                    continue   # destroyed meanwhile and the address reused: the kernel folded it
                 del flows[key]
             except KeyError:
                 continue   # destroyed meanwhile: the kernel folded it
@@ -568,6 +587,7 @@ class NetTracer(Tracer):
             "est. cross-zone cost (USD, sent)": sum(pv.cost for pv in self._pairs.values()),
             "zone pairs": len(self._pairs),
             "bytes lost (kernel maps full)": self._stats[DEFINES["NET_STAT_BYTES_LOST"]],
+            **{f"{map_name} map full (events)": self._stats[DEFINES[slot]] for map_name, slot in MAP_FULL_STATS.items()},
         }
         if self.options.spans:
             out["connection spans sent"] = self.spans_sent
