@@ -43,8 +43,12 @@ struct span_bucket {
     u64 tokens;
 };
 BPF_PERCPU_ARRAY(span_budget, struct span_bucket, 1);
+/* Time that refills an empty bucket (at least a second) */
+#define SPAN_FILL_NS ((1 + SPAN_BURST / (SPAN_RATE_PER_CPU ? SPAN_RATE_PER_CPU : 1)) * NSEC_PER_SEC)
 
-/* Returns 1 when a span may be sent now, 0 (and counts it) when over budget. */
+/* Returns 1 when a span may be sent now, 0 (and counts it) when over budget.
+ * now may be older than the bucket's last refill (a caller passing an event's
+ * own earlier time): that refills nothing, never a wrapped-around amount. */
 static __always_inline int span_budget_take(u64 now)
 {
     u32 zero = 0;
@@ -54,8 +58,11 @@ static __always_inline int span_budget_take(u64 now)
     if (b->last_ns == 0) {
         b->last_ns = now;
         b->tokens = SPAN_BURST;
-    } else {
-        u64 refill = (now - b->last_ns) * SPAN_RATE_PER_CPU / NSEC_PER_SEC;
+    } else if (now > b->last_ns) {
+        u64 elapsed = now - b->last_ns;
+        if (elapsed > SPAN_FILL_NS)
+            elapsed = SPAN_FILL_NS;  /* enough to fill the bucket; no overflow after long idle times */
+        u64 refill = elapsed * SPAN_RATE_PER_CPU / NSEC_PER_SEC;
         if (refill > 0) {
             b->tokens += refill;
             if (b->tokens > SPAN_BURST)

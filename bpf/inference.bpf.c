@@ -431,7 +431,13 @@ static __always_inline void begin_request(struct conn_state *c, u64 start)
     c->reads = 0;
     c->writes = 0;
     c->seq++;
-    if (span_budget_take(start))
+}
+
+/* A request we can name takes a span from the budget (now: the current time;
+ * a request's own start may be older than the budget's last refill). */
+static __always_inline void sample_request(struct conn_state *c, u64 now)
+{
+    if (span_budget_take(now))
         c->flags |= REQ_SAMPLED;
 }
 
@@ -458,6 +464,8 @@ static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 l
             bpf_probe_read_user(path, sizeof(path), (void *)(ptr + path_off));
             c->op = classify_path(path, (int)len - path_off);
         }
+        if (!(c->flags & REQ_UNPARSED))
+            sample_request(c, now);  /* bytes that are not HTTP get no span: no budget, no captures */
     }
     c->last_read = now;
     if ((c->flags & REQ_SAMPLED) && c->reads < CAPTURED_READS) {
@@ -475,12 +483,15 @@ static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 l
         c->reads++;
 }
 
-/* Returns 1 when the write should be searched for `data:` events. */
+/* What written() does after on_write(). */
+#define WRITE_DONE 0
+#define WRITE_SCAN 1      /* search the write for `data:` events */
+#define WRITE_UPGRADED 2  /* 101 Switching Protocols: what follows is not HTTP/1.x, stop following */
+#define STATUS_SWITCHING_PROTOCOLS 101
+
 static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 start,
                                     u64 now, int has_bytes)
 {
-    if (c->req_start == 0)
-        return 0;  /* the server spoke first: no request to answer */
     u8 head[16] = {};
     int status_line = 0;
     u16 status = 0;
@@ -493,7 +504,18 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
             status_line = 1;
         }
     }
-    if (status_line && status < 200) {
+    if (c->req_start == 0) {
+        /* No request open. A final status line answers one read earlier with the
+         * one just answered (pipelined), whose end (a chunked body's last chunk,
+         * or an EAGAIN read) closed the previous request. Anything else: the
+         * server spoke first, nothing to answer. */
+        if (!status_line || status < 200 || c->last_read == 0)
+            return WRITE_DONE;
+        begin_request(c, c->last_read);
+        c->flags |= REQ_PIPELINED;
+        sample_request(c, now);
+    }
+    if (status_line && status < 200 && status != STATUS_SWITCHING_PROTOCOLS) {
         c->resp_bytes += len;  /* 100 Continue and friends: the final response is still to come */
         return 0;
     }
@@ -502,6 +524,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
         finish_request(k, c, now);
         begin_request(c, c->last_read);
         c->flags |= REQ_PIPELINED;
+        sample_request(c, now);
     }
     int first = c->resp_start == 0;
     if (first) {
@@ -510,8 +533,15 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
     }
     c->resp_end = now;
     c->resp_bytes += len;
+    if (status_line && status == STATUS_SWITCHING_PROTOCOLS) {
+        /* WebSocket and other upgrades: the request ends with its 101; the frames after it are not requests */
+        if (c->flags & REQ_SAMPLED)
+            emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
+        finish_request(k, c, now);
+        return WRITE_UPGRADED;
+    }
     if (!has_bytes)
-        return 0;
+        return WRITE_DONE;
     if (len >= 5 && !status_line) {
         /* The last chunk of a chunked body ("0\r\n\r\n"): the answer is complete now,
          * not at the next request, which may be long in coming on a kept-alive connection. */
@@ -605,10 +635,12 @@ int flush_idle_request(struct bpf_raw_tracepoint_args *ctx)
     return 1;
 }
 
-/* The user buffer holding the first bytes moved, for vectored calls. */
-static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len)
+/* The user buffer holding the first bytes moved; for vectored calls, *iov_array
+ * is the struct iovec array (else 0). */
+static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len, u64 *iov_array)
 {
     *len = ret;
+    *iov_array = 0;
     if (how == BUF_PLAIN)
         return ptr;
     if (how == BUF_NONE)
@@ -619,6 +651,7 @@ static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len)
         if (bpf_probe_read_user(&iov_ptr, sizeof(iov_ptr), (void *)(ptr + 16)) != 0)
             return 0;
     }
+    *iov_array = iov_ptr;
     struct user_iov iov = {};
     if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iov_ptr) != 0)
         return 0;
@@ -629,13 +662,32 @@ static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len)
 
 /* A write that went out: the state machine, then the `data:` event count (tail call) if needed.
  * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended. */
+static __always_inline void forget_conn(u64 *k);  /* per way in, below */
+
+/* A chunk-size line ("1a\r\n") is at most this long: a first iovec this short,
+ * with more bytes written after it, is framing (hyper, Node write each chunk
+ * as size line, data, CRLF), and the events are in the next iovec. */
+#define CHUNK_LINE_MAX 10
+
 static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 how, u64 arg, long ret,
                                    u64 start, u64 now)
 {
     u32 len = 0;
-    u64 ptr = first_buffer(how, arg, ret, &len);
-    if (!on_write(k, c, ptr, ptr ? len : (u32)ret, start, now, ptr != 0 && len > 0))
+    u64 iov_array = 0;
+    u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
+    int next = on_write(k, c, ptr, ptr ? len : (u32)ret, start, now, ptr != 0 && len > 0);
+    if (next == WRITE_UPGRADED)
+        forget_conn(k);
+    if (next != WRITE_SCAN)
         return 0;
+    if (iov_array && len <= CHUNK_LINE_MAX && (u64)ret > len) {
+        struct user_iov second = {};
+        if (bpf_probe_read_user(&second, sizeof(second), (void *)(iov_array + sizeof(struct user_iov))) == 0 &&
+            second.len > 0) {
+            ptr = second.base;
+            len = second.len < (u64)ret - len ? second.len : (u64)ret - len;
+        }
+    }
     u32 zero = 0;
     struct scan_args *in = scan_input.lookup(&zero);
     if (!in)
@@ -729,6 +781,11 @@ static __always_inline void forget_connection(u64 sk)
     last_writes.delete(&sk);
 }
 
+static __always_inline void forget_conn(u64 *k)
+{
+    forget_connection(*k);
+}
+
 /* The watched connection of socket sk, or NULL. Its first read or write says
  * which process serves it (and, with --pid/--comm, whether it is watched). */
 static __always_inline struct conn_state *sock_conn(u64 sk)
@@ -774,7 +831,8 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
         return 0;  /* the bytes will be read again */
     u32 how, len = 0;
     u64 arg = syscall_buffer(&how);
-    u64 ptr = first_buffer(how, arg, ret, &len);
+    u64 iov_array;
+    u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
     if (ptr && len)
         on_read(&sk, c, ptr, len, now);
     return 0;
@@ -867,6 +925,12 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 #else
 /* ---- syscall hooks: accept ------------------------------------------------------- */
 
+static __always_inline void forget_conn(u64 *k)
+{
+    conns.delete(k);
+    last_writes.delete(k);
+}
+
 static __always_inline int accept_enter(s32 lfd, u64 sockaddr)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -900,7 +964,7 @@ static __always_inline int accept_exit(long ret)
         return 0;
     u64 k = current_key((s32)ret);
     struct conn_state c = {};
-    c.id = k;
+    c.id = ((u64)bpf_get_prandom_u32() << 32) ^ bpf_ktime_get_ns();  /* (pid, fd) is reused by later connections */
     c.pid = k >> 32;
     bpf_get_current_comm(c.comm, sizeof(c.comm));
     c.port = args.port;
@@ -978,7 +1042,8 @@ static __always_inline int read_exit(long ret)
     if (!c)
         return 0;
     u32 len = 0;
-    u64 ptr = first_buffer(a.how, a.ptr, ret, &len);
+    u64 iov_array;
+    u64 ptr = first_buffer(a.how, a.ptr, ret, &len, &iov_array);
     if (!ptr || len == 0)
         return 0;
     on_read(&k, c, ptr, len, bpf_ktime_get_ns());

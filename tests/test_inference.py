@@ -323,3 +323,74 @@ def test_pid_mode_and_connections_open_before_start(hooks, watch):
         finally:
             conn.close()
             receiver.stop()
+
+
+def _exchange(port: int, payload: bytes, then: list[bytes] = ()) -> bytes:
+    """Send payload on a fresh connection (and each of `then`, once the answer so far has come), read
+    until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(payload)
+        data = s.recv(65536)
+        for extra in then:
+            s.sendall(extra)
+            data += s.recv(65536)
+        if then:
+            s.shutdown(socket.SHUT_WR)
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def _stream_request(path: str, body: dict, close: bool = True) -> bytes:
+    raw = json.dumps({"model": "m", "stream": True, **body}).encode()
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
+            % (path.encode(), len(raw), b"Connection: close\r\n" if close else b"")) + raw
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_first_token(hooks, tmp_path):
+    """Answers that used to be mismeasured: events written as the middle iovec of sendmsg/writev (hyper's
+    chunk framing), a request pipelined behind a chunked stream (the stream's end closed the first request
+    before the second answer), a 101 upgrade (the frames after it are not requests), and a stream whose
+    first token comes after the 5 s that end a quiet plain answer."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port),
+                               str(tmp_path / "timings.jsonl")], cwd=ROOT, stdout=subprocess.DEVNULL)
+    receiver = GrpcReceiver()
+    try:
+        wait_listening(port)
+        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+            for framing in ("sendmsg", "writev"):
+                data = _exchange(port, _stream_request("/v1/chat/completions", {"max_tokens": 4, "framing": framing,
+                                                                                "ttft_ms": 20, "tpot_ms": 10}))
+                assert data.count(b"data:") == 5, data  # 4 tokens and [DONE]
+            pipelined = _stream_request("/v1/completions", {"max_tokens": 2, "ttft_ms": 5, "tpot_ms": 5}, close=False)
+            data = _exchange(port, pipelined + b"GET /status/404 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert data.startswith(b"HTTP/1.0 200") or data.startswith(b"HTTP/1.1 200"), data
+            assert b" 404 " in data, data
+            data = _exchange(port, b"GET /upgrade HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                             then=[b"\x81\x05frame", b"GET / HTTP/1.1 is only a frame here"])
+            assert data.startswith(b"HTTP/1.1 101"), data
+            data = _exchange(port, _stream_request("/v1/chat/completions", {"max_tokens": 2, "ttft_ms": 6500,
+                                                                            "tpot_ms": 10}))
+            assert data.count(b"data:") == 3, data
+            assert receiver.wait_for(lambda: len(receiver.spans()) >= 6, timeout=20), \
+                [(s.name, s.attributes) for s in receiver.spans()]
+            time.sleep(1.5)  # one more metric export
+            assert proc.stop() == 0, proc.stderr
+        spans = receiver.spans()
+        assert len(spans) == 6, [(s.name, s.attributes) for s in spans]
+        chat = sorted((s for s in spans if s.name == "POST /v1/chat/completions"), key=lambda s: s.start_ns)
+        assert [s.attributes.get("gen_ai.usage.output_tokens") for s in chat] == [4, 4, 2]
+        slow = chat[-1].attributes["ebpftool.gen_ai.time_to_first_token"]
+        assert 6.4 <= slow <= 7.5, slow
+        statuses = sorted(s.attributes["http.response.status_code"] for s in spans)
+        assert statuses == [101, 200, 200, 200, 200, 404], statuses
+        unparsed = [p.value for p in receiver.latest("ebpftool.http.server.unparsed")]
+        assert sum(unparsed) == 0, unparsed  # the upgraded connection's frames are not requests
+        assert re.search(r"requests closed without a response\s*│\s*0\b", proc.stdout), proc.stdout
+    finally:
+        server.terminate()
+        server.wait(10)
+        receiver.stop()

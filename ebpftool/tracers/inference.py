@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import platform
+import random
 import sys
 import time
 from collections import OrderedDict, defaultdict
@@ -45,6 +46,9 @@ PENDING_CAPTURES_MAX = 20000  # sampled requests whose captures wait for their e
 # its request is finished then (the span ends at its last write all the same). Long enough for
 # the pauses of a streamed answer between tokens.
 IDLE_RESPONSE_NS = 5_000_000_000
+# A stream may go quiet far longer: the headers of a generative-AI answer go out when the request is queued,
+# the first token after queueing and prefill; a stream pauses between events. Finishing it early would cut it.
+IDLE_STREAM_RESPONSE_NS = 120_000_000_000
 SYSCALL_TRACEPOINTS = tuple(
     f"syscalls:sys_{side}_{call}"
     for call in ("accept4", "accept", "read", "recvfrom", "readv", "recvmsg", "write", "sendto", "writev",
@@ -425,7 +429,7 @@ class InferenceTracer(Tracer):
         """A connection accepted before the tracer started: followed from its next request."""
         key = conns.Key((pid << 32) | fd)
         leaf = conns.Leaf()
-        leaf.id = key.value
+        leaf.id = random.getrandbits(64)  # (pid, fd) is reused by later connections: the id must not be
         leaf.pid = pid
         leaf.port = s.local_port
         leaf.client_port = s.remote_port
@@ -572,7 +576,11 @@ class InferenceTracer(Tracer):
             items = list(conns.items())
         flushed = 0
         for k, c in items:
-            if c.req_start and c.resp_start and c.resp_end and now - c.resp_end > IDLE_RESPONSE_NS:
+            # a stream under way, or a generative-AI answer that has written one part (its headers) and no
+            # token yet; a plain answer (headers and body written) ends after IDLE_RESPONSE_NS
+            streaming = bool(c.flags & H["REQ_SSE"]) or (c.op != H["OP_NONE"] and c.tokens == 0 and c.writes <= 1)
+            idle_ns = IDLE_STREAM_RESPONSE_NS if streaming else IDLE_RESPONSE_NS
+            if c.req_start and c.resp_start and c.resp_end and now - c.resp_end > idle_ns:
                 try:
                     key = k if isinstance(k, int) else k.value  # batch lookups give ints
                     flushed += run_raw_tracepoint_program(self._flush_fd, [key, int(c.resp_end)])

@@ -7,8 +7,11 @@ Standard library only (http.server). Endpoints:
   `data:` chunk per token (chunked encoding), an optional usage chunk (stream_options.include_usage),
   then `data: [DONE]`; without it, one JSON answer with usage. The body's "max_tokens" sets the number
   of tokens, "ttft_ms"/"tpot_ms" (extensions of this server) the delay before the first and each
-  further token.
+  further token, "framing" how each chunk is written: one write (default), or "sendmsg" / "writev"
+  with the size line, the data and the CRLF as three iovecs (as hyper, behind TGI, writes them).
 - GET /status/NNN: answers with that status (e.g. 500).
+- GET /upgrade: 101 Switching Protocols, then echoes what it reads until the client closes (a
+  WebSocket-like upgraded connection: no HTTP after the 101).
 - anything else: 404.
 For each request it appends one JSON line to TIMINGS: the server's own monotonic times (seconds) of
 the request read (after the body), the first and last token written, and the response end, so the
@@ -17,6 +20,7 @@ tracer's figures can be compared with the server's.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -41,6 +45,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         t_read = time.monotonic()
+        if self.path == "/upgrade":
+            self._status = 101
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self._log(status=101, read=t_read, end=time.monotonic())
+            while data := self.connection.recv(65536):
+                self.connection.sendall(data)
+            self.close_connection = True
+            return
         if self.path.startswith("/status/"):
             status = int(self.path.rsplit("/", 1)[1])
             self._plain(status, b'{"status": %d}' % status)
@@ -68,6 +83,7 @@ class Handler(BaseHTTPRequestHandler):
         ttft = float(body.get("ttft_ms", DEFAULT_TTFT_MS)) / 1000
         tpot = float(body.get("tpot_ms", DEFAULT_TPOT_MS)) / 1000
         chat = path == "/v1/chat/completions"
+        self._framing = body.get("framing", "")
         kind = "chat.completion" if chat else "text_completion"
         usage = {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}
         if not body.get("stream"):
@@ -102,7 +118,13 @@ class Handler(BaseHTTPRequestHandler):
                   stream=True)
 
     def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        parts = [b"%x\r\n" % len(data), data, b"\r\n"]
+        if getattr(self, "_framing", "") == "sendmsg":
+            self.connection.sendmsg(parts)
+        elif getattr(self, "_framing", "") == "writev":
+            os.writev(self.connection.fileno(), parts)
+        else:
+            self.wfile.write(b"".join(parts))
 
     def _plain(self, status: int, data: bytes) -> None:
         self._status = status
