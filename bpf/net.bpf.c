@@ -112,25 +112,37 @@ static __always_inline void agg_add(struct agg_key *key, struct agg_value *v)
     __sync_fetch_and_add(&a->rx_segments, v->rx_segments);
 }
 
-/* Segment counts of TCP socket sk (tcp_sock.segs_out / segs_in). */
-static __always_inline void read_segments(u64 sk, u32 *out, u32 *in)
+/* The counters of TCP socket sk the flow follows (tcp_sock.segs_out, segs_in,
+ * total_retrans). */
+struct tcp_counters {
+    u32 segs_out;
+    u32 segs_in;
+    u32 retrans;
+};
+
+static __always_inline void read_tcp_counters(u64 sk, struct tcp_counters *t)
 {
 #if NET_BTF_OFFSETS
-    bpf_probe_read_kernel(out, sizeof(*out), (void *)(sk + TCP_SEGS_OUT_OFFSET));
-    bpf_probe_read_kernel(in, sizeof(*in), (void *)(sk + TCP_SEGS_IN_OFFSET));
+    bpf_probe_read_kernel(&t->segs_out, sizeof(t->segs_out), (void *)(sk + TCP_SEGS_OUT_OFFSET));
+    bpf_probe_read_kernel(&t->segs_in, sizeof(t->segs_in), (void *)(sk + TCP_SEGS_IN_OFFSET));
+    bpf_probe_read_kernel(&t->retrans, sizeof(t->retrans), (void *)(sk + TCP_TOTAL_RETRANS_OFFSET));
 #else
-    *out = 0;  /* no BTF offsets: segments are not counted */
-    *in = 0;
+    t->segs_out = 0;  /* no BTF offsets: segments are not counted, retransmits are counted per event */
+    t->segs_in = 0;
+    t->retrans = 0;
 #endif
 }
 
-/* The flow's segment counts brought up to the socket's own. */
-static __always_inline void refresh_segments(u64 sk, struct flow *f)
+/* The flow's segment and retransmit counts brought up to the socket's own. */
+static __always_inline void refresh_tcp_counters(u64 sk, struct flow *f)
 {
-    u32 out = 0, in = 0;
-    read_segments(sk, &out, &in);
-    f->segs_out = out - f->segs_out_base;
-    f->segs_in = in - f->segs_in_base;
+    struct tcp_counters t = {};
+    read_tcp_counters(sk, &t);
+    f->segs_out = t.segs_out - f->segs_out_base;
+    f->segs_in = t.segs_in - f->segs_in_base;
+#if NET_BTF_OFFSETS
+    f->retransmits = (u32)(t.retrans - f->retrans_base);
+#endif
 }
 
 #if NET_UDP_DEST
@@ -216,7 +228,11 @@ static __always_inline struct flow *flow_of(u64 sk, u16 family)
     init.family = family;
     init.protocol = NET_PROTO_TCP;
     init.start_ns = bpf_ktime_get_ns();
-    read_segments(sk, &init.segs_out_base, &init.segs_in_base);
+    struct tcp_counters t = {};
+    read_tcp_counters(sk, &t);
+    init.segs_out_base = t.segs_out;
+    init.segs_in_base = t.segs_in;
+    init.retrans_base = t.retrans;
     flows.insert(&sk, &init);   /* fails only when another CPU won the race or the map is full */
     return flows.lookup(&sk);
 }
@@ -364,7 +380,7 @@ static __always_inline void fold_flow(u64 sk, int live)
     if (!f)
         return;
     if (live && f->protocol == NET_PROTO_TCP)
-        refresh_segments(sk, f);
+        refresh_tcp_counters(sk, f);
     /* Copy before deleting: preallocated hash elements are reused at once.
      * Only the one that deletes the entry folds it (user space folds entries
      * whose destroy was missed, and may have deleted this one meanwhile). */
@@ -467,7 +483,13 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
     if (!f->has_addrs) {
         FLOW_SET_ADDRS(f, args);
     }
+#if NET_BTF_OFFSETS
+    /* total_retrans is raised after this event, by the packet's segments: the
+     * next refresh (an RTT sample, or the fold) counts them. */
+    refresh_tcp_counters((u64)args->skaddr, f);
+#else
     __sync_fetch_and_add(&f->retransmits, 1);
+#endif
     return 0;
 }
 #endif
@@ -535,7 +557,7 @@ RAW_TRACEPOINT_PROBE(tcp_probe)
     u32 srtt_us8 = 0;  /* tcp_sock.srtt_us holds 8 times the smoothed RTT (the tracepoint's srtt is >> 3) */
     bpf_probe_read_kernel(&srtt_us8, sizeof(srtt_us8), (void *)(sk + TCP_SRTT_US_OFFSET));
     sample_rtt(f, srtt_us8 >> 3);
-    refresh_segments(sk, f);  /* open flows' segment counts: as fresh as the last RTT sample */
+    refresh_tcp_counters(sk, f);  /* open flows' segment and retransmit counts: as fresh as the last RTT sample */
     return 0;
 }
 #else

@@ -26,6 +26,9 @@ struct flow {
     __u64 end_ns;      /* when it reached CLOSE (then, in a connection event, when it was destroyed) */
     __u64 tx_bytes;
     __u64 rx_bytes;
+    /* Segments sent again. With BTF offsets: tcp_sock.total_retrans minus its value when the flow was
+     * first seen, refreshed like the segment counts (a retransmitted packet may carry several segments);
+     * without: one per tcp_retransmit_skb event. */
     __u64 retransmits;
     __u64 rtt_sampled_jiffies;
     __u32 srtt_us;
@@ -38,6 +41,8 @@ struct flow {
     __u32 segs_in;
     __u32 segs_out_base;
     __u32 segs_in_base;
+    __u32 retrans_base;
+    __u32 pad0;
     __u16 family;
     __u16 protocol;
     __u16 sport;

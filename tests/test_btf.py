@@ -87,7 +87,7 @@ def test_running_kernel_offsets_agree_with_bpftool():
     assert offsets["SK_V6_DADDR_OFFSET"] == (sk_common + bits("sock_common", "skc_v6_daddr")) // 8
     assert offsets["SK_V6_RCV_SADDR_OFFSET"] == (sk_common + bits("sock_common", "skc_v6_rcv_saddr")) // 8
     for define, field in (("TCP_SRTT_US_OFFSET", "srtt_us"), ("TCP_SEGS_OUT_OFFSET", "segs_out"),
-                          ("TCP_SEGS_IN_OFFSET", "segs_in")):
+                          ("TCP_SEGS_IN_OFFSET", "segs_in"), ("TCP_TOTAL_RETRANS_OFFSET", "total_retrans")):
         assert offsets[define] == bits("tcp_sock", field) // 8, define
     # The IPv4 addresses and ports sit in anonymous members (bpftool lists them without names); the net
     # tests read them from live sockets (test_connection_open_before_the_tracer_...).

@@ -147,6 +147,7 @@ SOCK_FIELDS = (
     ("TCP_SRTT_US_OFFSET", "tcp_sock", "srtt_us", 4),
     ("TCP_SEGS_OUT_OFFSET", "tcp_sock", "segs_out", 4),
     ("TCP_SEGS_IN_OFFSET", "tcp_sock", "segs_in", 4),
+    ("TCP_TOTAL_RETRANS_OFFSET", "tcp_sock", "total_retrans", 4),
 )
 
 
