@@ -445,6 +445,17 @@ static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 l
 {
     if (c->resp_start != 0)
         finish_request(k, c, now);  /* a read begun before the response ended (e.g. Go's background read) */
+    if (c->req_start != 0 && c->resp_start == 0 && (c->flags & REQ_UNPARSED)) {
+        /* Unanswered bytes that were not a request line are often what an earlier
+         * request left (a body the server read after answering, e.g. a 401 sent
+         * before reading the upload): a read that begins a request line begins
+         * the next request instead of joining them. */
+        u64 line = 0;
+        int line_path_off = 0;
+        bpf_probe_read_user(&line, sizeof(line), (void *)ptr);
+        if (parse_method(line, len, &line_path_off) != METHOD_OTHER)
+            c->req_start = 0;  /* the leftover was counted as unparsed when it began */
+    }
     if (c->req_start == 0) {
         begin_request(c, now);
         u64 head = 0;

@@ -12,6 +12,8 @@ Standard library only (http.server). Endpoints:
 - GET /status/NNN: answers with that status (e.g. 500).
 - GET /upgrade: 101 Switching Protocols, then echoes what it reads until the client closes (a
   WebSocket-like upgraded connection: no HTTP after the 101).
+- POST /reject: 401 before the body is read (as an auth check in front of an upload does), then the
+  body is read and dropped, and the connection serves the next request.
 - anything else: 404.
 For each request it appends one JSON line to TIMINGS: the server's own monotonic times (seconds) of
 the request read (after the body), the first and last token written, and the response end, so the
@@ -65,6 +67,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802
         length = int(self.headers.get("Content-Length", 0))
+        if self.path == "/reject":
+            t_read = time.monotonic()
+            self._plain(401, b'{"error": "unauthorized"}')
+            self.rfile.read(length)  # what is left of the body, read after the answer
+            self._log(status=401, read=t_read, end=time.monotonic())
+            return
         raw = self.rfile.read(length)
         t_read = time.monotonic()
         try:
