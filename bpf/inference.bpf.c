@@ -59,6 +59,8 @@
 #endif
 #define MAX_CONNS 65536
 
+#define MSG_PEEK 2  /* a peek's bytes are read again: not a read of their own */
+
 /* How the buffer of a read or write syscall is found at its exit. */
 #define BUF_PLAIN 0   /* read/write/recvfrom/sendto: a pointer */
 #define BUF_IOV 1     /* readv/writev: the first struct iovec */
@@ -724,7 +726,6 @@ static __always_inline void count_accepted(u16 port)
 /* ---- socket hooks --------------------------------------------------------------- */
 
 #define EAGAIN 11
-#define MSG_PEEK 2
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_RECV 3
 #define TCP_FIN_WAIT1 4
@@ -1073,11 +1074,17 @@ static __always_inline int write_exit(void *ctx, long ret)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(0, args->fd, (u64)args->buf, BUF_PLAIN); }
 TRACEPOINT_PROBE(syscalls, sys_exit_read) { return read_exit(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return io_enter(0, args->fd, (u64)args->ubuf, BUF_PLAIN); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{
+    return (args->flags & MSG_PEEK) ? 0 : io_enter(0, args->fd, (u64)args->ubuf, BUF_PLAIN);
+}
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return read_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return io_enter(0, args->fd, (u64)args->vec, BUF_IOV); }
 TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return read_exit(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return io_enter(0, args->fd, (u64)args->msg, BUF_MSG); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{
+    return (args->flags & MSG_PEEK) ? 0 : io_enter(0, args->fd, (u64)args->msg, BUF_MSG);
+}
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return read_exit(args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(1, args->fd, (u64)args->buf, BUF_PLAIN); }
