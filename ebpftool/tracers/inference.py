@@ -380,10 +380,15 @@ class InferenceTracer(Tracer):
         listeners = self.prog["listeners"]
         conns = self.prog["conns"]
         wanted: dict[tuple[int, int], int] = {}
-        for pid, fd, _inode, s in self._owned_sockets(pids, SocketTables()):
+        owned = list(self._owned_sockets(pids, SocketTables()))
+        for pid, fd, _inode, s in owned:
             if s.state == TCP_LISTEN:
                 wanted[(pid, fd)] = s.local_port
-            elif s.state == TCP_ESTABLISHED and seed_connections:
+        # Accepted connections share a listener's port; the processes' own outgoing connections (to a
+        # database, another service) do not, and are not served requests.
+        served_ports = set(wanted.values())
+        for pid, fd, _inode, s in owned:
+            if s.state == TCP_ESTABLISHED and seed_connections and s.local_port in served_ports:
                 self._seed_connection(conns, pid, fd, s)
         present = {(k.pid, k.fd) for k in listeners.keys()}
         for pid, fd in present - wanted.keys():
