@@ -295,9 +295,13 @@ static __always_inline void account_sock(u64 sk, int ret, int tx)
         flow_add_bytes(f, ret, tx);
         return;
     }
-    u16 family = 0, protocol = 0;
+    u16 family = 0, protocol = 0, type = 0;
     bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SK_FAMILY_OFFSET));
     bpf_probe_read_kernel(&protocol, sizeof(protocol), (void *)(sk + SK_PROTOCOL_OFFSET));
+    bpf_probe_read_kernel(&type, sizeof(type), (void *)(sk + SK_TYPE_OFFSET));
+    if (protocol == NET_PROTO_TCP && type != NET_SOCK_STREAM)
+        return;  /* a raw socket opened with IPPROTO_TCP (nmap, hping): crafted packets, no connection
+                  * whose state changes or destroy would ever fold a flow entry */
     account_io(sk, family, protocol, ret, tx);
 }
 #endif

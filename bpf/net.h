@@ -8,6 +8,7 @@
 #define NET_PROTO_UDP 17
 #define NET_TCP_ESTABLISHED 1
 #define NET_TCP_SYN_SENT 2
+#define NET_SOCK_STREAM 1
 #define NET_TCP_CLOSE 7
 #define NET_MAX_FLOWS 65536    /* open TCP sockets tracked at once */
 #define NET_MAX_CLOSED 16384   /* distinct closed-flow keys per export interval */

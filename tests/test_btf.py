@@ -83,6 +83,7 @@ def test_running_kernel_offsets_agree_with_bpftool():
     offsets = sock_field_offsets()
     assert offsets["SK_FAMILY_OFFSET"] == (bits("sock", "__sk_common") + bits("sock_common", "skc_family")) // 8
     assert offsets["SK_PROTOCOL_OFFSET"] == bits("sock", "sk_protocol") // 8
+    assert offsets["SK_TYPE_OFFSET"] == bits("sock", "sk_type") // 8
     sk_common = bits("sock", "__sk_common")
     assert offsets["SK_V6_DADDR_OFFSET"] == (sk_common + bits("sock_common", "skc_v6_daddr")) // 8
     assert offsets["SK_V6_RCV_SADDR_OFFSET"] == (sk_common + bits("sock_common", "skc_v6_rcv_saddr")) // 8

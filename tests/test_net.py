@@ -1,9 +1,13 @@
 """`ebpftool net` against real traffic between two namespace 'zones', asserted on what OTLP delivered."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import socket
+import struct
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -582,3 +586,19 @@ def test_missing_socket_tracepoints_take_the_kprobe_path_or_say_why_not(monkeypa
         assert "the kprobe fallback could not attach to tcp_sendmsg" in message
     else:
         assert message.endswith("and has no kprobes for the fallback")
+
+
+def test_a_raw_socket_opened_with_ipproto_tcp_gets_no_flow_entry():
+    """Crafted TCP segments from a raw socket (nmap, hping) are not a connection: no state change or destroy
+    would ever fold a flow entry made for them, so none is made (bpftool reads the kernel's map)."""
+    segment = struct.pack("!HHIIBBHHH", 40000, 9, 1, 0, 5 << 4, 0x02, 1024, 0, 0) + b"x" * 20
+    with EbpftoolProcess(["net", "--interval", "1", "--no-ui"]) as tool:
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw:
+            for _ in range(5):
+                raw.sendto(segment, ("127.0.0.1", 0))
+        time.sleep(0.3)
+        dump = subprocess.run(["bpftool", "map", "dump", "name", "flows", "-j"], capture_output=True, text=True,
+                              check=True).stdout
+        assert tool.stop() == 0, tool.stderr
+    sent = [e["formatted"]["value"]["tx_bytes"] for e in json.loads(dump or "[]") if "formatted" in e]
+    assert 5 * len(segment) not in sent, sent

@@ -138,6 +138,7 @@ class Btf:
 SOCK_FIELDS = (
     ("SK_FAMILY_OFFSET", "sock", "__sk_common.skc_family", 2),
     ("SK_PROTOCOL_OFFSET", "sock", "sk_protocol", 2),
+    ("SK_TYPE_OFFSET", "sock", "sk_type", 2),
     ("SK_DADDR_OFFSET", "sock", "__sk_common.skc_daddr", 4),
     ("SK_RCV_SADDR_OFFSET", "sock", "__sk_common.skc_rcv_saddr", 4),
     ("SK_DPORT_OFFSET", "sock", "__sk_common.skc_dport", 2),
