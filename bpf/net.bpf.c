@@ -443,12 +443,14 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
     if (args->newstate != NET_TCP_ESTABLISHED)
         return 0;
-    /* A socket is established once: an entry that already was, or that has
-     * bytes, belongs to an earlier socket at this address whose destroy was
+    /* A socket is established once: an entry that already was, or that reached
+     * CLOSE, belongs to an earlier socket at this address whose destroy was
      * missed (a softirq-context program can be skipped while another BPF
-     * program runs on that CPU). Fold it before reusing the key. */
+     * program runs on that CPU). Fold it before reusing the key. An entry with
+     * bytes and neither is this socket's own I/O before the handshake ended
+     * (TCP Fast Open: data in the SYN, read in SYN_RECV): kept. */
     struct flow *stale = flows.lookup(&sk);
-    if (stale && (stale->established || stale->tx_bytes || stale->rx_bytes))
+    if (stale && (stale->established || stale->end_ns))
         fold_flow(sk, 0);
     struct flow *f = flow_of(sk, args->family);
     if (!f) {
