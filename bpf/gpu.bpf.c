@@ -143,7 +143,7 @@ static __always_inline int on_enter(struct pt_regs *ctx, u32 fn, u32 kind, u32 d
     } else if (kind == ARG_FREE || kind == ARG_LAUNCH) {
         f->arg = PT_REGS_PARM1(ctx);
     } else if (kind == ARG_MEMCPY_KIND) {
-        u64 k = PT_REGS_PARM4(ctx);
+        u32 k = (u32)PT_REGS_PARM4(ctx);  /* an enum: the register's upper half is undefined */
         f->size = PT_REGS_PARM3(ctx);
         f->dir = k <= 4 ? k + 1 : DIR_UNKNOWN;
     } else if (kind == ARG_MEMCPY_FIXED) {
@@ -178,6 +178,13 @@ static __always_inline void record_alloc(u32 pid, u32 tid, u32 fn, u32 mem, stru
     if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)f->arg) != 0 || ptr == 0)
         return;
     struct alloc_key key = {.pid = pid, .ptr = ptr};
+    struct alloc_value *old = allocations.lookup(&key);
+    if (old) {
+        /* The address was freed without a traced free (cudaDeviceReset, cuCtxDestroy, a free still
+         * returning on another thread): its old size is no longer outstanding. */
+        add_outstanding(pid, old->mem, -(s64)old->size);
+        stat_add(STAT_GPU_ADDRESS_REUSED, 1);
+    }
     struct alloc_value val = {.size = f->size, .ts_ns = now, .tid = tid, .fn = fn, .mem = mem};
     if (allocations.update(&key, &val) != 0) {
         stat_add(STAT_GPU_ALLOC_MAP_FULL, 1);
@@ -238,14 +245,15 @@ static __always_inline int on_leave(struct pt_regs *ctx, u32 fn, u32 kind, u32 m
     struct hist_value *h = call_hist.lookup(&key);
     if (!h) {
         struct hist_value *init = zero_hist.lookup(&zero);
-        if (!init)
-            return 0;
-        call_hist.update(&key, init);
-        h = call_hist.lookup(&key);
-        if (!h)
-            return 0;
+        if (init) {
+            call_hist.update(&key, init);
+            h = call_hist.lookup(&key);
+        }
     }
-    hist_add(h, GPU_CALL_BUCKET(duration), duration);
+    if (h)
+        hist_add(h, GPU_CALL_BUCKET(duration), duration);
+    else
+        stat_add(STAT_GPU_HIST_MAP_FULL, 1);  /* the memory accounting below goes on */
 
     if (!key.nested) {
         if (kind == ARG_ALLOC) {
@@ -297,7 +305,7 @@ GPU_FUNCTIONS
 #if FILTER_PIDS
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
-    u32 parent = args->parent_pid, child = args->child_pid;
+    u32 parent = bpf_get_current_pid_tgid() >> 32, child = args->child_pid;  /* parent_pid is the forking thread's id */
     u8 one = 1;
     if (watched_pids.lookup(&parent))
         watched_pids.update(&child, &one);

@@ -35,6 +35,8 @@
 #define STAT_GPU_UNMATCHED_RETURN 2  /* a return whose entry was not the innermost in flight */
 #define STAT_GPU_TOO_DEEP 3          /* nesting deeper than MAX_NESTING: call not measured */
 #define STAT_GPU_ALLOC_MAP_FULL 4    /* an allocation not remembered: the allocation map was full */
+#define STAT_GPU_HIST_MAP_FULL 5     /* a call not in the duration histograms: their map was full */
+#define STAT_GPU_ADDRESS_REUSED 6    /* an allocation at an address still remembered (freed untraced) */
 
 /* calls / call_hist / call_bytes maps: one series per process, function,
  * return code, nesting and copy direction. */

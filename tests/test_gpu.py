@@ -7,6 +7,7 @@ Everything asserted is what the OTLP receiver decoded, or what ebpftool printed 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -226,6 +227,12 @@ def test_leak_report_lists_allocations_never_freed(built, tmp_path, grpc_receive
             assert w.do("cuMemFree_v2 1") == ["0"]
             assert wait_total(grpc_receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid,
                               {sc.EBPFTOOL_GPU_MEMORY_TYPE: "device"}, 4000) == 4000
+            # A reset frees everything untraced; the next allocation gets the first address again and
+            # replaces what was remembered there: outstanding 4000 - 1000 + 5000.
+            assert w.do("cuDevicePrimaryCtxReset_v2 0") == ["0"]
+            assert w.do("cuMemAlloc_v2 5000")[1] == pointers[0]
+            assert wait_total(grpc_receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid,
+                              {sc.EBPFTOOL_GPU_MEMORY_TYPE: "device"}, 8000, timeout=5) == 8000
             assert w.close() == 0
             pid = w.pid
     finally:
@@ -235,12 +242,13 @@ def test_leak_report_lists_allocations_never_freed(built, tmp_path, grpc_receive
     leaked = data["processes"][0]
     assert leaked["executable"] == "cuda_workload"
     assert leaked["exited"] is True
-    assert (leaked["count"], leaked["bytes"]) == (2, 4000)
+    assert (leaked["count"], leaked["bytes"]) == (2, 8000)
     assert sorted((a["size"], a["pointer"]) for a in leaked["allocations"]) == \
-        [(1000, hex(int(pointers[0], 16))), (3000, hex(int(pointers[2], 16)))]
+        [(3000, hex(int(pointers[2], 16))), (5000, hex(int(pointers[0], 16)))]
     assert {a["function"] for a in leaked["allocations"]} == {"cuMemAlloc_v2"}
     assert f"unfreed by pid {pid} (cuda_workload, exited)" in tracer.stdout
-    assert "2 allocations, 4000 B" in tracer.stdout
+    assert "2 allocations, 8000 B" in tracer.stdout
+    assert re.search(r"allocations at a remembered address\s*│\s*1\b", tracer.stdout), tracer.stdout
 
 
 def test_libraries_are_found_in_the_maps_of_processes_before_and_after_start(built, tmp_path, grpc_receiver):

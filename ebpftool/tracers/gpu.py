@@ -197,8 +197,10 @@ class GpuTracer(Tracer):
         for fn in wanted:
             enter, leave = probe_names(fn)
             try:
-                self.prog.attach_uprobe(path, fn.symbol, enter)
+                # The return first: a call that began before its return probe existed would leave a frame
+                # no return pops, and every later call on that thread would look nested.
                 self.prog.attach_uprobe(path, fn.symbol, leave, ret=True)
+                self.prog.attach_uprobe(path, fn.symbol, enter)
             except Exception as exc:  # BCC raises bare Exception; keep the other functions
                 self.notify(f"{path}: cannot probe {fn.symbol} ({str(exc).strip()[:100]})")
                 continue
@@ -509,6 +511,10 @@ class GpuTracer(Tracer):
             out[f"unfreed by pid {pl.pid} ({pl.executable}, {state})"] = f"{pl.count} allocations, {pl.bytes} B"
         stats = self.prog.stats()
         out["unmatched returns"] = stats[H["STAT_GPU_UNMATCHED_RETURN"]]
+        out["calls nested too deep (not measured)"] = stats[H["STAT_GPU_TOO_DEEP"]]
+        out["allocations not remembered (map full)"] = stats[H["STAT_GPU_ALLOC_MAP_FULL"]]
+        out["calls not in the histograms (map full)"] = stats[H["STAT_GPU_HIST_MAP_FULL"]]
+        out["allocations at a remembered address"] = stats[H["STAT_GPU_ADDRESS_REUSED"]]
         if self.opts.leak_report:
             self._write_leak_report(report)
         return out
