@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ebpftool.export import semconv as sc
+from ebpftool.tracers.cuda_api import FUNCTIONS
 from tests.conftest import EbpftoolProcess, run_ebpftool
 from tests.fixtures.gpu.workload import CUDART, Workload, build_fixtures, series, total
 from tests.otlp_receiver import GrpcReceiver
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.bpf, pytest.mark.timeout(120)]
 FN, NESTED, DIR = sc.EBPFTOOL_GPU_FUNCTION, sc.EBPFTOOL_GPU_NESTED, sc.EBPFTOOL_GPU_MEMCPY_DIRECTION
 ERR = sc.ERROR_TYPE
 INSUFFICIENT_DRIVER = "35"  # cudaErrorInsufficientDriver: what every real libcudart call returns here
+RUNTIME_FUNCTIONS = len([f for f in FUNCTIONS if f.library == "cudart"])  # all exported by libcudart.so.13
 
 # A process that does ioctls on stand-in device files (regular files: ioctl() fails with ENOTTY,
 # but the syscall tracepoints see it exactly as they see one on /dev/nvidia0).
@@ -102,6 +104,11 @@ def test_real_libcudart_calls_bytes_and_return_codes(traced, built):
         for size, kind in ((1000, 1), (2000, 1), (3000, 2)):
             assert w.do(f"cudaMemcpy {size} {kind}") == [INSUFFICIENT_DRIVER]
         w.do("cudaMemcpyAsync 500 3")
+        # what a --default-stream per-thread build calls instead
+        assert w.do("cudaMemcpy_ptds 700 1") == [INSUFFICIENT_DRIVER]
+        w.do("cudaMemcpyAsync_ptsz 800 2")
+        w.do("cudaStreamSynchronize_ptsz 0")
+        w.do("cudaLaunchKernel_ptsz 2")
         w.do("cudaDeviceSynchronize")
         w.do("cudaStreamSynchronize 0")
         w.do("cudaStreamSynchronize 0")
@@ -115,6 +122,11 @@ def test_real_libcudart_calls_bytes_and_return_codes(traced, built):
         assert calls("cudaMemcpy", **{DIR: "device_to_host"}) == 1
         assert calls("cudaMemcpyAsync", **{DIR: "device_to_device"}) == 1
         assert calls("cudaDeviceSynchronize") == 1
+        assert calls("cudaMemcpy_ptds", **{DIR: "host_to_device"}) == 1
+        assert calls("cudaMemcpyAsync_ptsz", **{DIR: "device_to_host"}) == 1
+        assert calls("cudaStreamSynchronize_ptsz") == 1
+        assert total(receiver, sc.EBPFTOOL_GPU_KERNEL_LAUNCHES, w.pid,
+                     {FN: "cudaLaunchKernel_ptsz", sc.EBPFTOOL_GPU_KERNEL_NAME: "vector_add_kernel_stub"}) == 2
         # no call succeeded: no series without error.type
         assert series(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {ERR: None}) == []
         point = series(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaMalloc"})[0]
@@ -125,8 +137,8 @@ def test_real_libcudart_calls_bytes_and_return_codes(traced, built):
         def copied(direction):
             return total(receiver, sc.EBPFTOOL_GPU_MEMCPY_BYTES, w.pid, {DIR: direction, ERR: INSUFFICIENT_DRIVER})
 
-        assert copied("host_to_device") == 3000
-        assert copied("device_to_host") == 3000
+        assert copied("host_to_device") == 3000 + 700
+        assert copied("device_to_host") == 3000 + 800
         assert copied("device_to_device") == 500
         assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_REQUESTED, w.pid,
                      {FN: "cudaMalloc", sc.EBPFTOOL_GPU_MEMORY_TYPE: "device", ERR: INSUFFICIENT_DRIVER}) == 4096
@@ -168,6 +180,13 @@ def test_runtime_calls_into_the_driver_are_counted_once(traced, built):
         assert series(receiver, sc.EBPFTOOL_GPU_MEMCPY_BYTES, w.pid, {FN: "cuMemcpyHtoD_v2"}) == []
         w.do("cudaFree 0")
         receiver.wait_for(lambda: total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaFree"}) == 1)
+        assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid) == 0
+        # stream-ordered allocation (PyTorch's cudaMallocAsync backend): the same accounting, once
+        assert w.do("cudaMallocAsync 8192")[0] == "0"
+        assert wait_total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid, {}, 8192) == 8192
+        assert total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cuMemAllocAsync", NESTED: True}) == 1
+        w.do("cudaFreeAsync 1")
+        receiver.wait_for(lambda: total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaFreeAsync"}) == 1)
         assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid) == 0
 
 
@@ -213,7 +232,7 @@ def test_a_missing_library_is_reported_and_the_others_are_traced(traced):
     _, tracer = traced
     err = "".join(tracer._err_lines)
     assert "--lib /nonexistent/libcuda.so.1: no such file; tracing the other libraries" in err
-    assert f"probing 12 functions of {CUDART} (--lib)" in err
+    assert f"probing {RUNTIME_FUNCTIONS} functions of {CUDART} (--lib)" in err
     assert tracer.proc.poll() is None  # still running (the tests above traced through it)
 
 
@@ -277,8 +296,8 @@ def test_libraries_are_found_in_the_maps_of_processes_before_and_after_start(bui
                 assert total(receiver, sc.EBPFTOOL_GPU_CALLS, early.pid, {FN: "cudaMalloc"}) == 2
         finally:
             assert tracer.stop() == 0
-    assert f"probing 12 functions of {early_lib} (mapped by pid {early.pid})" in tracer.stderr
-    assert f"probing 12 functions of {late_lib} (mapped by pid {late.pid})" in tracer.stderr
+    assert f"probing {RUNTIME_FUNCTIONS} functions of {early_lib} (mapped by pid {early.pid})" in tracer.stderr
+    assert f"probing {RUNTIME_FUNCTIONS} functions of {late_lib} (mapped by pid {late.pid})" in tracer.stderr
 
 
 def test_no_library_at_all_says_how_to_point_at_one():

@@ -66,6 +66,20 @@ FUNCTIONS: tuple[CudaFunction, ...] = (
     _f("cudaStreamSynchronize", R, "ARG_PLAIN", blocking=True, stream_arg=0, arguments="(cudaStream_t stream)"),
     _f("cudaDeviceSynchronize", R, "ARG_PLAIN", blocking=True, arguments="(void)"),
     _f("cudaEventSynchronize", R, "ARG_PLAIN", blocking=True, arguments="(cudaEvent_t event)"),
+    # stream-ordered allocation (PyTorch's cudaMallocAsync backend, RMM)
+    _f("cudaMallocAsync", R, "ARG_ALLOC", memory=DEV, stream_arg=2,
+       arguments="(void **devPtr, size_t size, cudaStream_t hStream)"),
+    _f("cudaMallocFromPoolAsync", R, "ARG_ALLOC", memory=DEV, stream_arg=3,
+       arguments="(void **ptr, size_t size, cudaMemPool_t memPool, cudaStream_t stream)"),
+    _f("cudaFreeAsync", R, "ARG_FREE", stream_arg=1, arguments="(void *devPtr, cudaStream_t hStream)"),
+    # what programs built with --default-stream per-thread call instead
+    _f("cudaMemcpy_ptds", R, "ARG_MEMCPY_KIND", blocking=True,
+       arguments="(void *dst, const void *src, size_t count, cudaMemcpyKind kind)"),
+    _f("cudaMemcpyAsync_ptsz", R, "ARG_MEMCPY_KIND", stream_arg=4,
+       arguments="(void *dst, const void *src, size_t count, cudaMemcpyKind kind, cudaStream_t stream)"),
+    _f("cudaLaunchKernel_ptsz", R, "ARG_LAUNCH", stream_arg=7,
+       arguments="(const void *func, dim3 grid, dim3 block, void **args, size_t sharedMem, cudaStream_t stream)"),
+    _f("cudaStreamSynchronize_ptsz", R, "ARG_PLAIN", blocking=True, stream_arg=0, arguments="(cudaStream_t stream)"),
     # --- driver API ---
     _f("cuMemAlloc_v2", D, "ARG_ALLOC", memory=DEV, arguments="(CUdeviceptr *dptr, size_t bytesize)"),
     _f("cuMemAllocManaged", D, "ARG_ALLOC", memory=MANAGED,
@@ -93,6 +107,9 @@ FUNCTIONS: tuple[CudaFunction, ...] = (
     _f("cuCtxSynchronize", D, "ARG_PLAIN", blocking=True, arguments="(void)"),
     _f("cuStreamSynchronize", D, "ARG_PLAIN", blocking=True, stream_arg=0, arguments="(CUstream hStream)"),
     _f("cuEventSynchronize", D, "ARG_PLAIN", blocking=True, arguments="(CUevent hEvent)"),
+    _f("cuMemAllocAsync", D, "ARG_ALLOC", memory=DEV, stream_arg=2,
+       arguments="(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)"),
+    _f("cuMemFreeAsync", D, "ARG_FREE", stream_arg=1, arguments="(CUdeviceptr dptr, CUstream hStream)"),
 )
 
 BY_SYMBOL = {f.symbol: f for f in FUNCTIONS}
