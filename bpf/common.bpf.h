@@ -9,7 +9,8 @@
  *    second, SPAN_BURST deep, per CPU) that bounds spans sent to user space.
  *  - struct hist_value: count, sum and buckets of one histogram series.
  *  - CURRENT_SYSCALL_REGS() and x86-64 syscall numbers, for programs that run
- *    inside a socket call and need its user-space arguments.
+ *    inside a socket call and need its user-space arguments; the recv() flags
+ *    whose bytes are not taken from the stream (MSG_PEEK, MSG_ERRQUEUE).
  *
  * Compile-time parameters (-D from the loader): SPAN_RATE_PER_CPU, SPAN_BURST.
  */
@@ -152,3 +153,9 @@ static __always_inline void count_ringbuf_full(void)
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+
+/* recv() flags whose bytes are not (or not yet) taken from the stream: a peek
+ * is read again later, the error queue holds the socket's own timestamps and
+ * errors. The socket tracepoints report their ret like any read's. */
+#define MSG_PEEK 0x2
+#define MSG_ERRQUEUE 0x2000

@@ -59,8 +59,6 @@
 #endif
 #define MAX_CONNS 65536
 
-#define MSG_PEEK 2  /* a peek's bytes are read again: not a read of their own */
-
 /* How the buffer of a read or write syscall is found at its exit. */
 #define BUF_PLAIN 0   /* read/write/recvfrom/sendto: a pointer */
 #define BUF_IOV 1     /* readv/writev: the first struct iovec */
@@ -443,6 +441,15 @@ static __always_inline void sample_request(struct conn_state *c, u64 now)
         c->flags |= REQ_SAMPLED;
 }
 
+/* A request whose answer begins now but whose bytes came in an earlier read,
+ * with the one answered before it (pipelining): it started at that read. */
+static __always_inline void begin_pipelined_request(struct conn_state *c, u64 now)
+{
+    begin_request(c, c->last_read);
+    c->flags |= REQ_PIPELINED;
+    sample_request(c, now);
+}
+
 static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 now)
 {
     if (c->resp_start != 0)
@@ -524,9 +531,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
          * server spoke first, nothing to answer. */
         if (!status_line || status < 200 || c->last_read == 0)
             return WRITE_DONE;
-        begin_request(c, c->last_read);
-        c->flags |= REQ_PIPELINED;
-        sample_request(c, now);
+        begin_pipelined_request(c, now);
     }
     if (status_line && status < 200 && status != STATUS_SWITCHING_PROTOCOLS) {
         c->resp_bytes += len;  /* 100 Continue and friends: the final response is still to come */
@@ -535,9 +540,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
     if (status_line && c->resp_start != 0) {
         /* A second response with no read between: pipelined requests, read together earlier. */
         finish_request(k, c, now);
-        begin_request(c, c->last_read);
-        c->flags |= REQ_PIPELINED;
-        sample_request(c, now);
+        begin_pipelined_request(c, now);
     }
     int first = c->resp_start == 0;
     if (first) {
@@ -673,8 +676,6 @@ static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len, u6
     return iov.base;
 }
 
-/* A write that went out: the state machine, then the `data:` event count (tail call) if needed.
- * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended. */
 static __always_inline void forget_conn(u64 *k);  /* per way in, below */
 
 /* A chunk-size line ("1a\r\n") is at most this long: a first iovec this short,
@@ -682,6 +683,8 @@ static __always_inline void forget_conn(u64 *k);  /* per way in, below */
  * as size line, data, CRLF), and the events are in the next iovec. */
 #define CHUNK_LINE_MAX 10
 
+/* A write that went out: the state machine, then the `data:` event count (tail call) if needed.
+ * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended. */
 static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 how, u64 arg, long ret,
                                    u64 start, u64 now)
 {
@@ -838,9 +841,9 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
             finish_request(&sk, c, c->resp_end);
         return 0;
     }
-    u64 now = bpf_ktime_get_ns();
     if (ctx->args[2] & MSG_PEEK)
         return 0;  /* the bytes will be read again */
+    u64 now = bpf_ktime_get_ns();
     u32 how, len = 0;
     u64 arg = syscall_buffer(&how);
     u64 iov_array;

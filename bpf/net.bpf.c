@@ -306,12 +306,8 @@ static __always_inline void account_sock(u64 sk, int ret, int tx)
 }
 #endif
 
-/* recv() flags whose bytes are not (or not yet) taken from the network stream:
- * a peek is read again later, the error queue holds the socket's own
- * timestamps and errors. The tracepoint reports their ret like any read's. */
-#define NET_MSG_PEEK 0x2
-#define NET_MSG_ERRQUEUE 0x2000
-#define NET_RECV_NOT_TAKEN (NET_MSG_PEEK | NET_MSG_ERRQUEUE)
+/* Reads whose bytes are not received bytes (see common.bpf.h). */
+#define NET_RECV_NOT_TAKEN (MSG_PEEK | MSG_ERRQUEUE)
 
 #if NET_RAW_IO
 /* TP_PROTO(struct sock *sk, int ret, int flags) */
