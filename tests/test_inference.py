@@ -69,11 +69,8 @@ def _nginx_traffic(run: Run) -> None:
     run.expect(port, 200, NGINX_KEEPALIVE)
     run.expect(port, 404)
     # Pipelining: three requests in one send, answered in order.
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
+    data = _exchange(port, b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" * 2 +
+                     b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=5)
     assert data.count(b"HTTP/1.1 200") == 2 and data.count(b"HTTP/1.1 404") == 1
     run.expect(port, 200, 2)
     run.expect(port, 404)
@@ -325,10 +322,10 @@ def test_pid_mode_and_connections_open_before_start(hooks, watch):
             receiver.stop()
 
 
-def _exchange(port: int, payload: bytes, then: list[bytes] = ()) -> bytes:
+def _exchange(port: int, payload: bytes, then: list[bytes] = (), timeout: float = 15) -> bytes:
     """Send payload on a fresh connection (and each of `then`, once the answer so far has come), read
     until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(payload)
         data = s.recv(65536)
         for extra in then:
