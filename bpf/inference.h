@@ -46,10 +46,14 @@
 #define STAT_INF_REQUESTS 4      /* requests finished (measured) */
 #define STAT_INF_NO_RESPONSE 5   /* requests closed without a response */
 #define STAT_INF_SEEDED 6        /* connections open before the tracer, found at their first read since */
+#define STAT_INF_CONN_TABLE_FULL 7 /* connections not followed: their slots in the connection table were taken */
 
-/* Key of the listeners map (syscall hooks): a file descriptor of a process. The
- * conns and last_writes maps are keyed by a u64: the socket's kernel address
- * with the socket hooks, pid << 32 | fd with the syscall hooks. */
+/* Key of the listeners map (syscall hooks): a file descriptor of a process. A
+ * connection is known by a u64 (conn_state.key, the key of last_writes): the
+ * socket's kernel address with the socket hooks, pid << 32 | fd with the
+ * syscall hooks. The socket hooks' conns is a table whose free slots have key 0
+ * and whose slots being filled have key CONN_CLAIMED. */
+#define CONN_CLAIMED 1
 struct conn_key {
     __u32 pid;
     __s32 fd;
@@ -58,6 +62,7 @@ struct conn_key {
 /* One watched connection and the request in progress on it. Times are
  * bpf_ktime_get_ns(); 0 means "not yet". */
 struct conn_state {
+    __u64 key;           /* what finds it: the socket's address (socket hooks; 0: a free table slot) or pid << 32 | fd */
     __u64 id;            /* names the connection in events (never a kernel address) */
     __u64 req_start;     /* the first read of the request returned */
     __u64 last_read;     /* the latest read returned: where a pipelined request began */

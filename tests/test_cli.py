@@ -57,6 +57,9 @@ def test_bad_arguments_are_one_clear_line():
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = run_ebpftool(["gpu", "--duration", "1", "--otlp-endpoint", "ftp://x"])
     assert r.returncode == 1 and "Traceback" not in r.stderr and "OTLP endpoint" in r.stderr
+    r = run_ebpftool(["inference", "--port", "8080", "--duration", "1", "--max-connections", "1000"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["ebpftool: --max-connections 1000: a power of two between 64 and 262144"]
 
 
 def test_version():

@@ -68,21 +68,38 @@ def map_id_named(map_ids: set[int], name: str) -> int:
     raise AssertionError(f"no map named {name} among {sorted(map_ids)}")
 
 
-def conn_pids(map_id: int) -> list[int]:
-    """The serving pid of every entry of the inference tracer's conns map (conn_state.pid)."""
-    out = subprocess.run(["bpftool", "map", "dump", "id", str(map_id), "-j"], capture_output=True, text=True, check=True)
-    pids = []
-    for entry in json.loads(out.stdout or "[]"):
-        value = entry.get("formatted", entry)["value"]
-        assert isinstance(value, dict), "the conns map has no BTF: bpftool cannot name its fields"
-        pids.append(int(value["pid"]))
-    return pids
+def _map_values(map_id: int, *keys: int) -> list:
+    """Values of a BTF-described map: every entry, or those at the given u32 keys."""
+    if not keys:
+        out = subprocess.run(["bpftool", "map", "dump", "id", str(map_id), "-j"], capture_output=True, text=True,
+                             check=True)
+        entries = json.loads(out.stdout or "[]")
+    else:
+        entries = []
+        for key in keys:
+            out = subprocess.run(["bpftool", "map", "lookup", "id", str(map_id), "key", *map(str, key.to_bytes(4, "little")),
+                                  "-j"], capture_output=True, text=True, check=True)
+            entries.append(json.loads(out.stdout))
+    values = [entry.get("formatted", entry)["value"] for entry in entries]
+    assert all(isinstance(v, (dict, int)) for v in values), "the map has no BTF: bpftool cannot name its fields"
+    return values
+
+
+def conn_pids(maps: set[int], hooks: str) -> list[int]:
+    """The serving pid of every connection the inference tracer follows (conn_state.pid): every entry of
+    the syscall hooks' conns hash; the socket hooks' conns table slots that conn_used marks and that hold a
+    socket (key > CONN_CLAIMED)."""
+    conns = map_id_named(maps, "conns")
+    if hooks == "syscall":
+        return [int(v["pid"]) for v in _map_values(conns)]
+    used = [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
+            for bit in range(64) if int(bits) >> bit & 1]
+    return [int(v["pid"]) for v in _map_values(conns, *used) if int(v["key"]) > 1]
 
 
 def array_total(map_id: int) -> int:
     """The sum of an array map's integer values (the socket hooks' conn_filter counts)."""
-    out = subprocess.run(["bpftool", "map", "dump", "id", str(map_id), "-j"], capture_output=True, text=True, check=True)
-    return sum(int(entry.get("formatted", entry)["value"]) for entry in json.loads(out.stdout or "[]"))
+    return sum(int(v) for v in _map_values(map_id))
 
 
 def histogram_count(receiver: GrpcReceiver, metric: str, port: int) -> int:
@@ -197,6 +214,58 @@ def test_many_connections_and_a_long_stream_memory_flat_every_request_counted(tm
     tokens = counter_value(grpc_receiver, sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS, **{sc.SERVER_PORT: llm.port})
     assert tokens == stream_tokens
     assert histogram_count(grpc_receiver, sc.GEN_AI_SERVER_REQUEST_DURATION, llm.port) == 1
+
+
+TABLE_SLOTS = 64  # --max-connections: the smallest table, so that connections collide and overflow it
+TABLE_CLIENTS = 96
+CONN_TABLE_PROBES = 4  # bpf/inference.bpf.c CONN_PROBES: how far from its home slot a connection may lie
+
+
+def table_home(sk: int, slots: int) -> int:
+    """The home slot of a socket address in the socket hooks' connection table (bpf/inference.bpf.c conn_home)."""
+    return ((sk * 0x9E3779B97F4A7C15) % (1 << 64)) >> (64 - (slots.bit_length() - 1))
+
+
+def test_connection_table_collisions_and_overflow_are_followed_or_counted(grpc_receiver):
+    """More connections than --max-connections slots: those that find a slot are measured exactly, wherever
+    they lie from their home slot; the others are counted as untracked; closing them frees every slot."""
+    with nginx_server() as port:
+        args = ["inference", "--port", str(port), "--max-connections", str(TABLE_SLOTS), "--hooks", "socket",
+                "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]
+        with EbpftoolProcess(args) as proc:
+            _, maps = bpf_ids_held_by(proc.proc.pid)
+            clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(TABLE_CLIENTS)]
+            for c in clients:
+                c.connect()  # all open at once: each takes a slot, or finds none
+            time.sleep(0.2)
+            conns = map_id_named(maps, "conns")
+            used = [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
+                    for bit in range(64) if int(bits) >> bit & 1]
+            keys = {slot: int(v["key"]) for slot, v in zip(used, _map_values(conns, *used))}
+            distance = [(slot - table_home(sk, TABLE_SLOTS)) % TABLE_SLOTS for slot, sk in keys.items()]
+            requests_each = 3
+            for c in clients:
+                for _ in range(requests_each):
+                    c.request("GET", "/index.html")
+                    c.getresponse().read()
+            for c in clients:
+                c.close()
+            followed = len(keys)
+            assert grpc_receiver.wait_for(lambda: counter_value(
+                grpc_receiver, sc.EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS) == TABLE_CLIENTS - followed, timeout=10)
+            assert grpc_receiver.wait_for(lambda: histogram_count(
+                grpc_receiver, sc.HTTP_SERVER_REQUEST_DURATION, port) >= requests_each * followed, timeout=10)
+            time.sleep(1.5)
+            measured = histogram_count(grpc_receiver, sc.HTTP_SERVER_REQUEST_DURATION, port)
+            left_used = array_total(map_id_named(maps, "conn_used"))
+            left_filter = array_total(map_id_named(maps, "conn_filter"))
+            assert proc.stop() == 0, proc.stderr
+    assert followed <= TABLE_SLOTS < TABLE_CLIENTS
+    assert all(0 <= d < CONN_TABLE_PROBES for d in distance), distance
+    assert any(d > 0 for d in distance), "no connection lay off its home slot: the probing went untested"
+    assert measured == requests_each * followed, (measured, followed)
+    assert left_used == left_filter == 0  # every slot freed, the counting filter back to zero
+    assert summary_figure(proc.stdout, "connections not followed (table full)") == TABLE_CLIENTS - followed
 
 
 # --- faults: the collector -----------------------------------------------------------------------
@@ -324,7 +393,6 @@ def test_killed_server_leaves_no_connection_state_and_tracing_goes_on(tmp_path, 
                 "--hooks", hooks]
         with EbpftoolProcess(args) as proc:
             _, maps = bpf_ids_held_by(proc.proc.pid)
-            conns = map_id_named(maps, "conns")
             # Requests in the middle of their (slow) streams when the server dies.
             body = json.dumps({"model": "m", "stream": True, "max_tokens": 1000, "ttft_ms": 5, "tpot_ms": 100}).encode()
             for _ in range(8):
@@ -334,14 +402,14 @@ def test_killed_server_leaves_no_connection_state_and_tracing_goes_on(tmp_path, 
                 assert s.recv(4096).startswith(b"HTTP/1.1 200")
                 open_streams.append(s)
             dead = victim.proc.pid
-            assert conn_pids(conns).count(dead) == 8  # the state the kill would strand
+            assert conn_pids(maps, hooks).count(dead) == 8  # the state the kill would strand
             victim.proc.kill()
             victim.proc.wait()
             # Within a few intervals the kernel holds nothing of the dead process.
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and dead in conn_pids(conns):
+            while time.monotonic() < deadline and dead in conn_pids(maps, hooks):
                 time.sleep(0.5)
-            left = conn_pids(conns).count(dead)
+            left = conn_pids(maps, hooks).count(dead)
             assert left == 0, f"{left} connection entries of the killed pid {dead} left"
             # The tracer goes on: the other server is measured.
             assert stream_request(survivor.port, 3, 5).count(b"data:") == 4
@@ -350,7 +418,7 @@ def test_killed_server_leaves_no_connection_state_and_tracing_goes_on(tmp_path, 
             if hooks == "socket":
                 # The counting filter in front of conns counts exactly the entries left (none: every
                 # connection is closed), so it never hides a watched socket nor grows with closed ones.
-                assert array_total(map_id_named(maps, "conn_filter")) == len(conn_pids(conns)) == 0
+                assert array_total(map_id_named(maps, "conn_filter")) == len(conn_pids(maps, hooks)) == 0
             assert proc.proc.poll() is None
             assert proc.stop() == 0, proc.stderr
         assert "Traceback" not in proc.stderr

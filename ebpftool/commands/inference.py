@@ -5,7 +5,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from ebpftool.commands.common import CommonOptions, execute, with_common_options
-from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, InferenceOptions, InferenceTracer
+from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS, InferenceOptions, InferenceTracer
 
 Port = Annotated[Optional[List[int]], typer.Option(
     "--port", "-p", help="A server's listening TCP port to watch; repeatable.")]
@@ -20,6 +20,9 @@ Hooks = Annotated[str, typer.Option(
     "--hooks", help="Where requests are seen: 'socket' (socket tracepoints: other syscalls cost nothing), "
                     "'syscall' (read/write/accept syscall tracepoints, any kernel) or 'auto' (socket where "
                     "the kernel allows it).")]
+MaxConnections = Annotated[int, typer.Option(
+    "--max-connections", help="Connections followed at once, a power of two (its table is allocated at start, "
+                              "~150 bytes each); those past it are counted as untracked.")]
 
 
 @with_common_options
@@ -29,21 +32,23 @@ def inference(
     comm: Comm = None,
     capture_bytes: CaptureBytes = DEFAULT_CAPTURE_BYTES,
     hooks: Hooks = "auto",
+    max_connections: MaxConnections = DEFAULT_MAX_CONNECTIONS,
     *,
     common: CommonOptions,
 ) -> None:
     """Measure every HTTP/1.x request a server answers (any language, unchanged): duration, status and,
     for generative-AI endpoints and Server-Sent Events, time to first token and time per output token."""
-    execute(lambda telemetry: [inference_tracer(common, port, pid, comm, capture_bytes, hooks)(telemetry)], common)
+    execute(lambda telemetry: [inference_tracer(common, port, pid, comm, capture_bytes, hooks,
+                                                max_connections)(telemetry)], common)
 
 
 def inference_tracer(common: CommonOptions, port, pid, comm, capture_bytes: int = DEFAULT_CAPTURE_BYTES,
-                     hooks: str = "auto"):
+                     hooks: str = "auto", max_connections: int = DEFAULT_MAX_CONNECTIONS):
     """A factory of the tracer these flags describe (shared with `ebpftool trace`)."""
     base = common.tracer_options()
     opts = InferenceOptions(span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages, ports=list(port or []),
                             pids=list(pid or []), comms=list(comm or []), capture_bytes=capture_bytes,
-                            hooks=hooks)
+                            hooks=hooks, max_connections=max_connections)
     return lambda telemetry: InferenceTracer(telemetry, opts)
 
 

@@ -13,7 +13,7 @@ import platform
 import re
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ebpftool.errors import EbpftoolError
 
@@ -237,6 +237,15 @@ class BpfProgram:
     # -- maps --------------------------------------------------------------------
     def __getitem__(self, name: str):
         return self.bpf[name]
+
+    def batch_items(self, name: str) -> list[tuple[int, Any]]:
+        """(key, value) of every entry of a map with integer keys, read in batches where the kernel can."""
+        table = self.bpf[name]
+        try:
+            items = list(table.items_lookup_batch())
+        except Exception:  # kernels or maps without batch lookups
+            items = list(table.items())
+        return [(k if isinstance(k, int) else k.value, v) for k, v in items]  # batch lookups give ints
 
     def stats(self) -> list[int]:
         """The shared per-CPU `stats` counters, summed over CPUs."""

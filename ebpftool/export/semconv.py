@@ -63,6 +63,7 @@ GEN_AI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 104
 EBPFTOOL_GEN_AI_OUTPUT_TOKENS = "ebpftool.gen_ai.server.output_tokens"
 EBPFTOOL_HTTP_UNPARSED = "ebpftool.http.server.unparsed"
 EBPFTOOL_HTTP_CONNECTIONS = "ebpftool.http.server.connections"
+EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS = "ebpftool.http.server.untracked_connections"
 URL_SCHEME = "url.scheme"
 CLIENT_PORT = "client.port"
 # ebpftool's own span details of a streamed answer (no convention names them on a server span)

@@ -40,6 +40,8 @@ from ebpftool.tracers import http_parse
 
 STRUCTS, H = load_header("inference.h")
 DEFAULT_CAPTURE_BYTES = 512
+DEFAULT_MAX_CONNECTIONS = 65536
+MAX_CONNECTIONS_RANGE = (64, 262144)  # the socket hooks' table is preallocated: ~150 bytes a connection
 MIN_CAPTURE_BYTES = 64
 PENDING_CAPTURES_MAX = 20000  # sampled requests whose captures wait for their end event
 # A response with no write for this long, on a connection neither read nor closed since, is over:
@@ -74,6 +76,7 @@ class InferenceOptions(TracerOptions):
     comms: list[str] = field(default_factory=list)
     capture_bytes: int = DEFAULT_CAPTURE_BYTES
     hooks: str = "auto"   # socket | syscall | auto (socket where the kernel allows it)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # followed at once (a power of two)
 
 
 # --- /proc: which sockets belong to whom --------------------------------------------------------
@@ -248,6 +251,10 @@ class InferenceTracer(Tracer):
             raise EbpftoolError(f"--capture-bytes must be between {MIN_CAPTURE_BYTES} and {H['CAPTURE_MAX']}")
         if o.hooks not in HOOKS:
             raise EbpftoolError(f"--hooks {o.hooks!r}: one of {', '.join(HOOKS)}")
+        lo, hi = MAX_CONNECTIONS_RANGE
+        n = o.max_connections
+        if not lo <= n <= hi or n & (n - 1):
+            raise EbpftoolError(f"--max-connections {n}: a power of two between {lo} and {hi}")
 
     @staticmethod
     def socket_hooks_missing() -> str:
@@ -283,6 +290,8 @@ class InferenceTracer(Tracer):
             "FILTER_PIDS": int(bool(o.pids or o.comms)),
             "CAPTURE_BYTES": o.capture_bytes,
             "RINGBUF_PAGES": o.ringbuf_pages,
+            "MAX_CONNS": o.max_connections,
+            "CONN_TABLE_BITS": o.max_connections.bit_length() - 1,
             **o.budget_defines(),
         }
         macros = [
@@ -434,6 +443,7 @@ class InferenceTracer(Tracer):
         """A connection accepted before the tracer started: followed from its next request."""
         key = conns.Key((pid << 32) | fd)
         leaf = conns.Leaf()
+        leaf.key = key.value
         leaf.id = random.getrandbits(64)  # (pid, fd) is reused by later connections: the id must not be
         leaf.pid = pid
         leaf.port = s.local_port
@@ -571,24 +581,29 @@ class InferenceTracer(Tracer):
                           maximum=hi / 1e9, bucket_counts=buckets, bounds=bounds)
                 for attrs, count, total, lo, hi, buckets in merged.values()]
 
+    def _followed_connections(self) -> list:
+        """The kernel's conn_state of every connection followed now."""
+        conns = self.prog["conns"]
+        if self.hooks == "syscall":
+            return [c for _k, c in self.prog.batch_items("conns")]
+        # The socket hooks' table has a slot per possible connection: only the slots conn_used marks are read.
+        slots = [word * 64 + bit for word, bits in self.prog.batch_items("conn_used")
+                 for bit in range(64) if int(bits) >> bit & 1]
+        states = (conns[conns.Key(slot)] for slot in slots)
+        return [c for c in states if c.key > H["CONN_CLAIMED"]]
+
     def _flush_idle_requests(self) -> None:
         """Finish requests whose response went quiet long ago (see IDLE_RESPONSE_NS), in the kernel."""
         now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
-        conns = self.prog["conns"]
-        try:
-            items = list(conns.items_lookup_batch())
-        except Exception:  # kernels or maps without batch lookups
-            items = list(conns.items())
         flushed = 0
-        for k, c in items:
+        for c in self._followed_connections():
             # a stream under way, or a generative-AI answer that has written one part (its headers) and no
             # token yet; a plain answer (headers and body written) ends after IDLE_RESPONSE_NS
             streaming = bool(c.flags & H["REQ_SSE"]) or (c.op != H["OP_NONE"] and c.tokens == 0 and c.writes <= 1)
             idle_ns = IDLE_STREAM_RESPONSE_NS if streaming else IDLE_RESPONSE_NS
             if c.req_start and c.resp_start and c.resp_end and now - c.resp_end > idle_ns:
                 try:
-                    key = k if isinstance(k, int) else k.value  # batch lookups give ints
-                    flushed += run_raw_tracepoint_program(self._flush_fd, [key, int(c.resp_end)])
+                    flushed += run_raw_tracepoint_program(self._flush_fd, [int(c.key), int(c.resp_end)])
                 except OSError:
                     return
         if flushed:
@@ -624,6 +639,10 @@ class InferenceTracer(Tracer):
             for k, per_cpu in self.prog[name].items():
                 points.append(counter(metric, "{request}" if name == "unparsed" else "{connection}", description,
                                       sum(per_cpu), {sc.SERVER_PORT: int(k.value)}))
+        if self.hooks == "socket":
+            points.append(counter(sc.EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS, "{connection}",
+                                  "Connections on watched ports not followed: no free slot in the connection "
+                                  "table (--max-connections)", self.prog.stats()[H["STAT_INF_CONN_TABLE_FULL"]], {}))
         return points
 
     # -- housekeeping --------------------------------------------------------------------------------
@@ -673,6 +692,7 @@ class InferenceTracer(Tracer):
         out["connections accepted"] = st[H["STAT_INF_ACCEPTED"]]
         if self.hooks == "socket":
             out["connections open at start, found"] = st[H["STAT_INF_SEEDED"]]
+            out["connections not followed (table full)"] = st[H["STAT_INF_CONN_TABLE_FULL"]]
         out["requests measured"] = st[H["STAT_INF_REQUESTS"]]
         out["requests closed without a response"] = st[H["STAT_INF_NO_RESPONSE"]]
         out["requests not HTTP/1.x (unparsed)"] = st[H["STAT_INF_UNPARSED"]]
