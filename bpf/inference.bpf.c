@@ -364,7 +364,7 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
         return;  /* counted when it began; not a request we can name */
     u64 end = c->resp_end ? c->resp_end : now;
     u64 duration = end > start ? end - start : 0;
-    struct req_key key = {.port = c->port, .status = c->status, .method = c->method, .op = c->op};
+    struct req_key key = {.cgroup = c->cgroup, .port = c->port, .status = c->status, .method = c->method, .op = c->op};
     u32 zero = 0;
     struct hist_value *z = zero_hist.lookup(&zero);
     if (!z)
@@ -426,6 +426,7 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
     e->family = c->family;
     e->client_port = c->client_port;
     e->pad = 0;
+    e->cgroup = c->cgroup;
     __builtin_memcpy(e->client_addr, c->client_addr, 16);
     __builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
     events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
@@ -902,6 +903,7 @@ static __always_inline struct conn_state *sock_conn(u64 sk)
     }
 #endif
     c->pid = pid;
+    c->cgroup = bpf_get_current_cgroup_id();
     bpf_get_current_comm(c->comm, sizeof(c->comm));
     count_accepted(c->port);
     return c;
@@ -1075,6 +1077,7 @@ static __always_inline int accept_exit(long ret)
     c.key = k;
     c.id = ((u64)bpf_get_prandom_u32() << 32) ^ bpf_ktime_get_ns();  /* (pid, fd) is reused by later connections */
     c.pid = k >> 32;
+    c.cgroup = bpf_get_current_cgroup_id();
     bpf_get_current_comm(c.comm, sizeof(c.comm));
     c.port = args.port;
     if (args.sockaddr) {

@@ -86,11 +86,15 @@ struct conn_state {
     __u8 client_addr[16];
     __u32 pid;           /* the process serving it; 0 until its first read or write (socket hooks) */
     __u32 pad;
+    __u64 cgroup;        /* its cgroup v2 id (bpf_get_current_cgroup_id): its container, its Pod */
     char comm[16];
 };
 
-/* Key of every metric map: one series per port, method, status and operation. */
+/* Key of every metric map: one series per server cgroup (container), port,
+ * method, status and operation. Servers in different Pods often listen on the
+ * same port, each in its own network namespace. */
 struct req_key {
+    __u64 cgroup;
     __u16 port;
     __u16 status;
     __u8 method;
@@ -135,6 +139,7 @@ struct request_event {
     __u16 client_port;
     __u16 pad;
     __u8 client_addr[16];
+    __u64 cgroup;        /* conn_state.cgroup */
     char comm[16];
 };
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,38 @@ def http_receiver():
     r = HttpReceiver()
     yield r
     r.stop()
+
+
+@pytest.fixture
+def pod_cgroups():
+    """A maker of made-up Pods: each call makes one Pod with one container and returns (Pod UID,
+    container id, the container's cgroup directory), cgroup v2 directories named as the kubelet's
+    systemd driver and containerd name them (the UID with underscores), under a root of the test's own
+    (never the node's real kubepods.slice), for processes the test starts there. Removed at the end."""
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    roots = [m[1] for m in mounts if m[2] == "cgroup2"]
+    if not roots:
+        pytest.skip("no cgroup v2 hierarchy mounted to make a Pod's cgroup in")
+    top = Path(roots[0], f"ebpftool-test-{os.getpid()}.slice")
+    made: list[Path] = []
+
+    def make() -> tuple[str, str, str]:
+        uid, container_id = str(uuid.uuid4()), uuid.uuid4().hex * 2
+        container = (top / "kubepods.slice" / "kubepods-besteffort.slice" /
+                     f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice" / f"cri-containerd-{container_id}.scope")
+        container.mkdir(parents=True)
+        made.append(container)
+        return uid, container_id, str(container)
+
+    yield make
+    for container in made:
+        for d in [container, *container.parents]:  # the directories made above, innermost first
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # still in use by a process that has not exited yet, or shared with another Pod
+            if d == top:
+                break
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -403,3 +403,87 @@ def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_fir
         server.terminate()
         server.wait(10)
         receiver.stop()
+
+
+POD_SERVER = """
+import runpy, sys
+sys.path.insert(0, sys.argv[3])
+sys.argv = ["streaming_server", sys.argv[1], sys.argv[2]]
+runpy.run_module("tests.servers.streaming_server", run_name="__main__")
+"""
+POD_CLIENT = """
+import http.client, json, sys
+port, plain, streamed = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+for _ in range(plain):
+    c.request("GET", "/status/200")
+    c.getresponse().read()
+body = json.dumps({"model": "m", "stream": True, "max_tokens": 3, "ttft_ms": 5, "tpot_ms": 5})
+for _ in range(streamed):
+    c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    assert c.getresponse().read().count(b"data:") == 4
+c.close()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_servers_on_one_port_in_two_pods_are_told_apart_by_pod_and_container(tmp_path, pod_cgroups, hooks):
+    """Pods have network namespaces of their own, and their servers often listen on the same port: the
+    metrics are one series per server container, named by k8s.pod.uid and container.id (from the
+    serving process's cgroup), and so are the spans. A server outside any container gets neither."""
+    from tests.netns import TwoZones
+    from ebpftool.export import semconv as sc
+
+    zones = TwoZones.create()
+    receiver = GrpcReceiver()
+    procs: list[subprocess.Popen] = []
+    port, host_port = 8000, free_port()
+    pods = {zones.ns_a: (*pod_cgroups(), 3, 1), zones.ns_b: (*pod_cgroups(), 5, 2)}  # uid, cid, dir, plain, streamed
+    try:
+        host_server = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(host_port),
+                                        str(tmp_path / "host.jsonl")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        procs.append(host_server)
+        assert host_server.stdout.readline().strip() == "ready"
+        for ns, (_uid, _cid, cgroup, _plain, _streamed) in pods.items():
+            server = zones.popen(ns, POD_SERVER, str(port), str(tmp_path / f"{ns}.jsonl"), str(ROOT), cgroup=cgroup)
+            procs.append(server)
+            assert server.stdout.readline().strip() == "ready", server.stderr.read()
+        args = ["inference", "--port", str(port), "--port", str(host_port), "--hooks", hooks, "--otlp-endpoint",
+                receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]
+        with EbpftoolProcess(args) as proc:
+            for ns, (_uid, _cid, _cgroup, plain, streamed) in pods.items():
+                client = zones.popen(ns, POD_CLIENT, str(port), str(plain), str(streamed))
+                out, err = client.communicate(timeout=60)
+                assert out.strip() == "done", err
+            c = http.client.HTTPConnection("127.0.0.1", host_port, timeout=20)
+            c.request("GET", "/status/200")
+            c.getresponse().read()
+            c.close()
+
+            def series(metric: str) -> dict:
+                """Requests per (Pod, container, port), whatever the method and status."""
+                counts: dict = {}
+                for p in receiver.latest(metric):
+                    key = (p.attributes.get(sc.K8S_POD_UID), p.attributes.get(sc.CONTAINER_ID), p.attributes[sc.SERVER_PORT])
+                    counts[key] = counts.get(key, 0) + p.count
+                return counts
+
+            want_http = {(uid, cid, port): plain + streamed for uid, cid, _c, plain, streamed in pods.values()}
+            want_http[(None, None, host_port)] = 1
+            want_genai = {(uid, cid, port): streamed for uid, cid, _c, _p, streamed in pods.values()}
+            assert receiver.wait_for(lambda: series(sc.HTTP_SERVER_REQUEST_DURATION) == want_http
+                                     and series(sc.GEN_AI_SERVER_REQUEST_DURATION) == want_genai, timeout=15), \
+                (series(sc.HTTP_SERVER_REQUEST_DURATION), series(sc.GEN_AI_SERVER_REQUEST_DURATION))
+            assert proc.stop() == 0, proc.stderr
+        spans = {}
+        for s in receiver.spans():
+            key = (s.attributes.get(sc.K8S_POD_UID), s.attributes.get(sc.CONTAINER_ID), s.attributes[sc.SERVER_PORT])
+            spans[key] = spans.get(key, 0) + 1
+        assert spans == want_http, spans
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        receiver.stop()
+        zones.remove()

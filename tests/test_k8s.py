@@ -2,9 +2,11 @@
 from downward-API variables, and where they land on flow points."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from ebpftool.core.k8s import node_name, pod_uid_of_cgroup
+from ebpftool.core.k8s import CgroupPaths, cgroup2_mount, container_id_of_cgroup, node_name, pod_uid_of_cgroup
 from ebpftool.export import semconv as sc
 from ebpftool.tracers.net import FlowGroup, k8s_attrs
 from ebpftool.tracers.zones import LOCAL_ZONE, Zone
@@ -48,6 +50,52 @@ def test_pod_uid_from_every_cgroup_layout_the_kubelet_makes(text):
 ])
 def test_no_pod_outside_kubepods(text):
     assert pod_uid_of_cgroup(text) is None
+
+
+@pytest.mark.parametrize("path", [
+    f"/kubepods/burstable/pod{UID}/{CID}",                                                  # cgroupfs driver
+    f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/cri-containerd-{CID}.scope",  # systemd, containerd
+    f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/crio-{CID}.scope",            # CRI-O
+    f"/system.slice/docker-{CID}.scope",                                                    # Docker, systemd
+    f"/docker/{CID}",                                                                       # Docker, cgroupfs
+    f"/machine.slice/libpod-{CID}.scope/container",                                         # Podman's inner cgroup
+    f"/system.slice/docker-{'0' * 64}.scope/kubelet.slice/kubelet-kubepods.slice/cri-containerd-{CID}.scope",  # kind
+    f"0::/kubepods/besteffort/pod{UID}/{CID}\n",                                            # /proc/PID/cgroup text
+])
+def test_container_id_from_the_runtimes_cgroup_names(path):
+    assert container_id_of_cgroup(path) == CID
+
+
+@pytest.mark.parametrize("path", ["/", "/system.slice/nginx.service", f"/kubepods/pod{UID}",
+                                  f"/docker/{CID[:-1]}", f"/system.slice/docker-{CID}x.scope", ""])
+def test_no_container_id_outside_a_container(path):
+    assert container_id_of_cgroup(path) is None
+
+
+def test_cgroup_ids_resolve_to_the_pod_and_container_and_new_cgroups_are_found(tmp_path):
+    pod_dir = tmp_path / "kubepods.slice" / f"kubepods-pod{UID.replace('-', '_')}.slice"
+    container = pod_dir / f"cri-containerd-{CID}.scope"
+    container.mkdir(parents=True)
+    service = tmp_path / "system.slice" / "nginx.service"
+    service.mkdir(parents=True)
+    paths = CgroupPaths(str(tmp_path), rewalk_s=0)
+    assert paths.workload_attributes(container.stat().st_ino) == {sc.K8S_POD_UID: UID, sc.CONTAINER_ID: CID}
+    assert paths.workload_attributes(pod_dir.stat().st_ino) == {sc.K8S_POD_UID: UID}
+    assert paths.workload_attributes(service.stat().st_ino) == {}
+    assert paths.path(tmp_path.stat().st_ino) == "/"
+    assert paths.workload_attributes(0) == {} and paths.path(1) is None
+    later = tmp_path / "docker" / ("ab" * 32)  # made after the first walk: found by the next
+    later.mkdir(parents=True)
+    assert paths.workload_attributes(later.stat().st_ino) == {sc.CONTAINER_ID: "ab" * 32}
+    # Left to itself, it walks the node's hierarchy (here the same directory as this process's own mount).
+    own = cgroup2_mount(open("/proc/self/mounts").read())
+    assert os.stat(CgroupPaths().root).st_ino == os.stat(own).st_ino
+
+
+def test_the_unified_hierarchy_is_found_in_proc_mounts():
+    mounts = "sysfs /sys sysfs rw 0 0\ncgroup /sys/fs/cgroup/pids cgroup rw,pids 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"
+    assert cgroup2_mount(mounts) == "/sys/fs/cgroup/unified"
+    assert cgroup2_mount("sysfs /sys sysfs rw 0 0\n") is None
 
 
 def test_node_name_from_the_first_downward_api_variable_set():

@@ -9,7 +9,6 @@ import socket
 import struct
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -163,27 +162,10 @@ NODE_NAME = "test-node"
 
 
 @pytest.fixture
-def pod_cgroup():
-    """(Pod UID, cgroup directory) of a made-up Pod: cgroup v2 directories named as the kubelet's systemd
-    driver names them (the UID with underscores), under a root of the test's own (never the node's real
-    kubepods.slice), for processes the test starts there."""
-    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
-    roots = [m[1] for m in mounts if m[2] == "cgroup2"]
-    if not roots:
-        pytest.skip("no cgroup v2 hierarchy mounted to make a Pod's cgroup in")
-    uid = str(uuid.uuid4())
-    top = Path(roots[0], f"ebpftool-test-{os.getpid()}.slice")
-    container = (top / "kubepods.slice" / "kubepods-besteffort.slice" /
-                 f"kubepods-besteffort-pod{uid.replace('-', '_')}.slice" / f"cri-containerd-{uuid.uuid4().hex * 2}.scope")
-    container.mkdir(parents=True)
-    yield uid, str(container)
-    for d in [container, *container.parents]:  # the directories made above, innermost first
-        try:
-            d.rmdir()
-        except OSError:
-            pass  # still in use by a process that has not exited yet
-        if d == top:
-            break
+def pod_cgroup(pod_cgroups):
+    """(Pod UID, cgroup directory) of a made-up Pod's container (tests/conftest.py pod_cgroups)."""
+    uid, _container_id, directory = pod_cgroups()
+    return uid, directory
 
 
 def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, http_receiver, tmp_path):

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Mapping
+
+from ebpftool.export import semconv as sc
 
 # Downward-API variables people set in Pod specs, first match wins.
 NODE_NAME_ENV = ("K8S_NODE_NAME", "NODE_NAME", "KUBE_NODE_NAME")
@@ -52,3 +55,100 @@ def pod_uid_of_cgroup(text: str) -> str | None:
             if m:
                 return m.group("uid").replace("_", "-")
     return None
+
+
+# A container's cgroup, as runtimes name it: the last component holding a 64-hex-digit id, alone (cgroupfs
+# driver: .../pod<UID>/<id>, /docker/<id>) or in a systemd scope (cri-containerd-<id>.scope,
+# crio-<id>.scope, docker-<id>.scope, libpod-<id>.scope).
+_CONTAINER_COMPONENT = re.compile(r"(?:[a-z-]*-)?(?P<id>[0-9a-f]{64})(?:\.scope)?")
+
+
+def container_id_of_cgroup(text: str) -> str | None:
+    """The container id in a cgroup path (or /proc/PID/cgroup's text), or None outside a container. The
+    innermost container wins where containers nest (a kind node is itself a container)."""
+    for line in text.splitlines():
+        for component in reversed(line.split(":", 2)[-1].split("/")):
+            m = _CONTAINER_COMPONENT.fullmatch(component)
+            if m:
+                return m.group("id")
+    return None
+
+
+def cgroup2_mount(mounts_text: str) -> str | None:
+    """Where the unified (v2) cgroup hierarchy is mounted, from /proc/mounts' text."""
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "cgroup2":
+            return fields[1]
+    return None
+
+
+def host_cgroup2_root() -> str | None:
+    """The node's whole cgroup v2 hierarchy, as this process can reach it: through PID 1's root when that
+    is the node's init (an agent container with hostPID, whose own /sys/fs/cgroup shows only its own
+    cgroup), else this process's own mount; None without a v2 hierarchy."""
+    for proc_root, mounts in (("/proc/1/root", "/proc/1/mounts"), ("", "/proc/self/mounts")):
+        try:
+            with open(mounts) as fh:
+                mount = cgroup2_mount(fh.read())
+        except OSError:
+            continue
+        if mount and os.path.isdir(proc_root + mount):
+            return proc_root + mount
+    return None
+
+
+class CgroupPaths:
+    """cgroup v2 id (what bpf_get_current_cgroup_id() returns: the inode of the cgroup's directory) ->
+    path under the hierarchy (the node's: host_cgroup2_root()). The hierarchy is walked again for an id not seen, at most once per
+    `rewalk_s`, so a container started since is found at the next interval without a walk per lookup.
+    An agent in a container without hostPID sees only its own subtree: other ids stay unknown and get no
+    attributes."""
+
+    def __init__(self, root: str | None = None, rewalk_s: float = 5.0) -> None:
+        self.root = root if root is not None else host_cgroup2_root()
+        self.rewalk_s = rewalk_s
+        self._paths: dict[int, str] = {}
+        self._walked_at = float("-inf")
+
+    def path(self, cgroup_id: int) -> str | None:
+        if not cgroup_id or self.root is None:
+            return None
+        if cgroup_id not in self._paths and time.monotonic() - self._walked_at >= self.rewalk_s:
+            self._walk()
+        return self._paths.get(cgroup_id)
+
+    def _walk(self) -> None:
+        self._walked_at = time.monotonic()
+        paths: dict[int, str] = {}
+        for dirpath, _dirs, _files in os.walk(self.root):
+            try:
+                paths[os.stat(dirpath).st_ino] = "/" + os.path.relpath(dirpath, self.root).lstrip(".")
+            except OSError:
+                continue  # removed while walking
+        self._paths = paths
+
+    def id_of_process(self, pid: int) -> int:
+        """The cgroup v2 id of a process (0 when unknown): what bpf_get_current_cgroup_id() gives in it."""
+        if self.root is None:
+            return 0
+        try:
+            with open(f"/proc/{pid}/cgroup") as fh:
+                lines = [line for line in fh.read().splitlines() if line.startswith("0::")]
+            return os.stat(self.root + lines[0][3:].rstrip("/")).st_ino if lines else 0
+        except OSError:
+            return 0
+
+    def workload_attributes(self, cgroup_id: int) -> dict[str, str]:
+        """k8s.pod.uid and container.id of the process in this cgroup, those known."""
+        path = self.path(cgroup_id)
+        if not path:
+            return {}
+        attrs = {}
+        pod = pod_uid_of_cgroup(path)
+        if pod:
+            attrs[sc.K8S_POD_UID] = pod
+        container = container_id_of_cgroup(path)
+        if container:
+            attrs[sc.CONTAINER_ID] = container
+        return attrs

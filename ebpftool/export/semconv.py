@@ -14,6 +14,9 @@ HOST_NAME = "host.name"
 K8S_NODE_NAME = "k8s.node.name"
 K8S_POD_NAME = "k8s.pod.name"
 K8S_NAMESPACE_NAME = "k8s.namespace.name"
+# also on inference spans and metrics, naming the serving process's Pod and container
+K8S_POD_UID = "k8s.pod.uid"
+CONTAINER_ID = "container.id"
 CLOUD_AVAILABILITY_ZONE = "cloud.availability_zone"
 CLOUD_REGION = "cloud.region"
 

@@ -29,6 +29,7 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ebpftool.core import k8s
 from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, run_raw_tracepoint_program, seconds_to_ns
 from ebpftool.core.cstruct import cstring, decode, load_header
 from ebpftool.core.tracer import Tracer, TracerOptions
@@ -232,6 +233,7 @@ class InferenceTracer(Tracer):
         self._last_rate_at = 0.0
         self._last_requests = 0
         self.request_rate = 0.0
+        self.cgroups = k8s.CgroupPaths()                  # the serving processes' Pods and containers
 
     # -- start -----------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -398,7 +400,7 @@ class InferenceTracer(Tracer):
         served_ports = set(wanted.values())
         for pid, fd, _inode, s in owned:
             if s.state == TCP_ESTABLISHED and seed_connections and s.local_port in served_ports:
-                self._seed_connection(conns, pid, fd, s)
+                self._seed_connection(conns, pid, fd, s, self.cgroups.id_of_process(pid))
         present = {(k.pid, k.fd) for k in listeners.keys()}
         for pid, fd in present - wanted.keys():
             listeners.pop(listeners.Key(pid, fd), None)
@@ -439,13 +441,14 @@ class InferenceTracer(Tracer):
             accepting.pop(k, None)
 
     @staticmethod
-    def _seed_connection(conns, pid: int, fd: int, s: TcpSocket) -> None:
+    def _seed_connection(conns, pid: int, fd: int, s: TcpSocket, cgroup: int) -> None:
         """A connection accepted before the tracer started: followed from its next request."""
         key = conns.Key((pid << 32) | fd)
         leaf = conns.Leaf()
         leaf.key = key.value
         leaf.id = random.getrandbits(64)  # (pid, fd) is reused by later connections: the id must not be
         leaf.pid = pid
+        leaf.cgroup = cgroup
         leaf.port = s.local_port
         leaf.client_port = s.remote_port
         addr = ipaddress.ip_address(s.remote_addr)
@@ -502,6 +505,7 @@ class InferenceTracer(Tracer):
             sc.URL_SCHEME: "http",
             sc.PROCESS_PID: e.pid,
             sc.PROCESS_EXECUTABLE_NAME: self.exe(e.pid, cstring(e.comm)),
+            **self.cgroups.workload_attributes(e.cgroup),
         }
         if path:
             attrs[sc.URL_PATH] = path
@@ -546,7 +550,7 @@ class InferenceTracer(Tracer):
 
     # -- metrics -------------------------------------------------------------------------------------
     def _key_attrs(self, k, gen_ai: bool) -> dict[str, Any]:
-        attrs: dict[str, Any] = {sc.SERVER_PORT: k.port}
+        attrs: dict[str, Any] = {sc.SERVER_PORT: k.port, **self.cgroups.workload_attributes(k.cgroup)}
         if gen_ai:
             attrs[sc.GEN_AI_OPERATION_NAME] = OPERATIONS.get(k.op, "generate_content")
         else:
