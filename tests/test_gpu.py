@@ -151,6 +151,20 @@ def test_real_libcudart_calls_bytes_and_return_codes(traced, built):
         assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid) == 0
 
 
+def test_a_process_in_a_pod_is_named_by_its_pod_and_container(traced, built, pod_cgroups):
+    receiver, _ = traced
+    uid, container_id, cgroup = pod_cgroups()
+    with Workload(built["workload"], CUDART, cgroup=cgroup) as in_pod, Workload(built["workload"], CUDART) as outside:
+        for w in (in_pod, outside):
+            w.do("cudaMemcpy 100 1")
+            assert wait_total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaMemcpy"}, 1) == 1
+        for metric in (sc.EBPFTOOL_GPU_CALLS, sc.EBPFTOOL_GPU_CALL_DURATION, sc.EBPFTOOL_GPU_MEMCPY_BYTES):
+            [point] = series(receiver, metric, in_pod.pid, {FN: "cudaMemcpy"})
+            assert (point.attributes[sc.K8S_POD_UID], point.attributes[sc.CONTAINER_ID]) == (uid, container_id)
+            [point] = series(receiver, metric, outside.pid, {FN: "cudaMemcpy"})
+            assert sc.K8S_POD_UID not in point.attributes and sc.CONTAINER_ID not in point.attributes
+
+
 def test_kernel_launches_are_named_by_the_host_stub_symbol(traced, built):
     receiver, _ = traced
     with Workload(built["workload"], CUDART) as w:

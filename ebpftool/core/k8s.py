@@ -140,15 +140,27 @@ class CgroupPaths:
             return 0
 
     def workload_attributes(self, cgroup_id: int) -> dict[str, str]:
-        """k8s.pod.uid and container.id of the process in this cgroup, those known."""
+        """k8s.pod.uid and container.id of the processes in this cgroup, those known."""
         path = self.path(cgroup_id)
-        if not path:
-            return {}
-        attrs = {}
-        pod = pod_uid_of_cgroup(path)
-        if pod:
-            attrs[sc.K8S_POD_UID] = pod
-        container = container_id_of_cgroup(path)
-        if container:
-            attrs[sc.CONTAINER_ID] = container
-        return attrs
+        return workload_attributes(path) if path else {}
+
+
+def workload_attributes(cgroup: str) -> dict[str, str]:
+    """k8s.pod.uid and container.id, those a cgroup path (or /proc/PID/cgroup's text) names."""
+    attrs = {}
+    pod = pod_uid_of_cgroup(cgroup)
+    if pod:
+        attrs[sc.K8S_POD_UID] = pod
+    container = container_id_of_cgroup(cgroup)
+    if container:
+        attrs[sc.CONTAINER_ID] = container
+    return attrs
+
+
+def workload_attributes_of_process(pid: int) -> dict[str, str]:
+    """k8s.pod.uid and container.id of a running process ({} outside a container, or once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            return workload_attributes(fh.read())
+    except OSError:
+        return {}

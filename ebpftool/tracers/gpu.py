@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ebpftool.core import k8s
 from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, seconds_to_ns
 from ebpftool.core.cstruct import cstring, decode, load_header
 from ebpftool.core.tracer import Tracer, TracerOptions
@@ -124,6 +125,7 @@ class GpuTracer(Tracer):
         self.resolver = SymbolResolver()
         self.leaks: dict[int, ProcessLeaks] = {}
         self._exe: dict[int, str] = {}
+        self._workloads: dict[int, dict[str, str]] = {}  # pid -> its k8s.pod.uid / container.id, read once
         self._dead_since: dict[int, int] = {}     # pid -> intervals seen dead (its series then retire)
         self._retired = defaultdict(int)          # summary totals of series removed from the maps
         self._totals: dict[int, dict[str, float]] = {}
@@ -270,7 +272,9 @@ class GpuTracer(Tracer):
         return name or hex(addr)
 
     def _process_attrs(self, pid: int) -> dict[str, Any]:
-        return {sc.PROCESS_PID: pid, sc.PROCESS_EXECUTABLE_NAME: self.exe(pid)}
+        if pid not in self._workloads:
+            self._workloads[pid] = k8s.workload_attributes_of_process(pid)
+        return {sc.PROCESS_PID: pid, sc.PROCESS_EXECUTABLE_NAME: self.exe(pid), **self._workloads[pid]}
 
     def _fn_attrs(self, pid: int, fn: CudaFunction, rc: int) -> dict[str, Any]:
         attrs = {**self._process_attrs(pid), sc.EBPFTOOL_GPU_FUNCTION: fn.symbol, sc.EBPFTOOL_GPU_LIBRARY: fn.library}
@@ -428,6 +432,7 @@ class GpuTracer(Tracer):
             for pid in retire:
                 del self._dead_since[pid]
                 self._exe.pop(pid, None)
+                self._workloads.pop(pid, None)
                 self.resolver.forget(pid)
 
     def _delete_keys(self, map_name: str, pids_: set[int]) -> None:
