@@ -109,6 +109,7 @@ class CgroupPaths:
         self.root = root if root is not None else host_cgroup2_root()
         self.rewalk_s = rewalk_s
         self._paths: dict[int, str] = {}
+        self._attributes: dict[int, dict[str, str]] = {}  # named once per id (a span or series asks each time)
         self._walked_at = float("-inf")
 
     def path(self, cgroup_id: int) -> str | None:
@@ -127,6 +128,7 @@ class CgroupPaths:
             except OSError:
                 continue  # removed while walking
         self._paths = paths
+        self._attributes = {}
 
     def id_of_process(self, pid: int) -> int:
         """The cgroup v2 id of a process (0 when unknown): what bpf_get_current_cgroup_id() gives in it."""
@@ -141,8 +143,13 @@ class CgroupPaths:
 
     def workload_attributes(self, cgroup_id: int) -> dict[str, str]:
         """k8s.pod.uid and container.id of the processes in this cgroup, those known."""
-        path = self.path(cgroup_id)
-        return workload_attributes(path) if path else {}
+        attrs = self._attributes.get(cgroup_id)
+        if attrs is None:
+            path = self.path(cgroup_id)
+            attrs = workload_attributes(path) if path else {}
+            if path:
+                self._attributes[cgroup_id] = attrs
+        return attrs
 
 
 def workload_attributes(cgroup: str) -> dict[str, str]:
