@@ -46,7 +46,7 @@
 #define STAT_INF_REQUESTS 4      /* requests finished (measured) */
 #define STAT_INF_NO_RESPONSE 5   /* requests closed without a response */
 #define STAT_INF_SEEDED 6        /* connections open before the tracer, found at their first read since */
-#define STAT_INF_CONN_TABLE_FULL 7 /* connections not followed: their slots in the connection table were taken */
+#define STAT_INF_METRICS_FULL 7  /* finished requests a metric map had no room for (a series per container: Pods churn) */
 
 /* Key of the listeners map (syscall hooks): a file descriptor of a process. A
  * connection is known by a u64 (conn_state.key, the key of last_writes): the
@@ -85,8 +85,7 @@ struct conn_state {
     __u8 writes;         /* writes of this response so far (saturates) */
     __u8 client_addr[16];
     __u32 pid;           /* the process serving it; 0 until its first read or write (socket hooks) */
-    __u32 pad;
-    __u64 cgroup;        /* its cgroup v2 id (bpf_get_current_cgroup_id): its container, its Pod */
+    __u64 cgroup;        /* its cgroup v2 id (bpf_get_current_cgroup_id): its container, its Pod; 0 until known */
     char comm[16];
 };
 

@@ -218,7 +218,8 @@ def test_many_connections_and_a_long_stream_memory_flat_every_request_counted(tm
 
 TABLE_SLOTS = 64  # --max-connections: the smallest table, so that connections collide and overflow it
 TABLE_CLIENTS = 96
-CONN_TABLE_PROBES = 4  # bpf/inference.bpf.c CONN_PROBES: how far from its home slot a connection may lie
+TABLE_LATER_CLIENTS = 40
+CONN_TABLE_PROBES = 8  # bpf/inference.bpf.c CONN_PROBES: how far from its home slot a connection may lie
 
 
 def table_home(sk: int, slots: int) -> int:
@@ -226,9 +227,26 @@ def table_home(sk: int, slots: int) -> int:
     return ((sk * 0x9E3779B97F4A7C15) % (1 << 64)) >> (64 - (slots.bit_length() - 1))
 
 
-def test_connection_table_collisions_and_overflow_are_followed_or_counted(grpc_receiver):
+def table_slots(maps: set[int]) -> dict[int, int]:
+    """slot -> socket address of the connections the socket hooks' table holds (conn_used's bits)."""
+    used = [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
+            for bit in range(64) if int(bits) >> bit & 1]
+    keys = {slot: int(v["key"]) for slot, v in zip(used, _map_values(map_id_named(maps, "conns"), *used))}
+    assert all(k > 1 for k in keys.values()), keys  # a marked slot holds a socket
+    return keys
+
+
+def requests_on(clients: list[http.client.HTTPConnection], n: int) -> None:
+    for c in clients:
+        for _ in range(n):
+            c.request("GET", "/index.html")
+            c.getresponse().read()
+
+
+def test_connection_table_collisions_overflow_and_reuse_are_followed_or_counted(grpc_receiver):
     """More connections than --max-connections slots: those that find a slot are measured exactly, wherever
-    they lie from their home slot; the others are counted as untracked; closing them frees every slot."""
+    they lie from their home slot, also after slots before them in their probe chain were freed; the others
+    are counted as untracked; freed slots are taken again; closing everything frees every slot."""
     with nginx_server() as port:
         args = ["inference", "--port", str(port), "--max-connections", str(TABLE_SLOTS), "--hooks", "socket",
                 "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]
@@ -238,34 +256,47 @@ def test_connection_table_collisions_and_overflow_are_followed_or_counted(grpc_r
             for c in clients:
                 c.connect()  # all open at once: each takes a slot, or finds none
             time.sleep(0.2)
-            conns = map_id_named(maps, "conns")
-            used = [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
-                    for bit in range(64) if int(bits) >> bit & 1]
-            keys = {slot: int(v["key"]) for slot, v in zip(used, _map_values(conns, *used))}
-            distance = [(slot - table_home(sk, TABLE_SLOTS)) % TABLE_SLOTS for slot, sk in keys.items()]
-            requests_each = 3
-            for c in clients:
-                for _ in range(requests_each):
-                    c.request("GET", "/index.html")
-                    c.getresponse().read()
-            for c in clients:
+            first = table_slots(maps)
+            distance = [(slot - table_home(sk, TABLE_SLOTS)) % TABLE_SLOTS for slot, sk in first.items()]
+            requests_on(clients, 3)
+            # Half of them go: slots are freed inside other connections' probe chains.
+            for c in clients[: TABLE_CLIENTS // 2]:
                 c.close()
-            followed = len(keys)
+            time.sleep(0.2)
+            kept = table_slots(maps)
+            free = set(range(TABLE_SLOTS)) - kept.keys()
+            behind_a_gap = [slot for slot, sk in kept.items()
+                            if any((table_home(sk, TABLE_SLOTS) + i) % TABLE_SLOTS in free
+                                   for i in range((slot - table_home(sk, TABLE_SLOTS)) % TABLE_SLOTS))]
+            requests_on(clients[TABLE_CLIENTS // 2:], 2)
+            # New connections take the freed slots.
+            later = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(TABLE_LATER_CLIENTS)]
+            for c in later:
+                c.connect()
+            time.sleep(0.2)
+            new_followed = len(table_slots(maps)) - len(kept)
+            requests_on(later, 2)
+            for c in clients[TABLE_CLIENTS // 2:] + later:
+                c.close()
+            want = 3 * len(first) + 2 * len(kept) + 2 * new_followed
+            untracked = TABLE_CLIENTS - len(first) + TABLE_LATER_CLIENTS - new_followed
             assert grpc_receiver.wait_for(lambda: counter_value(
-                grpc_receiver, sc.EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS) == TABLE_CLIENTS - followed, timeout=10)
+                grpc_receiver, sc.EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS, **{sc.SERVER_PORT: port}) == untracked, timeout=10)
             assert grpc_receiver.wait_for(lambda: histogram_count(
-                grpc_receiver, sc.HTTP_SERVER_REQUEST_DURATION, port) >= requests_each * followed, timeout=10)
+                grpc_receiver, sc.HTTP_SERVER_REQUEST_DURATION, port) >= want, timeout=10)
             time.sleep(1.5)
             measured = histogram_count(grpc_receiver, sc.HTTP_SERVER_REQUEST_DURATION, port)
             left_used = array_total(map_id_named(maps, "conn_used"))
             left_filter = array_total(map_id_named(maps, "conn_filter"))
             assert proc.stop() == 0, proc.stderr
-    assert followed <= TABLE_SLOTS < TABLE_CLIENTS
+    assert len(first) <= TABLE_SLOTS < TABLE_CLIENTS
     assert all(0 <= d < CONN_TABLE_PROBES for d in distance), distance
     assert any(d > 0 for d in distance), "no connection lay off its home slot: the probing went untested"
-    assert measured == requests_each * followed, (measured, followed)
+    assert behind_a_gap, "no kept connection lay behind a freed slot of its chain: the lookup past it went untested"
+    assert new_followed > 0, "no freed slot was taken again"
+    assert measured == want, (measured, want, len(first), len(kept), new_followed)
     assert left_used == left_filter == 0  # every slot freed, the counting filter back to zero
-    assert summary_figure(proc.stdout, "connections not followed (table full)") == TABLE_CLIENTS - followed
+    assert summary_figure(proc.stdout, "connections not followed (table full)") == untracked
 
 
 # --- faults: the collector -----------------------------------------------------------------------

@@ -475,7 +475,18 @@ def test_servers_on_one_port_in_two_pods_are_told_apart_by_pod_and_container(tmp
             assert receiver.wait_for(lambda: series(sc.HTTP_SERVER_REQUEST_DURATION) == want_http
                                      and series(sc.GEN_AI_SERVER_REQUEST_DURATION) == want_genai, timeout=15), \
                 (series(sc.HTTP_SERVER_REQUEST_DURATION), series(sc.GEN_AI_SERVER_REQUEST_DURATION))
+            # Pod a goes away (its server ends, its cgroup is removed): its series end, and the kernel's
+            # metric maps let go of its keys, so that Pods coming and going do not fill them.
+            uid_a, cid_a, cgroup_a, _plain, _streamed = pods[zones.ns_a]
+            procs[1].terminate()
+            procs[1].wait(10)
+            os.rmdir(cgroup_a)
+            del want_http[(uid_a, cid_a, port)], want_genai[(uid_a, cid_a, port)]
+            assert receiver.wait_for(lambda: series(sc.HTTP_SERVER_REQUEST_DURATION) == want_http
+                                     and series(sc.GEN_AI_SERVER_REQUEST_DURATION) == want_genai, timeout=15), \
+                (series(sc.HTTP_SERVER_REQUEST_DURATION), series(sc.GEN_AI_SERVER_REQUEST_DURATION))
             assert proc.stop() == 0, proc.stderr
+        want_http[(uid_a, cid_a, port)] = pods[zones.ns_a][3] + pods[zones.ns_a][4]  # its spans went out meanwhile
         spans = {}
         for s in receiver.spans():
             key = (s.attributes.get(sc.K8S_POD_UID), s.attributes.get(sc.CONTAINER_ID), s.attributes[sc.SERVER_PORT])

@@ -92,6 +92,28 @@ def test_cgroup_ids_resolve_to_the_pod_and_container_and_new_cgroups_are_found(t
     assert os.stat(CgroupPaths().root).st_ino == os.stat(own).st_ino
 
 
+def test_ids_no_walk_finds_are_not_looked_for_again_and_gone_cgroups_keep_their_names(tmp_path, monkeypatch):
+    container = tmp_path / f"kubepods-pod{UID.replace('-', '_')}.slice" / f"cri-containerd-{CID}.scope"
+    container.mkdir(parents=True)
+    paths = CgroupPaths(str(tmp_path), rewalk_s=3600)
+    walks = []
+    real_walk = paths._walk
+    monkeypatch.setattr(paths, "_walk", lambda: (walks.append(1), real_walk()))
+    cid_ino = container.stat().st_ino
+    assert paths.workload_attributes(cid_ino)[sc.CONTAINER_ID] == CID and len(walks) == 1
+    # an id no walk can find (another cgroup namespace): one walk would look, then never again
+    assert paths.path(987654321) is None and paths.path(987654321) is None
+    assert len(walks) == 1  # the walk before it was asked for was too recent to walk again: it is only pending
+    paths.rewalk_s = 0
+    assert paths.path(987654321) is None and len(walks) == 2
+    assert paths.path(987654321) is None and len(walks) == 2  # known unknown now: no more walks
+    # a container gone keeps its name (its series keep their attributes) until forgotten
+    container.rmdir()
+    assert paths.is_gone(cid_ino) and paths.workload_attributes(cid_ino)[sc.CONTAINER_ID] == CID
+    paths.forget(cid_ino)
+    assert not paths.is_gone(cid_ino)
+
+
 def test_the_unified_hierarchy_is_found_in_proc_mounts():
     mounts = "sysfs /sys sysfs rw 0 0\ncgroup /sys/fs/cgroup/pids cgroup rw,pids 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"
     assert cgroup2_mount(mounts) == "/sys/fs/cgroup/unified"

@@ -21,8 +21,9 @@ Hooks = Annotated[str, typer.Option(
                     "'syscall' (read/write/accept syscall tracepoints, any kernel) or 'auto' (socket where "
                     "the kernel allows it).")]
 MaxConnections = Annotated[int, typer.Option(
-    "--max-connections", help="Connections followed at once, a power of two (its table is allocated at start, "
-                              "~150 bytes each); those past it are counted as untracked.")]
+    "--max-connections", help="Slots of the connection table, a power of two allocated at start (~150 bytes "
+                              "each); keep open connections below about a quarter of it. Connections that "
+                              "find no slot are counted as untracked.")]
 
 
 @with_common_options

@@ -100,46 +100,69 @@ def host_cgroup2_root() -> str | None:
 
 class CgroupPaths:
     """cgroup v2 id (what bpf_get_current_cgroup_id() returns: the inode of the cgroup's directory) ->
-    path under the hierarchy (the node's: host_cgroup2_root()). The hierarchy is walked again for an id not seen, at most once per
-    `rewalk_s`, so a container started since is found at the next interval without a walk per lookup.
-    An agent in a container without hostPID sees only its own subtree: other ids stay unknown and get no
-    attributes."""
+    path under the hierarchy (the node's: host_cgroup2_root()).
+
+    An id not seen yet makes the hierarchy be walked again, at most once per `rewalk_s`, so a container
+    started since is named at the next interval; an id that a walk begun after it was first asked for
+    did not find is not looked for again (an agent in a container without hostPID sees only its own
+    subtree). A named id stays named until forget(): a container's series keep their attributes after
+    it is gone, until the tracer retires them (is_gone())."""
 
     def __init__(self, root: str | None = None, rewalk_s: float = 5.0) -> None:
         self.root = root if root is not None else host_cgroup2_root()
         self.rewalk_s = rewalk_s
         self._paths: dict[int, str] = {}
         self._attributes: dict[int, dict[str, str]] = {}  # named once per id (a span or series asks each time)
+        self._asked: dict[int, float] = {}                 # ids not found yet -> when first asked for
+        self._unknown: set[int] = set()                    # ids a later walk did not find either
         self._walked_at = float("-inf")
 
     def path(self, cgroup_id: int) -> str | None:
-        if not cgroup_id or self.root is None:
+        if not cgroup_id or self.root is None or cgroup_id in self._unknown:
             return None
-        if cgroup_id not in self._paths and time.monotonic() - self._walked_at >= self.rewalk_s:
+        found = self._paths.get(cgroup_id)
+        if found is not None:
+            return found
+        now = time.monotonic()
+        asked = self._asked.setdefault(cgroup_id, now)
+        if now - self._walked_at >= self.rewalk_s:
             self._walk()
-        return self._paths.get(cgroup_id)
+            found = self._paths.get(cgroup_id)
+        if found is None and self._walked_at > asked:
+            self._unknown.add(cgroup_id)  # the walk began after it was asked for: it is not to be seen here
+            del self._asked[cgroup_id]
+        return found
 
     def _walk(self) -> None:
+        """Adds every directory of the hierarchy (scandir's inode numbers: no stat per directory)."""
         self._walked_at = time.monotonic()
-        paths: dict[int, str] = {}
-        for dirpath, _dirs, _files in os.walk(self.root):
+        try:
+            self._paths.setdefault(os.stat(self.root).st_ino, "/")
+        except OSError:
+            return
+        pending = [(self.root, "")]
+        while pending:
+            directory, rel = pending.pop()
             try:
-                paths[os.stat(dirpath).st_ino] = "/" + os.path.relpath(dirpath, self.root).lstrip(".")
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            path = f"{rel}/{entry.name}"
+                            self._paths.setdefault(entry.inode(), path)
+                            pending.append((entry.path, path))
             except OSError:
                 continue  # removed while walking
-        self._paths = paths
-        self._attributes = {}
+        for cgroup_id in [i for i in self._asked if i in self._paths]:
+            del self._asked[cgroup_id]
 
-    def id_of_process(self, pid: int) -> int:
-        """The cgroup v2 id of a process (0 when unknown): what bpf_get_current_cgroup_id() gives in it."""
-        if self.root is None:
-            return 0
-        try:
-            with open(f"/proc/{pid}/cgroup") as fh:
-                lines = [line for line in fh.read().splitlines() if line.startswith("0::")]
-            return os.stat(self.root + lines[0][3:].rstrip("/")).st_ino if lines else 0
-        except OSError:
-            return 0
+    def is_gone(self, cgroup_id: int) -> bool:
+        """A named cgroup whose directory no longer exists (its processes are gone for good)."""
+        path = self._paths.get(cgroup_id)
+        return path is not None and not os.path.isdir(self.root + path)
+
+    def forget(self, cgroup_id: int) -> None:
+        self._paths.pop(cgroup_id, None)
+        self._attributes.pop(cgroup_id, None)
 
     def workload_attributes(self, cgroup_id: int) -> dict[str, str]:
         """k8s.pod.uid and container.id of the processes in this cgroup, those known."""
@@ -169,5 +192,5 @@ def workload_attributes_of_process(pid: int) -> dict[str, str]:
     try:
         with open(f"/proc/{pid}/cgroup") as fh:
             return workload_attributes(fh.read())
-    except OSError:
+    except (OSError, ValueError):  # gone, or a name that is not UTF-8
         return {}

@@ -67,6 +67,7 @@ EBPFTOOL_GEN_AI_OUTPUT_TOKENS = "ebpftool.gen_ai.server.output_tokens"
 EBPFTOOL_HTTP_UNPARSED = "ebpftool.http.server.unparsed"
 EBPFTOOL_HTTP_CONNECTIONS = "ebpftool.http.server.connections"
 EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS = "ebpftool.http.server.untracked_connections"
+EBPFTOOL_HTTP_METRICS_DROPPED = "ebpftool.http.server.metrics_dropped"
 URL_SCHEME = "url.scheme"
 CLIENT_PORT = "client.port"
 # ebpftool's own span details of a streamed answer (no convention names them on a server span)

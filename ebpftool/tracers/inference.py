@@ -68,6 +68,7 @@ OPERATIONS = {H["OP_CHAT"]: "chat", H["OP_TEXT_COMPLETION"]: "text_completion",
               H["OP_EMBEDDINGS"]: "embeddings", H["OP_STREAM"]: "generate_content"}
 TCP_LISTEN, TCP_ESTABLISHED = 0x0A, 0x01
 NO_RESPONSE = "no_response"  # error.type of a request closed before any response
+METRIC_MAPS = ("http_hist", "genai_hist", "ttft_hist", "tpot_hist", "output_tokens")  # keyed by struct req_key
 
 
 @dataclass
@@ -234,6 +235,8 @@ class InferenceTracer(Tracer):
         self._last_requests = 0
         self.request_rate = 0.0
         self.cgroups = k8s.CgroupPaths()                  # the serving processes' Pods and containers
+        self._cgroups_in_maps: set[int] = set()           # cgroup ids of the metric maps' keys, as last read
+        self._cgroups_gone: set[int] = set()              # of those, the ones found gone at the last collect
 
     # -- start -----------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -400,7 +403,7 @@ class InferenceTracer(Tracer):
         served_ports = set(wanted.values())
         for pid, fd, _inode, s in owned:
             if s.state == TCP_ESTABLISHED and seed_connections and s.local_port in served_ports:
-                self._seed_connection(conns, pid, fd, s, self.cgroups.id_of_process(pid))
+                self._seed_connection(conns, pid, fd, s)
         present = {(k.pid, k.fd) for k in listeners.keys()}
         for pid, fd in present - wanted.keys():
             listeners.pop(listeners.Key(pid, fd), None)
@@ -441,14 +444,13 @@ class InferenceTracer(Tracer):
             accepting.pop(k, None)
 
     @staticmethod
-    def _seed_connection(conns, pid: int, fd: int, s: TcpSocket, cgroup: int) -> None:
+    def _seed_connection(conns, pid: int, fd: int, s: TcpSocket) -> None:
         """A connection accepted before the tracer started: followed from its next request."""
         key = conns.Key((pid << 32) | fd)
         leaf = conns.Leaf()
         leaf.key = key.value
         leaf.id = random.getrandbits(64)  # (pid, fd) is reused by later connections: the id must not be
-        leaf.pid = pid
-        leaf.cgroup = cgroup
+        leaf.pid = pid  # its cgroup is taken in the kernel at its next read or write
         leaf.port = s.local_port
         leaf.client_port = s.remote_port
         addr = ipaddress.ip_address(s.remote_addr)
@@ -567,6 +569,7 @@ class InferenceTracer(Tracer):
         merged: dict[tuple, list] = {}
         nb = len(bounds) + 1
         for k, per_cpu in self.prog[map_name].items():
+            self._cgroups_in_maps.add(int(k.cgroup))
             count, total, lo, hi, buckets = merge_hist(per_cpu, nb)
             if not count:
                 continue
@@ -591,8 +594,13 @@ class InferenceTracer(Tracer):
         if self.hooks == "syscall":
             return [c for _k, c in self.prog.batch_items("conns")]
         # The socket hooks' table has a slot per possible connection: only the slots conn_used marks are read.
-        slots = [word * 64 + bit for word, bits in self.prog.batch_items("conn_used")
-                 for bit in range(64) if int(bits) >> bit & 1]
+        slots = []
+        for word, bits in self.prog.batch_items("conn_used"):
+            bits = int(getattr(bits, "value", bits))  # batch lookups give ints, the fallback ctypes values
+            while bits:
+                low = bits & -bits
+                slots.append(word * 64 + low.bit_length() - 1)
+                bits ^= low
         states = (conns[conns.Key(slot)] for slot in slots)
         return [c for c in states if c.key > H["CONN_CLAIMED"]]
 
@@ -636,18 +644,39 @@ class InferenceTracer(Tracer):
         points += [counter(sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS, "{token}",
                            "Output tokens streamed (`data:` events other than [DONE])", n, attrs)
                    for attrs, n in tokens.values()]
-        for name, metric, description in (
-            ("unparsed", sc.EBPFTOOL_HTTP_UNPARSED, "Requests whose first bytes were not HTTP/1.x (not measured)"),
-            ("accepted", sc.EBPFTOOL_HTTP_CONNECTIONS, "Connections accepted on watched sockets"),
-        ):
-            for k, per_cpu in self.prog[name].items():
-                points.append(counter(metric, "{request}" if name == "unparsed" else "{connection}", description,
-                                      sum(per_cpu), {sc.SERVER_PORT: int(k.value)}))
+        per_port = [
+            ("unparsed", sc.EBPFTOOL_HTTP_UNPARSED, "{request}", "Requests whose first bytes were not HTTP/1.x (not measured)"),
+            ("accepted", sc.EBPFTOOL_HTTP_CONNECTIONS, "{connection}", "Connections accepted on watched sockets"),
+        ]
         if self.hooks == "socket":
-            points.append(counter(sc.EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS, "{connection}",
-                                  "Connections on watched ports not followed: no free slot in the connection "
-                                  "table (--max-connections)", self.prog.stats()[H["STAT_INF_CONN_TABLE_FULL"]], {}))
+            per_port.append(("untracked", sc.EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS, "{connection}",
+                             "Connections on watched ports not followed: no free slot in the connection table "
+                             "(--max-connections)"))
+        for name, metric, unit, description in per_port:
+            for k, per_cpu in self.prog[name].items():
+                points.append(counter(metric, unit, description, sum(per_cpu), {sc.SERVER_PORT: int(k.value)}))
+        points.append(counter(sc.EBPFTOOL_HTTP_METRICS_DROPPED, "{request}",
+                              "Finished requests left out of a duration histogram: its kernel map was full",
+                              self.prog.stats()[H["STAT_INF_METRICS_FULL"]], {}))
+        self._retire_gone_containers()
         return points
+
+    def _retire_gone_containers(self) -> None:
+        """A series per container means a key per container in the kernel's metric maps: those of containers
+        gone since the previous collect (whose final counts that collect and this one exported) are deleted,
+        so that Pods coming and going do not fill the maps. Their series end there."""
+        gone = {i for i in self._cgroups_in_maps if self.cgroups.is_gone(i)}
+        retire = gone & self._cgroups_gone
+        self._cgroups_gone = gone - retire
+        self._cgroups_in_maps = set()
+        if not retire:
+            return
+        for name in METRIC_MAPS:
+            table = self.prog[name]
+            for k in [k for k in table.keys() if int(k.cgroup) in retire]:
+                table.pop(k, None)
+        for cgroup_id in retire:
+            self.cgroups.forget(cgroup_id)
 
     # -- housekeeping --------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -673,17 +702,18 @@ class InferenceTracer(Tracer):
         from rich.table import Table
 
         table = Table(title=f"ebpftool inference: {self.request_rate:,.0f} requests/s")
-        for col in ("port", "method", "status", "requests", "mean duration"):
+        for col in ("port", "pod / container", "method", "status", "requests", "mean duration"):
             table.add_column(col, justify="right")
         if self.prog is None or self.prog.bpf is None:
             return table
         rows = []
         for p in self._histograms("http_hist", sc.HTTP_SERVER_REQUEST_DURATION, "", sc.HTTP_DURATION_BUCKETS, False):
             a = p.attributes
-            rows.append((a[sc.SERVER_PORT], a[sc.HTTP_REQUEST_METHOD], a.get(sc.HTTP_RESPONSE_STATUS_CODE, "-"),
-                         p.count, p.sum / p.count if p.count else 0.0))
-        for port, method, status, n, mean in sorted(rows, key=lambda r: -r[3])[:20]:
-            table.add_row(str(port), method, str(status), f"{n:,}", f"{mean * 1000:.2f} ms")
+            workload = a.get(sc.K8S_POD_UID, "")[:8] or a.get(sc.CONTAINER_ID, "")[:12] or "-"
+            rows.append((a[sc.SERVER_PORT], workload, a[sc.HTTP_REQUEST_METHOD],
+                         a.get(sc.HTTP_RESPONSE_STATUS_CODE, "-"), p.count, p.sum / p.count if p.count else 0.0))
+        for port, workload, method, status, n, mean in sorted(rows, key=lambda r: -r[4])[:20]:
+            table.add_row(str(port), workload, method, str(status), f"{n:,}", f"{mean * 1000:.2f} ms")
         return table
 
     def summary(self) -> dict[str, Any]:
@@ -696,8 +726,9 @@ class InferenceTracer(Tracer):
         out["connections accepted"] = st[H["STAT_INF_ACCEPTED"]]
         if self.hooks == "socket":
             out["connections open at start, found"] = st[H["STAT_INF_SEEDED"]]
-            out["connections not followed (table full)"] = st[H["STAT_INF_CONN_TABLE_FULL"]]
+            out["connections not followed (table full)"] = sum(sum(v) for v in self.prog["untracked"].values())
         out["requests measured"] = st[H["STAT_INF_REQUESTS"]]
+        out["requests left out of metrics (maps full)"] = st[H["STAT_INF_METRICS_FULL"]]
         out["requests closed without a response"] = st[H["STAT_INF_NO_RESPONSE"]]
         out["requests not HTTP/1.x (unparsed)"] = st[H["STAT_INF_UNPARSED"]]
         out["spans sent"] = self.spans_sent
