@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -36,3 +37,78 @@ def uprobe_events() -> str:
         if os.path.exists(path):
             return Path(path).read_text()
     return ""
+
+
+# --- BPF objects a process holds; the inference tracer's connection table ---------------------------
+CONN_TABLE_PROBES = 8  # bpf/inference.bpf.c CONN_PROBES: how far from its home slot a connection may lie
+
+
+def bpf_ids_held_by(pid: int) -> tuple[set[int], set[int]]:
+    """(program ids, map ids) of the BPF objects a process holds, from /proc/PID/fdinfo."""
+    progs, maps = set(), set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        for key, ids in (("prog_id", progs), ("map_id", maps)):
+            m = re.search(rf"^{key}:\s+(\d+)$", info, re.M)
+            if m:
+                ids.add(int(m.group(1)))
+    return progs, maps
+
+
+def map_id_named(map_ids: set[int], name: str) -> int:
+    for mid in map_ids:
+        out = subprocess.run(["bpftool", "map", "show", "id", str(mid), "-j"], capture_output=True, text=True)
+        if out.returncode == 0 and json.loads(out.stdout).get("name") == name:
+            return mid
+    raise AssertionError(f"no map named {name} among {sorted(map_ids)}")
+
+
+def _map_values(map_id: int, *keys: int) -> list:
+    """Values of a BTF-described map: every entry, or those at the given u32 keys."""
+    if not keys:
+        out = subprocess.run(["bpftool", "map", "dump", "id", str(map_id), "-j"], capture_output=True, text=True,
+                             check=True)
+        entries = json.loads(out.stdout or "[]")
+    else:
+        entries = []
+        for key in keys:
+            out = subprocess.run(["bpftool", "map", "lookup", "id", str(map_id), "key", *map(str, key.to_bytes(4, "little")),
+                                  "-j"], capture_output=True, text=True, check=True)
+            entries.append(json.loads(out.stdout))
+    values = [entry.get("formatted", entry)["value"] for entry in entries]
+    assert all(isinstance(v, (dict, int)) for v in values), "the map has no BTF: bpftool cannot name its fields"
+    return values
+
+
+def conn_pids(maps: set[int], hooks: str) -> list[int]:
+    """The serving pid of every connection the inference tracer follows (conn_state.pid): every entry of
+    the syscall hooks' conns hash; the socket hooks' conns table slots that conn_used marks and that hold a
+    socket (key > CONN_CLAIMED)."""
+    conns = map_id_named(maps, "conns")
+    if hooks == "syscall":
+        return [int(v["pid"]) for v in _map_values(conns)]
+    used = [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
+            for bit in range(64) if int(bits) >> bit & 1]
+    return [int(v["pid"]) for v in _map_values(conns, *used) if int(v["key"]) > 1]
+
+
+def array_total(map_id: int) -> int:
+    """The sum of an array map's integer values (the socket hooks' conn_filter counts)."""
+    return sum(int(v) for v in _map_values(map_id))
+
+
+def table_home(sk: int, slots: int) -> int:
+    """The home slot of a socket address in the socket hooks' connection table (bpf/inference.bpf.c conn_home)."""
+    return ((sk * 0x9E3779B97F4A7C15) % (1 << 64)) >> (64 - (slots.bit_length() - 1))
+
+
+def table_slots(maps: set[int]) -> dict[int, int]:
+    """slot -> socket address of the connections the socket hooks' table holds (conn_used's bits)."""
+    used = [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
+            for bit in range(64) if int(bits) >> bit & 1]
+    keys = {slot: int(v["key"]) for slot, v in zip(used, _map_values(map_id_named(maps, "conns"), *used))}
+    assert all(k > 1 for k in keys.values()), keys  # a marked slot holds a socket
+    return keys

@@ -425,6 +425,8 @@ for _ in range(streamed):
 c.close()
 print("done", flush=True)
 """
+# POD_CLIENT whose connection stays open until a line comes on stdin
+HOLDING_CLIENT = POD_CLIENT.replace("c.close()\nprint", "print") + "sys.stdin.readline()\nc.close()\n"
 
 
 @pytest.mark.parametrize("hooks", ["socket", "syscall"])
@@ -496,5 +498,53 @@ def test_servers_on_one_port_in_two_pods_are_told_apart_by_pod_and_container(tmp
         for p in procs:
             p.terminate()
             p.wait(10)
+        receiver.stop()
+        zones.remove()
+
+
+def test_connections_served_by_an_unwatched_process_are_let_go_at_their_first_read(tmp_path):
+    """--pid with the socket hooks: the kernel follows every connection that reaches a port the watched
+    processes listen on, and lets go, at its first read, of those another process serves (here a server on
+    the same port in another network namespace): none measured, none left in the table or the filter."""
+    from tests.netns import TwoZones
+    from tests.kernel_state import array_total, bpf_ids_held_by, map_id_named, table_slots
+    from ebpftool.export import semconv as sc
+
+    zones = TwoZones.create()
+    receiver = GrpcReceiver()
+    other = None
+    try:
+        with nginx_server() as port:
+            master = min(int(p) for p in subprocess.run(["pgrep", "-f", "ebpftool-nginx-"], capture_output=True,
+                                                         text=True).stdout.split())
+            other = zones.popen(zones.ns_a, POD_SERVER, str(port), str(tmp_path / "other.jsonl"), str(ROOT))
+            assert other.stdout.readline().strip() == "ready", other.stderr.read()
+            args = ["inference", "--pid", str(master), "--hooks", "socket", "--otlp-endpoint", receiver.endpoint,
+                    "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]
+            with EbpftoolProcess(args) as proc:
+                _, maps = bpf_ids_held_by(proc.proc.pid)
+                # the unwatched server, on a connection held open while the table is looked at
+                client = zones.popen(zones.ns_a, HOLDING_CLIENT, str(port), "4", "1")
+                assert client.stdout.readline().strip() == "done", client.stderr.read()
+                held = (table_slots(maps), array_total(map_id_named(maps, "conn_filter")))
+                client.communicate("close\n", timeout=30)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # nginx, watched
+                for _ in range(3):
+                    assert _get(conn, "/index.html") == 200
+                conn.close()
+                assert receiver.wait_for(lambda: sum(p.count for p in receiver.latest(sc.HTTP_SERVER_REQUEST_DURATION)) >= 3)
+                time.sleep(1.5)
+                counts = [(p.attributes.get(sc.HTTP_REQUEST_METHOD), p.count)
+                          for p in receiver.latest(sc.HTTP_SERVER_REQUEST_DURATION)]
+                left = (table_slots(maps), array_total(map_id_named(maps, "conn_filter")))
+                assert proc.stop() == 0, proc.stderr
+        assert counts == [("GET", 3)], counts  # nginx's three; none of the other server's five
+        assert held == ({}, 0), held  # let go at its first read, not at its close
+        assert left == ({}, 0), left
+        assert re.search(r"connections accepted\s*│\s*1\b", proc.stdout), proc.stdout  # nginx's one
+    finally:
+        if other is not None:
+            other.terminate()
+            other.wait(10)
         receiver.stop()
         zones.remove()

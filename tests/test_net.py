@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import socket
 import struct
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
