@@ -247,6 +247,16 @@ class BpfProgram:
             items = list(table.items())
         return [(k if isinstance(k, int) else k.value, v) for k, v in items]  # batch lookups give ints
 
+    def delete_keys(self, name: str, where: Callable[[Any], bool]) -> None:
+        """Delete the entries of a map whose key `where` accepts (keys listed first: a map is not walked
+        while it changes; an entry the kernel deleted meanwhile is no error)."""
+        table = self.bpf[name]
+        for k in [k for k in table.keys() if where(k)]:
+            try:
+                del table[k]  # not pop(): that reads the value first
+            except KeyError:
+                pass
+
     def stats(self) -> list[int]:
         """The shared per-CPU `stats` counters, summed over CPUs."""
         table = self.bpf["stats"]

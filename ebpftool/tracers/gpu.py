@@ -412,8 +412,8 @@ class GpuTracer(Tracer):
         if newly_dead:
             for a in self._live_allocations(newly_dead, delete=True):
                 self._leaks_of(a.pid, exited=True).add(a)
-            self._delete_keys("outstanding", newly_dead)
-            self._delete_keys("device_fds", newly_dead)
+            for name in ("outstanding", "device_fds"):
+                self.prog.delete_keys(name, lambda k: k.pid in newly_dead)
         retire = {p for p in dead if self._dead_since[p] >= 2}
         if retire:
             for k, per_cpu in self.prog["call_hist"].items():
@@ -425,7 +425,7 @@ class GpuTracer(Tracer):
                 if k.pid in retire and fn is not None and fn.kind != H["ARG_ALLOC"] and k.rc == 0:
                     self._retired[DIRECTIONS.get(k.dir, "unknown")] += sum(per_cpu)
             for name in ("call_hist", "call_bytes", "launches", "ioctl_hist"):
-                self._delete_keys(name, retire)
+                self.prog.delete_keys(name, lambda k: k.pid in retire)
             names = self.prog["process_names"]
             for pid in retire:
                 names.pop(names.Key(pid), None)
@@ -434,14 +434,6 @@ class GpuTracer(Tracer):
                 self._exe.pop(pid, None)
                 self._workloads.pop(pid, None)
                 self.resolver.forget(pid)
-
-    def _delete_keys(self, map_name: str, pids_: set[int]) -> None:
-        table = self.prog[map_name]
-        for k in [k for k in table.keys() if k.pid in pids_]:
-            try:
-                del table[k]
-            except KeyError:
-                pass
 
     def _leaks_of(self, pid: int, exited: bool) -> ProcessLeaks:
         if pid not in self.leaks:

@@ -436,12 +436,9 @@ class InferenceTracer(Tracer):
             return not alive[pid]
 
         for name in ("conns", "last_writes"):
-            table = self.prog[name]
-            for k in [k for k in table.keys() if dead(int(k.value) >> 32)]:
-                table.pop(k, None)
-        accepting = self.prog["accepting"]  # per thread: /proc/TID exists while the thread does
-        for k in [k for k in accepting.keys() if dead(int(k.value))]:
-            accepting.pop(k, None)
+            self.prog.delete_keys(name, lambda k: dead(int(k.value) >> 32))
+        # per thread: /proc/TID exists while the thread does
+        self.prog.delete_keys("accepting", lambda k: dead(int(k.value)))
 
     @staticmethod
     def _seed_connection(conns, pid: int, fd: int, s: TcpSocket) -> None:
@@ -672,9 +669,7 @@ class InferenceTracer(Tracer):
         if not retire:
             return
         for name in METRIC_MAPS:
-            table = self.prog[name]
-            for k in [k for k in table.keys() if int(k.cgroup) in retire]:
-                table.pop(k, None)
+            self.prog.delete_keys(name, lambda k: int(k.cgroup) in retire)
         for cgroup_id in retire:
             self.cgroups.forget(cgroup_id)
 
