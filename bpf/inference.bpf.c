@@ -789,9 +789,13 @@ static __always_inline u64 syscall_buffer(u32 *how)
 #define CONN_FILTER_BITS 14
 BPF_ARRAY(conn_filter, u32, 1 << CONN_FILTER_BITS);
 
+/* Fibonacci hashing of a socket's address: its top bits index the filter and
+ * the connection table. */
+#define SOCKET_HASH(sk, bits) (((u64)(sk) * 0x9E3779B97F4A7C15ULL) >> (64 - (bits)))
+
 static __always_inline u32 conn_filter_slot(u64 sk)
 {
-    return (sk * 0x9E3779B97F4A7C15ULL) >> (64 - CONN_FILTER_BITS);  /* Fibonacci hashing */
+    return SOCKET_HASH(sk, CONN_FILTER_BITS);
 }
 
 static __always_inline void conn_filter_add(u64 sk, s32 n)
@@ -823,7 +827,7 @@ static __always_inline int maybe_watched(u64 sk)
 
 static __always_inline u32 conn_home(u64 sk)
 {
-    return (sk * 0x9E3779B97F4A7C15ULL) >> (64 - CONN_TABLE_BITS);
+    return SOCKET_HASH(sk, CONN_TABLE_BITS);
 }
 
 /* sk's state, or NULL; *slot_out: its slot. */
