@@ -60,6 +60,12 @@ def test_bad_arguments_are_one_clear_line():
     r = run_ebpftool(["inference", "--port", "8080", "--duration", "1", "--max-connections", "1000"])
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["ebpftool: --max-connections 1000: a power of two between 64 and 262144"]
+    # `trace` skips a tracer the kernel cannot run, but a wrong option stops it before anything is loaded
+    r = run_ebpftool(["trace", "--duration", "1", "--no-ui", "--max-connections", "100"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "skipped" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["ebpftool: --max-connections 100: a power of two between 64 and 262144"]
+    r = run_ebpftool(["trace", "--duration", "1", "--no-ui", "--ioctl-path-prefix", "dev/nvidia"])
+    assert r.returncode == 1 and "probes attached" not in r.stderr and "--ioctl-path-prefix" in r.stderr
 
 
 def test_version():

@@ -8,10 +8,10 @@ import typer
 
 from ebpftool.commands.common import CommonOptions, console, execute, out, with_common_options
 from ebpftool.commands.gpu import Discover, IoctlPrefix, LeakReport, Lib, SampleCalls, SpanThreshold, gpu_tracer
-from ebpftool.commands.inference import CaptureBytes, Comm, Port, inference_tracer
+from ebpftool.commands.inference import CaptureBytes, Comm, Hooks, MaxConnections, Port, inference_tracer
 from ebpftool.commands.net import PricePerGb, TopFlows, ZonesFile, net_tracer
 from ebpftool.tracers.gpu import DEFAULT_IOCTL_PREFIX, DEFAULT_SPAN_THRESHOLD_S
-from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES
+from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS
 
 # Where inference servers listen by default: vLLM, Ray Serve, Triton (8000), TGI (8080),
 # Ollama (11434), SGLang (30000). Used by `trace` when no --port/--pid/--comm is given.
@@ -35,6 +35,8 @@ def trace(
     pid: InferencePid = None,
     comm: Comm = None,
     capture_bytes: CaptureBytes = DEFAULT_CAPTURE_BYTES,
+    hooks: Hooks = "auto",
+    max_connections: MaxConnections = DEFAULT_MAX_CONNECTIONS,
     zones: ZonesFile = None,
     price_per_gb: PricePerGb = None,
     flows: TopFlows = 0,
@@ -56,7 +58,7 @@ def trace(
     if inference:
         if not (port or pid or comm):
             port = list(DEFAULT_INFERENCE_PORTS)
-        factories.append(inference_tracer(common, port, pid, comm, capture_bytes))
+        factories.append(inference_tracer(common, port, pid, comm, capture_bytes, hooks, max_connections))
     if net:
         factories.append(net_tracer(common, zones, price_per_gb, flows, net_spans))
     if gpu:

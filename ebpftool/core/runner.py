@@ -58,6 +58,8 @@ class StopFlag:
 def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: bool, on_start=None) -> list[Tracer]:
     running: list[Tracer] = []
     for t in tracers:
+        t.validate()  # bad input stops the command; only what the kernel cannot run is skipped
+    for t in tracers:
         t0 = time.monotonic()
         try:
             t.start()

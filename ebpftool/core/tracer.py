@@ -47,6 +47,11 @@ class Tracer(ABC):
         self.programs: list[BpfProgram] = []
         self.compile_seconds = 0.0
 
+    def validate(self) -> None:
+        """Check the options given by the user: raise EbpftoolError with one sentence when one is wrong.
+        Called for every tracer before any starts; a wrong option stops the command even where a tracer
+        the kernel cannot run is skipped (`ebpftool trace`)."""
+
     @abstractmethod
     def start(self) -> None:
         """Compile, load and attach. Raise EbpftoolError with one sentence on failure."""

@@ -135,7 +135,7 @@ class GpuTracer(Tracer):
         self._installed_checked = False
 
     # -- start ---------------------------------------------------------------------------------
-    def _validate(self) -> None:
+    def validate(self) -> None:
         o = self.opts
         prefix = o.ioctl_prefix
         if not prefix.startswith("/") or len(prefix) > MAX_PREFIX_LEN or any(c in prefix for c in '"\\\n'):
@@ -149,7 +149,7 @@ class GpuTracer(Tracer):
             raise EbpftoolError(f"--pid {o.pid}: no such process")
 
     def start(self) -> None:
-        self._validate()
+        self.validate()
         o = self.opts
         defines = {
             "GPU_FUNCTIONS": probe_list(),

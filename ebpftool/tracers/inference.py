@@ -239,7 +239,7 @@ class InferenceTracer(Tracer):
         self._cgroups_gone: set[int] = set()              # of those, the ones found gone at the last collect
 
     # -- start -----------------------------------------------------------------------------------
-    def _validate(self) -> None:
+    def validate(self) -> None:
         o = self.opts
         if not (o.ports or o.pids or o.comms):
             raise EbpftoolError("say what to watch: --port (a server's listening port), --pid or --comm")
@@ -270,7 +270,7 @@ class InferenceTracer(Tracer):
         return f"the kernel lacks {', '.join(missing)}" if missing else ""
 
     def start(self) -> None:
-        self._validate()
+        self.validate()
         o = self.opts
         why_not = self.socket_hooks_missing() if o.hooks != "syscall" else "--hooks syscall"
         if why_not and o.hooks == "socket":
