@@ -2,10 +2,14 @@
 """Cost and accuracy of `ebpftool inference`, measured side by side in one run.
 
     sudo /opt/ebpftool/venv/bin/python scripts/bench_inference.py [--rounds 20] [--quick] [--json out.json]
+                                                                 [--server nginx|streaming]
 
 Overhead: nginx (one worker) serving a small file on loopback under `wrk -t1 -c32`, rounds alternating
 without and with `ebpftool inference --port P` attached; requests/s ratio (median of rounds), the
 tracer's CPU during the loaded runs, and the requests its kernel maps counted against wrk's count.
+With --server streaming, the load is the streaming OpenAI-compatible test server (Python) answering
+streamed chat completions of STREAM_TOKENS tokens with no delay, under wrk POSTing them: every token is
+a write the tracer follows and scans for `data:` events, as on an inference server.
 Accuracy: the streaming OpenAI-compatible test server driven by the official `openai` client; per
 request, request duration, time to first token and time per output token from the tracer's spans
 against the server's own log (median and p99 of the absolute difference).
@@ -14,6 +18,7 @@ Not part of the test suite: it takes minutes and its numbers depend on the machi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -23,20 +28,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.servers.nginx import free_port, nginx_server, wait_listening  # noqa: E402
-from benchlib import start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
+from benchlib import bpf_stats_enabled, program_stats, programs_attached_by, start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port: int, seconds: float) -> dict:
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/index.html"],
-                         capture_output=True, text=True, check=True).stdout
+# wrk's script for --server streaming: a streamed chat completion, tokens written as fast as the server can
+STREAM_TOKENS = 16
+STREAM_SCRIPT = """
+wrk.method = "POST"
+wrk.path = "/v1/chat/completions"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model": "bench", "messages": [{"role": "user", "content": "hi"}], "stream": true, ' ..
+           '"max_tokens": %d, "ttft_ms": 0, "tpot_ms": 0}'
+""" % STREAM_TOKENS
+
+
+def wrk(port: int, seconds: float, script: str | None = None) -> dict:
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/index.html"]
+    if script:
+        cmd[1:1] = ["-s", script]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     return {"rps": rps, "requests": total}
@@ -64,17 +83,39 @@ def summary_figure(text: str, name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def overhead(rounds: int, seconds: float, workers: int = 1) -> dict:
+@contextlib.contextmanager
+def streaming_server() -> Iterator[int]:
+    """The streaming test server on a free port (its timing log in a scratch folder)."""
+    with tempfile.TemporaryDirectory(prefix="ebpftool-bench-stream-") as work:
+        port = free_port()
+        server = subprocess.Popen([PY, "-m", "tests.servers.streaming_server", str(port),
+                                   str(Path(work) / "timings.jsonl")], cwd=ROOT, stdout=subprocess.DEVNULL)
+        try:
+            wait_listening(port)
+            yield port
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def overhead(rounds: int, seconds: float, workers: int = 1, server: str = "nginx") -> dict:
     rows = []
-    with nginx_server(workers=workers) as port:
-        wrk(port, 1)  # warm-up
+    script = None
+    if server == "streaming":
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="ebpftool-bench-")
+        script.write(STREAM_SCRIPT)
+        script.flush()
+    serving = streaming_server() if server == "streaming" else nginx_server(workers=workers)
+    with serving as port:
+        load = lambda seconds: wrk(port, seconds, script.name if script else None)  # noqa: E731
+        load(1)  # warm-up
         for i in range(rounds):
-            base = wrk(port, seconds)
+            base = load(seconds)
             tracer = Tracer(["--port", str(port)])
             time.sleep(0.5)
             cpu0 = cpu_seconds(tracer.proc.pid)
             t0 = time.monotonic()
-            traced = wrk(port, seconds)
+            traced = load(seconds)
             cpu = (cpu_seconds(tracer.proc.pid) - cpu0) / (time.monotonic() - t0)
             out = tracer.stop()
             counted = summary_figure(out, "requests measured")
@@ -83,8 +124,10 @@ def overhead(rounds: int, seconds: float, workers: int = 1) -> dict:
                          "wrk_requests": traced["requests"], "kernel_counted": counted})
             print(f"  round {i}: {base['rps']:,.0f} -> {traced['rps']:,.0f} req/s ({traced['rps'] / base['rps']:.3f}), "
                   f"tracer CPU {cpu * 100:.1f}% of a core, counted {counted} / wrk {traced['requests']}", flush=True)
+        bpf_time = kernel_time_per_request(port, load, seconds)
     return {
         "rounds": rows,
+        "bpf_time": bpf_time,
         "baseline_rps_median": statistics.median(r["baseline_rps"] for r in rows),
         "traced_rps_median": statistics.median(r["traced_rps"] for r in rows),
         "ratio_median": statistics.median(r["ratio"] for r in rows),
@@ -92,6 +135,31 @@ def overhead(rounds: int, seconds: float, workers: int = 1) -> dict:
         "ratio_max": max(r["ratio"] for r in rows),
         "tracer_cpu_cores_median": statistics.median(r["tracer_cpu_cores"] for r in rows),
     }
+
+
+def kernel_time_per_request(port: int, load, seconds: float) -> dict:
+    """One more traced run with kernel.bpf_stats_enabled: per program of the tracer, its runs and the
+    kernel's time per run and per request (each run also pays bpf_stats' own two clock reads, ~60 ns).
+    Firmer than requests/s where a server's own time per request is large or noisy."""
+    tracer = Tracer(["--port", str(port)])
+    try:
+        time.sleep(0.5)
+        ids = programs_attached_by(tracer.proc.pid)
+        with bpf_stats_enabled():
+            before = program_stats()
+            traced = load(seconds)
+            after = program_stats()
+    finally:
+        tracer.stop()
+    programs = {}
+    for i in ids & after.keys():
+        runs = after[i].get("run_cnt", 0) - before.get(i, {}).get("run_cnt", 0)
+        ns = after[i].get("run_time_ns", 0) - before.get(i, {}).get("run_time_ns", 0)
+        if runs:
+            programs[after[i]["name"]] = {"runs_per_request": runs / traced["requests"], "ns_per_run": ns / runs,
+                                          "ns_per_request": ns / traced["requests"]}
+    return {"requests": traced["requests"], "programs": programs,
+            "ns_per_request": sum(p["ns_per_request"] for p in programs.values())}
 
 
 def _p99(values: list[float]) -> float:
@@ -151,15 +219,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="nginx workers: 1 (default) makes nginx's core the bottleneck, the worst case for the "
                          "tracer, whose work runs there; 2 shares both cores with wrk")
+    ap.add_argument("--server", choices=("nginx", "streaming"), default="nginx",
+                    help="the load: nginx serving a small file (default, the worst case), or the streaming "
+                         f"OpenAI-compatible test server answering streamed chat completions of {STREAM_TOKENS} tokens")
     ap.add_argument("--skip-accuracy", action="store_true", help="only the overhead part")
     ap.add_argument("--quick", action="store_true", help="3 rounds of 2 s, 20 streamed requests")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.requests = 3, 2.0, 20
-    print(f"overhead: nginx ({args.workers} worker(s)) under wrk -t1 -c32, {args.rounds} rounds of {args.seconds:g}s, "
-          "alternating", flush=True)
-    result = {"overhead": overhead(args.rounds, args.seconds, args.workers), "nginx_workers": args.workers}
+    server = f"nginx ({args.workers} worker(s))" if args.server == "nginx" else \
+        f"the streaming test server ({STREAM_TOKENS}-token streamed chat completions)"
+    print(f"overhead: {server} under wrk -t1 -c32, {args.rounds} rounds of {args.seconds:g}s, alternating", flush=True)
+    result = {"overhead": overhead(args.rounds, args.seconds, args.workers, args.server), "server": args.server,
+              "nginx_workers": args.workers}
     if not args.skip_accuracy:
         print(f"accuracy: {args.requests} streamed chat completions (openai client)", flush=True)
         result["accuracy"] = accuracy(args.requests)
@@ -167,10 +240,15 @@ def main() -> None:
     print()
     print("| figure | value |")
     print("| --- | --- |")
-    print(f"| nginx req/s without tracer (median) | {o['baseline_rps_median']:,.0f} |")
-    print(f"| nginx req/s with tracer (median) | {o['traced_rps_median']:,.0f} |")
+    print(f"| {args.server} req/s without tracer (median) | {o['baseline_rps_median']:,.0f} |")
+    print(f"| {args.server} req/s with tracer (median) | {o['traced_rps_median']:,.0f} |")
     print(f"| ratio with/without (median, min-max) | {o['ratio_median']:.3f} ({o['ratio_min']:.3f}-{o['ratio_max']:.3f}) |")
     print(f"| tracer process CPU under load (median) | {o['tracer_cpu_cores_median'] * 100:.1f}% of a core |")
+    k = o["bpf_time"]
+    runs = "; ".join(f"{name.removeprefix('raw_tracepoint__').removeprefix('tracepoint__')}: "
+                     f"{p['runs_per_request']:.1f} runs of {p['ns_per_run']:,.0f} ns"
+                     for name, p in sorted(k["programs"].items()) if p["ns_per_request"] >= 1)
+    print(f"| BPF time per request (bpf_stats, one more traced run) | {k['ns_per_request']:,.0f} ns ({runs}) |")
     if a:
         print(f"| streamed requests / server-logged / spans | {a['requests']} / {a['server_logged']} / {a['spans']} |")
         for k in ("duration", "ttft", "tpot"):

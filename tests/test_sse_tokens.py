@@ -1,0 +1,127 @@
+"""The kernel's token count (`data:` events in each write of a streamed answer) against a reference.
+
+A server in this process answers each request with a head and then writes of random Server-Sent Events
+(several per write, split lines, [DONE] both ways, usage-only chunks both ways, `data:` inside a payload,
+chunk framing, writes longer than what the kernel scans, an event cut by that limit); every send() is one
+write the tracer sees. What `ebpftool inference` exports per request must equal what the reference rule
+below counts on the same bytes.
+"""
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+from ebpftool.core.cstruct import load_header
+from tests.conftest import EbpftoolProcess
+from tests.otlp_receiver import GrpcReceiver
+from tests.servers.nginx import free_port
+
+pytestmark = pytest.mark.timeout(180)
+
+_, H = load_header("inference.h")
+SSE_SCAN_MAX = H["SSE_SCAN_MAX"]
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 2\r\n\r\n{}")
+
+
+def reference_tokens(write: bytes) -> int:
+    """The rule the kernel applies to one write: in its first SSE_SCAN_MAX bytes, `data:` at the write's
+    start or after a '\\n', not followed by `[` or ` [` ([DONE]), less the `"choices":[]` / `"choices": []`
+    (usage-only chunks) that lie wholly in those bytes; never below 0."""
+    b = write[:SSE_SCAN_MAX]
+    events = usage_only = 0
+    for j in range(len(b)):
+        if (j == 0 or b[j - 1] == 0x0A) and b[j:j + 5] == b"data:":
+            after = b[j + 5:j + 7]
+            if not (after[:1] == b"[" or after == b" ["):
+                events += 1
+        if b[j:j + 9] == b'oices":[]' or b[j:j + 10] == b'oices": []':
+            usage_only += 1
+    return max(events - usage_only, 0)
+
+
+def _piece(rng: random.Random) -> bytes:
+    text = "".join(rng.choice("abcdefghij ") for _ in range(rng.randrange(0, 120)))
+    kind = rng.randrange(10)
+    if kind == 0:
+        return b"data: [DONE]\n\n" if rng.random() < 0.5 else b"data:[DONE]\n\n"
+    if kind == 1:
+        return b'data: {"choices":[],"usage":null}\n\n' if rng.random() < 0.5 else b'data: {"choices": [], "n": 1}\n\n'
+    if kind == 2:
+        return b": keep-alive " + text.encode() + b"\n\n"
+    if kind == 3:
+        return b'data: {"text": "data: inline, not an event ' + text.encode() + b'"}\n\n'
+    if kind == 4:
+        return b"event: message\r\ndata:" + text.encode() + b"\r\n\r\n"
+    if kind == 5:
+        return b"data: " + text.encode() + b"\ndata: second line\n\n"  # two events by this rule
+    body = b'data: {"choices":[{"delta":{"content":"' + text.encode() + b'"}}]}\n\n'
+    if kind == 6:  # chunked framing around the event, as an HTTP/1.1 server writes it
+        return b"%x\r\n" % len(body) + body + b"\r\n"
+    return body
+
+
+def _writes(rng: random.Random) -> list[bytes]:
+    writes = []
+    for _ in range(rng.randrange(1, 8)):
+        w = b"".join(_piece(rng) for _ in range(rng.randrange(1, 7)))
+        r = rng.random()
+        if r < 0.15:  # past what the kernel scans: the events there are not counted
+            w = b"data: " + b"x" * rng.randrange(SSE_SCAN_MAX - 60, SSE_SCAN_MAX + 40) + b"\n\n" + w
+        elif r < 0.25:  # an event that the scan limit cuts
+            w = b"data: " + b"y" * (SSE_SCAN_MAX - 10 - rng.randrange(0, 6)) + b"\ndata: cut\n\n"
+        writes.append(w)
+    # every answer has a token the kernel sees (a request with none is not a stream)
+    writes.insert(rng.randrange(len(writes) + 1), b'data: {"choices":[{"delta":{}}]}\n\n')
+    return writes
+
+
+def _serve(listener: socket.socket, answers: list[list[bytes]]) -> None:
+    for writes in answers:
+        conn, _ = listener.accept()
+        with conn:
+            got = b""
+            while not got.endswith(b"{}"):
+                got += conn.recv(4096)
+            conn.sendall(HEAD)
+            for w in writes:
+                conn.sendall(w)  # one send() each: one write for the kernel
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_token_counts_match_the_reference_on_random_event_streams(hooks):
+    rng = random.Random(20261123)
+    answers = [_writes(rng) for _ in range(40)]
+    for w in (w for writes in answers for w in writes):
+        assert not w.endswith(b"0\r\n\r\n")  # that would be a chunked answer's end, not a token write
+    expected = [sum(reference_tokens(w) for w in writes) for writes in answers]
+    assert any(b"\ndata:" in w[SSE_SCAN_MAX:] for writes in answers for w in writes)  # events past the limit
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    receiver = GrpcReceiver()
+    try:
+        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+            server = threading.Thread(target=_serve, args=(listener, answers), daemon=True)
+            server.start()
+            for _ in answers:
+                with socket.create_connection(("127.0.0.1", port), timeout=15) as c:
+                    c.sendall(REQUEST)
+                    while c.recv(65536):
+                        pass
+            server.join(15)
+            assert receiver.wait_for(lambda: len(receiver.spans()) >= len(answers), timeout=20)
+            time.sleep(1.5)  # one more metric export
+            assert proc.stop() == 0, proc.stderr
+        spans = sorted(receiver.spans(), key=lambda s: s.start_ns)
+        assert [s.attributes.get("gen_ai.usage.output_tokens") for s in spans] == expected
+        (total,) = [p.value for p in receiver.latest("ebpftool.gen_ai.server.output_tokens")]
+        assert total == sum(expected)
+    finally:
+        listener.close()
+        receiver.stop()
