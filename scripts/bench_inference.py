@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.servers.nginx import free_port, nginx_server, wait_listening  # noqa: E402
-from benchlib import bpf_stats_enabled, program_stats, programs_attached_by, start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
+from benchlib import bpf_time_during, start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -84,30 +84,31 @@ def summary_figure(text: str, name: str) -> int | None:
 
 
 @contextlib.contextmanager
-def streaming_server() -> Iterator[int]:
-    """The streaming test server on a free port (its timing log in a scratch folder)."""
-    with tempfile.TemporaryDirectory(prefix="ebpftool-bench-stream-") as work:
-        port = free_port()
-        server = subprocess.Popen([PY, "-m", "tests.servers.streaming_server", str(port),
-                                   str(Path(work) / "timings.jsonl")], cwd=ROOT, stdout=subprocess.DEVNULL)
-        try:
-            wait_listening(port)
-            yield port
-        finally:
-            server.terminate()
-            server.wait(10)
+def streaming_server(timings: Path) -> Iterator[int]:
+    """The streaming test server on a free port, logging its own timings to `timings`."""
+    port = free_port()
+    server = subprocess.Popen([PY, "-m", "tests.servers.streaming_server", str(port), str(timings)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def overhead(rounds: int, seconds: float, workers: int = 1, server: str = "nginx") -> dict:
     rows = []
-    script = None
-    if server == "streaming":
-        script = tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="ebpftool-bench-")
-        script.write(STREAM_SCRIPT)
-        script.flush()
-    serving = streaming_server() if server == "streaming" else nginx_server(workers=workers)
-    with serving as port:
-        load = lambda seconds: wrk(port, seconds, script.name if script else None)  # noqa: E731
+    with contextlib.ExitStack() as stack:
+        if server == "streaming":
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ebpftool-bench-stream-")))
+            script = work / "stream.lua"
+            script.write_text(STREAM_SCRIPT)
+            port = stack.enter_context(streaming_server(work / "timings.jsonl"))
+        else:
+            script = None
+            port = stack.enter_context(nginx_server(workers=workers))
+        load = lambda seconds: wrk(port, seconds, str(script) if script else None)  # noqa: E731
         load(1)  # warm-up
         for i in range(rounds):
             base = load(seconds)
@@ -124,10 +125,17 @@ def overhead(rounds: int, seconds: float, workers: int = 1, server: str = "nginx
                          "wrk_requests": traced["requests"], "kernel_counted": counted})
             print(f"  round {i}: {base['rps']:,.0f} -> {traced['rps']:,.0f} req/s ({traced['rps'] / base['rps']:.3f}), "
                   f"tracer CPU {cpu * 100:.1f}% of a core, counted {counted} / wrk {traced['requests']}", flush=True)
-        bpf_time = kernel_time_per_request(port, load, seconds)
+        # One more traced run with kernel.bpf_stats_enabled: firmer than requests/s where a server's own time
+        # per request is large or noisy.
+        tracer = Tracer(["--port", str(port)])
+        try:
+            time.sleep(0.5)
+            programs = bpf_time_during(tracer.proc.pid, lambda: load(seconds)["requests"])
+        finally:
+            tracer.stop()
     return {
         "rounds": rows,
-        "bpf_time": bpf_time,
+        "bpf_time": {"programs": programs, "ns_per_request": sum(p["ns_per_request"] for p in programs.values())},
         "baseline_rps_median": statistics.median(r["baseline_rps"] for r in rows),
         "traced_rps_median": statistics.median(r["traced_rps"] for r in rows),
         "ratio_median": statistics.median(r["ratio"] for r in rows),
@@ -135,31 +143,6 @@ def overhead(rounds: int, seconds: float, workers: int = 1, server: str = "nginx
         "ratio_max": max(r["ratio"] for r in rows),
         "tracer_cpu_cores_median": statistics.median(r["tracer_cpu_cores"] for r in rows),
     }
-
-
-def kernel_time_per_request(port: int, load, seconds: float) -> dict:
-    """One more traced run with kernel.bpf_stats_enabled: per program of the tracer, its runs and the
-    kernel's time per run and per request (each run also pays bpf_stats' own two clock reads, ~60 ns).
-    Firmer than requests/s where a server's own time per request is large or noisy."""
-    tracer = Tracer(["--port", str(port)])
-    try:
-        time.sleep(0.5)
-        ids = programs_attached_by(tracer.proc.pid)
-        with bpf_stats_enabled():
-            before = program_stats()
-            traced = load(seconds)
-            after = program_stats()
-    finally:
-        tracer.stop()
-    programs = {}
-    for i in ids & after.keys():
-        runs = after[i].get("run_cnt", 0) - before.get(i, {}).get("run_cnt", 0)
-        ns = after[i].get("run_time_ns", 0) - before.get(i, {}).get("run_time_ns", 0)
-        if runs:
-            programs[after[i]["name"]] = {"runs_per_request": runs / traced["requests"], "ns_per_run": ns / runs,
-                                          "ns_per_request": ns / traced["requests"]}
-    return {"requests": traced["requests"], "programs": programs,
-            "ns_per_request": sum(p["ns_per_request"] for p in programs.values())}
 
 
 def _p99(values: list[float]) -> float:
@@ -172,11 +155,7 @@ def accuracy(requests: int) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="ebpftool-bench-inference-"))
     timings, spans_file = work / "timings.jsonl", work / "spans.jsonl"
-    port = free_port()
-    server = subprocess.Popen([PY, "-m", "tests.servers.streaming_server", str(port), str(timings)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL)
-    try:
-        wait_listening(port)
+    with streaming_server(timings) as port:
         tracer = Tracer(["--port", str(port), "--jsonl", str(spans_file)])
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-bench", max_retries=0)
         for i in range(requests):
@@ -188,9 +167,6 @@ def accuracy(requests: int) -> dict:
         client.close()
         time.sleep(1.5)
         tracer.stop()
-    finally:
-        server.terminate()
-        server.wait(10)
     server_rows = [json.loads(line) for line in timings.read_text().splitlines()]
     spans = sorted((json.loads(line) for line in spans_file.read_text().splitlines()
                     if '"type": "span"' in line), key=lambda s: s["start_time_unix_nano"])

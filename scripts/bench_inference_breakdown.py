@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_inference import Tracer, wrk  # noqa: E402
-from benchlib import bpf_stats_enabled, program_stats, programs_attached_by  # noqa: E402
+from benchlib import bpf_time_during  # noqa: E402
 from tests.servers.nginx import nginx_server  # noqa: E402
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
@@ -81,20 +81,9 @@ def program_costs(port: int, bpf_dir: Path, seconds: float) -> dict[str, dict]:
     """Runs per request and ns per run of each program the tracer attached, during one loaded run."""
     tracer = start_variant("full", bpf_dir, port)
     try:
-        ids = programs_attached_by(tracer.proc.pid)
-        with bpf_stats_enabled():
-            before = program_stats()
-            requests = wrk(port, seconds)["requests"]
-            after = program_stats()
+        return bpf_time_during(tracer.proc.pid, lambda: wrk(port, seconds)["requests"])
     finally:
         stop_variant("full", tracer)
-    costs = {}
-    for prog_id in ids & before.keys() & after.keys():
-        runs = after[prog_id].get("run_cnt", 0) - before[prog_id].get("run_cnt", 0)
-        if runs > 0:
-            ns = after[prog_id].get("run_time_ns", 0) - before[prog_id].get("run_time_ns", 0)
-            costs[after[prog_id]["name"]] = {"runs_per_request": runs / requests, "ns_per_run": ns / runs}
-    return costs
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_MARKER = "probes attached"
@@ -49,3 +49,22 @@ def programs_attached_by(pid: int) -> set[int]:
     """Ids of the programs that process pid attached (tracepoints, raw tracepoints, uprobes)."""
     out = subprocess.run(["bpftool", "perf", "show", "-j"], capture_output=True, text=True).stdout
     return {a["prog_id"] for a in json.loads(out or "[]") if a.get("pid") == pid}
+
+
+def bpf_time_during(pid: int, load: Callable[[], int]) -> dict[str, dict]:
+    """Runs `load` (it returns the requests it made) with kernel.bpf_stats_enabled; for each program that
+    process pid attached and that ran: runs per request, ns per run and ns per request (each run also pays
+    bpf_stats' own two clock reads, ~60 ns)."""
+    ids = programs_attached_by(pid)
+    with bpf_stats_enabled():
+        before = program_stats()
+        requests = load()
+        after = program_stats()
+    costs = {}
+    for prog_id in ids & before.keys() & after.keys():
+        runs = after[prog_id].get("run_cnt", 0) - before[prog_id].get("run_cnt", 0)
+        if runs > 0:
+            ns = after[prog_id].get("run_time_ns", 0) - before[prog_id].get("run_time_ns", 0)
+            costs[after[prog_id]["name"]] = {"runs_per_request": runs / requests, "ns_per_run": ns / runs,
+                                             "ns_per_request": ns / requests}
+    return costs
