@@ -49,8 +49,9 @@ class Tracer(ABC):
 
     def validate(self) -> None:
         """Check the options given by the user: raise EbpftoolError with one sentence when one is wrong.
-        Called for every tracer before any starts; a wrong option stops the command even where a tracer
-        the kernel cannot run is skipped (`ebpftool trace`)."""
+        The runner calls it for every tracer before any starts (start() may take the options as checked);
+        a wrong option stops the command even where a tracer the kernel cannot run is skipped
+        (`ebpftool trace`)."""
 
     @abstractmethod
     def start(self) -> None:

@@ -149,7 +149,6 @@ class GpuTracer(Tracer):
             raise EbpftoolError(f"--pid {o.pid}: no such process")
 
     def start(self) -> None:
-        self.validate()
         o = self.opts
         defines = {
             "GPU_FUNCTIONS": probe_list(),

@@ -270,7 +270,6 @@ class InferenceTracer(Tracer):
         return f"the kernel lacks {', '.join(missing)}" if missing else ""
 
     def start(self) -> None:
-        self.validate()
         o = self.opts
         why_not = self.socket_hooks_missing() if o.hooks != "syscall" else "--hooks syscall"
         if why_not and o.hooks == "socket":
