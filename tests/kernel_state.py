@@ -83,6 +83,12 @@ def _map_values(map_id: int, *keys: int) -> list:
     return values
 
 
+def _used_slots(maps: set[int]) -> list[int]:
+    """The socket hooks' table slots that conn_used marks as occupied."""
+    return [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
+            for bit in range(64) if int(bits) >> bit & 1]
+
+
 def conn_pids(maps: set[int], hooks: str) -> list[int]:
     """The serving pid of every connection the inference tracer follows (conn_state.pid): every entry of
     the syscall hooks' conns hash; the socket hooks' conns table slots that conn_used marks and that hold a
@@ -90,8 +96,7 @@ def conn_pids(maps: set[int], hooks: str) -> list[int]:
     conns = map_id_named(maps, "conns")
     if hooks == "syscall":
         return [int(v["pid"]) for v in _map_values(conns)]
-    used = [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
-            for bit in range(64) if int(bits) >> bit & 1]
+    used = _used_slots(maps)
     return [int(v["pid"]) for v in _map_values(conns, *used) if int(v["key"]) > 1]
 
 
@@ -107,8 +112,7 @@ def table_home(sk: int, slots: int) -> int:
 
 def table_slots(maps: set[int]) -> dict[int, int]:
     """slot -> socket address of the connections the socket hooks' table holds (conn_used's bits)."""
-    used = [word * 64 + bit for word, bits in enumerate(_map_values(map_id_named(maps, "conn_used")))
-            for bit in range(64) if int(bits) >> bit & 1]
+    used = _used_slots(maps)
     keys = {slot: int(v["key"]) for slot, v in zip(used, _map_values(map_id_named(maps, "conns"), *used))}
     assert all(k > 1 for k in keys.values()), keys  # a marked slot holds a socket
     return keys
