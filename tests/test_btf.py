@@ -92,3 +92,19 @@ def test_running_kernel_offsets_agree_with_bpftool():
         assert offsets[define] == bits("tcp_sock", field) // 8, define
     # The IPv4 addresses and ports sit in anonymous members (bpftool lists them without names); the net
     # tests read them from live sockets (test_connection_open_before_the_tracer_...).
+
+
+@pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool (installed by scripts/install.sh --dev)")
+def test_running_kernel_types_and_enum_values_agree_with_bpftool():
+    raw = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"], capture_output=True,
+                         text=True, check=True).stdout
+    btf = Btf.vmlinux()
+    typedef = re.search(r"^\[(\d+)\] TYPEDEF 'btf_trace_sock_send_length'", raw, re.M)
+    assert btf.type_id(KIND_TYPEDEF, "btf_trace_sock_send_length") == int(typedef.group(1))
+    enum = raw.split("ENUM 'iter_type' ", 1)[1].split("\n[", 1)[0]
+    for name in ("ITER_UBUF", "ITER_IOVEC"):
+        assert btf.enum_value("iter_type", name) == int(re.search(rf"'{name}' val=(-?\d+)", enum).group(1))
+    with pytest.raises(BtfError, match="no ITER_NOPE"):
+        btf.enum_value("iter_type", "ITER_NOPE")
+    with pytest.raises(BtfError, match="not in the kernel"):
+        btf.type_id(KIND_TYPEDEF, "btf_trace_no_such_tracepoint")

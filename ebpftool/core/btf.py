@@ -97,11 +97,24 @@ class Btf:
             return self._size(elem) * nelems
         raise BtfError(f"BTF type {type_id} has no size")
 
-    def struct_id(self, name: str) -> int:
-        for type_id, (kind, name_off, _v, _s, _x, _k) in enumerate(self._types):
-            if kind == KIND_STRUCT and name_off and self._name(name_off) == name:
+    def type_id(self, kind: int, name: str) -> int:
+        """The id of the type of this kind and name (e.g. KIND_TYPEDEF, "btf_trace_sock_send_length")."""
+        for type_id, (k, name_off, _v, _s, _x, _kf) in enumerate(self._types):
+            if k == kind and name_off and self._name(name_off) == name:
                 return type_id
-        raise BtfError(f"struct {name} is not in the kernel's BTF")
+        raise BtfError(f"{name} is not in the kernel's BTF")
+
+    def struct_id(self, name: str) -> int:
+        return self.type_id(KIND_STRUCT, name)
+
+    def enum_value(self, enum_name: str, name: str) -> int:
+        """The value of enumerator name in enum enum_name (e.g. "iter_type", "ITER_IOVEC")."""
+        _k, _n, vlen, _s, extra, _kf = self._types[self.type_id(KIND_ENUM, enum_name)]
+        for i in range(vlen):
+            name_off, value = struct.unpack_from("<Ii", self._data, extra + 8 * i)
+            if self._name(name_off) == name:
+                return value
+        raise BtfError(f"enum {enum_name} has no {name}")
 
     def _find(self, type_id: int, member: str) -> tuple[int, int] | None:
         """(bit offset, type id) of member in a struct/union, looking into anonymous members."""
