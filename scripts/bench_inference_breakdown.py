@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_inference import Tracer, wrk  # noqa: E402
 from benchlib import bpf_time_during  # noqa: E402
 from tests.servers.nginx import nginx_server  # noqa: E402
+from ebpftool.core.bpf import SYS_BPF, BpfProgram  # noqa: E402
 from ebpftool.core.btf import KIND_TYPEDEF, Btf  # noqa: E402
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
@@ -54,7 +55,6 @@ PATCHES = {
     "floor_btf": [],
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
-SYS_BPF = 321  # the bpf() syscall's number on x86-64
 SOCKET_HOOKS = 2  # sock_recv_length and sock_send_length: every patch must hit both
 
 
@@ -78,16 +78,14 @@ class FloorProgram:
     PROG_TYPE_TRACING, ATTACH_TRACE_RAW_TP = 26, 23
 
     def __init__(self, port: int, send_hook_btf: bool) -> None:
-        from bcc import BPF  # Debian's BCC: only this script's interpreter has it
-
         btf = Btf.vmlinux()
-        cflags = [f"-DPORT={port}", f"-DSEND_HOOK_BTF={int(send_hook_btf)}",
-                  f"-DMSG_ITER_TYPE_OFF={btf.member('msghdr', 'msg_iter.iter_type').offset}",
-                  f"-DMSG_ITER_OFFSET_OFF={btf.member('msghdr', 'msg_iter.iov_offset').offset}",
-                  f"-DMSG_ITER_UBUF_OFF={btf.member('msghdr', 'msg_iter.ubuf').offset}",
-                  f"-DITER_UBUF_TYPE={btf.enum_value('iter_type', 'ITER_UBUF')}",
-                  f"-DITER_IOVEC_TYPE={btf.enum_value('iter_type', 'ITER_IOVEC')}"]
-        self.bpf = BPF(src_file=str(ROOT / "scripts" / "inference_floor.bpf.c"), cflags=cflags)
+        defines = {"PORT": port, "SEND_HOOK_BTF": int(send_hook_btf),
+                   "MSG_ITER_TYPE_OFF": btf.member("msghdr", "msg_iter.iter_type").offset,
+                   "MSG_ITER_OFFSET_OFF": btf.member("msghdr", "msg_iter.iov_offset").offset,
+                   "MSG_ITER_UBUF_OFF": btf.member("msghdr", "msg_iter.ubuf").offset,
+                   "ITER_UBUF_TYPE": btf.enum_value("iter_type", "ITER_UBUF"),
+                   "ITER_IOVEC_TYPE": btf.enum_value("iter_type", "ITER_IOVEC")}
+        self.bpf = BpfProgram(str(ROOT / "scripts" / "inference_floor.bpf.c"), defines).load().bpf
         self.fds: list[int] = []
         if send_hook_btf:
             self._attach_tp_btf("tcp_sendmsg_locked", btf.type_id(KIND_TYPEDEF, "btf_trace_tcp_sendmsg_locked"))

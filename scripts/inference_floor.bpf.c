@@ -6,7 +6,8 @@
  *
  * -DPORT=n: the server's port. -DSEND_HOOK_BTF=1: the send side runs on the tcp_sendmsg_locked BTF
  * tracepoint (typed arguments: the struct msghdr's buffer is loaded directly, no syscall registers and
- * no user-memory read of the iovec); else on the sock_send_length raw tracepoint like the tracer. */
+ * no user-memory read of the iovec); else on the sock_send_length raw tracepoint like the tracer.
+ * Loaded like ebpftool's own programs (ebpftool.core.bpf.BpfProgram): bpf/common.bpf.h is in front. */
 #include <uapi/linux/ptrace.h>
 
 #define TABLE_BITS 16
@@ -14,7 +15,6 @@
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
-#define NR_WRITEV 20
 
 struct floor_conn {
     u64 key;    /* the socket's address, 0: free */
@@ -61,7 +61,7 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
     if (!c)
         return 0;
     u64 now = bpf_ktime_get_ns();
-    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    struct pt_regs *regs = CURRENT_SYSCALL_REGS();
     u64 head = 0;
     bpf_probe_read_user(&head, sizeof(head), (void *)regs->si);
     if (c->start && c->resp) {
@@ -123,7 +123,7 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
     struct floor_conn *c = followed(ctx->args[0]);
     if (!c)
         return 0;
-    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    struct pt_regs *regs = CURRENT_SYSCALL_REGS();
     u64 ptr = regs->si;
     if (regs->orig_ax == NR_WRITEV) {
         struct { u64 base; u64 len; } iov = {};
