@@ -10,7 +10,7 @@
  *  - struct hist_value: count, sum and buckets of one histogram series.
  *  - CURRENT_SYSCALL_REGS() and x86-64 syscall numbers, for programs that run
  *    inside a socket call and need its user-space arguments; the recv() flags
- *    whose bytes are not taken from the stream (MSG_PEEK, MSG_ERRQUEUE).
+ *    whose bytes are not taken from the stream (RECV_NOT_FROM_STREAM).
  *
  * Compile-time parameters (-D from the loader): SPAN_RATE_PER_CPU, SPAN_BURST.
  */
@@ -159,3 +159,4 @@ static __always_inline void count_ringbuf_full(void)
  * errors. The socket tracepoints report their ret like any read's. */
 #define MSG_PEEK 0x2
 #define MSG_ERRQUEUE 0x2000
+#define RECV_NOT_FROM_STREAM (MSG_PEEK | MSG_ERRQUEUE)

@@ -976,8 +976,8 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
             finish_request(&sk, c, c->resp_end);
         return 0;
     }
-    if (ctx->args[2] & MSG_PEEK)
-        return 0;  /* the bytes will be read again */
+    if (ctx->args[2] & RECV_NOT_FROM_STREAM)
+        return 0;  /* a peek's bytes will be read again; the error queue holds the socket's own timestamps */
     u64 now = bpf_ktime_get_ns();
     u32 how, len = 0;
     u64 arg = syscall_buffer(&how);
@@ -1241,14 +1241,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(0, args->fd, (u64)a
 TRACEPOINT_PROBE(syscalls, sys_exit_read) { return read_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
 {
-    return (args->flags & MSG_PEEK) ? 0 : io_enter(0, args->fd, (u64)args->ubuf, BUF_PLAIN);
+    return (args->flags & RECV_NOT_FROM_STREAM) ? 0 : io_enter(0, args->fd, (u64)args->ubuf, BUF_PLAIN);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return read_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return io_enter(0, args->fd, (u64)args->vec, BUF_IOV); }
 TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return read_exit(args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
 {
-    return (args->flags & MSG_PEEK) ? 0 : io_enter(0, args->fd, (u64)args->msg, BUF_MSG);
+    return (args->flags & RECV_NOT_FROM_STREAM) ? 0 : io_enter(0, args->fd, (u64)args->msg, BUF_MSG);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return read_exit(args->ret); }
 

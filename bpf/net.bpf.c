@@ -306,9 +306,6 @@ static __always_inline void account_sock(u64 sk, int ret, int tx)
 }
 #endif
 
-/* Reads whose bytes are not received bytes (see common.bpf.h). */
-#define NET_RECV_NOT_TAKEN (MSG_PEEK | MSG_ERRQUEUE)
-
 #if NET_RAW_IO
 /* TP_PROTO(struct sock *sk, int ret, int flags) */
 RAW_TRACEPOINT_PROBE(sock_send_length)
@@ -319,7 +316,7 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
 
 RAW_TRACEPOINT_PROBE(sock_recv_length)
 {
-    if ((int)ctx->args[2] & NET_RECV_NOT_TAKEN)
+    if ((int)ctx->args[2] & RECV_NOT_FROM_STREAM)
         return 0;
     account_sock(ctx->args[0], (int)ctx->args[1], 0);
     return 0;
@@ -364,7 +361,7 @@ TRACEPOINT_PROBE(sock, sock_send_length)
 
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
-    if (args->flags & NET_RECV_NOT_TAKEN)
+    if (args->flags & RECV_NOT_FROM_STREAM)
         return 0;
     account_io((u64)args->sk, args->family, args->protocol, args->ret, 0);
     return 0;
