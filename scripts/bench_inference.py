@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Cost and accuracy of `ebpftool inference`, measured side by side in one run.
 
-    sudo /opt/ebpftool/venv/bin/python scripts/bench_inference.py [--rounds 20] [--quick] [--json out.json]
-                                                                 [--server nginx|streaming]
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_inference.py [--seconds 120] [--slice 0.5] [--quick]
+                                                                 [--server nginx|streaming] [--json out.json]
 
-Overhead: nginx (one worker) serving a small file on loopback under `wrk -t1 -c32`, rounds alternating
-without and with `ebpftool inference --port P` attached; requests/s ratio (median of rounds), the
-tracer's CPU during the loaded runs, and the requests its kernel maps counted against wrk's count.
+Overhead: nginx (one worker) serving a small file on loopback under `wrk -t1 -c32` for the whole run, with
+the inference tracer loaded as `ebpftool inference --port P` loads it, in a thread of this process: its
+per-request hooks (the socket tracepoints) are detached and attached again every --slice seconds, and each
+slice's requests/s come from nginx's own count (stub_status). Ratio: with/without over adjacent pairs of
+slices, median and mean with its standard error; also the CPU the tracer's threads used.
+(Until 2026-11-23 this script started and stopped an `ebpftool inference` process per round of 2 s: rounds
+swung by ±5-10% on this VM, so 20 of them gave the median ratio to about ±2.5%; adjacent half-second slices
+of one run cancel most of that drift.)
 With --server streaming, the load is the streaming OpenAI-compatible test server (Python) answering
 streamed chat completions of STREAM_TOKENS tokens with no delay, under wrk POSTing them: every token is
 a write the tracer follows and scans for `data:` events, as on an inference server.
@@ -26,15 +31,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.servers.nginx import free_port, nginx_server, wait_listening  # noqa: E402
-from benchlib import bpf_time_during, start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
+from benchlib import alternating_slices, bpf_time_during, nginx_requests, start_ebpftool  # noqa: E402  (scripts/)
+from ebpftool.commands.common import CommonOptions, build_telemetry  # noqa: E402
+from ebpftool.commands.inference import inference_tracer  # noqa: E402
+from ebpftool.core.runner import StopFlag, run  # noqa: E402
+from ebpftool.core.tracer import DEFAULT_SPAN_RATE  # noqa: E402
+from ebpftool.tracers.inference import SOCKET_RAW_TRACEPOINTS  # noqa: E402
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -51,18 +62,27 @@ wrk.body = '{"model": "bench", "messages": [{"role": "user", "content": "hi"}], 
 """ % STREAM_TOKENS
 
 
-def wrk(port: int, seconds: float, script: str | None = None) -> dict:
+def wrk_command(port: int, seconds: float, script: str | None = None) -> list[str]:
     cmd = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/index.html"]
     if script:
         cmd[1:1] = ["-s", script]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return cmd
+
+
+def start_wrk(port: int, seconds: float, script: str | None = None) -> subprocess.Popen:
+    return subprocess.Popen(wrk_command(port, seconds, script), stdout=subprocess.DEVNULL)
+
+
+def wrk(port: int, seconds: float, script: str | None = None) -> dict:
+    out = subprocess.run(wrk_command(port, seconds, script), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     return {"rps": rps, "requests": total}
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, stat: str | None = None) -> float:
+    """User + system CPU seconds of process pid (or of the task whose stat file is given)."""
+    fields = Path(stat or f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -97,52 +117,110 @@ def streaming_server(timings: Path) -> Iterator[int]:
         server.wait(10)
 
 
-def overhead(rounds: int, seconds: float, workers: int = 1, server: str = "nginx") -> dict:
-    rows = []
+class InProcessTracer:
+    """`ebpftool inference --port P --interval 1` as the command builds it (the same options, program and
+    runner loop; no exporter, as the command run without --otlp-endpoint), in a thread of this process, so
+    that its per-request hooks can be detached and attached again in milliseconds: the program is compiled
+    and loaded once, and the connections wrk opens are followed from their handshake."""
+
+    def __init__(self, port: int, span_rate: int = DEFAULT_SPAN_RATE) -> None:
+        common = CommonOptions(interval=1.0, span_rate=span_rate)
+        telemetry, _ = build_telemetry(common)
+        self.tracer = inference_tracer(common, [port], None, None)(telemetry)
+        self._stop = StopFlag()
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(telemetry,), name="tracer", daemon=True)
+        self._thread.start()
+        self._started.wait(120)
+        if self._failure or not self._started.is_set():
+            raise SystemExit(f"the inference tracer did not start: {self._failure}")
+        if self.tracer.hooks != "socket":
+            raise SystemExit("this benchmark toggles the socket hooks, which this kernel does not offer")
+        self.bpf = self.tracer.prog.bpf
+        self._attached = True
+
+    def _run(self, telemetry) -> None:
+        try:
+            run([self.tracer], telemetry, duration=None, interval=1.0, stop=self._stop,
+                on_start=lambda *_: self._started.set())
+        except BaseException as exc:  # reported by __init__ or stop()
+            self._failure = exc
+            self._started.set()
+
+    def attach(self, on: bool) -> None:
+        """The per-request hooks in place (on) or not; the rest of the tracer goes on either way."""
+        if on == self._attached:
+            return
+        self._attached = on
+        for tp in SOCKET_RAW_TRACEPOINTS:
+            if on:
+                self.bpf.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}")
+            else:
+                self.bpf.detach_raw_tracepoint(tp=tp)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of this process's threads but the main one (which only switches the hooks and counts):
+        the tracer's polling loop and its export thread."""
+        main = threading.main_thread().native_id
+        total = 0.0
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) != main:
+                with contextlib.suppress(FileNotFoundError):
+                    total += cpu_seconds(int(tid), f"/proc/self/task/{tid}/stat")
+        return total
+
+    def stop(self) -> None:
+        self._stop.set("benchmark over")
+        self._thread.join(60)
+        if self._failure:
+            raise SystemExit(f"the inference tracer failed: {self._failure}")
+
+
+def lines_in(path: Path) -> Callable[[], int]:
+    """A running count of the lines appended to path (the streaming server logs a line per answer)."""
+    state = {"offset": 0, "lines": 0}
+
+    def count() -> int:
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+            f.seek(state["offset"])
+            data = f.read()
+            state["offset"] += len(data)
+            state["lines"] += data.count(b"\n")
+        return state["lines"]
+    return count
+
+
+def overhead(seconds: float, slice_s: float, workers: int = 1, server: str = "nginx") -> dict:
+    """wrk loads the server for the whole run; the tracer, loaded before wrk connects, has its per-request
+    hooks attached and detached every slice_s seconds (benchlib.alternating_slices)."""
     with contextlib.ExitStack() as stack:
         if server == "streaming":
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ebpftool-bench-stream-")))
             script = work / "stream.lua"
             script.write_text(STREAM_SCRIPT)
             port = stack.enter_context(streaming_server(work / "timings.jsonl"))
+            count = lines_in(work / "timings.jsonl")
         else:
             script = None
             port = stack.enter_context(nginx_server(workers=workers))
-        load = lambda seconds: wrk(port, seconds, str(script) if script else None)  # noqa: E731
-        load(1)  # warm-up
-        for i in range(rounds):
-            base = load(seconds)
-            tracer = Tracer(["--port", str(port)])
-            time.sleep(0.5)
-            cpu0 = cpu_seconds(tracer.proc.pid)
-            t0 = time.monotonic()
-            traced = load(seconds)
-            cpu = (cpu_seconds(tracer.proc.pid) - cpu0) / (time.monotonic() - t0)
-            out = tracer.stop()
-            counted = summary_figure(out, "requests measured")
-            rows.append({"round": i, "baseline_rps": base["rps"], "traced_rps": traced["rps"],
-                         "ratio": traced["rps"] / base["rps"], "tracer_cpu_cores": cpu,
-                         "wrk_requests": traced["requests"], "kernel_counted": counted})
-            print(f"  round {i}: {base['rps']:,.0f} -> {traced['rps']:,.0f} req/s ({traced['rps'] / base['rps']:.3f}), "
-                  f"tracer CPU {cpu * 100:.1f}% of a core, counted {counted} / wrk {traced['requests']}", flush=True)
-        # One more traced run with kernel.bpf_stats_enabled: firmer than requests/s where a server's own time
-        # per request is large or noisy.
-        tracer = Tracer(["--port", str(port)])
+            count = lambda: nginx_requests(port)  # noqa: E731
+        tracer = InProcessTracer(port)
         try:
-            time.sleep(0.5)
-            programs = bpf_time_during(tracer.proc.pid, lambda: load(seconds)["requests"])
+            load = start_wrk(port, seconds + 3, str(script) if script else None)
+            time.sleep(1.5)  # wrk connected and running
+            cpu0, t0 = tracer.cpu_seconds(), time.monotonic()
+            result = alternating_slices(tracer.attach, count, seconds, slice_s)
+            result["tracer_cpu_cores"] = (tracer.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+            load.wait()
+            # One more loaded run with kernel.bpf_stats_enabled: the kernel's own time per request.
+            programs = bpf_time_during(os.getpid(), lambda: wrk(port, 2.0, str(script) if script else None)["requests"])
+            result["bpf_time"] = {"programs": programs,
+                                  "ns_per_request": sum(p["ns_per_request"] for p in programs.values())}
         finally:
             tracer.stop()
-    return {
-        "rounds": rows,
-        "bpf_time": {"programs": programs, "ns_per_request": sum(p["ns_per_request"] for p in programs.values())},
-        "baseline_rps_median": statistics.median(r["baseline_rps"] for r in rows),
-        "traced_rps_median": statistics.median(r["traced_rps"] for r in rows),
-        "ratio_median": statistics.median(r["ratio"] for r in rows),
-        "ratio_min": min(r["ratio"] for r in rows),
-        "ratio_max": max(r["ratio"] for r in rows),
-        "tracer_cpu_cores_median": statistics.median(r["tracer_cpu_cores"] for r in rows),
-    }
+    result["slice_s"], result["seconds"] = slice_s, seconds
+    return result
 
 
 def _p99(values: list[float]) -> float:
@@ -189,8 +267,8 @@ def accuracy(requests: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--seconds", type=float, default=120.0, help="length of the alternating run")
+    ap.add_argument("--slice", type=float, default=0.5, help="seconds with, then without, the hooks")
     ap.add_argument("--requests", type=int, default=60, help="streamed requests for the accuracy part")
     ap.add_argument("--workers", type=int, default=1,
                     help="nginx workers: 1 (default) makes nginx's core the bottleneck, the worst case for the "
@@ -199,15 +277,16 @@ def main() -> None:
                     help="the load: nginx serving a small file (default, the worst case), or the streaming "
                          f"OpenAI-compatible test server answering streamed chat completions of {STREAM_TOKENS} tokens")
     ap.add_argument("--skip-accuracy", action="store_true", help="only the overhead part")
-    ap.add_argument("--quick", action="store_true", help="3 rounds of 2 s, 20 streamed requests")
+    ap.add_argument("--quick", action="store_true", help="20 s of alternating slices, 20 streamed requests")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.seconds, args.requests = 3, 2.0, 20
+        args.seconds, args.requests = 20.0, 20
     server = f"nginx ({args.workers} worker(s))" if args.server == "nginx" else \
         f"the streaming test server ({STREAM_TOKENS}-token streamed chat completions)"
-    print(f"overhead: {server} under wrk -t1 -c32, {args.rounds} rounds of {args.seconds:g}s, alternating", flush=True)
-    result = {"overhead": overhead(args.rounds, args.seconds, args.workers, args.server), "server": args.server,
+    print(f"overhead: {server} under wrk -t1 -c32 for {args.seconds:g}s, the tracer's hooks attached and detached "
+          f"every {args.slice:g}s", flush=True)
+    result = {"overhead": overhead(args.seconds, args.slice, args.workers, args.server), "server": args.server,
               "nginx_workers": args.workers}
     if not args.skip_accuracy:
         print(f"accuracy: {args.requests} streamed chat completions (openai client)", flush=True)
@@ -216,10 +295,11 @@ def main() -> None:
     print()
     print("| figure | value |")
     print("| --- | --- |")
-    print(f"| {args.server} req/s without tracer (median) | {o['baseline_rps_median']:,.0f} |")
-    print(f"| {args.server} req/s with tracer (median) | {o['traced_rps_median']:,.0f} |")
-    print(f"| ratio with/without (median, min-max) | {o['ratio_median']:.3f} ({o['ratio_min']:.3f}-{o['ratio_max']:.3f}) |")
-    print(f"| tracer process CPU under load (median) | {o['tracer_cpu_cores_median'] * 100:.1f}% of a core |")
+    print(f"| {args.server} req/s without tracer (median slice) | {o['without_rps_median']:,.0f} |")
+    print(f"| {args.server} req/s with tracer (median slice) | {o['with_rps_median']:,.0f} |")
+    print(f"| ratio with/without, {len(o['pairs'])} pairs of slices: median (mean ± standard error) | "
+          f"{o['ratio_median']:.3f} ({o['ratio_mean']:.3f} ± {o['ratio_sem']:.3f}) |")
+    print(f"| tracer's threads' CPU under load | {o['tracer_cpu_cores'] * 100:.1f}% of a core |")
     k = o["bpf_time"]
     runs = "; ".join(f"{name.removeprefix('raw_tracepoint__').removeprefix('tracepoint__')}: "
                      f"{p['runs_per_request']:.1f} runs of {p['ns_per_run']:,.0f} ns"

@@ -1,22 +1,22 @@
 #!/usr/bin/env python3
 """Where the inference tracer's overhead goes: control variants against the full tracer, in one run.
 
-    sudo /opt/ebpftool/venv/bin/python scripts/bench_inference_breakdown.py [--rounds 8] [--seconds 2]
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_inference_breakdown.py [--seconds 60] [--cycles 1]
 
-Same load as scripts/bench_inference.py (nginx, one worker, small file, `wrk -t1 -c32` on loopback). Each
-round runs every variant, each as a without/with pair, so the variants interleave:
+Same load and protocol as scripts/bench_inference.py: nginx (one worker, small file) under `wrk -t1 -c32`,
+each variant loaded in this process while wrk runs, its per-request hooks detached and attached again every
+half second, nginx's own count giving each slice's requests/s (benchlib.alternating_slices). Variants:
   full         the tracer as shipped
   after_lookup the socket hooks return right after finding the connection (dispatch + filter + lookup)
   return_now   the socket hooks return at once (the raw tracepoint dispatch alone)
-  stopped      the full programs, with the tracer process SIGSTOPped (kernel side only)
   floor        not the tracer: scripts/inference_floor.bpf.c, the least any socket-hook tracer must do per
                request for exact method/status/duration metrics (syscall registers, two clock reads, the
                request's and the response's first bytes, one histogram slot)
   floor_btf    the same, its send side on the tcp_sendmsg_locked BTF tracepoint (the struct msghdr's buffer
                loaded directly: no registers, no iovec read), the cheapest hook this kernel allows there
-Variants load a patched copy of bpf/ (EBPFTOOL_BPF_DIR); the tree is never modified. Then one more run of
-the full tracer and of each floor with kernel.bpf_stats_enabled gives each program's runs per request and
-ns per run under this load (bpf_stats adds its own ~60 ns per run). Not part of the test suite.
+Tracer variants load a patched copy of bpf/; the tree is never modified. Then one more loaded run of the full
+tracer and of each floor with kernel.bpf_stats_enabled gives each program's runs per request and ns per run
+(bpf_stats adds its own ~60 ns per run). Not part of the test suite.
 """
 from __future__ import annotations
 
@@ -24,21 +24,23 @@ import argparse
 import ctypes
 import json
 import os
+import contextlib
 import shutil
-import signal
 import statistics
 import struct
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_inference import Tracer, wrk  # noqa: E402
-from benchlib import bpf_time_during  # noqa: E402
+import ebpftool.core.bpf  # noqa: E402
+from bench_inference import InProcessTracer, start_wrk, wrk  # noqa: E402
+from benchlib import alternating_slices, bpf_time_during, nginx_requests  # noqa: E402
 from tests.servers.nginx import nginx_server  # noqa: E402
 from ebpftool.core.bpf import SYS_BPF, BpfProgram  # noqa: E402
 from ebpftool.core.btf import KIND_TYPEDEF, Btf  # noqa: E402
@@ -50,12 +52,12 @@ PATCHES = {
     "after_lookup": [(HOOK_LOOKUP, HOOK_LOOKUP + "    if (c->port != 0)\n        return 0;  /* bench variant */\n")],
     "return_now": [("    u64 sk = ctx->args[0];\n    struct conn_state *c = sock_conn(sk);",
                     "    return 0;  /* bench variant */\n    u64 sk = ctx->args[0];\n    struct conn_state *c = sock_conn(sk);")],
-    "stopped": [],
     "floor": [],
     "floor_btf": [],
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
-SOCKET_HOOKS = 2  # sock_recv_length and sock_send_length: every patch must hit both
+SOCKET_HOOKS = ("sock_recv_length", "sock_send_length")  # every patch must hit both
+SLICE_S = 0.5
 
 
 def variant_dir(name: str, into: Path) -> Path:
@@ -64,7 +66,7 @@ def variant_dir(name: str, into: Path) -> Path:
     shutil.copytree(ROOT / "bpf", d)
     src = (d / "inference.bpf.c").read_text()
     for old, new in PATCHES[name]:
-        if src.count(old) != SOCKET_HOOKS:
+        if src.count(old) != len(SOCKET_HOOKS):
             raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference.bpf.c; update {__file__}")
         src = src.replace(old, new)
     (d / "inference.bpf.c").write_text(src)
@@ -87,8 +89,28 @@ class FloorProgram:
                    "ITER_IOVEC_TYPE": btf.enum_value("iter_type", "ITER_IOVEC")}
         self.bpf = BpfProgram(str(ROOT / "scripts" / "inference_floor.bpf.c"), defines).load().bpf
         self.fds: list[int] = []
+        self.send_hook_btf = send_hook_btf
+        self._send_btf_id = btf.type_id(KIND_TYPEDEF, "btf_trace_tcp_sendmsg_locked")
         if send_hook_btf:
-            self._attach_tp_btf("tcp_sendmsg_locked", btf.type_id(KIND_TYPEDEF, "btf_trace_tcp_sendmsg_locked"))
+            self._attach_tp_btf("tcp_sendmsg_locked", self._send_btf_id)
+        self._attached = True
+
+    def attach(self, on: bool) -> None:
+        """The per-request hooks in place (on) or not."""
+        if on == self._attached:
+            return
+        self._attached = on
+        raw = SOCKET_HOOKS[:1] if self.send_hook_btf else SOCKET_HOOKS
+        for tp in raw:
+            if on:
+                self.bpf.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}")
+            else:
+                self.bpf.detach_raw_tracepoint(tp=tp)
+        if self.send_hook_btf:
+            if on:
+                self._attach_tp_btf("tcp_sendmsg_locked", self._send_btf_id)
+            else:
+                self._close_fds()
 
     def _attach_tp_btf(self, name: str, btf_id: int) -> None:
         """BCC 0.26 cannot load a BTF raw tracepoint: its compiled code goes to bpf() here."""
@@ -112,72 +134,66 @@ class FloorProgram:
             raise SystemExit(f"floor_btf: attaching to {name} failed: {os.strerror(ctypes.get_errno())}")
         self.fds.append(link)
 
-    def stop(self) -> None:
+    def _close_fds(self) -> None:
         for fd in self.fds:
             os.close(fd)
+        self.fds.clear()
+
+    def stop(self) -> None:
+        self._close_fds()
         self.bpf.cleanup()
 
 
-def start_variant(name: str, bpf_dir: Path, port: int) -> Tracer | FloorProgram:
+@contextlib.contextmanager
+def variant(name: str, bpf_dir: Path, port: int) -> Iterator[InProcessTracer | FloorProgram]:
+    """The variant loaded in this process, its hooks attached; unloaded on exit."""
     if name in FLOORS:
-        return FloorProgram(port, send_hook_btf=name == "floor_btf")
-    os.environ["EBPFTOOL_BPF_DIR"] = str(bpf_dir)
+        loaded = FloorProgram(port, send_hook_btf=name == "floor_btf")
+    else:
+        default_dir, ebpftool.core.bpf.BPF_DIR = ebpftool.core.bpf.BPF_DIR, bpf_dir
+        try:
+            loaded = InProcessTracer(port)
+        finally:
+            ebpftool.core.bpf.BPF_DIR = default_dir
     try:
-        tracer = Tracer(["--port", str(port)])
+        yield loaded
     finally:
-        del os.environ["EBPFTOOL_BPF_DIR"]
-    time.sleep(0.5)
-    if name == "stopped":
-        os.kill(tracer.proc.pid, signal.SIGSTOP)
-    return tracer
-
-
-def stop_variant(name: str, tracer: Tracer | FloorProgram) -> None:
-    if name == "stopped":
-        os.kill(tracer.proc.pid, signal.SIGCONT)
-    tracer.stop()
-
-
-def program_costs(name: str, port: int, bpf_dir: Path, seconds: float) -> dict[str, dict]:
-    """Runs per request and ns per run of each program a variant attached, during one loaded run."""
-    tracer = start_variant(name, bpf_dir, port)
-    pid = os.getpid() if name in FLOORS else tracer.proc.pid
-    try:
-        return bpf_time_during(pid, lambda: wrk(port, seconds)["requests"])
-    finally:
-        stop_variant(name, tracer)
+        loaded.stop()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--seconds", type=float, default=60.0, help="alternating run per variant and cycle")
+    ap.add_argument("--cycles", type=int, default=1, help="times every variant runs, interleaved")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
-    ratios: dict[str, list[float]] = {name: [] for name in PATCHES}
+    pairs: dict[str, list[float]] = {name: [] for name in PATCHES}
+    costs = {}
     with tempfile.TemporaryDirectory() as tmp, nginx_server(workers=1) as port:
         dirs = {name: variant_dir(name, Path(tmp)) for name in PATCHES}
         wrk(port, 1)  # warm-up
-        for r in range(args.rounds):
+        for cycle in range(args.cycles):
             for name in PATCHES:
-                base = wrk(port, args.seconds)["rps"]
-                tracer = start_variant(name, dirs[name], port)
-                try:
-                    traced = wrk(port, args.seconds)["rps"]
-                finally:
-                    stop_variant(name, tracer)  # never leave a stopped tracer attached
-                ratios[name].append(traced / base)
-                print(f"  round {r} {name:12s} {base:,.0f} -> {traced:,.0f} req/s ({traced / base:.3f})", flush=True)
-        costs = {name: program_costs(name, port, dirs[name], args.seconds) for name in ("full", *FLOORS)}
-    result = {"ratio_median": {n: statistics.median(v) for n, v in ratios.items()},
-              "ratios": ratios, "programs": costs}
-    for name, v in ratios.items():
-        print(f"{name:12s} median {statistics.median(v):.3f}  ({min(v):.3f}-{max(v):.3f})")
-    for variant, programs in costs.items():
+                with variant(name, dirs[name], port) as loaded:
+                    load = start_wrk(port, args.seconds + 3)
+                    time.sleep(1.5)  # wrk connected (while the hooks were attached) and running
+                    run = alternating_slices(loaded.attach, lambda: nginx_requests(port), args.seconds, SLICE_S)
+                    load.wait()
+                    if cycle == 0 and name in ("full", *FLOORS):
+                        costs[name] = bpf_time_during(os.getpid(), lambda: wrk(port, 2.0)["requests"])
+                pairs[name] += [p["ratio"] for p in run["pairs"]]
+                print(f"  cycle {cycle} {name:12s} {run['ratio_median']:.3f} (mean {run['ratio_mean']:.3f} ± "
+                      f"{run['ratio_sem']:.3f}, {len(run['pairs'])} pairs)", flush=True)
+    result = {"ratio_median": {n: statistics.median(v) for n, v in pairs.items()}, "pairs": pairs, "programs": costs}
+    for name, v in pairs.items():
+        sem = statistics.stdev(v) / len(v) ** 0.5
+        print(f"{name:12s} median {statistics.median(v):.3f}  mean {statistics.mean(v):.3f} ± {sem:.3f}  "
+              f"({len(v)} pairs)")
+    for name, programs in costs.items():
         total = sum(c["ns_per_request"] for c in programs.values())
-        print(f"{variant}: {total:.0f} ns of BPF time per request (bpf_stats)")
-        for name, c in programs.items():
-            print(f"  {name:32s} {c['runs_per_request']:.2f} runs/request  {c['ns_per_run']:.0f} ns/run")
+        print(f"{name}: {total:.0f} ns of BPF time per request (bpf_stats)")
+        for prog, c in programs.items():
+            print(f"  {prog:32s} {c['runs_per_request']:.2f} runs/request  {c['ns_per_run']:.0f} ns/run")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

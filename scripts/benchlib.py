@@ -1,12 +1,15 @@
-"""What the benchmark scripts share: ebpftool started as a user starts it, ready once attached, and the
-kernel's run statistics of BPF programs."""
+"""What the benchmark scripts share: ebpftool started as a user starts it, ready once attached; the
+kernel's run statistics of BPF programs; and slices of one loaded run alternately without and with probes."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import socket
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -68,3 +71,47 @@ def bpf_time_during(pid: int, load: Callable[[], int]) -> dict[str, dict]:
             costs[after[prog_id]["name"]] = {"runs_per_request": runs / requests, "ns_per_run": ns / runs,
                                              "ns_per_request": ns / requests}
     return costs
+
+
+# -- with and without, alternating within one loaded run ----------------------------------------------------
+SETTLE_S = 0.02  # after attaching or detaching: let the CPU that was inside a probe leave it
+
+
+def nginx_requests(port: int) -> int:
+    """Requests nginx has handled so far (its stub_status page, served at /nginx_status by the test config)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /nginx_status HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(4096):
+            reply += chunk
+    # "Active connections: N\nserver accepts handled requests\n A H R\n..."
+    return int(reply.split(b"\r\n\r\n", 1)[1].splitlines()[2].split()[2])
+
+
+def alternating_slices(attach: Callable[[bool], None], count: Callable[[], int], seconds: float,
+                       slice_s: float) -> dict:
+    """Under a load that runs throughout, slices of slice_s seconds alternately without and with the probes
+    (attach(False) / attach(True); they are attached when called, and are again on return), each with-slice
+    paired with the without-slice before it: requests/s of each slice (count() is the server's running
+    total) and the with/without ratio of each pair. Pairs of adjacent slices cancel the
+    machine's slow drifts, which rounds of separate runs (a process started and stopped each time) do not."""
+    rows = []
+    attached = True
+    end = time.monotonic() + seconds
+    pair: dict[str, float] = {}
+    while time.monotonic() < end:
+        attached = not attached
+        attach(attached)
+        time.sleep(SETTLE_S)
+        n0, t0 = count(), time.monotonic()
+        time.sleep(slice_s)
+        n1, t1 = count(), time.monotonic()
+        pair["with" if attached else "without"] = (n1 - n0) / (t1 - t0)
+        if attached:
+            rows.append({**pair, "ratio": pair["with"] / pair["without"]})
+    attach(True)
+    ratios = [r["ratio"] for r in rows]
+    return {"pairs": rows, "ratio_median": statistics.median(ratios), "ratio_mean": statistics.mean(ratios),
+            "ratio_sem": statistics.stdev(ratios) / len(ratios) ** 0.5,
+            "without_rps_median": statistics.median(r["without"] for r in rows),
+            "with_rps_median": statistics.median(r["with"] for r in rows)}

@@ -32,6 +32,7 @@ http {{
         listen 127.0.0.1:{port};
         root {dir}/www;
         location / {{ }}
+        location = /nginx_status {{ stub_status; }}
     }}
 }}
 """
