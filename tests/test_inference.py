@@ -405,6 +405,37 @@ def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_fir
         receiver.stop()
 
 
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_a_chunked_stream_ends_at_its_last_chunk_on_a_kept_alive_connection(hooks, tmp_path):
+    """A streamed answer's terminating chunk ("0\\r\\n\\r\\n") ends the request while the client keeps the
+    connection open and quiet: its span leaves well before the 5 s after which a quiet answer is flushed."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port),
+                               str(tmp_path / "timings.jsonl")], cwd=ROOT, stdout=subprocess.DEVNULL)
+    receiver = GrpcReceiver()
+    try:
+        wait_listening(port)
+        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+            with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+                s.sendall(_stream_request("/v1/completions", {"max_tokens": 3, "ttft_ms": 5, "tpot_ms": 5},
+                                          close=False))
+                data = b""
+                while not data.endswith(b"0\r\n\r\n"):
+                    data += s.recv(65536)
+                done = time.monotonic()
+                assert receiver.wait_for(lambda: len(receiver.spans()) >= 1, timeout=4), "no span while open"
+                assert time.monotonic() - done < 4
+            assert proc.stop() == 0, proc.stderr
+        (span,) = receiver.spans()
+        assert span.name == "POST /v1/completions"
+        assert span.attributes["gen_ai.usage.output_tokens"] == 3
+    finally:
+        server.terminate()
+        server.wait(10)
+        receiver.stop()
+
+
 POD_SERVER = """
 import runpy, sys
 sys.path.insert(0, sys.argv[3])
