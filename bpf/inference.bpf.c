@@ -29,6 +29,8 @@
  * Compile-time parameters (from ebpftool/tracers/inference.py):
  *   IO_HOOKS_SOCK  1: socket hooks (x86-64 syscall registers); 0: syscall hooks
  *   SEED_CONNECTIONS 1: attach the tcp_rcv_space_adjust program (socket hooks)
+ *   SEND_HOOK_BTF  1: writes seen on the tcp_sendmsg_locked BTF tracepoint, not sock_send_length (socket
+ *                  hooks; with MSG_ITER_*_OFF, SKB_LEN_OFF, SK_WMEM_QUEUED_OFF, SK_SNDBUF_OFF, ITER_*_TYPE)
  *   FILTER_PORTS   1: only connections accepted on listeners in the listeners map (syscall hooks;
  *                  the socket hooks always take the ports from watched_ports)
  *   FILTER_PIDS    1: only processes in watched_pids
@@ -45,6 +47,9 @@
 #endif
 #ifndef SEED_CONNECTIONS
 #define SEED_CONNECTIONS 0
+#endif
+#ifndef SEND_HOOK_BTF
+#define SEND_HOOK_BTF 0
 #endif
 #ifndef FILTER_PORTS
 #define FILTER_PORTS 0
@@ -742,12 +747,23 @@ static __always_inline void forget_conn(u64 *k);  /* per way in, below */
 
 /* A write that went out: the state machine, then the `data:` event count (tail call) if needed.
  * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended. */
+static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 ret,
+                                          u64 iov_array, int iov_in_kernel, u64 start, u64 now);
+
 static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 how, u64 arg, long ret,
                                    u64 start, u64 now)
 {
     u32 len = 0;
     u64 iov_array = 0;
     u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
+    return written_buffer(ctx, k, c, ptr, len, ret, iov_array, 0, start, now);
+}
+
+/* The same, from the write's first buffer (ptr, len; 0: no user bytes) of ret bytes in all; iov_array:
+ * its struct iovec array for vectored writes (else 0), in user memory or (iov_in_kernel) the kernel's copy. */
+static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 ret,
+                                          u64 iov_array, int iov_in_kernel, u64 start, u64 now)
+{
     int next = on_write(k, c, ptr, ptr ? len : (u32)ret, start, now, ptr != 0 && len > 0);
     if (next == WRITE_UPGRADED)
         forget_conn(k);
@@ -755,8 +771,10 @@ static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 
         return 0;
     if (iov_array && len <= CHUNK_LINE_MAX && (u64)ret > len) {
         struct user_iov second = {};
-        if (bpf_probe_read_user(&second, sizeof(second), (void *)(iov_array + sizeof(struct user_iov))) == 0 &&
-            second.len > 0) {
+        void *at = (void *)(iov_array + sizeof(struct user_iov));
+        long err = iov_in_kernel ? bpf_probe_read_kernel(&second, sizeof(second), at)
+                                 : bpf_probe_read_user(&second, sizeof(second), at);
+        if (err == 0 && second.len > 0) {
             ptr = second.base;
             len = second.len < (u64)ret - len ? second.len : (u64)ret - len;
         }
@@ -988,6 +1006,62 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
     return 0;
 }
 
+#if SEND_HOOK_BTF
+/* The send side on the tcp_sendmsg_locked BTF tracepoint (loaded by user space as tp_btf; BCC cannot):
+ * TP_PROTO(const struct sock *sk, const struct msghdr *msg, const struct sk_buff *skb, int size_goal),
+ * typed pointers whose fields are loaded directly. The write's buffer comes from msg's iterator, with no
+ * register look-up and no user-memory read of the iovec (on this benchmark's CPU that is 2 helper calls
+ * per response write instead of 5). The tracepoint fires in each turn of tcp_sendmsg_locked's copy loop,
+ * before the bytes are copied, so:
+ *  - only a write's first turn counts (the iterator has not advanced: iov_offset 0; a vectored write
+ *    whose earlier turns ended exactly at an iovec's end looks like a new write, whose bytes were not
+ *    seen before: one more write of the response, nothing counted twice);
+ *  - a turn that will wait for send-buffer space (no room in the queue's last skb and the socket's
+ *    queue at its limit, as sk_stream_memory_free() tells) is skipped: it either fails with EAGAIN and
+ *    is written again later, or fires again when space came, both seen then;
+ *  - the write's length is what it asks to send (a partial write's rest comes as a write of its own).
+ * Offsets are -D parameters from the running kernel's BTF (ebpftool/tracers/inference.py). */
+BPF_PERCPU_ARRAY(sock_address, u64, 1);
+
+int send_tcp_sendmsg(u64 *ctx)
+{
+    u32 zero = 0;
+    u64 *scratch = sock_address.lookup(&zero);
+    if (!scratch)
+        return 0;
+    /* The verifier allows no arithmetic on a typed pointer, and the connection table hashes the
+     * socket's address: stored in a map and read back, it is a plain number. */
+    *(volatile u64 *)scratch = ctx[0];
+    u64 sk = *(volatile u64 *)scratch;
+    struct conn_state *c = sock_conn(sk);
+    if (!c)
+        return 0;
+    void *msg = (void *)ctx[1];
+    if (*(u64 *)(msg + MSG_ITER_OFFSET_OFF) != 0)
+        return 0;  /* a later turn of the copy loop */
+    void *skb = (void *)ctx[2];
+    int room = skb ? (int)ctx[3] - (int)*(u32 *)(skb + SKB_LEN_OFF) : 0;
+    void *sock = (void *)ctx[0];
+    if (room <= 0 && *(int *)(sock + SK_WMEM_QUEUED_OFF) >= *(int *)(sock + SK_SNDBUF_OFF))
+        return 0;  /* this turn waits for space: seen when the write goes, or again when it is retried */
+    u8 type = *(u8 *)(msg + MSG_ITER_TYPE_OFF);
+    u64 count = *(u64 *)(msg + MSG_ITER_COUNT_OFF);
+    u64 p = *(u64 *)(msg + MSG_ITER_UBUF_OFF);  /* ITER_UBUF: the buffer; ITER_IOVEC: the kernel's iovec array */
+    u64 ptr = 0, iov_array = 0;
+    u32 len = count;
+    if (type == ITER_UBUF_TYPE) {
+        ptr = p;
+    } else if (type == ITER_IOVEC_TYPE) {
+        /* a typed pointer to the kernel's copy of the iovec array: loaded directly */
+        ptr = *(u64 *)p;
+        u64 first_len = *(u64 *)(p + 8);
+        len = first_len < count ? first_len : count;
+        iov_array = p;
+    }
+    u64 now = bpf_ktime_get_ns();  /* the write's bytes are being queued: start and end are one time */
+    return written_buffer(ctx, &sk, c, ptr, len, count, iov_array, 1, now, now);
+}
+#else
 RAW_TRACEPOINT_PROBE(sock_send_length)
 {
     int ret = (int)ctx->args[1];
@@ -1002,6 +1076,7 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
     u64 now = bpf_ktime_get_ns();  /* the hook runs once the bytes went out: start and end are one time */
     return written(ctx, &sk, c, how, arg, ret, now, now);
 }
+#endif
 
 /* Follows socket sk from now (one that is followed already starts afresh);
  * 0 when its slots are all taken. */

@@ -12,15 +12,23 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ebpftool.core.bpf import TRACEFS_PATHS, import_bcc
+from ebpftool.core.bpf import (
+    TRACEFS_PATHS,
+    attach_raw_tracepoint_program,
+    import_bcc,
+    load_btf_raw_tracepoint_program,
+)
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.privileges import capability_report
 from ebpftool.errors import EbpftoolError
+from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT
 
 
 # What each tracer needs, in order of preference: (method, required tracepoints, required features).
 TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str], list[str]]]] = {
     "inference": [
+        ("socket hooks: raw sock_recv_length + inet_sock_set_state, writes on the tcp_sendmsg_locked BTF tracepoint",
+         ["sock:sock_recv_length", "sock:inet_sock_set_state"], ["raw_tp_regs", "tp_btf"]),
         ("socket hooks: raw sock_recv_length/sock_send_length + inet_sock_set_state",
          ["sock:sock_recv_length", "sock:sock_send_length", "sock:inet_sock_set_state"], ["raw_tp_regs"]),
         ("syscall hooks: read/write/accept syscall tracepoints", [
@@ -136,6 +144,11 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
     return regs->orig_ax == 0;  /* a direct load through the BTF pointer, as the tracer does */
 }
+"""
+
+# The inference tracer's BTF send hook (loaded by ebpftool itself: BCC 0.26 cannot).
+_TP_BTF_C = r"""
+int doctor_tp_btf(u64 *ctx) { return 0; }
 """
 
 _KFUNC_C = r"""
@@ -268,7 +281,20 @@ def probe_kernel() -> Report:
         except BtfError as exc:
             features["btf_sock_offsets"] = False
             add(Check("struct sock offsets (BTF)", False, str(exc)))
+        def btf_tracepoint():
+            b = bcc.BPF(text=_TP_BTF_C)
+            try:
+                fd = load_btf_raw_tracepoint_program(b, "doctor_tp_btf", SEND_BTF_TRACEPOINT)
+                os.close(attach_raw_tracepoint_program(fd))
+                os.close(fd)
+            finally:
+                b.cleanup()
+            return f"a program on {SEND_BTF_TRACEPOINT} loaded and attached"
+
         if features.get("bpf"):
+            ok, detail = _attempt(btf_tracepoint)
+            features["tp_btf"] = ok
+            add(Check("BTF tracepoints (tp_btf)", ok, detail if ok else f"refused: {detail}"))
             ok, detail = _attempt(fentry)
             features["fentry"] = ok
             add(Check("fentry", ok, detail if ok else f"refused: {detail}"))

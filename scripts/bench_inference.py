@@ -45,7 +45,7 @@ from ebpftool.commands.common import CommonOptions, build_telemetry  # noqa: E40
 from ebpftool.commands.inference import inference_tracer  # noqa: E402
 from ebpftool.core.runner import StopFlag, run  # noqa: E402
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE  # noqa: E402
-from ebpftool.tracers.inference import SOCKET_RAW_TRACEPOINTS  # noqa: E402
+from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS  # noqa: E402
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -123,10 +123,10 @@ class InProcessTracer:
     that its per-request hooks can be detached and attached again in milliseconds: the program is compiled
     and loaded once, and the connections wrk opens are followed from their handshake."""
 
-    def __init__(self, port: int, span_rate: int = DEFAULT_SPAN_RATE) -> None:
+    def __init__(self, port: int, span_rate: int = DEFAULT_SPAN_RATE, hooks: str = "auto") -> None:
         common = CommonOptions(interval=1.0, span_rate=span_rate)
         telemetry, _ = build_telemetry(common)
-        self.tracer = inference_tracer(common, [port], None, None)(telemetry)
+        self.tracer = inference_tracer(common, [port], None, None, hooks=hooks)(telemetry)
         self._stop = StopFlag()
         self._started = threading.Event()
         self._failure: BaseException | None = None
@@ -153,11 +153,19 @@ class InProcessTracer:
         if on == self._attached:
             return
         self._attached = on
+        prog = self.tracer.prog
         for tp in SOCKET_RAW_TRACEPOINTS:
+            if f"raw_tracepoint:{tp}" not in prog.probes:
+                continue  # the send side is on the BTF tracepoint
             if on:
                 self.bpf.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}")
             else:
                 self.bpf.detach_raw_tracepoint(tp=tp)
+        if self.tracer.send_hook_btf:
+            if on:
+                prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, "send_tcp_sendmsg")
+            else:
+                prog.detach_btf_tracepoint("send_tcp_sendmsg")
 
     def cpu_seconds(self) -> float:
         """CPU time of this process's threads but the main one (which only switches the hooks and counts):
@@ -191,7 +199,7 @@ def lines_in(path: Path) -> Callable[[], int]:
     return count
 
 
-def overhead(seconds: float, slice_s: float, workers: int = 1, server: str = "nginx") -> dict:
+def overhead(seconds: float, slice_s: float, workers: int = 1, server: str = "nginx", hooks: str = "auto") -> dict:
     """wrk loads the server for the whole run; the tracer, loaded before wrk connects, has its per-request
     hooks attached and detached every slice_s seconds (benchlib.alternating_slices)."""
     with contextlib.ExitStack() as stack:
@@ -205,13 +213,14 @@ def overhead(seconds: float, slice_s: float, workers: int = 1, server: str = "ng
             script = None
             port = stack.enter_context(nginx_server(workers=workers))
             count = lambda: nginx_requests(port)  # noqa: E731
-        tracer = InProcessTracer(port)
+        tracer = InProcessTracer(port, hooks=hooks)
         try:
             load = start_wrk(port, seconds + 3, str(script) if script else None)
             time.sleep(1.5)  # wrk connected and running
             cpu0, t0 = tracer.cpu_seconds(), time.monotonic()
             result = alternating_slices(tracer.attach, count, seconds, slice_s)
             result["tracer_cpu_cores"] = (tracer.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+            result["hooks_used"] = tracer.tracer.summary()["hooks"]
             load.wait()
             # One more loaded run with kernel.bpf_stats_enabled: the kernel's own time per request.
             programs = bpf_time_during(os.getpid(), lambda: wrk(port, 2.0, str(script) if script else None)["requests"])
@@ -276,6 +285,8 @@ def main() -> None:
     ap.add_argument("--server", choices=("nginx", "streaming"), default="nginx",
                     help="the load: nginx serving a small file (default, the worst case), or the streaming "
                          f"OpenAI-compatible test server answering streamed chat completions of {STREAM_TOKENS} tokens")
+    ap.add_argument("--hooks", choices=("auto", "socket", "socket-raw"), default="auto",
+                    help="the tracer's --hooks (socket-raw: the send side on sock_send_length, as before the BTF hook)")
     ap.add_argument("--skip-accuracy", action="store_true", help="only the overhead part")
     ap.add_argument("--quick", action="store_true", help="20 s of alternating slices, 20 streamed requests")
     ap.add_argument("--json", help="write the results here")
@@ -286,7 +297,8 @@ def main() -> None:
         f"the streaming test server ({STREAM_TOKENS}-token streamed chat completions)"
     print(f"overhead: {server} under wrk -t1 -c32 for {args.seconds:g}s, the tracer's hooks attached and detached "
           f"every {args.slice:g}s", flush=True)
-    result = {"overhead": overhead(args.seconds, args.slice, args.workers, args.server), "server": args.server,
+    result = {"overhead": overhead(args.seconds, args.slice, args.workers, args.server, args.hooks),
+              "hooks": args.hooks, "server": args.server,
               "nginx_workers": args.workers}
     if not args.skip_accuracy:
         print(f"accuracy: {args.requests} streamed chat completions (openai client)", flush=True)
@@ -299,6 +311,7 @@ def main() -> None:
     print(f"| {args.server} req/s with tracer (median slice) | {o['with_rps_median']:,.0f} |")
     print(f"| ratio with/without, {len(o['pairs'])} pairs of slices: median (mean ± standard error) | "
           f"{o['ratio_median']:.3f} ({o['ratio_mean']:.3f} ± {o['ratio_sem']:.3f}) |")
+    print(f"| tracer hooks (its summary's) | {o['hooks_used']} |")
     print(f"| tracer's threads' CPU under load | {o['tracer_cpu_cores'] * 100:.1f}% of a core |")
     k = o["bpf_time"]
     runs = "; ".join(f"{name.removeprefix('raw_tracepoint__').removeprefix('tracepoint__')}: "

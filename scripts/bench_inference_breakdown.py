@@ -6,9 +6,10 @@
 Same load and protocol as scripts/bench_inference.py: nginx (one worker, small file) under `wrk -t1 -c32`,
 each variant loaded in this process while wrk runs, its per-request hooks detached and attached again every
 half second, nginx's own count giving each slice's requests/s (benchlib.alternating_slices). Variants:
-  full         the tracer as shipped
-  after_lookup the socket hooks return right after finding the connection (dispatch + filter + lookup)
-  return_now   the socket hooks return at once (the raw tracepoint dispatch alone)
+  full         the tracer as shipped (its send side on the tcp_sendmsg_locked BTF tracepoint where allowed)
+  full_raw     the tracer with --hooks socket-raw: its send side on sock_send_length
+  after_lookup the raw socket hooks return right after finding the connection (dispatch + filter + lookup)
+  return_now   the raw socket hooks return at once (the raw tracepoint dispatch alone)
   floor        not the tracer: scripts/inference_floor.bpf.c, the least any socket-hook tracer must do per
                request for exact method/status/duration metrics (syscall registers, two clock reads, the
                request's and the response's first bytes, one histogram slot)
@@ -21,13 +22,11 @@ tracer and of each floor with kernel.bpf_stats_enabled gives each program's runs
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import contextlib
 import shutil
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -42,12 +41,13 @@ import ebpftool.core.bpf  # noqa: E402
 from bench_inference import InProcessTracer, start_wrk, wrk  # noqa: E402
 from benchlib import alternating_slices, bpf_time_during, nginx_requests  # noqa: E402
 from tests.servers.nginx import nginx_server  # noqa: E402
-from ebpftool.core.bpf import SYS_BPF, BpfProgram  # noqa: E402
-from ebpftool.core.btf import KIND_TYPEDEF, Btf  # noqa: E402
+from ebpftool.core.bpf import BpfProgram  # noqa: E402
+from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, send_hook_btf_defines  # noqa: E402
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
 PATCHES = {
     "full": [],
+    "full_raw": [],
     # c->port is never 0 on a watched connection: the condition keeps the lookup in the program.
     "after_lookup": [(HOOK_LOOKUP, HOOK_LOOKUP + "    if (c->port != 0)\n        return 0;  /* bench variant */\n")],
     "return_now": [("    u64 sk = ctx->args[0];\n    struct conn_state *c = sock_conn(sk);",
@@ -66,7 +66,7 @@ def variant_dir(name: str, into: Path) -> Path:
     shutil.copytree(ROOT / "bpf", d)
     src = (d / "inference.bpf.c").read_text()
     for old, new in PATCHES[name]:
-        if src.count(old) != len(SOCKET_HOOKS):
+        if src.count(old) < len(SOCKET_HOOKS):
             raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference.bpf.c; update {__file__}")
         src = src.replace(old, new)
     (d / "inference.bpf.c").write_text(src)
@@ -74,74 +74,36 @@ def variant_dir(name: str, into: Path) -> Path:
 
 
 class FloorProgram:
-    """scripts/inference_floor.bpf.c, loaded in this process (see there); stop() detaches it."""
-
-    BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN = 5, 17
-    PROG_TYPE_TRACING, ATTACH_TRACE_RAW_TP = 26, 23
+    """scripts/inference_floor.bpf.c, loaded in this process (see there); stop() detaches it. Its BTF send
+    hook is loaded like the tracer's (ebpftool.core.bpf: BCC 0.26 cannot), with the tracer's offsets."""
 
     def __init__(self, port: int, send_hook_btf: bool) -> None:
-        btf = Btf.vmlinux()
-        defines = {"PORT": port, "SEND_HOOK_BTF": int(send_hook_btf),
-                   "MSG_ITER_TYPE_OFF": btf.member("msghdr", "msg_iter.iter_type").offset,
-                   "MSG_ITER_OFFSET_OFF": btf.member("msghdr", "msg_iter.iov_offset").offset,
-                   "MSG_ITER_UBUF_OFF": btf.member("msghdr", "msg_iter.ubuf").offset,
-                   "ITER_UBUF_TYPE": btf.enum_value("iter_type", "ITER_UBUF"),
-                   "ITER_IOVEC_TYPE": btf.enum_value("iter_type", "ITER_IOVEC")}
-        self.bpf = BpfProgram(str(ROOT / "scripts" / "inference_floor.bpf.c"), defines).load().bpf
-        self.fds: list[int] = []
+        defines = {"PORT": port, "SEND_HOOK_BTF": int(send_hook_btf), **send_hook_btf_defines()}
+        self.prog = BpfProgram(str(ROOT / "scripts" / "inference_floor.bpf.c"), defines).load()
+        self.bpf = self.prog.bpf
         self.send_hook_btf = send_hook_btf
-        self._send_btf_id = btf.type_id(KIND_TYPEDEF, "btf_trace_tcp_sendmsg_locked")
+        self._attached = True  # BCC attached the raw hooks at load
         if send_hook_btf:
-            self._attach_tp_btf("tcp_sendmsg_locked", self._send_btf_id)
-        self._attached = True
+            self.prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, "tcp_sendmsg_locked")
 
     def attach(self, on: bool) -> None:
         """The per-request hooks in place (on) or not."""
         if on == self._attached:
             return
         self._attached = on
-        raw = SOCKET_HOOKS[:1] if self.send_hook_btf else SOCKET_HOOKS
-        for tp in raw:
+        for tp in SOCKET_HOOKS[:1] if self.send_hook_btf else SOCKET_HOOKS:
             if on:
                 self.bpf.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}")
             else:
                 self.bpf.detach_raw_tracepoint(tp=tp)
         if self.send_hook_btf:
             if on:
-                self._attach_tp_btf("tcp_sendmsg_locked", self._send_btf_id)
+                self.prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, "tcp_sendmsg_locked")
             else:
-                self._close_fds()
-
-    def _attach_tp_btf(self, name: str, btf_id: int) -> None:
-        """BCC 0.26 cannot load a BTF raw tracepoint: its compiled code goes to bpf() here."""
-        from bcc import lib
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        log, license_ = ctypes.create_string_buffer(1 << 20), ctypes.create_string_buffer(b"GPL")
-        insns = lib.bpf_function_start(self.bpf.module, name.encode())
-        size = lib.bpf_function_size(self.bpf.module, name.encode())
-        # union bpf_attr, BPF_PROG_LOAD: up to attach_btf_id (include/uapi/linux/bpf.h)
-        attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", self.PROG_TYPE_TRACING, size // 8, insns,
-                           ctypes.addressof(license_), 1, len(log), ctypes.addressof(log), 0, 0,
-                           name.encode()[:15], 0, self.ATTACH_TRACE_RAW_TP, 0, 0, 0, 0, 0, 0, 0, btf_id)
-        prog = libc.syscall(SYS_BPF, self.BPF_PROG_LOAD, ctypes.create_string_buffer(attr, 256), 256)
-        if prog < 0:
-            raise SystemExit(f"floor_btf: the kernel refused the BTF tracepoint program: {log.value.decode()[-500:]}")
-        self.fds.append(prog)
-        link = libc.syscall(SYS_BPF, self.BPF_RAW_TRACEPOINT_OPEN,
-                            ctypes.create_string_buffer(struct.pack("<QI", 0, prog), 256), 256)
-        if link < 0:
-            raise SystemExit(f"floor_btf: attaching to {name} failed: {os.strerror(ctypes.get_errno())}")
-        self.fds.append(link)
-
-    def _close_fds(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds.clear()
+                self.prog.detach_btf_tracepoint("tcp_sendmsg_locked")
 
     def stop(self) -> None:
-        self._close_fds()
-        self.bpf.cleanup()
+        self.prog.close()
 
 
 @contextlib.contextmanager
@@ -152,7 +114,8 @@ def variant(name: str, bpf_dir: Path, port: int) -> Iterator[InProcessTracer | F
     else:
         default_dir, ebpftool.core.bpf.BPF_DIR = ebpftool.core.bpf.BPF_DIR, bpf_dir
         try:
-            loaded = InProcessTracer(port)
+            # the patches are to the raw socket hooks; "full" is the tracer as shipped (BTF send hook here)
+            loaded = InProcessTracer(port, hooks="auto" if name == "full" else "socket-raw")
         finally:
             ebpftool.core.bpf.BPF_DIR = default_dir
     try:
@@ -179,7 +142,7 @@ def main() -> None:
                     time.sleep(1.5)  # wrk connected (while the hooks were attached) and running
                     run = alternating_slices(loaded.attach, lambda: nginx_requests(port), args.seconds, SLICE_S)
                     load.wait()
-                    if cycle == 0 and name in ("full", *FLOORS):
+                    if cycle == 0 and name in ("full", "full_raw", *FLOORS):
                         costs[name] = bpf_time_during(os.getpid(), lambda: wrk(port, 2.0)["requests"])
                 pairs[name] += [p["ratio"] for p in run["pairs"]]
                 print(f"  cycle {cycle} {name:12s} {run['ratio_median']:.3f} (mean {run['ratio_mean']:.3f} ± "

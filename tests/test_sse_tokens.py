@@ -9,6 +9,7 @@ below counts on the same bytes.
 from __future__ import annotations
 
 import random
+import select
 import socket
 import threading
 import time
@@ -93,7 +94,7 @@ def _serve(listener: socket.socket, answers: list[list[bytes]]) -> None:
                 conn.sendall(w)  # one send() each: one write for the kernel
 
 
-@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+@pytest.mark.parametrize("hooks", ["socket", "socket-raw", "syscall"])
 def test_token_counts_match_the_reference_on_random_event_streams(hooks):
     rng = random.Random(20261123)
     answers = [_writes(rng) for _ in range(40)]
@@ -122,6 +123,66 @@ def test_token_counts_match_the_reference_on_random_event_streams(hooks):
         assert [s.attributes.get("gen_ai.usage.output_tokens") for s in spans] == expected
         (total,) = [p.value for p in receiver.latest("ebpftool.gen_ai.server.output_tokens")]
         assert total == sum(expected)
+    finally:
+        listener.close()
+        receiver.stop()
+
+
+BACKPRESSURE_EVENTS = 150
+
+
+def _serve_to_a_slow_reader(listener: socket.socket, stalls: list[int]) -> None:
+    """One event per write, non-blocking, into a small send buffer: writes fail with EAGAIN or go out in
+    part, and are retried (the rest of a part-written one) as servers do."""
+    conn, _ = listener.accept()
+    with conn:
+        got = b""
+        while not got.endswith(b"{}"):
+            got += conn.recv(4096)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        conn.setblocking(False)
+        event = b'data: {"choices": [{"delta": {"content": "' + b"x" * 300 + b'"}}]}\n\n'
+        for buf in [HEAD] + [event] * BACKPRESSURE_EVENTS:
+            while buf:
+                try:
+                    n = conn.send(buf)
+                except BlockingIOError:
+                    stalls.append(0)
+                    select.select([], [conn], [], 1)
+                    continue
+                if n < len(buf):
+                    stalls.append(n)
+                buf = buf[n:]
+
+
+@pytest.mark.parametrize("hooks", ["socket", "socket-raw", "syscall"])
+def test_token_counts_hold_when_writes_wait_for_buffer_space(hooks):
+    """A slow reader: the server's writes wait for send-buffer space, fail with EAGAIN and are retried, or
+    go out in part. Every event is counted once: the BTF send hook sees a write before its outcome, so
+    it must skip the turns that will wait (seen again when retried)."""
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    receiver = GrpcReceiver()
+    stalls: list[int] = []
+    try:
+        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+            server = threading.Thread(target=_serve_to_a_slow_reader, args=(listener, stalls), daemon=True)
+            server.start()
+            with socket.socket() as c:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                c.settimeout(15)
+                c.connect(("127.0.0.1", port))
+                c.sendall(REQUEST)
+                time.sleep(0.3)  # the server fills both buffers meanwhile
+                while c.recv(2048):
+                    time.sleep(0.002)
+            server.join(15)
+            assert stalls.count(0) > 0 and any(stalls), stalls  # writes did fail with EAGAIN and go out in part
+            assert receiver.wait_for(lambda: len(receiver.spans()) >= 1, timeout=20)
+            assert proc.stop() == 0, proc.stderr
+        (span,) = receiver.spans()
+        assert span.attributes.get("gen_ai.usage.output_tokens") == BACKPRESSURE_EVENTS
     finally:
         listener.close()
         receiver.stop()

@@ -17,9 +17,10 @@ CaptureBytes = Annotated[int, typer.Option(
     "--capture-bytes", help="Bytes of a sampled request's reads and response's writes copied to parse "
                             "path, model and usage (64-1024). Nothing captured is exported as is.")]
 Hooks = Annotated[str, typer.Option(
-    "--hooks", help="Where requests are seen: 'socket' (socket tracepoints: other syscalls cost nothing), "
-                    "'syscall' (read/write/accept syscall tracepoints, any kernel) or 'auto' (socket where "
-                    "the kernel allows it).")]
+    "--hooks", help="Where requests are seen: 'socket' (socket tracepoints: other syscalls cost nothing; "
+                    "writes on the tcp_sendmsg_locked BTF tracepoint where the kernel allows it, the cheapest), "
+                    "'socket-raw' (the socket tracepoints only), 'syscall' (read/write/accept syscall "
+                    "tracepoints, any kernel) or 'auto' (socket where the kernel allows it).")]
 MaxConnections = Annotated[int, typer.Option(
     "--max-connections", help="Slots of the connection table, a power of two allocated at start (~150 bytes "
                               "each); keep open connections below about a quarter of it. Connections that "

@@ -11,6 +11,7 @@ import ctypes
 import os
 import platform
 import re
+import struct
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -32,7 +33,12 @@ TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 # bpf(2): BPF_PROG_TEST_RUN runs a loaded program once, from user space, with a given context.
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
+BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_RAW_TP = 23
+VERIFIER_LOG_BYTES = 1 << 20
 
 
 class _TestRunAttr(ctypes.Structure):
@@ -57,6 +63,53 @@ def run_raw_tracepoint_program(prog_fd: int, args: Sequence[int]) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return attr.retval
+
+
+def load_btf_raw_tracepoint_program(bpf, fn_name: str, tracepoint: str) -> int:
+    """Load function fn_name of a BCC module as a BTF raw tracepoint (tp_btf) program for `tracepoint`; its fd.
+
+    BCC 0.26 compiles such a program (its map references already resolved) but cannot load it with the
+    type and BTF id the kernel wants, so its instructions go to bpf(BPF_PROG_LOAD) here: type TRACING,
+    expected attach type BPF_TRACE_RAW_TP, and the id of the kernel's `btf_trace_<tracepoint>` typedef.
+    Its arguments are then typed pointers whose fields the program loads directly (the verifier checks
+    each load against the kernel's BTF). Not attached: see attach_raw_tracepoint_program()."""
+    from ebpftool.core.btf import KIND_TYPEDEF, Btf
+
+    bcc = import_bcc()
+    btf_id = Btf.vmlinux().type_id(KIND_TYPEDEF, f"btf_trace_{tracepoint}")
+    name = fn_name.encode()
+    insns = bcc.lib.bpf_function_start(bpf.module, name)
+    size = bcc.lib.bpf_function_size(bpf.module, name)
+    if not insns:
+        raise EbpftoolError(f"the program has no function {fn_name}")
+    license_ = ctypes.create_string_buffer(b"GPL")
+
+    def load(log_level: int, log) -> int:
+        # union bpf_attr, BPF_PROG_LOAD, up to attach_btf_id (include/uapi/linux/bpf.h)
+        attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", BPF_PROG_TYPE_TRACING, size // 8, insns,
+                           ctypes.addressof(license_), log_level, len(log) if log else 0,
+                           ctypes.addressof(log) if log else 0, 0, 0, name[:15], 0, BPF_TRACE_RAW_TP,
+                           0, 0, 0, 0, 0, 0, 0, btf_id)
+        return _libc.syscall(SYS_BPF, BPF_PROG_LOAD, ctypes.create_string_buffer(attr, 256), 256)
+
+    fd = load(0, None)  # no verifier log: a long program's log can outgrow any buffer (ENOSPC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        log = ctypes.create_string_buffer(VERIFIER_LOG_BYTES)
+        load(1, log)  # again, for the verifier's reason
+        detail = [line for line in log.value.decode(errors="replace").splitlines() if line.strip()][-3:]
+        raise EbpftoolError(f"the kernel refused {fn_name} on the BTF tracepoint {tracepoint} "
+                            f"({os.strerror(err)}): {' / '.join(detail)}")
+    return fd
+
+
+def attach_raw_tracepoint_program(prog_fd: int) -> int:
+    """Attach a loaded tp_btf program (its tracepoint is in its BTF id); the link's fd, closed to detach."""
+    attr = struct.pack("<QI", 0, prog_fd)
+    fd = _libc.syscall(SYS_BPF, BPF_RAW_TRACEPOINT_OPEN, ctypes.create_string_buffer(attr, 256), 256)
+    if fd < 0:
+        raise EbpftoolError(f"attaching a BTF tracepoint program failed: {os.strerror(ctypes.get_errno())}")
+    return fd
 
 
 def import_bcc():
@@ -139,6 +192,8 @@ class BpfProgram:
         self.bpf = None
         self._ring_buffers: list[str] = []
         self.probes: list[str] = []  # what was attached, for the start-up report
+        self.btf_programs: dict[str, int] = {}  # function -> fd of its tp_btf program
+        self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
 
     @property
     def path(self) -> Path:
@@ -181,6 +236,26 @@ class BpfProgram:
         else:
             self.bpf.attach_kprobe(event=function, fn_name=fn_name)
         self.probes.append(f"{'kretprobe' if ret else 'kprobe'}:{function}")
+
+    def load_btf_tracepoint(self, tracepoint: str, fn_name: str) -> int:
+        """Load fn_name as a tp_btf program for tracepoint (see load_btf_raw_tracepoint_program); its fd."""
+        if fn_name not in self.btf_programs:
+            self.btf_programs[fn_name] = load_btf_raw_tracepoint_program(self.bpf, fn_name, tracepoint)
+        return self.btf_programs[fn_name]
+
+    def attach_btf_tracepoint(self, tracepoint: str, fn_name: str) -> None:
+        """fn_name on the BTF raw tracepoint `tracepoint` (loaded first if need be)."""
+        fd = self.load_btf_tracepoint(tracepoint, fn_name)
+        if fn_name not in self.btf_links:
+            self.btf_links[fn_name] = attach_raw_tracepoint_program(fd)
+        if f"tp_btf:{tracepoint}" not in self.probes:
+            self.probes.append(f"tp_btf:{tracepoint}")
+
+    def detach_btf_tracepoint(self, fn_name: str) -> None:
+        """Detach fn_name's tp_btf program (it stays loaded: attach_btf_tracepoint() attaches it again)."""
+        fd = self.btf_links.pop(fn_name, None)
+        if fd is not None:
+            os.close(fd)
 
     @staticmethod
     def kprobes_available() -> bool:
@@ -275,6 +350,10 @@ class BpfProgram:
 
     def close(self) -> None:
         """Detach every probe and free the programs (idempotent)."""
+        for fd in [*self.btf_links.values(), *self.btf_programs.values()]:
+            os.close(fd)
+        self.btf_links.clear()
+        self.btf_programs.clear()
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

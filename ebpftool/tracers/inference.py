@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 from ebpftool.core import k8s
 from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, run_raw_tracepoint_program, seconds_to_ns
+from ebpftool.core.btf import KIND_TYPEDEF, Btf, BtfError
 from ebpftool.core.cstruct import cstring, decode, load_header
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
@@ -61,7 +62,25 @@ SYSCALL_TRACEPOINTS = tuple(
 SOCKET_RAW_TRACEPOINTS = ("sock_recv_length", "sock_send_length")
 SOCKET_TRACEPOINTS = ("sock:sock_recv_length", "sock:sock_send_length", "sock:inet_sock_set_state")
 SEED_TRACEPOINT = "tcp:tcp_rcv_space_adjust"
-HOOKS = ("auto", "socket", "syscall")
+# The socket hooks' send side where the kernel allows BTF raw tracepoints: the write's buffer from its typed
+# struct msghdr, with no register look-up or user-memory read of the iovec (bpf/inference.bpf.c, SEND_HOOK_BTF).
+SEND_BTF_TRACEPOINT = "tcp_sendmsg_locked"
+HOOKS = ("auto", "socket", "socket-raw", "syscall")
+
+def send_hook_btf_defines() -> dict[str, int]:
+    """Offsets and enum values the BTF send hook loads, from the running kernel's BTF (BtfError if absent)."""
+    btf = Btf.vmlinux()
+    btf.type_id(KIND_TYPEDEF, f"btf_trace_{SEND_BTF_TRACEPOINT}")  # the tracepoint exists
+    return {"MSG_ITER_TYPE_OFF": btf.member("msghdr", "msg_iter.iter_type").offset,
+            "MSG_ITER_OFFSET_OFF": btf.member("msghdr", "msg_iter.iov_offset").offset,
+            "MSG_ITER_UBUF_OFF": btf.member("msghdr", "msg_iter.ubuf").offset,
+            "MSG_ITER_COUNT_OFF": btf.member("msghdr", "msg_iter.count").offset,
+            "SKB_LEN_OFF": btf.member("sk_buff", "len").offset,
+            "SK_WMEM_QUEUED_OFF": btf.member("sock", "sk_wmem_queued").offset,
+            "SK_SNDBUF_OFF": btf.member("sock", "sk_sndbuf").offset,
+            "ITER_UBUF_TYPE": btf.enum_value("iter_type", "ITER_UBUF"),
+            "ITER_IOVEC_TYPE": btf.enum_value("iter_type", "ITER_IOVEC")}
+
 
 METHOD_NAMES = {H[f"METHOD_{m}"]: m for m in http_parse.METHODS}
 OPERATIONS = {H["OP_CHAT"]: "chat", H["OP_TEXT_COMPLETION"]: "text_completion",
@@ -77,7 +96,7 @@ class InferenceOptions(TracerOptions):
     pids: list[int] = field(default_factory=list)
     comms: list[str] = field(default_factory=list)
     capture_bytes: int = DEFAULT_CAPTURE_BYTES
-    hooks: str = "auto"   # socket | syscall | auto (socket where the kernel allows it)
+    hooks: str = "auto"   # socket | socket-raw | syscall | auto (socket where the kernel allows it)
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # followed at once (a power of two)
 
 
@@ -228,6 +247,7 @@ class InferenceTracer(Tracer):
         self.unparsable_captures = 0
         self.watched_listeners = 0
         self.hooks = ""                                   # the hooks in use: socket | syscall
+        self.send_hook_btf = False                        # socket hooks: writes seen on SEND_BTF_TRACEPOINT
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
         self._seeding = False
         self._flush_fd = -1
@@ -272,23 +292,32 @@ class InferenceTracer(Tracer):
     def start(self) -> None:
         o = self.opts
         why_not = self.socket_hooks_missing() if o.hooks != "syscall" else "--hooks syscall"
-        if why_not and o.hooks == "socket":
-            raise EbpftoolError(f"--hooks socket: {why_not}")
+        if why_not and o.hooks in ("socket", "socket-raw"):
+            raise EbpftoolError(f"--hooks {o.hooks}: {why_not}")
         if not why_not:
+            if o.hooks != "socket-raw":
+                try:
+                    self._load(socket_hooks=True, send_hook_btf=send_hook_btf_defines())
+                    return
+                except (EbpftoolError, BtfError) as exc:
+                    self.notify(f"the BTF send hook was refused ({str(exc)[-200:]}); using sock_send_length")
             try:
                 self._load(socket_hooks=True)
                 return
             except EbpftoolError as exc:
-                if o.hooks == "socket":
+                if o.hooks in ("socket", "socket-raw"):
                     raise
                 self.notify(f"socket hooks refused ({str(exc)[-200:]}); using the syscall hooks")
         self._load(socket_hooks=False)
 
-    def _load(self, socket_hooks: bool) -> None:
+    def _load(self, socket_hooks: bool, send_hook_btf: dict[str, int] | None = None) -> None:
+        """send_hook_btf: the BTF send hook's offsets (send_hook_btf_defines()), or None for sock_send_length."""
         o = self.opts
         preexisting = self._preexisting_connections() if socket_hooks else {}
         defines = {
             "IO_HOOKS_SOCK": int(socket_hooks),
+            "SEND_HOOK_BTF": int(send_hook_btf is not None),
+            **(send_hook_btf or {}),
             "SEED_CONNECTIONS": int(bool(preexisting)),
             "FILTER_PORTS": int(bool(o.ports)),
             "FILTER_PIDS": int(bool(o.pids or o.comms)),
@@ -307,17 +336,27 @@ class InferenceTracer(Tracer):
         prog = BpfProgram("inference.bpf.c", defines, macros).load()
         bpf = prog.bpf
         try:
-            scan = bpf.load_func("scan_sse_events", bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
-            bpf["scan_prog"][0] = scan.fd
+            if send_hook_btf is not None:
+                # A tail call stays within one program type and, for tracing programs, one attach point.
+                bpf["scan_prog"][0] = prog.load_btf_tracepoint(SEND_BTF_TRACEPOINT, "scan_sse_events")
+            else:
+                scan = bpf.load_func("scan_sse_events", bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
+                bpf["scan_prog"][0] = scan.fd
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
+            if send_hook_btf is not None:
+                prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, "send_tcp_sendmsg")
         except Exception as exc:
             prog.close()
+            if isinstance(exc, EbpftoolError):
+                raise
             raise EbpftoolError(f"the kernel refused the SSE event counter of inference.bpf.c: {exc}") from exc
         self.prog = prog
         self.programs.append(prog)
         self.hooks = "socket" if socket_hooks else "syscall"
+        self.send_hook_btf = send_hook_btf is not None
         if socket_hooks:
-            prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS)
+            prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS
+                               if send_hook_btf is None or tp != "sock_send_length")
             prog.probes.append("tracepoint:sock:inet_sock_set_state")
             if preexisting:
                 prog.probes.append(f"tracepoint:{SEED_TRACEPOINT}")
@@ -711,7 +750,9 @@ class InferenceTracer(Tracer):
         return table
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"hooks": self.hooks or "-",
+        # "socket": the send side on the BTF tracepoint; "socket-raw": on sock_send_length
+        hooks = "socket-raw" if self.hooks == "socket" and not self.send_hook_btf else self.hooks
+        out: dict[str, Any] = {"hooks": hooks or "-",
                                "listening ports watched" if self.hooks == "socket" else "listening sockets watched":
                                self.watched_listeners}
         if self.prog is None or self.prog.bpf is None:
