@@ -130,3 +130,9 @@ class EbpftoolProcess:
 def run_ebpftool(args: list[str], timeout: float = 120.0, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ebpftool", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def inference_args(port: int, receiver, hooks: str) -> list[str]:
+    """`ebpftool inference` on port with these --hooks, exporting to a test receiver over gRPC each second."""
+    return ["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
+            "--interval", "1", "--no-ui", "--hooks", hooks]

@@ -7,6 +7,7 @@ metrics and the --jsonl file from that run.
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
+from tests.conftest import ROOT, EbpftoolProcess, inference_args, run_ebpftool
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server, wait_listening
 
@@ -339,6 +340,20 @@ def _exchange(port: int, payload: bytes, then: list[bytes] = (), timeout: float 
     return data
 
 
+@contextlib.contextmanager
+def streaming_server(tmp_path: Path):
+    """The streaming OpenAI-compatible test server on a free port (yields the port), its timings in tmp_path."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port),
+                               str(tmp_path / "timings.jsonl")], cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def _stream_request(path: str, body: dict, close: bool = True) -> bytes:
     raw = json.dumps({"model": "m", "stream": True, **body}).encode()
     return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
@@ -352,14 +367,9 @@ def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_fir
     before the second answer), a 101 upgrade (the frames after it are not requests), a body read after its
     401 (the next request on the connection must not join it), and a stream whose first token comes after
     the 5 s that end a quiet plain answer."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port),
-                               str(tmp_path / "timings.jsonl")], cwd=ROOT, stdout=subprocess.DEVNULL)
     receiver = GrpcReceiver()
     try:
-        wait_listening(port)
-        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+        with streaming_server(tmp_path) as port, EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             for framing in ("sendmsg", "writev"):
                 data = _exchange(port, _stream_request("/v1/chat/completions", {"max_tokens": 4, "framing": framing,
                                                                                 "ttft_ms": 20, "tpot_ms": 10}))
@@ -401,8 +411,6 @@ def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_fir
         assert sum(unparsed) <= 1, unparsed
         assert re.search(r"requests closed without a response\s*│\s*0\b", proc.stdout), proc.stdout
     finally:
-        server.terminate()
-        server.wait(10)
         receiver.stop()
 
 
@@ -410,14 +418,9 @@ def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_fir
 def test_a_chunked_stream_ends_at_its_last_chunk_on_a_kept_alive_connection(hooks, tmp_path):
     """A streamed answer's terminating chunk ("0\\r\\n\\r\\n") ends the request while the client keeps the
     connection open and quiet: its span leaves well before the 5 s after which a quiet answer is flushed."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port),
-                               str(tmp_path / "timings.jsonl")], cwd=ROOT, stdout=subprocess.DEVNULL)
     receiver = GrpcReceiver()
     try:
-        wait_listening(port)
-        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+        with streaming_server(tmp_path) as port, EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
                 s.sendall(_stream_request("/v1/completions", {"max_tokens": 3, "ttft_ms": 5, "tpot_ms": 5},
                                           close=False))
@@ -432,8 +435,6 @@ def test_a_chunked_stream_ends_at_its_last_chunk_on_a_kept_alive_connection(hook
         assert span.name == "POST /v1/completions"
         assert span.attributes["gen_ai.usage.output_tokens"] == 3
     finally:
-        server.terminate()
-        server.wait(10)
         receiver.stop()
 
 

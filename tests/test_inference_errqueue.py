@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import EbpftoolProcess
+from tests.conftest import EbpftoolProcess, inference_args
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port
 
@@ -55,8 +55,7 @@ def test_reads_of_the_error_queue_are_not_requests(hooks):
     receiver = GrpcReceiver()
     errqueue_reads: list[int] = []
     try:
-        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+        with EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             server = threading.Thread(target=_serve, args=(listener, errqueue_reads), daemon=True)
             server.start()
             with socket.create_connection(("127.0.0.1", port), timeout=15) as c:

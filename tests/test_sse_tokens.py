@@ -17,7 +17,7 @@ import time
 import pytest
 
 from ebpftool.core.cstruct import load_header
-from tests.conftest import EbpftoolProcess
+from tests.conftest import EbpftoolProcess, inference_args
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port
 
@@ -106,8 +106,7 @@ def test_token_counts_match_the_reference_on_random_event_streams(hooks):
     listener = socket.create_server(("127.0.0.1", port))
     receiver = GrpcReceiver()
     try:
-        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+        with EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             server = threading.Thread(target=_serve, args=(listener, answers), daemon=True)
             server.start()
             for _ in answers:
@@ -165,8 +164,7 @@ def test_token_counts_hold_when_writes_wait_for_buffer_space(hooks):
     receiver = GrpcReceiver()
     stalls: list[int] = []
     try:
-        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
+        with EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             server = threading.Thread(target=_serve_to_a_slow_reader, args=(listener, stalls), daemon=True)
             server.start()
             with socket.socket() as c:
