@@ -34,12 +34,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers.nginx import free_port, nginx_server, wait_listening  # noqa: E402
+from tests.servers.nginx import nginx_server  # noqa: E402
+from tests.servers.streaming_server import running as streaming_server  # noqa: E402
 from benchlib import alternating_slices, bpf_time_during, nginx_requests, start_ebpftool  # noqa: E402  (scripts/)
 from ebpftool.commands.common import CommonOptions, build_telemetry  # noqa: E402
 from ebpftool.commands.inference import inference_tracer  # noqa: E402
@@ -101,20 +102,6 @@ class Tracer:
 def summary_figure(text: str, name: str) -> int | None:
     m = re.search(rf"{re.escape(name)}\s*│\s*(\d+)", text)
     return int(m.group(1)) if m else None
-
-
-@contextlib.contextmanager
-def streaming_server(timings: Path) -> Iterator[int]:
-    """The streaming test server on a free port, logging its own timings to `timings`."""
-    port = free_port()
-    server = subprocess.Popen([PY, "-m", "tests.servers.streaming_server", str(port), str(timings)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL)
-    try:
-        wait_listening(port)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 class InProcessTracer:

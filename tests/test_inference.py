@@ -7,7 +7,6 @@ metrics and the --jsonl file from that run.
 """
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
@@ -24,6 +23,7 @@ import pytest
 from tests.conftest import ROOT, EbpftoolProcess, inference_args, run_ebpftool
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server, wait_listening
+from tests.servers.streaming_server import running as streaming_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -340,20 +340,6 @@ def _exchange(port: int, payload: bytes, then: list[bytes] = (), timeout: float 
     return data
 
 
-@contextlib.contextmanager
-def streaming_server(tmp_path: Path):
-    """The streaming OpenAI-compatible test server on a free port (yields the port), its timings in tmp_path."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port),
-                               str(tmp_path / "timings.jsonl")], cwd=ROOT, stdout=subprocess.DEVNULL)
-    try:
-        wait_listening(port)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
 def _stream_request(path: str, body: dict, close: bool = True) -> bytes:
     raw = json.dumps({"model": "m", "stream": True, **body}).encode()
     return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
@@ -369,7 +355,8 @@ def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_fir
     the 5 s that end a quiet plain answer."""
     receiver = GrpcReceiver()
     try:
-        with streaming_server(tmp_path) as port, EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
+        with streaming_server(tmp_path / "timings.jsonl") as port, \
+                EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             for framing in ("sendmsg", "writev"):
                 data = _exchange(port, _stream_request("/v1/chat/completions", {"max_tokens": 4, "framing": framing,
                                                                                 "ttft_ms": 20, "tpot_ms": 10}))
@@ -420,7 +407,8 @@ def test_a_chunked_stream_ends_at_its_last_chunk_on_a_kept_alive_connection(hook
     connection open and quiet: its span leaves well before the 5 s after which a quiet answer is flushed."""
     receiver = GrpcReceiver()
     try:
-        with streaming_server(tmp_path) as port, EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
+        with streaming_server(tmp_path / "timings.jsonl") as port, \
+                EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
                 s.sendall(_stream_request("/v1/completions", {"max_tokens": 3, "ttft_ms": 5, "tpot_ms": 5},
                                           close=False))

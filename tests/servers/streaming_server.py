@@ -21,12 +21,15 @@ tracer's figures can be compared with the server's.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 DEFAULT_TOKENS = 8
 DEFAULT_TTFT_MS = 30.0
@@ -150,6 +153,23 @@ class Server(ThreadingHTTPServer):
         """A client that resets its kept-alive connection (the openai client at exit) is not an error."""
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
+
+
+@contextlib.contextmanager
+def running(timings: Path):
+    """This server as its own process on a free loopback port (yields the port), logging its timings to
+    `timings` (a line per answer)."""
+    from tests.servers.nginx import free_port, wait_listening
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port), str(timings)],
+                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def main() -> None:
