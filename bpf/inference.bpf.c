@@ -746,21 +746,9 @@ static __always_inline void forget_conn(u64 *k);  /* per way in, below */
 #define CHUNK_LINE_MAX 10
 
 /* A write that went out: the state machine, then the `data:` event count (tail call) if needed.
- * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended. */
-static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 ret,
-                                          u64 iov_array, int iov_in_kernel, u64 start, u64 now);
-
-static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 how, u64 arg, long ret,
-                                   u64 start, u64 now)
-{
-    u32 len = 0;
-    u64 iov_array = 0;
-    u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
-    return written_buffer(ctx, k, c, ptr, len, ret, iov_array, 0, start, now);
-}
-
-/* The same, from the write's first buffer (ptr, len; 0: no user bytes) of ret bytes in all; iov_array:
- * its struct iovec array for vectored writes (else 0), in user memory or (iov_in_kernel) the kernel's copy. */
+ * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended.
+ * From the write's first buffer (ptr, len; 0: no user bytes) of ret bytes in all; iov_array: its
+ * struct iovec array for vectored writes (else 0), in user memory or (iov_in_kernel) the kernel's copy. */
 static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 ret,
                                           u64 iov_array, int iov_in_kernel, u64 start, u64 now)
 {
@@ -789,6 +777,16 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
     in->len = len;
     scan_prog.call(ctx, 0);
     return 0;
+}
+
+/* The same, from the syscall's buffer argument (how, arg: see first_buffer()). */
+static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 how, u64 arg, long ret,
+                                   u64 start, u64 now)
+{
+    u32 len = 0;
+    u64 iov_array = 0;
+    u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
+    return written_buffer(ctx, k, c, ptr, len, ret, iov_array, 0, start, now);
 }
 
 static __always_inline void count_accepted(u16 port)

@@ -281,6 +281,7 @@ def probe_kernel() -> Report:
         except BtfError as exc:
             features["btf_sock_offsets"] = False
             add(Check("struct sock offsets (BTF)", False, str(exc)))
+
         def btf_tracepoint():
             b = bcc.BPF(text=_TP_BTF_C)
             try:

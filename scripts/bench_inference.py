@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers.nginx import nginx_server  # noqa: E402
 from tests.servers.streaming_server import running as streaming_server  # noqa: E402
-from benchlib import alternating_slices, bpf_time_during, nginx_requests, start_ebpftool  # noqa: E402  (scripts/)
+from benchlib import alternating_slices, bpf_time_during, nginx_requests, start_ebpftool, switch_hooks  # noqa: E402
 from ebpftool.commands.common import CommonOptions, build_telemetry  # noqa: E402
 from ebpftool.commands.inference import inference_tracer  # noqa: E402
 from ebpftool.core.runner import StopFlag, run  # noqa: E402
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE  # noqa: E402
-from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS  # noqa: E402
+from ebpftool.tracers.inference import SEND_BTF_FUNCTION, SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS  # noqa: E402
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -141,18 +141,8 @@ class InProcessTracer:
             return
         self._attached = on
         prog = self.tracer.prog
-        for tp in SOCKET_RAW_TRACEPOINTS:
-            if f"raw_tracepoint:{tp}" not in prog.probes:
-                continue  # the send side is on the BTF tracepoint
-            if on:
-                self.bpf.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}")
-            else:
-                self.bpf.detach_raw_tracepoint(tp=tp)
-        if self.tracer.send_hook_btf:
-            if on:
-                prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, "send_tcp_sendmsg")
-            else:
-                prog.detach_btf_tracepoint("send_tcp_sendmsg")
+        raw = [tp for tp in SOCKET_RAW_TRACEPOINTS if f"raw_tracepoint:{tp}" in prog.probes]
+        switch_hooks(prog, raw, (SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION) if self.tracer.send_hook_btf else None, on)
 
     def cpu_seconds(self) -> float:
         """CPU time of this process's threads but the main one (which only switches the hooks and counts):

@@ -22,9 +22,9 @@ tracer and of each floor with kernel.bpf_stats_enabled gives each program's runs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import contextlib
 import shutil
 import statistics
 import sys
@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import ebpftool.core.bpf  # noqa: E402
 from bench_inference import InProcessTracer, start_wrk, wrk  # noqa: E402
-from benchlib import alternating_slices, bpf_time_during, nginx_requests  # noqa: E402
+from benchlib import alternating_slices, bpf_time_during, nginx_requests, switch_hooks  # noqa: E402
 from tests.servers.nginx import nginx_server  # noqa: E402
 from ebpftool.core.bpf import BpfProgram  # noqa: E402
-from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, send_hook_btf_defines  # noqa: E402
+from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS, send_hook_btf_defines  # noqa: E402
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
 PATCHES = {
@@ -56,7 +56,6 @@ PATCHES = {
     "floor_btf": [],
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
-SOCKET_HOOKS = ("sock_recv_length", "sock_send_length")  # every patch must hit both
 SLICE_S = 0.5
 
 
@@ -66,7 +65,7 @@ def variant_dir(name: str, into: Path) -> Path:
     shutil.copytree(ROOT / "bpf", d)
     src = (d / "inference.bpf.c").read_text()
     for old, new in PATCHES[name]:
-        if src.count(old) < len(SOCKET_HOOKS):
+        if src.count(old) < len(SOCKET_RAW_TRACEPOINTS):  # every patch must hit both raw socket hooks
             raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference.bpf.c; update {__file__}")
         src = src.replace(old, new)
     (d / "inference.bpf.c").write_text(src)
@@ -91,16 +90,8 @@ class FloorProgram:
         if on == self._attached:
             return
         self._attached = on
-        for tp in SOCKET_HOOKS[:1] if self.send_hook_btf else SOCKET_HOOKS:
-            if on:
-                self.bpf.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}")
-            else:
-                self.bpf.detach_raw_tracepoint(tp=tp)
-        if self.send_hook_btf:
-            if on:
-                self.prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, "tcp_sendmsg_locked")
-            else:
-                self.prog.detach_btf_tracepoint("tcp_sendmsg_locked")
+        raw = SOCKET_RAW_TRACEPOINTS[:1] if self.send_hook_btf else SOCKET_RAW_TRACEPOINTS
+        switch_hooks(self.prog, raw, (SEND_BTF_TRACEPOINT, "tcp_sendmsg_locked") if self.send_hook_btf else None, on)
 
     def stop(self) -> None:
         self.prog.close()

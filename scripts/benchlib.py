@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_MARKER = "probes attached"
@@ -75,6 +75,22 @@ def bpf_time_during(pid: int, load: Callable[[], int]) -> dict[str, dict]:
 
 # -- with and without, alternating within one loaded run ----------------------------------------------------
 SETTLE_S = 0.02  # after attaching or detaching: let the CPU that was inside a probe leave it
+
+
+def switch_hooks(prog, raw_tracepoints: Iterable[str], btf_hook: tuple[str, str] | None, on: bool) -> None:
+    """Attach (on) or detach the per-request hooks of a loaded ebpftool.core.bpf.BpfProgram: BCC's
+    raw_tracepoint__<tp> programs and, if given, one tp_btf program (tracepoint, function); the programs
+    stay loaded."""
+    for tp in raw_tracepoints:
+        if on:
+            prog.bpf.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}")
+        else:
+            prog.bpf.detach_raw_tracepoint(tp=tp)
+    if btf_hook:
+        if on:
+            prog.attach_btf_tracepoint(*btf_hook)
+        else:
+            prog.detach_btf_tracepoint(btf_hook[1])
 
 
 def nginx_requests(port: int) -> int:

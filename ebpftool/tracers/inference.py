@@ -65,7 +65,9 @@ SEED_TRACEPOINT = "tcp:tcp_rcv_space_adjust"
 # The socket hooks' send side where the kernel allows BTF raw tracepoints: the write's buffer from its typed
 # struct msghdr, with no register look-up or user-memory read of the iovec (bpf/inference.bpf.c, SEND_HOOK_BTF).
 SEND_BTF_TRACEPOINT = "tcp_sendmsg_locked"
+SEND_BTF_FUNCTION = "send_tcp_sendmsg"  # its program in bpf/inference.bpf.c
 HOOKS = ("auto", "socket", "socket-raw", "syscall")
+
 
 def send_hook_btf_defines() -> dict[str, int]:
     """Offsets and enum values the BTF send hook loads, from the running kernel's BTF (BtfError if absent)."""
@@ -344,7 +346,7 @@ class InferenceTracer(Tracer):
                 bpf["scan_prog"][0] = scan.fd
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
             if send_hook_btf is not None:
-                prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, "send_tcp_sendmsg")
+                prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)
         except Exception as exc:
             prog.close()
             if isinstance(exc, EbpftoolError):
