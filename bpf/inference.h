@@ -91,14 +91,19 @@ struct conn_state {
 
 /* Key of every metric map: one series per server cgroup (container), port,
  * method, status and operation. Servers in different Pods often listen on the
- * same port, each in its own network namespace. */
+ * same port, each in its own network namespace. Also the key of a slot of the
+ * series table (http_hist's series, bpf/inference.bpf.c), where `slot` says
+ * whether it holds the key (0 in the hash maps' keys). */
+#define SERIES_FREE 0
+#define SERIES_USED 1      /* the slot holds this key */
+#define SERIES_CLAIMED 2   /* a CPU is filling the slot in */
 struct req_key {
     __u64 cgroup;
     __u16 port;
     __u16 status;
     __u8 method;
     __u8 op;
-    __u16 pad;
+    __u16 slot;
 };
 
 /* Bytes of a sampled request or response, sent while it happens. */

@@ -89,7 +89,7 @@ OPERATIONS = {H["OP_CHAT"]: "chat", H["OP_TEXT_COMPLETION"]: "text_completion",
               H["OP_EMBEDDINGS"]: "embeddings", H["OP_STREAM"]: "generate_content"}
 TCP_LISTEN, TCP_ESTABLISHED = 0x0A, 0x01
 NO_RESPONSE = "no_response"  # error.type of a request closed before any response
-METRIC_MAPS = ("http_hist", "genai_hist", "ttft_hist", "tpot_hist", "output_tokens")  # keyed by struct req_key
+GEN_AI_METRIC_MAPS = ("genai_hist", "ttft_hist", "tpot_hist", "output_tokens")  # hash maps keyed by struct req_key
 
 
 @dataclass
@@ -601,11 +601,18 @@ class InferenceTracer(Tracer):
             attrs[sc.ERROR_TYPE] = str(k.status) if k.status else NO_RESPONSE
         return attrs
 
-    def _histograms(self, map_name: str, metric: str, description: str, bounds, gen_ai: bool) -> list[MetricPoint]:
-        """One point per attribute set; kernel keys that differ only in what is not exported are merged."""
+    def _http_series(self) -> list[tuple[Any, Any]]:
+        """(struct req_key, per-CPU histogram) of each filled slot of the kernel's series table."""
+        hist = self.prog["http_hist"]
+        return [(k, hist[hist.Key(slot)]) for slot, k in self.prog.batch_items("series_keys")
+                if k.slot == H["SERIES_USED"]]
+
+    def _histograms(self, series, metric: str, description: str, bounds, gen_ai: bool) -> list[MetricPoint]:
+        """One point per attribute set from (struct req_key, per-CPU histogram) pairs; kernel keys that differ
+        only in what is not exported (or slots of one key) are merged."""
         merged: dict[tuple, list] = {}
         nb = len(bounds) + 1
-        for k, per_cpu in self.prog[map_name].items():
+        for k, per_cpu in series:
             self._cgroups_in_maps.add(int(k.cgroup))
             count, total, lo, hi, buckets = merge_hist(per_cpu, nb)
             if not count:
@@ -662,15 +669,15 @@ class InferenceTracer(Tracer):
         if self.prog is None or self.prog.bpf is None:
             return []
         self._flush_idle_requests()
-        points = self._histograms("http_hist", sc.HTTP_SERVER_REQUEST_DURATION, "Duration of HTTP server requests",
-                                  sc.HTTP_DURATION_BUCKETS, gen_ai=False)
-        points += self._histograms("genai_hist", sc.GEN_AI_SERVER_REQUEST_DURATION,
+        points = self._histograms(self._http_series(), sc.HTTP_SERVER_REQUEST_DURATION,
+                                  "Duration of HTTP server requests", sc.HTTP_DURATION_BUCKETS, gen_ai=False)
+        points += self._histograms(self.prog["genai_hist"].items(), sc.GEN_AI_SERVER_REQUEST_DURATION,
                                    "Generative AI server request duration", sc.GEN_AI_REQUEST_DURATION_BUCKETS,
                                    gen_ai=True)
-        points += self._histograms("ttft_hist", sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
+        points += self._histograms(self.prog["ttft_hist"].items(), sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
                                    "Time to generate the first token (first `data:` event written)",
                                    sc.GEN_AI_TTFT_BUCKETS, gen_ai=True)
-        points += self._histograms("tpot_hist", sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
+        points += self._histograms(self.prog["tpot_hist"].items(), sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
                                    "Time per output token after the first (between `data:` events)",
                                    sc.GEN_AI_TPOT_BUCKETS, gen_ai=True)
         tokens: dict[tuple, list] = {}
@@ -700,16 +707,22 @@ class InferenceTracer(Tracer):
 
     def _retire_gone_containers(self) -> None:
         """A series per container means a key per container in the kernel's metric maps: those of containers
-        gone since the previous collect (whose final counts that collect and this one exported) are deleted,
-        so that Pods coming and going do not fill the maps. Their series end there."""
+        gone since the previous collect (whose final counts that collect and this one exported) are deleted
+        from the hash maps and their slots of the series table freed, so that Pods coming and going do not
+        fill them. Their series end there."""
         gone = {i for i in self._cgroups_in_maps if self.cgroups.is_gone(i)}
         retire = gone & self._cgroups_gone
         self._cgroups_gone = gone - retire
         self._cgroups_in_maps = set()
         if not retire:
             return
-        for name in METRIC_MAPS:
+        for name in GEN_AI_METRIC_MAPS:
             self.prog.delete_keys(name, lambda k: int(k.cgroup) in retire)
+        keys, hist = self.prog["series_keys"], self.prog["http_hist"]
+        for slot, k in self.prog.batch_items("series_keys"):
+            if k.slot == H["SERIES_USED"] and int(k.cgroup) in retire:
+                del hist[hist.Key(slot)]  # zeroed on every CPU, then the slot freed: a later key starts empty
+                keys.clearitem(keys.Key(slot))
         for cgroup_id in retire:
             self.cgroups.forget(cgroup_id)
 
@@ -742,7 +755,8 @@ class InferenceTracer(Tracer):
         if self.prog is None or self.prog.bpf is None:
             return table
         rows = []
-        for p in self._histograms("http_hist", sc.HTTP_SERVER_REQUEST_DURATION, "", sc.HTTP_DURATION_BUCKETS, False):
+        for p in self._histograms(self._http_series(), sc.HTTP_SERVER_REQUEST_DURATION, "", sc.HTTP_DURATION_BUCKETS,
+                                  False):
             a = p.attributes
             workload = a.get(sc.K8S_POD_UID, "")[:8] or a.get(sc.CONTAINER_ID, "")[:12] or "-"
             rows.append((a[sc.SERVER_PORT], workload, a[sc.HTTP_REQUEST_METHOD],
