@@ -46,7 +46,7 @@ from ebpftool.commands.common import CommonOptions, build_telemetry  # noqa: E40
 from ebpftool.commands.inference import inference_tracer  # noqa: E402
 from ebpftool.core.runner import StopFlag, run  # noqa: E402
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE  # noqa: E402
-from ebpftool.tracers.inference import SEND_BTF_FUNCTION, SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS  # noqa: E402
+from ebpftool.tracers.inference import SOCKET_RAW_TRACEPOINTS  # noqa: E402
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -142,7 +142,7 @@ class InProcessTracer:
         self._attached = on
         prog = self.tracer.prog
         raw = [tp for tp in SOCKET_RAW_TRACEPOINTS if f"raw_tracepoint:{tp}" in prog.probes]
-        switch_hooks(prog, raw, (SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION) if self.tracer.send_hook_btf else None, on)
+        switch_hooks(prog, raw, self.tracer.btf_hooks, on)
 
     def cpu_seconds(self) -> float:
         """CPU time of this process's threads but the main one (which only switches the hooks and counts):

@@ -91,7 +91,7 @@ class FloorProgram:
             return
         self._attached = on
         raw = SOCKET_RAW_TRACEPOINTS[:1] if self.send_hook_btf else SOCKET_RAW_TRACEPOINTS
-        switch_hooks(self.prog, raw, (SEND_BTF_TRACEPOINT, "tcp_sendmsg_locked") if self.send_hook_btf else None, on)
+        switch_hooks(self.prog, raw, [(SEND_BTF_TRACEPOINT, "tcp_sendmsg_locked")] if self.send_hook_btf else [], on)
 
     def stop(self) -> None:
         self.prog.close()

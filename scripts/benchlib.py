@@ -77,20 +77,20 @@ def bpf_time_during(pid: int, load: Callable[[], int]) -> dict[str, dict]:
 SETTLE_S = 0.02  # after attaching or detaching: let the CPU that was inside a probe leave it
 
 
-def switch_hooks(prog, raw_tracepoints: Iterable[str], btf_hook: tuple[str, str] | None, on: bool) -> None:
+def switch_hooks(prog, raw_tracepoints: Iterable[str], btf_hooks: Iterable[tuple[str, str]], on: bool) -> None:
     """Attach (on) or detach the per-request hooks of a loaded ebpftool.core.bpf.BpfProgram: BCC's
-    raw_tracepoint__<tp> programs and, if given, one tp_btf program (tracepoint, function); the programs
+    raw_tracepoint__<tp> programs and the tp_btf programs given as (tracepoint, function); the programs
     stay loaded."""
     for tp in raw_tracepoints:
         if on:
             prog.bpf.attach_raw_tracepoint(tp=tp, fn_name=f"raw_tracepoint__{tp}")
         else:
             prog.bpf.detach_raw_tracepoint(tp=tp)
-    if btf_hook:
+    for tracepoint, function in btf_hooks:
         if on:
-            prog.attach_btf_tracepoint(*btf_hook)
+            prog.attach_btf_tracepoint(tracepoint, function)
         else:
-            prog.detach_btf_tracepoint(btf_hook[1])
+            prog.detach_btf_tracepoint(function)
 
 
 def nginx_requests(port: int) -> int:

@@ -39,6 +39,33 @@ BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_RAW_TP = 23
 VERIFIER_LOG_BYTES = 1 << 20
+BPF_CALL_OPCODE = 0x85        # BPF_JMP | BPF_CALL
+BPF_PSEUDO_KFUNC_CALL = 2     # src_reg of a call to a kernel function (imm: its BTF id)
+# Kernel functions (kfuncs) a program may call in a tp_btf program: BCC 0.26 cannot emit such a call, so
+# the C calls the placeholder helper number (a -D define of the program) and the loader rewrites it.
+KFUNC_PLACEHOLDERS = {"KFUNC_RDONLY_CAST": (0x7FFF0001, "bpf_rdonly_cast")}
+
+
+def kfunc_defines() -> dict[str, int]:
+    """-D defines of the kfunc placeholders, for programs that call them (see KFUNC_PLACEHOLDERS)."""
+    return {name: number for name, (number, _func) in KFUNC_PLACEHOLDERS.items()}
+
+
+def with_kfunc_calls(insns: bytes, btf) -> bytes:
+    """The program's instructions with each call to a KFUNC_PLACEHOLDERS number made a call to that
+    kernel function (src_reg BPF_PSEUDO_KFUNC_CALL, imm its id in the kernel's BTF)."""
+    from ebpftool.core.btf import KIND_FUNC
+
+    out = bytearray(insns)
+    ids: dict[int, int] = {}
+    by_number = {number: func for number, func in KFUNC_PLACEHOLDERS.values()}
+    for at in range(0, len(out) - 7, 8):
+        code, regs, _off, imm = struct.unpack_from("<BBhi", out, at)
+        if code == BPF_CALL_OPCODE and regs == 0 and imm in by_number:
+            if imm not in ids:
+                ids[imm] = btf.type_id(KIND_FUNC, by_number[imm])  # BtfError when the kernel lacks it
+            struct.pack_into("<BBhi", out, at, code, BPF_PSEUDO_KFUNC_CALL << 4, 0, ids[imm])
+    return bytes(out)
 
 
 class _TestRunAttr(ctypes.Structure):
@@ -76,17 +103,19 @@ def load_btf_raw_tracepoint_program(bpf, fn_name: str, tracepoint: str) -> int:
     from ebpftool.core.btf import KIND_TYPEDEF, Btf
 
     bcc = import_bcc()
-    btf_id = Btf.vmlinux().type_id(KIND_TYPEDEF, f"btf_trace_{tracepoint}")
+    btf = Btf.vmlinux()
+    btf_id = btf.type_id(KIND_TYPEDEF, f"btf_trace_{tracepoint}")
     name = fn_name.encode()
-    insns = bcc.lib.bpf_function_start(bpf.module, name)
+    start = bcc.lib.bpf_function_start(bpf.module, name)
     size = bcc.lib.bpf_function_size(bpf.module, name)
-    if not insns:
+    if not start:
         raise EbpftoolError(f"the program has no function {fn_name}")
+    code = ctypes.create_string_buffer(with_kfunc_calls(ctypes.string_at(start, size), btf), size)
     license_ = ctypes.create_string_buffer(b"GPL")
 
     def load(log_level: int, log) -> int:
         # union bpf_attr, BPF_PROG_LOAD, up to attach_btf_id (include/uapi/linux/bpf.h)
-        attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", BPF_PROG_TYPE_TRACING, size // 8, insns,
+        attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", BPF_PROG_TYPE_TRACING, size // 8, ctypes.addressof(code),
                            ctypes.addressof(license_), log_level, len(log) if log else 0,
                            ctypes.addressof(log) if log else 0, 0, 0, name[:15], 0, BPF_TRACE_RAW_TP,
                            0, 0, 0, 0, 0, 0, 0, btf_id)

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ebpftool.core import k8s
-from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, run_raw_tracepoint_program, seconds_to_ns
-from ebpftool.core.btf import KIND_TYPEDEF, Btf, BtfError
+from ebpftool.core.bpf import (BpfProgram, bucket_macro, kfunc_defines, merge_hist, run_raw_tracepoint_program,
+                               seconds_to_ns)
+from ebpftool.core.btf import KIND_FUNC, KIND_TYPEDEF, Btf, BtfError
 from ebpftool.core.cstruct import cstring, decode, load_header
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
@@ -66,7 +67,21 @@ SEED_TRACEPOINT = "tcp:tcp_rcv_space_adjust"
 # struct msghdr, with no register look-up or user-memory read of the iovec (bpf/inference.bpf.c, SEND_HOOK_BTF).
 SEND_BTF_TRACEPOINT = "tcp_sendmsg_locked"
 SEND_BTF_FUNCTION = "send_tcp_sendmsg"  # its program in bpf/inference.bpf.c
+# The read side there too where the kernel also has the bpf_rdonly_cast kfunc (Linux 6.2+): a read is timed
+# by TCP's own clock of the socket, which the read just refreshed, instead of a clock helper (RECV_HOOK_BTF).
+RECV_BTF_TRACEPOINT = "sock_recv_length"
+RECV_BTF_FUNCTION = "recv_sock_recv_length"
 HOOKS = ("auto", "socket", "socket-raw", "syscall")
+
+
+def btf_hook_defines() -> dict[str, int]:
+    """The BTF socket hooks' defines: the send side's, and the read side's where the kernel allows it."""
+    defines = send_hook_btf_defines()
+    try:
+        defines |= recv_hook_btf_defines()
+    except BtfError:
+        pass  # no bpf_rdonly_cast (Linux < 6.2): reads stay on the raw tracepoint, timed by the clock helper
+    return defines
 
 
 def send_hook_btf_defines() -> dict[str, int]:
@@ -82,6 +97,15 @@ def send_hook_btf_defines() -> dict[str, int]:
             "SK_SNDBUF_OFF": btf.member("sock", "sk_sndbuf").offset,
             "ITER_UBUF_TYPE": btf.enum_value("iter_type", "ITER_UBUF"),
             "ITER_IOVEC_TYPE": btf.enum_value("iter_type", "ITER_IOVEC")}
+
+
+def recv_hook_btf_defines() -> dict[str, int]:
+    """What the BTF read hook needs from the running kernel's BTF (BtfError if something is absent)."""
+    btf = Btf.vmlinux()
+    btf.type_id(KIND_TYPEDEF, f"btf_trace_{RECV_BTF_TRACEPOINT}")
+    btf.type_id(KIND_FUNC, "bpf_rdonly_cast")
+    return {"RECV_HOOK_BTF": 1, "TCP_SOCK_BTF_ID": btf.struct_id("tcp_sock"),
+            "TCP_CLOCK_CACHE_OFF": btf.member("tcp_sock", "tcp_clock_cache").offset, **kfunc_defines()}
 
 
 METHOD_NAMES = {H[f"METHOD_{m}"]: m for m in http_parse.METHODS}
@@ -250,6 +274,7 @@ class InferenceTracer(Tracer):
         self.watched_listeners = 0
         self.hooks = ""                                   # the hooks in use: socket | syscall
         self.send_hook_btf = False                        # socket hooks: writes seen on SEND_BTF_TRACEPOINT
+        self.recv_hook_btf = False                        # and reads on RECV_BTF_TRACEPOINT
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
         self._seeding = False
         self._flush_fd = -1
@@ -299,10 +324,11 @@ class InferenceTracer(Tracer):
         if not why_not:
             if o.hooks != "socket-raw":
                 try:
-                    self._load(socket_hooks=True, send_hook_btf=send_hook_btf_defines())
+                    self._load(socket_hooks=True, btf_hooks=btf_hook_defines())
                     return
                 except (EbpftoolError, BtfError) as exc:
-                    self.notify(f"the BTF send hook was refused ({str(exc)[-200:]}); using sock_send_length")
+                    self.notify(f"the BTF socket hooks were refused ({str(exc)[-200:]}); using sock_recv_length "
+                                "and sock_send_length")
             try:
                 self._load(socket_hooks=True)
                 return
@@ -312,14 +338,14 @@ class InferenceTracer(Tracer):
                 self.notify(f"socket hooks refused ({str(exc)[-200:]}); using the syscall hooks")
         self._load(socket_hooks=False)
 
-    def _load(self, socket_hooks: bool, send_hook_btf: dict[str, int] | None = None) -> None:
-        """send_hook_btf: the BTF send hook's offsets (send_hook_btf_defines()), or None for sock_send_length."""
+    def _load(self, socket_hooks: bool, btf_hooks: dict[str, int] | None = None) -> None:
+        """btf_hooks: what the BTF socket hooks need (btf_hook_defines()), or None for the raw socket hooks."""
         o = self.opts
         preexisting = self._preexisting_connections() if socket_hooks else {}
         defines = {
             "IO_HOOKS_SOCK": int(socket_hooks),
-            "SEND_HOOK_BTF": int(send_hook_btf is not None),
-            **(send_hook_btf or {}),
+            "SEND_HOOK_BTF": int(btf_hooks is not None),
+            **(btf_hooks or {}),
             "SEED_CONNECTIONS": int(bool(preexisting)),
             "FILTER_PORTS": int(bool(o.ports)),
             "FILTER_PIDS": int(bool(o.pids or o.comms)),
@@ -338,15 +364,15 @@ class InferenceTracer(Tracer):
         prog = BpfProgram("inference.bpf.c", defines, macros).load()
         bpf = prog.bpf
         try:
-            if send_hook_btf is not None:
+            if btf_hooks is not None:
                 # A tail call stays within one program type and, for tracing programs, one attach point.
                 bpf["scan_prog"][0] = prog.load_btf_tracepoint(SEND_BTF_TRACEPOINT, "scan_sse_events")
             else:
                 scan = bpf.load_func("scan_sse_events", bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
                 bpf["scan_prog"][0] = scan.fd
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
-            if send_hook_btf is not None:
-                prog.attach_btf_tracepoint(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)
+            for tracepoint, function in self._btf_hooks(btf_hooks):
+                prog.attach_btf_tracepoint(tracepoint, function)
         except Exception as exc:
             prog.close()
             if isinstance(exc, EbpftoolError):
@@ -355,10 +381,11 @@ class InferenceTracer(Tracer):
         self.prog = prog
         self.programs.append(prog)
         self.hooks = "socket" if socket_hooks else "syscall"
-        self.send_hook_btf = send_hook_btf is not None
+        self.send_hook_btf = btf_hooks is not None
+        self.recv_hook_btf = bool(btf_hooks and btf_hooks.get("RECV_HOOK_BTF"))
         if socket_hooks:
-            prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS
-                               if send_hook_btf is None or tp != "sock_send_length")
+            on_btf = {"sock_send_length": self.send_hook_btf, "sock_recv_length": self.recv_hook_btf}
+            prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS if not on_btf[tp])
             prog.probes.append("tracepoint:sock:inet_sock_set_state")
             if preexisting:
                 prog.probes.append(f"tracepoint:{SEED_TRACEPOINT}")
@@ -370,6 +397,20 @@ class InferenceTracer(Tracer):
             prog.probes.extend(f"tracepoint:{tp}" for tp in SYSCALL_TRACEPOINTS)
         prog.open_ring_buffer("events", self._on_event)
         self._scan(seed_connections=True)
+
+    @staticmethod
+    def _btf_hooks(btf_hooks: dict[str, int] | None) -> list[tuple[str, str]]:
+        if btf_hooks is None:
+            return []
+        hooks = [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)]
+        if btf_hooks.get("RECV_HOOK_BTF"):
+            hooks.append((RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION))
+        return hooks
+
+    @property
+    def btf_hooks(self) -> list[tuple[str, str]]:
+        """(tracepoint, program) of each per-request hook on a BTF tracepoint."""
+        return self._btf_hooks({"RECV_HOOK_BTF": int(self.recv_hook_btf)} if self.send_hook_btf else None)
 
     def _preexisting_connections(self) -> dict[str, set[int]]:
         """Established connections on the watched ports (of the watched processes) at start, per netns."""
