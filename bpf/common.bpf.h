@@ -5,8 +5,8 @@
  * Provides:
  *  - stats: a per-CPU array of counters. Slots below STAT_TRACER_BASE are the
  *    core's (ring-buffer drops, span budget refusals); tracers use the rest.
- *  - span_budget_take(): an in-kernel token bucket (SPAN_RATE_PER_CPU per
- *    second, SPAN_BURST deep, per CPU) that bounds spans sent to user space.
+ *  - span_budget_take(): an in-kernel rate limit (SPAN_RATE_PER_CPU per second,
+ *    bursts of SPAN_BURST, per CPU) that bounds spans sent to user space.
  *  - struct hist_value: count, sum and buckets of one histogram series.
  *  - CURRENT_SYSCALL_REGS() and x86-64 syscall numbers, for programs that run
  *    inside a socket call and need its user-space arguments; the recv() flags
@@ -39,44 +39,33 @@ static __always_inline void stat_add(u32 slot, u64 n)
         *v += n;
 }
 
-struct span_bucket {
-    u64 last_ns;
-    u64 tokens;
+/* The span budget as a virtual schedule (GCRA, the token bucket's equivalent): span n of a CPU is due at
+ * `due` (one SPAN_INTERVAL_NS after the previous one) and may go up to SPAN_BURST - 1 intervals early.
+ * Every request passes here, so no division: the interval is a compile-time constant. */
+struct span_schedule {
+    u64 due;   /* when the next span is due; 0: none sent yet */
 };
-BPF_PERCPU_ARRAY(span_budget, struct span_bucket, 1);
-/* Time that refills an empty bucket (at least a second) */
-#define SPAN_FILL_NS ((1 + SPAN_BURST / (SPAN_RATE_PER_CPU ? SPAN_RATE_PER_CPU : 1)) * NSEC_PER_SEC)
+BPF_PERCPU_ARRAY(span_budget, struct span_schedule, 1);
+#define SPAN_INTERVAL_NS (SPAN_RATE_PER_CPU ? NSEC_PER_SEC / SPAN_RATE_PER_CPU : 0)
+#define SPAN_EARLY_NS ((SPAN_BURST > 1 ? SPAN_BURST - 1 : 0) * SPAN_INTERVAL_NS)
 
 /* Returns 1 when a span may be sent now, 0 (and counts it) when over budget.
- * now may be older than the bucket's last refill (a caller passing an event's
- * own earlier time): that refills nothing, never a wrapped-around amount. */
+ * now may be older than the schedule's last span (a caller passing an event's own earlier time): it
+ * is judged against the schedule as it stands, never a wrapped-around amount. */
 static __always_inline int span_budget_take(u64 now)
 {
     u32 zero = 0;
-    struct span_bucket *b = span_budget.lookup(&zero);
-    if (!b)
-        return 0;
-    if (b->last_ns == 0) {
-        b->last_ns = now;
-        b->tokens = SPAN_BURST;
-    } else if (now > b->last_ns) {
-        u64 elapsed = now - b->last_ns;
-        if (elapsed > SPAN_FILL_NS)
-            elapsed = SPAN_FILL_NS;  /* enough to fill the bucket; no overflow after long idle times */
-        u64 refill = elapsed * SPAN_RATE_PER_CPU / NSEC_PER_SEC;
-        if (refill > 0) {
-            b->tokens += refill;
-            if (b->tokens > SPAN_BURST)
-                b->tokens = SPAN_BURST;
-            b->last_ns = now;
-        }
-    }
-    if (b->tokens == 0) {
-        stat_add(STAT_SPAN_BUDGET, 1);
-        return 0;
-    }
-    b->tokens--;
+    struct span_schedule *b = span_budget.lookup(&zero);
+    if (!b || SPAN_RATE_PER_CPU == 0)
+        goto refused;
+    u64 due = b->due;
+    if (due > now + SPAN_EARLY_NS)
+        goto refused;
+    b->due = (due > now ? due : now) + SPAN_INTERVAL_NS;
     return 1;
+refused:
+    stat_add(STAT_SPAN_BUDGET, 1);
+    return 0;
 }
 
 /* Histograms: the loader generates, for each set of exported bucket bounds,

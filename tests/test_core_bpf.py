@@ -1,6 +1,7 @@
 """The core against the real kernel: events arrive, losses are counted, detach leaves nothing."""
 from __future__ import annotations
 
+import bisect
 import ctypes
 import os
 import subprocess
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro
+from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, seconds_to_ns
+from ebpftool.export.semconv import HTTP_DURATION_BUCKETS
 from ebpftool.core.cstruct import cstring, decode, load_header
 from tests.kernel_state import kernel_ids, perf_attachments, still_loaded, uprobe_events
 
@@ -78,6 +80,21 @@ def test_span_budget_refuses_and_counts_beyond_its_rate():
     assert len(received) + refused == 1000
 
 
+def test_a_span_rate_of_zero_sends_no_span_and_counts_each():
+    prog = load_probe(pages=64, span_rate=0)
+    received = []
+    try:
+        prog.open_ring_buffer("events", lambda data: received.append(1))
+        for _ in range(100):
+            os.getppid()
+        prog.poll(200)
+        refused = prog.stats()[STAT_SPAN_BUDGET]
+    finally:
+        prog.close()
+    assert received == []
+    assert refused == 100
+
+
 def test_close_detaches_programs_and_uprobes():
     before = kernel_ids("prog")
     prog = load_probe(pages=1)
@@ -109,5 +126,16 @@ int main(void) { unsigned long long v[] = {0, 10, 11, 20, 30, 31, 1000};
     subprocess.run(["gcc", "-o", str(tmp_path / "b"), str(src)], check=True)
     out = subprocess.run([str(tmp_path / "b")], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["0", "0", "1", "1", "2", "3", "3"]
+    # the exported bounds (15 of them: a search several levels deep), at, below and above each bound
+    bounds = seconds_to_ns(HTTP_DURATION_BUCKETS)
+    values = sorted({max(0, b + d) for b in bounds for d in (-1, 0, 1)} | {0, 10 * bounds[-1]})
+    src.write_text(bucket_macro("B", bounds) + """
+#include <stdio.h>
+int main(void) { unsigned long long v[] = {%s};
+  for (unsigned i = 0; i < sizeof(v) / sizeof(v[0]); i++) printf("%%d ", B(v[i])); return 0; }
+""" % ", ".join(f"{v}ULL" for v in values))
+    subprocess.run(["gcc", "-o", str(tmp_path / "b"), str(src)], check=True)
+    out = subprocess.run([str(tmp_path / "b")], capture_output=True, text=True, check=True).stdout
+    assert [int(i) for i in out.split()] == [bisect.bisect_left(bounds, v) for v in values]
     with pytest.raises(ValueError):
         bucket_macro("TOO_MANY", list(range(30)))

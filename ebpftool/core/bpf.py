@@ -162,15 +162,21 @@ def import_bcc():
 def bucket_macro(name: str, bounds_ns: Sequence[int]) -> str:
     """A C macro `NAME(v)` that returns the explicit-bucket index of v.
 
-    Generated as a chain of comparisons: no loop and no read-only data for the
-    verifier to reason about, and the same upper-inclusive rule as OpenTelemetry.
+    Generated as a binary search of nested comparisons (4 for 15 bounds, where a chain took up to 15: every
+    finished request runs it): no loop and no read-only data for the verifier to reason about, and the
+    same upper-inclusive rule as OpenTelemetry.
     """
     if len(bounds_ns) + 1 > HIST_MAX_BUCKETS:
         raise ValueError(f"{name}: {len(bounds_ns)} bounds do not fit in {HIST_MAX_BUCKETS} buckets")
-    expr = str(len(bounds_ns))
-    for i in reversed(range(len(bounds_ns))):
-        expr = f"((v) <= {int(bounds_ns[i])}ULL ? {i} : {expr})"
-    return f"#define {name}(v) {expr}"
+    bounds = [int(b) for b in bounds_ns]
+
+    def first_at_least(lo: int, hi: int) -> str:
+        """The least i in [lo, hi) with v <= bounds[i], else hi."""
+        if lo == hi:
+            return str(hi)
+        mid = (lo + hi) // 2
+        return f"((v) <= {bounds[mid]}ULL ? {first_at_least(lo, mid)} : {first_at_least(mid + 1, hi)})"
+    return f"#define {name}(v) {first_at_least(0, len(bounds))}"
 
 
 def seconds_to_ns(bounds: Iterable[float]) -> list[int]:
