@@ -860,13 +860,56 @@ static __always_inline void count_accepted(u16 port)
 #define TCP_CLOSE 7
 #define TCP_LAST_ACK 9
 #define IPPROTO_TCP 6
+#define SYSCALL_REGS_OFFSET_MAX (1 << 20)  /* far above any kernel stack size: a wrong measure is dropped */
+
+#if RECV_HOOK_BTF
+/* bpf_rdonly_cast(obj, btf_id) (a kfunc, Linux 6.2+): the verifier turns the number obj into a read-only
+ * pointer to the kernel type btf_id and the call into nothing; loads through it are fault-safe. BCC
+ * cannot emit a kfunc call, so this calls the placeholder helper number KFUNC_RDONLY_CAST (the way C
+ * calls a helper: through its number as a function pointer), which ebpftool/core/bpf.py rewrites into
+ * the kfunc call when it loads the program. */
+static void *(*rdonly_cast)(u64 obj, u32 btf_id) = (void *)KFUNC_RDONLY_CAST;
+
+/* Where the current task's saved syscall registers lie. task_pt_regs() is the top of the task's kernel
+ * stack: task->stack plus a constant of the kernel's build (THREAD_SIZE less its padding and the struct),
+ * which user space measures once by running calibrate_syscall_regs (BPF_PROG_TEST_RUN) against
+ * bpf_task_pt_regs(); the hooks then add it, sparing that helper call (~20 ns). 0: not measured. */
+BPF_ARRAY(syscall_regs_offset, u64, 1);
+
+int calibrate_syscall_regs(struct bpf_raw_tracepoint_args *ctx)
+{
+    void *task = bpf_get_current_task_btf();
+    u64 regs = (u64)bpf_task_pt_regs(task);
+    u64 stack = *(u64 *)(task + TASK_STACK_OFF);
+    u32 zero = 0;
+    u64 *offset = syscall_regs_offset.lookup(&zero);
+    if (offset && regs > stack && regs - stack < SYSCALL_REGS_OFFSET_MAX)
+        *offset = regs - stack;
+    return 0;
+}
+
+static __always_inline struct pt_regs *syscall_regs(void)
+{
+    void *task = bpf_get_current_task_btf();
+    u32 zero = 0;
+    u64 *offset = syscall_regs_offset.lookup(&zero);
+    if (!offset || *offset == 0)
+        return (struct pt_regs *)bpf_task_pt_regs(task);
+    return rdonly_cast(*(u64 *)(task + TASK_STACK_OFF) + *offset, PT_REGS_BTF_ID);
+}
+#else
+static __always_inline struct pt_regs *syscall_regs(void)
+{
+    return CURRENT_SYSCALL_REGS();
+}
+#endif
 
 /* The buffer of the read or write syscall this socket operation is part of:
  * *how says how to find the bytes, 0 when the caller is not one of these
  * syscalls (sendfile, splice, io_uring: counted, not parsed). */
 static __always_inline u64 syscall_buffer(u32 *how)
 {
-    struct pt_regs *regs = CURRENT_SYSCALL_REGS();
+    struct pt_regs *regs = syscall_regs();
     u64 buf = regs->si;
     *how = BUF_NONE;
     switch (regs->orig_ax) {
@@ -1044,13 +1087,6 @@ static __always_inline u64 address_of(u64 typed_pointer)
 #endif
 
 #if RECV_HOOK_BTF
-/* bpf_rdonly_cast(obj, btf_id) (a kfunc, Linux 6.2+): the verifier turns the number obj into a read-only
- * pointer to the kernel type btf_id and the call into nothing; loads through it are fault-safe. BCC
- * cannot emit a kfunc call, so this calls the placeholder helper number KFUNC_RDONLY_CAST (the way C
- * calls a helper: through its number as a function pointer), which ebpftool/core/bpf.py rewrites into
- * the kfunc call when it loads the program. */
-static void *(*rdonly_cast)(u64 obj, u32 btf_id) = (void *)KFUNC_RDONLY_CAST;
-
 /* When the read returned: TCP's own clock of the socket (tcp_sock.tcp_clock_cache, CLOCK_MONOTONIC
  * like bpf_ktime_get_ns()), which the read refreshed as it copied the bytes out (tcp_recvmsg ->
  * tcp_rcv_space_adjust -> tcp_mstamp_refresh), a few hundred ns before this hook: no clock read here

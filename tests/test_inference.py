@@ -569,3 +569,26 @@ def test_connections_served_by_an_unwatched_process_are_let_go_at_their_first_re
             other.wait(10)
         receiver.stop()
         zones.remove()
+
+
+def test_on_this_kernel_reads_take_the_btf_hook_with_measured_syscall_registers():
+    """Linux 6.18 has the tp_btf tracepoints and the bpf_rdonly_cast kfunc: both socket hooks run on BTF
+    tracepoints, and at load the tracer measured where a task's syscall registers lie from its kernel
+    stack (the read hook then needs no bpf_task_pt_regs() call). The tests above parse requests through
+    that hook; this one pins that it is the hook in use, with its offset measured."""
+    import ctypes
+
+    from ebpftool.commands.common import CommonOptions, build_telemetry
+    from ebpftool.tracers.inference import InferenceOptions, InferenceTracer
+
+    telemetry, _ = build_telemetry(CommonOptions())
+    tracer = InferenceTracer(telemetry, InferenceOptions(ports=[free_port()]))
+    tracer.start()
+    try:
+        assert (tracer.hooks, tracer.send_hook_btf, tracer.recv_hook_btf) == ("socket", True, True)
+        assert {"tp_btf:sock_recv_length", "tp_btf:tcp_sendmsg_locked"} <= set(tracer.prog.probes)
+        offset = tracer.prog["syscall_regs_offset"][ctypes.c_int(0)].value
+        assert 0 < offset < 1 << 20
+        assert (offset + ctypes.sizeof(ctypes.c_ulong) * 21) % 4096 == 0  # struct pt_regs (21 words) ends a page
+    finally:
+        tracer.stop()

@@ -105,7 +105,9 @@ def recv_hook_btf_defines() -> dict[str, int]:
     btf.type_id(KIND_TYPEDEF, f"btf_trace_{RECV_BTF_TRACEPOINT}")
     btf.type_id(KIND_FUNC, "bpf_rdonly_cast")
     return {"RECV_HOOK_BTF": 1, "TCP_SOCK_BTF_ID": btf.struct_id("tcp_sock"),
-            "TCP_CLOCK_CACHE_OFF": btf.member("tcp_sock", "tcp_clock_cache").offset, **kfunc_defines()}
+            "TCP_CLOCK_CACHE_OFF": btf.member("tcp_sock", "tcp_clock_cache").offset,
+            "PT_REGS_BTF_ID": btf.struct_id("pt_regs"), "TASK_STACK_OFF": btf.member("task_struct", "stack").offset,
+            **kfunc_defines()}
 
 
 METHOD_NAMES = {H[f"METHOD_{m}"]: m for m in http_parse.METHODS}
@@ -371,6 +373,9 @@ class InferenceTracer(Tracer):
                 scan = bpf.load_func("scan_sse_events", bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
                 bpf["scan_prog"][0] = scan.fd
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
+            if btf_hooks and btf_hooks.get("RECV_HOOK_BTF"):
+                # where syscall registers lie from a task's stack, measured before any hook runs (see there)
+                run_raw_tracepoint_program(bpf.load_func("calibrate_syscall_regs", bpf.RAW_TRACEPOINT).fd, [0])
             for tracepoint, function in self._btf_hooks(btf_hooks):
                 prog.attach_btf_tracepoint(tracepoint, function)
         except Exception as exc:
