@@ -50,8 +50,7 @@ PATCHES = {
     "full_raw": [],
     # c->port is never 0 on a watched connection: the condition keeps the lookup in the program.
     "after_lookup": [(HOOK_LOOKUP, HOOK_LOOKUP + "    if (c->port != 0)\n        return 0;  /* bench variant */\n")],
-    "return_now": [("    u64 sk = ctx->args[0];\n    struct conn_state *c = sock_conn(sk);",
-                    "    return 0;  /* bench variant */\n    u64 sk = ctx->args[0];\n    struct conn_state *c = sock_conn(sk);")],
+    "return_now": [("_length)\n{\n", "_length)\n{\n    return 0;  /* bench variant */\n")],  # both raw hooks' tops
     "floor": [],
     "floor_btf": [],
 }
