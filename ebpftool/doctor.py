@@ -21,12 +21,15 @@ from ebpftool.core.bpf import (
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.privileges import capability_report
 from ebpftool.errors import EbpftoolError
-from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT
+from ebpftool.tracers.inference import RECV_BTF_TRACEPOINT, SEND_BTF_TRACEPOINT, recv_hook_btf_defines
 
 
 # What each tracer needs, in order of preference: (method, required tracepoints, required features).
 TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str], list[str]]]] = {
     "inference": [
+        ("socket hooks on BTF tracepoints: reads on sock_recv_length (timed by TCP's clock), writes on "
+         "tcp_sendmsg_locked, + inet_sock_set_state",
+         ["sock:sock_recv_length", "sock:inet_sock_set_state"], ["raw_tp_regs", "tp_btf", "kfunc_rdonly_cast"]),
         ("socket hooks: raw sock_recv_length + inet_sock_set_state, writes on the tcp_sendmsg_locked BTF tracepoint",
          ["sock:sock_recv_length", "sock:inet_sock_set_state"], ["raw_tp_regs", "tp_btf"]),
         ("socket hooks: raw sock_recv_length/sock_send_length + inet_sock_set_state",
@@ -149,6 +152,13 @@ RAW_TRACEPOINT_PROBE(sock_recv_length) {
 # The inference tracer's BTF send hook (loaded by ebpftool itself: BCC 0.26 cannot).
 _TP_BTF_C = r"""
 int doctor_tp_btf(u64 *ctx) { return 0; }
+"""
+
+# The inference tracer's BTF read hook: the bpf_rdonly_cast kfunc, called as the tracer calls it (a
+# placeholder helper number that ebpftool.core.bpf rewrites at load).
+_RDONLY_CAST_C = r"""
+static void *(*rdonly_cast)(u64 obj, u32 btf_id) = (void *)KFUNC_RDONLY_CAST;
+int doctor_rdonly_cast(u64 *ctx) { return rdonly_cast(0, TCP_SOCK_BTF_ID) != 0; }
 """
 
 _KFUNC_C = r"""
@@ -296,6 +306,19 @@ def probe_kernel() -> Report:
             ok, detail = _attempt(btf_tracepoint)
             features["tp_btf"] = ok
             add(Check("BTF tracepoints (tp_btf)", ok, detail if ok else f"refused: {detail}"))
+
+            def rdonly_cast():
+                defines = recv_hook_btf_defines()
+                b = bcc.BPF(text=_RDONLY_CAST_C, cflags=[f"-D{k}={v}" for k, v in defines.items()])
+                try:
+                    os.close(load_btf_raw_tracepoint_program(b, "doctor_rdonly_cast", RECV_BTF_TRACEPOINT))
+                finally:
+                    b.cleanup()
+                return "bpf_rdonly_cast() called from a tp_btf program (the BTF read hook's clock and registers)"
+
+            ok, detail = _attempt(rdonly_cast) if features["tp_btf"] else (False, "needs tp_btf")
+            features["kfunc_rdonly_cast"] = ok
+            add(Check("kfunc bpf_rdonly_cast", ok, detail if ok else f"refused: {detail}"))
             ok, detail = _attempt(fentry)
             features["fentry"] = ok
             add(Check("fentry", ok, detail if ok else f"refused: {detail}"))

@@ -23,7 +23,8 @@ def test_doctor_probes_the_kernel_and_every_tracer_can_run():
     assert set(plans) == {"inference", "net", "gpu"}
     assert all(p["can_run"] for p in plans.values())
     assert plans["net"]["method"].startswith("raw sock_send_length/sock_recv_length/tcp_probe"), plans["net"]
-    assert plans["inference"]["method"].startswith("socket hooks"), plans["inference"]
+    assert plans["inference"]["method"].startswith("socket hooks on BTF tracepoints"), plans["inference"]
+    assert checks["BTF tracepoints (tp_btf)"]["ok"] and checks["kfunc bpf_rdonly_cast"]["ok"]
     assert checks["raw tracepoints"]["ok"] and checks["struct sock offsets (BTF)"]["ok"]
 
 

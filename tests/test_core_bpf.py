@@ -65,34 +65,29 @@ def test_a_full_ring_buffer_counts_every_lost_event():
     assert len(received) + lost == sent  # nothing silently lost
 
 
-def test_span_budget_refuses_and_counts_beyond_its_rate():
-    prog = load_probe(pages=64, span_rate=10)  # burst of 10, then ~10/s
+def spans_through_budget(span_rate: int, calls: int) -> tuple[int, int]:
+    """(events received, refusals counted) for `calls` getppid() calls under a span budget of span_rate."""
+    prog = load_probe(pages=64, span_rate=span_rate)
     received = []
     try:
         prog.open_ring_buffer("events", lambda data: received.append(1))
-        for _ in range(1000):
+        for _ in range(calls):
             os.getppid()
         prog.poll(200)
         refused = prog.stats()[STAT_SPAN_BUDGET]
     finally:
         prog.close()
-    assert 10 <= len(received) < 50
-    assert len(received) + refused == 1000
+    return len(received), refused
+
+
+def test_span_budget_refuses_and_counts_beyond_its_rate():
+    received, refused = spans_through_budget(span_rate=10, calls=1000)  # burst of 10, then ~10/s
+    assert 10 <= received < 50
+    assert received + refused == 1000
 
 
 def test_a_span_rate_of_zero_sends_no_span_and_counts_each():
-    prog = load_probe(pages=64, span_rate=0)
-    received = []
-    try:
-        prog.open_ring_buffer("events", lambda data: received.append(1))
-        for _ in range(100):
-            os.getppid()
-        prog.poll(200)
-        refused = prog.stats()[STAT_SPAN_BUDGET]
-    finally:
-        prog.close()
-    assert received == []
-    assert refused == 100
+    assert spans_through_budget(span_rate=0, calls=100) == (0, 100)
 
 
 def test_close_detaches_programs_and_uprobes():
