@@ -409,14 +409,13 @@ static __always_inline void emit_last_write(u64 *k, struct conn_state *c)
 
 /* The second word of a struct req_key (port, status, method, op, slot). */
 #define KEY_WORD(k) (*(u64 *)&(k)->port)
-#define CONST_KEY_WORD(k) (*(const u64 *)&(k)->port)
 #define SLOT_STATE_WORD(state) ((u64)(state) << 48)
 
 /* The slot of key's series in series_keys and http_hist, a free one claimed for it if it has none;
  * SERIES_SLOTS when its slots are all taken. */
 static __always_inline u32 http_series(const struct req_key *key)
 {
-    u64 word = CONST_KEY_WORD(key) | SLOT_STATE_WORD(SERIES_USED);  /* key->slot is 0 */
+    u64 word = KEY_WORD(key) | SLOT_STATE_WORD(SERIES_USED);  /* key->slot is 0 */
     u32 home = ((key->cgroup ^ word) * 0x9E3779B97F4A7C15ULL) >> (64 - SERIES_BITS);
 #pragma unroll
     for (u32 i = 0; i < SERIES_PROBES; i++) {

@@ -292,14 +292,19 @@ def probe_kernel() -> Report:
             features["btf_sock_offsets"] = False
             add(Check("struct sock offsets (BTF)", False, str(exc)))
 
-        def btf_tracepoint():
-            b = bcc.BPF(text=_TP_BTF_C)
+        def load_tp_btf(text: str, fn_name: str, tracepoint: str, attach: bool, defines=None) -> None:
+            """Compile text with BCC and load fn_name as a tp_btf program (attached and detached if asked)."""
+            b = bcc.BPF(text=text, cflags=[f"-D{k}={v}" for k, v in (defines or {}).items()])
             try:
-                fd = load_btf_raw_tracepoint_program(b, "doctor_tp_btf", SEND_BTF_TRACEPOINT)
-                os.close(attach_raw_tracepoint_program(fd))
+                fd = load_btf_raw_tracepoint_program(b, fn_name, tracepoint)
+                if attach:
+                    os.close(attach_raw_tracepoint_program(fd))
                 os.close(fd)
             finally:
                 b.cleanup()
+
+        def btf_tracepoint():
+            load_tp_btf(_TP_BTF_C, "doctor_tp_btf", SEND_BTF_TRACEPOINT, attach=True)
             return f"a program on {SEND_BTF_TRACEPOINT} loaded and attached"
 
         if features.get("bpf"):
@@ -308,12 +313,8 @@ def probe_kernel() -> Report:
             add(Check("BTF tracepoints (tp_btf)", ok, detail if ok else f"refused: {detail}"))
 
             def rdonly_cast():
-                defines = recv_hook_btf_defines()
-                b = bcc.BPF(text=_RDONLY_CAST_C, cflags=[f"-D{k}={v}" for k, v in defines.items()])
-                try:
-                    os.close(load_btf_raw_tracepoint_program(b, "doctor_rdonly_cast", RECV_BTF_TRACEPOINT))
-                finally:
-                    b.cleanup()
+                load_tp_btf(_RDONLY_CAST_C, "doctor_rdonly_cast", RECV_BTF_TRACEPOINT, attach=False,
+                            defines=recv_hook_btf_defines())
                 return "bpf_rdonly_cast() called from a tp_btf program (the BTF read hook's clock and registers)"
 
             ok, detail = _attempt(rdonly_cast) if features["tp_btf"] else (False, "needs tp_btf")

@@ -76,17 +76,18 @@ HOOKS = ("auto", "socket", "socket-raw", "syscall")
 
 def btf_hook_defines() -> dict[str, int]:
     """The BTF socket hooks' defines: the send side's, and the read side's where the kernel allows it."""
-    defines = send_hook_btf_defines()
+    btf = Btf.vmlinux()  # parsed once for both (~55 ms)
+    defines = send_hook_btf_defines(btf)
     try:
-        defines |= recv_hook_btf_defines()
+        defines |= recv_hook_btf_defines(btf)
     except BtfError:
         pass  # no bpf_rdonly_cast (Linux < 6.2): reads stay on the raw tracepoint, timed by the clock helper
     return defines
 
 
-def send_hook_btf_defines() -> dict[str, int]:
+def send_hook_btf_defines(btf: Btf | None = None) -> dict[str, int]:
     """Offsets and enum values the BTF send hook loads, from the running kernel's BTF (BtfError if absent)."""
-    btf = Btf.vmlinux()
+    btf = btf or Btf.vmlinux()
     btf.type_id(KIND_TYPEDEF, f"btf_trace_{SEND_BTF_TRACEPOINT}")  # the tracepoint exists
     return {"MSG_ITER_TYPE_OFF": btf.member("msghdr", "msg_iter.iter_type").offset,
             "MSG_ITER_OFFSET_OFF": btf.member("msghdr", "msg_iter.iov_offset").offset,
@@ -99,9 +100,9 @@ def send_hook_btf_defines() -> dict[str, int]:
             "ITER_IOVEC_TYPE": btf.enum_value("iter_type", "ITER_IOVEC")}
 
 
-def recv_hook_btf_defines() -> dict[str, int]:
+def recv_hook_btf_defines(btf: Btf | None = None) -> dict[str, int]:
     """What the BTF read hook needs from the running kernel's BTF (BtfError if something is absent)."""
-    btf = Btf.vmlinux()
+    btf = btf or Btf.vmlinux()
     btf.type_id(KIND_TYPEDEF, f"btf_trace_{RECV_BTF_TRACEPOINT}")
     btf.type_id(KIND_FUNC, "bpf_rdonly_cast")
     return {"RECV_HOOK_BTF": 1, "TCP_SOCK_BTF_ID": btf.struct_id("tcp_sock"),
@@ -275,8 +276,7 @@ class InferenceTracer(Tracer):
         self.unparsable_captures = 0
         self.watched_listeners = 0
         self.hooks = ""                                   # the hooks in use: socket | syscall
-        self.send_hook_btf = False                        # socket hooks: writes seen on SEND_BTF_TRACEPOINT
-        self.recv_hook_btf = False                        # and reads on RECV_BTF_TRACEPOINT
+        self.btf_hooks: list[tuple[str, str]] = []       # (tracepoint, program) of the hooks on BTF tracepoints
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
         self._seeding = False
         self._flush_fd = -1
@@ -373,10 +373,12 @@ class InferenceTracer(Tracer):
                 scan = bpf.load_func("scan_sse_events", bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
                 bpf["scan_prog"][0] = scan.fd
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
+            btf_attached = [] if btf_hooks is None else [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)]
             if btf_hooks and btf_hooks.get("RECV_HOOK_BTF"):
                 # where syscall registers lie from a task's stack, measured before any hook runs (see there)
                 run_raw_tracepoint_program(bpf.load_func("calibrate_syscall_regs", bpf.RAW_TRACEPOINT).fd, [0])
-            for tracepoint, function in self._btf_hooks(btf_hooks):
+                btf_attached.append((RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION))
+            for tracepoint, function in btf_attached:
                 prog.attach_btf_tracepoint(tracepoint, function)
         except Exception as exc:
             prog.close()
@@ -386,8 +388,7 @@ class InferenceTracer(Tracer):
         self.prog = prog
         self.programs.append(prog)
         self.hooks = "socket" if socket_hooks else "syscall"
-        self.send_hook_btf = btf_hooks is not None
-        self.recv_hook_btf = bool(btf_hooks and btf_hooks.get("RECV_HOOK_BTF"))
+        self.btf_hooks = btf_attached
         if socket_hooks:
             on_btf = {"sock_send_length": self.send_hook_btf, "sock_recv_length": self.recv_hook_btf}
             prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS if not on_btf[tp])
@@ -403,19 +404,15 @@ class InferenceTracer(Tracer):
         prog.open_ring_buffer("events", self._on_event)
         self._scan(seed_connections=True)
 
-    @staticmethod
-    def _btf_hooks(btf_hooks: dict[str, int] | None) -> list[tuple[str, str]]:
-        if btf_hooks is None:
-            return []
-        hooks = [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)]
-        if btf_hooks.get("RECV_HOOK_BTF"):
-            hooks.append((RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION))
-        return hooks
+    @property
+    def send_hook_btf(self) -> bool:
+        """Socket hooks: writes seen on SEND_BTF_TRACEPOINT."""
+        return (SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION) in self.btf_hooks
 
     @property
-    def btf_hooks(self) -> list[tuple[str, str]]:
-        """(tracepoint, program) of each per-request hook on a BTF tracepoint."""
-        return self._btf_hooks({"RECV_HOOK_BTF": int(self.recv_hook_btf)} if self.send_hook_btf else None)
+    def recv_hook_btf(self) -> bool:
+        """Socket hooks: reads seen on RECV_BTF_TRACEPOINT."""
+        return (RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION) in self.btf_hooks
 
     def _preexisting_connections(self) -> dict[str, set[int]]:
         """Established connections on the watched ports (of the watched processes) at start, per netns."""
