@@ -29,6 +29,7 @@
  * Compile-time parameters (from ebpftool/tracers/inference.py):
  *   IO_HOOKS_SOCK  1: socket hooks (x86-64 syscall registers); 0: syscall hooks
  *   SEED_CONNECTIONS 1: attach the tcp_rcv_space_adjust program (socket hooks)
+ *   ARRIVAL_HOOK   1: a request begins when its first byte arrives (sock:sk_data_ready; socket hooks)
  *   SEND_HOOK_BTF  1: writes seen on the tcp_sendmsg_locked BTF tracepoint, not sock_send_length (socket
  *                  hooks; with MSG_ITER_*_OFF, SKB_LEN_OFF, SK_WMEM_QUEUED_OFF, SK_SNDBUF_OFF, ITER_*_TYPE)
  *   RECV_HOOK_BTF  1: reads seen on the sock_recv_length BTF tracepoint, timed by TCP's clock of the socket
@@ -49,6 +50,9 @@
 #endif
 #ifndef SEED_CONNECTIONS
 #define SEED_CONNECTIONS 0
+#endif
+#ifndef ARRIVAL_HOOK
+#define ARRIVAL_HOOK 0
 #endif
 #ifndef SEND_HOOK_BTF
 #define SEND_HOOK_BTF 0
@@ -103,8 +107,15 @@ struct user_iov {
 /* The scanned write lies at data[SCAN_LEAD]: before it, zeros and the '\n' that makes its first byte a
  * line start, room for the usage check's look-back; after it, zeros and room for the last loads. */
 #define SCAN_LEAD 16
+#define RARE_WORDS 8  /* words of one buffer that may hold a mark or a count, looked at closer (the first ones) */
 struct scratch {
     u8 data[SCAN_LEAD + SSE_SCAN_MAX + 32];
+    u64 end;                  /* one past the buffer's last byte in data */
+    u64 events;               /* events in the buffer */
+    u64 usage_at;             /* where the last output-token count seen begins (0: none) */
+    u32 rare;                 /* words found that may hold a mark or a count (the first RARE_WORDS are kept) */
+    u16 rare_word[RARE_WORDS];
+    u16 rare_events[RARE_WORDS];  /* events begun before that word: its marks are the last one's */
 };
 
 BPF_HASH(watched_pids, u32, u8, 4096);
@@ -223,9 +234,9 @@ static __always_inline u8 classify_path(const u64 *p, int n)
     if (n >= 11 && w0 == W8('/', 'c', 'o', 'm', 'p', 'l', 'e', 't') && LOW(w1, 3) == W3('i', 'o', 'n'))
         return OP_TEXT_COMPLETION;  /* llama.cpp /completion */
     if (n >= 9 && w0 == W8('/', 'a', 'p', 'i', '/', 'c', 'h', 'a') && LOW(w1, 1) == 't')
-        return OP_CHAT;             /* Ollama */
+        return OP_CHAT | OP_NDJSON;             /* Ollama */
     if (n >= 13 && w0 == W8('/', 'a', 'p', 'i', '/', 'g', 'e', 'n') && LOW(w1, 5) == W5('e', 'r', 'a', 't', 'e'))
-        return OP_TEXT_COMPLETION;
+        return OP_TEXT_COMPLETION | OP_NDJSON;
     if (n >= 10 && w0 == W8('/', 'a', 'p', 'i', '/', 'e', 'm', 'b') && LOW(w1, 2) == W2('e', 'd'))
         return OP_EMBEDDINGS;
     if (n >= 11 && w0 == W8('/', 'v', '2', '/', 'm', 'o', 'd', 'e') && LOW(w1, 3) == W3('l', 's', '/')) {
@@ -249,7 +260,9 @@ static __always_inline u64 is_zero(u64 v)
 {
     u64 t = v | -v;
     asm volatile("" : "+r"(t));
-    return (t >> 63) ^ 1;
+    t = (t >> 63) ^ 1;
+    asm volatile("" : "+r"(t));  /* nor may clang know it is 0 or 1 (it would turn masks into branches) */
+    return t;
 }
 
 /* SWAR: the high bit of each byte of w that is 0 is set (and maybe that of a 0x01 byte above a 0;
@@ -257,15 +270,49 @@ static __always_inline u64 is_zero(u64 v)
 #define ZERO_BYTES(w) (((w) - 0x0101010101010101ULL) & ~(w) & 0x8080808080808080ULL)
 #define EVERY_BYTE(c) (0x0101010101010101ULL * (u8)(c))
 
-/* Counts `data:` events (at the start of the write or of a line) in the first
- * SSE_SCAN_MAX bytes written: returns the tokens (not `data: [DONE]`, not a
- * usage-only chunk) and sets *data_events to all events but [DONE].
- * A token write is a few hundred bytes with a handful of line ends, so the scan
- * goes 8 bytes at a time and looks closer only at words holding a '\n' (where
- * an event may start) or a '[' (where `"choices":[]` may end): with one check
- * per byte offset, a write cost ~5 us. The checks at a word's 8 offsets are
- * branch-free: every jump in a long loop is a state the verifier must keep. */
-static __always_inline u32 count_events(u64 ptr, u32 len, u32 *data_events)
+/* The number (decimal, at most 10 digits, after an optional space) at data[at], if it ends inside the
+ * buffer (before end); *found says whether there was one. */
+static __always_inline u32 stated_number(struct scratch *s, u64 at, u64 end, u32 *found)
+{
+    *found = 0;
+    if (at == 0 || at > SCAN_LEAD + SSE_SCAN_MAX)
+        return 0;
+    if (s->data[at] == ' ')
+        at++;
+    u64 v = 0;
+    u32 digits = 0;
+#pragma unroll
+    for (int i = 0; i < 10; i++) {
+        u8 ch = s->data[at + i];
+        if (ch < '0' || ch > '9')
+            break;
+        v = v * 10 + (ch - '0');
+        digits++;
+    }
+    if (digits == 0 || at + digits >= end)
+        return 0;  /* no number, or one the buffer may have cut */
+    *found = 1;
+    return v > 0xffffffffULL ? 0xffffffffU : (u32)v;
+}
+
+/* Response bytes are scanned in two passes, each its own program (reached by tail calls) so that the
+ * verifier walks each loop once:
+ *  1. find_events() reads the buffer's first SSE_SCAN_MAX bytes into the scratch map and finds the
+ *     events: `data:` lines (at the buffer's start or after a '\n') other than `data: [DONE]`, and with
+ *     ndjson JSON objects at a line start (Ollama's API). It notes the words that may hold a mark or a
+ *     count (rare in token events).
+ *  2. find_marks() looks closer at those words. An event is a token unless it shows a mark of a chunk
+ *     that carries no output text: `"content":""`, `"text":""`, `"response":""` (the role-only first
+ *     chunk of OpenAI-style streams; Ollama's final object), `"delta":{}` (a finish-only chunk),
+ *     `"choices":[]` (a usage-only chunk), `"special":true` (TGI's special tokens), `"done":true`
+ *     (Ollama's final object). A mark belongs to the last event begun before its word: an event's first
+ *     mark lies at least 9 bytes after its line start, so never in the word of its line start. The
+ *     output-token count is the last `"completion_tokens":N` (OpenAI usage), `"output_tokens":N`,
+ *     `"generated_tokens":N` (TGI) or `"eval_count":N` (Ollama) seen.
+ * The passes go 8 bytes at a time and look closer only at words holding a byte that may begin
+ * something; the checks at a word's 8 offsets are branch-free: every jump in a long loop is a state
+ * the verifier must keep. */
+static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
 {
     u32 zero = 0;
     struct scratch *s = scratch_buf.lookup(&zero);
@@ -277,51 +324,129 @@ static __always_inline u32 count_events(u64 ptr, u32 len, u32 *data_events)
     asm volatile("" : "+r"(n));
     if (n > SSE_SCAN_MAX)
         n = SSE_SCAN_MAX;
+    s->events = 0;
+    s->rare = 0;
+    s->end = SCAN_LEAD;
     *(u64 *)&s->data[0] = 0;
     *(u64 *)&s->data[8] = (u64)'\n' << 56;  /* data[SCAN_LEAD - 1] */
     if (bpf_probe_read_user(&s->data[SCAN_LEAD], n, (void *)ptr) != 0)
         return 0;
-    *(u64 *)&s->data[SCAN_LEAD + n] = 0;  /* bytes past the write read as 0, not as an earlier write's */
+    *(u64 *)&s->data[SCAN_LEAD + n] = 0;  /* bytes past the buffer read as 0, not as an earlier write's */
     *(u64 *)&s->data[SCAN_LEAD + n + 8] = 0;
-    u64 end = SCAN_LEAD + n;  /* one past the write's last byte */
-    u64 events = 0, usage_only = 0;
+    u64 end = SCAN_LEAD + n;  /* one past the buffer's last byte */
+    s->end = end;
+    u64 events = 0;
 #pragma clang loop unroll(disable)
     for (u32 word = 1; word < (SCAN_LEAD + SSE_SCAN_MAX) / 8; word++) {
         if (word * 8 >= end)
             break;
         u64 w = *(u64 *)&s->data[word * 8];
+        u64 next = *(u64 *)&s->data[word * 8 + 1];  /* each byte's successor */
+        u64 prev = *(u64 *)&s->data[word * 8 - 1];  /* each byte's predecessor */
+        /* a mark (`[]`, `""`, `{}`, `:t`, `t"}`) or a count (`_t`, `_c`) may begin here */
+        if ((ZERO_BYTES(w ^ EVERY_BYTE('[')) & ZERO_BYTES(next ^ EVERY_BYTE(']'))) |
+            (ZERO_BYTES(prev ^ EVERY_BYTE('t')) & ZERO_BYTES(w ^ EVERY_BYTE('"')) & ZERO_BYTES(next ^ EVERY_BYTE('}'))) |
+            (ZERO_BYTES(w ^ EVERY_BYTE('"')) & ZERO_BYTES(next ^ EVERY_BYTE('"'))) |
+            (ZERO_BYTES(w ^ EVERY_BYTE('{')) & ZERO_BYTES(next ^ EVERY_BYTE('}'))) |
+            (ZERO_BYTES(w ^ EVERY_BYTE(':')) & ZERO_BYTES(next ^ EVERY_BYTE('t'))) |
+            (ZERO_BYTES(w ^ EVERY_BYTE('_')) & (ZERO_BYTES(next ^ EVERY_BYTE('t')) | ZERO_BYTES(next ^ EVERY_BYTE('c'))))) {
+            /* the count lives in the map, not a register: an index the verifier would have to follow */
+            u32 i = s->rare;
+            if (i < RARE_WORDS) {
+                s->rare_word[i & (RARE_WORDS - 1)] = word;
+                s->rare_events[i & (RARE_WORDS - 1)] = events;
+            }
+            s->rare = i + 1;
+        }
         if (ZERO_BYTES(w ^ EVERY_BYTE('\n'))) {
 #pragma unroll
             for (u32 b = 0; b < 8; b++) {
-                /* an event: '\n' 'd' 'a' 't' 'a' ':' at p, its ':' inside the write */
+                /* '\n' 'd' 'a' 't' 'a' ':' at p (its ':' inside the buffer), not [DONE]; or '\n' '{' */
                 u32 p = word * 8 + b;
                 u64 x = *(u64 *)&s->data[p];
-                u64 is_event = is_zero((x ^ W6('\n', 'd', 'a', 't', 'a', ':')) & 0xffffffffffffULL);
+                u64 is_data = is_zero((x ^ W6('\n', 'd', 'a', 't', 'a', ':')) & 0xffffffffffffULL);
                 u64 c6 = (x >> 48) & 0xff, c7 = x >> 56;
                 u64 is_done = is_zero(c6 ^ '[') | (is_zero(c6 ^ ' ') & is_zero(c7 ^ '['));
-                u64 room = end - (p + 6);  /* negative when the ':' would be past the write */
+                u64 room = end - (p + 6);  /* negative when the ':' would be past the buffer */
                 asm volatile("" : "+r"(room));
-                events += is_event & (is_done ^ 1) & ((room >> 63) ^ 1);
-            }
-        }
-        if (ZERO_BYTES(w ^ EVERY_BYTE('['))) {
-#pragma unroll
-            for (u32 b = 0; b < 8; b++) {
-                /* `"choices":[]` / `"choices": []` with its '[' at p: a usage-only chunk
-                 * (stream_options.include_usage), not a token */
-                u32 p = word * 8 + b;
-                u64 tight = *(u64 *)&s->data[p - 7], spaced = *(u64 *)&s->data[p - 8];
-                u64 opens = is_zero(s->data[p] ^ '['), closes = is_zero(s->data[p + 1] ^ ']');
-                u64 empty = (is_zero(tight ^ W8('o', 'i', 'c', 'e', 's', '"', ':', '[')) |
-                             (is_zero(spaced ^ W8('o', 'i', 'c', 'e', 's', '"', ':', ' ')) & opens)) & closes;
-                u64 room = end - (p + 2);  /* negative when the ']' would be past the write */
-                asm volatile("" : "+r"(room));
-                usage_only += empty & ((room >> 63) ^ 1);
+                u64 object_room = end - (p + 2);
+                asm volatile("" : "+r"(object_room));
+                u64 is_object = ndjson & is_zero((x & 0xffff) ^ W2('\n', '{')) & ((object_room >> 63) ^ 1);
+                events += (is_data & (is_done ^ 1) & ((room >> 63) ^ 1)) | is_object;
             }
         }
     }
-    *data_events = events;
-    return events > usage_only ? events - usage_only : 0;
+    s->events = events;
+    return 1;
+}
+
+/* The second pass (see find_events()): *tokens, and the stated output-token count if any. */
+static __always_inline void find_marks(struct scratch *s, u32 *tokens, u32 *usage, u32 *has_usage)
+{
+    u64 end = s->end, events = s->events;
+    u32 rare = s->rare;
+    u64 marked = 0;     /* bit i: event i showed a mark (the first 64 events) */
+    s->usage_at = 0;
+#pragma clang loop unroll(disable)
+    for (u32 k = 0; k < RARE_WORDS; k++) {
+        if (k >= rare)
+            break;
+        u64 word = s->rare_word[k];
+        u64 owner = s->rare_events[k];  /* its marks belong to event owner - 1 */
+        asm volatile("" : "+r"(word));
+        if (word < 1 || word >= (SCAN_LEAD + SSE_SCAN_MAX) / 8)
+            continue;
+        u64 mark = 0, usage_at = 0, usage_seen = 0;
+#pragma clang loop unroll(disable)
+        for (u64 b = 0; b < 8; b++) {
+            u64 p = word * 8 + b;
+            u64 x = *(u64 *)&s->data[p];
+            u64 at8 = *(u64 *)&s->data[p - 8], at7 = *(u64 *)&s->data[p - 7], at6 = *(u64 *)&s->data[p - 6];
+            u64 after = *(u64 *)&s->data[p + 1];
+            u64 c0 = x & 0xff, c1 = (x >> 8) & 0xff, pair = x & 0xffff;
+            u64 empty_choices = (is_zero(at7 ^ W8('o', 'i', 'c', 'e', 's', '"', ':', '[')) |
+                                 (is_zero(at8 ^ W8('o', 'i', 'c', 'e', 's', '"', ':', ' ')) & is_zero(c0 ^ '['))) &
+                                is_zero(c1 ^ ']');
+            u64 empty_text = (is_zero(at8 ^ W8('o', 'n', 't', 'e', 'n', 't', '"', ':')) |
+                              is_zero(at8 ^ W8('n', 't', 'e', 'n', 't', '"', ':', ' ')) |
+                              is_zero((at8 >> 8) ^ W7('"', 't', 'e', 'x', 't', '"', ':')) |
+                              is_zero(at8 ^ W8('"', 't', 'e', 'x', 't', '"', ':', ' ')) |
+                              is_zero(at8 ^ W8('s', 'p', 'o', 'n', 's', 'e', '"', ':')) |
+                              is_zero(at8 ^ W8('o', 'u', 't', 'p', 'u', 't', '"', ':'))) &
+                             is_zero(pair ^ W2('"', '"'));
+            /* `"assistant"}` with its closing quote at p: a delta with a role and no content */
+            u64 role_only = is_zero(at8 ^ W8('s', 's', 'i', 's', 't', 'a', 'n', 't')) & is_zero(pair ^ W2('"', '}'));
+            u64 empty_delta = (is_zero(at8 ^ W8('"', 'd', 'e', 'l', 't', 'a', '"', ':')) |
+                               is_zero(at8 ^ W8('d', 'e', 'l', 't', 'a', '"', ':', ' '))) &
+                              is_zero(pair ^ W2('{', '}'));
+            u64 flagged = is_zero(at6 ^ W8('"', 'd', 'o', 'n', 'e', '"', ':', 't')) |
+                          (is_zero(at7 ^ W8('p', 'e', 'c', 'i', 'a', 'l', '"', ':')) & is_zero(c1 ^ 't'));
+            u64 room = end - (p + 2);  /* negative when the mark's last byte would be past the buffer */
+            asm volatile("" : "+r"(room));
+            mark |= (empty_choices | empty_text | empty_delta | flagged | role_only) & ((room >> 63) ^ 1);
+            /* `_tokens":` after `completion`, `generated`, `"output`; `"eval_count":` (its '_' at p) */
+            u64 tokens_count = is_zero(after ^ W8('t', 'o', 'k', 'e', 'n', 's', '"', ':')) &
+                               (is_zero(at8 ^ W8('m', 'p', 'l', 'e', 't', 'i', 'o', 'n')) |
+                                is_zero(at8 ^ W8('e', 'n', 'e', 'r', 'a', 't', 'e', 'd')) |
+                                is_zero((at8 >> 8) ^ W7('"', 'o', 'u', 't', 'p', 'u', 't')));
+            u64 eval_count = is_zero((at6 >> 8) ^ W7('e', 'v', 'a', 'l', '_', 'c', 'o')) &
+                             is_zero(LOW(after, 7) ^ W7('c', 'o', 'u', 'n', 't', '"', ':')) & is_zero(c0 ^ '_');
+            u64 counted = tokens_count | eval_count;
+            usage_at ^= (usage_at ^ (p + 9 - eval_count)) & -counted;  /* its number: the last one seen */
+            usage_seen |= counted;
+        }
+        /* kept in the map, not a register: a position the verifier need not follow through the loop */
+        u64 old = s->usage_at;
+        s->usage_at = old ^ ((old ^ usage_at) & -usage_seen);
+        u64 event = owner - 1;
+        u64 valid = (is_zero(owner) ^ 1) & is_zero(event >> 6);
+        marked |= (mark & valid) << (event & 63);
+    }
+    u64 unmarked_events = events < 64 ? events : 64;
+    u64 in_range = unmarked_events == 64 ? ~0ULL : ((1ULL << unmarked_events) - 1);
+    u32 with_marks = __builtin_popcountll(marked & in_range);
+    *tokens = events > with_marks ? events - with_marks : 0;
+    *usage = stated_number(s, s->usage_at, end, has_usage);
 }
 
 /* ---- events to user space ------------------------------------------------- */
@@ -436,7 +561,15 @@ static __always_inline u32 http_series(const struct req_key *key)
     return SERIES_SLOTS;
 }
 
-/* A finished generative-AI request into its histograms and token count (key: its series). */
+/* Output tokens of the request in progress: what its answer stated, else its token events. */
+static __always_inline u32 output_tokens_of(struct conn_state *c)
+{
+    return (c->flags & REQ_USAGE) ? c->usage_tokens : c->tokens;
+}
+
+/* A finished generative-AI request into its histograms and token count (key: its series). Time to first
+ * token and per output token come from the token events' times (a stated count may include tokens that
+ * wrote no text, such as the end-of-sequence one). */
 static __always_inline void add_gen_ai_metrics(struct req_key *key, struct conn_state *c, u64 start, u64 duration)
 {
     u32 zero = 0;
@@ -453,10 +586,13 @@ static __always_inline void add_gen_ai_metrics(struct req_key *key, struct conn_
         h = ttft_hist.lookup_or_try_init(key, z);
         if (h)
             hist_add(h, TTFT_BUCKET(ttft), ttft);
+    }
+    u32 out = output_tokens_of(c);
+    if (out > 0) {
         u64 zero64 = 0;
         u64 *t = output_tokens.lookup_or_try_init(key, &zero64);
         if (t)
-            *t += c->tokens;
+            *t += out;
     }
     if (c->tokens > 1) {
         u64 tpot = (c->last_token - c->first_token) / (c->tokens - 1);
@@ -522,6 +658,9 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
     e->client_port = c->client_port;
     e->pad = 0;
     e->cgroup = c->cgroup;
+    e->read_start = c->read_start;
+    e->output_tokens = output_tokens_of(c);
+    e->pad2 = 0;
     __builtin_memcpy(e->client_addr, c->client_addr, 16);
     __builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
     events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
@@ -530,8 +669,12 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
 static __always_inline void begin_request(struct conn_state *c, u64 start)
 {
     c->req_start = start;
+    c->read_start = start;
     c->resp_start = 0;
     c->resp_end = 0;
+    c->usage_tokens = 0;
+    c->line_len = 0;
+    c->end_after_scan = 0;
     c->first_token = 0;
     c->last_token = 0;
     c->req_bytes = 0;
@@ -563,7 +706,41 @@ static __always_inline void begin_pipelined_request(struct conn_state *c, u64 no
     sample_request(c, now);
 }
 
-static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 now)
+/* Method and generative-AI operation from the request's first bytes as far as they came (c->line); while
+ * they may still be incomplete (a request line sent in pieces), REQ_LINE_PENDING asks for another look at
+ * the next read. 0 when the bytes are not an HTTP/1.x request. */
+static __always_inline int classify_request(struct conn_state *c)
+{
+    u32 n = c->line_len;
+    u64 head = *(u64 *)c->line;
+    int path_off = 0;
+    c->method = parse_method(head, n, &path_off);
+    c->op = OP_NONE;
+    c->flags &= ~(REQ_LINE_PENDING | REQ_NDJSON);
+    if (path_off == 0) {
+        if (n >= 8)
+            return 0;
+        c->flags |= REQ_LINE_PENDING;  /* shorter than the longest method: more may come */
+        return 1;
+    }
+    if (path_off > 5 || maybe_gen_ai_path(head >> (8 * path_off))) {
+        u64 path[PATH_WORDS] = {};
+        bpf_probe_read_kernel(path, sizeof(path), c->line + (path_off & 15));
+        u8 op = classify_path(path, (int)n - path_off);
+        c->op = op & ~OP_NDJSON;
+        if (op & OP_NDJSON)
+            c->flags |= REQ_NDJSON;
+        if (op == OP_NONE && n < LINE_MAX)
+            c->flags |= REQ_LINE_PENDING;  /* a path that may yet name an operation */
+    }
+    return 1;
+}
+
+/* What on_read() asks of its caller. */
+#define READ_DONE 0
+#define READ_LET_GO 1  /* the connection does not speak HTTP/1.x: stop following it */
+
+static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 now)
 {
     if (c->resp_start != 0)
         finish_request(k, c, now);  /* a read begun before the response ended (e.g. Go's background read) */
@@ -576,29 +753,53 @@ static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 l
         int line_path_off = 0;
         bpf_probe_read_user(&line, sizeof(line), (void *)ptr);
         if (parse_method(line, len, &line_path_off) != METHOD_OTHER)
-            c->req_start = 0;  /* the leftover was counted as unparsed when it began */
+            c->req_start = 0;
     }
     if (c->req_start == 0) {
-        begin_request(c, now);
-        u64 head = 0;
-        u64 path[PATH_WORDS] = {};
-        int path_off = 0;
-        bpf_probe_read_user(&head, sizeof(head), (void *)ptr);
-        c->method = parse_method(head, len, &path_off);
-        if (path_off == 0) {
-            c->flags |= REQ_UNPARSED;
-            stat_add(STAT_INF_UNPARSED, 1);
-            u64 zero64 = 0;
-            u16 port = c->port;
-            u64 *u = unparsed.lookup_or_try_init(&port, &zero64);
-            if (u)
-                *u += 1;
-        } else if (path_off > 5 || maybe_gen_ai_path(head >> (8 * path_off))) {
-            bpf_probe_read_user(path, sizeof(path), (void *)(ptr + path_off));
-            c->op = classify_path(path, (int)len - path_off);
+        /* The request began when its first byte arrived, where the kernel told (it may have waited in the
+         * socket's queue); else at this read. */
+        u64 arrival = c->arrival;
+        int arrived = arrival != 0 && arrival <= now;
+        begin_request(c, arrived ? arrival : now);
+        c->read_start = now;
+        c->arrival = 0;
+        if (arrived)
+            c->flags |= REQ_ARRIVAL;
+        u64 n = len;
+        if (n > LINE_MAX)
+            n = LINE_MAX;
+        asm volatile("" : "+r"(n));
+        if (n > LINE_MAX)
+            n = LINE_MAX;
+        if (bpf_probe_read_user(c->line, n, (void *)ptr) == 0)
+            c->line_len = n;
+        if (!classify_request(c)) {
+            if (c->seq == 1 && !c->seeded) {
+                /* Its first bytes are not HTTP/1.x (TLS, HTTP/2, another protocol): counted once, let go. */
+                stat_add(STAT_INF_UNPARSED, 1);
+                u64 zero64 = 0;
+                u16 port = c->port;
+                u64 *u = unparsed.lookup_or_try_init(&port, &zero64);
+                if (u)
+                    *u += 1;
+                return READ_LET_GO;
+            }
+            c->flags |= REQ_UNPARSED;  /* leftover bytes of an earlier request (see above): not measured */
         }
         if (!(c->flags & REQ_UNPARSED))
             sample_request(c, now);  /* bytes that are not HTTP get no span: no budget, no captures */
+    } else if ((c->flags & REQ_LINE_PENDING) && c->line_len < LINE_MAX) {
+        /* more of a request line that came in pieces */
+        u32 have = c->line_len & (LINE_MAX - 1);
+        u32 n = LINE_MAX - have;
+        if (n > len)
+            n = len;
+        n &= LINE_MAX - 1;
+        if (n > 0 && bpf_probe_read_user(c->line + have, n, (void *)ptr) == 0) {
+            c->line_len = have + n;
+            if (!classify_request(c))
+                c->flags |= REQ_UNPARSED;  /* its line began like a method and went on otherwise */
+        }
     }
     c->last_read = now;
     if ((c->flags & REQ_SAMPLED) && c->reads < CAPTURED_READS) {
@@ -614,6 +815,7 @@ static __always_inline void on_read(u64 *k, struct conn_state *c, u64 ptr, u32 l
     c->req_bytes += len;
     if (c->reads < 255)
         c->reads++;
+    return READ_DONE;
 }
 
 /* What written() does after on_write(). */
@@ -679,6 +881,15 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
         if (trailer == W5('0', '\r', '\n', '\r', '\n')) {
             if (c->writes < 2 && (c->flags & REQ_SAMPLED))
                 emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
+            if (len > 5 && (c->op != OP_NONE || (c->flags & REQ_SSE))) {
+                /* the last events and the last chunk in one write: counted first, then finished */
+                c->end_after_scan = 1;
+                c->resp_end = now;
+                c->resp_bytes += len;
+                if (c->writes < 255)
+                    c->writes++;
+                return WRITE_SCAN;
+            }
             finish_request(k, c, now);
             return 0;
         }
@@ -709,16 +920,25 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
 
 /* Token counting runs in its own program, reached by a tail call from the
  * write exits that need it: its long loop is verified once, not once per
- * path through the write handling. */
+ * path through the write handling. It scans one buffer of the write per run
+ * and tail-calls itself for the next: the last SSE_SCAN_MAX bytes of a longer
+ * buffer (where a JSON answer states its usage), then the write's next iovec
+ * (a server may write the head, a chunk-size line and the events as separate
+ * buffers of one writev). */
 struct scan_args {
     u64 key;
-    u64 ptr;
-    u64 start;
-    u32 len;
-    u32 pad;
+    u64 ptr;        /* the buffer scanned in this run */
+    u64 start;      /* when the write began */
+    u64 iov_array;  /* the write's struct iovec array (0: not vectored) */
+    u64 remaining;  /* bytes of the write after this buffer */
+    u32 len;        /* bytes of this buffer */
+    u8 iov_next;    /* index of the iovec after this buffer */
+    u8 iov_in_kernel;  /* iov_array is the kernel's copy (BTF send hook), not user memory */
+    u8 tail_pass;   /* this run looks at the buffer's last bytes, for the usage only */
+    u8 pad;
 };
 BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
-BPF_PROG_ARRAY(scan_prog, 1);
+BPF_PROG_ARRAY(scan_prog, 2);  /* 0: scan_sse_events, 1: scan_sse_marks */
 
 int scan_sse_events(void *ctx)
 {
@@ -726,27 +946,79 @@ int scan_sse_events(void *ctx)
     struct scan_args *a = scan_input.lookup(&zero);
     if (!a)
         return 0;
+    struct conn_state *c = find_conn(a->key);
+    if (!c)
+        return 0;
+    u32 len = a->len;
+    u64 tail = a->tail_pass & (len > SSE_SCAN_MAX);
+    u64 skip = (len - SSE_SCAN_MAX) & -tail;  /* a tail pass scans the buffer's last SSE_SCAN_MAX bytes */
+    asm volatile("" : "+r"(skip));
+    if (find_events(a->ptr + skip, len - skip, (c->flags / REQ_NDJSON) & 1))
+        scan_prog.call(ctx, 1);
+    return 0;
+}
+
+int scan_sse_marks(void *ctx)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    struct scratch *s = scratch_buf.lookup(&zero);
+    if (!a || !s)
+        return 0;
     u64 k = a->key;
     struct conn_state *c = find_conn(k);
     if (!c)
         return 0;
-    u32 data_events = 0;
-    u32 tokens = count_events(a->ptr, a->len, &data_events);
-    if (tokens) {
-        if (!(c->flags & REQ_SSE)) {
-            c->flags |= REQ_SSE;
-            if (c->op == OP_NONE)
-                c->op = OP_STREAM;
+    u32 tokens = 0, usage = 0, has_usage = 0;
+    find_marks(s, &tokens, &usage, &has_usage);
+    u32 events = s->events;
+    u32 len = a->len;
+    if (!a->tail_pass) {
+        if (tokens || (events && !(c->flags & REQ_NDJSON))) {
+            if (!(c->flags & REQ_SSE)) {
+                c->flags |= REQ_SSE;
+                if (c->op == OP_NONE)
+                    c->op = OP_STREAM;
+            }
         }
-        if (c->first_token == 0)
-            c->first_token = a->start;
-        c->last_token = a->start;
-        c->tokens += tokens;
+        if (tokens) {
+            if (c->first_token == 0)
+                c->first_token = a->start;
+            c->last_token = a->start;
+            c->tokens += tokens;
+        }
+        /* The last buffer with events (or of a plain answer) is kept for its usage and model; [DONE]
+         * and the chunked-encoding trailer after it are not. */
+        if ((c->flags & REQ_SAMPLED) && (events || !(c->flags & REQ_SSE)))
+            remember_last_write(&k, c, a->ptr, len);
     }
-    /* The last write with events is kept for its usage chunk; [DONE] and the
-     * chunked-encoding trailer after it are not. */
-    if ((c->flags & REQ_SAMPLED) && c->writes >= 2 && (data_events || !(c->flags & REQ_SSE)))
-        remember_last_write(&k, c, a->ptr, a->len);
+    if (has_usage) {
+        c->usage_tokens = usage;
+        c->flags |= REQ_USAGE;
+    }
+    if (!a->tail_pass && len > SSE_SCAN_MAX) {
+        a->tail_pass = 1;
+        scan_prog.call(ctx, 0);
+    } else if (a->iov_array != 0 && a->remaining != 0 && a->iov_next < IOV_SCAN_MAX) {
+        struct user_iov iov = {};
+        void *at = (void *)(a->iov_array + (u64)a->iov_next * sizeof(struct user_iov));
+        long err = a->iov_in_kernel ? bpf_probe_read_kernel(&iov, sizeof(iov), at)
+                                    : bpf_probe_read_user(&iov, sizeof(iov), at);
+        u64 n = iov.len < a->remaining ? iov.len : a->remaining;
+        if (err == 0 && n > 0) {
+            a->ptr = iov.base;
+            a->len = n;
+            a->remaining -= n;
+            a->iov_next++;
+            a->tail_pass = 0;
+            scan_prog.call(ctx, 0);
+        }
+    }
+    /* the scan of this write ends here (a tail call that was made does not return) */
+    if (c->end_after_scan) {
+        c->end_after_scan = 0;
+        finish_request(&k, c, c->resp_end);
+    }
     return 0;
 }
 
@@ -791,12 +1063,7 @@ static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len, u6
 
 static __always_inline void forget_conn(u64 *k);  /* per way in, below */
 
-/* A chunk-size line ("1a\r\n") is at most this long: a first iovec this short,
- * with more bytes written after it, is framing (hyper, Node write each chunk
- * as size line, data, CRLF), and the events are in the next iovec. */
-#define CHUNK_LINE_MAX 10
-
-/* A write that went out: the state machine, then the `data:` event count (tail call) if needed.
+/* A write that went out: the state machine, then the event count (tail call) if needed.
  * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended.
  * From the write's first buffer (ptr, len; 0: no user bytes) of ret bytes in all; iov_array: its
  * struct iovec array for vectored writes (else 0), in user memory or (iov_in_kernel) the kernel's copy. */
@@ -808,16 +1075,6 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
         forget_conn(k);
     if (next != WRITE_SCAN)
         return 0;
-    if (iov_array && len <= CHUNK_LINE_MAX && (u64)ret > len) {
-        struct user_iov second = {};
-        void *at = (void *)(iov_array + sizeof(struct user_iov));
-        long err = iov_in_kernel ? bpf_probe_read_kernel(&second, sizeof(second), at)
-                                 : bpf_probe_read_user(&second, sizeof(second), at);
-        if (err == 0 && second.len > 0) {
-            ptr = second.base;
-            len = second.len < (u64)ret - len ? second.len : (u64)ret - len;
-        }
-    }
     u32 zero = 0;
     struct scan_args *in = scan_input.lookup(&zero);
     if (!in)
@@ -825,7 +1082,12 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
     in->key = *k;
     in->ptr = ptr;
     in->start = start;
+    in->iov_array = iov_array;
+    in->remaining = ret > len ? ret - len : 0;
     in->len = len;
+    in->iov_next = 1;
+    in->iov_in_kernel = iov_in_kernel;
+    in->tail_pass = 0;
     scan_prog.call(ctx, 0);
     return 0;
 }
@@ -1125,8 +1387,8 @@ static __always_inline int socket_read(u64 sk, int ret, u64 flags)
     u64 arg = syscall_buffer(&how);
     u64 iov_array;
     u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
-    if (ptr && len)
-        on_read(&sk, c, ptr, len, now);
+    if (ptr && len && on_read(&sk, c, ptr, len, now) == READ_LET_GO)
+        forget_connection(sk);
     return 0;
 }
 
@@ -1212,7 +1474,7 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
 /* Follows socket sk from now (one that is followed already starts afresh);
  * 0 when its slots are all taken. */
 static __always_inline int watch_connection(u64 sk, u16 port, u16 client_port, u16 family, const u8 *v4,
-                                            const u8 *v6)
+                                            const u8 *v6, u8 seeded)
 {
     struct conn_state *slot = find_conn(sk);
     if (!slot)
@@ -1225,6 +1487,7 @@ static __always_inline int watch_connection(u64 sk, u16 port, u16 client_port, u
     c.port = port;
     c.client_port = client_port;
     c.family = family;
+    c.seeded = seeded;
     if (family == 2)
         __builtin_memcpy(c.client_addr, v4, 4);
     else
@@ -1250,7 +1513,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         u16 port = args->sport;
         if (!watched_ports.lookup(&port))
             return 0;
-        if (!watch_connection(sk, port, args->dport, args->family, args->daddr, args->daddr_v6)) {
+        if (!watch_connection(sk, port, args->dport, args->family, args->daddr, args->daddr_v6, 0)) {
             u64 zero64 = 0;
             u64 *n = untracked.lookup_or_try_init(&port, &zero64);
             if (n)
@@ -1289,8 +1552,25 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 #endif
     /* A connection that finds no slot is tried again at its next read: not counted here, where it would be
      * counted once per read (user space reports those never found). */
-    if (watch_connection(sk, port, args->dport, args->family, args->daddr, args->daddr_v6))
+    if (watch_connection(sk, port, args->dport, args->family, args->daddr, args->daddr_v6, 1))
         stat_add(STAT_INF_SEEDED, 1);
+    return 0;
+}
+#endif
+
+#if ARRIVAL_HOOK
+/* Bytes arrived on a socket (sock:sk_data_ready, Linux 6.7+; TCP signals it as it queues them). On a
+ * watched connection with no request open, or whose response has begun, they are the next request's
+ * first: it began now, though the server may read it much later (it waits in the socket's queue). */
+RAW_TRACEPOINT_PROBE(sk_data_ready)
+{
+    /* TP_PROTO(const struct sock *sk) */
+    u64 sk = ctx->args[0];
+    if (!maybe_watched(sk))
+        return 0;
+    struct conn_state *c = find_conn(sk);
+    if (c && c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0))
+        c->arrival = bpf_ktime_get_ns();
     return 0;
 }
 #endif
@@ -1429,7 +1709,8 @@ static __always_inline int read_exit(long ret)
     u64 ptr = first_buffer(a.how, a.ptr, ret, &len, &iov_array);
     if (!ptr || len == 0)
         return 0;
-    on_read(&k, c, ptr, len, bpf_ktime_get_ns());
+    if (on_read(&k, c, ptr, len, bpf_ktime_get_ns()) == READ_LET_GO)
+        forget_conn(&k);
     return 0;
 }
 

@@ -5,6 +5,9 @@
 #define CAPTURE_MAX 1024        /* bytes one capture record can hold (the --capture-bytes ceiling) */
 #define SSE_SCAN_MAX 1024      /* bytes of one response write searched for `data:` events */
 #define CAPTURED_READS 16       /* reads of one sampled request that are captured (head or tail) */
+#define LINE_MAX 64             /* first bytes of a request kept to classify it (its line may come in pieces) */
+#define LINE_BUF 128            /* room for them: a piece of up to LINE_MAX - 1 bytes is added at up to LINE_MAX - 1 */
+#define IOV_SCAN_MAX 4          /* buffers of a vectored response write searched for events */
 
 /* Request methods the kernel recognises; anything else is METHOD_OTHER (`_OTHER`). */
 #define METHOD_OTHER 0
@@ -24,12 +27,17 @@
 #define OP_TEXT_COMPLETION 2   /* /v1/completions, /completion, /generate*, /api/generate, /v2/models/... */
 #define OP_EMBEDDINGS 3        /* /v1/embeddings, /api/embed* */
 #define OP_STREAM 4            /* any other path answered with `data:` events */
+#define OP_NDJSON 0x80         /* with an operation, from classify_path: the answer streams JSON lines (Ollama) */
 
 /* conn_state.flags / request_event.flags */
 #define REQ_SAMPLED 1      /* within the span budget: captures and a request event are sent */
 #define REQ_SSE 2          /* the response carried `data:` events */
 #define REQ_UNPARSED 4     /* the first bytes were not an HTTP/1.x request line */
 #define REQ_PIPELINED 8    /* began with its response: its bytes came in an earlier read (method unknown) */
+#define REQ_USAGE 16       /* the response stated its output tokens (usage.completion_tokens, eval_count, ...) */
+#define REQ_NDJSON 32      /* the answer streams newline-delimited JSON objects (Ollama's API), not SSE */
+#define REQ_LINE_PENDING 64 /* the request line is still arriving: classified again at the next read */
+#define REQ_ARRIVAL 128    /* req_start is when its first byte arrived (sk_data_ready), not its first read */
 
 /* capture_event.part */
 #define PART_REQUEST_HEAD 0   /* a read of the request while it is shorter than the capture */
@@ -42,7 +50,7 @@
 
 /* Tracer-specific slots of the shared stats array (STAT_TRACER_BASE = 2). */
 #define STAT_INF_ACCEPTED 2      /* connections accepted on watched sockets */
-#define STAT_INF_UNPARSED 3      /* requests whose first bytes were not HTTP/1.x */
+#define STAT_INF_UNPARSED 3      /* connections whose first bytes were not HTTP/1.x (let go) */
 #define STAT_INF_REQUESTS 4      /* requests finished (measured) */
 #define STAT_INF_NO_RESPONSE 5   /* requests closed without a response */
 #define STAT_INF_SEEDED 6        /* connections open before the tracer, found at their first read since */
@@ -72,7 +80,7 @@ struct conn_state {
     __u64 last_token;    /* the latest write carrying a `data:` event was issued */
     __u64 req_bytes;
     __u64 resp_bytes;
-    __u32 tokens;        /* `data:` events other than [DONE] */
+    __u32 tokens;        /* events carrying output text (not [DONE], role-only, finish-only or usage-only chunks) */
     __u32 seq;           /* requests begun on this connection */
     __u16 port;          /* the server's (listening) port */
     __u16 status;        /* response status code; 0 until a status line was written */
@@ -87,6 +95,14 @@ struct conn_state {
     __u32 pid;           /* the process serving it; 0 until its first read or write (socket hooks) */
     __u64 cgroup;        /* its cgroup v2 id (bpf_get_current_cgroup_id): its container, its Pod; 0 until known */
     char comm[16];
+    __u64 arrival;       /* the first byte of the next request arrived (sk_data_ready); 0: not seen */
+    __u64 read_start;    /* the first read of the request returned (req_start is its arrival where known) */
+    __u32 usage_tokens;  /* output tokens the response stated (valid with REQ_USAGE) */
+    __u8 line_len;       /* bytes of line */
+    __u8 seeded;         /* open before the tracer started: its first bytes may be the middle of anything */
+    __u8 end_after_scan; /* the write being scanned ends the response (its last chunk): finish it after the scan */
+    __u8 pad1;
+    __u8 line[LINE_BUF]; /* the request's first bytes (line_len of them), to classify it */
 };
 
 /* Key of every metric map: one series per server cgroup (container), port,
@@ -145,6 +161,9 @@ struct request_event {
     __u8 client_addr[16];
     __u64 cgroup;        /* conn_state.cgroup */
     char comm[16];
+    __u64 read_start;    /* the request's first read (req_start is its arrival where known) */
+    __u32 output_tokens; /* what the response stated (REQ_USAGE), else its token events */
+    __u32 pad2;
 };
 
 /* last_write map value: the tail of the latest write of a sampled response carrying data. */

@@ -123,6 +123,7 @@ def run(
         result.interrupted_by = stop.reason
         for t in running:
             try:
+                t.finish_pending()  # answers already given end now, not at a next interval that never comes
                 t.poll(0)  # what is already in the ring buffers is not lost
             except Exception:
                 pass

@@ -69,6 +69,10 @@ class Tracer(ABC):
     def tick(self) -> None:
         """Called once per interval after collect(): housekeeping (e.g. expiring state)."""
 
+    def finish_pending(self) -> None:
+        """Called once when tracing ends, before the last poll and collect: finish in the kernel what is
+        complete but would only have been finished later (e.g. an answered request on a quiet connection)."""
+
     def drops(self) -> dict[str, int]:
         """Events lost in the kernel: ring buffer full, and spans refused by the budget."""
         lost = unsampled = 0

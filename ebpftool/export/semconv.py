@@ -64,7 +64,7 @@ GEN_AI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 104
 # ebpftool's own: the conventions define token usage as a histogram per
 # request; a plain counter of output tokens is what dashboards rate() over.
 EBPFTOOL_GEN_AI_OUTPUT_TOKENS = "ebpftool.gen_ai.server.output_tokens"
-EBPFTOOL_HTTP_UNPARSED = "ebpftool.http.server.unparsed"
+EBPFTOOL_HTTP_UNPARSED_CONNECTIONS = "ebpftool.http.server.unparsed_connections"
 EBPFTOOL_HTTP_CONNECTIONS = "ebpftool.http.server.connections"
 EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS = "ebpftool.http.server.untracked_connections"
 EBPFTOOL_HTTP_METRICS_DROPPED = "ebpftool.http.server.metrics_dropped"
@@ -75,6 +75,8 @@ EBPFTOOL_GEN_AI_TIME_TO_FIRST_TOKEN = "ebpftool.gen_ai.time_to_first_token"
 EBPFTOOL_GEN_AI_TIME_PER_OUTPUT_TOKEN = "ebpftool.gen_ai.time_per_output_token"
 EBPFTOOL_GEN_AI_FIRST_TOKEN_EVENT = "ebpftool.gen_ai.first_token"
 EBPFTOOL_HTTP_PIPELINED = "ebpftool.http.pipelined"
+# seconds from the arrival of a request's first byte (the span's start) to the server's first read of it
+EBPFTOOL_HTTP_QUEUE_TIME = "ebpftool.http.server.queue_time"
 
 # --- network flows (no accepted convention: ebpftool's namespace) -------------
 EBPFTOOL_NETWORK_FLOW_IO = "ebpftool.network.flow.io"

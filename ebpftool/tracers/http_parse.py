@@ -125,6 +125,14 @@ def parse_response(data: bytes) -> Response | None:
         return None
 
 
+def after_head(data: bytes) -> bytes:
+    """The bytes after an HTTP response head at the start of data (all of data if it holds no head)."""
+    if not data.startswith(b"HTTP/"):
+        return data
+    end = _HEADER_END.search(data)
+    return data[end.end():] if end else b""
+
+
 def parse_usage(data: bytes) -> Usage:
     """Token usage from the last bytes of a response: an SSE usage chunk or a JSON body's `usage`."""
     usage = Usage()

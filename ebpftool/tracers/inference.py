@@ -47,6 +47,7 @@ DEFAULT_MAX_CONNECTIONS = 65536
 MAX_CONNECTIONS_RANGE = (64, 262144)  # the socket hooks' table is preallocated: ~150 bytes a connection
 MIN_CAPTURE_BYTES = 64
 PENDING_CAPTURES_MAX = 20000  # sampled requests whose captures wait for their end event
+EXE_CACHE_MAX = 4096  # processes whose executable name is remembered (pids come and go)
 # A response with no write for this long, on a connection neither read nor closed since, is over:
 # its request is finished then (the span ends at its last write all the same). Long enough for
 # the pauses of a streamed answer between tokens.
@@ -63,6 +64,9 @@ SYSCALL_TRACEPOINTS = tuple(
 SOCKET_RAW_TRACEPOINTS = ("sock_recv_length", "sock_send_length")
 SOCKET_TRACEPOINTS = ("sock:sock_recv_length", "sock:sock_send_length", "sock:inet_sock_set_state")
 SEED_TRACEPOINT = "tcp:tcp_rcv_space_adjust"
+# Where the kernel has it (Linux 6.7+), a request begins when its first byte arrives, not when the server
+# reads it: the socket hooks watch TCP signal queued bytes (ARRIVAL_HOOK in bpf/inference.bpf.c).
+ARRIVAL_TRACEPOINT = "sock:sk_data_ready"
 # The socket hooks' send side where the kernel allows BTF raw tracepoints: the write's buffer from its typed
 # struct msghdr, with no register look-up or user-memory read of the iovec (bpf/inference.bpf.c, SEND_HOOK_BTF).
 SEND_BTF_TRACEPOINT = "tcp_sendmsg_locked"
@@ -71,6 +75,8 @@ SEND_BTF_FUNCTION = "send_tcp_sendmsg"  # its program in bpf/inference.bpf.c
 # by TCP's own clock of the socket, which the read just refreshed, instead of a clock helper (RECV_HOOK_BTF).
 RECV_BTF_TRACEPOINT = "sock_recv_length"
 RECV_BTF_FUNCTION = "recv_sock_recv_length"
+# The two passes over a response write's bytes, in their order in the scan_prog array (tail calls).
+SCAN_FUNCTIONS = ("scan_sse_events", "scan_sse_marks")
 HOOKS = ("auto", "socket", "socket-raw", "syscall")
 
 
@@ -277,6 +283,7 @@ class InferenceTracer(Tracer):
         self.watched_listeners = 0
         self.hooks = ""                                   # the hooks in use: socket | syscall
         self.btf_hooks: list[tuple[str, str]] = []       # (tracepoint, program) of the hooks on BTF tracepoints
+        self.arrival_hook = False                         # requests begin at their first byte's arrival
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
         self._seeding = False
         self._flush_fd = -1
@@ -349,6 +356,7 @@ class InferenceTracer(Tracer):
             "SEND_HOOK_BTF": int(btf_hooks is not None),
             **(btf_hooks or {}),
             "SEED_CONNECTIONS": int(bool(preexisting)),
+            "ARRIVAL_HOOK": int(socket_hooks and BpfProgram.tracepoint_exists(ARRIVAL_TRACEPOINT)),
             "FILTER_PORTS": int(bool(o.ports)),
             "FILTER_PIDS": int(bool(o.pids or o.comms)),
             "CAPTURE_BYTES": o.capture_bytes,
@@ -366,12 +374,13 @@ class InferenceTracer(Tracer):
         prog = BpfProgram("inference.bpf.c", defines, macros).load()
         bpf = prog.bpf
         try:
-            if btf_hooks is not None:
-                # A tail call stays within one program type and, for tracing programs, one attach point.
-                bpf["scan_prog"][0] = prog.load_btf_tracepoint(SEND_BTF_TRACEPOINT, "scan_sse_events")
-            else:
-                scan = bpf.load_func("scan_sse_events", bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
-                bpf["scan_prog"][0] = scan.fd
+            for slot, function in enumerate(SCAN_FUNCTIONS):
+                if btf_hooks is not None:
+                    # A tail call stays within one program type and, for tracing programs, one attach point.
+                    bpf["scan_prog"][slot] = prog.load_btf_tracepoint(SEND_BTF_TRACEPOINT, function)
+                else:
+                    scan = bpf.load_func(function, bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
+                    bpf["scan_prog"][slot] = scan.fd
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
             btf_attached = [] if btf_hooks is None else [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)]
             if btf_hooks and btf_hooks.get("RECV_HOOK_BTF"):
@@ -393,6 +402,9 @@ class InferenceTracer(Tracer):
             on_btf = {"sock_send_length": self.send_hook_btf, "sock_recv_length": self.recv_hook_btf}
             prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS if not on_btf[tp])
             prog.probes.append("tracepoint:sock:inet_sock_set_state")
+            if defines["ARRIVAL_HOOK"]:
+                prog.probes.append("raw_tracepoint:sk_data_ready")
+                self.arrival_hook = True
             if preexisting:
                 prog.probes.append(f"tracepoint:{SEED_TRACEPOINT}")
                 self._preexisting, self._seeding = preexisting, True
@@ -531,6 +543,7 @@ class InferenceTracer(Tracer):
         leaf.key = key.value
         leaf.id = random.getrandbits(64)  # (pid, fd) is reused by later connections: the id must not be
         leaf.pid = pid  # its cgroup is taken in the kernel at its next read or write
+        leaf.seeded = 1  # its next bytes may be the middle of a request: not a reason to let it go
         leaf.port = s.local_port
         leaf.client_port = s.remote_port
         addr = ipaddress.ip_address(s.remote_addr)
@@ -558,8 +571,16 @@ class InferenceTracer(Tracer):
             self.spans_sent += 1
 
     def exe(self, pid: int, comm: str = "") -> str:
+        """process.executable.name: the base name of /proc/PID/exe (a thread's comm, such as Ray's
+        `ray::IDLE`, names a thread, not the program); the comm only when the process is gone."""
         if pid not in self._exe:
-            self._exe[pid] = comm or (read_text(f"/proc/{pid}/comm") or "").strip()
+            try:
+                name = os.path.basename(os.readlink(f"/proc/{pid}/exe")).removesuffix(" (deleted)")
+            except OSError:
+                name = ""
+            self._exe[pid] = name or comm or (read_text(f"/proc/{pid}/comm") or "").strip()
+            if len(self._exe) > EXE_CACHE_MAX:
+                self._exe.pop(next(iter(self._exe)))
         return self._exe[pid]
 
     def span_of(self, e, parts: list[tuple[int, bytes]]) -> SpanRecord:
@@ -602,6 +623,8 @@ class InferenceTracer(Tracer):
         error = e.status >= 500 or e.status == 0
         if error:
             attrs[sc.ERROR_TYPE] = str(e.status) if e.status else NO_RESPONSE
+        if e.flags & H["REQ_ARRIVAL"] and e.read_start >= e.req_start:
+            attrs[sc.EBPFTOOL_HTTP_QUEUE_TIME] = (e.read_start - e.req_start) / 1e9
         operation = OPERATIONS.get(e.op)
         if operation and path:  # the path the kernel may have seen only in part
             operation = http_parse.operation_name(path, streamed) or operation
@@ -610,14 +633,19 @@ class InferenceTracer(Tracer):
             attrs[sc.GEN_AI_OPERATION_NAME] = operation
             if req and req.model:
                 attrs[sc.GEN_AI_REQUEST_MODEL] = req.model
-            usage = http_parse.parse_usage(b"".join(last[-1:] or response_heads[1:]))
-            if usage.model:
-                attrs[sc.GEN_AI_RESPONSE_MODEL] = usage.model
-            if usage.input_tokens is not None:
-                attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-            output_tokens = usage.output_tokens if usage.output_tokens is not None else (e.tokens if streamed else None)
-            if output_tokens is not None:
-                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+            # The model near the start of an answer, the usage at its end: the first writes' captures
+            # (after the response head) and the tail of the last write carrying data.
+            body_heads = [http_parse.after_head(d) if i == 0 else d for i, d in enumerate(response_heads[:2])]
+            usage = http_parse.parse_usage(b"".join(last[-1:]))
+            head_usage = http_parse.parse_usage(b"".join(body_heads))
+            model = head_usage.model or usage.model
+            if model:
+                attrs[sc.GEN_AI_RESPONSE_MODEL] = model
+            input_tokens = usage.input_tokens if usage.input_tokens is not None else head_usage.input_tokens
+            if input_tokens is not None:
+                attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+            if e.flags & H["REQ_USAGE"] or e.tokens:
+                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = e.output_tokens  # as the kernel counted it for the metric
             if e.tokens:
                 attrs[sc.EBPFTOOL_GEN_AI_TIME_TO_FIRST_TOKEN] = (e.first_token - e.req_start) / 1e9
                 events.append(SpanEvent(sc.EBPFTOOL_GEN_AI_FIRST_TOKEN_EVENT, self.clock.to_wall_ns(e.first_token)))
@@ -691,7 +719,13 @@ class InferenceTracer(Tracer):
         states = (conns[conns.Key(slot)] for slot in slots)
         return [c for c in states if c.key > H["CONN_CLAIMED"]]
 
-    def _flush_idle_requests(self) -> None:
+    def finish_pending(self) -> None:
+        """Tracing ends: every request whose response has begun is finished now (it ends at its last
+        write), so an answer given on a quiet kept-alive connection is not lost."""
+        if self.prog is not None and self.prog.bpf is not None:
+            self._flush_idle_requests(everything=True)
+
+    def _flush_idle_requests(self, everything: bool = False) -> None:
         """Finish requests whose response went quiet long ago (see IDLE_RESPONSE_NS), in the kernel."""
         now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
         flushed = 0
@@ -700,7 +734,7 @@ class InferenceTracer(Tracer):
             # token yet; a plain answer (headers and body written) ends after IDLE_RESPONSE_NS
             streaming = bool(c.flags & H["REQ_SSE"]) or (c.op != H["OP_NONE"] and c.tokens == 0 and c.writes <= 1)
             idle_ns = IDLE_STREAM_RESPONSE_NS if streaming else IDLE_RESPONSE_NS
-            if c.req_start and c.resp_start and c.resp_end and now - c.resp_end > idle_ns:
+            if c.req_start and c.resp_start and c.resp_end and (everything or now - c.resp_end > idle_ns):
                 try:
                     flushed += run_raw_tracepoint_program(self._flush_fd, [int(c.key), int(c.resp_end)])
                 except OSError:
@@ -732,7 +766,8 @@ class InferenceTracer(Tracer):
                            "Output tokens streamed (`data:` events other than [DONE])", n, attrs)
                    for attrs, n in tokens.values()]
         per_port = [
-            ("unparsed", sc.EBPFTOOL_HTTP_UNPARSED, "{request}", "Requests whose first bytes were not HTTP/1.x (not measured)"),
+            ("unparsed", sc.EBPFTOOL_HTTP_UNPARSED_CONNECTIONS, "{connection}",
+             "Connections whose first bytes were not HTTP/1.x (TLS, HTTP/2, another protocol): not followed further"),
             ("accepted", sc.EBPFTOOL_HTTP_CONNECTIONS, "{connection}", "Connections accepted on watched sockets"),
         ]
         if self.hooks == "socket":
@@ -824,6 +859,6 @@ class InferenceTracer(Tracer):
         out["requests measured"] = st[H["STAT_INF_REQUESTS"]]
         out["requests left out of metrics (maps full)"] = st[H["STAT_INF_METRICS_FULL"]]
         out["requests closed without a response"] = st[H["STAT_INF_NO_RESPONSE"]]
-        out["requests not HTTP/1.x (unparsed)"] = st[H["STAT_INF_UNPARSED"]]
+        out["connections not HTTP/1.x (unparsed)"] = st[H["STAT_INF_UNPARSED"]]
         out["spans sent"] = self.spans_sent
         return out
