@@ -106,14 +106,16 @@ def check(kind: str, port: int | None = None) -> None:
         if len(content) == len(c["t_tokens"]) == e["n"] == x.expected_output_tokens:
             tokens_ok += 1
         for ev, t_log, t_client in zip(content, e["t_tokens"], c["t_tokens"]):
-            cid, tok = ev.json["id"], (ev.json["choices"][0].get("delta") or {}).get("content") or ev.json["choices"][0].get("text")
+            choice = ev.json["choices"][0]
+            cid, tok = ev.json["id"], (choice.get("delta") or {}).get("content") or choice.get("text")
             w = writes.get((cid, tok.strip()))
             if w:
                 in_write.append((ev.ts_ns - w[0]) / 1e6)
                 if not (w[0] <= ev.ts_ns <= w[1]):
                     outside += 1
                     if outside <= 3:
-                        print(f"  outside: {cid} {tok.strip()}: write entry {w[0]:.0f} return {w[1]:.0f}, wire {ev.ts_ns}")
+                        print(f"  outside: {cid} {tok.strip()}: write entry {w[0]:.0f} return {w[1]:.0f}, "
+                              f"wire {ev.ts_ns}")
             wire_minus_log.append((ev.ts_ns - t_log) / 1e6)
             wire_minus_client.append((t_client - ev.ts_ns) / 1e6)
         first_minus_send.append((x.request_first_ns - c["t_send"]) / 1e6)

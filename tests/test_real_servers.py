@@ -408,3 +408,24 @@ def test_time_per_output_token_is_the_wire_s(run):
 def test_process_is_the_listening_process_and_its_executable(run):
     got = {(s.attributes.get("process.pid"), s.attributes.get("process.executable.name")) for s in run.spans}
     assert got == {(run.pid, run.exe)}, f"listening pid {run.pid} (exe {run.exe}, comm {run.comm!r}); spans say {got}"
+
+
+def test_spans_pair_with_requests_by_client_port_then_by_time():
+    """The pairing the tests above rest on (no tracer here): by client port and order; spans without a
+    port by both ends in time, so that concurrent requests that start together are told apart."""
+    from tests.otlp_receiver import Span
+
+    def x(port: int, index: int, start: int, end: int) -> wire.Exchange:
+        return wire.Exchange(("127.0.0.1", port), ("127.0.0.1", 8000), index, "POST", "/v1/chat/completions", {},
+                             b"", start * MS, start * MS, 200, response_last_ns=end * MS)
+
+    def span(start: float, end: float, port: int | None = None) -> Span:
+        attrs = {"client.port": port} if port else {}
+        return Span("s", "SERVER", int(start * MS), int(end * MS), attrs, 0, [], {})
+
+    keep_alive = [x(1000, 0, 0, 50), x(1000, 1, 60, 90), x(1000, 2, 100, 130)]
+    concurrent = [x(2000 + i, 0, 200, 260 + 10 * i) for i in range(4)]  # start together, end 10 ms apart
+    r = Run("test", "socket", exchanges=keep_alive + concurrent)
+    r.spans = [span(101, 130, 1000), span(2, 50, 1000)] + [span(203 - i, 260 + 10 * i) for i in (3, 1, 0, 2)]
+    got = [(p.start_ns // MS if p else None) for _, p in r.pairs()]
+    assert got == [2, None, 101, 203, 202, 201, 200]

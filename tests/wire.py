@@ -550,7 +550,7 @@ def exchanges_of(conn: Connection) -> list[Exchange]:
             body, pieces, end, chunked, complete = b"", [], after, False, True
         else:
             body, pieces, end, chunked, complete = _body(down.data, after, headers, until_close=down.fin_ts is not None)
-        x.status, x.reason, x.headers, x.body, x.chunked = status, parts[2] if len(parts) > 2 else "", headers, body, chunked
+        x.status, x.reason, x.headers, x.body, x.chunked = status, " ".join(parts[2:]), headers, body, chunked
         x.complete = complete
         x.response_first_ns = down.time_at(pos)
         x.response_last_ns = down.time_at(max(end, after) - 1)
