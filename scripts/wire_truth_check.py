@@ -123,7 +123,7 @@ def check(kind: str, port: int | None = None) -> None:
         if later:
             read_minus_wire.append((min(later) - x.request_first_ns) / 1e6)
         ttft_client_minus_wire.append(((c["t_tokens"][0] - c["t_send"]) - x.ttft_ns) / 1e6)
-    print(f"== {kind}: 12 streams, {sum(len(x.content_events) for x in exchanges)} tokens")
+    print(f"== {kind}: 12 streams, {sum(len(x.content_events) for x in exchanges)} tokens (capture, strace, log: {work})")
     print(f"tokens: wire == server log == client on {tokens_ok}/12 streams")
     print(_stats("content event on the wire - its write() entry (strace)", in_write),
           f"; outside the write's [entry, return]: {outside}/{len(in_write)}")

@@ -23,7 +23,6 @@ import json
 import os
 import socket
 import statistics
-import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -202,19 +201,19 @@ def _traffic(port: int) -> None:
 # -- the runs ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ray_server():
+def ray_server(tmp_path_factory):
     """One Ray Serve for the module (its start takes ~20 s): (port, listening pid, log path)."""
     port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="ebpftool-ray-log-")) / "server.jsonl"
+    log = tmp_path_factory.mktemp("ray-log") / "server.jsonl"
     with openai_apps.running("ray", port, str(log)) as pid:
         yield port, pid, log
 
 
 @pytest.fixture(scope="module", params=CASES)
-def run(request):
+def run(request, tmp_path_factory):
     server, hooks = request.param
     r = Run(server, hooks)
-    workdir = Path(tempfile.mkdtemp(prefix=f"ebpftool-real-{server}-{hooks}-"))
+    workdir = tmp_path_factory.mktemp(f"real-{server}-{hooks}")  # the capture stays there, for a look
     receiver = GrpcReceiver()
     try:
         if server == "ray":
