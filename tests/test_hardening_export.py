@@ -33,7 +33,7 @@ from ebpftool.export import semconv as sc
 from ebpftool.export.model import SpanKind, SpanRecord, counter
 from ebpftool.export.otel import build_resource
 from ebpftool.export.pipeline import Telemetry
-from ebpftool.export.sinks import otlp_sink
+from ebpftool.export.sinks import PROMETHEUS_MAX_CONNECTIONS, jsonl_sink, otlp_sink
 from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
 from tests.otlp_receiver import BlackHole, GrpcReceiver
 
@@ -234,3 +234,215 @@ def test_a_black_hole_collector_counts_what_is_in_flight_and_the_flush_time_is_t
         assert len(said) == 1 and "within the flush time of 1.5s" in said[0], said
     finally:
         hole.stop()
+
+
+def test_a_black_hole_collector_does_not_hold_the_exit_of_a_real_run():
+    """`net --spans` under connection churn, exporting to a collector that never answers: the run
+    ends at --duration plus the --flush-timeout given, and the summary accounts for every span."""
+    hole = BlackHole()
+    churn = ConnectionChurn()
+    try:
+        args = ["net", "--spans", "--otlp-endpoint", hole.endpoint, "--otlp-protocol", "grpc", "--interval", "0.5",
+                "--duration", "4", "--flush-timeout", "1", "--no-ui"]
+        proc = EbpftoolProcess(args).start()
+        rc = proc.wait(timeout=120)
+    finally:
+        churn.close()
+        hole.stop()
+    assert rc == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "within the flush time of 1s" in proc.stderr, proc.stderr  # the bound given is the one used
+    text = proc.stdout
+    emitted = summary_figure(text, "spans emitted")
+    exported = summary_figure(text, "spans exported", "export to otlp-grpc")
+    failed = summary_figure(text, "spans failed", "export to otlp-grpc")
+    dropped = summary_figure(text, "spans dropped queue")
+    unsent = summary_figure(text, "spans unsent at exit")
+    assert churn.made > 100 and emitted > 100, (churn.made, emitted)
+    assert exported == 0
+    assert emitted == exported + failed + dropped + unsent, text
+    assert summary_figure(text, "metric exports failed", "export to otlp-grpc") >= 1
+
+
+# --- point 3: output files ------------------------------------------------------------------------
+@pytest.mark.parametrize("option", ["--jsonl", "--record"])
+def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path, option):
+    target = tmp_path / "precious"
+    target.write_text("root's data\n")
+    os.chmod(target, 0o644)
+    link = plant_symlink(sticky_dir(tmp_path), "out", target)
+    r = run_ebpftool(["net", "--duration", "1", "--no-ui", option, str(link)])
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"ebpftool: {link} already exists: give another path, or --overwrite to replace it"]
+    assert "probes attached" not in r.stderr
+    assert target.read_text() == "root's data\n" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert link.is_symlink()
+
+
+def test_overwrite_replaces_a_symlink_or_a_file_never_its_target_and_files_are_0600(tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("root's data\n")
+    link = plant_symlink(sticky_dir(tmp_path), "out.jsonl", target)
+    record = tmp_path / "run.rec"
+    record.write_text('{"type": "header", "format": "ebpftool-recording/1", "time_ns": 1}\n{"type": "metrics"}\n')
+    os.chmod(record, 0o644)
+    old_umask = os.umask(0)  # the files must be 0600 whatever the umask
+    try:
+        r = run_ebpftool(["net", "--duration", "1", "--interval", "0.5", "--no-ui", "--jsonl", str(link),
+                          "--record", str(record), "--overwrite"])
+    finally:
+        os.umask(old_umask)
+    assert r.returncode == 0, r.stderr
+    assert target.read_text() == "root's data\n"
+    for path in (link, record):
+        st = os.lstat(path)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0, path
+    assert json.loads(link.read_text().splitlines()[0])["type"] == "resource"
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [row["type"] for row in rows].count("header") == 1 and rows[0]["time_ns"] != 1  # a new file, one header
+
+
+def test_an_existing_file_is_refused_without_overwrite(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text("kept\n")
+    r = run_ebpftool(["net", "--duration", "1", "--no-ui", "--jsonl", str(path)])
+    assert r.returncode == 1 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert path.read_text() == "kept\n"
+    # Replaying into an existing file is refused the same way (replay shares the sinks).
+    rec = tmp_path / "empty.rec"
+    rec.write_text('{"type": "header", "format": "ebpftool-recording/1", "time_ns": 1}\n')
+    r = run_ebpftool(["replay", str(rec), "--jsonl", str(path)])
+    assert r.returncode == 1 and "already exists" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert path.read_text() == "kept\n"
+
+
+def test_dev_full_is_one_sentence(tmp_path):
+    for extra in ([], ["--overwrite"]):
+        r = run_ebpftool(["net", "--duration", "1", "--no-ui", "--jsonl", "/dev/full", *extra])
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "/dev/full" in r.stderr
+    assert "not a regular file" in r.stderr  # --overwrite never replaces a device
+
+
+@pytest.fixture
+def small_disk():
+    """A 32 KiB tmpfs: a disk that fills up."""
+    d = Path(tempfile.mkdtemp(prefix="ebpftool-full-"))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k,mode=0755", "tmpfs", str(d)]).returncode != 0:
+        d.rmdir()
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+        d.rmdir()
+
+
+def test_a_full_disk_is_one_sentence_and_counted_as_failed_exports(small_disk):
+    # Room for a page of each file (tmpfs counts pages): every further write fails with ENOSPC.
+    (small_disk / "filler").write_bytes(b"\0" * 24576)
+    out, rec = small_disk / "out.jsonl", small_disk / "run.rec"
+    churn = ConnectionChurn()
+    try:
+        r = run_ebpftool(["net", "--spans", "--duration", "3", "--interval", "0.2", "--no-ui", "--jsonl", str(out),
+                          "--record", str(rec)])
+    finally:
+        churn.close()
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    full = [line for line in r.stderr.splitlines() if "No space left on device" in line]
+    assert len(full) == 2, r.stderr  # one sentence for each file
+    assert any(line.startswith(f"jsonl: cannot write {out}") for line in full)
+    assert any(line.startswith(f"record: cannot write {rec}") for line in full)
+    assert summary_figure(r.stdout, "metric exports failed", "export to jsonl") >= 1
+    assert summary_figure(r.stdout, "record writes failed") >= 1
+    emitted = summary_figure(r.stdout, "spans emitted")
+    assert emitted == (summary_figure(r.stdout, "spans exported", "export to jsonl")
+                       + summary_figure(r.stdout, "spans failed", "export to jsonl")
+                       + summary_figure(r.stdout, "spans dropped queue") + summary_figure(r.stdout, "spans unsent at exit"))
+
+
+def test_a_disk_full_from_the_start_is_one_sentence(small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * 32768)
+    for option in ("--jsonl", "--record"):
+        r = run_ebpftool(["net", "--duration", "1", "--no-ui", option, str(small_disk / f"out{option}")])
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            f"ebpftool: cannot write {small_disk / f'out{option}'}: No space left on device; "
+            "what could not be written is counted as failed"], r.stderr
+
+
+# --- point 4: the Prometheus endpoint -------------------------------------------------------------
+def test_prometheus_endpoint_is_loopback_by_default_and_a_connection_flood_is_bounded():
+    port = free_port()
+    flood: list[socket.socket] = []
+    with EbpftoolProcess(["net", "--prometheus-port", str(port), "--interval", "0.5", "--no-ui"]) as proc:
+        pid = proc.proc.pid
+        assert listening_addresses(port) == {"127.0.0.1"}
+        status, body = scrape(port)
+        assert status == 200
+        baseline = threads_of(pid)
+        try:
+            for _ in range(300):  # idle: connected, never a byte sent
+                flood.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+            # Each is closed by the endpoint: at once when every slot is taken, else when its time runs out.
+            # Meanwhile the process never has more threads than the bound allows.
+            sel = selectors.DefaultSelector()
+            for s in flood:
+                s.setblocking(False)
+                sel.register(s, selectors.EVENT_READ)
+            open_left, most_threads = len(flood), baseline
+            deadline = time.monotonic() + 90
+            while open_left and time.monotonic() < deadline:
+                most_threads = max(most_threads, threads_of(pid))
+                for key, _ in sel.select(timeout=0.2):
+                    try:
+                        data = key.fileobj.recv(4096)
+                    except ConnectionResetError:
+                        data = b""
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        open_left -= 1
+            assert open_left == 0, f"{open_left} idle connections still held open by the endpoint"
+            assert most_threads <= baseline + PROMETHEUS_MAX_CONNECTIONS, (baseline, most_threads)
+        finally:
+            for s in flood:
+                s.close()
+        status, body = scrape(port)  # still answers
+        assert status == 200 and "ebpftool" in body
+        assert proc.stop() == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    refused = summary_figure(proc.stdout, "connections refused", "prometheus")
+    timed_out = summary_figure(proc.stdout, "connections timed out", "prometheus")
+    assert refused > 0 and refused + timed_out == 300, (refused, timed_out)
+
+
+def test_prometheus_address_from_the_config_file(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"prometheus-port: {port}\nprometheus-address: 127.0.0.2\n")
+    with EbpftoolProcess(["net", "--config", str(cfg), "--interval", "0.5", "--no-ui"]) as proc:
+        assert listening_addresses(port) == {"127.0.0.2"}
+        assert scrape(port, "127.0.0.2")[0] == 200
+        assert proc.stop() == 0, proc.stderr
+    r = run_ebpftool(["net", "--duration", "1", "--no-ui", "--prometheus-port", str(port), "--prometheus-address", "192.0.2.1"])
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot serve Prometheus metrics on 192.0.2.1" in r.stderr
+
+
+# --- point 10 (part): counts that mislead ------------------------------------------------------------
+def test_summary_gives_spans_per_sink_not_their_sum(tmp_path, grpc_receiver):
+    out = tmp_path / "out.jsonl"
+    churn = ConnectionChurn()
+    try:
+        r = run_ebpftool(["net", "--spans", "--duration", "3", "--interval", "0.5", "--no-ui", "--jsonl", str(out),
+                          "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc", "--flush-timeout", "30"])
+    finally:
+        churn.close()
+    assert r.returncode == 0, r.stderr
+    emitted = summary_figure(r.stdout, "spans emitted")
+    to_otlp = summary_figure(r.stdout, "spans exported", "export to otlp-grpc")
+    to_jsonl = summary_figure(r.stdout, "spans exported", "export to jsonl")
+    in_file = sum(json.loads(line)["type"] == "span" for line in out.read_text().splitlines())
+    assert emitted > 0 and to_otlp == len(grpc_receiver.spans()) == emitted and to_jsonl == in_file == emitted
+    assert not re.search(r"export\s*│\s*spans exported", r.stdout)  # no sum over sinks
