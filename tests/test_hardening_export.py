@@ -446,3 +446,19 @@ def test_summary_gives_spans_per_sink_not_their_sum(tmp_path, grpc_receiver):
     in_file = sum(json.loads(line)["type"] == "span" for line in out.read_text().splitlines())
     assert emitted > 0 and to_otlp == len(grpc_receiver.spans()) == emitted and to_jsonl == in_file == emitted
     assert not re.search(r"export\s*│\s*spans exported", r.stdout)  # no sum over sinks
+
+
+def test_doctor_without_privileges_says_privileges_are_missing():
+    r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                        sys.executable, "-m", "ebpftool", "doctor", "--json"],
+                       cwd="/", capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    report = json.loads(r.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert not checks["capabilities"]["ok"]
+    assert "privileges missing (running as uid 65534" in checks["privileges"]["detail"]
+    text = r.stdout + r.stderr
+    assert "not mounted" not in text and "Failed to compile" not in text
+    assert all(not t["can_run"] and "privileges missing" in t["detail"] for t in report["tracers"])
