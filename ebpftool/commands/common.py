@@ -147,7 +147,7 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
                 out.line()  # Live ends its last frame with a newline only on a terminal
         if prom is not None:
             prom.close()
-    if not telemetry.sinks:
+    if not telemetry.sinks and telemetry.recorder is None:
         result.pipeline = {}  # terminal only: no export figures to show
     for name, why in result.skipped.items():
         console.print(f"[yellow]{name} skipped[/]: {why}")
