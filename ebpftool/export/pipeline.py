@@ -136,6 +136,8 @@ class Telemetry:
         self._span_pending_n = 0
         self._metric_pending: list[Sink] = []
         self._latest_metrics: MetricsData | None = None
+        self._said: set[str] = set()  # sinks whose write error was said
+        self._said_lock = threading.Lock()
         self._span_thread = threading.Thread(target=self._span_loop, name="ebpftool-export", daemon=True)
         self._metric_thread = threading.Thread(target=self._metric_loop, name="ebpftool-export-metrics", daemon=True)
         self._span_thread.start()
@@ -228,6 +230,7 @@ class Telemetry:
                         break
                     self._span_pending, self._span_pending_n = list(self._span_sinks), len(batch)
                 self._ship_spans(batch)
+                self._say_write_errors()
             if self._stopping:
                 self._spans_flushed.set()
                 return
@@ -247,6 +250,7 @@ class Telemetry:
                     self._metric_pending = list(self._metric_sinks)
             if points is not None:
                 self._ship_metrics(points + self.self_metrics())
+                self._say_write_errors()
             if self._stopping and self._metric_slot is None:
                 return
 
@@ -326,17 +330,24 @@ class Telemetry:
                         f"{' and '.join(what)} not sent (counted as failed or unsent)")
         if self.recorder is not None:
             self.recorder.close()
-            if self.recorder.write_error:
-                self.report(f"record: {self.recorder.write_error} ({self.recorder.writes_failed} not recorded)")
         for sink in self.sinks:
             for part in {id(p): p for p in (sink.spans, sink.metrics) if p is not None}.values():
                 try:
                     part.shutdown()
                 except Exception:  # a sink that fails to close must not hide the summary
                     log.debug("closing %s failed", sink.name, exc_info=True)
-            error = getattr(sink.spans, "write_error", None) or getattr(sink.metrics, "write_error", None)
-            if error:
-                self.report(f"{sink.name}: {error}")
+        self._say_write_errors()
+
+    def _say_write_errors(self) -> None:
+        """A file that could not be written (a full disk) is said once, when first seen."""
+        found = [("record", getattr(self.recorder, "write_error", None))]
+        found += [(s.name, getattr(s.spans, "write_error", None) or getattr(s.metrics, "write_error", None))
+                  for s in self.sinks]
+        with self._said_lock:
+            new = [(name, error) for name, error in found if error and name not in self._said]
+            self._said.update(name for name, _ in new)
+        for name, error in new:
+            self.report(f"{name}: {error}")
 
 
 def _safe_export(call, success, sink: Sink) -> bool:
