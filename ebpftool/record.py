@@ -7,7 +7,9 @@ its owner only; a write that fails (a full disk) is said once and counted.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from dataclasses import asdict
@@ -30,6 +32,8 @@ class Recorder:
         self._write({"type": "header", "format": FORMAT, "time_ns": time.time_ns()})
         if self.write_error:
             self.close()
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # ours (just created): nothing of it is left behind
             raise EbpftoolError(self.write_error)
 
     def _write(self, obj: dict) -> None:

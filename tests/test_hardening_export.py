@@ -308,6 +308,10 @@ def test_an_existing_file_is_refused_without_overwrite(tmp_path):
     r = run_ebpftool(["net", "--duration", "1", "--no-ui", "--jsonl", str(path)])
     assert r.returncode == 1 and "already exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert path.read_text() == "kept\n"
+    # A refused --record does not leave behind the --jsonl file made just before (a rerun would be refused).
+    fresh = tmp_path / "fresh.jsonl"
+    r = run_ebpftool(["net", "--duration", "1", "--no-ui", "--jsonl", str(fresh), "--record", str(path)])
+    assert r.returncode == 1 and "already exists" in r.stderr and not fresh.exists(), r.stderr
     # Replaying into an existing file is refused the same way (replay shares the sinks).
     rec = tmp_path / "empty.rec"
     rec.write_text('{"type": "header", "format": "ebpftool-recording/1", "time_ns": 1}\n')
@@ -370,6 +374,7 @@ def test_a_disk_full_from_the_start_is_one_sentence(small_disk):
         assert r.stderr.strip().splitlines() == [
             f"ebpftool: cannot write {small_disk / f'out{option}'}: No space left on device; "
             "what could not be written is counted as failed"], r.stderr
+        assert not (small_disk / f"out{option}").exists()
 
 
 # --- point 4: the Prometheus endpoint -------------------------------------------------------------

@@ -4,6 +4,8 @@ Commands stay thin: they turn flags into tracer options and call execute().
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional, Sequence
@@ -88,19 +90,29 @@ def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint 
     otlp = resolve_otlp(opts.otlp_endpoint, opts.otlp_protocol)
     if otlp:
         sinks.append(otlp_sink(*otlp))
-    if opts.jsonl:
-        sinks.append(jsonl_sink(opts.jsonl, resource.attributes, overwrite=opts.overwrite))
-    recorder = None
-    if opts.record:
-        from ebpftool.record import Recorder
+    created: list[str] = []  # output files this call made: removed again if the command cannot start
 
-        try:
+    def undo() -> None:
+        for sink in sinks:
+            if sink.spans is not None:
+                sink.spans.shutdown()
+        for path in created:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    recorder = None
+    try:
+        if opts.jsonl:
+            sinks.append(jsonl_sink(opts.jsonl, resource.attributes, overwrite=opts.overwrite))
+            created.append(opts.jsonl)
+        if opts.record:
+            from ebpftool.record import Recorder
+
             recorder = Recorder(opts.record, overwrite=opts.overwrite)
-        except EbpftoolError:
-            for s in sinks:
-                if s.spans is not None:
-                    s.spans.shutdown()
-            raise
+            created.append(opts.record)
+    except EbpftoolError:
+        undo()
+        raise
     extra = {} if opts.flush_timeout is None else {"flush_timeout": opts.flush_timeout}
     telemetry = Telemetry(resource, sinks, recorder, report=lambda msg: console.print(f"[yellow]{msg}[/]"), **extra)
     prom = None
@@ -109,6 +121,7 @@ def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint 
             prom = PrometheusEndpoint(opts.prometheus_port, lambda: telemetry.latest_metrics, host=opts.prometheus_address)
         except EbpftoolError:
             telemetry.shutdown()
+            undo()
             raise
     return telemetry, prom
 

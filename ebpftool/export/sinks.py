@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import contextlib
 import io
 import re
 import socket
@@ -159,6 +160,8 @@ class JsonlExporter:
         self._lock = threading.Lock()
         if not self._write([{"type": "resource", "attributes": dict(resource_attributes)}]):
             self.shutdown()
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # ours (just created): nothing of it is left behind
             raise EbpftoolError(self.write_error)
 
     def _write(self, rows) -> bool:
