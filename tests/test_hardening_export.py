@@ -467,3 +467,24 @@ def test_doctor_without_privileges_says_privileges_are_missing():
     text = r.stdout + r.stderr
     assert "not mounted" not in text and "Failed to compile" not in text
     assert all(not t["can_run"] and "privileges missing" in t["detail"] for t in report["tracers"])
+
+
+def test_a_span_or_snapshot_that_cannot_be_converted_fails_alone_and_is_counted():
+    """Wrong types (as a bad recording can hold) never kill the export threads: counted, said once."""
+    receiver = GrpcReceiver()
+    said: list[str] = []
+    try:
+        telemetry = Telemetry(build_resource(environ={}), [otlp_sink(receiver.endpoint, "grpc")], report=said.append)
+        bad = _span(0)
+        bad.events = [1, 2]  # not SpanEvents
+        for rec in (_span(1), bad, _span(2), bad):
+            telemetry.emit_span(rec)
+        telemetry.export_metrics([object()])  # not a MetricPoint
+        telemetry.shutdown()
+        assert {s.name for s in receiver.spans()} == {"GET /load/1", "GET /load/2"}
+        c = telemetry.counters()
+        assert (c["spans_exported"], c["spans_failed"]) == (2, 2)
+        assert c["metric_exports_failed"] == 1
+        assert len(said) == 2 and any("a span could not be exported" in m for m in said), said
+    finally:
+        receiver.stop()

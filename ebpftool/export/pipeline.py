@@ -255,15 +255,27 @@ class Telemetry:
                 return
 
     def _ship_spans(self, batch: list[SpanRecord]) -> None:
-        spans = [to_readable_span(r, self.resource) for r in batch]
+        spans, bad = [], 0
+        for r in batch:  # a span that cannot be converted (wrong types) fails alone and never kills this thread
+            try:
+                spans.append(to_readable_span(r, self.resource))
+            except Exception as exc:
+                bad += 1
+                self._say_once("bad span", f"a span could not be exported ({type(exc).__name__}: {exc}); "
+                                           f"such spans are counted as failed")
         for sink in self._span_sinks:
-            ok = _safe_export(lambda: sink.spans.export(spans), SpanExportResult.SUCCESS, sink)
-            n_bytes = sink.span_bytes(spans) if ok and sink.span_bytes else 0
+            ok = bool(spans) and _safe_export(lambda: sink.spans.export(spans), SpanExportResult.SUCCESS, sink)
+            n_bytes = _safe_size(sink.span_bytes, spans) if ok and sink.span_bytes else 0
             with self._lock:
                 if self._abandoned:
                     return  # shutdown() counted this batch as failed already
                 self._span_pending.remove(sink)
                 st = sink.span_stats
+                if bad:
+                    st.failed += bad
+                    st.failed_batches += not spans
+                if not spans:
+                    continue
                 if ok:
                     st.exported += len(spans)
                     st.bytes += n_bytes
@@ -272,11 +284,17 @@ class Telemetry:
                     st.failed_batches += 1
 
     def _ship_metrics(self, points: list[MetricPoint]) -> None:
-        data = to_metrics_data(points, self.resource, self.start_ns, time.time_ns())
-        self._latest_metrics = data
+        try:
+            data = to_metrics_data(points, self.resource, self.start_ns, time.time_ns())
+        except Exception as exc:  # wrong types (a bad recording): this snapshot fails, the thread goes on
+            data = None
+            self._say_once("bad snapshot", f"a metric snapshot could not be exported ({type(exc).__name__}: {exc}); "
+                                           f"such snapshots are counted as failed")
+        else:
+            self._latest_metrics = data
         for sink in self._metric_sinks:
-            ok = _safe_export(lambda: sink.metrics.export(data), MetricExportResult.SUCCESS, sink)
-            n_bytes = sink.metric_bytes(data) if ok and sink.metric_bytes else 0
+            ok = data is not None and _safe_export(lambda: sink.metrics.export(data), MetricExportResult.SUCCESS, sink)
+            n_bytes = _safe_size(sink.metric_bytes, data) if ok and sink.metric_bytes else 0
             with self._lock:
                 if self._abandoned:
                     return
@@ -343,11 +361,23 @@ class Telemetry:
         found = [("record", getattr(self.recorder, "write_error", None))]
         found += [(s.name, getattr(s.spans, "write_error", None) or getattr(s.metrics, "write_error", None))
                   for s in self.sinks]
+        for name, error in found:
+            if error:
+                self._say_once(name, f"{name}: {error}")
+
+    def _say_once(self, key: str, message: str) -> None:
         with self._said_lock:
-            new = [(name, error) for name, error in found if error and name not in self._said]
-            self._said.update(name for name, _ in new)
-        for name, error in new:
-            self.report(f"{name}: {error}")
+            if key in self._said:
+                return
+            self._said.add(key)
+        self.report(message)
+
+
+def _safe_size(size, data) -> int:
+    try:
+        return size(data)
+    except Exception:  # the figure of bytes sent must not undo a delivery
+        return 0
 
 
 def _safe_export(call, success, sink: Sink) -> bool:
