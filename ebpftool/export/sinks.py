@@ -351,6 +351,8 @@ class PrometheusEndpoint:
             def log_message(self, *_args):
                 pass
 
+        if not host.strip():
+            raise EbpftoolError("the Prometheus address is empty: give one such as 127.0.0.1, or 0.0.0.0 for every interface")
         self._snapshot = snapshot
         self.host = host
         self.max_connections, self.connection_seconds = max_connections, connection_seconds
