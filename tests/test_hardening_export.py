@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import select
 import selectors
 import socket
 import stat
@@ -488,3 +489,40 @@ def test_a_span_or_snapshot_that_cannot_be_converted_fails_alone_and_is_counted(
         assert len(said) == 2 and any("a span could not be exported" in m for m in said), said
     finally:
         receiver.stop()
+
+
+def test_a_slowloris_client_is_closed_when_its_time_runs_out_not_kept_by_trickled_bytes():
+    """A client sending a byte every 0.2 s never trips a per-read timeout; the endpoint's deadline is over
+    the whole request, so it is closed anyway (and counted), and the endpoint answers others meanwhile."""
+    from ebpftool.export.sinks import PrometheusEndpoint
+
+    endpoint = PrometheusEndpoint(0, lambda: None, connection_seconds=2)
+    try:
+        s = socket.create_connection(("127.0.0.1", endpoint.port), timeout=10)
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        trickle = b"X-Slow: " + b"a" * 10_000
+        closed = False
+        deadline = time.monotonic() + 60  # trickled at this pace, the header alone would take 2,000 s
+        for byte in trickle:
+            if time.monotonic() > deadline:
+                break
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            r, _, _ = select.select([s], [], [], 0.2)  # the trickle's pace, or the server closing
+            if r:
+                try:
+                    closed = s.recv(1024) == b""
+                except OSError:
+                    closed = True
+                if closed:
+                    break
+        s.close()
+        assert closed, "the endpoint kept a trickling client past its deadline"
+        assert endpoint.timed_out == 1
+        status, _ = scrape(endpoint.port)
+        assert status == 200
+    finally:
+        endpoint.close()

@@ -331,6 +331,7 @@ class PrometheusEndpoint:
 
             def setup(self):
                 super().setup()
+                self.rfile.close()  # the plain reader: replaced by one with a deadline over the whole request
                 self.rfile = io.BufferedReader(_DeadlineReader(self.connection, time.monotonic() + connection_seconds))
 
             def do_GET(self):  # noqa: N802
