@@ -19,7 +19,7 @@ from ebpftool.core.bpf import (
     load_btf_raw_tracepoint_program,
 )
 from ebpftool.core.btf import BtfError, sock_field_offsets
-from ebpftool.core.privileges import capability_report
+from ebpftool.core.privileges import capability_report, has_privileges, missing_privileges
 from ebpftool.errors import EbpftoolError
 from ebpftool.tracers.inference import RECV_BTF_TRACEPOINT, SEND_BTF_TRACEPOINT, recv_hook_btf_defines
 
@@ -200,10 +200,12 @@ def probe_kernel() -> Report:
     report = Report(kernel=platform.release())
     add = report.checks.append
     caps = capability_report()
-    add(Check("capabilities", caps["CAP_SYS_ADMIN"] or (caps["CAP_BPF"] and caps["CAP_PERFMON"]),
-              ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in caps.items())))
-    tracefs = find_tracefs()
-    add(Check("tracefs", tracefs is not None, tracefs or "not mounted and could not be mounted"))
+    privileged = has_privileges(caps)
+    add(Check("capabilities", privileged, ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in caps.items())))
+    tracefs = None
+    if privileged:
+        tracefs = find_tracefs()
+        add(Check("tracefs", tracefs is not None, tracefs or "not mounted and could not be mounted"))
     add(Check("BTF", Path("/sys/kernel/btf/vmlinux").exists(), "/sys/kernel/btf/vmlinux"))
     try:
         jit = Path("/proc/sys/net/core/bpf_jit_enable").read_text().strip()
@@ -213,6 +215,14 @@ def probe_kernel() -> Report:
     headers = kernel_headers()
     add(headers)
     add(lockdown())
+    if not privileged:
+        # Without privileges tracefs is unreadable and every BPF load is refused for that reason alone:
+        # say so, instead of what it looks like ("tracefs not mounted", "failed to compile"), and plan nothing.
+        add(Check("privileges", False, f"privileges missing ({missing_privileges(caps)}): run doctor as root, or "
+                                       f"with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, to probe tracefs and BPF"))
+        report.tracers = [TracerPlan(t, False, "none", "privileges missing: ebpftool needs root or CAP_BPF, "
+                                                       "CAP_PERFMON and CAP_SYS_ADMIN") for t in TRACER_TRACEPOINTS]
+        return report
 
     features: dict[str, bool] = {}
     try:

@@ -5,6 +5,7 @@ assert on what it decoded, so what they check is what went over the wire.
 """
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent import futures
@@ -72,6 +73,7 @@ class Receiver:
         self._spans: list[Span] = []
         self._points: list[Point] = []
         self.fail = False  # answer UNAVAILABLE / 503, as a collector that refuses
+        self.delay = 0.0   # seconds each Export takes before it is answered, as an overloaded collector
 
     def add_traces(self, req: trace_service_pb2.ExportTraceServiceRequest) -> None:
         out = []
@@ -142,6 +144,8 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self.r = receiver
 
     def Export(self, request, context):  # noqa: N802
+        if self.r.delay:
+            time.sleep(self.r.delay)  # a slow collector: the delay is what is under test, not a wait for a condition
         if self.r.fail:
             context.abort(grpc.StatusCode.UNAVAILABLE, "test receiver refuses")
         self.r.add_traces(request)
@@ -153,6 +157,8 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         self.r = receiver
 
     def Export(self, request, context):  # noqa: N802
+        if self.r.delay:
+            time.sleep(self.r.delay)
         if self.r.fail:
             context.abort(grpc.StatusCode.UNAVAILABLE, "test receiver refuses")
         self.r.add_metrics(request)
@@ -160,8 +166,9 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 
 class GrpcReceiver(Receiver):
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, delay: float = 0.0) -> None:
         super().__init__()
+        self.delay = delay
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self.server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self), self.server)
@@ -223,3 +230,38 @@ class HttpReceiver(Receiver):
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class BlackHole:
+    """A collector that accepts TCP connections and never answers a byte (a hung or firewalled-late peer)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # kept open, never read from or written to
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.accepted:
+            c.close()

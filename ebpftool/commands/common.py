@@ -4,6 +4,8 @@ Commands stay thin: they turn flags into tracer options and call execute().
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional, Sequence
@@ -18,8 +20,8 @@ from ebpftool.core.runner import RunResult, run
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE, Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.otel import build_resource
-from ebpftool.export.pipeline import Telemetry
-from ebpftool.export.sinks import PrometheusEndpoint, jsonl_sink, otlp_sink, resolve_otlp
+from ebpftool.export.pipeline import EXIT_FLUSH_SECONDS, Telemetry
+from ebpftool.export.sinks import DEFAULT_PROMETHEUS_ADDRESS, PrometheusEndpoint, jsonl_sink, otlp_sink, resolve_otlp
 
 console = Console(stderr=True)
 out = Console()
@@ -30,6 +32,9 @@ OtlpEndpoint = Annotated[Optional[str], typer.Option("--otlp-endpoint", help="OT
 OtlpProtocol = Annotated[Optional[str], typer.Option("--otlp-protocol", help="grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else by port).")]
 JsonlPath = Annotated[Optional[str], typer.Option("--jsonl", help="Also write spans and metric points as JSON lines to this file (mode 0600).")]
 PrometheusPort = Annotated[Optional[int], typer.Option("--prometheus-port", min=0, max=65535, help="Serve Prometheus metrics on this port.")]
+PrometheusAddress = Annotated[str, typer.Option("--prometheus-address", help="Address the Prometheus endpoint listens on (0.0.0.0 or :: for every interface).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --jsonl / --record file (without it, an existing file is refused).")]
+FlushTimeout = Annotated[float, typer.Option("--flush-timeout", min=0, help="Most seconds spent at exit sending what is still queued; the rest is counted as not sent.")]
 ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="service.name resource attribute (default: ebpftool).")]
 Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
 Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
@@ -71,6 +76,9 @@ class CommonOptions:
     ui: bool | None = None
     record: str | None = None
     config: str | None = None
+    prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
+    overwrite: bool = False
+    flush_timeout: float | None = None  # None: the pipeline's default (replay); tracing commands: --flush-timeout
 
     def tracer_options(self) -> TracerOptions:
         return TracerOptions(span_rate=self.span_rate)
@@ -82,20 +90,38 @@ def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint 
     otlp = resolve_otlp(opts.otlp_endpoint, opts.otlp_protocol)
     if otlp:
         sinks.append(otlp_sink(*otlp))
-    if opts.jsonl:
-        sinks.append(jsonl_sink(opts.jsonl, resource.attributes))
-    recorder = None
-    if opts.record:
-        from ebpftool.record import Recorder
+    created: list[str] = []  # output files this call made: removed again if the command cannot start
 
-        recorder = Recorder(opts.record)
-    telemetry = Telemetry(resource, sinks, recorder)
+    def undo() -> None:
+        for sink in sinks:
+            if sink.spans is not None:
+                sink.spans.shutdown()
+        for path in created:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    recorder = None
+    try:
+        if opts.jsonl:
+            sinks.append(jsonl_sink(opts.jsonl, resource.attributes, overwrite=opts.overwrite))
+            created.append(opts.jsonl)
+        if opts.record:
+            from ebpftool.record import Recorder
+
+            recorder = Recorder(opts.record, overwrite=opts.overwrite)
+            created.append(opts.record)
+    except EbpftoolError:
+        undo()
+        raise
+    extra = {} if opts.flush_timeout is None else {"flush_timeout": opts.flush_timeout}
+    telemetry = Telemetry(resource, sinks, recorder, report=lambda msg: console.print(f"[yellow]{msg}[/]"), **extra)
     prom = None
     if opts.prometheus_port is not None:
         try:
-            prom = PrometheusEndpoint(opts.prometheus_port, lambda: telemetry.latest_metrics)
+            prom = PrometheusEndpoint(opts.prometheus_port, lambda: telemetry.latest_metrics, host=opts.prometheus_address)
         except EbpftoolError:
             telemetry.shutdown()
+            undo()
             raise
     return telemetry, prom
 
@@ -134,15 +160,20 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
                 out.line()  # Live ends its last frame with a newline only on a terminal
         if prom is not None:
             prom.close()
-    if not telemetry.sinks:
+    if not telemetry.sinks and telemetry.recorder is None:
         result.pipeline = {}  # terminal only: no export figures to show
     for name, why in result.skipped.items():
         console.print(f"[yellow]{name} skipped[/]: {why}")
-    out.print(summary_table(result, tracers))
+    out.print(summary_table(result, tracers, telemetry, prom))
     return result
 
 
-def summary_table(result: RunResult, tracers: Sequence[Tracer]) -> Table:
+# Spans are emitted once and delivered to each sink: the totals over sinks are not shown, each sink is.
+_PER_SINK = {"spans_exported", "spans_failed", "metric_exports_failed", "export_bytes"}
+
+
+def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telemetry | None = None,
+                  prom: PrometheusEndpoint | None = None) -> Table:
     table = Table(title=f"ebpftool summary ({result.seconds:.1f}s, stopped by {result.interrupted_by or 'error'})")
     table.add_column("tracer")
     table.add_column("figure")
@@ -156,7 +187,15 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer]) -> Table:
         for k, v in result.drops.get(t.name, {}).items():
             table.add_row(t.name, k.replace("_", " "), _fmt(v))
     for k, v in result.pipeline.items():
-        table.add_row("export", k.replace("_", " "), _fmt(v))
+        if telemetry is None or k not in _PER_SINK:
+            table.add_row("export", k.replace("_", " "), _fmt(v))
+    if telemetry is not None and result.pipeline:
+        for sink, figures in telemetry.sink_counters().items():
+            for k, v in figures.items():
+                table.add_row(f"export to {sink}", k.replace("_", " "), _fmt(v))
+    if prom is not None:
+        table.add_row("prometheus", f"connections refused (over {prom.max_connections} at once)", _fmt(prom.refused))
+        table.add_row("prometheus", f"connections timed out (after {prom.connection_seconds:g}s)", _fmt(prom.timed_out))
     return table
 
 
@@ -171,6 +210,8 @@ _COMMON_PARAMS = [
     ("otlp_protocol", OtlpProtocol, None), ("jsonl", JsonlPath, None), ("prometheus_port", PrometheusPort, None),
     ("service_name", ServiceName, None), ("zone", Zone, None), ("region", Region, None),
     ("span_rate", SpanRate, DEFAULT_SPAN_RATE), ("ui", Ui, None), ("record", Record, None), ("config", Config, None),
+    ("prometheus_address", PrometheusAddress, DEFAULT_PROMETHEUS_ADDRESS), ("overwrite", Overwrite, False),
+    ("flush_timeout", FlushTimeout, EXIT_FLUSH_SECONDS),
 ]
 
 

@@ -27,12 +27,26 @@ def capability_report() -> dict[str, bool]:
     }
 
 
+def has_privileges(caps: dict[str, bool] | None = None) -> bool:
+    """Can this process load BPF programs and attach probes?"""
+    caps = capability_report() if caps is None else caps
+    # Tracepoints and uprobes need CAP_BPF + CAP_PERFMON (5.8+) or CAP_SYS_ADMIN;
+    # BCC's attach through tracefs needs CAP_SYS_ADMIN in practice.
+    return caps["CAP_SYS_ADMIN"] or (caps["CAP_BPF"] and caps["CAP_PERFMON"])
+
+
+def missing_privileges(caps: dict[str, bool] | None = None) -> str:
+    """Who this process runs as and which capabilities it lacks, in words."""
+    caps = capability_report() if caps is None else caps
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    missing = [k for k, v in caps.items() if not v]
+    return f"running as {who}, missing {', '.join(missing) or 'nothing'}"
+
+
 def require_privileges() -> None:
     """Raise one clear sentence unless BPF programs and probes can be loaded."""
     caps = capability_report()
-    # Tracepoints and uprobes need CAP_BPF + CAP_PERFMON (5.8+) or CAP_SYS_ADMIN;
-    # BCC's attach through tracefs needs CAP_SYS_ADMIN in practice.
-    if caps["CAP_SYS_ADMIN"] or (caps["CAP_BPF"] and caps["CAP_PERFMON"]):
+    if has_privileges(caps):
         return
     who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
     missing = [k for k, v in caps.items() if not v]

@@ -7,8 +7,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import contextlib
+import io
 import re
+import socket
+import stat
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping, Sequence
 from urllib.parse import urlparse
@@ -20,6 +25,9 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.pipeline import Sink
 
+DEFAULT_PROMETHEUS_ADDRESS = "127.0.0.1"  # not every interface: the metrics name processes, pids and addresses
+PROMETHEUS_MAX_CONNECTIONS = 8           # served at once; more are closed at once (503) and counted
+PROMETHEUS_CONNECTION_SECONDS = 5.0      # the most one connection may take, request read to answer written
 OTLP_TIMEOUT_SECONDS = 5  # per export call: a dead collector must not stall shutdown for long
 PROTOCOLS = ("grpc", "http/protobuf")
 
@@ -77,13 +85,35 @@ def otlp_sink(endpoint: str, protocol: str) -> Sink:
 
 
 # --- JSON lines ---------------------------------------------------------------------------
-def open_private(path: str):
-    """Open a file for appending, created readable by its owner only (it may hold addresses and paths)."""
+def create_private(path: str, overwrite: bool = False):
+    """Create a new file readable by its owner only (it may hold addresses and paths), safely as root.
+
+    Never follows a symlink at the path and never appends: an existing path is refused unless
+    `overwrite`, and then only a regular file or a symlink is replaced (unlinked, the link itself and
+    not its target, then created afresh with O_EXCL, so whatever is put back in between is refused too).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            if not overwrite:
+                raise EbpftoolError(f"{path} already exists: give another path, or --overwrite to replace it") from None
+            st = os.lstat(path)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                raise EbpftoolError(f"{path} exists and is not a regular file: --overwrite replaces only regular files") from None
+            os.unlink(path)
+            fd = os.open(path, flags, 0o600)
+        os.fchmod(fd, 0o600)  # whatever the umask
+    except FileExistsError:
+        raise EbpftoolError(f"{path} was created again by someone else while being replaced: not written") from None
     except OSError as exc:
         raise EbpftoolError(f"cannot write {path}: {exc.strerror}") from exc
-    return os.fdopen(fd, "a", buffering=1)
+    return os.fdopen(fd, "w", buffering=1)
+
+
+def write_failure(path: str, exc: OSError) -> str:
+    return f"cannot write {path}: {exc.strerror or exc}; what could not be written is counted as failed"
 
 
 def span_to_dict(span: ReadableSpan) -> dict:
@@ -117,34 +147,53 @@ def metrics_to_dicts(data: MetricsData):
 
 
 class JsonlExporter:
-    """Writes spans and metric points as JSON objects, one per line, to a 0600 file."""
+    """Writes spans and metric points as JSON objects, one per line, to a new 0600 file.
 
-    def __init__(self, path: str, resource_attributes: Mapping[str, object]) -> None:
-        self._file = open_private(path)
+    A write that fails (a full disk) is said once (`write_error`); from then on every export
+    fails and is counted, since the file may end in a partial line.
+    """
+
+    def __init__(self, path: str, resource_attributes: Mapping[str, object], overwrite: bool = False) -> None:
+        self.path = path
+        self.write_error: str | None = None
+        self._file = create_private(path, overwrite)
         self._lock = threading.Lock()
-        self._write({"type": "resource", "attributes": dict(resource_attributes)})
+        if not self._write([{"type": "resource", "attributes": dict(resource_attributes)}]):
+            self.shutdown()
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # ours (just created): nothing of it is left behind
+            raise EbpftoolError(self.write_error)
 
-    def _write(self, obj: dict) -> None:
+    def _write(self, rows) -> bool:
         with self._lock:
-            self._file.write(json.dumps(obj, default=str) + "\n")
+            if self.write_error is not None or self._file.closed:
+                return False
+            try:
+                for obj in rows:
+                    self._file.write(json.dumps(obj, default=str) + "\n")
+            except OSError as exc:
+                self.write_error = write_failure(self.path, exc)
+                return False
+            return True
 
     def export(self, batch, timeout_millis: float = 0, **_kw):
         if isinstance(batch, MetricsData):
-            for row in metrics_to_dicts(batch):
-                self._write(row)
-            return MetricExportResult.SUCCESS
-        for span in batch:
-            self._write(span_to_dict(span))
-        return SpanExportResult.SUCCESS
+            ok = self._write(metrics_to_dicts(batch))
+            return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+        ok = self._write(span_to_dict(span) for span in batch)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self, timeout_millis: float = 0, **_kw) -> None:
         with self._lock:
             if not self._file.closed:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError as exc:  # the last buffered bytes did not fit
+                    self.write_error = self.write_error or write_failure(self.path, exc)
 
 
-def jsonl_sink(path: str, resource_attributes: Mapping[str, object]) -> Sink:
-    exporter = JsonlExporter(path, resource_attributes)
+def jsonl_sink(path: str, resource_attributes: Mapping[str, object], overwrite: bool = False) -> Sink:
+    exporter = JsonlExporter(path, resource_attributes, overwrite)
     return Sink(name="jsonl", spans=exporter, metrics=exporter)
 
 
@@ -207,13 +256,84 @@ def prometheus_text(data: MetricsData | None) -> str:
     return "\n".join(out) + "\n"
 
 
-class PrometheusEndpoint:
-    """Serves /metrics from the pipeline's latest snapshot (no aggregation of its own)."""
+class _DeadlineReader(io.RawIOBase):
+    """Reads from a socket until a deadline for the whole request, however slowly the bytes come."""
 
-    def __init__(self, port: int, snapshot, host: str = "0.0.0.0") -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request took too long")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buf)
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """At most max_connections served at once, each for at most a time; the excess is closed at once and counted."""
+
+    daemon_threads = True
+    block_on_close = False  # close() must not wait for a slow client
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler, max_connections: int) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0    # connections closed at once: every slot taken
+        self.timed_out = 0  # connections closed when their time ran out
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.setblocking(False)
+                request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that went away mid-answer is no error of ours; never a traceback on stderr
+
+
+class PrometheusEndpoint:
+    """Serves /metrics from the pipeline's latest snapshot (no aggregation of its own).
+
+    Listens on loopback unless told otherwise; serves at most PROMETHEUS_MAX_CONNECTIONS
+    connections at once (one request each), each for at most PROMETHEUS_CONNECTION_SECONDS.
+    """
+
+    def __init__(self, port: int, snapshot, host: str = DEFAULT_PROMETHEUS_ADDRESS,
+                 max_connections: int = PROMETHEUS_MAX_CONNECTIONS,
+                 connection_seconds: float = PROMETHEUS_CONNECTION_SECONDS) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = connection_seconds
+
+            def setup(self):
+                super().setup()
+                self.rfile.close()  # the plain reader: replaced by one with a deadline over the whole request
+                self.rfile = io.BufferedReader(_DeadlineReader(self.connection, time.monotonic() + connection_seconds))
+
             def do_GET(self):  # noqa: N802
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404)
@@ -225,17 +345,35 @@ class PrometheusEndpoint:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def log_error(self, fmt, *args):
+                if "timed out" in fmt:
+                    outer.server.timed_out += 1
+
             def log_message(self, *_args):
                 pass
 
+        if not host.strip():
+            raise EbpftoolError("the Prometheus address is empty: give one such as 127.0.0.1, or 0.0.0.0 for every interface")
         self._snapshot = snapshot
+        self.host = host
+        self.max_connections, self.connection_seconds = max_connections, connection_seconds
         try:
-            self.server = ThreadingHTTPServer((host, port), Handler)
+            self.server = _BoundedHTTPServer((host, port), Handler, max_connections)
         except OSError as exc:
-            raise EbpftoolError(f"cannot serve Prometheus metrics on port {port}: {exc.strerror}") from exc
+            raise EbpftoolError(f"cannot serve Prometheus metrics on {host} port {port}: {exc.strerror or exc}") from exc
+        except (OverflowError, ValueError) as exc:
+            raise EbpftoolError(f"cannot serve Prometheus metrics on {host} port {port}: {exc}") from exc
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="ebpftool-prometheus", daemon=True)
         self._thread.start()
+
+    @property
+    def refused(self) -> int:
+        return self.server.refused
+
+    @property
+    def timed_out(self) -> int:
+        return self.server.timed_out
 
     def close(self) -> None:
         self.server.shutdown()
