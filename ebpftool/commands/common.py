@@ -14,7 +14,8 @@ from rich.live import Live
 from rich.table import Table
 
 from ebpftool.core.privileges import require_privileges
-from ebpftool.core.runner import RunResult, run
+from ebpftool.core.runner import RunResult, StopFlag, run
+from ebpftool.core.series import DEFAULT_MAX_SERIES
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE, Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.otel import build_resource
@@ -34,6 +35,10 @@ ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="serv
 Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
 Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
 SpanRate = Annotated[int, typer.Option("--span-rate", min=0, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+MaxSeries = Annotated[int, typer.Option(
+    "--max-series", min=2, max=1_000_000,
+    help="Most series per metric and tracer; further attribute sets (e.g. more processes) are folded into one "
+         "overflow series, otel.metric.overflow=true, and counted.")]
 Record = Annotated[Optional[str], typer.Option("--record", help="Also save spans and metric snapshots to this file for `ebpftool replay` (mode 0600).")]
 
 
@@ -71,6 +76,7 @@ class CommonOptions:
     ui: bool | None = None
     record: str | None = None
     config: str | None = None
+    max_series: int = DEFAULT_MAX_SERIES
 
     def tracer_options(self) -> TracerOptions:
         return TracerOptions(span_rate=self.span_rate)
@@ -104,6 +110,16 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
             after_start: Callable[[], None] | None = None) -> RunResult:
     """Check privileges, build the pipeline, run the tracers, print the summary."""
     require_privileges()
+    stop = StopFlag()
+    stop.install()  # a stop request from here on ends the start-up too (see runner.start_tracers)
+    try:
+        return _execute(make_tracers, opts, stop, skip_failed=skip_failed, after_start=after_start)
+    finally:
+        stop.restore()
+
+
+def _execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, stop: StopFlag, *,
+             skip_failed: bool, after_start: Callable[[], None] | None) -> RunResult:
     telemetry, prom = build_telemetry(opts)
     tracers = make_tracers(telemetry)
     live_ui = opts.ui if opts.ui is not None else sys.stdout.isatty()
@@ -126,7 +142,8 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
 
     try:
         result = run(tracers, telemetry, duration=opts.duration, interval=opts.interval, skip_failed=skip_failed,
-                     on_start=on_start, on_interval=on_interval, after_start=after_start)
+                     on_start=on_start, on_interval=on_interval, after_start=after_start, stop=stop,
+                     max_series=opts.max_series)
     finally:
         if live is not None:
             live.stop()
@@ -138,6 +155,8 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
         result.pipeline = {}  # terminal only: no export figures to show
     for name, why in result.skipped.items():
         console.print(f"[yellow]{name} skipped[/]: {why}")
+    for name in result.not_started:
+        console.print(f"[yellow]{name} not started[/]: {result.interrupted_by} arrived during start-up")
     out.print(summary_table(result, tracers))
     return result
 
@@ -155,6 +174,8 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer]) -> Table:
             table.add_row(t.name, k, _fmt(v))
         for k, v in result.drops.get(t.name, {}).items():
             table.add_row(t.name, k.replace("_", " "), _fmt(v))
+        if t.name in result.series_folded:
+            table.add_row(t.name, "series folded into overflow (--max-series)", _fmt(result.series_folded[t.name]))
     for k, v in result.pipeline.items():
         table.add_row("export", k.replace("_", " "), _fmt(v))
     return table
@@ -171,6 +192,7 @@ _COMMON_PARAMS = [
     ("otlp_protocol", OtlpProtocol, None), ("jsonl", JsonlPath, None), ("prometheus_port", PrometheusPort, None),
     ("service_name", ServiceName, None), ("zone", Zone, None), ("region", Region, None),
     ("span_rate", SpanRate, DEFAULT_SPAN_RATE), ("ui", Ui, None), ("record", Record, None), ("config", Config, None),
+    ("max_series", MaxSeries, DEFAULT_MAX_SERIES),
 ]
 
 

@@ -1,0 +1,192 @@
+"""Bounded series: short-lived processes' series end once exported, and no metric holds more than --max-series.
+
+Many short-lived client processes (bash, writing exactly PAYLOAD bytes over /dev/tcp to a server on
+loopback) run while `ebpftool net` serves Prometheus and records every snapshot to a file.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ebpftool.core.series import FOLDED_METRIC
+from ebpftool.export import semconv as sc
+from tests.conftest import EbpftoolProcess
+from tests.victoria import free_port
+
+pytestmark = pytest.mark.timeout(300)
+
+PAYLOAD = 1000
+CLIENTS = 300
+
+
+class SinkServer:
+    """Accepts connections on loopback, reads each to EOF and closes it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self.closed = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            n = 0
+            with conn:
+                try:
+                    while d := conn.recv(65536):
+                        n += len(d)
+                except OSError:
+                    pass
+            with self._lock:
+                self.received += n
+                self.closed += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def churn(port: int, n: int) -> list[int]:
+    """n short-lived processes, a few at a time, each sending PAYLOAD bytes; their pids."""
+    script = f'exec 3<>/dev/tcp/127.0.0.1/{port} && printf "%{PAYLOAD}s" "" >&3 && exec 3>&-'
+    pids, running = [], []
+    for _ in range(n):
+        p = subprocess.Popen(["bash", "-c", script])
+        pids.append(p.pid)
+        running.append(p)
+        if len(running) >= 8:
+            assert running.pop(0).wait(timeout=30) == 0
+    for p in running:
+        assert p.wait(timeout=30) == 0
+    return pids
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def series_of(text: str, pids: set[int]) -> list[str]:
+    return [line for line in text.splitlines()
+            if not line.startswith("#") and any(f'process_pid="{p}"' in line for p in pids)]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}: {condition()}")
+
+
+def snapshots(path: Path) -> list[list[dict]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r["points"] for r in rows if r.get("type") == "metrics"]
+
+
+def transmitted(point: dict) -> bool:
+    return point["name"] == sc.EBPFTOOL_NETWORK_FLOW_IO and point["attributes"].get(sc.NETWORK_IO_DIRECTION) == "transmit"
+
+
+def summary_figure(text: str, label: str) -> int:
+    """The value of the summary table's row whose figure is label."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) == 5 and cells[2] == label:
+            return int(cells[3])
+    raise AssertionError(f"no summary row {label!r} in:\n{text}")
+
+
+def own_bytes(path: Path, pids: set[int]) -> dict[int, float]:
+    """Per client, the bytes it sent as exported in its own series (the highest value of any snapshot)."""
+    sent: dict[int, float] = {}
+    for points in snapshots(path):
+        for p in points:
+            pid = p["attributes"].get(sc.PROCESS_PID)
+            if pid in pids and transmitted(p):
+                sent[pid] = max(sent.get(pid, 0), p["value"])
+    return sent
+
+
+def test_short_lived_processes_series_retire_after_their_final_export_and_bytes_stay_counted(tmp_path):
+    server = SinkServer()
+    prom = free_port()
+    record = tmp_path / "rec.jsonl"
+    args = ["net", "--interval", "1", "--no-ui", "--prometheus-port", str(prom), "--record", str(record)]
+    try:
+        with EbpftoolProcess(args) as proc:
+            pids = set(churn(server.port, CLIENTS))
+            wait_for(lambda: server.closed >= CLIENTS, 30, "the server to see every connection close")
+            assert server.received == CLIENTS * PAYLOAD
+            # Every client's bytes are exported in its own series, which the endpoint serves ...
+            wait_for(lambda: sum(own_bytes(record, pids).values()) == CLIENTS * PAYLOAD, 60,
+                     "every client's bytes in a snapshot")
+            assert series_of(scrape(prom), pids) or sum(own_bytes(record, pids).values()) == CLIENTS * PAYLOAD
+            # ... then, the processes gone, their series end: the endpoint holds none of them.
+            wait_for(lambda: not series_of(scrape(prom), pids), 60, "the gone processes' series to retire")
+            text = scrape(prom)
+            assert proc.stop() == 0, proc.stderr
+    finally:
+        server.close()
+    assert "Traceback" not in proc.stderr
+    # Every byte the clients sent was exported in their own series before they retired.
+    sent = own_bytes(record, pids)
+    assert set(sent) == pids, f"{len(pids - set(sent))} clients never exported"
+    assert sum(sent.values()) == CLIENTS * PAYLOAD
+    assert 'otel_metric_overflow' not in text   # far below the default bound: nothing folded
+    assert summary_figure(proc.stdout, "process series retired (process gone)") >= CLIENTS
+    # The summary's totals keep the retired processes' bytes.
+    assert summary_figure(proc.stdout, "bytes sent") >= CLIENTS * PAYLOAD
+
+
+def test_series_past_max_series_fold_into_an_overflow_series_and_are_counted(tmp_path):
+    server = SinkServer()
+    prom = free_port()
+    record = tmp_path / "rec.jsonl"
+    cap = 10
+    args = ["net", "--interval", "1", "--no-ui", "--prometheus-port", str(prom), "--record", str(record),
+            "--max-series", str(cap)]
+    n = 60
+    try:
+        with EbpftoolProcess(args) as proc:
+            pids = set(churn(server.port, n))
+            wait_for(lambda: server.closed >= n and server.closed, 30, "the server to see every connection close")
+            # Wait until every client's bytes were exported: in its own series or in the overflow series.
+            def complete():
+                every = snapshots(record)
+                if not every:
+                    return None
+                over = sum(p["value"] for p in every[-1] if p["name"] == sc.EBPFTOOL_NETWORK_FLOW_IO
+                           and p["attributes"] == {"otel.metric.overflow": True})
+                return every if sum(own_bytes(record, pids).values()) + over >= n * PAYLOAD else None
+            every = wait_for(complete, 60, "snapshots accounting for every client's bytes")
+            text = scrape(prom)
+            assert proc.stop() == 0, proc.stderr
+    finally:
+        server.close()
+    assert "Traceback" not in proc.stderr
+    for points in every:   # no snapshot holds more than the bound, the overflow series included
+        for metric in (sc.EBPFTOOL_NETWORK_FLOW_IO, sc.EBPFTOOL_NETWORK_TCP_SEGMENTS, sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS):
+            assert sum(p["name"] == metric for p in points) <= cap
+    assert 'otel_metric_overflow="true"' in text
+    # Clients that never had a series of their own were folded, and counted.
+    unseen = n - len(own_bytes(record, pids))
+    assert unseen > 0
+    folded = {p["attributes"]["ebpftool.metric.name"]: p["value"] for p in every[-1] if p["name"] == FOLDED_METRIC}
+    assert folded.get(sc.EBPFTOOL_NETWORK_FLOW_IO, 0) >= unseen
+    assert summary_figure(proc.stdout, "series folded into overflow (--max-series)") >= unseen
