@@ -92,3 +92,82 @@ def test_devices_fifos_and_large_files_are_refused_unread(tmp_path, option, rc, 
     one_sentence(r, f"{what} {big} is larger than 1 MiB")
 
 
+# --- points 6, 7, 8: replay --------------------------------------------------------------------------
+@pytest.mark.parametrize("content, phrase", [
+    (b"", "is empty"),
+    (b"\xff\xfe\x00\x81garbage\n", "is not an ebpftool recording"),
+    (b"[1, 2]\n" + HEADER.encode() + b"\n", "is not an ebpftool recording"),
+    (b"\"just a string\"\n", "is not an ebpftool recording"),
+    ((HEADER + "\n" + "[" * 200000 + "]" * 200000 + "\n").encode(), "JSON nested too deeply"),
+    ((HEADER + "\n").encode(), "nothing to replay"),
+    ((HEADER + "\n" + "\xe9t\xe9\n").encode("latin-1"), "not UTF-8 text"),
+])
+def test_replay_of_what_is_not_a_recording_is_one_sentence(tmp_path, content, phrase):
+    path = tmp_path / "rec.jsonl"
+    path.write_bytes(content)
+    r = run_ebpftool(["replay", str(path)], timeout=60)
+    assert r.returncode == 1
+    one_sentence(r, phrase)
+
+
+def test_replay_of_devices_and_endless_lines_is_refused(tmp_path):
+    one_sentence(run_ebpftool(["replay", "/dev/zero"], timeout=60), "recording /dev/zero is not a regular file")
+    endless = tmp_path / "zeros.rec"
+    with open(endless, "wb") as f:
+        f.truncate(100 << 20)   # 100 MiB without a newline (sparse)
+    one_sentence(run_ebpftool(["replay", str(endless)], timeout=60), "line 1 is longer than 64 MiB")
+
+
+@pytest.mark.parametrize("bad, kind, reason", [
+    ({**SPAN, "attributes": [1, 2]}, "spans", "span attributes must be a mapping"),
+    ({**SPAN, "attributes": {"a": {"nested": 1}}}, "spans", "span attribute 'a' must be text"),
+    ({**SPAN, "attributes": {"a": 1 << 70}}, "spans", "span attribute 'a' must be text"),
+    ({**SPAN, "start_ns": "yesterday"}, "spans", "start_ns and end_ns must be integers"),
+    ({**SPAN, "kind": "sideways"}, "spans", "span kind must be one of"),
+    ({**SPAN, "events": [{"name": 1, "time_ns": 2}]}, "spans", "event's name must be text"),
+    ({**SPAN, "error": "yes"}, "spans", "span error must be true or false"),
+    ({**SPAN, "surprise": 1}, "spans", "unknown field(s) surprise"),
+    ({"type": "metrics", "time_ns": 1, "points": [{**POINT, "value": "3"}]}, "metric points", "must be numbers"),
+    ({"type": "metrics", "time_ns": 1, "points": [{**POINT, "kind": "histogram", "bucket_counts": [1], "bounds": [1.0]}]},
+     "metric points", "one bucket count more than bounds"),
+    ({"type": "metrics", "time_ns": 1, "points": {"a": 1}}, "metric snapshots", "needs a list of points"),
+    ({"type": "surprise"}, "records of unknown type", "not a span"),
+])
+def test_replay_refuses_wrong_types_counts_them_and_exports_the_rest(tmp_path, grpc_receiver, bad, kind, reason):
+    path = tmp_path / "rec.jsonl"
+    good = {**SPAN, "name": "good span"}
+    path.write_text("\n".join([HEADER, json.dumps(bad), json.dumps(good), json.dumps(bad)]) + "\n")
+    r = run_ebpftool(["replay", str(path), "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc"],
+                     timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "Exception in thread" not in r.stderr, r.stderr
+    text = " ".join(r.stderr.split())
+    assert f"replay: 2 {kind} refused (first at line 2: " in text and reason in text, text
+    assert "replayed 1 spans" in r.stdout and "1 spans exported" in r.stdout, r.stdout
+    assert [s.name for s in grpc_receiver.spans()] == ["good span"]
+    # Nothing valid at all: refused, and a non-zero exit.
+    path.write_text("\n".join([HEADER, json.dumps(bad)]) + "\n")
+    r = run_ebpftool(["replay", str(path)], timeout=60)
+    assert r.returncode == 1
+    one_sentence(r, "nothing to replay", "1 records refused")
+
+
+def test_replay_streams_a_recording_line_by_line(tmp_path, grpc_receiver):
+    """The first span is exported while the rest of the recording has not been written yet (a FIFO)."""
+    fifo = tmp_path / "rec.fifo"
+    os.mkfifo(fifo)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=run_ebpftool(
+        ["replay", str(fifo), "--otlp-endpoint", grpc_receiver.endpoint, "--otlp-protocol", "grpc"], timeout=120)))
+    t.start()
+    with open(fifo, "w") as w:
+        w.write(HEADER + "\n" + json.dumps({**SPAN, "name": "first"}) + "\n")
+        w.flush()
+        assert grpc_receiver.wait_for(lambda: grpc_receiver.spans("first"), timeout=60), \
+            "the first span was not exported before the recording ended"
+        w.write(json.dumps({**SPAN, "name": "second"}) + "\n")
+    t.join()
+    assert result["r"].returncode == 0, result["r"].stderr
+    assert grpc_receiver.wait_for(lambda: grpc_receiver.spans("second"))
+
+
