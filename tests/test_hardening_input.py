@@ -171,3 +171,31 @@ def test_replay_streams_a_recording_line_by_line(tmp_path, grpc_receiver):
     assert grpc_receiver.wait_for(lambda: grpc_receiver.spans("second"))
 
 
+# --- point 6: options -------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, phrase", [
+    (["net", "--span-rate", "99999999999999999999"], "--span-rate"),
+    (["net", "--interval", "nan"], "--interval"),
+    (["net", "--duration", "inf"], "--duration"),
+    (["gpu", "--span-threshold", "1e30"], "--span-threshold"),
+    (["gpu", "--sample-calls", "99999999999999999999"], "--sample-calls"),
+    (["net", "--price-per-gb", "nan"], "--price-per-gb"),
+    (["net", "--max-series", "1"], "--max-series"),
+])
+def test_out_of_range_numbers_are_refused_before_anything_is_compiled(args, phrase):
+    r = run_ebpftool([*args, "--no-ui"], timeout=60)
+    assert r.returncode == 2
+    text = one_sentence(r, "Invalid value for", phrase)
+    assert "error:" not in text and "probes attached" not in text   # no clang, no tracer
+
+
+def test_an_otlp_endpoint_urllib_cannot_parse_is_one_sentence(tmp_path):
+    r = run_ebpftool(["net", "--otlp-endpoint", "http://[::1", "--duration", "0.1", "--no-ui"], timeout=60)
+    assert r.returncode == 1
+    one_sentence(r, "OTLP endpoint 'http://[::1' is not a URL")
+    path = tmp_path / "rec.jsonl"
+    path.write_text(HEADER + "\n" + json.dumps(SPAN) + "\n")
+    r = run_ebpftool(["replay", str(path)], env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"}, timeout=60)
+    assert r.returncode == 1
+    one_sentence(r, "OTLP endpoint 'http://[::1' is not a URL")
+
+

@@ -4,6 +4,8 @@ Commands stay thin: they turn flags into tracer options and call execute().
 """
 from __future__ import annotations
 
+import math
+import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional, Sequence
@@ -25,8 +27,18 @@ from ebpftool.export.sinks import PrometheusEndpoint, jsonl_sink, otlp_sink, res
 console = Console(stderr=True)
 out = Console()
 
-Duration = Annotated[Optional[float], typer.Option("--duration", "-d", min=0.1, help="Stop after this many seconds (default: until Ctrl-C / SIGTERM).")]
-Interval = Annotated[float, typer.Option("--interval", "-i", min=0.1, help="Seconds between metric exports and view refreshes.")]
+MAX_SPAN_RATE = 10_000_000   # spans per second: the kernel's budget is compiled in (bpf/common.bpf.h)
+
+
+def finite(value: float | None) -> float | None:
+    """An option callback: click's float ranges let nan and inf through."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+Duration = Annotated[Optional[float], typer.Option("--duration", "-d", min=0.1, max=10 * 365 * 86400, callback=finite, help="Stop after this many seconds (default: until Ctrl-C / SIGTERM).")]
+Interval = Annotated[float, typer.Option("--interval", "-i", min=0.1, max=86400, callback=finite, help="Seconds between metric exports and view refreshes.")]
 OtlpEndpoint = Annotated[Optional[str], typer.Option("--otlp-endpoint", help="OTLP collector URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT).")]
 OtlpProtocol = Annotated[Optional[str], typer.Option("--otlp-protocol", help="grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else by port).")]
 JsonlPath = Annotated[Optional[str], typer.Option("--jsonl", help="Also write spans and metric points as JSON lines to this file (mode 0600).")]
@@ -34,7 +46,7 @@ PrometheusPort = Annotated[Optional[int], typer.Option("--prometheus-port", min=
 ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="service.name resource attribute (default: ebpftool).")]
 Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
 Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
-SpanRate = Annotated[int, typer.Option("--span-rate", min=0, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+SpanRate = Annotated[int, typer.Option("--span-rate", min=0, max=MAX_SPAN_RATE, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
 MaxSeries = Annotated[int, typer.Option(
     "--max-series", min=2, max=1_000_000,
     help="Most series per metric and tracer; further attribute sets (e.g. more processes) are folded into one "
@@ -85,7 +97,11 @@ class CommonOptions:
 def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint | None]:
     resource = build_resource(opts.service_name, opts.zone, opts.region)
     sinks = []
-    otlp = resolve_otlp(opts.otlp_endpoint, opts.otlp_protocol)
+    try:
+        otlp = resolve_otlp(opts.otlp_endpoint, opts.otlp_protocol)
+    except ValueError as exc:  # what urllib cannot parse at all, e.g. http://[::1
+        endpoint = opts.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        raise EbpftoolError(f"OTLP endpoint '{endpoint}' is not a URL like http://collector:4317 ({exc})") from None
     if otlp:
         sinks.append(otlp_sink(*otlp))
     if opts.jsonl:
