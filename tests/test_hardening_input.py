@@ -199,3 +199,26 @@ def test_an_otlp_endpoint_urllib_cannot_parse_is_one_sentence(tmp_path):
     one_sentence(r, "OTLP endpoint 'http://[::1' is not a URL")
 
 
+# --- point 9: SIGTERM during start-up --------------------------------------------------------------
+def test_sigterm_during_start_up_starts_no_further_tracer_and_leaves_nothing_attached():
+    """`trace` starts its tracers one after the other (each a BCC compile). SIGTERM as soon as the first
+    has attached: the compile in progress may finish, no tracer after it starts, every probe is detached,
+    and the exit is the normal one for SIGTERM (0, with the summary)."""
+    proc = EbpftoolProcess(["trace", "--no-ui", "--interval", "60"]).start()   # ready: the first "probes attached"
+    pid = proc.proc.pid
+    progs, maps = bpf_ids_held_by(pid)
+    assert progs
+    rc = proc.stop(signal.SIGTERM)
+    assert rc == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    started = re.findall(r"^(\w+): \d+ probes attached", proc.stderr, re.M)
+    not_started = re.findall(r"^(\w+) not started: SIGTERM arrived during start-up", proc.stderr, re.M)
+    assert not_started, proc.stderr
+    assert set(started) | set(not_started) | set(re.findall(r"^(\w+) skipped", proc.stderr, re.M)) == \
+        {"inference", "net", "gpu"}
+    assert not set(started) & set(not_started)
+    assert "stopped by SIGTERM" in proc.stdout
+    # The programs it held then are gone with everything it attached; no uprobe event of it is left.
+    assert not still_loaded(progs, "prog")
+    assert not [x for x in perf_attachments() if x.get("pid") == pid]
+    assert f"_bcc_{pid}" not in uprobe_events()
