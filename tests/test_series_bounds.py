@@ -190,3 +190,23 @@ def test_series_past_max_series_fold_into_an_overflow_series_and_are_counted(tmp
     folded = {p["attributes"]["ebpftool.metric.name"]: p["value"] for p in every[-1] if p["name"] == FOLDED_METRIC}
     assert folded.get(sc.EBPFTOOL_NETWORK_FLOW_IO, 0) >= unseen
     assert summary_figure(proc.stdout, "series folded into overflow (--max-series)") >= unseen
+
+
+def test_the_overflow_series_of_a_counter_never_goes_back_when_folded_series_retire():
+    """The limiter alone: series folded into the overflow series keep their counts there after they retire,
+    and a retired series' place is taken by a new one (the OpenTelemetry SDK's semantics, cumulative)."""
+    from ebpftool.core.series import SeriesLimiter
+    from ebpftool.export.model import counter
+
+    lim = SeriesLimiter(3, "t")
+    pts = lambda **v: [counter("m", "1", "d", n, {"pid": int(k[1:])}) for k, n in v.items()]  # noqa: E731
+    overflow = lambda out: [p.value for p in out if p.attributes == {"otel.metric.overflow": True}]  # noqa: E731
+    out = lim.apply(pts(p1=1, p2=2, p3=3, p4=4))
+    assert [p.attributes["pid"] for p in out if "pid" in p.attributes] == [1, 2] and overflow(out) == [7]
+    out = lim.apply(pts(p1=1, p3=5, p4=4))                # p2 retired: its place is free; p3, p4 stay folded
+    assert overflow(out) == [9] and lim.folded() == 2
+    out = lim.apply(pts(p1=1, p5=10))                     # p3, p4 retired: their counts stay in the overflow
+    assert overflow(out) == [9] and [p.value for p in out if p.attributes.get("pid") == 5] == [10]
+    out = lim.apply(pts(p1=1, p5=10, p6=6))
+    assert overflow(out) == [15] and lim.folded() == 3 and len(out) == 3
+    assert [p.value for p in lim.folded_points()] == [3]
