@@ -6,6 +6,7 @@ loopback) run while `ebpftool net` serves Prometheus and records every snapshot 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -56,6 +57,11 @@ class SinkServer:
                 self.closed += 1
 
     def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the accept() of the serving thread
+        except OSError:
+            pass
+        self._thread.join(timeout=30)
         self.sock.close()
 
 
@@ -84,14 +90,14 @@ def series_of(text: str, pids: set[int]) -> list[str]:
             if not line.startswith("#") and any(f'process_pid="{p}"' in line for p in pids)]
 
 
-def wait_for(condition, timeout: float, what: str):
+def wait_for(condition, timeout: float, what: str, extra=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {condition()}")
+    raise AssertionError(f"timed out waiting for {what}: {condition()}, {extra() if extra else ''}")
 
 
 def snapshots(path: Path) -> list[list[dict]]:
@@ -131,13 +137,20 @@ def test_short_lived_processes_series_retire_after_their_final_export_and_bytes_
     try:
         with EbpftoolProcess(args) as proc:
             pids = set(churn(server.port, CLIENTS))
-            wait_for(lambda: server.closed >= CLIENTS, 30, "the server to see every connection close")
+            wait_for(lambda: server.closed >= CLIENTS, 30, "the server to see every connection close", lambda: (server.closed, server.received))
             assert server.received == CLIENTS * PAYLOAD
-            # Every client's bytes are exported in its own series, which the endpoint serves ...
+            # Every client's bytes are exported in its own series (nobody has scraped yet) ...
             wait_for(lambda: sum(own_bytes(record, pids).values()) == CLIENTS * PAYLOAD, 60,
                      "every client's bytes in a snapshot")
-            assert series_of(scrape(prom), pids) or sum(own_bytes(record, pids).values()) == CLIENTS * PAYLOAD
-            # ... then, the processes gone, their series end: the endpoint holds none of them.
+            # ... and, as long as no scrape has read them, the series stay, however many intervals pass ...
+            seen = len(snapshots(record))
+            wait_for(lambda: len(snapshots(record)) >= seen + 4, 60, "four more snapshots")
+            latest = {p["attributes"].get(sc.PROCESS_PID) for p in snapshots(record)[-1] if transmitted(p)}
+            assert pids <= latest, f"{len(pids - latest)} series ended before any scrape read them"
+            # ... the first scrape has every one of them ...
+            served = {int(m) for m in re.findall(r'process_pid="(\d+)"', scrape(prom))}
+            assert pids <= served
+            # ... then, the processes gone and scraped, their series end: the endpoint holds none of them.
             wait_for(lambda: not series_of(scrape(prom), pids), 60, "the gone processes' series to retire")
             text = scrape(prom)
             assert proc.stop() == 0, proc.stderr
@@ -165,7 +178,7 @@ def test_series_past_max_series_fold_into_an_overflow_series_and_are_counted(tmp
     try:
         with EbpftoolProcess(args) as proc:
             pids = set(churn(server.port, n))
-            wait_for(lambda: server.closed >= n and server.closed, 30, "the server to see every connection close")
+            wait_for(lambda: (server.closed, server.received) if server.closed >= n else None, 30, "the server to see every connection close", lambda: (server.closed, server.received))
             # Wait until every client's bytes were exported: in its own series or in the overflow series.
             def complete():
                 every = snapshots(record)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ebpftool.core.privileges import require_privileges
 from ebpftool.core.runner import RunResult, StopFlag, run
-from ebpftool.core.series import DEFAULT_MAX_SERIES
+from ebpftool.core.series import DEFAULT_MAX_SERIES, Retirement, Scrapes
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE, Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.otel import build_resource
@@ -94,7 +94,7 @@ class CommonOptions:
         return TracerOptions(span_rate=self.span_rate)
 
 
-def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint | None]:
+def build_telemetry(opts: CommonOptions, scrapes: Scrapes | None = None) -> tuple[Telemetry, PrometheusEndpoint | None]:
     resource = build_resource(opts.service_name, opts.zone, opts.region)
     sinks = []
     try:
@@ -115,7 +115,8 @@ def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint 
     prom = None
     if opts.prometheus_port is not None:
         try:
-            prom = PrometheusEndpoint(opts.prometheus_port, lambda: telemetry.latest_metrics)
+            snapshot = lambda: telemetry.latest_metrics  # noqa: E731
+            prom = PrometheusEndpoint(opts.prometheus_port, scrapes.wrap(snapshot) if scrapes else snapshot)
         except EbpftoolError:
             telemetry.shutdown()
             raise
@@ -136,8 +137,12 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
 
 def _execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, stop: StopFlag, *,
              skip_failed: bool, after_start: Callable[[], None] | None) -> RunResult:
-    telemetry, prom = build_telemetry(opts)
+    scrapes = Scrapes() if opts.prometheus_port is not None else None
+    telemetry, prom = build_telemetry(opts, scrapes)
     tracers = make_tracers(telemetry)
+    for t in tracers:   # a gone process's series end only once scraped (see core/series.Retirement)
+        if isinstance(getattr(t, "retirement", None), Retirement):
+            t.retirement.scrapes = scrapes
     live_ui = opts.ui if opts.ui is not None else sys.stdout.isatty()
     live: Live | None = None
 

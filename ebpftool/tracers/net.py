@@ -28,6 +28,7 @@ from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.clock import kernel_hz
 from ebpftool.core import k8s
 from ebpftool.core.cstruct import cstring, decode, load_header
+from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export import semconv as sc
@@ -268,7 +269,7 @@ class NetTracer(Tracer):
         self._stale: list[tuple[Any, FlowGroup, Any]] = []
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
-        self._gone: set[FlowGroup] = set()     # groups whose process was gone at the last collect
+        self.retirement = Retirement()           # when the groups of gone processes end
         self._retired_pairs: dict[tuple[str, str], PairView] = {}  # what retired groups sent, per zone pair
         self.series_retired = 0                 # groups retired because their process was gone
         self.io_hooks = ""          # how bytes and RTT are read: "raw tracepoints" or "tracepoints"
@@ -510,13 +511,12 @@ class NetTracer(Tracer):
     def _gone_groups(self, active: set[FlowGroup]) -> set[FlowGroup]:
         """Groups to retire after this collect: their process has exited and they had no open socket
         and nothing to drain at this collect and the one before, so this collect and the one before
-        exported their final totals. (A socket outliving its process keeps its group: it is in `live`
-        while open and in `pending` when it closes.)"""
+        exported their final totals (and a scrape read them, with a Prometheus endpoint: see
+        core/series.Retirement). A socket outliving its process keeps its group: it is in `live` while
+        open and in `pending` when it closes."""
         gone = {g for g in self._reported
                 if g.pid and g not in active and not os.path.exists(f"/proc/{g.pid}")}
-        retire = gone & self._gone
-        self._gone = gone - retire
-        return retire
+        return self.retirement.update(gone)
 
     def _retire(self, groups: set[FlowGroup]) -> None:
         """Their series end: the tracer forgets them (the kernel's aggregate maps were already drained of
