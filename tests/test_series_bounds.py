@@ -223,3 +223,46 @@ def test_the_overflow_series_of_a_counter_never_goes_back_when_folded_series_ret
     out = lim.apply(pts(p1=1, p5=10, p6=6))
     assert overflow(out) == [15] and lim.folded() == 3 and len(out) == 3
     assert [p.value for p in lim.folded_points()] == [3]
+
+
+# Opens the stand-in device, does one ioctl on it (ENOTTY on a regular file: the tracepoints count it
+# all the same), exits.
+IOCTL_ONCE = (
+    "import fcntl, os, sys\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+    "try:\n    fcntl.ioctl(fd, 0xc020462a)\nexcept OSError:\n    pass\n"
+)
+
+
+def test_gpu_series_of_exited_processes_end_once_scraped(tmp_path):
+    """The GPU tracer's per-process series (here ioctl counts) of processes that exited end too."""
+    import sys
+    import tempfile
+
+    devices = Path(tempfile.mkdtemp(prefix="gpu", dir="/tmp"))   # short: the prefix is compiled in
+    (devices / "nvidia0").write_bytes(b"")
+    prom = free_port()
+    record = tmp_path / "rec.jsonl"
+    args = ["gpu", "--no-discover", "--ioctl-path-prefix", f"{devices}/nvidia", "--interval", "1", "--no-ui",
+            "--prometheus-port", str(prom), "--record", str(record)]
+    n = 20
+    try:
+        with EbpftoolProcess(args) as proc:
+            pids = set()
+            for _ in range(n):
+                p = subprocess.Popen([sys.executable, "-c", IOCTL_ONCE, str(devices / "nvidia0")])
+                assert p.wait(timeout=30) == 0
+                pids.add(p.pid)
+
+            def counted():
+                seen = {p["attributes"].get(sc.PROCESS_PID) for points in snapshots(record) for p in points
+                        if p["name"] == sc.EBPFTOOL_GPU_IOCTLS and p["value"] >= 1}
+                return pids <= seen
+            wait_for(counted, 60, "every process's ioctl in a snapshot")
+            wait_for(lambda: not series_of(scrape(prom), pids), 60, "the exited processes' series to end")
+            assert proc.stop() == 0, proc.stderr
+    finally:
+        for f in devices.iterdir():
+            f.unlink()
+        devices.rmdir()
+    assert "Traceback" not in proc.stderr
