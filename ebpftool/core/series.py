@@ -42,15 +42,13 @@ def _monotonic(p: MetricPoint) -> bool:
 
 def _add(a: MetricPoint | None, b: MetricPoint) -> MetricPoint:
     """a + b of one metric (b's name, kind, unit), with the overflow attribute set."""
-    if a is None:
+    if a is None or (b.kind is Kind.HISTOGRAM and not a.count):
         return MetricPoint(b.name, b.kind, b.unit, b.description, dict(OVERFLOW_ATTRIBUTES), b.value, b.count, b.sum,
                            b.min, b.max, tuple(b.bucket_counts), tuple(b.bounds))
     if b.kind is not Kind.HISTOGRAM:
         return MetricPoint(a.name, a.kind, a.unit, a.description, a.attributes, a.value + b.value)
-    if tuple(a.bounds) != tuple(b.bounds) or not b.count:
-        return a if not b.count or a.count else _add(None, b)
-    if not a.count:
-        return _add(None, b)
+    if not b.count or tuple(a.bounds) != tuple(b.bounds):  # one metric's bounds never differ
+        return a
     return MetricPoint(a.name, a.kind, a.unit, a.description, a.attributes, 0, a.count + b.count, a.sum + b.sum,
                        min(a.min, b.min), max(a.max, b.max),
                        tuple(x + y for x, y in zip(a.bucket_counts, b.bucket_counts)), a.bounds)
