@@ -135,13 +135,26 @@ def _finish(proc, timeout: float = 30) -> str:
     return out
 
 
+def _final(receiver, metric: str) -> list:
+    """Each series' newest point. The series of a process that exited ends after its final exports
+    (it is retired), so the newest export may no longer carry it."""
+    with receiver._lock:
+        pts = [p for p in receiver._points if p.metric == metric]
+    newest: dict = {}
+    for p in pts:
+        key = tuple(sorted((k, repr(v)) for k, v in p.attributes.items()))
+        if key not in newest or p.time_ns >= newest[key].time_ns:
+            newest[key] = p
+    return list(newest.values())
+
+
 def _points(receiver, metric: str, **match) -> list:
-    return [p for p in receiver.latest(metric) if all(p.attributes.get(k) == v for k, v in match.items())]
+    return [p for p in _final(receiver, metric) if all(p.attributes.get(k) == v for k, v in match.items())]
 
 
 def _one(receiver, metric: str, **match):
     pts = _points(receiver, metric, **match)
-    assert len(pts) == 1, f"{metric} {match}: {len(pts)} points: {[p.attributes for p in receiver.latest(metric)]}"
+    assert len(pts) == 1, f"{metric} {match}: {len(pts)} points: {[p.attributes for p in _final(receiver, metric)]}"
     return pts[0]
 
 

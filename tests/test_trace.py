@@ -193,9 +193,10 @@ def test_victoriametrics_scrapes_cross_zone_bytes_and_request_durations(tmp_path
         assert client.wait(30) == 0
         server.wait(30)
         chat(streaming_server, 3)
+        # The client has exited: its series ends once scraped (retired), so the query looks back over time.
         cross = vm.wait_query(
-            'sum(ebpftool_network_flow_io_bytes_total{source_cloud_availability_zone="zone-a",'
-            'destination_cloud_availability_zone="zone-b",network_io_direction="transmit"})',
+            'sum(max_over_time(ebpftool_network_flow_io_bytes_total{source_cloud_availability_zone="zone-a",'
+            'destination_cloud_availability_zone="zone-b",network_io_direction="transmit"}[10m]))',
             lambda res: res and float(res[0]["value"][1]) >= 3_000_000)
         assert cross and 3_000_000 <= float(cross[0]["value"][1]) <= 3_030_000
         count = vm.wait_query(f'sum(http_server_request_duration_seconds_count{{server_port="{streaming_server}"}})',

@@ -5,6 +5,7 @@ Commands stay thin: they turn flags into tracer options and call execute().
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from rich.live import Live
 from rich.table import Table
 
 from ebpftool.core.privileges import require_privileges
-from ebpftool.core.runner import RunResult, run
+from ebpftool.core.runner import RunResult, StopFlag, run
+from ebpftool.core.series import DEFAULT_MAX_SERIES, Retirement, Scrapes
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE, Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.otel import build_resource
@@ -26,8 +28,18 @@ from ebpftool.export.sinks import DEFAULT_PROMETHEUS_ADDRESS, PrometheusEndpoint
 console = Console(stderr=True)
 out = Console()
 
-Duration = Annotated[Optional[float], typer.Option("--duration", "-d", min=0.1, help="Stop after this many seconds (default: until Ctrl-C / SIGTERM).")]
-Interval = Annotated[float, typer.Option("--interval", "-i", min=0.1, help="Seconds between metric exports and view refreshes.")]
+MAX_SPAN_RATE = 10_000_000   # spans per second: the kernel's budget is compiled in (bpf/common.bpf.h)
+
+
+def finite(value: float | None) -> float | None:
+    """An option callback: click's float ranges let nan and inf through."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+Duration = Annotated[Optional[float], typer.Option("--duration", "-d", min=0.1, max=10 * 365 * 86400, callback=finite, help="Stop after this many seconds (default: until Ctrl-C / SIGTERM).")]
+Interval = Annotated[float, typer.Option("--interval", "-i", min=0.1, max=86400, callback=finite, help="Seconds between metric exports and view refreshes.")]
 OtlpEndpoint = Annotated[Optional[str], typer.Option("--otlp-endpoint", help="OTLP collector URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT).")]
 OtlpProtocol = Annotated[Optional[str], typer.Option("--otlp-protocol", help="grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else by port).")]
 JsonlPath = Annotated[Optional[str], typer.Option("--jsonl", help="Also write spans and metric points as JSON lines to this file (mode 0600).")]
@@ -38,7 +50,11 @@ FlushTimeout = Annotated[float, typer.Option("--flush-timeout", min=0, help="Mos
 ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="service.name resource attribute (default: ebpftool).")]
 Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
 Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
-SpanRate = Annotated[int, typer.Option("--span-rate", min=0, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+SpanRate = Annotated[int, typer.Option("--span-rate", min=0, max=MAX_SPAN_RATE, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+MaxSeries = Annotated[int, typer.Option(
+    "--max-series", min=2, max=1_000_000,
+    help="Most series per metric and tracer; further attribute sets (e.g. more processes) are folded into one "
+         "overflow series, otel.metric.overflow=true, and counted.")]
 Record = Annotated[Optional[str], typer.Option("--record", help="Also save spans and metric snapshots to this file for `ebpftool replay` (mode 0600).")]
 
 
@@ -79,15 +95,20 @@ class CommonOptions:
     prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     overwrite: bool = False
     flush_timeout: float | None = None  # None: the pipeline's default (replay); tracing commands: --flush-timeout
+    max_series: int = DEFAULT_MAX_SERIES
 
     def tracer_options(self) -> TracerOptions:
         return TracerOptions(span_rate=self.span_rate)
 
 
-def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint | None]:
+def build_telemetry(opts: CommonOptions, scrapes: Scrapes | None = None) -> tuple[Telemetry, PrometheusEndpoint | None]:
     resource = build_resource(opts.service_name, opts.zone, opts.region)
     sinks = []
-    otlp = resolve_otlp(opts.otlp_endpoint, opts.otlp_protocol)
+    try:
+        otlp = resolve_otlp(opts.otlp_endpoint, opts.otlp_protocol)
+    except ValueError as exc:  # what urllib cannot parse at all, e.g. http://[::1
+        endpoint = opts.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        raise EbpftoolError(f"OTLP endpoint '{endpoint}' is not a URL like http://collector:4317 ({exc})") from None
     if otlp:
         sinks.append(otlp_sink(*otlp))
     created: list[str] = []  # output files this call made: removed again if the command cannot start
@@ -118,7 +139,9 @@ def build_telemetry(opts: CommonOptions) -> tuple[Telemetry, PrometheusEndpoint 
     prom = None
     if opts.prometheus_port is not None:
         try:
-            prom = PrometheusEndpoint(opts.prometheus_port, lambda: telemetry.latest_metrics, host=opts.prometheus_address)
+            snapshot = lambda: telemetry.latest_metrics  # noqa: E731
+            prom = PrometheusEndpoint(opts.prometheus_port, scrapes.wrap(snapshot) if scrapes else snapshot,
+                                      host=opts.prometheus_address)
         except EbpftoolError:
             telemetry.shutdown()
             undo()
@@ -130,8 +153,22 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
             after_start: Callable[[], None] | None = None) -> RunResult:
     """Check privileges, build the pipeline, run the tracers, print the summary."""
     require_privileges()
-    telemetry, prom = build_telemetry(opts)
+    stop = StopFlag()
+    stop.install()  # a stop request from here on ends the start-up too (see runner.start_tracers)
+    try:
+        return _execute(make_tracers, opts, stop, skip_failed=skip_failed, after_start=after_start)
+    finally:
+        stop.restore()
+
+
+def _execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, stop: StopFlag, *,
+             skip_failed: bool, after_start: Callable[[], None] | None) -> RunResult:
+    scrapes = Scrapes() if opts.prometheus_port is not None else None
+    telemetry, prom = build_telemetry(opts, scrapes)
     tracers = make_tracers(telemetry)
+    for t in tracers:   # a gone process's series end only once scraped (see core/series.Retirement)
+        if isinstance(getattr(t, "retirement", None), Retirement):
+            t.retirement.scrapes = scrapes
     live_ui = opts.ui if opts.ui is not None else sys.stdout.isatty()
     live: Live | None = None
 
@@ -152,7 +189,8 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
 
     try:
         result = run(tracers, telemetry, duration=opts.duration, interval=opts.interval, skip_failed=skip_failed,
-                     on_start=on_start, on_interval=on_interval, after_start=after_start)
+                     on_start=on_start, on_interval=on_interval, after_start=after_start, stop=stop,
+                     max_series=opts.max_series)
     finally:
         if live is not None:
             live.stop()
@@ -164,6 +202,8 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
         result.pipeline = {}  # terminal only: no export figures to show
     for name, why in result.skipped.items():
         console.print(f"[yellow]{name} skipped[/]: {why}")
+    for name in result.not_started:
+        console.print(f"[yellow]{name} not started[/]: {result.interrupted_by} arrived during start-up")
     out.print(summary_table(result, tracers, telemetry, prom))
     return result
 
@@ -186,6 +226,8 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telem
             table.add_row(t.name, k, _fmt(v))
         for k, v in result.drops.get(t.name, {}).items():
             table.add_row(t.name, k.replace("_", " "), _fmt(v))
+        if t.name in result.series_folded:
+            table.add_row(t.name, "series folded into overflow (--max-series)", _fmt(result.series_folded[t.name]))
     for k, v in result.pipeline.items():
         if telemetry is None or k not in _PER_SINK:
             table.add_row("export", k.replace("_", " "), _fmt(v))
@@ -212,6 +254,7 @@ _COMMON_PARAMS = [
     ("span_rate", SpanRate, DEFAULT_SPAN_RATE), ("ui", Ui, None), ("record", Record, None), ("config", Config, None),
     ("prometheus_address", PrometheusAddress, DEFAULT_PROMETHEUS_ADDRESS), ("overwrite", Overwrite, False),
     ("flush_timeout", FlushTimeout, EXIT_FLUSH_SECONDS),
+    ("max_series", MaxSeries, DEFAULT_MAX_SERIES),
 ]
 
 

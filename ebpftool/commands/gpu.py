@@ -4,7 +4,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, execute, with_common_options
+from ebpftool.commands.common import CommonOptions, execute, finite, with_common_options
 from ebpftool.tracers.gpu import DEFAULT_IOCTL_PREFIX, DEFAULT_SPAN_THRESHOLD_S, GpuOptions, GpuTracer
 
 Lib = Annotated[Optional[List[str]], typer.Option(
@@ -12,9 +12,9 @@ Lib = Annotated[Optional[List[str]], typer.Option(
                   "functions); repeatable. Added to those found by themselves.")]
 Pid = Annotated[Optional[int], typer.Option("--pid", help="Trace only this process and its descendants.")]
 SpanThreshold = Annotated[float, typer.Option(
-    "--span-threshold", min=0.0, help="Seconds a blocking call (synchronise, blocking copy) must last to become a span.")]
+    "--span-threshold", min=0.0, max=3600.0, callback=finite, help="Seconds a blocking call (synchronise, blocking copy) must last to become a span.")]
 SampleCalls = Annotated[int, typer.Option(
-    "--sample-calls", min=0, help="Also make a span of one call in N, whatever its duration (0: off).")]
+    "--sample-calls", min=0, max=1_000_000_000, help="Also make a span of one call in N, whatever its duration (0: off).")]
 Discover = Annotated[bool, typer.Option(
     "--discover/--no-discover", help="Find CUDA libraries in running processes and install paths (else only --lib).")]
 IoctlPrefix = Annotated[str, typer.Option(

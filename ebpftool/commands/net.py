@@ -3,16 +3,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, execute, with_common_options
+from ebpftool.commands.common import CommonOptions, execute, finite, with_common_options
 
 ZonesFile = Annotated[Optional[str], typer.Option(
     "--zones", help="YAML zone map: zone name -> list of CIDRs, or {region, cidrs, price_per_gb} "
                     "(most specific CIDR wins; see docs/net.md).")]
 PricePerGb = Annotated[Optional[float], typer.Option(
-    "--price-per-gb", min=0, help="USD per GB (10^9 bytes) and direction for cross-zone bytes "
+    "--price-per-gb", min=0, max=1e6, callback=finite, help="USD per GB (10^9 bytes) and direction for cross-zone bytes "
                                   "(default: the zone file's price_per_gb, else 0.01).")]
 TopFlows = Annotated[int, typer.Option(
-    "--flows", min=0, help="Also export the N open TCP connections with the most bytes, with addresses "
+    "--flows", min=0, max=100_000, help="Also export the N open TCP connections with the most bytes, with addresses "
                            "and ports (ebpftool.network.connection.io); 0: off.")]
 Spans = Annotated[bool, typer.Option(
     "--spans/--no-spans", help="A span per TCP connection (open to close, bytes, RTT), within --span-rate.")]

@@ -5,9 +5,11 @@ from typing import Annotated
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, JsonlPath, OtlpEndpoint, OtlpProtocol, ServiceName, build_telemetry, out
+from ebpftool.commands.common import (CommonOptions, JsonlPath, OtlpEndpoint, OtlpProtocol, ServiceName, build_telemetry,
+                                      console, out)
+from ebpftool.errors import EbpftoolError
 from ebpftool.export.model import SpanRecord
-from ebpftool.record import read_recording
+from ebpftool.record import Refusals, read_recording
 
 
 def replay(
@@ -17,8 +19,12 @@ def replay(
     jsonl: JsonlPath = None,
     service_name: ServiceName = None,
 ) -> None:
-    """Send a recording's spans and metric snapshots to OTLP / a JSON-lines file."""
-    items = list(read_recording(path))  # read it all first: a bad file fails before anything is sent
+    """Send a recording's spans and metric snapshots to OTLP / a JSON-lines file.
+
+    Records that are not what `--record` writes are refused, counted and reported; exit code 1 when
+    the file is not a recording or nothing in it could be replayed."""
+    refused = Refusals()
+    items = read_recording(path, refused)  # the file and its header are checked here; records stream
     telemetry, _ = build_telemetry(CommonOptions(otlp_endpoint=otlp_endpoint, otlp_protocol=otlp_protocol,
                                                  jsonl=jsonl, service_name=service_name))
     spans = snapshots = 0
@@ -33,8 +39,19 @@ def replay(
     finally:
         telemetry.shutdown()
     c = telemetry.counters()
+    for line in refused.lines():
+        console.print(f"[yellow]replay:[/] {_escape(line)}", highlight=False)
+    if not spans and not snapshots:
+        why = f" ({refused.total()} records refused)" if refused.total() else ""
+        raise EbpftoolError(f"nothing to replay in {path}: no valid span or metric snapshot{why}")
     out.print(f"replayed {spans} spans and {snapshots} metric snapshots from {path} "
-              f"({c['spans_exported']} spans exported, {c['spans_failed'] + c['spans_dropped_queue']} dropped)")
+              f"({c['spans_exported']} spans exported, {c['spans_failed'] + c['spans_dropped_queue'] + c.get('spans_unsent_at_exit', 0)} dropped)")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from ebpftool.core.series import DEFAULT_MAX_SERIES, SeriesLimiter
 from ebpftool.core.tracer import Tracer
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.pipeline import Telemetry
@@ -29,6 +30,8 @@ class RunResult:
     pipeline: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted_by: str | None = None
+    not_started: list[str] = field(default_factory=list)   # tracers a stop request kept from starting
+    series_folded: dict[str, int] = field(default_factory=dict)  # tracer -> series folded into overflow series
 
 
 class StopFlag:
@@ -44,7 +47,8 @@ class StopFlag:
         self.event.set()
 
     def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
+        """Catch SIGINT/SIGTERM from now on (once: a second install keeps the first handlers to restore)."""
+        if threading.current_thread() is not threading.main_thread() or self._old:
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, lambda s, _f: self.set(signal.Signals(s).name))
@@ -55,11 +59,18 @@ class StopFlag:
         self._old.clear()
 
 
-def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: bool, on_start=None) -> list[Tracer]:
+def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: bool, on_start=None,
+                  stop: StopFlag | None = None) -> list[Tracer]:
+    """Start each tracer in turn. A stop request (SIGINT/SIGTERM) that arrives meanwhile ends the start:
+    a compile in progress finishes (the signal is handled when it returns), no further tracer starts,
+    and those started are returned, for the caller to detach."""
     running: list[Tracer] = []
     for t in tracers:
         t.validate()  # bad input stops the command; only what the kernel cannot run is skipped
     for t in tracers:
+        if stop is not None and stop.event.is_set():
+            result.not_started.append(t.name)
+            continue
         t0 = time.monotonic()
         try:
             t.start()
@@ -90,15 +101,19 @@ def run(
     on_interval: Callable[[Sequence[Tracer]], None] | None = None,
     after_start: Callable[[], None] | None = None,
     stop: StopFlag | None = None,
+    max_series: int = DEFAULT_MAX_SERIES,
 ) -> RunResult:
     """Run tracers until duration elapses or a signal arrives; always detach and flush."""
     result = RunResult()
     stop = stop or StopFlag()
     stop.install()
     running: list[Tracer] = []
+    limiters = {t.name: SeriesLimiter(max_series, t.name) for t in tracers}
     t_start = time.monotonic()
     try:
-        running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start)
+        running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop)
+        if stop.event.is_set():
+            return result  # stopped during start-up: what started is detached below
         if not running:
             reasons = "; ".join(f"{k}: {v}" for k, v in result.skipped.items())
             raise EbpftoolError(f"no tracer could start ({reasons})")
@@ -115,7 +130,7 @@ def run(
                 stop.set("duration")
             if now >= next_export or stop.event.is_set():
                 next_export = now + interval
-                export_interval(running, telemetry)
+                export_interval(running, telemetry, limiters)
                 if on_interval:
                     on_interval(running)
     finally:
@@ -128,9 +143,11 @@ def run(
             except Exception:
                 pass
         if running:
-            export_interval(running, telemetry)
+            export_interval(running, telemetry, limiters)
         for t in running:
             result.drops[t.name] = t.drops()
+            if limiters[t.name].folded():
+                result.series_folded[t.name] = limiters[t.name].folded()
             result.summaries[t.name] = t.summary()
         detach_errors = []
         for t in running:
@@ -146,10 +163,17 @@ def run(
     return result
 
 
-def export_interval(running: Sequence[Tracer], telemetry: Telemetry) -> None:
+def export_interval(running: Sequence[Tracer], telemetry: Telemetry,
+                    limiters: dict[str, SeriesLimiter] | None = None) -> None:
+    """One snapshot of every tracer's metrics, each metric bounded to its limiter's number of series."""
     points = []
     for t in running:
-        points.extend(t.collect())
+        own = t.collect()
+        limiter = limiters.get(t.name) if limiters else None
+        if limiter is not None:
+            own = limiter.apply(own)
+            points.extend(limiter.folded_points())
+        points.extend(own)
         points.extend(t.drop_metrics())
         t.tick()
     telemetry.export_metrics(points)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from ebpftool.core import k8s
 from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, seconds_to_ns
 from ebpftool.core.cstruct import cstring, decode, load_header
+from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export import semconv as sc
@@ -127,6 +128,7 @@ class GpuTracer(Tracer):
         self._exe: dict[int, str] = {}
         self._workloads: dict[int, dict[str, str]] = {}  # pid -> its k8s.pod.uid / container.id, read once
         self._dead_since: dict[int, int] = {}     # pid -> intervals seen dead (its series then retire)
+        self.retirement = Retirement()             # when a dead pid's series end
         self._retired = defaultdict(int)          # summary totals of series removed from the maps
         self._totals: dict[int, dict[str, float]] = {}
         self._totals_at = 0.0
@@ -413,7 +415,8 @@ class GpuTracer(Tracer):
                 self._leaks_of(a.pid, exited=True).add(a)
             for name in ("outstanding", "device_fds"):
                 self.prog.delete_keys(name, lambda k: k.pid in newly_dead)
-        retire = {p for p in dead if self._dead_since[p] >= 2}
+        # Gone at two ticks in a row (and, with a Prometheus endpoint, scraped since: core/series.Retirement).
+        retire = self.retirement.update(dead)
         if retire:
             for k, per_cpu in self.prog["call_hist"].items():
                 if k.pid in retire:

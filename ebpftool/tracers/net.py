@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import math
+import os
 import platform
 import time
 from collections import defaultdict
@@ -27,6 +28,7 @@ from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.clock import kernel_hz
 from ebpftool.core import k8s
 from ebpftool.core.cstruct import cstring, decode, load_header
+from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export import semconv as sc
@@ -267,6 +269,9 @@ class NetTracer(Tracer):
         self._stale: list[tuple[Any, FlowGroup, Any]] = []
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
+        self.retirement = Retirement()           # when the groups of gone processes end
+        self._retired_pairs: dict[tuple[str, str], PairView] = {}  # what retired groups sent, per zone pair
+        self.series_retired = 0                 # groups retired because their process was gone
         self.io_hooks = ""          # how bytes and RTT are read: "raw tracepoints" or "tracepoints"
         self.raw_io_refused = ""    # why not the raw tracepoints, when not
         self.spans_sent = 0
@@ -486,6 +491,7 @@ class NetTracer(Tracer):
         self._drain_rtt()
         self._stats = self.prog.stats()
         points = group_points(self.zones, self._reported, self.options.node_name)
+        retire = self._gone_groups(set(pending) | {g for g, _f in live})
         points.extend(self._rtt_points())
         points.extend(self._top_flow_points(live))
         points.append(counter(sc.EBPFTOOL_NETWORK_FLOW_IO_LOST, "By",
@@ -498,8 +504,32 @@ class NetTracer(Tracer):
                                   "figures are lost), an RTT sample with no histogram",
                                   self._stats[DEFINES[slot]], {sc.EBPFTOOL_TRACER: self.name, sc.EBPFTOOL_MAP: map_name}))
         self._update_view()
+        self._retire(retire)
         self._forget_unseen_processes()
         return points
+
+    def _gone_groups(self, active: set[FlowGroup]) -> set[FlowGroup]:
+        """Groups to retire after this collect: their process has exited and they had no open socket
+        and nothing to drain at this collect and the one before, so this collect and the one before
+        exported their final totals (and a scrape read them, with a Prometheus endpoint: see
+        core/series.Retirement). A socket outliving its process keeps its group: it is in `live` while
+        open and in `pending` when it closes."""
+        gone = {g for g in self._reported
+                if g.pid and g not in active and not os.path.exists(f"/proc/{g.pid}")}
+        return self.retirement.update(gone)
+
+    def _retire(self, groups: set[FlowGroup]) -> None:
+        """Their series end: the tracer forgets them (the kernel's aggregate maps were already drained of
+        them), and what they sent stays in the per-zone-pair totals of the view and summary."""
+        for g in groups:
+            t = self._reported.pop(g)
+            self._closed.pop(g, None)
+            key = (g.local_zone.name, g.remote_zone.name)
+            pv = self._retired_pairs.setdefault(key, PairView(is_inter_zone(g.local_zone, g.remote_zone)))
+            pv.total += t.tx_bytes
+            pv.cost += cost_usd(t.tx_bytes, g.local_zone, g.remote_zone, self.zones)
+            pv.retransmits += t.retransmits
+        self.series_retired += len(groups)
 
     def tick(self) -> None:
         """Fold sockets closed STALE_CLOSE_SECONDS ago that were never destroyed (as far as we saw)."""
@@ -553,7 +583,8 @@ class NetTracer(Tracer):
         now = time.monotonic()
         elapsed = max(now - self._last_collect, 1e-3)
         self._last_collect = now
-        pairs: dict[tuple[str, str], PairView] = {}
+        pairs: dict[tuple[str, str], PairView] = {
+            key: PairView(r.inter_zone, r.total, 0.0, r.cost, r.retransmits) for key, r in self._retired_pairs.items()}
         for g, t in self._reported.items():
             key = (g.local_zone.name, g.remote_zone.name)
             pv = pairs.setdefault(key, PairView(is_inter_zone(g.local_zone, g.remote_zone)))
@@ -586,6 +617,7 @@ class NetTracer(Tracer):
             "bytes sent across zones": sum(pv.total for pv in self._pairs.values() if pv.inter_zone),
             "est. cross-zone cost (USD, sent)": sum(pv.cost for pv in self._pairs.values()),
             "zone pairs": len(self._pairs),
+            "process series retired (process gone)": self.series_retired,
             "bytes lost (kernel maps full)": self._stats[DEFINES["NET_STAT_BYTES_LOST"]],
             **{f"{map_name} map full (events)": self._stats[DEFINES[slot]] for map_name, slot in MAP_FULL_STATS.items()},
         }

@@ -29,8 +29,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
-import yaml
-
 from ebpftool.errors import EbpftoolError
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -211,19 +209,11 @@ def parse_zones(data: Any, source: str = "zone file") -> tuple[list[tuple[IPNetw
 
 def load_zone_file(path: str | os.PathLike) -> tuple[list[tuple[IPNetwork, Zone]], float | None]:
     """Read and validate a zone file; every problem is one ZoneFileError sentence."""
+    from ebpftool.config import load_yaml, read_bounded
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ZoneFileError(f"cannot read the zone file {p}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ZoneFileError(f"the zone file {p} is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ZoneFileError(f"the zone file {p} is not valid YAML{at}") from None
+    # Bounded: a regular file of at most 1 MiB, no YAML aliases, nesting at most 32 deep.
+    data = load_yaml(read_bounded(p, "the zone file", ZoneFileError), p, "the zone file", ZoneFileError)
     return parse_zones(data, str(p))
 
 
