@@ -75,7 +75,7 @@ def test_reads_of_the_error_queue_are_not_requests(hooks):
         spans = receiver.spans()
         assert [(s.name, s.attributes["http.response.status_code"]) for s in spans] == \
             [("GET /timestamped", 200)] * REQUESTS
-        assert sum(p.value for p in receiver.latest("ebpftool.http.server.unparsed")) == 0
+        assert sum(p.value for p in receiver.latest("ebpftool.http.server.unparsed_connections")) == 0
         (count,) = [p.count for p in receiver.latest("http.server.request.duration")]
         assert count == REQUESTS
     finally:

@@ -30,20 +30,47 @@ REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: appl
            b"Content-Length: 2\r\n\r\n{}")
 
 
+RARE_WORDS = 8  # bpf/inference.bpf.c: words of one buffer looked at closer for marks
+# What find_marks() compares, each ending at the byte pair its word was noted for (usage-only, empty-text,
+# finish-only, done, special and role-only chunks): the bytes before the pair are compared as they are.
+MARKS = (b'oices":[]', b'oices": []', b'ontent":""', b'ntent": ""', b'"text":""', b'"text": ""', b'sponse":""',
+         b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'pecial":t', b'ssistant"}')
+
+
+def _triggers(data: bytes, i: int) -> bool:
+    """The byte pairs (and `t"}`) at which the kernel's first pass notes a word for a closer look."""
+    pair = data[i:i + 2]
+    return (pair in (b"[]", b'""', b"{}", b":t", b"_t", b"_c")) or (data[i - 1:i + 2] == b't"}')
+
+
 def reference_tokens(write: bytes) -> int:
-    """The rule the kernel applies to one write: in its first SSE_SCAN_MAX bytes, `data:` at the write's
-    start or after a '\\n', not followed by `[` or ` [` ([DONE]), less the `"choices":[]` / `"choices": []`
-    (usage-only chunks) that lie wholly in those bytes; never below 0."""
-    b = write[:SSE_SCAN_MAX]
-    events = usage_only = 0
-    for j in range(len(b)):
-        if (j == 0 or b[j - 1] == 0x0A) and b[j:j + 5] == b"data:":
-            after = b[j + 5:j + 7]
+    """The rule the kernel applies to one write (bpf/inference.bpf.c, find_events / find_marks): in its first
+    SSE_SCAN_MAX bytes, events are `data:` at the write's start or after a '\\n', not followed by `[` or ` [`
+    ([DONE]), whose ':' lies in those bytes; an event is a token unless a mark (a usage-only, role-only,
+    finish-only or empty chunk) lies wholly in those bytes before the next event, in one of the first
+    RARE_WORDS 8-byte words that hold a trigger (words counted from the window's start less 16 bytes)."""
+    window = write[:SSE_SCAN_MAX]
+    data = bytes(15) + b"\n" + window + bytes(16)  # as the kernel lays it out: the window at offset 16
+    end = 16 + len(window)
+    starts = []
+    for p in range(15, end):
+        if data[p:p + 6] == b"\ndata:" and p + 6 <= end:
+            after = data[p + 6:p + 8]
             if not (after[:1] == b"[" or after == b" ["):
-                events += 1
-        if b[j:j + 9] == b'oices":[]' or b[j:j + 10] == b'oices": []':
-            usage_only += 1
-    return max(events - usage_only, 0)
+                starts.append(p)
+    rare_words = [w for w in range(1, (16 + SSE_SCAN_MAX) // 8) if w * 8 < end and
+                  any(_triggers(data, w * 8 + b) for b in range(8))][:RARE_WORDS]
+    marked = set()
+    for w in rare_words:
+        owner = sum(1 for p in starts if p < w * 8)  # events begun before this word
+        for b in range(8):
+            p = w * 8 + b
+            if p + 2 > end:
+                continue
+            if any(data[p - len(m) + 2:p + 2] == m for m in MARKS if m.endswith(data[p:p + 2])):
+                if owner:
+                    marked.add(owner - 1)
+    return len(starts) - len(marked)
 
 
 def _piece(rng: random.Random) -> bytes:
@@ -77,8 +104,13 @@ def _writes(rng: random.Random) -> list[bytes]:
         elif r < 0.25:  # an event that the scan limit cuts
             w = b"data: " + b"y" * (SSE_SCAN_MAX - 10 - rng.randrange(0, 6)) + b"\ndata: cut\n\n"
         writes.append(w)
-    # every answer has a token the kernel sees (a request with none is not a stream)
-    writes.insert(rng.randrange(len(writes) + 1), b'data: {"choices":[{"delta":{}}]}\n\n')
+    # every answer has a token the kernel sees (a request with none is not a stream), and some a role-only
+    # first chunk or a finish-only last one (events, not tokens)
+    writes.insert(rng.randrange(len(writes) + 1), b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n')
+    if rng.random() < 0.5:
+        writes.insert(0, b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n')
+    if rng.random() < 0.5:
+        writes.append(b'data: {"choices":[{"delta": {}, "finish_reason": "stop"}]}\n\n')
     return writes
 
 
