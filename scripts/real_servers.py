@@ -22,9 +22,13 @@ Servers (each in its own venv under $REAL_SERVERS_DIR, default /opt/rw, made fro
   max_tokens words, one every TOKEN_DELAY_S (`/v2/models/tiny/generate_stream`), and `tiny_once` answering
   them in one response (`/v2/models/tiny_once/generate`: `generate` refuses a decoupled model's several
   responses, with status 200 and an error body). HTTP on P,
-  gRPC on P+1, metrics on P+2. The bundled Python-backend stub lacks `RLock._recursion_count`, which
-  Python 3.11's multiprocessing.resource_tracker calls: a `sitecustomize.py` on the stub's path gives the
-  resource tracker a pure-Python RLock.
+  gRPC on P+1, metrics on P+2. The bundled Python-backend stub links the system's libpython3.11 (Debian's
+  3.11.2: its C RLock lacks `_recursion_count`) but runs the venv's stdlib: from a venv of a newer 3.11 (e.g.
+  pyenv's 3.11.7, whose multiprocessing.resource_tracker calls `_recursion_count`) it fails (as reported in
+  issue 20; not reproduced here). The venv here is
+  made from Debian's python, which does not have the mismatch (checked: it serves without the fix); setup
+  still writes a `sitecustomize.py` into the venv that gives the resource tracker the pure-Python RLock when
+  (and only when) the mismatch is there.
 
 `drive` (OpenAI-compatible servers, official `openai` client, run with the server's venv): 10 streamed without
 usage, 10 streamed with `stream_options.include_usage`, 10 not streamed, 4 concurrent streams twice, one 404
@@ -73,12 +77,14 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
 SITECUSTOMIZE = '''\
-# Written by scripts/real_servers.py: PyTriton 0.7's Python-backend stub embeds a Python whose _thread.RLock
-# lacks _recursion_count, which multiprocessing.resource_tracker (3.11.x) calls. Give it a pure-Python RLock.
+# Written by scripts/real_servers.py: PyTriton 0.7's Python-backend stub links the system's libpython3.11
+# (Debian: 3.11.2, whose C RLock lacks _recursion_count) but runs the venv's stdlib; a venv made from a newer
+# 3.11 (e.g. pyenv's 3.11.7) has a multiprocessing.resource_tracker that calls _recursion_count. Only in that
+# mismatch, give the resource tracker the stdlib's pure-Python RLock (which has it).
 try:
     import threading
     import multiprocessing.resource_tracker as _rt
-    if not hasattr(threading.RLock(), "_recursion_count"):
+    if not hasattr(threading.RLock(), "_recursion_count") and hasattr(threading._PyRLock(), "_recursion_count"):
         _rt._resource_tracker._lock = threading._PyRLock()
 except Exception:
     pass
