@@ -175,8 +175,13 @@ def train_tokenizer():
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
-    tok.train_from_iterator(corpus_text().splitlines(), trainer=trainer)
+    # Every printable ASCII character and "\n" is a token: llama.cpp's SPM tokenizer has no byte fallback
+    # here (no <0xNN> tokens) and throws on a character it cannot map (the chat template has newlines).
+    alphabet = [chr(c) for c in range(32, 127)] + ["\n"]
+    trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+                                  initial_alphabet=alphabet)
+    lines = corpus_text().splitlines(keepends=True)
+    tok.train_from_iterator(["".join(lines[i:i + 8]) for i in range(0, len(lines), 8)], trainer=trainer)
     return tok
 
 
