@@ -2,7 +2,7 @@
 """Heavy real inference servers on CPU, for checking `ebpftool inference` outside CI (issue 20).
 
     python3 scripts/real_servers.py setup NAME|all              # venv + install + tiny model (idempotent)
-    python3 scripts/real_servers.py serve NAME --port P         # start, wait until ready, print pids, stay
+    python3 scripts/real_servers.py serve NAME --port P [-- ARGS]   # start, wait until ready, print pids, stay
     python3 scripts/real_servers.py drive NAME --port P --out DIR   # the workload, client timings, /metrics
     python3 scripts/real_servers.py capture --port P --out DIR  # tcpdump on lo into DIR/wire.pcap until stopped
 
@@ -17,7 +17,9 @@ Servers (each in its own venv under $REAL_SERVERS_DIR, default /opt/rw, made fro
   The driver sends `ignore_eos` so every answer has exactly max_tokens tokens.
 - `llama`: `llama-cpp-python[server]` built from source (~12 min on 2 cores; CMAKE_BUILD_PARALLEL_LEVEL=2),
   `python -m llama_cpp.server` (uvicorn + sse-starlette). Model: the same tiny Llama written as a float32 GGUF
-  with the `gguf` package (SPM-style vocabulary from the same tokenizer).
+  with the `gguf` package (SPM-style vocabulary from the same tokenizer). Its `interrupt_requests` setting
+  defaults to True: a new request cuts the running stream short (role event, then `[DONE]`); to measure
+  concurrent streams, serve it with `-- --interrupt_requests False`.
 - `triton`: `nvidia-pytriton` 0.7 (bundles `tritonserver`), a decoupled Python model `tiny` that streams
   max_tokens words, one every TOKEN_DELAY_S (`/v2/models/tiny/generate_stream`), and `tiny_once` answering
   them in one response (`/v2/models/tiny_once/generate`: `generate` refuses a decoupled model's several
@@ -362,8 +364,9 @@ def listener_pid(port: int) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def serve(name: str, port: int, timeout: float) -> None:
+def serve(name: str, port: int, timeout: float, extra: list[str]) -> None:
     cmd, env, ready = server_command(name, port)
+    cmd += extra
     log("+", " ".join(cmd))
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -599,13 +602,15 @@ def main() -> None:
     for hidden in ("_make_hf_model", "_make_gguf"):
         sub.add_parser(hidden).add_argument("out")
     sub.add_parser("_triton_app").add_argument("--port", type=int, required=True)
-    a = ap.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []   # serve: more arguments for the server
+    a = ap.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
 
     if a.cmd == "setup":
         for n in (SERVERS if a.name == "all" else (a.name,)):
             setup(n)
     elif a.cmd == "serve":
-        serve(a.name, a.port, a.timeout)
+        serve(a.name, a.port, a.timeout, extra)
     elif a.cmd == "drive":
         # The workload runs with the server's venv (the `openai` client is installed there).
         if Path(sys.prefix).resolve() != venv(a.name).resolve() and not os.environ.get("_RS_IN_VENV"):
