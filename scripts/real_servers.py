@@ -15,22 +15,22 @@ Servers (each in its own venv under $REAL_SERVERS_DIR, default /opt/rw, made fro
   (2 layers, hidden 128) made with `transformers`, with a BPE tokenizer trained with `tokenizers` on local
   text (/usr/share/common-licenses) and a chat template. `/metrics` has vLLM's own histograms (second truth).
   The driver sends `ignore_eos` so every answer has exactly max_tokens tokens.
-- `llama`: `llama-cpp-python[server]` built from source (~12 min on 2 cores; CMAKE_BUILD_PARALLEL_LEVEL=2),
+- `llama`: `llama-cpp-python[server]` built from source (12-21 min on 2 cores; CMAKE_BUILD_PARALLEL_LEVEL=2),
   `python -m llama_cpp.server` (uvicorn + sse-starlette). Model: the same tiny Llama written as a float32 GGUF
-  with the `gguf` package (SPM-style vocabulary from the same tokenizer). Its `interrupt_requests` setting
+  with the `gguf` package (SPM-style vocabulary from the same tokenizer; random weights of the same shapes if
+  `setup vllm` has not made the Llama yet). Its `interrupt_requests` setting
   defaults to True: a new request cuts the running stream short (role event, then `[DONE]`); to measure
   concurrent streams, serve it with `-- --interrupt_requests False`.
 - `triton`: `nvidia-pytriton` 0.7 (bundles `tritonserver`), a decoupled Python model `tiny` that streams
   max_tokens words, one every TOKEN_DELAY_S (`/v2/models/tiny/generate_stream`), and `tiny_once` answering
-  them in one response (`/v2/models/tiny_once/generate`: `generate` refuses a decoupled model's several
-  responses, with status 200 and an error body). HTTP on P,
-  gRPC on P+1, metrics on P+2. The bundled Python-backend stub links the system's libpython3.11 (Debian's
-  3.11.2: its C RLock lacks `_recursion_count`) but runs the venv's stdlib: from a venv of a newer 3.11 (e.g.
-  pyenv's 3.11.7, whose multiprocessing.resource_tracker calls `_recursion_count`) it fails (as reported in
-  issue 20; not reproduced here). The venv here is
-  made from Debian's python, which does not have the mismatch (checked: it serves without the fix); setup
-  still writes a `sitecustomize.py` into the venv that gives the resource tracker the pure-Python RLock when
-  (and only when) the mismatch is there.
+  in one response (`/v2/models/tiny_once/generate`: `generate` refuses a decoupled model's several responses,
+  with status 200 and an error body). HTTP on P, gRPC on P+1, metrics on P+2. The bundled Python-backend stub
+  links the system's libpython3.11 (Debian's 3.11.2, whose C RLock lacks `_recursion_count`) but runs the
+  venv's stdlib: in a venv made from a newer 3.11 (e.g. pyenv's 3.11.7, whose
+  multiprocessing.resource_tracker calls `_recursion_count`) it fails, as reported in issue 20. The venv
+  here is made from Debian's python, which has no such mismatch (it serves without the fix); setup still
+  writes a `sitecustomize.py` into the venv that gives the resource tracker the pure-Python RLock when, and
+  only when, the mismatch is there.
 
 `drive` (OpenAI-compatible servers, official `openai` client, run with the server's venv): 10 streamed without
 usage, 10 streamed with `stream_options.include_usage`, 10 not streamed, 4 concurrent streams twice, one 404
@@ -39,7 +39,7 @@ one 404 and one bad JSON. Per request the client's own timings (perf_counter and
 DIR/client.jsonl; the server's /metrics (if any) is saved before and after to DIR/metrics_before.txt and
 DIR/metrics_after.txt.
 
-Typical session (three shells):
+Typical session (four shells; stop each with Ctrl-C or SIGTERM):
     python3 scripts/real_servers.py serve vllm --port 8000          # prints "pid N listener M"
     python3 scripts/real_servers.py capture --port 8000 --out /tmp/v
     sudo ebpftool inference --port 8000 ...
