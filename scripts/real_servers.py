@@ -5,6 +5,7 @@
     python3 scripts/real_servers.py serve NAME --port P [-- ARGS]   # start, wait until ready, print pids, stay
     python3 scripts/real_servers.py drive NAME --port P --out DIR   # the workload, client timings, /metrics
     python3 scripts/real_servers.py capture --port P --out DIR  # tcpdump on lo into DIR/wire.pcap until stopped
+    python3 scripts/real_servers.py wire --port P DIR/wire.pcap # per response: framing, [DONE], terminator
 
 NAME is one of `triton`, `vllm`, `llama` (`all` for setup: in that order). Run as root (tcpdump, strace).
 
@@ -422,6 +423,38 @@ def capture(port: int, out: Path) -> None:
     proc.wait()
 
 
+def wire_summary(pcap: Path, port: int) -> None:
+    """Reassembles the server's side of each connection in a pcap (Ethernet/IPv4, as tcpdump writes on lo)
+    and counts its responses by framing and by how streams end."""
+    import collections
+    import struct
+    conns: dict[int, dict[int, bytes]] = collections.defaultdict(dict)
+    with open(pcap, "rb") as f:
+        f.read(24)
+        while len(h := f.read(16)) == 16:
+            incl = struct.unpack("<IIII", h)[2]
+            d = f.read(incl)
+            ip = d[14:]
+            tcp = ip[(ip[0] & 15) * 4:]
+            sport, dport, seq = struct.unpack("!HHI", tcp[:8])
+            payload = tcp[(tcp[12] >> 4) * 4:]
+            if sport == port and payload:
+                conns[dport].setdefault(seq, payload)
+    counts: collections.Counter = collections.Counter()
+    for segs in conns.values():
+        data = b"".join(segs[s] for s in sorted(segs))
+        for resp in data.split(b"HTTP/1.1 ")[1:]:
+            head = resp[:resp.find(b"\r\n\r\n")].lower()
+            status = resp[:3].decode(errors="replace")
+            if b"text/event-stream" in head:
+                counts[f"{status} stream: [DONE] {b'data: [DONE]' in resp}, "
+                       f"terminating chunk {resp.endswith(b'0' + bytes([13, 10, 13, 10]))}"] += 1
+            else:
+                counts[f"{status} not streamed: {'chunked' if b'transfer-encoding: chunked' in head else 'content-length'}"] += 1
+    for k, v in sorted(counts.items()):
+        print(f"{v:5d}  {k}")
+
+
 # ---------------------------------------------------------------- drive
 
 class Recorder:
@@ -584,7 +617,7 @@ def drive(name: str, port: int, out: Path, metrics_url: str | None) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{setup,serve,drive,capture,wire}")
     s = sub.add_parser("setup")
     s.add_argument("name", choices=SERVERS + ("all",))
     s = sub.add_parser("serve")
@@ -599,6 +632,9 @@ def main() -> None:
     s = sub.add_parser("capture")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--out", type=Path, required=True)
+    s = sub.add_parser("wire")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("pcap", type=Path)
     for hidden in ("_make_hf_model", "_make_gguf"):
         sub.add_parser(hidden).add_argument("out")
     sub.add_parser("_triton_app").add_argument("--port", type=int, required=True)
@@ -619,6 +655,8 @@ def main() -> None:
         drive(a.name, a.port, a.out, a.metrics_url)
     elif a.cmd == "capture":
         capture(a.port, a.out)
+    elif a.cmd == "wire":
+        wire_summary(a.pcap, a.port)
     elif a.cmd == "_make_hf_model":
         make_hf_model(a.out)
     elif a.cmd == "_make_gguf":
