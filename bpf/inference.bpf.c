@@ -270,6 +270,18 @@ static __always_inline u64 is_zero(u64 v)
 #define ZERO_BYTES(w) (((w) - 0x0101010101010101ULL) & ~(w) & 0x8080808080808080ULL)
 #define EVERY_BYTE(c) (0x0101010101010101ULL * (u8)(c))
 
+/* n at most max, bounded where the verifier can see it (clang may otherwise fold the bound into a form
+ * the verifier cannot follow). */
+static __always_inline u64 bounded(u64 n, u64 max)
+{
+    if (n > max)
+        n = max;
+    asm volatile("" : "+r"(n));
+    if (n > max)
+        n = max;
+    return n;
+}
+
 /* The number (decimal, at most 10 digits, after an optional space) at data[at], if it ends inside the
  * buffer (before end); *found says whether there was one. */
 static __always_inline u32 stated_number(struct scratch *s, u64 at, u64 end, u32 *found)
@@ -318,12 +330,7 @@ static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
     struct scratch *s = scratch_buf.lookup(&zero);
     if (!s)
         return 0;
-    u64 n = len;
-    if (n > SSE_SCAN_MAX)
-        n = SSE_SCAN_MAX;
-    asm volatile("" : "+r"(n));
-    if (n > SSE_SCAN_MAX)
-        n = SSE_SCAN_MAX;
+    u64 n = bounded(len, SSE_SCAN_MAX);
     s->events = 0;
     s->rare = 0;
     s->end = SCAN_LEAD;
@@ -429,7 +436,7 @@ static __always_inline void find_marks(struct scratch *s, u32 *tokens, u32 *usag
                                (is_zero(at8 ^ W8('m', 'p', 'l', 'e', 't', 'i', 'o', 'n')) |
                                 is_zero(at8 ^ W8('e', 'n', 'e', 'r', 'a', 't', 'e', 'd')) |
                                 is_zero((at8 >> 8) ^ W7('"', 'o', 'u', 't', 'p', 'u', 't')));
-            u64 eval_count = is_zero((at6 >> 8) ^ W7('e', 'v', 'a', 'l', '_', 'c', 'o')) &
+            u64 eval_count = is_zero((at6 >> 8) ^ W7('"', 'e', 'v', 'a', 'l', '_', 'c')) &
                              is_zero(LOW(after, 7) ^ W7('c', 'o', 'u', 'n', 't', '"', ':')) & is_zero(c0 ^ '_');
             u64 counted = tokens_count | eval_count;
             usage_at ^= (usage_at ^ (p + 9 - eval_count)) & -counted;  /* its number: the last one seen */
@@ -451,16 +458,10 @@ static __always_inline void find_marks(struct scratch *s, u32 *tokens, u32 *usag
 
 /* ---- events to user space ------------------------------------------------- */
 
-/* Bytes to copy, bounded where the verifier can see it (clang may otherwise
- * fold the bound into a form the verifier cannot follow). */
+/* Bytes to copy into a capture. */
 static __always_inline u64 capture_len(u64 n)
 {
-    if (n > CAPTURE_BYTES)
-        n = CAPTURE_BYTES;
-    asm volatile("" : "+r"(n));
-    if (n > CAPTURE_MAX)
-        n = CAPTURE_MAX;
-    return n;
+    return bounded(n, CAPTURE_BYTES < CAPTURE_MAX ? CAPTURE_BYTES : CAPTURE_MAX);
 }
 
 /* A capture record of connection c's current request, reserved with its
@@ -765,12 +766,7 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
         c->arrival = 0;
         if (arrived)
             c->flags |= REQ_ARRIVAL;
-        u64 n = len;
-        if (n > LINE_MAX)
-            n = LINE_MAX;
-        asm volatile("" : "+r"(n));
-        if (n > LINE_MAX)
-            n = LINE_MAX;
+        u64 n = bounded(len, LINE_MAX);
         if (bpf_probe_read_user(c->line, n, (void *)ptr) == 0)
             c->line_len = n;
         if (!classify_request(c)) {
@@ -1326,7 +1322,10 @@ static __always_inline struct conn_state *sock_conn(u64 sk)
     c->pid = pid;
     c->cgroup = bpf_get_current_cgroup_id();
     bpf_get_current_comm(c->comm, sizeof(c->comm));
-    count_accepted(c->port);
+#if FILTER_PIDS
+    if (!c->seeded)
+        count_accepted(c->port);  /* only now is it known to be a watched process's */
+#endif
     return c;
 }
 
@@ -1513,6 +1512,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         u16 port = args->sport;
         if (!watched_ports.lookup(&port))
             return 0;
+#if !FILTER_PIDS
+        count_accepted(port);  /* at its handshake: also a connection that never sends a byte */
+#endif
         if (!watch_connection(sk, port, args->dport, args->family, args->daddr, args->daddr_v6, 0)) {
             u64 zero64 = 0;
             u64 *n = untracked.lookup_or_try_init(&port, &zero64);

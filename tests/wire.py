@@ -437,9 +437,11 @@ def _stream_offset(pieces, body_offset: int) -> int:
 
 
 def classify(doc) -> str:
-    """The kind of an OpenAI-style streamed chunk (the JSON of one event)."""
+    """The kind of an OpenAI-style streamed chunk (the JSON of one event), or of a Triton generate_stream event."""
     if not isinstance(doc, dict):
         return "other"
+    if isinstance(doc.get("text_output"), str):  # Triton's generate_stream
+        return "content" if doc["text_output"] else "finish"
     choices = doc.get("choices")
     if choices is None:
         return "other"
