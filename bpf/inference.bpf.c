@@ -1564,17 +1564,28 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
 /* Bytes arrived on a socket (sock:sk_data_ready, Linux 6.7+; TCP signals it as it queues them). On a
  * watched connection with no request open, or whose response has begun, they are the next request's
  * first: it began now, though the server may read it much later (it waits in the socket's queue). */
-RAW_TRACEPOINT_PROBE(sk_data_ready)
+static __always_inline int bytes_arrived(u64 sk)
 {
-    /* TP_PROTO(const struct sock *sk) */
-    u64 sk = ctx->args[0];
     if (!maybe_watched(sk))
         return 0;
     struct conn_state *c = find_conn(sk);
     if (c && c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0))
-        c->arrival = bpf_ktime_get_ns();
+        c->arrival = read_time(sk);  /* TCP's clock of the socket: refreshed as it took the segment in */
     return 0;
 }
+
+#if RECV_HOOK_BTF
+/* On the BTF tracepoint (loaded by user space as tp_btf): TP_PROTO(const struct sock *sk). */
+int arrival_sk_data_ready(u64 *ctx)
+{
+    return bytes_arrived(address_of(ctx[0]));
+}
+#else
+RAW_TRACEPOINT_PROBE(sk_data_ready)
+{
+    return bytes_arrived(ctx->args[0]);
+}
+#endif
 #endif
 
 #else

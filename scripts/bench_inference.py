@@ -46,7 +46,7 @@ from ebpftool.commands.common import CommonOptions, build_telemetry  # noqa: E40
 from ebpftool.commands.inference import inference_tracer  # noqa: E402
 from ebpftool.core.runner import StopFlag, run  # noqa: E402
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE  # noqa: E402
-from ebpftool.tracers.inference import SOCKET_RAW_TRACEPOINTS  # noqa: E402
+from ebpftool.tracers.inference import ARRIVAL_RAW_TRACEPOINT, SOCKET_RAW_TRACEPOINTS  # noqa: E402
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -141,7 +141,7 @@ class InProcessTracer:
             return
         self._attached = on
         prog = self.tracer.prog
-        raw = [tp for tp in SOCKET_RAW_TRACEPOINTS if f"raw_tracepoint:{tp}" in prog.probes]
+        raw = [tp for tp in (*SOCKET_RAW_TRACEPOINTS, ARRIVAL_RAW_TRACEPOINT) if f"raw_tracepoint:{tp}" in prog.probes]
         switch_hooks(prog, raw, self.tracer.btf_hooks, on)
 
     def cpu_seconds(self) -> float:

@@ -67,6 +67,8 @@ SEED_TRACEPOINT = "tcp:tcp_rcv_space_adjust"
 # Where the kernel has it (Linux 6.7+), a request begins when its first byte arrives, not when the server
 # reads it: the socket hooks watch TCP signal queued bytes (ARRIVAL_HOOK in bpf/inference.bpf.c).
 ARRIVAL_TRACEPOINT = "sock:sk_data_ready"
+ARRIVAL_RAW_TRACEPOINT = "sk_data_ready"  # its program: raw_tracepoint__sk_data_ready
+ARRIVAL_BTF_FUNCTION = "arrival_sk_data_ready"  # or, with the BTF read hook, this tp_btf program
 # The socket hooks' send side where the kernel allows BTF raw tracepoints: the write's buffer from its typed
 # struct msghdr, with no register look-up or user-memory read of the iovec (bpf/inference.bpf.c, SEND_HOOK_BTF).
 SEND_BTF_TRACEPOINT = "tcp_sendmsg_locked"
@@ -387,6 +389,8 @@ class InferenceTracer(Tracer):
                 # where syscall registers lie from a task's stack, measured before any hook runs (see there)
                 run_raw_tracepoint_program(bpf.load_func("calibrate_syscall_regs", bpf.RAW_TRACEPOINT).fd, [0])
                 btf_attached.append((RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION))
+                if defines["ARRIVAL_HOOK"]:  # timed by TCP's clock, as reads are
+                    btf_attached.append((ARRIVAL_RAW_TRACEPOINT, ARRIVAL_BTF_FUNCTION))
             for tracepoint, function in btf_attached:
                 prog.attach_btf_tracepoint(tracepoint, function)
         except Exception as exc:
@@ -403,7 +407,8 @@ class InferenceTracer(Tracer):
             prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS if not on_btf[tp])
             prog.probes.append("tracepoint:sock:inet_sock_set_state")
             if defines["ARRIVAL_HOOK"]:
-                prog.probes.append("raw_tracepoint:sk_data_ready")
+                if (ARRIVAL_RAW_TRACEPOINT, ARRIVAL_BTF_FUNCTION) not in btf_attached:
+                    prog.probes.append(f"raw_tracepoint:{ARRIVAL_RAW_TRACEPOINT}")
                 self.arrival_hook = True
             if preexisting:
                 prog.probes.append(f"tracepoint:{SEED_TRACEPOINT}")
