@@ -492,6 +492,16 @@ def raw_request(port: int, method: str, path: str, body: bytes | None) -> dict:
             "body": data[:300].decode(errors="replace")}
 
 
+def concurrent_streams(one, rounds: int = 2, streams: int = 4) -> None:
+    """rounds of `streams` streamed requests at once: one(kind, i, stream=True) in threads."""
+    for rnd in range(rounds):
+        ts = [threading.Thread(target=one, args=(f"concurrent{rnd}", i, True)) for i in range(streams)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+
 def drive_openai(name: str, port: int, rec: Recorder) -> None:
     import openai
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
@@ -538,12 +548,7 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
         one("stream_usage", i, True, usage=True)
     for i in range(10):
         one("nonstream", i, False)
-    for rnd in range(2):
-        ts = [threading.Thread(target=one, args=(f"concurrent{rnd}", i, True)) for i in range(4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+    concurrent_streams(one)
     rec.write({"server": name, "kind": "404", **raw_request(port, "POST", "/v1/no-such-endpoint", b"{}")})
     rec.write({"server": name, "kind": "bad_json",
                **raw_request(port, "POST", "/v1/chat/completions", b'{"model": "tiny-llama", "messages": [')})
@@ -584,12 +589,7 @@ def drive_triton(port: int, rec: Recorder) -> None:
 
     for i in range(12):
         one("stream", i, True)
-    for rnd in range(2):
-        ts = [threading.Thread(target=one, args=(f"concurrent{rnd}", i, True)) for i in range(4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+    concurrent_streams(one)
     for i in range(5):
         one("nonstream", i, False)
     rec.write({"server": "triton", "kind": "404", **raw_request(port, "POST", base + "x/generate", body)})
