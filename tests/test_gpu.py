@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import sys
 import tempfile
 import textwrap
@@ -301,13 +302,16 @@ def test_libraries_are_found_in_the_maps_of_processes_before_and_after_start(bui
             with Workload(built["workload"], str(late_lib)) as late:
                 for _ in range(2):
                     early.do("cudaMalloc 64")
-                # the late library is probed at the next scan of /proc: poke until it counts
+                # the late library is probed at the next scan of /proc: poke until it counts (on a busy
+                # machine the scan and its attaches can take many seconds)
                 receiver = grpc_receiver
-                for _ in range(40):
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline:
                     late.do("cudaDeviceSynchronize")
                     if total(receiver, sc.EBPFTOOL_GPU_CALLS, late.pid, {FN: "cudaDeviceSynchronize"}):
                         break
                     receiver.wait_for(lambda: False, timeout=0.25)
+                assert total(receiver, sc.EBPFTOOL_GPU_CALLS, late.pid, {FN: "cudaDeviceSynchronize"}), tracer.stderr
                 for _ in range(3):
                     late.do("cudaMalloc 64")
                 assert wait_total(receiver, sc.EBPFTOOL_GPU_CALLS, late.pid, {FN: "cudaMalloc"}, 3) == 3
