@@ -11,6 +11,7 @@ decoded; every other type is skipped by its size.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,10 @@ _EXTRA_FIXED = {KIND_INT: 4, KIND_ARRAY: 12, KIND_VAR: 4, KIND_DECL_TAG: 4}
 _EXTRA_PER_ENTRY = {KIND_STRUCT: 12, KIND_UNION: 12, KIND_ENUM: 8, KIND_FUNC_PROTO: 8, KIND_DATASEC: 12,
                     KIND_ENUM64: 12}
 _QUALIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
+
+
+_VMLINUX: dict = {}   # "btf": the parsed kernel BTF, "key": its file's identity, "parses": a count
+_VMLINUX_LOCK = threading.Lock()
 
 
 class BtfError(Exception):
@@ -53,14 +58,38 @@ class Btf:
         self._strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
         # type id -> (kind, name_off, vlen, size_or_type, offset of its extra data, kind_flag); id 0 is void.
         self._types: list[tuple[int, int, int, int, int, bool]] = [(0, 0, 0, 0, 0, False)]
+        self._by_name: dict[tuple[int, str], int] | None = None  # (kind, name) -> first id, built on first use
+        self._by_name_lock = threading.Lock()
         self._index()
 
     @classmethod
     def vmlinux(cls) -> "Btf":
-        try:
-            return cls(VMLINUX_BTF.read_bytes())
-        except OSError as exc:
-            raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
+        """The running kernel's BTF, parsed once per process (~0.2 s each time it was parsed again) and
+        parsed anew only if the file changes (its size and mtime); Btf.drop_vmlinux() frees it."""
+        with _VMLINUX_LOCK:
+            try:
+                st = VMLINUX_BTF.stat()
+                key = (str(VMLINUX_BTF), st.st_size, st.st_mtime_ns)
+                cached = _VMLINUX.get("btf")
+                if cached is not None and _VMLINUX.get("key") == key:
+                    return cached
+                btf = cls(VMLINUX_BTF.read_bytes())
+            except OSError as exc:
+                raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
+            _VMLINUX.update(btf=btf, key=key, parses=_VMLINUX.get("parses", 0) + 1)
+            return btf
+
+    @staticmethod
+    def drop_vmlinux() -> None:
+        """Forget the parsed kernel BTF (its memory goes once no caller holds it)."""
+        with _VMLINUX_LOCK:
+            _VMLINUX.pop("btf", None)
+            _VMLINUX.pop("key", None)
+
+    @staticmethod
+    def vmlinux_parses() -> int:
+        """How many times this process parsed the kernel's BTF (for tests)."""
+        return _VMLINUX.get("parses", 0)
 
     def _index(self) -> None:
         data, pos, end = self._data, self._types_at, self._types_end
@@ -98,11 +127,19 @@ class Btf:
         raise BtfError(f"BTF type {type_id} has no size")
 
     def type_id(self, kind: int, name: str) -> int:
-        """The id of the type of this kind and name (e.g. KIND_TYPEDEF, "btf_trace_sock_send_length")."""
-        for type_id, (k, name_off, _v, _s, _x, _kf) in enumerate(self._types):
-            if k == kind and name_off and self._name(name_off) == name:
-                return type_id
-        raise BtfError(f"{name} is not in the kernel's BTF")
+        """The id of the type of this kind and name (e.g. KIND_TYPEDEF, "btf_trace_sock_send_length");
+        the first one where several have both."""
+        with self._by_name_lock:
+            if self._by_name is None:  # one pass over the names, then lookups (a scan took ~50 ms each)
+                by_name: dict[tuple[int, int], int] = {}
+                for type_id, (k, name_off, _v, _s, _x, _kf) in enumerate(self._types):
+                    if name_off:
+                        by_name.setdefault((k, name_off), type_id)
+                self._by_name = {(k, self._name(off)): tid for (k, off), tid in by_name.items()}
+        found = self._by_name.get((kind, name))
+        if found is None:
+            raise BtfError(f"{name} is not in the kernel's BTF")
+        return found
 
     def struct_id(self, name: str) -> int:
         return self.type_id(KIND_STRUCT, name)
