@@ -38,6 +38,9 @@ BPF_PROG_TEST_RUN = 10
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_RAW_TP = 23
+BPF_LINK_CREATE = 28
+BPF_TRACE_UPROBE_MULTI = 48   # enum bpf_attach_type (Linux 6.6+)
+BPF_F_UPROBE_MULTI_RETURN = 1
 VERIFIER_LOG_BYTES = 1 << 20
 BPF_CALL_OPCODE = 0x85        # BPF_JMP | BPF_CALL
 BPF_PSEUDO_KFUNC_CALL = 2     # src_reg of a call to a kernel function (imm: its BTF id)
@@ -139,6 +142,38 @@ def attach_raw_tracepoint_program(prog_fd: int) -> int:
     if fd < 0:
         raise EbpftoolError(f"attaching a BTF tracepoint program failed: {os.strerror(ctypes.get_errno())}")
     return fd
+
+
+def create_uprobe_multi_link(prog_fd: int, path: bytes, offsets: Sequence[int], *, ret: bool, pid: int = 0) -> int:
+    """Attach a program loaded with expected attach type BPF_TRACE_UPROBE_MULTI to `offsets` (file offsets)
+    of the file at `path` in one bpf(BPF_LINK_CREATE); the link's fd, closed to detach. OSError if refused.
+
+    Unlike a uprobe made through a perf event (BCC's way), detaching one does not hold the kernel's global
+    event_mutex over its grace period, so many detach at once (see close_links())."""
+    c_path = ctypes.create_string_buffer(path)
+    c_offsets = (ctypes.c_uint64 * len(offsets))(*offsets)
+    # union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags, then uprobe_multi at byte 16
+    attr = struct.pack("<IIIIQQQQIII", prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0, ctypes.addressof(c_path),
+                       ctypes.addressof(c_offsets), 0, 0, len(offsets), BPF_F_UPROBE_MULTI_RETURN if ret else 0,
+                       max(pid, 0))
+    fd = _libc.syscall(SYS_BPF, BPF_LINK_CREATE, ctypes.create_string_buffer(attr, 256), 256)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def close_links(fds: Sequence[int]) -> None:
+    """Close bpf link fds, many at once: each close of a uprobe link waits for a grace period, and those
+    waits overlap across threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(fds) < 2:
+        for fd in fds:
+            os.close(fd)
+        return
+    with ThreadPoolExecutor(max_workers=min(DETACH_THREADS, len(fds)), thread_name_prefix="detach") as pool:
+        list(pool.map(os.close, fds))
 
 
 def import_bcc():
@@ -262,6 +297,10 @@ class BpfProgram:
         self.probes: list[str] = []  # what was attached, for the start-up report
         self.btf_programs: dict[str, int] = {}  # function -> fd of its tp_btf program
         self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
+        self.uprobe_links: dict[tuple[str, str, str, bool], int] = {}  # (function, path, symbol, ret) -> link fd
+        # Whether uprobes are attached as BPF_TRACE_UPROBE_MULTI links (None: not tried yet). Set
+        # EBPFTOOL_UPROBE_LINKS=0 to use BCC's perf-event uprobes.
+        self.uprobe_multi: bool | None = None if os.environ.get("EBPFTOOL_UPROBE_LINKS", "1") != "0" else False
 
     @property
     def path(self) -> Path:
@@ -292,11 +331,39 @@ class BpfProgram:
         self.probes.append(f"tracepoint:{tp}")
 
     def attach_uprobe(self, lib: str, sym: str, fn_name: str, *, ret: bool = False, pid: int = -1) -> None:
+        kind = "uretprobe" if ret else "uprobe"
+        if self.uprobe_multi is not False and self._attach_uprobe_link(lib, sym, fn_name, ret=ret, pid=pid):
+            self.probes.append(f"{kind}:{lib}:{sym}")
+            return
         if ret:
             self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
         else:
             self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
         self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{sym}")
+
+    def _attach_uprobe_link(self, lib: str, sym: str, fn_name: str, *, ret: bool, pid: int) -> bool:
+        """fn_name on lib's sym through a uprobe_multi link; False where the kernel has no such links
+        (then, and from then on, the caller uses BCC's perf-event uprobes). Other failures raise."""
+        bcc = import_bcc()
+        key = (fn_name, lib, sym, ret)
+        if key in self.uprobe_links:
+            return True
+        path, offset = bcc.BPF._check_path_symbol(lib.encode(), sym.encode(), None, pid)
+        name = fn_name.encode()
+        fresh = name not in self.bpf.funcs
+        try:
+            fn = self.bpf.load_func(name, bcc.BPF.KPROBE, attach_type=BPF_TRACE_UPROBE_MULTI)
+            self.uprobe_links[key] = create_uprobe_multi_link(fn.fd, path, [offset], ret=ret, pid=pid)
+        except (OSError, Exception) as exc:
+            if self.uprobe_multi:
+                raise  # links work here: this probe itself is refused
+            self.uprobe_multi = False
+            if fresh and name in self.bpf.funcs:  # loaded for links: a perf-event uprobe needs it loaded plainly
+                os.close(self.bpf.funcs.pop(name).fd)
+            self.link_refusal = str(exc)
+            return False
+        self.uprobe_multi = True
+        return True
 
     def attach_kprobe(self, function: str, fn_name: str, *, ret: bool = False) -> None:
         if ret:
@@ -418,6 +485,9 @@ class BpfProgram:
 
     def close(self) -> None:
         """Detach every probe and free the programs (idempotent)."""
+        links = list(self.uprobe_links.values())
+        self.uprobe_links.clear()
+        close_links(links)
         for fd in [*self.btf_links.values(), *self.btf_programs.values()]:
             os.close(fd)
         self.btf_links.clear()
