@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +58,9 @@ class Btf:
         self._types_end = self._types_at + type_len
         self._strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
         # type id -> (kind, name_off, vlen, size_or_type, offset of its extra data, kind_flag); id 0 is void.
-        self._types: list[tuple[int, int, int, int, int, bool]] = [(0, 0, 0, 0, 0, False)]
-        self._by_name: dict[tuple[int, str], int] | None = None  # (kind, name) -> first id, built on first use
-        self._by_name_lock = threading.Lock()
+        # type id -> where its struct btf_type starts (4 bytes a type; the ~100k types of a kernel as tuples
+        # took ~30 MB, held while the tracers compile); id 0 is void.
+        self._at = array("I", [0])
         self._index()
 
     @classmethod
@@ -97,10 +98,18 @@ class Btf:
         while pos < end:
             name_off, info, size_or_type = unpack(data, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-            self._types.append((kind, name_off, vlen, size_or_type, pos + 12, bool(info >> 31)))
+            self._at.append(pos)
             pos += 12 + _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_ENTRY.get(kind, 0) * vlen
         if pos != end:
             raise BtfError("BTF type section is malformed")
+
+    def _type(self, type_id: int) -> tuple[int, int, int, int, int, bool]:
+        """(kind, name_off, vlen, size_or_type, offset of its extra data, kind_flag) of a type."""
+        if type_id == 0:
+            return (0, 0, 0, 0, 0, False)
+        pos = self._at[type_id]
+        name_off, info, size_or_type = struct.unpack_from("<III", self._data, pos)
+        return ((info >> 24) & 0x1F, name_off, info & 0xFFFF, size_or_type, pos + 12, bool(info >> 31))
 
     def _name(self, off: int) -> str:
         end = self._strings.index(b"\0", off)
@@ -109,14 +118,14 @@ class Btf:
     def _resolve(self, type_id: int) -> int:
         """Through typedefs and qualifiers to the type itself."""
         for _ in range(32):
-            kind, _n, _v, ref, _x, _k = self._types[type_id]
+            kind, _n, _v, ref, _x, _k = self._type(type_id)
             if kind not in _QUALIFIERS:
                 return type_id
             type_id = ref
         raise BtfError("BTF qualifier chain too long")
 
     def _size(self, type_id: int) -> int:
-        kind, _n, _v, size_or_type, extra, _k = self._types[self._resolve(type_id)]
+        kind, _n, _v, size_or_type, extra, _k = self._type(self._resolve(type_id))
         if kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, KIND_FLOAT):
             return size_or_type
         if kind == KIND_PTR:
@@ -128,25 +137,32 @@ class Btf:
 
     def type_id(self, kind: int, name: str) -> int:
         """The id of the type of this kind and name (e.g. KIND_TYPEDEF, "btf_trace_sock_send_length");
-        the first one where several have both."""
-        with self._by_name_lock:
-            if self._by_name is None:  # one pass over the names, then lookups (a scan took ~50 ms each)
-                by_name: dict[tuple[int, int], int] = {}
-                for type_id, (k, name_off, _v, _s, _x, _kf) in enumerate(self._types):
-                    if name_off:
-                        by_name.setdefault((k, name_off), type_id)
-                self._by_name = {(k, self._name(off)): tid for (k, off), tid in by_name.items()}
-        found = self._by_name.get((kind, name))
-        if found is None:
-            raise BtfError(f"{name} is not in the kernel's BTF")
-        return found
+        the first one where several have both. The name is found in the string section first (a C search),
+        then its offsets among the types: no name of the ~100k types is decoded (a scan that decoded them
+        took ~50 ms a lookup, an index of them ~25 MB)."""
+        wanted = name.encode()
+        offsets, at = set(), 0
+        strings = self._strings
+        while True:
+            at = strings.find(b"\0" + wanted + b"\0", at)
+            if at < 0:
+                break
+            offsets.add(at + 1)  # never 0: that is the empty name of anonymous types
+            at += 1
+        if offsets:
+            data, unpack = self._data, struct.Struct("<II").unpack_from
+            for type_id in range(1, len(self._at)):
+                name_off, info = unpack(data, self._at[type_id])
+                if name_off in offsets and (info >> 24) & 0x1F == kind:
+                    return type_id
+        raise BtfError(f"{name} is not in the kernel's BTF")
 
     def struct_id(self, name: str) -> int:
         return self.type_id(KIND_STRUCT, name)
 
     def enum_value(self, enum_name: str, name: str) -> int:
         """The value of enumerator name in enum enum_name (e.g. "iter_type", "ITER_IOVEC")."""
-        _k, _n, vlen, _s, extra, _kf = self._types[self.type_id(KIND_ENUM, enum_name)]
+        _k, _n, vlen, _s, extra, _kf = self._type(self.type_id(KIND_ENUM, enum_name))
         for i in range(vlen):
             name_off, value = struct.unpack_from("<Ii", self._data, extra + 8 * i)
             if self._name(name_off) == name:
@@ -155,7 +171,7 @@ class Btf:
 
     def _find(self, type_id: int, member: str) -> tuple[int, int] | None:
         """(bit offset, type id) of member in a struct/union, looking into anonymous members."""
-        kind, _n, vlen, _s, extra, kflag = self._types[self._resolve(type_id)]
+        kind, _n, vlen, _s, extra, kflag = self._type(self._resolve(type_id))
         if kind not in (KIND_STRUCT, KIND_UNION):
             return None
         for i in range(vlen):
