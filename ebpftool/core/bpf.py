@@ -297,6 +297,8 @@ class BpfProgram:
         self.probes: list[str] = []  # what was attached, for the start-up report
         self.btf_programs: dict[str, int] = {}  # function -> fd of its tp_btf program
         self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
+        self.from_cache = False  # whether load() took BCC's output from the cache instead of compiling
+        self.cache_note = ""     # why the cache was not used, where it was not
         self.uprobe_links: dict[tuple[str, str, str, bool], int] = {}  # (function, path, symbol, ret) -> link fd
         # Whether uprobes are attached as BPF_TRACE_UPROBE_MULTI links (None: not tried yet). Set
         # EBPFTOOL_UPROBE_LINKS=0 to use BCC's perf-event uprobes.
@@ -318,11 +320,39 @@ class BpfProgram:
         return "\n".join([*lines, *self.macros, common, f'#line 1 "{path.name}"', body])
 
     def load(self) -> "BpfProgram":
+        """Compile with BCC, or take what BCC compiled for the same text, kernel and BCC from the cache
+        (core/bpf_cache.py); self.from_cache says which."""
+        from ebpftool.core import bpf_cache
+
         bcc = import_bcc()
+        text = self.text()
+        cflags = [f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"]
+        directory, self.cache_note = bpf_cache.cache_dir()
+        key = bpf_cache.cache_key(text, cflags) if directory is not None else ""
+        self.from_cache = False
+        if directory is not None:
+            try:
+                content = bpf_cache.read(directory, key)
+                if content is not None:
+                    self.bpf = bpf_cache.bpf_from_cache(content, text, cflags,
+                                                        on_reject=lambda: bpf_cache.discard(directory, key))
+                    self.from_cache = True
+                    bpf_cache.counters["hits"] += 1
+                    return self
+            except bpf_cache.CacheError as exc:
+                self.cache_note = f"cache entry not used ({exc}); compiled anew"
+                bpf_cache.counters["rejected"] += 1
+                bpf_cache.discard(directory, key)
         try:
-            self.bpf = bcc.BPF(text=self.text(), cflags=[f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+            self.bpf = bcc.BPF(text=text, cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
             raise EbpftoolError(f"the kernel or BCC refused {self.source}: {exc}") from exc
+        bpf_cache.counters["misses"] += 1
+        if directory is not None:
+            try:
+                bpf_cache.store(directory, key, bpf_cache.capture(self.bpf))
+            except (bpf_cache.CacheError, OSError) as exc:
+                self.cache_note = f"not cached: {exc}"
         return self
 
     # -- attaching -------------------------------------------------------------
