@@ -60,6 +60,9 @@ def test_a_second_load_comes_from_the_cache_and_works(cache):
         assert len(got) == 50 and [e.seq for e in got] == list(range(50))
         assert {cstring(e.tag) for e in got} == {"core-ok"} and {e.pid for e in got} == {os.getpid()}
         assert second.stats()[STAT_RINGBUF_FULL] == 0
+        # the maps keep their BTF (bpftool shows their fields), as BCC's own do
+        info = bpf_cache._map_info(second["stats"].map_fd)
+        assert info["btf_id"] and info["btf_value_type_id"] and info["type"] == 6  # a per-CPU array
     finally:
         second.close()
     assert bpf_cache.counters == {"hits": 1, "misses": 1, "stored": 1, "rejected": 0}
@@ -127,3 +130,14 @@ def test_an_entry_not_owned_by_root_only_is_not_read(cache):
         assert not prog.from_cache and "root-only" in prog.cache_note
     finally:
         prog.close()
+
+
+def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path):
+    directory = tmp_path / "c"
+    directory.mkdir(mode=0o700)
+    for i in range(5):
+        bpf_cache.store(directory, f"{i:064x}", {"format": bpf_cache.FORMAT})
+        os.utime(directory / f"{i:064x}.json", ns=(i * 10**9, i * 10**9))
+    assert bpf_cache.read(directory, f"{0:064x}") is not None  # used now: the most recent
+    bpf_cache.prune(directory, keep=3)
+    assert sorted(p.stem[-1] for p in entries(directory)) == ["0", "3", "4"]

@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 DEFAULT_DIR = "/var/cache/ebpftool/bpf"
 ENV = "EBPFTOOL_BPF_CACHE"
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
@@ -39,6 +39,8 @@ VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 BPF_MAP_CREATE = 0
 BPF_PROG_LOAD = 5
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_BTF_LOAD = 18
+BPF_BTF_GET_FD_BY_ID = 19
 BPF_LD_IMM64 = 0x18
 BPF_PSEUDO_MAP_FD = 1
 
@@ -127,14 +129,46 @@ def _resolve_lib(name: str) -> str:
 
 # -- capturing a compiled module ---------------------------------------------------------------------
 
-def _map_info(fd: int) -> dict[str, Any]:
-    info = ctypes.create_string_buffer(88)
+def _obj_info(fd: int, info: ctypes.Array) -> None:
     attr = struct.pack("<IIQ", fd, ctypes.sizeof(info), ctypes.addressof(info))
     if _bpf(BPF_OBJ_GET_INFO_BY_FD, attr) != 0:
-        raise CacheError(f"map info: {os.strerror(ctypes.get_errno())}")
+        raise CacheError(f"object info: {os.strerror(ctypes.get_errno())}")
+
+
+def _map_info(fd: int) -> dict[str, Any]:
+    """struct bpf_map_info of a map, as far as creating it again needs."""
+    info = ctypes.create_string_buffer(88)
+    _obj_info(fd, info)
     mtype, _id, key_size, value_size, max_entries, flags, name = struct.unpack_from("<IIIIII16s", info.raw)
+    btf_id, btf_key, btf_value = struct.unpack_from("<III", info.raw, 64)
     return {"type": mtype, "key_size": key_size, "value_size": value_size, "max_entries": max_entries,
-            "flags": flags, "name": name.rstrip(b"\0").decode(errors="replace")}
+            "flags": flags, "name": name.rstrip(b"\0").decode(errors="replace"),
+            "btf_id": btf_id, "btf_key_type_id": btf_key, "btf_value_type_id": btf_value}
+
+
+def _btf_bytes(btf_id: int) -> bytes:
+    """The BTF object BCC loaded for a module's maps (their key and value types, which bpftool shows)."""
+    fd = _bpf(BPF_BTF_GET_FD_BY_ID, struct.pack("<III", btf_id, 0, 0))
+    if fd < 0:
+        raise CacheError(f"BTF {btf_id}: {os.strerror(ctypes.get_errno())}")
+    try:
+        info = ctypes.create_string_buffer(32)
+        _obj_info(fd, info)
+        size = struct.unpack_from("<I", info.raw, 8)[0]
+        data = ctypes.create_string_buffer(size)
+        info = ctypes.create_string_buffer(struct.pack("<QI", ctypes.addressof(data), size), 32)
+        _obj_info(fd, info)
+        return data.raw
+    finally:
+        os.close(fd)
+
+
+def _load_btf(data: bytes) -> int:
+    buf = ctypes.create_string_buffer(data, len(data))
+    fd = _bpf(BPF_BTF_LOAD, struct.pack("<QQIII", ctypes.addressof(buf), 0, len(data), 0, 0))
+    if fd < 0:
+        raise CacheError(f"loading the maps' BTF: {os.strerror(ctypes.get_errno())}")
+    return fd
 
 
 def capture(bpf) -> dict[str, Any]:
@@ -172,8 +206,15 @@ def capture(bpf) -> dict[str, Any]:
                 continue
             at += 8
         functions.append({"name": name.decode(), "code": base64.b64encode(code).decode(), "relocs": relocs})
+    btf = {}
+    for t in tables:
+        btf_id = t["kernel"].pop("btf_id")
+        if btf_id:
+            if str(btf_id) not in btf:
+                btf[str(btf_id)] = base64.b64encode(_btf_bytes(btf_id)).decode()
+            t["kernel"]["btf"] = str(btf_id)
     return {"format": FORMAT, "license": (lib.bpf_module_license(m) or b"GPL").decode(),
-            "kern_version": lib.bpf_module_kern_version(m), "tables": tables, "functions": functions}
+            "kern_version": lib.bpf_module_kern_version(m), "tables": tables, "functions": functions, "btf": btf}
 
 
 def store(directory: Path, key: str, content: dict[str, Any]) -> None:
@@ -190,6 +231,20 @@ def store(directory: Path, key: str, content: dict[str, Any]) -> None:
         raise
     with _lock:
         counters["stored"] += 1
+    prune(directory)
+
+
+MAX_ENTRIES = 64  # ~30-170 KB each; the least recently used go first
+
+
+def prune(directory: Path, keep: int = MAX_ENTRIES) -> None:
+    """Remove all but the `keep` most recently used entries (a hit touches its entry)."""
+    try:
+        found = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in found[keep:]:
+            old.unlink()
+    except OSError:
+        pass
 
 
 def read(directory: Path, key: str) -> dict[str, Any] | None:
@@ -215,6 +270,10 @@ def read(directory: Path, key: str) -> dict[str, Any] | None:
         raise CacheError(f"{path}: {exc}") from exc
     if content.get("key") != key or content.get("format") != FORMAT:
         raise CacheError(f"{path}: another key or format")
+    try:
+        os.utime(path)  # recently used: kept by prune()
+    except OSError:
+        pass
     return content
 
 
@@ -240,9 +299,15 @@ class CachedModule:
         self.names = [f["name"].encode() for f in content["functions"]]
         self.code: dict[bytes, ctypes.Array] = {}
         self.on_reject = None  # called when the kernel refuses one of its programs
+        self.btf_fds: dict[str, int] = {}
         try:
+            for ref, blob in content.get("btf", {}).items():
+                self.btf_fds[ref] = _load_btf(base64.b64decode(blob))
             for name, t in self.tables.items():
-                self.fds[name] = self._create_map(t["kernel"])
+                self.fds[name] = self._create_map(t["kernel"], self.btf_fds)
+            for fd in self.btf_fds.values():
+                os.close(fd)  # the maps hold it
+            self.btf_fds.clear()
             for f in content["functions"]:
                 code = bytearray(base64.b64decode(f["code"]))
                 for index, table in f["relocs"]:
@@ -257,21 +322,24 @@ class CachedModule:
         self.handle = ctypes.addressof(self.code[self.names[0]]) if self.names else id(self)
 
     @staticmethod
-    def _create_map(k: dict[str, Any]) -> int:
-        attr = struct.pack("<IIIIIII16s", k["type"], k["key_size"], k["value_size"], k["max_entries"], k["flags"],
-                           0, 0, k["name"].encode()[:15])
+    def _create_map(k: dict[str, Any], btf_fds: dict[str, int]) -> int:
+        btf_fd = btf_fds.get(k.get("btf", ""), 0)
+        attr = struct.pack("<IIIIIII16sIIIII", k["type"], k["key_size"], k["value_size"], k["max_entries"], k["flags"],
+                           0, 0, k["name"].encode()[:15], 0, btf_fd, k.get("btf_key_type_id", 0) if btf_fd else 0,
+                           k.get("btf_value_type_id", 0) if btf_fd else 0, 0)
         fd = _bpf(BPF_MAP_CREATE, attr)
         if fd < 0:
             raise CacheError(f"creating map {k['name']}: {os.strerror(ctypes.get_errno())}")
         return fd
 
     def destroy(self) -> None:
-        for fd in self.fds.values():
+        for fd in [*self.fds.values(), *getattr(self, "btf_fds", {}).values()]:
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.fds.clear()
+        getattr(self, "btf_fds", {}).clear()
 
     def load(self, prog_type: int, name: bytes, attach_type: int) -> int:
         code = self.code.get(name)
