@@ -61,6 +61,7 @@ class Btf:
         # type id -> where its struct btf_type starts (4 bytes a type; the ~100k types of a kernel as tuples
         # took ~30 MB, held while the tracers compile); id 0 is void.
         self._at = array("I", [0])
+        self._ids: dict[tuple[int, str], int] = {}  # (kind, name) -> id, of the names looked up
         self._index()
 
     @classmethod
@@ -140,6 +141,9 @@ class Btf:
         the first one where several have both. The name is found in the string section first (a C search),
         then its offsets among the types: no name of the ~100k types is decoded (a scan that decoded them
         took ~50 ms a lookup, an index of them ~25 MB)."""
+        found = self._ids.get((kind, name))
+        if found is not None:
+            return found
         wanted = name.encode()
         offsets, at = set(), 0
         strings = self._strings
@@ -154,6 +158,7 @@ class Btf:
             for type_id in range(1, len(self._at)):
                 name_off, info = unpack(data, self._at[type_id])
                 if name_off in offsets and (info >> 24) & 0x1F == kind:
+                    self._ids[(kind, name)] = type_id
                     return type_id
         raise BtfError(f"{name} is not in the kernel's BTF")
 
