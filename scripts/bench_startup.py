@@ -72,17 +72,19 @@ def main() -> None:
     ap.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose code runs (default: this one)")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     ap.add_argument("--no-cache", action="store_true", help="EBPFTOOL_BPF_CACHE=off (for code without the cache)")
+    ap.add_argument("--kinds", default="cold,warm", help="cold, warm or both (code without a cache: cold)")
     ap.add_argument("--hold", type=float, default=1.0, help="seconds traced between attach and SIGTERM")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     results: dict[str, dict[str, list[dict]]] = {}
     for case in a.cases.split(","):
         args, tracers = CASES[case]
-        results[case] = {"cold": [], "warm": []}
+        kinds = a.kinds.split(",")
+        results[case] = {k: [] for k in kinds}
         for _ in range(a.rounds):
             with tempfile.TemporaryDirectory(prefix="ebpftool-bench-cache-") as d:
                 cache = None if a.no_cache else Path(d) / "bpf"
-                for kind in ("cold", "warm"):
+                for kind in kinds:
                     r = run_once(args, tracers, a.tree, cache, a.hold)
                     results[case][kind].append(r)
                     print(f"{case:9} {kind}: attached {r['attach_s']:.2f} s, stop {r['stop_s']:.2f} s, "
