@@ -141,3 +141,29 @@ def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path):
     assert bpf_cache.read(directory, f"{0:064x}") is not None  # used now: the most recent
     bpf_cache.prune(directory, keep=3)
     assert sorted(p.stem[-1] for p in entries(directory)) == ["0", "3", "4"]
+
+
+def test_a_cached_program_the_kernel_refuses_is_compiled_anew_and_leaves_nothing_attached(cache):
+    import base64
+    import json
+
+    from tests.kernel_state import perf_attachments
+
+    load().close()
+    [entry] = entries(cache)
+    content = json.loads(entry.read_bytes().split(b"\n", 1)[1])
+    autoloaded = [f for f in content["functions"] if f["name"].startswith("tracepoint__")]
+    assert autoloaded, "the fixture has a TRACEPOINT_PROBE (BCC loads and attaches it while building the module)"
+    for f in content["functions"]:  # every program: `exit` without setting r0, which the verifier refuses
+        f["code"], f["relocs"] = base64.b64encode(b"\x95" + b"\0" * 7).decode(), []
+    body = json.dumps(content).encode()
+    entry.write_bytes(hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    prog = load()
+    try:
+        assert not prog.from_cache and "not used" in prog.cache_note
+        assert len(events_seen(prog)) == 50
+    finally:
+        prog.close()
+    assert bpf_cache.counters["rejected"] >= 1
+    assert not [a for a in perf_attachments() if a["pid"] == os.getpid()]
+    assert bpf_cache.read(cache, entry.stem)["functions"][0]["code"] != content["functions"][0]["code"]  # rebuilt

@@ -475,9 +475,15 @@ def bpf_from_cache(content: dict[str, Any], text: str, cflags: list[str], on_rej
     cm = CachedModule(content)
     cm.on_reject = on_reject
     _pending.module = cm
+    bpf = bcc.BPF.__new__(bcc.BPF)
     try:
-        return bcc.BPF(text=text, cflags=cflags)
+        bpf.__init__(text=text, cflags=cflags)
+        return bpf
     except Exception as exc:
         _pending.module = None
+        try:
+            bpf.cleanup()  # what it attached and loaded before failing (e.g. an autoloaded tracepoint)
+        except Exception:
+            pass
         _forget(cm)
         raise CacheError(str(exc)) from exc
