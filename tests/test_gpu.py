@@ -10,10 +10,10 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
