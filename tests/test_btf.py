@@ -108,18 +108,3 @@ def test_running_kernel_types_and_enum_values_agree_with_bpftool():
         btf.enum_value("iter_type", "ITER_NOPE")
     with pytest.raises(BtfError, match="not in the kernel"):
         btf.type_id(KIND_TYPEDEF, "btf_trace_no_such_tracepoint")
-
-
-def test_kernel_btf_is_parsed_once_per_process_and_again_when_the_file_changes(tmp_path, monkeypatch):
-    import ebpftool.core.btf as btf_mod
-
-    path = tmp_path / "vmlinux"
-    path.write_bytes(build_btf([btf_type(1, KIND_INT, 0, 4) + struct.pack("<I", 32)], STRINGS))
-    monkeypatch.setattr(btf_mod, "VMLINUX_BTF", path)
-    monkeypatch.setattr(btf_mod, "_VMLINUX", {})
-    first = Btf.vmlinux()
-    assert Btf.vmlinux() is first and Btf.vmlinux_parses() == 1
-    path.write_bytes(path.read_bytes() + b"\0")  # another size: another kernel's BTF, parsed anew
-    assert Btf.vmlinux() is not first and Btf.vmlinux_parses() == 2
-    Btf.drop_vmlinux()
-    assert Btf.vmlinux_parses() == 2 and Btf.vmlinux() is not first and Btf.vmlinux_parses() == 3

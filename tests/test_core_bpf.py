@@ -90,24 +90,14 @@ def test_a_span_rate_of_zero_sends_no_span_and_counts_each():
     assert spans_through_budget(span_rate=0, calls=100) == (0, 100)
 
 
-@pytest.mark.parametrize("links", [True, False], ids=["uprobe_multi-link", "perf-event-uprobe"])
-def test_close_detaches_programs_and_uprobes(links):
-    before, links_before = kernel_ids("prog"), kernel_ids("link")
+def test_close_detaches_programs_and_uprobes():
+    before = kernel_ids("prog")
     prog = load_probe(pages=1)
-    if not links:
-        prog.uprobe_multi = False  # BCC's perf-event uprobes, the path where the kernel has no uprobe_multi links
     prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
     loaded = kernel_ids("prog") - before
     assert loaded, "the programs should be listed by the kernel while loaded"
     mine = [a for a in perf_attachments() if a["pid"] == os.getpid()]
-    if links:
-        assert prog.uprobe_multi, getattr(prog, "link_refusal", "")
-        assert {a["fd_type"] for a in mine} == {"tracepoint"}
-        new_links = kernel_ids("link") - links_before
-        assert len(new_links) == 1
-    else:
-        assert {a["fd_type"] for a in mine} >= {"tracepoint", "uprobe"}
-        new_links = set()
+    assert {a["fd_type"] for a in mine} >= {"tracepoint", "uprobe"}
     lib = ctypes.CDLL(CUDART)
     for _ in range(7):
         lib.cudaGetLastError()
@@ -118,7 +108,6 @@ def test_close_detaches_programs_and_uprobes(links):
     # BCC attaches through the perf uprobe PMU where it can, else through uprobe_events: check both.
     assert not [a for a in perf_attachments() if a["pid"] == os.getpid()]
     assert f"bcc_{os.getpid()}" not in uprobe_events()
-    assert not new_links & kernel_ids("link"), "uprobe links left in the kernel after close()"
 
 
 def test_bucket_macro_matches_opentelemetry_bucket_rule(tmp_path):

@@ -38,9 +38,6 @@ BPF_PROG_TEST_RUN = 10
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_RAW_TP = 23
-BPF_LINK_CREATE = 28
-BPF_TRACE_UPROBE_MULTI = 48   # enum bpf_attach_type (Linux 6.6+)
-BPF_F_UPROBE_MULTI_RETURN = 1
 VERIFIER_LOG_BYTES = 1 << 20
 BPF_CALL_OPCODE = 0x85        # BPF_JMP | BPF_CALL
 BPF_PSEUDO_KFUNC_CALL = 2     # src_reg of a call to a kernel function (imm: its BTF id)
@@ -144,38 +141,6 @@ def attach_raw_tracepoint_program(prog_fd: int) -> int:
     return fd
 
 
-def create_uprobe_multi_link(prog_fd: int, path: bytes, offsets: Sequence[int], *, ret: bool, pid: int = 0) -> int:
-    """Attach a program loaded with expected attach type BPF_TRACE_UPROBE_MULTI to `offsets` (file offsets)
-    of the file at `path` in one bpf(BPF_LINK_CREATE); the link's fd, closed to detach. OSError if refused.
-
-    Unlike a uprobe made through a perf event (BCC's way), detaching one does not hold the kernel's global
-    event_mutex over its grace period, so many detach at once (see close_links())."""
-    c_path = ctypes.create_string_buffer(path)
-    c_offsets = (ctypes.c_uint64 * len(offsets))(*offsets)
-    # union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags, then uprobe_multi at byte 16
-    attr = struct.pack("<IIIIQQQQIII", prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0, ctypes.addressof(c_path),
-                       ctypes.addressof(c_offsets), 0, 0, len(offsets), BPF_F_UPROBE_MULTI_RETURN if ret else 0,
-                       max(pid, 0))
-    fd = _libc.syscall(SYS_BPF, BPF_LINK_CREATE, ctypes.create_string_buffer(attr, 256), 256)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return fd
-
-
-def close_links(fds: Sequence[int]) -> None:
-    """Close bpf link fds, many at once: each close of a uprobe link waits for a grace period, and those
-    waits overlap across threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if len(fds) < 2:
-        for fd in fds:
-            os.close(fd)
-        return
-    with ThreadPoolExecutor(max_workers=min(DETACH_THREADS, len(fds)), thread_name_prefix="detach") as pool:
-        list(pool.map(os.close, fds))
-
-
 def import_bcc():
     """Return the bcc module, or explain in one sentence why it cannot be had."""
     try:
@@ -247,41 +212,6 @@ def merge_hist(per_cpu: Iterable[HistValue], nbuckets: int) -> tuple[int, int, i
     return count, total, lo or 0, hi, buckets
 
 
-DETACH_THREADS = 32  # perf events closed at once (each waits for a kernel grace period, not for a CPU)
-
-
-def close_perf_events(bpf) -> int:
-    """Close every uprobe and tracepoint perf event of a BCC module at once; how many were closed.
-
-    Closing one waits ~0.07-0.1 s in the kernel (the probe's unregistration waits for grace periods), and
-    BCC's cleanup() closes them one after another. The kernel holds its global event_mutex over most of
-    that wait, so threads (ctypes releases the GIL) overlap only the rest: measured, 38 perf-event uprobes
-    and 9 tracepoints took 3.8 s instead of 4.7 s. (uprobes are links where the kernel allows, see
-    attach_uprobe(): those detach at once.) BCC's own bookkeeping is then done here, in one thread, so that
-    cleanup() finds nothing left of them to close twice."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    bcc = import_bcc()
-    uprobes = list(bpf.uprobe_fds.items())
-    tracepoints = list(bpf.tracepoint_fds.items())
-    fds = [fd for _ev, fd in uprobes] + [fd for _tp, fd in tracepoints]
-    if len(fds) < 2:
-        return 0  # nothing to overlap: cleanup() does it
-    with ThreadPoolExecutor(max_workers=min(DETACH_THREADS, len(fds)), thread_name_prefix="detach") as pool:
-        results = list(pool.map(bcc.lib.bpf_close_perf_event_fd, fds))
-    failed = [fd for fd, res in zip(fds, results) if res < 0]
-    for ev_name, _fd in uprobes:
-        bcc.lib.bpf_detach_uprobe(ev_name)  # a tracefs-made probe's event goes too (no-op for a perf PMU one)
-        bpf._del_uprobe_fd(ev_name)
-    for tp, _fd in tracepoints:
-        category, name = tp.split(b":")
-        bcc.lib.bpf_detach_tracepoint(category, name)
-        del bpf.tracepoint_fds[tp]
-    if failed:
-        raise EbpftoolError(f"closing {len(failed)} of {len(fds)} probes failed")
-    return len(fds)
-
-
 class BpfProgram:
     """One BCC module built from bpf/<source>, with its probes and ring buffers."""
 
@@ -299,12 +229,6 @@ class BpfProgram:
         self.probes: list[str] = []  # what was attached, for the start-up report
         self.btf_programs: dict[str, int] = {}  # function -> fd of its tp_btf program
         self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
-        self.from_cache = False  # whether load() took BCC's output from the cache instead of compiling
-        self.cache_note = ""     # why the cache was not used, where it was not
-        self.uprobe_links: dict[tuple[str, str, str, bool], int] = {}  # (function, path, symbol, ret) -> link fd
-        # Whether uprobes are attached as BPF_TRACE_UPROBE_MULTI links (None: not tried yet). Set
-        # EBPFTOOL_UPROBE_LINKS=0 to use BCC's perf-event uprobes.
-        self.uprobe_multi: bool | None = None if os.environ.get("EBPFTOOL_UPROBE_LINKS", "1") != "0" else False
 
     @property
     def path(self) -> Path:
@@ -322,39 +246,11 @@ class BpfProgram:
         return "\n".join([*lines, *self.macros, common, f'#line 1 "{path.name}"', body])
 
     def load(self) -> "BpfProgram":
-        """Compile with BCC, or take what BCC compiled for the same text, kernel and BCC from the cache
-        (core/bpf_cache.py); self.from_cache says which."""
-        from ebpftool.core import bpf_cache
-
         bcc = import_bcc()
-        text = self.text()
-        cflags = [f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"]
-        directory, self.cache_note = bpf_cache.cache_dir()
-        key = bpf_cache.cache_key(text, cflags) if directory is not None else ""
-        self.from_cache = False
-        if directory is not None:
-            try:
-                content = bpf_cache.read(directory, key)
-                if content is not None:
-                    self.bpf = bpf_cache.bpf_from_cache(content, text, cflags,
-                                                        on_reject=lambda: bpf_cache.discard(directory, key))
-                    self.from_cache = True
-                    bpf_cache.counters["hits"] += 1
-                    return self
-            except bpf_cache.CacheError as exc:
-                self.cache_note = f"cache entry not used ({exc}); compiled anew"
-                bpf_cache.counters["rejected"] += 1
-                bpf_cache.discard(directory, key)
         try:
-            self.bpf = bcc.BPF(text=text, cflags=cflags)
+            self.bpf = bcc.BPF(text=self.text(), cflags=[f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"])
         except Exception as exc:  # BCC raises bare Exception on compile errors
             raise EbpftoolError(f"the kernel or BCC refused {self.source}: {exc}") from exc
-        bpf_cache.counters["misses"] += 1
-        if directory is not None:
-            try:
-                bpf_cache.store(directory, key, bpf_cache.capture(self.bpf))
-            except (bpf_cache.CacheError, OSError) as exc:
-                self.cache_note = f"not cached: {exc}"
         return self
 
     # -- attaching -------------------------------------------------------------
@@ -363,39 +259,11 @@ class BpfProgram:
         self.probes.append(f"tracepoint:{tp}")
 
     def attach_uprobe(self, lib: str, sym: str, fn_name: str, *, ret: bool = False, pid: int = -1) -> None:
-        kind = "uretprobe" if ret else "uprobe"
-        if self.uprobe_multi is not False and self._attach_uprobe_link(lib, sym, fn_name, ret=ret, pid=pid):
-            self.probes.append(f"{kind}:{lib}:{sym}")
-            return
         if ret:
             self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
         else:
             self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
         self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{sym}")
-
-    def _attach_uprobe_link(self, lib: str, sym: str, fn_name: str, *, ret: bool, pid: int) -> bool:
-        """fn_name on lib's sym through a uprobe_multi link; False where the kernel has no such links
-        (then, and from then on, the caller uses BCC's perf-event uprobes). Other failures raise."""
-        bcc = import_bcc()
-        key = (fn_name, lib, sym, ret)
-        if key in self.uprobe_links:
-            return True
-        path, offset = bcc.BPF._check_path_symbol(lib.encode(), sym.encode(), None, pid)
-        name = fn_name.encode()
-        fresh = name not in self.bpf.funcs
-        try:
-            fn = self.bpf.load_func(name, bcc.BPF.KPROBE, attach_type=BPF_TRACE_UPROBE_MULTI)
-            self.uprobe_links[key] = create_uprobe_multi_link(fn.fd, path, [offset], ret=ret, pid=pid)
-        except (OSError, Exception) as exc:
-            if self.uprobe_multi:
-                raise  # links work here: this probe itself is refused
-            self.uprobe_multi = False
-            if fresh and name in self.bpf.funcs:  # loaded for links: a perf-event uprobe needs it loaded plainly
-                os.close(self.bpf.funcs.pop(name).fd)
-            self.link_refusal = str(exc)
-            return False
-        self.uprobe_multi = True
-        return True
 
     def attach_kprobe(self, function: str, fn_name: str, *, ret: bool = False) -> None:
         if ret:
@@ -517,16 +385,12 @@ class BpfProgram:
 
     def close(self) -> None:
         """Detach every probe and free the programs (idempotent)."""
-        links = list(self.uprobe_links.values())
-        self.uprobe_links.clear()
-        close_links(links)
         for fd in [*self.btf_links.values(), *self.btf_programs.values()]:
             os.close(fd)
         self.btf_links.clear()
         self.btf_programs.clear()
         if self.bpf is not None:
             try:
-                close_perf_events(self.bpf)
                 self.bpf.cleanup()
             finally:
                 self.bpf = None

@@ -11,8 +11,6 @@ decoded; every other type is skipped by its size.
 from __future__ import annotations
 
 import struct
-import threading
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +27,6 @@ _EXTRA_FIXED = {KIND_INT: 4, KIND_ARRAY: 12, KIND_VAR: 4, KIND_DECL_TAG: 4}
 _EXTRA_PER_ENTRY = {KIND_STRUCT: 12, KIND_UNION: 12, KIND_ENUM: 8, KIND_FUNC_PROTO: 8, KIND_DATASEC: 12,
                     KIND_ENUM64: 12}
 _QUALIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
-
-
-_VMLINUX: dict = {}   # "btf": the parsed kernel BTF, "key": its file's identity, "parses": a count
-_VMLINUX_LOCK = threading.Lock()
 
 
 class BtfError(Exception):
@@ -58,40 +52,15 @@ class Btf:
         self._types_end = self._types_at + type_len
         self._strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
         # type id -> (kind, name_off, vlen, size_or_type, offset of its extra data, kind_flag); id 0 is void.
-        # type id -> where its struct btf_type starts (4 bytes a type; the ~100k types of a kernel as tuples
-        # took ~30 MB, held while the tracers compile); id 0 is void.
-        self._at = array("I", [0])
-        self._ids: dict[tuple[int, str], int] = {}  # (kind, name) -> id, of the names looked up
+        self._types: list[tuple[int, int, int, int, int, bool]] = [(0, 0, 0, 0, 0, False)]
         self._index()
 
     @classmethod
     def vmlinux(cls) -> "Btf":
-        """The running kernel's BTF, parsed once per process (~0.2 s each time it was parsed again) and
-        parsed anew only if the file changes (its size and mtime); Btf.drop_vmlinux() frees it."""
-        with _VMLINUX_LOCK:
-            try:
-                st = VMLINUX_BTF.stat()
-                key = (str(VMLINUX_BTF), st.st_size, st.st_mtime_ns)
-                cached = _VMLINUX.get("btf")
-                if cached is not None and _VMLINUX.get("key") == key:
-                    return cached
-                btf = cls(VMLINUX_BTF.read_bytes())
-            except OSError as exc:
-                raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
-            _VMLINUX.update(btf=btf, key=key, parses=_VMLINUX.get("parses", 0) + 1)
-            return btf
-
-    @staticmethod
-    def drop_vmlinux() -> None:
-        """Forget the parsed kernel BTF (its memory goes once no caller holds it)."""
-        with _VMLINUX_LOCK:
-            _VMLINUX.pop("btf", None)
-            _VMLINUX.pop("key", None)
-
-    @staticmethod
-    def vmlinux_parses() -> int:
-        """How many times this process parsed the kernel's BTF (for tests)."""
-        return _VMLINUX.get("parses", 0)
+        try:
+            return cls(VMLINUX_BTF.read_bytes())
+        except OSError as exc:
+            raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
 
     def _index(self) -> None:
         data, pos, end = self._data, self._types_at, self._types_end
@@ -99,18 +68,10 @@ class Btf:
         while pos < end:
             name_off, info, size_or_type = unpack(data, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-            self._at.append(pos)
+            self._types.append((kind, name_off, vlen, size_or_type, pos + 12, bool(info >> 31)))
             pos += 12 + _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_ENTRY.get(kind, 0) * vlen
         if pos != end:
             raise BtfError("BTF type section is malformed")
-
-    def _type(self, type_id: int) -> tuple[int, int, int, int, int, bool]:
-        """(kind, name_off, vlen, size_or_type, offset of its extra data, kind_flag) of a type."""
-        if type_id == 0:
-            return (0, 0, 0, 0, 0, False)
-        pos = self._at[type_id]
-        name_off, info, size_or_type = struct.unpack_from("<III", self._data, pos)
-        return ((info >> 24) & 0x1F, name_off, info & 0xFFFF, size_or_type, pos + 12, bool(info >> 31))
 
     def _name(self, off: int) -> str:
         end = self._strings.index(b"\0", off)
@@ -119,14 +80,14 @@ class Btf:
     def _resolve(self, type_id: int) -> int:
         """Through typedefs and qualifiers to the type itself."""
         for _ in range(32):
-            kind, _n, _v, ref, _x, _k = self._type(type_id)
+            kind, _n, _v, ref, _x, _k = self._types[type_id]
             if kind not in _QUALIFIERS:
                 return type_id
             type_id = ref
         raise BtfError("BTF qualifier chain too long")
 
     def _size(self, type_id: int) -> int:
-        kind, _n, _v, size_or_type, extra, _k = self._type(self._resolve(type_id))
+        kind, _n, _v, size_or_type, extra, _k = self._types[self._resolve(type_id)]
         if kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, KIND_FLOAT):
             return size_or_type
         if kind == KIND_PTR:
@@ -137,29 +98,10 @@ class Btf:
         raise BtfError(f"BTF type {type_id} has no size")
 
     def type_id(self, kind: int, name: str) -> int:
-        """The id of the type of this kind and name (e.g. KIND_TYPEDEF, "btf_trace_sock_send_length");
-        the first one where several have both. The name is found in the string section first (a C search),
-        then its offsets among the types: no name of the ~100k types is decoded (a scan that decoded them
-        took ~50 ms a lookup, an index of them ~25 MB)."""
-        found = self._ids.get((kind, name))
-        if found is not None:
-            return found
-        wanted = name.encode()
-        offsets, at = set(), 0
-        strings = self._strings
-        while True:
-            at = strings.find(b"\0" + wanted + b"\0", at)
-            if at < 0:
-                break
-            offsets.add(at + 1)  # never 0: that is the empty name of anonymous types
-            at += 1
-        if offsets:
-            data, unpack = self._data, struct.Struct("<II").unpack_from
-            for type_id in range(1, len(self._at)):
-                name_off, info = unpack(data, self._at[type_id])
-                if name_off in offsets and (info >> 24) & 0x1F == kind:
-                    self._ids[(kind, name)] = type_id
-                    return type_id
+        """The id of the type of this kind and name (e.g. KIND_TYPEDEF, "btf_trace_sock_send_length")."""
+        for type_id, (k, name_off, _v, _s, _x, _kf) in enumerate(self._types):
+            if k == kind and name_off and self._name(name_off) == name:
+                return type_id
         raise BtfError(f"{name} is not in the kernel's BTF")
 
     def struct_id(self, name: str) -> int:
@@ -167,7 +109,7 @@ class Btf:
 
     def enum_value(self, enum_name: str, name: str) -> int:
         """The value of enumerator name in enum enum_name (e.g. "iter_type", "ITER_IOVEC")."""
-        _k, _n, vlen, _s, extra, _kf = self._type(self.type_id(KIND_ENUM, enum_name))
+        _k, _n, vlen, _s, extra, _kf = self._types[self.type_id(KIND_ENUM, enum_name)]
         for i in range(vlen):
             name_off, value = struct.unpack_from("<Ii", self._data, extra + 8 * i)
             if self._name(name_off) == name:
@@ -176,7 +118,7 @@ class Btf:
 
     def _find(self, type_id: int, member: str) -> tuple[int, int] | None:
         """(bit offset, type id) of member in a struct/union, looking into anonymous members."""
-        kind, _n, vlen, _s, extra, kflag = self._type(self._resolve(type_id))
+        kind, _n, vlen, _s, extra, kflag = self._types[self._resolve(type_id)]
         if kind not in (KIND_STRUCT, KIND_UNION):
             return None
         for i in range(vlen):

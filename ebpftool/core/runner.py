@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ebpftool.core.btf import Btf
 from ebpftool.core.series import DEFAULT_MAX_SERIES, SeriesLimiter
 from ebpftool.core.tracer import Tracer
 from ebpftool.errors import EbpftoolError
@@ -113,7 +112,6 @@ def run(
     t_start = time.monotonic()
     try:
         running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop)
-        Btf.drop_vmlinux()  # parsed once for every tracer's start (core/btf.py); not needed while tracing
         if stop.event.is_set():
             return result  # stopped during start-up: what started is detached below
         if not running:
