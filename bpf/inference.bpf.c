@@ -879,9 +879,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
                 emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
             if (len > 5 && (c->op != OP_NONE || (c->flags & REQ_SSE))) {
                 /* the last events and the last chunk in one write: counted first, then finished */
-                c->end_after_scan = 1;
-                c->resp_end = now;
-                c->resp_bytes += len;
+                c->end_after_scan = 1;  /* resp_end and resp_bytes took this write above */
                 if (c->writes < 255)
                     c->writes++;
                 return WRITE_SCAN;
