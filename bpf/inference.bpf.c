@@ -116,6 +116,8 @@ struct scratch {
     u32 rare;                 /* words found that may hold a mark or a count (the first RARE_WORDS are kept) */
     u16 rare_word[RARE_WORDS];
     u16 rare_events[RARE_WORDS];  /* events begun before that word: its marks are the last one's */
+    u64 found;                /* read_head(): where a loop found what it looked for (0: nowhere) */
+    u64 limit;                /* read_head(): the bound of its loop */
 };
 
 BPF_HASH(watched_pids, u32, u8, 4096);
@@ -456,6 +458,116 @@ static __always_inline void find_marks(struct scratch *s, u32 *tokens, u32 *usag
     *usage = stated_number(s, s->usage_at, end, has_usage);
 }
 
+/* ---- the end of a response ------------------------------------------------ */
+
+/* A response head is searched in its first HEAD_SCAN_MAX bytes for where it ends and for the body length
+ * it states, with the words of the scratch map. Both are found by a pattern's first and last bytes at once
+ * (two loads per word, the SWAR zero-byte test on each), then checked whole: `Content-Length:` as `-length:`
+ * (its '-' and the ':' 7 bytes on; other headers that match, such as `Accept-Ranges:`, fail the check) and
+ * the blank line as "\r\n\r\n" ('\r' and the '\n' 3 bytes on). */
+#define HEAD_SCAN_MAX 512
+#define LOWER_CASE EVERY_BYTE(0x20)  /* or'ed into letters: case does not matter in header names */
+#define BODY_UNKNOWN 0xffffffffffffffffULL
+
+struct response_head {
+    u64 length;        /* bytes of the head with its blank line; 0: it does not end in the bytes searched */
+    u64 body_length;   /* Content-Length, or BODY_UNKNOWN */
+};
+
+static __always_inline u64 head_word(struct scratch *s, u64 at)
+{
+    return *(u64 *)(s->data + (at & (SSE_SCAN_MAX - 1)));  /* a mask, not a compare: no branch to walk */
+}
+
+/* The lowest byte of a ZERO_BYTES() mask that is set, as a byte index (mask != 0). */
+static __always_inline u64 first_byte(u64 mask)
+{
+    u64 low = mask & -mask;
+    return (((low - 1) & EVERY_BYTE(1)) * EVERY_BYTE(1) >> 56) - 1;
+}
+
+/* The decimal number at s->data[at] (after optional spaces), at most 15 digits, before end; BODY_UNKNOWN
+ * where there is none. */
+static __always_inline u64 head_number(struct scratch *s, u64 at, u64 end)
+{
+    u64 v = 0, digits = 0, more = 1;
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+        at += is_zero(s->data[(at & (SSE_SCAN_MAX - 1))] ^ ' ');
+#pragma unroll
+    for (int i = 0; i < 15; i++) {
+        /* branch-free, as in the scans: 15 digits that each may end the number would be 2^15 paths */
+        s64 d = (s64)s->data[((at + i) & (SSE_SCAN_MAX - 1))] - '0';
+        asm volatile("" : "+r"(d));  /* else clang compares the byte again, with a jump */
+        u64 digit = ((u64)(d - 10) >> 63) & (((u64)d >> 63) ^ 1);  /* 0 <= d <= 9 */
+        u64 inside = (u64)(at + i - end) >> 63;                     /* at + i < end */
+        more &= digit & inside;
+        asm volatile("" : "+r"(more));
+        u64 mask = -more;
+        asm volatile("" : "+r"(mask));
+        v = ((v * 10 + (u64)d) & mask) | (v & ~mask);
+        digits += more;
+    }
+    return digits ? v : BODY_UNKNOWN;
+}
+
+static __always_inline struct response_head read_head(u64 ptr, u32 len)
+{
+    struct response_head head = {.length = 0, .body_length = BODY_UNKNOWN};
+    u32 zero = 0;
+    struct scratch *s = scratch_buf.lookup(&zero);
+    if (!s)
+        return head;
+    u64 n = bounded(len, HEAD_SCAN_MAX);
+    if (n < 16 || bpf_probe_read_user(s->data, n, (void *)ptr) != 0)
+        return head;
+    u32 last = *(u32 *)(s->data + ((n - 4) & (SSE_SCAN_MAX - 1)));
+    u64 head_alone = last == W4('\r', '\n', '\r', '\n') && n == len;  /* the head in a buffer of its own */
+    /* Past n the scratch holds older bytes: a match counts only within the n read. The loops take their
+     * bound from the map and leave what they find there: a bound in a register would be narrowed at each
+     * exit of a loop (the verifier learns n <= at), and the code after it walked once per exit. */
+    *(volatile u64 *)&s->limit = n;
+    *(volatile u64 *)&s->found = head_alone ? n : 0;
+#pragma clang loop unroll(disable)
+    for (u64 at = 0; at < HEAD_SCAN_MAX; at += 8) {
+        if (at >= *(volatile u64 *)&s->limit || head_alone)
+            break;
+        u64 blank = ZERO_BYTES(head_word(s, at) ^ EVERY_BYTE('\r')) &
+                    ZERO_BYTES(head_word(s, at + 3) ^ EVERY_BYTE('\n'));
+        if (blank) {
+            u64 p = at + first_byte(blank);
+            if (p + 4 <= *(volatile u64 *)&s->limit && LOW(head_word(s, p), 4) == W4('\r', '\n', '\r', '\n')) {
+                *(volatile u64 *)&s->found = p + 4;
+                break;
+            }
+        }
+    }
+    if (*(volatile u64 *)&s->found == 0)
+        return head;  /* the head goes on past the bytes searched */
+    *(volatile u64 *)&s->limit = *(volatile u64 *)&s->found;
+    *(volatile u64 *)&s->found = 0;
+#pragma clang loop unroll(disable)
+    for (u64 at = 8; at < HEAD_SCAN_MAX; at += 8) {
+        if (at >= *(volatile u64 *)&s->limit)
+            break;
+        u64 length_colon = ZERO_BYTES(head_word(s, at) ^ EVERY_BYTE('-')) &
+                           ZERO_BYTES(head_word(s, at + 7) ^ EVERY_BYTE(':'));
+        if (length_colon) {
+            u64 p = at + first_byte(length_colon);  /* the '-' of what may be Content-Length */
+            if (p + 8 < *(volatile u64 *)&s->limit && (head_word(s, p - 7) | LOWER_CASE) == W8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
+                LOW(head_word(s, p + 1) | LOWER_CASE, 7) == W7('l', 'e', 'n', 'g', 't', 'h', ':')) {
+                *(volatile u64 *)&s->found = p + 8;
+                break;
+            }
+        }
+    }
+    u64 end = *(volatile u64 *)&s->limit;
+    head.length = end;
+    if (*(volatile u64 *)&s->found != 0)
+        head.body_length = head_number(s, *(volatile u64 *)&s->found, end);
+    return head;
+}
+
 /* ---- events to user space ------------------------------------------------- */
 
 /* Bytes to copy into a capture. */
@@ -676,6 +788,7 @@ static __always_inline void begin_request(struct conn_state *c, u64 start)
     c->usage_tokens = 0;
     c->line_len = 0;
     c->end_after_scan = 0;
+    c->body_counted = 0;
     c->first_token = 0;
     c->last_token = 0;
     c->req_bytes = 0;
@@ -818,37 +931,95 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
 #define WRITE_DONE 0
 #define WRITE_SCAN 1      /* search the write for `data:` events */
 #define WRITE_UPGRADED 2  /* 101 Switching Protocols: what follows is not HTTP/1.x, stop following */
+#define WRITE_HEAD 3      /* a response head: read what it says of the body's length (scan_response_head) */
+#define WRITE_HEAD_SCAN 4 /* the same, then search the write for events */
 #define STATUS_SWITCHING_PROTOCOLS 101
+#define STATUS_NO_CONTENT 204
+#define STATUS_NOT_MODIFIED 304
+#define LAST_CHUNK W5('0', '\r', '\n', '\r', '\n')
 
-static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 start,
-                                    u64 now, int has_bytes)
+/* The status of a status line at the write's start (its first 16 bytes: words), or 0. */
+static __always_inline u16 status_line(const u64 *words, u32 len)
 {
-    u8 head[16] = {};
-    int status_line = 0;
+    const u8 *head = (const u8 *)words;
+    if (len < 12 || LOW(words[0], 5) != W5('H', 'T', 'T', 'P', '/') || head[8] != ' ')
+        return 0;
+    u8 h = head[9] - '0', t = head[10] - '0', u = head[11] - '0';
+    if (h < 1 || h > 5 || t > 9 || u > 9)
+        return 0;
+    return h * 100 + t * 10 + u;
+}
+
+/* Whether the buffer ends with the last chunk of a chunked body. */
+static __always_inline int ends_with_last_chunk(u64 ptr, u32 len)
+{
+    u64 end = 0;
+    return len >= 5 && bpf_probe_read_user(&end, 5, (void *)(ptr + len - 5)) == 0 && end == LAST_CHUNK;
+}
+
+/* A response head went out in a write (its first buffer: ptr, len; total bytes in all; whole: all of them
+ * went out, or will). 1 when the response is complete with it; else, where the head states its length,
+ * the body's bytes still to come are counted down by the next writes. */
+static __always_inline int head_written(struct conn_state *c, u16 status, u64 ptr, u32 len, u64 total, int whole)
+{
+    struct response_head head = read_head(ptr, len);
+    if (head.length == 0 || !whole)
+        return 0;  /* its end lies past the bytes searched, or this write may go out in parts: left to what follows */
+    u64 body = total - head.length;
+    if (c->method == METHOD_HEAD || status == STATUS_NO_CONTENT || status == STATUS_NOT_MODIFIED)
+        return 1;  /* no body, whatever the head says */
+    if (head.body_length != BODY_UNKNOWN) {
+        if (body >= head.body_length)
+            return 1;
+        c->body_left = head.body_length - body;
+        c->body_counted = 1;
+        return 0;
+    }
+    return len == total && len > head.length + 5 && ends_with_last_chunk(ptr, len);  /* head and chunked body */
+}
+
+/* More of a body whose length the head stated went out. */
+static __always_inline int body_written(struct conn_state *c, u64 total, int whole)
+{
+    if (!whole) {
+        c->body_counted = 0;  /* it may go out in parts, the rest written again: the count would be wrong */
+        return 0;
+    }
+    if (total < c->body_left) {
+        c->body_left -= total;
+        return 0;
+    }
+    c->body_counted = 0;
+    return 1;
+}
+
+/* A write of connection c went out: its first buffer (ptr, len; has_bytes: readable user bytes, else only
+ * a length, as with sendfile), total bytes in all, whole: all of them (not only asked to). The response
+ * ends here when its length is reached (Content-Length, the last chunk, a status without a body);
+ * otherwise at the next read, an EAGAIN read, close, or the idle flush. */
+static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 total, int whole,
+                                    u64 start, u64 now, int has_bytes)
+{
+    u64 words[2] = {};
     u16 status = 0;
     if (has_bytes) {
-        bpf_probe_read_user(head, sizeof(head), (void *)ptr);
-        if (len >= 12 && head[0] == 'H' && head[1] == 'T' && head[2] == 'T' && head[3] == 'P' && head[4] == '/' &&
-            head[8] == ' ' && head[9] >= '1' && head[9] <= '5' && head[10] >= '0' && head[10] <= '9' &&
-            head[11] >= '0' && head[11] <= '9') {
-            status = (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
-            status_line = 1;
-        }
+        bpf_probe_read_user(words, sizeof(words), (void *)ptr);
+        status = status_line(words, len);
     }
     if (c->req_start == 0) {
         /* No request open. A final status line answers one read earlier with the
          * one just answered (pipelined), whose end (a chunked body's last chunk,
          * or an EAGAIN read) closed the previous request. Anything else: the
          * server spoke first, nothing to answer. */
-        if (!status_line || status < 200 || c->last_read == 0)
+        if (status < 200 || c->last_read == 0)
             return WRITE_DONE;
         begin_pipelined_request(c, now);
     }
-    if (status_line && status < 200 && status != STATUS_SWITCHING_PROTOCOLS) {
-        c->resp_bytes += len;  /* 100 Continue and friends: the final response is still to come */
-        return 0;
+    if (status != 0 && status < 200 && status != STATUS_SWITCHING_PROTOCOLS) {
+        c->resp_bytes += total;  /* 100 Continue and friends: the final response is still to come */
+        return WRITE_DONE;
     }
-    if (status_line && c->resp_start != 0) {
+    if (status != 0 && c->resp_start != 0) {
         /* A second response with no read between: pipelined requests, read together earlier. */
         finish_request(k, c, now);
         begin_pipelined_request(c, now);
@@ -859,45 +1030,47 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
         c->status = status;
     }
     c->resp_end = now;
-    c->resp_bytes += len;
-    if (status_line && status == STATUS_SWITCHING_PROTOCOLS) {
+    c->resp_bytes += total;
+    if (status == STATUS_SWITCHING_PROTOCOLS) {
         /* WebSocket and other upgrades: the request ends with its 101; the frames after it are not requests */
         if (c->flags & REQ_SAMPLED)
             emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
         finish_request(k, c, now);
         return WRITE_UPGRADED;
     }
-    if (!has_bytes)
-        return WRITE_DONE;
-    if (len >= 5 && !status_line) {
-        /* The last chunk of a chunked body ("0\r\n\r\n"): the answer is complete now,
-         * not at the next request, which may be long in coming on a kept-alive connection. */
-        u64 trailer = 0;
-        bpf_probe_read_user(&trailer, 5, (void *)(ptr + len - 5));
-        if (trailer == W5('0', '\r', '\n', '\r', '\n')) {
+    int complete = 0;
+    if (status != 0) {
+        c->body_counted = 0;  /* what the head says is read by scan_response_head, after this (gen-AI paths) */
+    } else if (c->body_counted) {
+        complete = body_written(c, total, whole);
+    } else if (has_bytes && ends_with_last_chunk(ptr, len)) {
+        if (len == 5 || !(c->op != OP_NONE || (c->flags & REQ_SSE))) {
+            /* the last chunk alone, or ending a body not searched for events: complete now, not at the
+             * next request, which may be long in coming on a kept-alive connection */
             if (c->writes < 2 && (c->flags & REQ_SAMPLED))
                 emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
-            if (len > 5 && (c->op != OP_NONE || (c->flags & REQ_SSE))) {
-                /* the last events and the last chunk in one write: counted first, then finished */
-                c->end_after_scan = 1;  /* resp_end and resp_bytes took this write above */
-                if (c->writes < 255)
-                    c->writes++;
-                return WRITE_SCAN;
-            }
             finish_request(k, c, now);
-            return 0;
+            return WRITE_DONE;
         }
+        complete = 1;  /* the last events and the last chunk in one write: counted first, then finished */
+    }
+    if (!has_bytes) {
+        if (complete)
+            finish_request(k, c, now);
+        return WRITE_DONE;
     }
     /* Server-Sent Events: scanned on gen-AI paths and once a response showed them;
      * elsewhere only a write that begins with an event (after a chunk-size line) is. */
     int scan = c->op != OP_NONE || (c->flags & REQ_SSE);
     if (!scan && !first) {
-        if (head[0] == 'd' && head[1] == 'a' && head[2] == 't' && head[3] == 'a' && head[4] == ':')
+        u64 data_colon = W5('d', 'a', 't', 'a', ':');
+        if (LOW(words[0], 5) == data_colon)
             scan = 1;
 #pragma unroll
         for (int i = 1; i < 10; i++) {
-            if (head[i] == '\n' && head[i + 1] == 'd' && head[i + 2] == 'a' && head[i + 3] == 't' &&
-                head[i + 4] == 'a' && head[i + 5] == ':')
+            /* a chunk-size line of up to 8 hex digits, then the event: "\ndata:" at byte i */
+            u64 at = i < 8 ? (words[0] >> (8 * i)) | (words[1] << (64 - 8 * i)) : words[1] >> (8 * (i - 8));
+            if (LOW(at, 6) == (C('\n', 0) | (data_colon << 8)))
                 scan = 1;
         }
     }
@@ -909,6 +1082,16 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
     }
     if (c->writes < 255)
         c->writes++;
+    if (status != 0 && c->op != OP_NONE)
+        return scan ? WRITE_HEAD_SCAN : WRITE_HEAD;  /* read for the body's length on gen-AI paths only (the cost) */
+    if (complete) {
+        if (scan) {
+            c->end_after_scan = 1;  /* finished by the scan's last program, once the events are counted */
+            return WRITE_SCAN;
+        }
+        finish_request(k, c, now);
+        return WRITE_DONE;
+    }
     return scan;
 }
 
@@ -929,10 +1112,53 @@ struct scan_args {
     u8 iov_next;    /* index of the iovec after this buffer */
     u8 iov_in_kernel;  /* iov_array is the kernel's copy (BTF send hook), not user memory */
     u8 tail_pass;   /* this run looks at the buffer's last bytes, for the usage only */
-    u8 pad;
+    u8 scan;        /* (head) search the write for events after the head */
+    u8 whole;       /* all the write's bytes went out (or will), not only asked to */
+    u8 pad[7];
 };
 BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
-BPF_PROG_ARRAY(scan_prog, 2);  /* 0: scan_sse_events, 1: scan_sse_marks */
+/* Programs reached by tail calls, in the order of SCAN_FUNCTIONS (ebpftool/tracers/inference.py). */
+#define SCAN_EVENTS 0
+#define SCAN_MARKS 1
+#define SCAN_HEAD 2
+#define SCAN_FINISH 3
+BPF_PROG_ARRAY(scan_prog, 4);
+
+/* A response head was written: the length of its body, if it says. Then the write's events, if asked. */
+int scan_response_head(void *ctx)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    if (!a)
+        return 0;
+    u64 k = a->key;
+    struct conn_state *c = find_conn(k);
+    if (!c)
+        return 0;
+    int complete = head_written(c, c->status, a->ptr, a->len, a->len + a->remaining, a->whole);
+    if (a->scan) {
+        c->end_after_scan = complete;
+        scan_prog.call(ctx, SCAN_EVENTS);
+    } else if (complete) {
+        /* in a program of its own: the head's loops leave many states, each of which would walk it */
+        scan_prog.call(ctx, SCAN_FINISH);
+    }
+    return 0;
+}
+
+/* The response of a->key is complete with the write just seen. */
+int finish_written_response(void *ctx)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    if (!a)
+        return 0;
+    u64 k = a->key;
+    struct conn_state *c = find_conn(k);
+    if (c)
+        finish_request(&k, c, c->resp_end);
+    return 0;
+}
 
 int scan_sse_events(void *ctx)
 {
@@ -948,7 +1174,7 @@ int scan_sse_events(void *ctx)
     u64 skip = (len - SSE_SCAN_MAX) & -tail;  /* a tail pass scans the buffer's last SSE_SCAN_MAX bytes */
     asm volatile("" : "+r"(skip));
     if (find_events(a->ptr + skip, len - skip, (c->flags / REQ_NDJSON) & 1))
-        scan_prog.call(ctx, 1);
+        scan_prog.call(ctx, SCAN_MARKS);
     return 0;
 }
 
@@ -992,7 +1218,7 @@ int scan_sse_marks(void *ctx)
     }
     if (!a->tail_pass && len > SSE_SCAN_MAX) {
         a->tail_pass = 1;
-        scan_prog.call(ctx, 0);
+        scan_prog.call(ctx, SCAN_EVENTS);
     } else if (a->iov_array != 0 && a->remaining != 0 && a->iov_next < IOV_SCAN_MAX) {
         struct user_iov iov = {};
         void *at = (void *)(a->iov_array + (u64)a->iov_next * sizeof(struct user_iov));
@@ -1005,7 +1231,7 @@ int scan_sse_marks(void *ctx)
             a->remaining -= n;
             a->iov_next++;
             a->tail_pass = 0;
-            scan_prog.call(ctx, 0);
+            scan_prog.call(ctx, SCAN_EVENTS);
         }
     }
     /* the scan of this write ends here (a tail call that was made does not return) */
@@ -1059,15 +1285,16 @@ static __always_inline void forget_conn(u64 *k);  /* per way in, below */
 
 /* A write that went out: the state machine, then the event count (tail call) if needed.
  * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended.
- * From the write's first buffer (ptr, len; 0: no user bytes) of ret bytes in all; iov_array: its
+ * From the write's first buffer (ptr, len; 0: no user bytes) of ret bytes in all (whole: all of them went
+ * out or will, not only asked to); iov_array: its
  * struct iovec array for vectored writes (else 0), in user memory or (iov_in_kernel) the kernel's copy. */
 static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 ret,
-                                          u64 iov_array, int iov_in_kernel, u64 start, u64 now)
+                                          int whole, u64 iov_array, int iov_in_kernel, u64 start, u64 now)
 {
-    int next = on_write(k, c, ptr, ptr ? len : (u32)ret, start, now, ptr != 0 && len > 0);
+    int next = on_write(k, c, ptr, ptr ? len : (u32)ret, ret, whole, start, now, ptr != 0 && len > 0);
     if (next == WRITE_UPGRADED)
         forget_conn(k);
-    if (next != WRITE_SCAN)
+    if (next != WRITE_SCAN && next != WRITE_HEAD && next != WRITE_HEAD_SCAN)
         return 0;
     u32 zero = 0;
     struct scan_args *in = scan_input.lookup(&zero);
@@ -1082,7 +1309,9 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
     in->iov_next = 1;
     in->iov_in_kernel = iov_in_kernel;
     in->tail_pass = 0;
-    scan_prog.call(ctx, 0);
+    in->scan = next != WRITE_HEAD;
+    in->whole = whole;
+    scan_prog.call(ctx, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);
     return 0;
 }
 
@@ -1093,7 +1322,7 @@ static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 
     u32 len = 0;
     u64 iov_array = 0;
     u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
-    return written_buffer(ctx, k, c, ptr, len, ret, iov_array, 0, start, now);
+    return written_buffer(ctx, k, c, ptr, len, ret, 1, iov_array, 0, start, now);  /* ret: what went out */
 }
 
 static __always_inline void count_accepted(u16 port)
@@ -1432,7 +1661,8 @@ int send_tcp_sendmsg(u64 *ctx)
     void *skb = (void *)ctx[2];
     int room = skb ? (int)ctx[3] - (int)*(u32 *)(skb + SKB_LEN_OFF) : 0;
     void *sock = (void *)ctx[0];
-    if (room <= 0 && *(int *)(sock + SK_WMEM_QUEUED_OFF) >= *(int *)(sock + SK_SNDBUF_OFF))
+    int queued = *(int *)(sock + SK_WMEM_QUEUED_OFF), limit = *(int *)(sock + SK_SNDBUF_OFF);
+    if (room <= 0 && queued >= limit)
         return 0;  /* this turn waits for space: seen when the write goes, or again when it is retried */
     u8 type = *(u8 *)(msg + MSG_ITER_TYPE_OFF);
     u64 count = *(u64 *)(msg + MSG_ITER_COUNT_OFF);
@@ -1449,7 +1679,10 @@ int send_tcp_sendmsg(u64 *ctx)
         iov_array = p;
     }
     u64 now = bpf_ktime_get_ns();  /* the write's bytes are being queued: start and end are one time */
-    return written_buffer(ctx, &sk, c, ptr, len, count, iov_array, 1, now, now);
+    /* A write the send buffer has room for goes out whole; a larger one may go out in part, its rest
+     * written again (and seen again): its length is then no count of the response's bytes. */
+    int whole = (s64)count <= (s64)limit - queued;
+    return written_buffer(ctx, &sk, c, ptr, len, count, whole, iov_array, 1, now, now);
 }
 #else
 RAW_TRACEPOINT_PROBE(sock_send_length)

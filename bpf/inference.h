@@ -101,8 +101,9 @@ struct conn_state {
     __u8 line_len;       /* bytes of line */
     __u8 seeded;         /* open before the tracer started: its first bytes may be the middle of anything */
     __u8 end_after_scan; /* the write being scanned ends the response (its last chunk): finish it after the scan */
-    __u8 pad1;
+    __u8 body_counted;   /* body_left counts the bytes still to come of a body whose length the head stated */
     __u8 line[LINE_BUF]; /* the request's first bytes (line_len of them), to classify it */
+    __u64 body_left;     /* bytes of the response's body still to come (valid with body_counted) */
 };
 
 /* Key of every metric map: one series per server cgroup (container), port,

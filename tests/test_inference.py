@@ -302,7 +302,9 @@ def test_pid_mode_and_connections_open_before_start(hooks, watch):
     """--pid or --port: a keep-alive connection opened before the tracer started is followed from its next
     request."""
     with nginx_server() as port:
-        pids = subprocess.run(["pgrep", "-f", "ebpftool-nginx-"], capture_output=True, text=True).stdout.split()
+        # this nginx's processes: those holding its listening socket (other tests' nginx may run beside it)
+        listing = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+        pids = re.findall(r"pid=(\d+)", listing)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         assert _get(conn, "/index.html") == 200  # before the tracer
         receiver = GrpcReceiver()

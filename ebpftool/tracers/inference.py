@@ -77,8 +77,9 @@ SEND_BTF_FUNCTION = "send_tcp_sendmsg"  # its program in bpf/inference.bpf.c
 # by TCP's own clock of the socket, which the read just refreshed, instead of a clock helper (RECV_HOOK_BTF).
 RECV_BTF_TRACEPOINT = "sock_recv_length"
 RECV_BTF_FUNCTION = "recv_sock_recv_length"
-# The two passes over a response write's bytes, in their order in the scan_prog array (tail calls).
-SCAN_FUNCTIONS = ("scan_sse_events", "scan_sse_marks")
+# The programs reached by tail calls from a response write, in their order in the scan_prog array: the two
+# passes over its bytes for events, the reading of a response head, and the end of a response so found.
+SCAN_FUNCTIONS = ("scan_sse_events", "scan_sse_marks", "scan_response_head", "finish_written_response")
 HOOKS = ("auto", "socket", "socket-raw", "syscall")
 
 
