@@ -23,6 +23,14 @@
 
 #define NSEC_PER_SEC 1000000000ULL
 
+/* Address families as the kernel numbers them (AF_INET, AF_INET6). */
+#define FAMILY_INET 2
+#define FAMILY_INET6 10
+
+/* Fibonacci hashing: x times 2^64 / the golden ratio, its top `bits` bits (an index into a table of
+ * 1 << bits slots); neighbouring addresses and keys land far apart. */
+#define FIBONACCI_HASH(x, bits) (((u64)(x) * 0x9E3779B97F4A7C15ULL) >> (64 - (bits)))
+
 enum ebpftool_stat {
     STAT_RINGBUF_FULL = 0,   /* an event was lost: the ring buffer was full */
     STAT_SPAN_BUDGET = 1,    /* a span was not sent: over the span budget */

@@ -59,15 +59,15 @@ SLICE_S = 0.5
 
 
 def variant_dir(name: str, into: Path) -> Path:
-    """A copy of bpf/ with the variant's patches applied to inference.bpf.c."""
+    """A copy of bpf/ with the variant's patches applied to the socket hooks (bpf/inference/hooks_socket.bpf.h)."""
     d = into / name
     shutil.copytree(ROOT / "bpf", d)
-    src = (d / "inference.bpf.c").read_text()
+    src = (d / "inference" / "hooks_socket.bpf.h").read_text()
     for old, new in PATCHES[name]:
         if src.count(old) < len(SOCKET_RAW_TRACEPOINTS):  # every patch must hit both raw socket hooks
-            raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference.bpf.c; update {__file__}")
+            raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference/hooks_socket.bpf.h; update {__file__}")
         src = src.replace(old, new)
-    (d / "inference.bpf.c").write_text(src)
+    (d / "inference" / "hooks_socket.bpf.h").write_text(src)
     return d
 
 

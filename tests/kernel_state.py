@@ -40,7 +40,7 @@ def uprobe_events() -> str:
 
 
 # --- BPF objects a process holds; the inference tracer's connection table ---------------------------
-CONN_TABLE_PROBES = 8  # bpf/inference.bpf.c CONN_PROBES: how far from its home slot a connection may lie
+CONN_TABLE_PROBES = 8  # bpf/inference/conn_table.bpf.h CONN_PROBES: how far from its home slot a connection may lie
 
 
 def bpf_ids_held_by(pid: int) -> tuple[set[int], set[int]]:
@@ -106,7 +106,7 @@ def array_total(map_id: int) -> int:
 
 
 def table_home(sk: int, slots: int) -> int:
-    """The home slot of a socket address in the socket hooks' connection table (bpf/inference.bpf.c conn_home)."""
+    """The home slot of a socket address in the socket hooks' connection table (bpf/inference/conn_table.bpf.h conn_home)."""
     return ((sk * 0x9E3779B97F4A7C15) % (1 << 64)) >> (64 - (slots.bit_length() - 1))
 
 

@@ -134,3 +134,34 @@ int main(void) { unsigned long long v[] = {%s};
     assert [int(i) for i in out.split()] == [bisect.bisect_left(bounds, v) for v in values]
     with pytest.raises(ValueError):
         bucket_macro("TOO_MANY", list(range(30)))
+
+
+def test_a_program_s_parts_are_joined_in_place_once_with_their_own_line_numbers(tmp_path, capfd):
+    """bpf/<tracer>/x.bpf.c includes its parts (`#include "part.bpf.h"`): the loader joins them into one text
+    (BCC rewrites map calls only there), each once, and the compiler's message names the part and its line."""
+    (tmp_path / "layout.h").write_text("struct point { int x; };\n")
+    (tmp_path / "maps.bpf.h").write_text("BPF_ARRAY(counts, u64, 1);\n")
+    (tmp_path / "count.bpf.h").write_text('#include "maps.bpf.h"\n'
+                                          "static __always_inline void count(void)\n"
+                                          "{\n"
+                                          "    u32 zero = 0;\n"
+                                          "    u64 *n = counts.lookup(&zero);\n"
+                                          "    if (n)\n"
+                                          "        __sync_fetch_and_add(n, 1);\n"
+                                          "}\n")
+    main = tmp_path / "main.bpf.c"
+    main.write_text('#include "layout.h"\n#include "maps.bpf.h"\n#include "count.bpf.h"\n'
+                    "int run(void *ctx) { count(); return 0; }\n")
+    text = BpfProgram(str(main)).text()
+    assert text.count("BPF_ARRAY(counts") == 1 and '#include "layout.h"' in text
+    assert '#line 1 "count.bpf.h"' in text and '#line 4 "main.bpf.c"' in text
+    prog = BpfProgram(str(main)).load()   # map calls of a part were rewritten: it compiles and loads
+    prog.bpf.load_func("run", prog.bpf.RAW_TRACEPOINT)
+    prog.close()
+
+    (tmp_path / "count.bpf.h").write_text("static int broken(void)\n{\n    return nothing_here;\n}\n")
+    from ebpftool.errors import EbpftoolError
+    capfd.readouterr()
+    with pytest.raises(EbpftoolError):
+        BpfProgram(str(main)).load()
+    assert "count.bpf.h:3:12: error: use of undeclared identifier" in capfd.readouterr().err  # clang, via BCC

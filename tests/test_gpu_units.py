@@ -98,7 +98,7 @@ def test_process_tree_holds_children():
 
 
 def test_probe_list_compiles_the_table_with_header_constants():
-    _, h = load_header("gpu.h")
+    _, h = load_header("gpu/gpu.h")
     text = probe_list()
     assert text.count("TRACE(") == len(FUNCTIONS)
     memcpy = BY_SYMBOL["cudaMemcpyAsync"]

@@ -23,14 +23,14 @@ from tests.servers.nginx import free_port
 
 pytestmark = pytest.mark.timeout(180)
 
-_, H = load_header("inference.h")
+_, H = load_header("inference/inference.h")
 SSE_SCAN_MAX = H["SSE_SCAN_MAX"]
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
 REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
            b"Content-Length: 2\r\n\r\n{}")
 
 
-RARE_WORDS = 8  # bpf/inference.bpf.c: words of one buffer looked at closer for marks
+RARE_WORDS = 8  # bpf/inference/maps.bpf.h RARE_WORDS: words of one buffer looked at closer for marks
 # What find_marks() compares, each ending at the byte pair its word was noted for (usage-only, empty-text,
 # finish-only, done, special and role-only chunks): the bytes before the pair are compared as they are.
 MARKS = (b'oices":[]', b'oices": []', b'ontent":""', b'ntent": ""', b'"text":""', b'"text": ""', b'sponse":""',
@@ -44,7 +44,7 @@ def _triggers(data: bytes, i: int) -> bool:
 
 
 def reference_tokens(write: bytes) -> int:
-    """The rule the kernel applies to one write (bpf/inference.bpf.c, find_events / find_marks): in its first
+    """The rule the kernel applies to one write (bpf/inference/sse.bpf.h, find_events / find_marks): in its first
     SSE_SCAN_MAX bytes, events are `data:` at the write's start or after a '\\n', not followed by `[` or ` [`
     ([DONE]), whose ':' lies in those bytes; an event is a token unless a mark (a usage-only, role-only,
     finish-only or empty chunk) lies wholly in those bytes before the next event, in one of the first

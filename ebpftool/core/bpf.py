@@ -1,9 +1,10 @@
 """Loading ebpftool's C programs from bpf/ with BCC, and reading what they share.
 
 Every program gets bpf/common.bpf.h in front of its text (BCC only rewrites map
-calls in the main text), compile-time parameters as #defines (so filters are
-compiled into the program and the kernel drops unwatched events), and the
-tracer's own header through -I bpf/.
+calls in the main text), its parts (`#include "x.bpf.h"` of its own folder)
+joined in place with #line markers, compile-time parameters as #defines (so
+filters are compiled into the program and the kernel drops unwatched events),
+and the tracer's own layout header through -I.
 """
 from __future__ import annotations
 
@@ -212,6 +213,30 @@ def merge_hist(per_cpu: Iterable[HistValue], nbuckets: int) -> tuple[int, int, i
     return count, total, lo or 0, hi, buckets
 
 
+# A part of a program: a file of the program's folder named *.bpf.h, included with quotes. Its text is
+# joined in place (BCC rewrites map calls in its main text only); other headers stay real #includes.
+PART_INCLUDE = re.compile(r'#include "([A-Za-z0-9_.-]+\.bpf\.h)"')
+
+
+def joined_parts(path: Path, seen: set[Path] | None = None) -> str:
+    """The text of a program (or part) at path with each part it includes joined in place, once, and
+    #line markers so that the compiler's messages name each part's own file and line."""
+    seen = set() if seen is None else seen
+    seen.add(path)
+    name = path.relative_to(BPF_DIR) if path.is_relative_to(BPF_DIR) else path.name
+    out = [f'#line 1 "{name}"']
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        match = PART_INCLUDE.fullmatch(line.strip())
+        part = path.parent / match.group(1) if match else None
+        if part is None or not part.is_file():
+            out.append(line)
+            continue
+        if part not in seen:
+            out.append(joined_parts(part, seen))
+        out.append(f'#line {number + 1} "{name}"')
+    return "\n".join(out)
+
+
 class BpfProgram:
     """One BCC module built from bpf/<source>, with its probes and ring buffers."""
 
@@ -238,12 +263,12 @@ class BpfProgram:
     def text(self) -> str:
         path = self.path
         try:
-            body = path.read_text()
+            body = joined_parts(path)
             common = (BPF_DIR / COMMON_HEADER).read_text()
         except OSError as exc:
             raise EbpftoolError(f"cannot read the BPF program {path}: {exc.strerror}") from exc
         lines = [f"#define {k} {v}" for k, v in self.defines.items()]
-        return "\n".join([*lines, *self.macros, common, f'#line 1 "{path.name}"', body])
+        return "\n".join([*lines, *self.macros, common, body])
 
     def load(self) -> "BpfProgram":
         bcc = import_bcc()

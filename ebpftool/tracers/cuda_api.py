@@ -1,9 +1,9 @@
 """The CUDA functions `ebpftool gpu` traces, and what their arguments mean.
 
-One table drives both sides: bpf/gpu.bpf.c gets it as the GPU_FUNCTIONS list
+One table drives both sides: bpf/gpu/gpu.bpf.c gets it as the GPU_FUNCTIONS list
 (one uprobe/uretprobe pair per entry, the entry's id compiled in), and user
 space uses it to name what the kernel maps count. Argument kinds, copy
-directions and memory types are the constants of bpf/gpu.h.
+directions and memory types are the constants of bpf/gpu/gpu.h.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Sequence
 
 from ebpftool.core.cstruct import load_header
 
-_, H = load_header("gpu.h")
+_, H = load_header("gpu/gpu.h")
 
 RUNTIME = "cudart"  # libcudart.so*: the CUDA runtime API
 DRIVER = "cuda"     # libcuda.so*: the driver API (the runtime calls it)
 
-# cudaMemcpyKind + 1 (bpf/gpu.h DIR_*), as the exported attribute values.
+# cudaMemcpyKind + 1 (bpf/gpu/gpu.h DIR_*), as the exported attribute values.
 DIRECTIONS = {
     H["DIR_HOST_TO_HOST"]: "host_to_host",
     H["DIR_HOST_TO_DEVICE"]: "host_to_device",
@@ -33,7 +33,7 @@ MEMORY_TYPES = {H["MEM_DEVICE"]: "device", H["MEM_HOST"]: "host_pinned", H["MEM_
 class CudaFunction:
     symbol: str
     library: str                 # RUNTIME or DRIVER
-    kind: int                    # ARG_* of bpf/gpu.h: which arguments are read
+    kind: int                    # ARG_* of bpf/gpu/gpu.h: which arguments are read
     blocking: bool = False       # the host thread waits for the device: a span above --span-threshold
     direction: int = 0           # DIR_* for copies whose direction the function fixes
     memory: int = 0              # MEM_* an allocation hands out
@@ -135,6 +135,6 @@ def probe_list(functions: Sequence[CudaFunction] = FUNCTIONS) -> str:
 
 
 def probe_names(fn: CudaFunction) -> tuple[str, str]:
-    """(uprobe, uretprobe) program names in bpf/gpu.bpf.c."""
+    """(uprobe, uretprobe) program names in bpf/gpu/gpu.bpf.c."""
     i = function_id(fn)
     return f"enter_{i}", f"leave_{i}"

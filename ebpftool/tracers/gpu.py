@@ -1,6 +1,6 @@
 """`ebpftool gpu`: CUDA runtime/driver calls through uprobes, NVIDIA device ioctls through tracepoints.
 
-Everything countable is counted in the kernel (bpf/gpu.bpf.c): calls and their
+Everything countable is counted in the kernel (bpf/gpu/gpu.bpf.c): calls and their
 duration histogram per (process, function, return code, nesting, direction),
 bytes copied, kernel launches, live allocations and outstanding bytes, ioctl
 latency per device and request. User space reads the maps once per interval,
@@ -33,7 +33,7 @@ from ebpftool.tracers.cuda_libs import (
     pids, process_tree, read_elf,
 )
 
-STRUCTS, H = load_header("gpu.h")
+STRUCTS, H = load_header("gpu/gpu.h")
 DEFAULT_SPAN_THRESHOLD_S = 0.001
 DEFAULT_IOCTL_PREFIX = "/dev/nvidia"
 MAX_PREFIX_LEN = H["IOCTL_PATH_MAX"] - H["IOCTL_DEVICE_LEN"]
@@ -162,7 +162,7 @@ class GpuTracer(Tracer):
             "RINGBUF_PAGES": o.ringbuf_pages,
             **o.budget_defines(),
         }
-        self.prog = BpfProgram("gpu.bpf.c", defines,
+        self.prog = BpfProgram("gpu/gpu.bpf.c", defines,
                                macros=[bucket_macro("GPU_CALL_BUCKET", seconds_to_ns(BOUNDS))]).load()
         self.programs.append(self.prog)
         self.prog.probes.extend(f"tracepoint:{tp}" for tp in TRACEPOINTS)

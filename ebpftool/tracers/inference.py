@@ -1,6 +1,6 @@
 """`ebpftool inference`: HTTP/1.x requests an inference server answers, from socket or syscall tracepoints.
 
-The kernel (bpf/inference.bpf.c) follows each watched connection: request
+The kernel (bpf/inference/) follows each watched connection: request
 start, response start and end, status, method, generative-AI operation and
 `data:` events, and puts every finished request into histogram maps, so the
 metrics are exact at any request rate. Requests within the span budget also
@@ -41,7 +41,7 @@ from ebpftool.export.model import MetricPoint, SpanEvent, SpanKind, SpanRecord, 
 from ebpftool.export.pipeline import Telemetry
 from ebpftool.tracers import http_parse
 
-STRUCTS, H = load_header("inference.h")
+STRUCTS, H = load_header("inference/inference.h")
 DEFAULT_CAPTURE_BYTES = 512
 DEFAULT_MAX_CONNECTIONS = 65536
 MAX_CONNECTIONS_RANGE = (64, 262144)  # the socket hooks' table is preallocated: ~150 bytes a connection
@@ -65,14 +65,14 @@ SOCKET_RAW_TRACEPOINTS = ("sock_recv_length", "sock_send_length")
 SOCKET_TRACEPOINTS = ("sock:sock_recv_length", "sock:sock_send_length", "sock:inet_sock_set_state")
 SEED_TRACEPOINT = "tcp:tcp_rcv_space_adjust"
 # Where the kernel has it (Linux 6.7+), a request begins when its first byte arrives, not when the server
-# reads it: the socket hooks watch TCP signal queued bytes (ARRIVAL_HOOK in bpf/inference.bpf.c).
+# reads it: the socket hooks watch TCP signal queued bytes (ARRIVAL_HOOK in bpf/inference/hooks_socket.bpf.h).
 ARRIVAL_TRACEPOINT = "sock:sk_data_ready"
 ARRIVAL_RAW_TRACEPOINT = "sk_data_ready"  # its program: raw_tracepoint__sk_data_ready
 ARRIVAL_BTF_FUNCTION = "arrival_sk_data_ready"  # or, with the BTF read hook, this tp_btf program
 # The socket hooks' send side where the kernel allows BTF raw tracepoints: the write's buffer from its typed
-# struct msghdr, with no register look-up or user-memory read of the iovec (bpf/inference.bpf.c, SEND_HOOK_BTF).
+# struct msghdr, with no register look-up or user-memory read of the iovec (bpf/inference/hooks_socket.bpf.h, SEND_HOOK_BTF).
 SEND_BTF_TRACEPOINT = "tcp_sendmsg_locked"
-SEND_BTF_FUNCTION = "send_tcp_sendmsg"  # its program in bpf/inference.bpf.c
+SEND_BTF_FUNCTION = "send_tcp_sendmsg"  # its program in bpf/inference/hooks_socket.bpf.h
 # The read side there too where the kernel also has the bpf_rdonly_cast kfunc (Linux 6.2+): a read is timed
 # by TCP's own clock of the socket, which the read just refreshed, instead of a clock helper (RECV_HOOK_BTF).
 RECV_BTF_TRACEPOINT = "sock_recv_length"
@@ -374,7 +374,7 @@ class InferenceTracer(Tracer):
             bucket_macro("TTFT_BUCKET", seconds_to_ns(sc.GEN_AI_TTFT_BUCKETS)),
             bucket_macro("TPOT_BUCKET", seconds_to_ns(sc.GEN_AI_TPOT_BUCKETS)),
         ]
-        prog = BpfProgram("inference.bpf.c", defines, macros).load()
+        prog = BpfProgram("inference/inference.bpf.c", defines, macros).load()
         bpf = prog.bpf
         try:
             for slot, function in enumerate(SCAN_FUNCTIONS):
@@ -398,7 +398,7 @@ class InferenceTracer(Tracer):
             prog.close()
             if isinstance(exc, EbpftoolError):
                 raise
-            raise EbpftoolError(f"the kernel refused the SSE event counter of inference.bpf.c: {exc}") from exc
+            raise EbpftoolError(f"the kernel refused the SSE event counter of bpf/inference: {exc}") from exc
         self.prog = prog
         self.programs.append(prog)
         self.hooks = "socket" if socket_hooks else "syscall"

@@ -1,6 +1,6 @@
 """`ebpftool net`: bytes per zone pair and per process, cross-zone cost, retransmits and RTT.
 
-The kernel (bpf/net.bpf.c) sums bytes per TCP socket and folds closed sockets
+The kernel (bpf/net/net.bpf.c) sums bytes per TCP socket and folds closed sockets
 into a per-(process, address pair) map; once per interval this tracer reads
 those maps (cost: one read per open socket and per closed address pair, never
 per byte or per packet), maps addresses to zones (ebpftool/tracers/zones.py)
@@ -36,7 +36,7 @@ from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter, hi
 from ebpftool.export.pipeline import Telemetry
 from ebpftool.tracers.zones import LOCAL_ZONE, IPAddress, Zone, ZoneMap, cost_usd, is_inter_zone, to_address
 
-STRUCTS, DEFINES = load_header("net.h")
+STRUCTS, DEFINES = load_header("net/net.h")
 Flow = STRUCTS["flow"]
 AggKey = STRUCTS["agg_key"]
 AggValue = STRUCTS["agg_value"]
@@ -226,7 +226,7 @@ class NetOptions(TracerOptions):
 
 
 def net_program(options: NetOptions, present: dict[str, bool], io_defines: dict[str, int]) -> BpfProgram:
-    """bpf/net.bpf.c with its compile-time parameters (not loaded yet). present: which of
+    """bpf/net/net.bpf.c with its compile-time parameters (not loaded yet). present: which of
     OPTIONAL_TRACEPOINTS the kernel has; io_defines: NET_RAW_IO / NET_KPROBE_IO and the BTF offsets."""
     defines = {
         "NET_UDP_DEST": UDP_DEST_FROM_SYSCALL if io_defines.get("NET_RAW_IO") or io_defines.get("NET_KPROBE_IO") else 0,
@@ -239,7 +239,7 @@ def net_program(options: NetOptions, present: dict[str, bool], io_defines: dict[
                                       and BpfProgram.tracepoint_has_field("tcp:tcp_retransmit_skb", "err")),
         **options.budget_defines(),
     }
-    return BpfProgram("net.bpf.c", defines, macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
+    return BpfProgram("net/net.bpf.c", defines, macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
 
 
 @dataclass

@@ -1,4 +1,4 @@
-/* Layouts shared by bpf/inference.bpf.c and ebpftool/tracers/inference.py
+/* Layouts shared by bpf/inference/ (inference.bpf.c and its parts) and ebpftool/tracers/inference.py
  * (parsed by ebpftool.core.cstruct): connection state, metric keys and the
  * ring-buffer records. */
 
@@ -109,7 +109,7 @@ struct conn_state {
 /* Key of every metric map: one series per server cgroup (container), port,
  * method, status and operation. Servers in different Pods often listen on the
  * same port, each in its own network namespace. Also the key of a slot of the
- * series table (http_hist's series, bpf/inference.bpf.c), where `slot` says
+ * series table (http_hist's series, bpf/inference/requests.bpf.h), where `slot` says
  * whether it holds the key (0 in the hash maps' keys). */
 #define SERIES_FREE 0
 #define SERIES_USED 1      /* the slot holds this key */

@@ -1,4 +1,4 @@
-/* Layouts shared by bpf/gpu.bpf.c and ebpftool/tracers/gpu.py (parsed by
+/* Layouts shared by bpf/gpu/gpu.bpf.c and ebpftool/tracers/gpu.py (parsed by
  * ebpftool.core.cstruct): map keys, map values and ring-buffer events.
  * The table of traced functions lives in ebpftool/tracers/cuda_api.py; it is
  * compiled in as the GPU_FUNCTIONS list of TRACE(...) entries. */

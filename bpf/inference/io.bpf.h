@@ -1,0 +1,86 @@
+/* What both ways in share: where a read's or write's bytes are, and a write handed to the state machine
+ * (then to the tail-called programs). */
+
+/* How the buffer of a read or write syscall is found at its exit. */
+#define BUF_PLAIN 0   /* read/write/recvfrom/sendto: a pointer */
+#define BUF_IOV 1     /* readv/writev: the first struct iovec */
+#define BUF_MSG 2     /* recvmsg/sendmsg: the first iovec of a struct user_msghdr */
+#define BUF_NONE 3    /* sendfile: no user bytes */
+
+/* The user buffer holding the first bytes moved; for vectored calls, *iov_array
+ * is the struct iovec array (else 0). */
+static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len, u64 *iov_array)
+{
+    *len = ret;
+    *iov_array = 0;
+    if (how == BUF_PLAIN)
+        return ptr;
+    if (how == BUF_NONE)
+        return 0;
+    u64 iov_ptr = ptr;
+    if (how == BUF_MSG) {
+        /* struct user_msghdr: msg_name, msg_namelen (+pad), msg_iov */
+        if (bpf_probe_read_user(&iov_ptr, sizeof(iov_ptr), (void *)(ptr + 16)) != 0)
+            return 0;
+    }
+    *iov_array = iov_ptr;
+    struct user_iov iov = {};
+    if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iov_ptr) != 0)
+        return 0;
+    if (iov.len < *len)
+        *len = iov.len;
+    return iov.base;
+}
+
+static __always_inline void forget_conn(u64 *k);  /* per way in, below */
+
+/* A write that went out: the state machine, then the event count (tail call) if needed.
+ * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended.
+ * From the write's first buffer (ptr, len; 0: no user bytes) of ret bytes in all (whole: all of them went
+ * out or will, not only asked to); iov_array: its
+ * struct iovec array for vectored writes (else 0), in user memory or (iov_in_kernel) the kernel's copy. */
+static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 ret,
+                                          int whole, u64 iov_array, int iov_in_kernel, u64 start, u64 now)
+{
+    int next = on_write(k, c, ptr, ptr ? len : (u32)ret, ret, whole, start, now, ptr != 0 && len > 0);
+    if (next == WRITE_UPGRADED)
+        forget_conn(k);
+    if (next != WRITE_SCAN && next != WRITE_HEAD && next != WRITE_HEAD_SCAN)
+        return 0;
+    u32 zero = 0;
+    struct scan_args *in = scan_input.lookup(&zero);
+    if (!in)
+        return 0;
+    in->key = *k;
+    in->ptr = ptr;
+    in->start = start;
+    in->iov_array = iov_array;
+    in->remaining = ret > len ? ret - len : 0;
+    in->len = len;
+    in->iov_next = 1;
+    in->iov_in_kernel = iov_in_kernel;
+    in->tail_pass = 0;
+    in->scan = next != WRITE_HEAD;
+    in->whole = whole;
+    scan_prog.call(ctx, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);
+    return 0;
+}
+
+/* The same, from the syscall's buffer argument (how, arg: see first_buffer()). */
+static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 how, u64 arg, long ret,
+                                   u64 start, u64 now)
+{
+    u32 len = 0;
+    u64 iov_array = 0;
+    u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
+    return written_buffer(ctx, k, c, ptr, len, ret, 1, iov_array, 0, start, now);  /* ret: what went out */
+}
+
+static __always_inline void count_accepted(u16 port)
+{
+    stat_add(STAT_INF_ACCEPTED, 1);
+    u64 zero64 = 0;
+    u64 *n = accepted.lookup_or_try_init(&port, &zero64);
+    if (n)
+        *n += 1;
+}

@@ -1,0 +1,163 @@
+/* Programs reached by tail calls from a response write (event scans, the head's length, the end found),
+ * and the idle flush user space runs. Each is its own program so the verifier walks its loops once. */
+
+/* Token counting runs in its own program, reached by a tail call from the
+ * write exits that need it: its long loop is verified once, not once per
+ * path through the write handling. It scans one buffer of the write per run
+ * and tail-calls itself for the next: the last SSE_SCAN_MAX bytes of a longer
+ * buffer (where a JSON answer states its usage), then the write's next iovec
+ * (a server may write the head, a chunk-size line and the events as separate
+ * buffers of one writev). */
+struct scan_args {
+    u64 key;
+    u64 ptr;        /* the buffer scanned in this run */
+    u64 start;      /* when the write began */
+    u64 iov_array;  /* the write's struct iovec array (0: not vectored) */
+    u64 remaining;  /* bytes of the write after this buffer */
+    u32 len;        /* bytes of this buffer */
+    u8 iov_next;    /* index of the iovec after this buffer */
+    u8 iov_in_kernel;  /* iov_array is the kernel's copy (BTF send hook), not user memory */
+    u8 tail_pass;   /* this run looks at the buffer's last bytes, for the usage only */
+    u8 scan;        /* (head) search the write for events after the head */
+    u8 whole;       /* all the write's bytes went out (or will), not only asked to */
+    u8 pad[7];
+};
+BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
+/* Programs reached by tail calls, in the order of SCAN_FUNCTIONS (ebpftool/tracers/inference.py). */
+#define SCAN_EVENTS 0
+#define SCAN_MARKS 1
+#define SCAN_HEAD 2
+#define SCAN_FINISH 3
+BPF_PROG_ARRAY(scan_prog, 4);
+
+/* A response head was written: the length of its body, if it says. Then the write's events, if asked. */
+int scan_response_head(void *ctx)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    if (!a)
+        return 0;
+    u64 k = a->key;
+    struct conn_state *c = find_conn(k);
+    if (!c)
+        return 0;
+    int complete = head_written(c, c->status, a->ptr, a->len, a->len + a->remaining, a->whole);
+    if (a->scan) {
+        c->end_after_scan = complete;
+        scan_prog.call(ctx, SCAN_EVENTS);
+    } else if (complete) {
+        /* in a program of its own: the head's loops leave many states, each of which would walk it */
+        scan_prog.call(ctx, SCAN_FINISH);
+    }
+    return 0;
+}
+
+/* The response of a->key is complete with the write just seen. */
+int finish_written_response(void *ctx)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    if (!a)
+        return 0;
+    u64 k = a->key;
+    struct conn_state *c = find_conn(k);
+    if (c)
+        finish_request(&k, c, c->resp_end);
+    return 0;
+}
+
+int scan_sse_events(void *ctx)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    if (!a)
+        return 0;
+    struct conn_state *c = find_conn(a->key);
+    if (!c)
+        return 0;
+    u32 len = a->len;
+    u64 tail = a->tail_pass & (len > SSE_SCAN_MAX);
+    u64 skip = (len - SSE_SCAN_MAX) & -tail;  /* a tail pass scans the buffer's last SSE_SCAN_MAX bytes */
+    asm volatile("" : "+r"(skip));
+    if (find_events(a->ptr + skip, len - skip, (c->flags / REQ_NDJSON) & 1))
+        scan_prog.call(ctx, SCAN_MARKS);
+    return 0;
+}
+
+int scan_sse_marks(void *ctx)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    struct scratch *s = scratch_buf.lookup(&zero);
+    if (!a || !s)
+        return 0;
+    u64 k = a->key;
+    struct conn_state *c = find_conn(k);
+    if (!c)
+        return 0;
+    u32 tokens = 0, usage = 0, has_usage = 0;
+    find_marks(s, &tokens, &usage, &has_usage);
+    u32 events = s->events;
+    u32 len = a->len;
+    if (!a->tail_pass) {
+        if (tokens || (events && !(c->flags & REQ_NDJSON))) {
+            if (!(c->flags & REQ_SSE)) {
+                c->flags |= REQ_SSE;
+                if (c->op == OP_NONE)
+                    c->op = OP_STREAM;
+            }
+        }
+        if (tokens) {
+            if (c->first_token == 0)
+                c->first_token = a->start;
+            c->last_token = a->start;
+            c->tokens += tokens;
+        }
+        /* The last buffer with events (or of a plain answer) is kept for its usage and model; [DONE]
+         * and the chunked-encoding trailer after it are not. */
+        if ((c->flags & REQ_SAMPLED) && (events || !(c->flags & REQ_SSE)))
+            remember_last_write(&k, c, a->ptr, len);
+    }
+    if (has_usage) {
+        c->usage_tokens = usage;
+        c->flags |= REQ_USAGE;
+    }
+    if (!a->tail_pass && len > SSE_SCAN_MAX) {
+        a->tail_pass = 1;
+        scan_prog.call(ctx, SCAN_EVENTS);
+    } else if (a->iov_array != 0 && a->remaining != 0 && a->iov_next < IOV_SCAN_MAX) {
+        struct user_iov iov = {};
+        void *at = (void *)(a->iov_array + (u64)a->iov_next * sizeof(struct user_iov));
+        long err = a->iov_in_kernel ? bpf_probe_read_kernel(&iov, sizeof(iov), at)
+                                    : bpf_probe_read_user(&iov, sizeof(iov), at);
+        u64 n = iov.len < a->remaining ? iov.len : a->remaining;
+        if (err == 0 && n > 0) {
+            a->ptr = iov.base;
+            a->len = n;
+            a->remaining -= n;
+            a->iov_next++;
+            a->tail_pass = 0;
+            scan_prog.call(ctx, SCAN_EVENTS);
+        }
+    }
+    /* the scan of this write ends here (a tail call that was made does not return) */
+    if (c->end_after_scan) {
+        c->end_after_scan = 0;
+        finish_request(&k, c, c->resp_end);
+    }
+    return 0;
+}
+
+/* Run by user space (BPF_PROG_TEST_RUN) for a connection whose response went
+ * quiet (args: key, the resp_end user space saw): a server that neither reads
+ * again nor closes after a Content-Length answer would otherwise hold its last
+ * request until the connection's next request. Only if nothing moved since. */
+int flush_idle_request(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 k = ctx->args[0];
+    struct conn_state *c = find_conn(k);
+    if (!c || c->req_start == 0 || c->resp_start == 0 || c->resp_end != ctx->args[1])
+        return 0;
+    finish_request(&k, c, bpf_ktime_get_ns());
+    return 1;
+}

@@ -1,0 +1,175 @@
+/* Tokens of a streamed answer: Server-Sent Events and newline-delimited JSON in a response's bytes. */
+
+/* The number (decimal, at most 10 digits, after an optional space) at data[at], if it ends inside the
+ * buffer (before end); *found says whether there was one. */
+static __always_inline u32 stated_number(struct scratch *s, u64 at, u64 end, u32 *found)
+{
+    *found = 0;
+    if (at == 0 || at > SCAN_LEAD + SSE_SCAN_MAX)
+        return 0;
+    if (s->data[at] == ' ')
+        at++;
+    u64 v = 0;
+    u32 digits = 0;
+#pragma unroll
+    for (int i = 0; i < 10; i++) {
+        u8 ch = s->data[at + i];
+        if (ch < '0' || ch > '9')
+            break;
+        v = v * 10 + (ch - '0');
+        digits++;
+    }
+    if (digits == 0 || at + digits >= end)
+        return 0;  /* no number, or one the buffer may have cut */
+    *found = 1;
+    return v > 0xffffffffULL ? 0xffffffffU : (u32)v;
+}
+
+/* Response bytes are scanned in two passes, each its own program (reached by tail calls) so that the
+ * verifier walks each loop once:
+ *  1. find_events() reads the buffer's first SSE_SCAN_MAX bytes into the scratch map and finds the
+ *     events: `data:` lines (at the buffer's start or after a '\n') other than `data: [DONE]`, and with
+ *     ndjson JSON objects at a line start (Ollama's API). It notes the words that may hold a mark or a
+ *     count (rare in token events).
+ *  2. find_marks() looks closer at those words. An event is a token unless it shows a mark of a chunk
+ *     that carries no output text: `"content":""`, `"text":""`, `"response":""` (the role-only first
+ *     chunk of OpenAI-style streams; Ollama's final object), `"delta":{}` (a finish-only chunk),
+ *     `"choices":[]` (a usage-only chunk), `"special":true` (TGI's special tokens), `"done":true`
+ *     (Ollama's final object). A mark belongs to the last event begun before its word: an event's first
+ *     mark lies at least 9 bytes after its line start, so never in the word of its line start. The
+ *     output-token count is the last `"completion_tokens":N` (OpenAI usage), `"output_tokens":N`,
+ *     `"generated_tokens":N` (TGI) or `"eval_count":N` (Ollama) seen.
+ * The passes go 8 bytes at a time and look closer only at words holding a byte that may begin
+ * something; the checks at a word's 8 offsets are branch-free: every jump in a long loop is a state
+ * the verifier must keep. */
+static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
+{
+    u32 zero = 0;
+    struct scratch *s = scratch_buf.lookup(&zero);
+    if (!s)
+        return 0;
+    u64 n = bounded(len, SSE_SCAN_MAX);
+    s->events = 0;
+    s->rare = 0;
+    s->end = SCAN_LEAD;
+    *(u64 *)&s->data[0] = 0;
+    *(u64 *)&s->data[8] = (u64)'\n' << 56;  /* data[SCAN_LEAD - 1] */
+    if (bpf_probe_read_user(&s->data[SCAN_LEAD], n, (void *)ptr) != 0)
+        return 0;
+    *(u64 *)&s->data[SCAN_LEAD + n] = 0;  /* bytes past the buffer read as 0, not as an earlier write's */
+    *(u64 *)&s->data[SCAN_LEAD + n + 8] = 0;
+    u64 end = SCAN_LEAD + n;  /* one past the buffer's last byte */
+    s->end = end;
+    u64 events = 0;
+#pragma clang loop unroll(disable)
+    for (u32 word = 1; word < (SCAN_LEAD + SSE_SCAN_MAX) / 8; word++) {
+        if (word * 8 >= end)
+            break;
+        u64 w = *(u64 *)&s->data[word * 8];
+        u64 next = *(u64 *)&s->data[word * 8 + 1];  /* each byte's successor */
+        u64 prev = *(u64 *)&s->data[word * 8 - 1];  /* each byte's predecessor */
+        /* a mark (`[]`, `""`, `{}`, `:t`, `t"}`) or a count (`_t`, `_c`) may begin here */
+        if ((ZERO_BYTES(w ^ EVERY_BYTE('[')) & ZERO_BYTES(next ^ EVERY_BYTE(']'))) |
+            (ZERO_BYTES(prev ^ EVERY_BYTE('t')) & ZERO_BYTES(w ^ EVERY_BYTE('"')) & ZERO_BYTES(next ^ EVERY_BYTE('}'))) |
+            (ZERO_BYTES(w ^ EVERY_BYTE('"')) & ZERO_BYTES(next ^ EVERY_BYTE('"'))) |
+            (ZERO_BYTES(w ^ EVERY_BYTE('{')) & ZERO_BYTES(next ^ EVERY_BYTE('}'))) |
+            (ZERO_BYTES(w ^ EVERY_BYTE(':')) & ZERO_BYTES(next ^ EVERY_BYTE('t'))) |
+            (ZERO_BYTES(w ^ EVERY_BYTE('_')) & (ZERO_BYTES(next ^ EVERY_BYTE('t')) | ZERO_BYTES(next ^ EVERY_BYTE('c'))))) {
+            /* the count lives in the map, not a register: an index the verifier would have to follow */
+            u32 i = s->rare;
+            if (i < RARE_WORDS) {
+                s->rare_word[i & (RARE_WORDS - 1)] = word;
+                s->rare_events[i & (RARE_WORDS - 1)] = events;
+            }
+            s->rare = i + 1;
+        }
+        if (ZERO_BYTES(w ^ EVERY_BYTE('\n'))) {
+#pragma unroll
+            for (u32 b = 0; b < 8; b++) {
+                /* '\n' 'd' 'a' 't' 'a' ':' at p (its ':' inside the buffer), not [DONE]; or '\n' '{' */
+                u32 p = word * 8 + b;
+                u64 x = *(u64 *)&s->data[p];
+                u64 is_data = is_zero((x ^ W6('\n', 'd', 'a', 't', 'a', ':')) & 0xffffffffffffULL);
+                u64 c6 = (x >> 48) & 0xff, c7 = x >> 56;
+                u64 is_done = is_zero(c6 ^ '[') | (is_zero(c6 ^ ' ') & is_zero(c7 ^ '['));
+                u64 room = end - (p + 6);  /* negative when the ':' would be past the buffer */
+                asm volatile("" : "+r"(room));
+                u64 object_room = end - (p + 2);
+                asm volatile("" : "+r"(object_room));
+                u64 is_object = ndjson & is_zero((x & 0xffff) ^ W2('\n', '{')) & ((object_room >> 63) ^ 1);
+                events += (is_data & (is_done ^ 1) & ((room >> 63) ^ 1)) | is_object;
+            }
+        }
+    }
+    s->events = events;
+    return 1;
+}
+
+/* The second pass (see find_events()): *tokens, and the stated output-token count if any. */
+static __always_inline void find_marks(struct scratch *s, u32 *tokens, u32 *usage, u32 *has_usage)
+{
+    u64 end = s->end, events = s->events;
+    u32 rare = s->rare;
+    u64 marked = 0;     /* bit i: event i showed a mark (the first 64 events) */
+    s->usage_at = 0;
+#pragma clang loop unroll(disable)
+    for (u32 k = 0; k < RARE_WORDS; k++) {
+        if (k >= rare)
+            break;
+        u64 word = s->rare_word[k];
+        u64 owner = s->rare_events[k];  /* its marks belong to event owner - 1 */
+        asm volatile("" : "+r"(word));
+        if (word < 1 || word >= (SCAN_LEAD + SSE_SCAN_MAX) / 8)
+            continue;
+        u64 mark = 0, usage_at = 0, usage_seen = 0;
+#pragma clang loop unroll(disable)
+        for (u64 b = 0; b < 8; b++) {
+            u64 p = word * 8 + b;
+            u64 x = *(u64 *)&s->data[p];
+            u64 at8 = *(u64 *)&s->data[p - 8], at7 = *(u64 *)&s->data[p - 7], at6 = *(u64 *)&s->data[p - 6];
+            u64 after = *(u64 *)&s->data[p + 1];
+            u64 c0 = x & 0xff, c1 = (x >> 8) & 0xff, pair = x & 0xffff;
+            u64 empty_choices = (is_zero(at7 ^ W8('o', 'i', 'c', 'e', 's', '"', ':', '[')) |
+                                 (is_zero(at8 ^ W8('o', 'i', 'c', 'e', 's', '"', ':', ' ')) & is_zero(c0 ^ '['))) &
+                                is_zero(c1 ^ ']');
+            u64 empty_text = (is_zero(at8 ^ W8('o', 'n', 't', 'e', 'n', 't', '"', ':')) |
+                              is_zero(at8 ^ W8('n', 't', 'e', 'n', 't', '"', ':', ' ')) |
+                              is_zero((at8 >> 8) ^ W7('"', 't', 'e', 'x', 't', '"', ':')) |
+                              is_zero(at8 ^ W8('"', 't', 'e', 'x', 't', '"', ':', ' ')) |
+                              is_zero(at8 ^ W8('s', 'p', 'o', 'n', 's', 'e', '"', ':')) |
+                              is_zero(at8 ^ W8('o', 'u', 't', 'p', 'u', 't', '"', ':'))) &
+                             is_zero(pair ^ W2('"', '"'));
+            /* `"assistant"}` with its closing quote at p: a delta with a role and no content */
+            u64 role_only = is_zero(at8 ^ W8('s', 's', 'i', 's', 't', 'a', 'n', 't')) & is_zero(pair ^ W2('"', '}'));
+            u64 empty_delta = (is_zero(at8 ^ W8('"', 'd', 'e', 'l', 't', 'a', '"', ':')) |
+                               is_zero(at8 ^ W8('d', 'e', 'l', 't', 'a', '"', ':', ' '))) &
+                              is_zero(pair ^ W2('{', '}'));
+            u64 flagged = is_zero(at6 ^ W8('"', 'd', 'o', 'n', 'e', '"', ':', 't')) |
+                          (is_zero(at7 ^ W8('p', 'e', 'c', 'i', 'a', 'l', '"', ':')) & is_zero(c1 ^ 't'));
+            u64 room = end - (p + 2);  /* negative when the mark's last byte would be past the buffer */
+            asm volatile("" : "+r"(room));
+            mark |= (empty_choices | empty_text | empty_delta | flagged | role_only) & ((room >> 63) ^ 1);
+            /* `_tokens":` after `completion`, `generated`, `"output`; `"eval_count":` (its '_' at p) */
+            u64 tokens_count = is_zero(after ^ W8('t', 'o', 'k', 'e', 'n', 's', '"', ':')) &
+                               (is_zero(at8 ^ W8('m', 'p', 'l', 'e', 't', 'i', 'o', 'n')) |
+                                is_zero(at8 ^ W8('e', 'n', 'e', 'r', 'a', 't', 'e', 'd')) |
+                                is_zero((at8 >> 8) ^ W7('"', 'o', 'u', 't', 'p', 'u', 't')));
+            u64 eval_count = is_zero((at6 >> 8) ^ W7('"', 'e', 'v', 'a', 'l', '_', 'c')) &
+                             is_zero(LOW(after, 7) ^ W7('c', 'o', 'u', 'n', 't', '"', ':')) & is_zero(c0 ^ '_');
+            u64 counted = tokens_count | eval_count;
+            usage_at ^= (usage_at ^ (p + 9 - eval_count)) & -counted;  /* its number: the last one seen */
+            usage_seen |= counted;
+        }
+        /* kept in the map, not a register: a position the verifier need not follow through the loop */
+        u64 old = s->usage_at;
+        s->usage_at = old ^ ((old ^ usage_at) & -usage_seen);
+        u64 event = owner - 1;
+        u64 valid = (is_zero(owner) ^ 1) & is_zero(event >> 6);
+        marked |= (mark & valid) << (event & 63);
+    }
+    u64 unmarked_events = events < 64 ? events : 64;
+    u64 in_range = unmarked_events == 64 ? ~0ULL : ((1ULL << unmarked_events) - 1);
+    u32 with_marks = __builtin_popcountll(marked & in_range);
+    *tokens = events > with_marks ? events - with_marks : 0;
+    *usage = stated_number(s, s->usage_at, end, has_usage);
+}
