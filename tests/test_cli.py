@@ -5,9 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, run_ebpftool
 
 
+@pytest.mark.bpf
 def test_doctor_probes_the_kernel_and_every_tracer_can_run():
     r = run_ebpftool(["doctor", "--json"])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -28,6 +31,7 @@ def test_doctor_probes_the_kernel_and_every_tracer_can_run():
     assert checks["raw tracepoints"]["ok"] and checks["struct sock offsets (BTF)"]["ok"]
 
 
+@pytest.mark.bpf
 def test_doctor_table_is_readable():
     r = run_ebpftool(["doctor"])
     assert r.returncode == 0
@@ -43,6 +47,7 @@ def _as_nobody(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.root
 def test_without_privileges_one_sentence_and_non_zero_exit():
     for cmd in (["inference", "--port", "8080", "--duration", "1"], ["net", "--duration", "1"], ["gpu", "--duration", "1"]):
         r = _as_nobody(cmd)
@@ -51,6 +56,7 @@ def test_without_privileges_one_sentence_and_non_zero_exit():
         assert "needs root or the capabilities" in r.stderr
 
 
+@pytest.mark.root
 def test_bad_arguments_are_one_clear_line():
     r = run_ebpftool(["net", "--interval", "-3"])
     assert r.returncode == 2 and "Traceback" not in r.stderr and "interval" in r.stderr.lower()

@@ -27,6 +27,7 @@ def load_probe(pages: int, span_rate: int = 1_000_000) -> BpfProgram:
     ).load()
 
 
+@pytest.mark.bpf
 def test_events_arrive_decoded_with_the_header_layout():
     structs, defines = load_header(HEADER)
     event_t = structs["probe_event"]
@@ -48,6 +49,7 @@ def test_events_arrive_decoded_with_the_header_layout():
     assert stats[STAT_RINGBUF_FULL] == 0
 
 
+@pytest.mark.bpf
 def test_a_full_ring_buffer_counts_every_lost_event():
     prog = load_probe(pages=1)  # 4 KiB: room for ~100 records of 40 bytes
     received = []
@@ -80,16 +82,19 @@ def spans_through_budget(span_rate: int, calls: int) -> tuple[int, int]:
     return len(received), refused
 
 
+@pytest.mark.bpf
 def test_span_budget_refuses_and_counts_beyond_its_rate():
     received, refused = spans_through_budget(span_rate=10, calls=1000)  # burst of 10, then ~10/s
     assert 10 <= received < 50
     assert received + refused == 1000
 
 
+@pytest.mark.bpf
 def test_a_span_rate_of_zero_sends_no_span_and_counts_each():
     assert spans_through_budget(span_rate=0, calls=100) == (0, 100)
 
 
+@pytest.mark.bpf
 def test_close_detaches_programs_and_uprobes():
     before = kernel_ids("prog")
     prog = load_probe(pages=1)

@@ -187,6 +187,7 @@ def run_with_file(tmp_path, name: str, content: bytes | None, args: list[str]):
     return r
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("content, phrase", [
     (b"zones:\n  a: [banana]\n", "is not a valid CIDR"),
     (b"zones: [oops\n", "not valid YAML at line"),

@@ -32,7 +32,7 @@ from tests.kernel_state import (CONN_TABLE_PROBES, array_total, bpf_ids_held_by,
                                 still_loaded, table_home, table_slots, uprobe_events)
 from tests.servers.nginx import free_port, nginx_server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.bpf, pytest.mark.timeout(120)]
 
 CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
 WRK_CONNECTIONS = 200

@@ -25,7 +25,7 @@ from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server, wait_listening
 from tests.servers.streaming_server import running as streaming_server
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.bpf, pytest.mark.timeout(180)]
 
 SECRET_HEADER = "sk-SECRET-header-7f3a"
 SECRET_BODY = "body-secret-91c2"

@@ -17,7 +17,7 @@ from tests.conftest import EbpftoolProcess, inference_args
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.bpf, pytest.mark.timeout(120)]
 
 SO_TIMESTAMPING = 37                # asm-generic/socket.h (x86-64)
 SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1

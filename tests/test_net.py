@@ -16,7 +16,7 @@ from ebpftool.tracers.net import human_bytes
 from tests.conftest import EbpftoolProcess, run_ebpftool
 from tests.netns import ADDR_A, ADDR_A2, ADDR_B, TwoZones
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.bpf, pytest.mark.timeout(180)]
 
 # Zone b's /32 lies inside zone a's /24: the most specific CIDR must win.
 ZONES_YAML = f"""\

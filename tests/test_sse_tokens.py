@@ -21,7 +21,7 @@ from tests.conftest import EbpftoolProcess, inference_args
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.bpf, pytest.mark.timeout(180)]
 
 _, H = load_header("inference.h")
 SSE_SCAN_MAX = H["SSE_SCAN_MAX"]

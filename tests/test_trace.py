@@ -15,6 +15,8 @@ from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
 from tests.netns import ADDR_A, ADDR_B, TwoZones
 from tests.servers.nginx import free_port
 from tests.kernel_state import kernel_ids, perf_attachments, still_loaded, uprobe_events
+
+pytestmark = pytest.mark.bpf
 from tests.victoria import VictoriaMetrics
 
 CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
