@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, EbpftoolProcess, inference_args, run_ebpftool
+from tests.conftest import ROOT, EbpftoolProcess, inference_args, run_ebpftool, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server, wait_listening
 from tests.servers.streaming_server import running as streaming_server
@@ -173,7 +173,7 @@ def _spans(run: Run, port: int):
 
 def test_one_span_per_request_with_the_right_status(run):
     assert run.exit_code == 0, run.stdout
-    # the way in asked for, not a fallback ("socket": the send side on the BTF tracepoint, which this kernel has)
+    # the way in asked for, not a fallback (a kernel without the socket tracepoints skips those: conftest)
     assert re.search(rf"hooks\s*│\s*{run.hooks}\s*│", run.stdout), run.stdout
     for port, statuses in run.expected.items():
         spans = _spans(run, port)
@@ -579,25 +579,32 @@ def test_connections_served_by_an_unwatched_process_are_let_go_at_their_first_re
         zones.remove()
 
 
-def test_on_this_kernel_reads_take_the_btf_hook_with_measured_syscall_registers():
-    """Linux 6.18 has the tp_btf tracepoints and the bpf_rdonly_cast kfunc: both socket hooks run on BTF
-    tracepoints, and at load the tracer measured where a task's syscall registers lie from its kernel
-    stack (the read hook then needs no bpf_task_pt_regs() call). The tests above parse requests through
-    that hook; this one pins that it is the hook in use, with its offset measured."""
+def test_socket_hooks_take_the_btf_tracepoints_the_kernel_offers_with_measured_syscall_registers(doctor_report):
+    """Where the kernel allows tp_btf programs, writes are seen on tcp_sendmsg_locked; where it also allows the
+    bpf_rdonly_cast kfunc (Linux 6.2+), reads on the sock_recv_length BTF tracepoint, and at load the tracer
+    measured where a task's syscall registers lie from its kernel stack (the read hook then needs no
+    bpf_task_pt_regs() call). Doctor's probe of the same kernel says which: the tracer must agree with it."""
     import ctypes
 
     from ebpftool.commands.common import CommonOptions, build_telemetry
     from ebpftool.tracers.inference import InferenceOptions, InferenceTracer
 
+    skip_unless_kernel_offers(["--hooks", "socket"])
+    checks = {c.name: c.ok for c in doctor_report.checks}
+    send_btf = checks["BTF tracepoints (tp_btf)"]
+    recv_btf = send_btf and checks["kfunc bpf_rdonly_cast"]
     telemetry, _ = build_telemetry(CommonOptions())
     tracer = InferenceTracer(telemetry, InferenceOptions(ports=[free_port()]))
     tracer.start()
     try:
-        assert (tracer.hooks, tracer.send_hook_btf, tracer.recv_hook_btf) == ("socket", True, True)
-        assert {"tp_btf:sock_recv_length", "tp_btf:tcp_sendmsg_locked"} <= set(tracer.prog.probes)
-        offset = tracer.prog["syscall_regs_offset"][ctypes.c_int(0)].value
-        assert 0 < offset < 1 << 20
-        assert (offset + ctypes.sizeof(ctypes.c_ulong) * 21) % 4096 == 0  # struct pt_regs (21 words) ends a page
+        assert (tracer.hooks, tracer.send_hook_btf, tracer.recv_hook_btf) == ("socket", send_btf, recv_btf)
+        btf_probes = {"tp_btf:sock_recv_length"} if recv_btf else set()
+        btf_probes |= {"tp_btf:tcp_sendmsg_locked"} if send_btf else set()
+        assert {"tp_btf:sock_recv_length", "tp_btf:tcp_sendmsg_locked"} & set(tracer.prog.probes) == btf_probes
+        if recv_btf:
+            offset = tracer.prog["syscall_regs_offset"][ctypes.c_int(0)].value
+            assert 0 < offset < 1 << 20
+            assert (offset + ctypes.sizeof(ctypes.c_ulong) * 21) % 4096 == 0  # struct pt_regs (21 words) ends a page
     finally:
         tracer.stop()
 
