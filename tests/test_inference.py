@@ -155,8 +155,8 @@ def run(request):
                 _nginx_traffic(r)
                 _llm_traffic(r)
                 total = sum(len(v) for v in r.expected.values())
-                r.receiver.wait_for(lambda: len(r.receiver.spans()) >= total, timeout=20)
-                time.sleep(1.5)  # one more metric export after the last request
+                assert r.receiver.wait_for(lambda: len(r.receiver.spans()) >= total, timeout=20), r.receiver.spans()
+                # no wait for one more metric export: stop() exports and flushes a last snapshot
                 r.exit_code = proc.stop()
             r.stdout = proc.stdout + proc.stderr
         r.timings = [json.loads(line) for line in timings.read_text().splitlines()]
@@ -319,8 +319,7 @@ def test_pid_mode_and_connections_open_before_start(hooks, watch):
                 fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                 assert _get(fresh, "/x") == 404
                 fresh.close()
-                receiver.wait_for(lambda: len([s for s in receiver.spans() if s.attributes.get("server.port") == port]) >= 4)
-                time.sleep(0.5)
+                assert receiver.wait_for(lambda: len([s for s in receiver.spans() if s.attributes.get("server.port") == port]) >= 4)
                 assert proc.stop() == 0
                 if hooks == "socket":  # found by the tcp_rcv_space_adjust program, then let go
                     assert re.search(r"connections open at start, found\s*│\s*1\b", proc.stdout), proc.stdout
@@ -390,8 +389,7 @@ def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_fir
             assert data.count(b"data:") == 3, data
             assert receiver.wait_for(lambda: len(receiver.spans()) >= 8, timeout=20), \
                 [(s.name, s.attributes) for s in receiver.spans()]
-            time.sleep(1.5)  # one more metric export
-            assert proc.stop() == 0, proc.stderr
+            assert proc.stop() == 0, proc.stderr  # its last export holds every request
         spans = receiver.spans()
         assert len(spans) == 8, [(s.name, s.attributes) for s in spans]
         chat = sorted((s for s in spans if s.name == "POST /v1/chat/completions"), key=lambda s: s.start_ns)
@@ -562,7 +560,8 @@ def test_connections_served_by_an_unwatched_process_are_let_go_at_their_first_re
                     assert _get(conn, "/index.html") == 200
                 conn.close()
                 assert receiver.wait_for(lambda: sum(p.count for p in receiver.latest(sc.HTTP_SERVER_REQUEST_DURATION)) >= 3)
-                time.sleep(1.5)
+                # whatever else would be counted (the other server's five) is in an export from now on
+                assert receiver.wait_for_exports_from_now(sc.HTTP_SERVER_REQUEST_DURATION)
                 counts = [(p.attributes.get(sc.HTTP_REQUEST_METHOD), p.count)
                           for p in receiver.latest(sc.HTTP_SERVER_REQUEST_DURATION)]
                 left = (table_slots(maps), array_total(map_id_named(maps, "conn_filter")))
