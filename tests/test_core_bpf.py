@@ -12,7 +12,7 @@ import pytest
 from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, seconds_to_ns
 from ebpftool.export.semconv import HTTP_DURATION_BUCKETS
 from ebpftool.core.cstruct import cstring, decode, load_header
-from tests.kernel_state import kernel_ids, perf_attachments, still_loaded, uprobe_events
+from tests.kernel_state import bpf_ids_held_by, kernel_ids, perf_attachments, still_loaded, uprobe_events
 
 FIXTURE = str(Path(__file__).parent / "bpf" / "core_probe.bpf.c")
 HEADER = str(Path(__file__).parent / "bpf" / "core_probe.h")
@@ -99,7 +99,7 @@ def test_close_detaches_programs_and_uprobes():
     before = kernel_ids("prog")
     prog = load_probe(pages=1)
     prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
-    loaded = kernel_ids("prog") - before
+    loaded = (kernel_ids("prog") - before) & bpf_ids_held_by(os.getpid())[0]  # not other processes' programs
     assert loaded, "the programs should be listed by the kernel while loaded"
     mine = [a for a in perf_attachments() if a["pid"] == os.getpid()]
     assert {a["fd_type"] for a in mine} >= {"tracepoint", "uprobe"}

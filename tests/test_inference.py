@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import ROOT, EbpftoolProcess, inference_args, run_ebpftool, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
-from tests.servers.nginx import free_port, nginx_server, wait_listening
+from tests.servers.nginx import free_port, master_pid, nginx_server, wait_listening
 from tests.servers.streaming_server import running as streaming_server
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(180)]
@@ -302,12 +302,11 @@ def test_pid_mode_and_connections_open_before_start(hooks, watch):
     """--pid or --port: a keep-alive connection opened before the tracer started is followed from its next
     request."""
     with nginx_server() as port:
-        pids = subprocess.run(["pgrep", "-f", "ebpftool-nginx-"], capture_output=True, text=True).stdout.split()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         assert _get(conn, "/index.html") == 200  # before the tracer
         receiver = GrpcReceiver()
         try:
-            master = min(int(p) for p in pids)
+            master = master_pid(port)
             selector = ["--pid", str(master)] if watch == "pid" else ["--port", str(port)]
             with EbpftoolProcess(["inference", *selector, "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
                                   "--interval", "1", "--no-ui", "--hooks", hooks]) as proc:
@@ -542,8 +541,7 @@ def test_connections_served_by_an_unwatched_process_are_let_go_at_their_first_re
     other = None
     try:
         with nginx_server() as port:
-            master = min(int(p) for p in subprocess.run(["pgrep", "-f", "ebpftool-nginx-"], capture_output=True,
-                                                         text=True).stdout.split())
+            master = master_pid(port)
             other = zones.popen(zones.ns_a, POD_SERVER, str(port), str(tmp_path / "other.jsonl"), str(ROOT))
             assert other.stdout.readline().strip() == "ready", other.stderr.read()
             args = ["inference", "--pid", str(master), "--hooks", "socket", "--otlp-endpoint", receiver.endpoint,
