@@ -70,16 +70,10 @@ def doctor(
 
 
 def _register_commands() -> None:
-    """Tracer commands live in ebpftool/commands/<tracer>.py, each with a register(app)."""
-    import importlib
+    """Each command lives in ebpftool/commands/<command>.py with a register(app); `doctor` is above."""
+    from ebpftool.commands import config, demo, gpu, inference, net, record, replay, trace
 
-    for name in ("inference", "net", "gpu", "trace", "replay"):
-        try:
-            module = importlib.import_module(f"ebpftool.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"ebpftool.commands.{name}":
-                continue
-            raise
+    for module in (inference, net, gpu, trace, record, config, demo, replay):
         module.register(app)
 
 

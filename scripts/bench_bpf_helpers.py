@@ -6,7 +6,7 @@
 One raw-tracepoint program on `sock_send_length` at a time, each doing one more kind of work than the
 empty one, while a loop sends on a Unix socket pair. `kernel.bpf_stats_enabled` gives ns per run (its
 own overhead, ~60 ns here, is in every figure and cancels in the differences). The figures are what the
-inference socket hooks pay per call; see README, "Where the inference overhead goes". Not part of the
+inference socket hooks pay per call; see docs/performance.md, "Where the inference overhead goes". Not part of the
 test suite.
 """
 from __future__ import annotations

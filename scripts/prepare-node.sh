@@ -8,7 +8,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # The running kernel has no headers of its own here: link the nearest Debian
 # headers where BCC looks. Types then come from another version, which is why
-# the BPF programs never read kernel structs by offset (see README.md, "How it works").
+# the BPF programs never read kernel structs by offset (see docs/architecture.md, "How it works").
 if [ ! -e "/lib/modules/$KVER/build/include" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
   hdr=$(ls -d /usr/src/linux-headers-*-cloud-amd64 2>/dev/null | sort -V | tail -n1 || true)
   [ -n "$hdr" ] || hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1 || true)

@@ -62,11 +62,74 @@ def pod_cgroups():
                 break
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _bpf_ready():
-    """BPF tests need root and BCC; say so once instead of failing obscurely in each."""
-    if os.geteuid() != 0:
-        pytest.exit("the test suite loads real BPF programs: run it as root (see README)", returncode=2)
+IS_ROOT = os.geteuid() == 0
+NEEDS_ROOT = {
+    "bpf": "needs root: loads real BPF programs (run the suite as root, see README)",
+    "root": "needs root: runs ebpftool past its privilege check, or uses setpriv, raw capture or /proc files only root reads",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `bpf` or `root` (pyproject.toml) are skipped with the reason when not root, so that the rest
+    (parsers, config, zones, k8s, export, pipeline, the CLI's declarations) runs as any user in seconds."""
+    if IS_ROOT:
+        return
+    for item in items:
+        for name, reason in NEEDS_ROOT.items():
+            if item.get_closest_marker(name):
+                item.add_marker(pytest.mark.skip(reason=reason))
+                break
+
+
+# --- what this kernel offers, probed here (not taken from ebpftool), so that tests assert the plan it should get --
+TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+# The inference tracer's socket hooks (--hooks socket / socket-raw) need these; Linux 6.3 added the first two.
+SOCKET_HOOK_TRACEPOINTS = ("sock:sock_recv_length", "sock:sock_send_length", "sock:inet_sock_set_state")
+
+
+def tracefs() -> str | None:
+    """The tracefs directory, mounted if absent (as ebpftool does: a fresh machine may not have it)."""
+    for d in TRACEFS_DIRS:
+        if os.path.isdir(os.path.join(d, "events")):
+            return d
+    if IS_ROOT:
+        subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS_DIRS[0]], capture_output=True)
+        if os.path.isdir(os.path.join(TRACEFS_DIRS[0], "events")):
+            return TRACEFS_DIRS[0]
+    return None
+
+
+def kernel_has_tracepoint(tp: str) -> bool:
+    category, event = tp.split(":", 1)
+    d = tracefs()
+    return d is not None and os.path.isdir(os.path.join(d, "events", category, event))
+
+
+def kernel_has_kprobes() -> bool:
+    """Built with CONFIG_KPROBES: tracefs then lists kprobe_events."""
+    d = tracefs()
+    return d is not None and os.path.exists(os.path.join(d, "kprobe_events"))
+
+
+def kernel_has_btf() -> bool:
+    return os.path.exists("/sys/kernel/btf/vmlinux")
+
+
+def skip_unless_kernel_offers(args: list[str]) -> None:
+    """Skip (with the reason) a run of `ebpftool ARGS` that asks for a way in this kernel lacks."""
+    if "--hooks" in args and args[args.index("--hooks") + 1] in ("socket", "socket-raw"):
+        missing = [tp for tp in SOCKET_HOOK_TRACEPOINTS if not kernel_has_tracepoint(tp)]
+        if missing:
+            pytest.skip(f"--hooks {args[args.index('--hooks') + 1]} needs the tracepoint(s) {', '.join(missing)} "
+                        f"(Linux 6.3+), which this kernel lacks")
+
+
+@pytest.fixture(scope="session")
+def doctor_report():
+    """`ebpftool doctor`'s probe of this kernel, in process (loads its small programs once per session)."""
+    from ebpftool.doctor import probe_kernel
+
+    return probe_kernel()
 
 
 class EbpftoolProcess:
@@ -84,6 +147,7 @@ class EbpftoolProcess:
         self._err_lines: list[str] = []
 
     def start(self, timeout: float = 60.0) -> "EbpftoolProcess":
+        skip_unless_kernel_offers(self.args)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ebpftool", *self.args], cwd=ROOT, env=self.env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -128,6 +192,7 @@ class EbpftoolProcess:
 
 
 def run_ebpftool(args: list[str], timeout: float = 120.0, env: dict | None = None) -> subprocess.CompletedProcess:
+    skip_unless_kernel_offers(args)
     return subprocess.run([sys.executable, "-m", "ebpftool", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
 

@@ -26,6 +26,34 @@ def still_loaded(ids: set[int], kind: str, within: float = 5.0) -> set[int]:
     return left
 
 
+def ids_held_by_live_processes() -> tuple[set[int], set[int]]:
+    """(program ids, map ids) that some running process holds an fd of (a program, map or link)."""
+    progs, maps = set(), set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                held = bpf_ids_held_by(int(p))
+            except OSError:  # gone meanwhile, or a kernel thread
+                continue
+            progs |= held[0]
+            maps |= held[1]
+    return progs, maps
+
+
+def orphans_still_loaded(before: set[int], kind: str, within: float = 5.0) -> set[int]:
+    """Objects of a kind loaded since `before` that no running process holds and the kernel still lists after
+    `within` seconds: what a process that has exited left behind. Objects held by processes running beside
+    the test (other test runs on a shared machine) are not counted."""
+    deadline = time.monotonic() + within
+    while True:
+        left = kernel_ids(kind) - before
+        if left:
+            left -= ids_held_by_live_processes()[0 if kind == "prog" else 1]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
+
+
 def perf_attachments() -> list[dict]:
     """Programs attached through perf events (tracepoints, uprobes): pid, fd, prog_id, fd_type."""
     out = subprocess.run(["bpftool", "perf", "show", "-j"], capture_output=True, text=True, check=True).stdout

@@ -130,6 +130,18 @@ class Receiver:
         with self._lock:
             return {p.metric for p in self._points}
 
+    def wait_for_exports_from_now(self, metric: str, exports: int = 2, timeout: float = 20.0) -> bool:
+        """Wait until `exports` exports of metric stamped after this call have arrived. Exports are cumulative and
+        stamped when shipped, a little after their collection: the second holds everything counted before the call
+        (what "one more export" meant as a sleep), whatever the machine's load."""
+        since = time.time_ns()
+
+        def newer() -> int:
+            with self._lock:
+                return len({p.time_ns for p in self._points if p.metric == metric and p.time_ns > since})
+
+        return self.wait_for(lambda: newer() >= exports, timeout)
+
     def wait_for(self, predicate, timeout: float = 20.0, interval: float = 0.2) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

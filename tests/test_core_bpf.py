@@ -12,7 +12,7 @@ import pytest
 from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, seconds_to_ns
 from ebpftool.export.semconv import HTTP_DURATION_BUCKETS
 from ebpftool.core.cstruct import cstring, decode, load_header
-from tests.kernel_state import kernel_ids, perf_attachments, still_loaded, uprobe_events
+from tests.kernel_state import bpf_ids_held_by, kernel_ids, perf_attachments, still_loaded, uprobe_events
 
 FIXTURE = str(Path(__file__).parent / "bpf" / "core_probe.bpf.c")
 HEADER = str(Path(__file__).parent / "bpf" / "core_probe.h")
@@ -27,6 +27,7 @@ def load_probe(pages: int, span_rate: int = 1_000_000) -> BpfProgram:
     ).load()
 
 
+@pytest.mark.bpf
 def test_events_arrive_decoded_with_the_header_layout():
     structs, defines = load_header(HEADER)
     event_t = structs["probe_event"]
@@ -48,6 +49,7 @@ def test_events_arrive_decoded_with_the_header_layout():
     assert stats[STAT_RINGBUF_FULL] == 0
 
 
+@pytest.mark.bpf
 def test_a_full_ring_buffer_counts_every_lost_event():
     prog = load_probe(pages=1)  # 4 KiB: room for ~100 records of 40 bytes
     received = []
@@ -80,21 +82,24 @@ def spans_through_budget(span_rate: int, calls: int) -> tuple[int, int]:
     return len(received), refused
 
 
+@pytest.mark.bpf
 def test_span_budget_refuses_and_counts_beyond_its_rate():
     received, refused = spans_through_budget(span_rate=10, calls=1000)  # burst of 10, then ~10/s
     assert 10 <= received < 50
     assert received + refused == 1000
 
 
+@pytest.mark.bpf
 def test_a_span_rate_of_zero_sends_no_span_and_counts_each():
     assert spans_through_budget(span_rate=0, calls=100) == (0, 100)
 
 
+@pytest.mark.bpf
 def test_close_detaches_programs_and_uprobes():
     before = kernel_ids("prog")
     prog = load_probe(pages=1)
     prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
-    loaded = kernel_ids("prog") - before
+    loaded = (kernel_ids("prog") - before) & bpf_ids_held_by(os.getpid())[0]  # not other processes' programs
     assert loaded, "the programs should be listed by the kernel while loaded"
     mine = [a for a in perf_attachments() if a["pid"] == os.getpid()]
     assert {a["fd_type"] for a in mine} >= {"tracepoint", "uprobe"}

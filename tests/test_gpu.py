@@ -194,14 +194,14 @@ def test_runtime_calls_into_the_driver_are_counted_once(traced, built):
         assert total(receiver, sc.EBPFTOOL_GPU_MEMCPY_BYTES, w.pid, {DIR: "device_to_host"}) == 200
         assert series(receiver, sc.EBPFTOOL_GPU_MEMCPY_BYTES, w.pid, {FN: "cuMemcpyHtoD_v2"}) == []
         w.do("cudaFree 0")
-        receiver.wait_for(lambda: total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaFree"}) == 1)
+        assert receiver.wait_for(lambda: total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaFree"}) == 1)
         assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid) == 0
         # stream-ordered allocation (PyTorch's cudaMallocAsync backend): the same accounting, once
         assert w.do("cudaMallocAsync 8192")[0] == "0"
         assert wait_total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid, {}, 8192) == 8192
         assert total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cuMemAllocAsync", NESTED: True}) == 1
         w.do("cudaFreeAsync 1")
-        receiver.wait_for(lambda: total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaFreeAsync"}) == 1)
+        assert receiver.wait_for(lambda: total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cudaFreeAsync"}) == 1)
         assert total(receiver, sc.EBPFTOOL_GPU_MEMORY_OUTSTANDING, w.pid) == 0
 
 
@@ -212,7 +212,7 @@ def test_blocking_calls_above_the_threshold_become_spans(traced, built):
         w.do("cuStreamSynchronize 10")    # sleeps 10 us: below
         w.do("cuStreamSynchronize 3000")  # sleeps 3 ms: above
         w.do("cuMemcpyHtoD_v2 64")        # returns at once: below
-        receiver.wait_for(lambda: len([s for s in receiver.spans() if s.attributes.get(sc.PROCESS_PID) == w.pid]) >= 2)
+        assert receiver.wait_for(lambda: len([s for s in receiver.spans() if s.attributes.get(sc.PROCESS_PID) == w.pid]) >= 2)
         assert wait_total(receiver, sc.EBPFTOOL_GPU_CALLS, w.pid, {FN: "cuStreamSynchronize"}, 2) == 2
         mine = [s for s in receiver.spans() if s.attributes.get(sc.PROCESS_PID) == w.pid]
         # The calls that sleep 2 and 3 ms are spans; a short call is one only if it really took 1 ms or more

@@ -237,6 +237,7 @@ def test_a_black_hole_collector_counts_what_is_in_flight_and_the_flush_time_is_t
         hole.stop()
 
 
+@pytest.mark.bpf
 def test_a_black_hole_collector_does_not_hold_the_exit_of_a_real_run():
     """`net --spans` under connection churn, exporting to a collector that never answers: the run
     ends at --duration plus the --flush-timeout given, and the summary accounts for every span."""
@@ -266,6 +267,7 @@ def test_a_black_hole_collector_does_not_hold_the_exit_of_a_real_run():
 
 
 # --- point 3: output files ------------------------------------------------------------------------
+@pytest.mark.bpf
 @pytest.mark.parametrize("option", ["--jsonl", "--record"])
 def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path, option):
     target = tmp_path / "precious"
@@ -280,6 +282,7 @@ def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path, option)
     assert link.is_symlink()
 
 
+@pytest.mark.bpf
 def test_overwrite_replaces_a_symlink_or_a_file_never_its_target_and_files_are_0600(tmp_path):
     target = tmp_path / "precious"
     target.write_text("root's data\n")
@@ -303,6 +306,7 @@ def test_overwrite_replaces_a_symlink_or_a_file_never_its_target_and_files_are_0
     assert [row["type"] for row in rows].count("header") == 1 and rows[0]["time_ns"] != 1  # a new file, one header
 
 
+@pytest.mark.bpf
 def test_an_existing_file_is_refused_without_overwrite(tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text("kept\n")
@@ -321,6 +325,7 @@ def test_an_existing_file_is_refused_without_overwrite(tmp_path):
     assert path.read_text() == "kept\n"
 
 
+@pytest.mark.bpf
 def test_dev_full_is_one_sentence(tmp_path):
     for extra in ([], ["--overwrite"]):
         r = run_ebpftool(["net", "--duration", "1", "--no-ui", "--jsonl", "/dev/full", *extra])
@@ -379,6 +384,7 @@ def test_a_disk_full_from_the_start_is_one_sentence(small_disk):
 
 
 # --- point 4: the Prometheus endpoint -------------------------------------------------------------
+@pytest.mark.bpf
 def test_prometheus_endpoint_is_loopback_by_default_and_a_connection_flood_is_bounded():
     port = free_port()
     flood: list[socket.socket] = []
@@ -423,6 +429,7 @@ def test_prometheus_endpoint_is_loopback_by_default_and_a_connection_flood_is_bo
     assert refused > 0 and refused + timed_out == 300, (refused, timed_out)
 
 
+@pytest.mark.bpf
 def test_prometheus_address_from_the_config_file(tmp_path):
     port = free_port()
     cfg = tmp_path / "cfg.yaml"
@@ -437,6 +444,7 @@ def test_prometheus_address_from_the_config_file(tmp_path):
 
 
 # --- point 10 (part): counts that mislead ------------------------------------------------------------
+@pytest.mark.bpf
 def test_summary_gives_spans_per_sink_not_their_sum(tmp_path, grpc_receiver):
     out = tmp_path / "out.jsonl"
     churn = ConnectionChurn()
@@ -454,6 +462,7 @@ def test_summary_gives_spans_per_sink_not_their_sum(tmp_path, grpc_receiver):
     assert not re.search(r"export\s*│\s*spans exported", r.stdout)  # no sum over sinks
 
 
+@pytest.mark.root
 def test_doctor_without_privileges_says_privileges_are_missing():
     r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
                         sys.executable, "-m", "ebpftool", "doctor", "--json"],

@@ -55,6 +55,7 @@ def test_yaml_alias_bomb_in_config_is_refused_at_once(tmp_path, key):
     one_sentence(r, f"config file {path} uses a YAML alias")
 
 
+@pytest.mark.root
 def test_yaml_alias_bomb_in_zone_file_is_refused_at_once(tmp_path):
     path = tmp_path / "zones.yaml"
     path.write_text(alias_bomb("zones"))
@@ -64,8 +65,9 @@ def test_yaml_alias_bomb_in_zone_file_is_refused_at_once(tmp_path):
 
 
 # --- point 6: deep nesting ------------------------------------------------------------------------
-@pytest.mark.parametrize("option, key, rc, what", [("--config", "comm", 2, "config file"),
-                                                    ("--zones", "zones", 1, "the zone file")])
+@pytest.mark.parametrize("option, key, rc, what", [
+    ("--config", "comm", 2, "config file"),
+    pytest.param("--zones", "zones", 1, "the zone file", marks=pytest.mark.root)])  # read once privileges are checked
 def test_deeply_nested_yaml_is_one_sentence(tmp_path, option, key, rc, what):
     path = tmp_path / "deep.yaml"
     path.write_text(f"{key}: " + "[" * 20000 + "]" * 20000 + "\n")
@@ -75,7 +77,9 @@ def test_deeply_nested_yaml_is_one_sentence(tmp_path, option, key, rc, what):
 
 
 # --- point 8: unbounded reads of config and zone files ------------------------------------------------
-@pytest.mark.parametrize("option, rc, what", [("--config", 2, "config file"), ("--zones", 1, "the zone file")])
+@pytest.mark.parametrize("option, rc, what", [
+    ("--config", 2, "config file"),
+    pytest.param("--zones", 1, "the zone file", marks=pytest.mark.root)])  # read once privileges are checked
 def test_devices_fifos_and_large_files_are_refused_unread(tmp_path, option, rc, what):
     r = run_ebpftool(["net", option, "/dev/zero", "--duration", "0.1", "--no-ui"], timeout=60)
     assert r.returncode == rc
@@ -188,6 +192,7 @@ def test_out_of_range_numbers_are_refused_before_anything_is_compiled(args, phra
     assert "error:" not in text and "probes attached" not in text   # no clang, no tracer
 
 
+@pytest.mark.root
 def test_an_otlp_endpoint_urllib_cannot_parse_is_one_sentence(tmp_path):
     r = run_ebpftool(["net", "--otlp-endpoint", "http://[::1", "--duration", "0.1", "--no-ui"], timeout=60)
     assert r.returncode == 1
@@ -200,6 +205,7 @@ def test_an_otlp_endpoint_urllib_cannot_parse_is_one_sentence(tmp_path):
 
 
 # --- point 9: SIGTERM during start-up --------------------------------------------------------------
+@pytest.mark.bpf
 def test_sigterm_during_start_up_starts_no_further_tracer_and_leaves_nothing_attached():
     """`trace` starts its tracers one after the other (each a BCC compile). SIGTERM as soon as the first
     has attached: the compile in progress may finish, no tracer after it starts, every probe is detached,

@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+pytestmark = pytest.mark.bpf
+
 PATH = "/v1/completions"          # a gen-AI path: its answers' heads are read for their length
 BODY = b"x" * 1000
 BIG = bytes(range(256)) * 1200   # 300 KiB, written in 64 KiB pieces

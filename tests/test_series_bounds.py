@@ -129,6 +129,7 @@ def own_bytes(path: Path, pids: set[int]) -> dict[int, float]:
     return sent
 
 
+@pytest.mark.bpf
 def test_short_lived_processes_series_retire_after_their_final_export_and_bytes_stay_counted(tmp_path):
     server = SinkServer()
     prom = free_port()
@@ -167,6 +168,7 @@ def test_short_lived_processes_series_retire_after_their_final_export_and_bytes_
     assert summary_figure(proc.stdout, "bytes sent") >= CLIENTS * PAYLOAD
 
 
+@pytest.mark.bpf
 def test_series_past_max_series_fold_into_an_overflow_series_and_are_counted(tmp_path):
     server = SinkServer()
     prom = free_port()
@@ -234,6 +236,7 @@ IOCTL_ONCE = (
 )
 
 
+@pytest.mark.bpf
 def test_gpu_series_of_exited_processes_end_once_scraped(tmp_path):
     """The GPU tracer's per-process series (here ioctl counts) of processes that exited end too."""
     import sys

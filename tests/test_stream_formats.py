@@ -17,7 +17,7 @@ from tests.conftest import EbpftoolProcess, inference_args
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.bpf, pytest.mark.timeout(180)]
 TOKEN_GAP = 0.02  # seconds between written tokens
 
 

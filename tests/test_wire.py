@@ -201,6 +201,7 @@ def test_sse_events_need_a_blank_line_to_end():
     assert [(e.kind, e.ts_ns) for e in events] == [("content", 0)]
 
 
+@pytest.mark.root
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed (scripts/install.sh --dev)")
 def test_a_live_capture_on_lo_matches_what_the_client_saw():
     class Handler(BaseHTTPRequestHandler):

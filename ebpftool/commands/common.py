@@ -1,86 +1,39 @@
-"""Options every tracing command shares, and the one function that runs tracers for a command.
+"""What every tracing command shares once its flags are read, and the one function that runs tracers for a command.
 
-Commands stay thin: they turn flags into tracer options and call execute().
+Commands stay thin: they turn flags into tracer options and call execute(). The flags themselves are
+declared in commands/options.py.
 """
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from ebpftool.commands.options import DEFAULT_INTERVAL, DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE
 from ebpftool.core.privileges import require_privileges
 from ebpftool.core.runner import RunResult, StopFlag, run
-from ebpftool.core.series import DEFAULT_MAX_SERIES, Retirement, Scrapes
-from ebpftool.core.tracer import DEFAULT_SPAN_RATE, Tracer, TracerOptions
+from ebpftool.core.series import Retirement, Scrapes
+from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.otel import build_resource
-from ebpftool.export.pipeline import EXIT_FLUSH_SECONDS, Telemetry
-from ebpftool.export.sinks import DEFAULT_PROMETHEUS_ADDRESS, PrometheusEndpoint, jsonl_sink, otlp_sink, resolve_otlp
+from ebpftool.export.pipeline import Telemetry
+from ebpftool.export.sinks import PrometheusEndpoint, jsonl_sink, otlp_sink, resolve_otlp
 
 console = Console(stderr=True)
 out = Console()
-
-MAX_SPAN_RATE = 10_000_000   # spans per second: the kernel's budget is compiled in (bpf/common.bpf.h)
-
-
-def finite(value: float | None) -> float | None:
-    """An option callback: click's float ranges let nan and inf through."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number")
-    return value
-
-
-Duration = Annotated[Optional[float], typer.Option("--duration", "-d", min=0.1, max=10 * 365 * 86400, callback=finite, help="Stop after this many seconds (default: until Ctrl-C / SIGTERM).")]
-Interval = Annotated[float, typer.Option("--interval", "-i", min=0.1, max=86400, callback=finite, help="Seconds between metric exports and view refreshes.")]
-OtlpEndpoint = Annotated[Optional[str], typer.Option("--otlp-endpoint", help="OTLP collector URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT).")]
-OtlpProtocol = Annotated[Optional[str], typer.Option("--otlp-protocol", help="grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else by port).")]
-JsonlPath = Annotated[Optional[str], typer.Option("--jsonl", help="Also write spans and metric points as JSON lines to this file (mode 0600).")]
-PrometheusPort = Annotated[Optional[int], typer.Option("--prometheus-port", min=0, max=65535, help="Serve Prometheus metrics on this port.")]
-PrometheusAddress = Annotated[str, typer.Option("--prometheus-address", help="Address the Prometheus endpoint listens on (0.0.0.0 or :: for every interface).")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --jsonl / --record file (without it, an existing file is refused).")]
-FlushTimeout = Annotated[float, typer.Option("--flush-timeout", min=0, help="Most seconds spent at exit sending what is still queued; the rest is counted as not sent.")]
-ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="service.name resource attribute (default: ebpftool).")]
-Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
-Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
-SpanRate = Annotated[int, typer.Option("--span-rate", min=0, max=MAX_SPAN_RATE, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
-MaxSeries = Annotated[int, typer.Option(
-    "--max-series", min=2, max=1_000_000,
-    help="Most series per metric and tracer; further attribute sets (e.g. more processes) are folded into one "
-         "overflow series, otel.metric.overflow=true, and counted.")]
-Record = Annotated[Optional[str], typer.Option("--record", help="Also save spans and metric snapshots to this file for `ebpftool replay` (mode 0600).")]
-
-
-def _apply_config(ctx: typer.Context, value: Optional[str]) -> Optional[str]:
-    """--config FILE: its keys become the defaults of this command's flags (so flags override it)."""
-    if value:
-        from ebpftool.config import check_keys, load_config_file
-
-        try:
-            data = load_config_file(value)
-            check_keys(value, data, {p.name for p in ctx.command.params})
-        except EbpftoolError as exc:
-            raise typer.BadParameter(str(exc)) from exc
-        ctx.default_map = {**(ctx.default_map or {}), **data}
-    return value
-
-
-Config = Annotated[Optional[str], typer.Option("--config", "-c", is_eager=True, callback=_apply_config,
-                                               help="YAML file holding any of these flags (flags override it).")]
-Ui = Annotated[Optional[bool], typer.Option("--ui/--no-ui", help="Live terminal view (default: on when stdout is a terminal).")]
 
 
 @dataclass
 class CommonOptions:
     duration: float | None = None
-    interval: float = 5.0
+    interval: float = DEFAULT_INTERVAL
     otlp_endpoint: str | None = None
     otlp_protocol: str | None = None
     jsonl: str | None = None
@@ -96,6 +49,11 @@ class CommonOptions:
     overwrite: bool = False
     flush_timeout: float | None = None  # None: the pipeline's default (replay); tracing commands: --flush-timeout
     max_series: int = DEFAULT_MAX_SERIES
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "CommonOptions":
+        """The shared options out of a command's parameters (a command passes its `locals()`)."""
+        return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls) if f.name in params})
 
     def tracer_options(self) -> TracerOptions:
         return TracerOptions(span_rate=self.span_rate)
@@ -245,46 +203,3 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
-
-
-_COMMON_PARAMS = [
-    ("duration", Duration, None), ("interval", Interval, 5.0), ("otlp_endpoint", OtlpEndpoint, None),
-    ("otlp_protocol", OtlpProtocol, None), ("jsonl", JsonlPath, None), ("prometheus_port", PrometheusPort, None),
-    ("service_name", ServiceName, None), ("zone", Zone, None), ("region", Region, None),
-    ("span_rate", SpanRate, DEFAULT_SPAN_RATE), ("ui", Ui, None), ("record", Record, None), ("config", Config, None),
-    ("prometheus_address", PrometheusAddress, DEFAULT_PROMETHEUS_ADDRESS), ("overwrite", Overwrite, False),
-    ("flush_timeout", FlushTimeout, EXIT_FLUSH_SECONDS),
-    ("max_series", MaxSeries, DEFAULT_MAX_SERIES),
-]
-
-
-def with_common_options(func):
-    """Give a command every shared option; it receives them as `common: CommonOptions`.
-
-    Typer reads the signature, so the wrapper advertises the command's own
-    parameters followed by the shared ones, and packs the latter for the body.
-    """
-    import functools
-    import inspect
-
-    import typing
-
-    sig = inspect.signature(func)
-    # Resolve string annotations (modules with `from __future__ import annotations`) in the
-    # command's own module: Typer would otherwise look them up in this one.
-    hints = typing.get_type_hints(func, include_extras=True)
-    own = [p.replace(annotation=hints.get(name, p.annotation)) for name, p in sig.parameters.items() if name != "common"]
-    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in _COMMON_PARAMS]
-
-    @functools.wraps(func)
-    def wrapper(**kwargs):
-        common = CommonOptions(**{n: kwargs.pop(n) for n, _a, _d in _COMMON_PARAMS})
-        return func(common=common, **kwargs)
-
-    wrapper.__signature__ = sig.replace(
-        parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
-    )
-    del wrapper.__wrapped__  # Typer must see the new signature, not the original
-    # ... and annotations as objects: Typer evaluates string annotations in the wrapper's module.
-    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
-    return wrapper

@@ -4,7 +4,12 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, execute, with_common_options
+from ebpftool.commands.common import CommonOptions, execute
+from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
+                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config, Duration, FlushTimeout,
+                                       Interval, JsonlPath, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
+                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate, Ui,
+                                       Zone)
 from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS, InferenceOptions, InferenceTracer
 
 Port = Annotated[Optional[List[int]], typer.Option(
@@ -27,7 +32,6 @@ MaxConnections = Annotated[int, typer.Option(
                               "find no slot are counted as untracked.")]
 
 
-@with_common_options
 def inference(
     port: Port = None,
     pid: Pid = None,
@@ -36,10 +40,27 @@ def inference(
     hooks: Hooks = "auto",
     max_connections: MaxConnections = DEFAULT_MAX_CONNECTIONS,
     *,
-    common: CommonOptions,
+    duration: Duration = None,
+    interval: Interval = DEFAULT_INTERVAL,
+    otlp_endpoint: OtlpEndpoint = None,
+    otlp_protocol: OtlpProtocol = None,
+    jsonl: JsonlPath = None,
+    prometheus_port: PrometheusPort = None,
+    service_name: ServiceName = None,
+    zone: Zone = None,
+    region: Region = None,
+    span_rate: SpanRate = DEFAULT_SPAN_RATE,
+    ui: Ui = None,
+    record: Record = None,
+    config: Config = None,
+    prometheus_address: PrometheusAddress = DEFAULT_PROMETHEUS_ADDRESS,
+    overwrite: Overwrite = False,
+    flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
+    max_series: MaxSeries = DEFAULT_MAX_SERIES,
 ) -> None:
     """Measure every HTTP/1.x request a server answers (any language, unchanged): duration, status and,
     for generative-AI endpoints and Server-Sent Events, time to first token and time per output token."""
+    common = CommonOptions.from_params(locals())
     execute(lambda telemetry: [inference_tracer(common, port, pid, comm, capture_bytes, hooks,
                                                 max_connections)(telemetry)], common)
 

@@ -5,8 +5,8 @@ from typing import Annotated
 
 import typer
 
-from ebpftool.commands.common import (CommonOptions, JsonlPath, OtlpEndpoint, OtlpProtocol, ServiceName, build_telemetry,
-                                      console, out)
+from ebpftool.commands.common import CommonOptions, build_telemetry, console, out
+from ebpftool.commands.options import JsonlPath, OtlpEndpoint, OtlpProtocol, ServiceName
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.model import SpanRecord
 from ebpftool.record import Refusals, read_recording

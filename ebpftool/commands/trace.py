@@ -1,15 +1,17 @@
-"""`ebpftool trace` (every tracer, one pipeline), `record`, `config example` and `demo`."""
-from __future__ import annotations
-
-import inspect
+"""`ebpftool trace`: every tracer, one pipeline, one view, one shutdown."""
 from typing import Annotated, List, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, console, execute, out, with_common_options
+from ebpftool.commands.common import CommonOptions, execute
 from ebpftool.commands.gpu import Discover, IoctlPrefix, LeakReport, Lib, SampleCalls, SpanThreshold, gpu_tracer
 from ebpftool.commands.inference import CaptureBytes, Comm, Hooks, MaxConnections, Port, inference_tracer
 from ebpftool.commands.net import PricePerGb, TopFlows, ZonesFile, net_tracer
+from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
+                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config, Duration, FlushTimeout,
+                                       Interval, JsonlPath, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
+                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate, Ui,
+                                       Zone)
 from ebpftool.tracers.gpu import DEFAULT_IOCTL_PREFIX, DEFAULT_SPAN_THRESHOLD_S
 from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS
 
@@ -26,7 +28,6 @@ GpuPid = Annotated[Optional[int], typer.Option("--gpu-pid", help="gpu: trace onl
 NetSpans = Annotated[bool, typer.Option("--net-spans/--no-net-spans", help="net: a span per TCP connection.")]
 
 
-@with_common_options
 def trace(
     inference: InferenceOn = True,
     net: NetOn = True,
@@ -49,11 +50,44 @@ def trace(
     ioctl_path_prefix: IoctlPrefix = DEFAULT_IOCTL_PREFIX,
     leak_report: LeakReport = None,
     *,
-    common: CommonOptions,
+    duration: Duration = None,
+    interval: Interval = DEFAULT_INTERVAL,
+    otlp_endpoint: OtlpEndpoint = None,
+    otlp_protocol: OtlpProtocol = None,
+    jsonl: JsonlPath = None,
+    prometheus_port: PrometheusPort = None,
+    service_name: ServiceName = None,
+    zone: Zone = None,
+    region: Region = None,
+    span_rate: SpanRate = DEFAULT_SPAN_RATE,
+    ui: Ui = None,
+    record: Record = None,
+    config: Config = None,
+    prometheus_address: PrometheusAddress = DEFAULT_PROMETHEUS_ADDRESS,
+    overwrite: Overwrite = False,
+    flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
+    max_series: MaxSeries = DEFAULT_MAX_SERIES,
 ) -> None:
     """Run the inference, network and GPU tracers together: one pipeline, one view, one shutdown.
 
     A tracer this kernel cannot run is reported and skipped; the others go on."""
+    run_trace(CommonOptions.from_params(locals()), **trace_params(locals()))
+
+
+def trace_params(params) -> dict:
+    """The tracer flags of `trace` (and `record`) out of a command's parameters."""
+    return {name: params[name] for name in TRACER_FLAGS}
+
+
+TRACER_FLAGS = ("inference", "net", "gpu", "port", "pid", "comm", "capture_bytes", "hooks", "max_connections", "zones",
+                "price_per_gb", "flows", "net_spans", "lib", "gpu_pid", "span_threshold", "sample_calls", "discover",
+                "ioctl_path_prefix", "leak_report")
+
+
+def run_trace(common: CommonOptions, *, inference, net, gpu, port, pid, comm, capture_bytes, hooks, max_connections,
+              zones, price_per_gb, flows, net_spans, lib, gpu_pid, span_threshold, sample_calls, discover,
+              ioctl_path_prefix, leak_report) -> None:
+    """What `trace` and `record` do once their flags are read."""
     factories = []
     if inference:
         if not (port or pid or comm):
@@ -69,66 +103,5 @@ def trace(
     execute(lambda telemetry: [make(telemetry) for make in factories], common, skip_failed=True)
 
 
-def _record_command():
-    """`record FILE [trace options]`: trace, saving what is exported for `ebpftool replay`."""
-    sig = inspect.signature(trace)
-    path = inspect.Parameter("path", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[
-        str, typer.Argument(help="File to write (mode 0600): spans and metric snapshots as JSON lines.")])
-
-    def record(**kwargs):
-        kwargs["record"] = kwargs.pop("path")
-        return trace(**kwargs)
-
-    record.__doc__ = "Trace like `trace` and save spans and metric snapshots to FILE, for `ebpftool replay`."
-    record.__signature__ = sig.replace(parameters=[path] + [p for p in sig.parameters.values() if p.name != "record"])
-    return record
-
-
-config_app = typer.Typer(help="Config files.", no_args_is_help=True)
-
-
-@config_app.command("example")
-def config_example() -> None:
-    """Print a commented config file with every flag of `trace` (use it with --config FILE)."""
-    from typer.main import get_command
-
-    from ebpftool.config import example_config
-
-    single = typer.Typer()
-    single.command()(trace)
-    out.print(example_config(get_command(single).params), markup=False, highlight=False, soft_wrap=True)
-
-
-@with_common_options
-def demo(*, common: CommonOptions) -> None:
-    """Trace a demo workload for a few seconds: a streaming OpenAI-compatible server and its client, two
-    network namespaces as zones with traffic between them, and a process calling the real CUDA runtime.
-    Everything it starts is removed at the end."""
-    from ebpftool.demo import DemoWorkloads, find_cudart, zones_file
-
-    if common.duration is None:
-        common.duration = 10.0
-    if common.interval == 5.0:
-        common.interval = 1.0
-    workloads = DemoWorkloads(seconds=common.duration)
-    try:
-        port = workloads.start_server()
-        cudart = find_cudart()
-        factories = [
-            inference_tracer(common, [port], None, None),
-            net_tracer(common, str(zones_file(workloads.workdir)), None, 0, False),
-            gpu_tracer(common, [cudart] if cudart else None, None, discover=cudart is None),
-        ]
-        console.print(f"demo: streaming server on 127.0.0.1:{port}, zones demo-a/demo-b, "
-                      f"CUDA runtime {cudart or 'not found'}; tracing for {common.duration:g}s")
-        execute(lambda telemetry: [make(telemetry) for make in factories], common, skip_failed=True,
-                after_start=workloads.start_traffic)
-    finally:
-        workloads.stop()
-
-
 def register(app: typer.Typer) -> None:
     app.command()(trace)
-    app.command(name="record")(_record_command())
-    app.add_typer(config_app, name="config")
-    app.command()(demo)

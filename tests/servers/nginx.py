@@ -55,6 +55,14 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
+MASTERS: dict[int, int] = {}  # port -> pid of the nginx master serving it (this process's servers only)
+
+
+def master_pid(port: int) -> int:
+    """The master process of the nginx that nginx_server() runs on this port (not another test run's nginx)."""
+    return MASTERS[port]
+
+
 @contextmanager
 def nginx_server(port: int | None = None, workers: int = 1):
     """Yields the port of a running nginx serving /index.html (200) and nothing else (404)."""
@@ -66,10 +74,12 @@ def nginx_server(port: int | None = None, workers: int = 1):
         conf = Path(d) / "nginx.conf"
         conf.write_text(CONFIG.format(dir=d, port=port, workers=workers))
         proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        MASTERS[port] = proc.pid  # daemon off, master_process on: the process started is the master
         try:
             wait_listening(port)
             yield port
         finally:
+            MASTERS.pop(port, None)
             proc.terminate()
             try:
                 proc.wait(10)

@@ -1,0 +1,72 @@
+"""The options every tracing command shares, declared once as Typer `Annotated` types.
+
+Each command lists them in its own signature (see commands/inference.py), with the defaults below, and
+packs them with `CommonOptions.from_params(locals())`: what `--help` shows is what the function says.
+"""
+from __future__ import annotations
+
+import math
+from typing import Annotated, Optional
+
+import typer
+
+from ebpftool.core.series import DEFAULT_MAX_SERIES
+from ebpftool.core.tracer import DEFAULT_SPAN_RATE
+from ebpftool.errors import EbpftoolError
+from ebpftool.export.pipeline import EXIT_FLUSH_SECONDS
+from ebpftool.export.sinks import DEFAULT_PROMETHEUS_ADDRESS
+
+__all__ = [
+    "DEFAULT_FLUSH_TIMEOUT", "DEFAULT_INTERVAL", "DEFAULT_MAX_SERIES", "DEFAULT_PROMETHEUS_ADDRESS",
+    "DEFAULT_SPAN_RATE", "MAX_SPAN_RATE", "Config", "Duration", "FlushTimeout", "Interval", "JsonlPath",
+    "MaxSeries", "OtlpEndpoint", "OtlpProtocol", "Overwrite", "PrometheusAddress", "PrometheusPort", "Record",
+    "Region", "ServiceName", "SpanRate", "Ui", "Zone", "finite",
+]
+
+DEFAULT_INTERVAL = 5.0                   # seconds between metric exports and view refreshes
+DEFAULT_FLUSH_TIMEOUT = EXIT_FLUSH_SECONDS
+MAX_SPAN_RATE = 10_000_000   # spans per second: the kernel's budget is compiled in (bpf/common.bpf.h)
+
+
+def finite(value: float | None) -> float | None:
+    """An option callback: click's float ranges let nan and inf through."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def _apply_config(ctx: typer.Context, value: Optional[str]) -> Optional[str]:
+    """--config FILE: its keys become the defaults of this command's flags (so flags override it)."""
+    if value:
+        from ebpftool.config import check_keys, load_config_file
+
+        try:
+            data = load_config_file(value)
+            check_keys(value, data, {p.name for p in ctx.command.params})
+        except EbpftoolError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        ctx.default_map = {**(ctx.default_map or {}), **data}
+    return value
+
+
+Duration = Annotated[Optional[float], typer.Option("--duration", "-d", min=0.1, max=10 * 365 * 86400, callback=finite, help="Stop after this many seconds (default: until Ctrl-C / SIGTERM).")]
+Interval = Annotated[float, typer.Option("--interval", "-i", min=0.1, max=86400, callback=finite, help="Seconds between metric exports and view refreshes.")]
+OtlpEndpoint = Annotated[Optional[str], typer.Option("--otlp-endpoint", help="OTLP collector URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT).")]
+OtlpProtocol = Annotated[Optional[str], typer.Option("--otlp-protocol", help="grpc or http/protobuf (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else by port).")]
+JsonlPath = Annotated[Optional[str], typer.Option("--jsonl", help="Also write spans and metric points as JSON lines to this file (mode 0600).")]
+PrometheusPort = Annotated[Optional[int], typer.Option("--prometheus-port", min=0, max=65535, help="Serve Prometheus metrics on this port.")]
+PrometheusAddress = Annotated[str, typer.Option("--prometheus-address", help="Address the Prometheus endpoint listens on (0.0.0.0 or :: for every interface).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --jsonl / --record file (without it, an existing file is refused).")]
+FlushTimeout = Annotated[float, typer.Option("--flush-timeout", min=0, help="Most seconds spent at exit sending what is still queued; the rest is counted as not sent.")]
+ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="service.name resource attribute (default: ebpftool).")]
+Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
+Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
+SpanRate = Annotated[int, typer.Option("--span-rate", min=0, max=MAX_SPAN_RATE, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+MaxSeries = Annotated[int, typer.Option(
+    "--max-series", min=2, max=1_000_000,
+    help="Most series per metric and tracer; further attribute sets (e.g. more processes) are folded into one "
+         "overflow series, otel.metric.overflow=true, and counted.")]
+Record = Annotated[Optional[str], typer.Option("--record", help="Also save spans and metric snapshots to this file for `ebpftool replay` (mode 0600).")]
+Config = Annotated[Optional[str], typer.Option("--config", "-c", is_eager=True, callback=_apply_config,
+                                               help="YAML file holding any of these flags (flags override it).")]
+Ui = Annotated[Optional[bool], typer.Option("--ui/--no-ui", help="Live terminal view (default: on when stdout is a terminal).")]
