@@ -127,6 +127,12 @@ static __always_inline int socket_read(u64 sk, int ret, u64 flags)
     }
     if (flags & RECV_NOT_FROM_STREAM)
         return 0;  /* a peek's bytes will be read again; the error queue holds the socket's own timestamps */
+#if TLS_HOOKS
+    if (c->tls) {
+        tls_read_seen(sk, c);  /* ciphertext: the plaintext comes at the library call's return */
+        return 0;
+    }
+#endif
     u64 now = read_time(sk);
     u32 how, len = 0;
     u64 arg = syscall_buffer(&how);
@@ -183,6 +189,10 @@ int send_tcp_sendmsg(u64 *ctx)
     int queued = *(int *)(sock + SK_WMEM_QUEUED_OFF), limit = *(int *)(sock + SK_SNDBUF_OFF);
     if (room <= 0 && queued >= limit)
         return 0;  /* this turn waits for space: seen when the write goes, or again when it is retried */
+#if TLS_HOOKS
+    if (c->tls)
+        return tls_written(ctx, sk, c, bpf_ktime_get_ns());  /* ciphertext: the library call's plaintext instead */
+#endif
     u8 type = *(u8 *)(msg + MSG_ITER_TYPE_OFF);
     u64 count = *(u64 *)(msg + MSG_ITER_COUNT_OFF);
     u64 p = *(u64 *)(msg + MSG_ITER_UBUF_OFF);  /* ITER_UBUF: the buffer; ITER_IOVEC: the kernel's iovec array */
@@ -213,9 +223,13 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
     struct conn_state *c = sock_conn(sk);
     if (!c)
         return 0;
+    u64 now = bpf_ktime_get_ns();  /* the hook runs once the bytes went out: start and end are one time */
+#if TLS_HOOKS
+    if (c->tls)
+        return tls_written(ctx, sk, c, now);  /* ciphertext: the library call's plaintext instead */
+#endif
     u32 how;
     u64 arg = syscall_buffer(&how);
-    u64 now = bpf_ktime_get_ns();  /* the hook runs once the bytes went out: start and end are one time */
     return written(ctx, &sk, c, how, arg, ret, now, now);
 }
 #endif

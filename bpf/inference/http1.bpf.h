@@ -127,6 +127,19 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
         u64 n = bounded(len, LINE_MAX);
         if (bpf_probe_read_user(c->line, n, (void *)ptr) == 0)
             c->line_len = n;
+#if TLS_HOOKS
+        /* A TLS record (a handshake; mid-stream, application data), whose first read may be its 5-byte
+         * header: the plaintext comes through the TLS library's hooks (hooks_tls.bpf.h), and the socket
+         * hooks no longer parse this connection's bytes. */
+        if (c->line_len >= 2 && c->line[1] == 0x03 && (c->line[0] == 0x16 || (c->seeded && c->line[0] == 0x17))) {
+            c->tls = 1;
+            c->req_start = 0;
+            c->seq = 0;
+            c->arrival = 0;
+            stat_add(STAT_INF_TLS, 1);
+            return READ_DONE;
+        }
+#endif
         if (!classify_request(c)) {
             if (c->seq == 1 && !c->seeded) {
                 /* Its first bytes are not HTTP/1.x (TLS, HTTP/2, another protocol): counted once, let go. */

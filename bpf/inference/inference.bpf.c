@@ -36,6 +36,7 @@
  *   response_programs.bpf.h  the tail-called programs of a response write, the idle flush
  *   io.bpf.h             a read's or write's buffer, a write handed on
  *   conn_table.bpf.h, hooks_socket.bpf.h   the socket hooks' way in
+ *   hooks_tls.bpf.h      TLS: OpenSSL's uprobes hand plaintext to the same state machine (socket hooks)
  *   hooks_syscall.bpf.h  the syscalls' way in
  * A new way in (a TLS library's uprobes) is a hooks file calling on_read()/written_buffer(); a new
  * protocol is a file beside http1.bpf.h that the hooks hand a connection's bytes to.
@@ -44,6 +45,7 @@
  *   IO_HOOKS_SOCK  1: socket hooks (x86-64 syscall registers); 0: syscall hooks
  *   SEED_CONNECTIONS 1: attach the tcp_rcv_space_adjust program (socket hooks)
  *   ARRIVAL_HOOK   1: a request begins when its first byte arrives (sock:sk_data_ready; socket hooks)
+ *   TLS_HOOKS      1: TLS connections' plaintext from the TLS library's uprobes (socket hooks)
  *   SEND_HOOK_BTF  1: writes seen on the tcp_sendmsg_locked BTF tracepoint, not sock_send_length (socket
  *                  hooks; with MSG_ITER_*_OFF, SKB_LEN_OFF, SK_WMEM_QUEUED_OFF, SK_SNDBUF_OFF, ITER_*_TYPE)
  *   RECV_HOOK_BTF  1: reads seen on the sock_recv_length BTF tracepoint, timed by TCP's clock of the socket
@@ -67,6 +69,9 @@
 #endif
 #ifndef ARRIVAL_HOOK
 #define ARRIVAL_HOOK 0
+#endif
+#ifndef TLS_HOOKS
+#define TLS_HOOKS 0
 #endif
 #ifndef SEND_HOOK_BTF
 #define SEND_HOOK_BTF 0
@@ -103,6 +108,9 @@
 #include "io.bpf.h"
 #if IO_HOOKS_SOCK
 #include "conn_table.bpf.h"
+#if TLS_HOOKS
+#include "hooks_tls.bpf.h"
+#endif
 #include "hooks_socket.bpf.h"
 #else
 #include "hooks_syscall.bpf.h"

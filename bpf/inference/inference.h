@@ -20,6 +20,7 @@
 #define METHOD_PATCH 7
 #define METHOD_CONNECT 8
 #define METHOD_TRACE 9
+#define METHOD_TLS 0x80        /* with a method, in req_key and request_event: the request came over TLS */
 
 /* Generative-AI operation, from the request path (or a streamed answer on another path). */
 #define OP_NONE 0
@@ -55,6 +56,7 @@
 #define STAT_INF_NO_RESPONSE 5   /* requests closed without a response */
 #define STAT_INF_SEEDED 6        /* connections open before the tracer, found at their first read since */
 #define STAT_INF_METRICS_FULL 7  /* finished requests a metric map had no room for (a series per container: Pods churn) */
+#define STAT_INF_TLS 8           /* connections that began with a TLS handshake (their plaintext: TLS_HOOKS) */
 
 /* Key of the listeners map (syscall hooks): a file descriptor of a process. A
  * connection is known by a u64 (conn_state.key, the key of last_writes): the
@@ -102,6 +104,7 @@ struct conn_state {
     __u8 seeded;         /* open before the tracer started: its first bytes may be the middle of anything */
     __u8 end_after_scan; /* the write being scanned ends the response (its last chunk): finish it after the scan */
     __u8 body_counted;   /* body_left counts the bytes still to come of a body whose length the head stated */
+    __u8 tls;            /* its bytes are TLS: the plaintext comes from the TLS library's hooks */
     __u8 line[LINE_BUF]; /* the request's first bytes (line_len of them), to classify it */
     __u64 body_left;     /* bytes of the response's body still to come (valid with body_counted) */
 };

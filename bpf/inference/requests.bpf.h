@@ -84,7 +84,8 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
         return;  /* counted when it began; not a request we can name */
     u64 end = c->resp_end ? c->resp_end : now;
     u64 duration = end > start ? end - start : 0;
-    struct req_key key = {.cgroup = c->cgroup, .port = c->port, .status = c->status, .method = c->method, .op = c->op};
+    struct req_key key = {.cgroup = c->cgroup, .port = c->port, .status = c->status, .method = c->method | (c->tls ? METHOD_TLS : 0),
+                          .op = c->op};
     stat_add(STAT_INF_REQUESTS, 1);
     if (c->status == 0)
         stat_add(STAT_INF_NO_RESPONSE, 1);
@@ -120,7 +121,7 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
     e->tokens = c->tokens;
     e->port = c->port;
     e->status = c->status;
-    e->method = c->method;
+    e->method = c->method | (c->tls ? METHOD_TLS : 0);
     e->op = c->op;
     e->flags = c->flags;
     e->family = c->family;

@@ -40,6 +40,7 @@ from ebpftool.export import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanEvent, SpanKind, SpanRecord, counter, histogram
 from ebpftool.export.pipeline import Telemetry
 from ebpftool.tracers import http_parse
+from ebpftool.tracers.tls_libs import TlsUprobes
 
 STRUCTS, H = load_header("inference/inference.h")
 DEFAULT_CAPTURE_BYTES = 512
@@ -77,6 +78,9 @@ SEND_BTF_FUNCTION = "send_tcp_sendmsg"  # its program in bpf/inference/hooks_soc
 # by TCP's own clock of the socket, which the read just refreshed, instead of a clock helper (RECV_HOOK_BTF).
 RECV_BTF_TRACEPOINT = "sock_recv_length"
 RECV_BTF_FUNCTION = "recv_sock_recv_length"
+# Seconds between scans of /proc for libssl copies not hooked yet (each reads every process's maps).
+TLS_RESCAN_S = 30.0
+
 # The programs reached by tail calls from a response write, in their order in the scan_prog array: the two
 # passes over its bytes for events, the reading of a response head, and the end of a response so found.
 SCAN_FUNCTIONS = ("scan_sse_events", "scan_sse_marks", "scan_response_head", "finish_written_response")
@@ -287,6 +291,8 @@ class InferenceTracer(Tracer):
         self.hooks = ""                                   # the hooks in use: socket | syscall
         self.btf_hooks: list[tuple[str, str]] = []       # (tracepoint, program) of the hooks on BTF tracepoints
         self.arrival_hook = False                         # requests begin at their first byte's arrival
+        self.tls: TlsUprobes | None = None                # libssl files with the TLS uprobes (socket hooks)
+        self._tls_scanned = time.monotonic()
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
         self._seeding = False
         self._flush_fd = -1
@@ -360,6 +366,7 @@ class InferenceTracer(Tracer):
             **(btf_hooks or {}),
             "SEED_CONNECTIONS": int(bool(preexisting)),
             "ARRIVAL_HOOK": int(socket_hooks and BpfProgram.tracepoint_exists(ARRIVAL_TRACEPOINT)),
+            "TLS_HOOKS": int(socket_hooks),
             "FILTER_PORTS": int(bool(o.ports)),
             "FILTER_PIDS": int(bool(o.pids or o.comms)),
             "CAPTURE_BYTES": o.capture_bytes,
@@ -419,8 +426,17 @@ class InferenceTracer(Tracer):
                 self.watched_listeners = len(o.ports)
         else:
             prog.probes.extend(f"tracepoint:{tp}" for tp in SYSCALL_TRACEPOINTS)
+        if socket_hooks:
+            self.tls = TlsUprobes()
+            self._attach_tls()
         prog.open_ring_buffer("events", self._on_event)
         self._scan(seed_connections=True)
+
+    def _attach_tls(self) -> None:
+        """TLS: uprobes on every libssl not attached yet (hooks_tls.bpf.h)."""
+        if self.tls is not None:
+            for path in self.tls.attach_new(self.prog):
+                self.notify(f"TLS: uprobes on {path}")
 
     @property
     def send_hook_btf(self) -> bool:
@@ -604,14 +620,14 @@ class InferenceTracer(Tracer):
                 http_parse.fill_body_fields(req, chunk)
         elif request_heads and not pipelined:
             self.unparsable_captures += 1
-        method = METHOD_NAMES.get(e.method, http_parse.OTHER_METHOD)
+        method = METHOD_NAMES.get(e.method & ~H["METHOD_TLS"], http_parse.OTHER_METHOD)
         streamed = bool(e.flags & H["REQ_SSE"])
         path = req.path if req else None
         attrs: dict[str, Any] = {
             sc.HTTP_REQUEST_METHOD: method,
             sc.SERVER_PORT: e.port,
             sc.NETWORK_PROTOCOL_VERSION: req.version if req else "1.1",
-            sc.URL_SCHEME: "http",
+            sc.URL_SCHEME: "https" if e.method & H["METHOD_TLS"] else "http",
             sc.PROCESS_PID: e.pid,
             sc.PROCESS_EXECUTABLE_NAME: self.exe(e.pid, cstring(e.comm)),
             **self.cgroups.workload_attributes(e.cgroup),
@@ -670,8 +686,8 @@ class InferenceTracer(Tracer):
         if gen_ai:
             attrs[sc.GEN_AI_OPERATION_NAME] = OPERATIONS.get(k.op, "generate_content")
         else:
-            attrs[sc.HTTP_REQUEST_METHOD] = METHOD_NAMES.get(k.method, http_parse.OTHER_METHOD)
-            attrs[sc.URL_SCHEME] = "http"
+            attrs[sc.HTTP_REQUEST_METHOD] = METHOD_NAMES.get(k.method & ~H["METHOD_TLS"], http_parse.OTHER_METHOD)
+            attrs[sc.URL_SCHEME] = "https" if k.method & H["METHOD_TLS"] else "http"
             if k.status:
                 attrs[sc.HTTP_RESPONSE_STATUS_CODE] = k.status
         if k.status >= 500 or k.status == 0:
@@ -815,6 +831,9 @@ class InferenceTracer(Tracer):
         if self.prog is None or self.prog.bpf is None:
             return
         self._scan()
+        if self.tls is not None and time.monotonic() - self._tls_scanned > TLS_RESCAN_S:
+            self._tls_scanned = time.monotonic()
+            self._attach_tls()  # libssl copies of containers started since
         if self.hooks == "syscall":
             # The kernel closes a dead process's fds without a close() syscall; the socket hooks
             # see those closes (inet_sock_set_state), the syscall hooks do not.
@@ -866,5 +885,8 @@ class InferenceTracer(Tracer):
         out["requests left out of metrics (maps full)"] = st[H["STAT_INF_METRICS_FULL"]]
         out["requests closed without a response"] = st[H["STAT_INF_NO_RESPONSE"]]
         out["connections not HTTP/1.x (unparsed)"] = st[H["STAT_INF_UNPARSED"]]
+        if self.tls is not None:
+            out["connections in TLS"] = st[H["STAT_INF_TLS"]]
+            out["TLS libraries hooked"] = len(self.tls.attached)
         out["spans sent"] = self.spans_sent
         return out

@@ -29,7 +29,7 @@ http {{
     scgi_temp_path {dir}/scgi;
     keepalive_requests 1000000;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
         root {dir}/www;
         location / {{ }}
         location = /nginx_status {{ stub_status; }}
@@ -64,15 +64,17 @@ def master_pid(port: int) -> int:
 
 
 @contextmanager
-def nginx_server(port: int | None = None, workers: int = 1):
-    """Yields the port of a running nginx serving /index.html (200) and nothing else (404)."""
+def nginx_server(port: int | None = None, workers: int = 1, tls: tuple[str, str] | None = None):
+    """Yields the port of a running nginx serving /index.html (200) and nothing else (404); with tls (a
+    certificate and its key, PEM files), over TLS only."""
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="ebpftool-nginx-") as d:
         www = Path(d) / "www"
         www.mkdir()
         (www / "index.html").write_bytes(PAGE)
         conf = Path(d) / "nginx.conf"
-        conf.write_text(CONFIG.format(dir=d, port=port, workers=workers))
+        conf.write_text(CONFIG.format(dir=d, port=port, workers=workers,
+                                       tls=f" ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}" if tls else ""))
         proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         MASTERS[port] = proc.pid  # daemon off, master_process on: the process started is the master
         try:

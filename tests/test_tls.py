@@ -1,0 +1,159 @@
+"""Requests over TLS (OpenSSL's libssl): the plaintext from the library's uprobes, through the same state
+machine as cleartext (bpf/inference/hooks_tls.bpf.h).
+
+Servers nobody here wrote, each with its own use of OpenSSL: nginx (SSL_read / SSL_write on its sockets)
+and the standard library's http.server on an ssl-wrapped socket (Python's ssl module: SSL_read_ex /
+SSL_write_ex). Clients: Python's http.client over TLS. What a real OTLP receiver decoded is compared with
+what the clients sent and got."""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import re
+import ssl
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import EbpftoolProcess
+from tests.otlp_receiver import GrpcReceiver
+from tests.servers.nginx import free_port, nginx_server, wait_listening
+
+pytestmark = pytest.mark.bpf
+
+STDLIB_TLS_SERVER = textwrap.dedent('''
+    import http.server, json, ssl, sys
+    port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def log_message(self, *args):
+            pass
+        def _answer(self, status, body, content_type="application/json"):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def do_GET(self):
+            if self.path == "/v1/models":
+                self._answer(200, b'{"data":[{"id":"tiny"}]}')
+            else:
+                self._answer(404, b"{}")
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path != "/v1/chat/completions":
+                return self._answer(404, b"{}")
+            if not body.get("stream"):
+                answer = {"model": body["model"], "choices": [{"message": {"content": "hi"}}],
+                          "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+                return self._answer(200, json.dumps(answer).encode())
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            def chunk(data):
+                self.wfile.write(b"%x\\r\\n%s\\r\\n" % (len(data), data))
+            chunk(b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\\n\\n')
+            for word in ("one", " two", " three"):
+                chunk(b'data: {"choices":[{"delta":{"content":"%s"}}]}\\n\\n' % word.encode())
+            chunk(b"data: [DONE]\\n\\n")
+            self.wfile.write(b"0\\r\\n\\r\\n")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
+''')
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                    "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@contextlib.contextmanager
+def stdlib_tls_server(cert: str, key: str):
+    port = free_port()
+    proc = subprocess.Popen(["/usr/bin/python3", "-c", STDLIB_TLS_SERVER, str(port), cert, key])
+    try:
+        wait_listening(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def client(port: int) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=ssl._create_unverified_context())
+
+
+def request(conn, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"Content-Type": "application/json"} if body is not None else {})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def spans_on(receiver, port):
+    return [s for s in receiver.spans() if s.attributes.get("server.port") == port]
+
+
+def test_nginx_over_tls_is_measured_as_https(certificate):
+    receiver = GrpcReceiver()
+    try:
+        with nginx_server(tls=certificate) as port:
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                conn = client(port)
+                statuses = [request(conn, "GET", path)[0] for path in ("/index.html", "/missing", "/index.html")]
+                conn.close()   # the last request ends at the latest here
+                fresh = client(port)
+                statuses.append(request(fresh, "GET", "/index.html")[0])
+                fresh.close()
+                assert receiver.wait_for(lambda: len(spans_on(receiver, port)) >= 4), proc.stderr
+                assert proc.stop() == 0, proc.stderr
+        assert statuses == [200, 404, 200, 200]
+        spans = spans_on(receiver, port)
+        assert sorted(s.attributes["http.response.status_code"] for s in spans) == sorted(statuses)
+        assert {s.attributes["url.scheme"] for s in spans} == {"https"}
+        assert {s.attributes.get("url.path") for s in spans} == {"/index.html", "/missing"}
+        assert re.search(r"connections not HTTP/1.x \(unparsed\)\s*│\s*0\b", proc.stdout), proc.stdout
+        assert re.search(r"connections in TLS\s*│\s*2\b", proc.stdout), proc.stdout
+    finally:
+        receiver.stop()
+
+
+def test_python_ssl_server_streams_over_tls_with_its_tokens(certificate):
+    receiver = GrpcReceiver()
+    try:
+        with stdlib_tls_server(*certificate) as port:
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                conn = client(port)
+                got = [request(conn, "GET", "/v1/models"),
+                       request(conn, "POST", "/v1/chat/completions", {"model": "tiny", "messages": []}),
+                       request(conn, "POST", "/v1/chat/completions", {"model": "tiny", "messages": [], "stream": True})]
+                conn.close()
+                assert receiver.wait_for(lambda: len(spans_on(receiver, port)) >= 3), proc.stderr
+                assert proc.stop() == 0, proc.stderr
+        assert [status for status, _ in got] == [200, 200, 200]
+        streamed = got[2][1]
+        text_events = [line for line in streamed.split(b"\n") if line.startswith(b"data: {") and b'"content":""' not in line]
+        spans = sorted(spans_on(receiver, port), key=lambda s: s.start_ns)
+        assert [s.attributes["url.scheme"] for s in spans] == ["https"] * 3
+        assert [s.attributes.get("url.path") for s in spans] == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+        chat, stream = spans[1], spans[2]
+        assert chat.attributes["gen_ai.usage.output_tokens"] == 1
+        assert chat.attributes.get("gen_ai.response.model") == "tiny"
+        assert stream.attributes["gen_ai.usage.output_tokens"] == len(text_events) == 3
+    finally:
+        receiver.stop()
