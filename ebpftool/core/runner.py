@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from ebpftool.core.series import DEFAULT_MAX_SERIES, SeriesLimiter
 from ebpftool.core.tracer import Tracer
 from ebpftool.errors import EbpftoolError
-from ebpftool.export.pipeline import Telemetry
+from ebpftool.core.telemetry import Telemetry
 
 POLL_MS = 100  # how long one pass waits for ring-buffer records, split over tracers
 
