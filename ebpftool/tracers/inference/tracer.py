@@ -419,9 +419,7 @@ class InferenceTracer(InferenceSpans, InferenceMetrics, BpfTracer):
         return view
 
     def summary(self) -> InferenceSummary:
-        # "socket": the send side on the BTF tracepoint; "socket-raw": on sock_send_length
-        hooks = "socket-raw" if self.hooks == "socket" and not self.send_hook_btf else self.hooks
-        out = InferenceSummary(hooks or "-", self.hooks == "socket", self.watched_listeners)
+        out = InferenceSummary(self.plan.name if self.plan else "-", self.hooks == "socket", self.watched_listeners)
         if self.prog is None or self.prog.bpf is None:
             return out
         st = self.prog.stats()
