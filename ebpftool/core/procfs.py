@@ -27,6 +27,21 @@ def read_text(path: str) -> str | None:
         return None
 
 
+def fd_targets(pid: int, proc: str = "/proc") -> dict[int, str]:
+    """fd -> what it is open on (a path, `socket:[inode]`, ...) for the fds pid holds now."""
+    try:
+        fds = os.listdir(f"{proc}/{pid}/fd")
+    except OSError:
+        return {}
+    out = {}
+    for fd in fds:
+        try:
+            out[int(fd)] = os.readlink(f"{proc}/{pid}/fd/{fd}")
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def parent_of_stat(stat: str) -> int | None:
     """The parent pid in the text of /proc/PID/stat (the command name may hold spaces and parentheses)."""
     try:

@@ -229,17 +229,9 @@ class GpuTracer(BpfTracer):
         for pid in procfs.pids():
             if watched is not None and pid not in watched:
                 continue
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
+            for fd, target in procfs.fd_targets(pid).items():
                 if target.startswith(prefix):
-                    key = table.Key(pid, int(fd))
+                    key = table.Key(pid, fd)
                     leaf = table.Leaf()
                     leaf.device = target[len(prefix):].encode()[: H["IOCTL_DEVICE_LEN"] - 1]
                     table[key] = leaf
@@ -252,11 +244,10 @@ class GpuTracer(BpfTracer):
             try:
                 self._exe[pid] = cstring(table[table.Key(pid)].comm) if table is not None else ""
             except KeyError:  # only seen at ioctls: ask /proc
-                try:
-                    with open(f"/proc/{pid}/comm") as f:
-                        self._exe[pid] = f.read().strip()
-                except OSError:
+                comm = procfs.read_text(f"/proc/{pid}/comm")
+                if comm is None:
                     return ""
+                self._exe[pid] = comm.strip()
         return self._exe[pid]
 
     def kernel_name(self, pid: int, fn: CudaFunction, addr: int) -> str:

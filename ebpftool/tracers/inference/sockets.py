@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 
 from ebpftool.core.netaddr import AF_INET, AF_INET6, format_address
-from ebpftool.core.procfs import pids, read_text
+from ebpftool.core.procfs import fd_targets, pids, read_text
 
 TCP_LISTEN, TCP_ESTABLISHED = 0x0A, 0x01  # TCP states as /proc/net/tcp writes them
 
@@ -45,19 +45,7 @@ def _hex_addr(h: str) -> str:
 
 def socket_fds(pid: int) -> dict[int, int]:
     """inode -> fd of the sockets pid holds."""
-    out = {}
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return out
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out[int(target[8:-1])] = int(fd)
-    return out
+    return {int(target[8:-1]): fd for fd, target in fd_targets(pid).items() if target.startswith("socket:[")}
 
 
 class SocketTables:

@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ebpftool.core import procfs
 from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, HistSum, bucket_macro, kernel_allows_raw_tracepoints, merge_hist, seconds_to_ns
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.clock import kernel_hz
@@ -213,14 +214,12 @@ class NetTracer(BpfTracer):
         self._seen_pids.add(pid)
         known = self._processes.get(pid)
         if known is None:
-            try:
-                with open(f"/proc/{pid}/comm") as fh:
-                    name = fh.read().strip()
-                with open(f"/proc/{pid}/cgroup") as fh:
-                    pod_uid = k8s.pod_uid_of_cgroup(fh.read())
-            except OSError:
-                name, pod_uid = cstring(comm), None
-            known = self._processes[pid] = ProcessIdentity(name, pod_uid)
+            name, cgroup = procfs.read_text(f"/proc/{pid}/comm"), procfs.read_text(f"/proc/{pid}/cgroup")
+            if name is None or cgroup is None:  # gone
+                known = ProcessIdentity(cstring(comm), None)
+            else:
+                known = ProcessIdentity(name.strip(), k8s.pod_uid_of_cgroup(cgroup))
+            self._processes[pid] = known
         return known
 
     def _forget_unseen_processes(self) -> None:
