@@ -30,17 +30,17 @@ from ebpftool.export import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanRecord, counter, seconds_histogram, updown
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.gpu import plans
-from ebpftool.tracers.gpu.figures import GpuKernelCounts, GpuSummary, GpuView, ProcessRates, ProcessRow, UnfreedBy
 from ebpftool.tracers.gpu.cuda_api import DIRECTIONS, FUNCTIONS, MEMORY_TYPES, CudaFunction, by_id, probe_list, probe_names
 from ebpftool.tracers.gpu.cuda_libs import (
     CudaLibrary, ElfError, SymbolResolver, file_identity, installed_libraries, libraries_in_processes, read_elf,
 )
+from ebpftool.tracers.gpu.figures import GpuKernelCounts, GpuSummary, GpuView, ProcessRates, ProcessRow, UnfreedBy
+from ebpftool.tracers.gpu.leaks import Allocation, ProcessLeaks
 
 STRUCTS, H = load_header("gpu.h")
 DEFAULT_SPAN_THRESHOLD_S = 0.001
 DEFAULT_IOCTL_PREFIX = "/dev/nvidia"
 MAX_PREFIX_LEN = H["IOCTL_PATH_MAX"] - H["IOCTL_DEVICE_LEN"]
-LEAKS_KEPT_PER_PROCESS = 1000   # allocations listed per exited process; the rest are only summed
 BOUNDS = sc.GPU_CALL_DURATION_BUCKETS
 NO_LIBRARY_HINT = (
     "no CUDA library found (looked in the maps of running processes and in /usr/local/cuda*/lib64, "
@@ -57,44 +57,6 @@ class GpuOptions(TracerOptions):
     discover: bool = True            # look in /proc/*/maps and install paths, not only --lib
     ioctl_prefix: str = DEFAULT_IOCTL_PREFIX
     leak_report: str | None = None   # JSON file written at exit
-
-
-@dataclass
-class Allocation:
-    pid: int
-    pointer: int
-    size: int
-    function: str
-    memory_type: str
-    thread_id: int
-    age_seconds: float
-
-    def to_dict(self) -> dict:
-        return {"pointer": hex(self.pointer), "size": self.size, "function": self.function,
-                "memory_type": self.memory_type, "thread_id": self.thread_id,
-                "age_seconds": round(self.age_seconds, 3)}
-
-
-@dataclass
-class ProcessLeaks:
-    """Allocations a process never freed: at its exit, or still held when the tracer stops."""
-
-    pid: int
-    executable: str
-    exited: bool
-    allocations: list[Allocation] = field(default_factory=list)
-    count: int = 0
-    bytes: int = 0
-
-    def add(self, a: Allocation) -> None:
-        self.count += 1
-        self.bytes += a.size
-        if len(self.allocations) < LEAKS_KEPT_PER_PROCESS:
-            self.allocations.append(a)
-
-    def to_dict(self) -> dict:
-        return {"pid": self.pid, "executable": self.executable, "exited": self.exited, "count": self.count,
-                "bytes": self.bytes, "allocations": [a.to_dict() for a in self.allocations]}
 
 
 def errno_name(err: int) -> str:
