@@ -21,46 +21,14 @@ from ebpftool.core.bpf import (
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.privileges import capability_report, has_privileges, missing_privileges
 from ebpftool.errors import EbpftoolError
-from ebpftool.tracers.inference import RECV_BTF_TRACEPOINT, SEND_BTF_TRACEPOINT, recv_hook_btf_defines
+from ebpftool.core.plan import Plan, usable
+from ebpftool.tracers.gpu.plans import PLANS as GPU_PLANS
+from ebpftool.tracers.inference.plans import PLANS as INFERENCE_PLANS
+from ebpftool.tracers.inference.plans import RECV_BTF_TRACEPOINT, SEND_BTF_TRACEPOINT, recv_hook_btf_defines
+from ebpftool.tracers.net.plans import PLANS as NET_PLANS
 
-
-# What each tracer needs, in order of preference: (method, required tracepoints, required features).
-TRACER_TRACEPOINTS: dict[str, list[tuple[str, list[str], list[str]]]] = {
-    "inference": [
-        ("socket hooks on BTF tracepoints: reads on sock_recv_length (timed by TCP's clock), writes on "
-         "tcp_sendmsg_locked, + inet_sock_set_state",
-         ["sock:sock_recv_length", "sock:inet_sock_set_state"], ["raw_tp_regs", "tp_btf", "kfunc_rdonly_cast"]),
-        ("socket hooks: raw sock_recv_length + inet_sock_set_state, writes on the tcp_sendmsg_locked BTF tracepoint",
-         ["sock:sock_recv_length", "sock:inet_sock_set_state"], ["raw_tp_regs", "tp_btf"]),
-        ("socket hooks: raw sock_recv_length/sock_send_length + inet_sock_set_state",
-         ["sock:sock_recv_length", "sock:sock_send_length", "sock:inet_sock_set_state"], ["raw_tp_regs"]),
-        ("syscall hooks: read/write/accept syscall tracepoints", [
-            f"syscalls:sys_{side}_{call}"
-            for call in ("accept4", "accept", "read", "recvfrom", "readv", "recvmsg", "write", "sendto", "writev",
-                         "sendmsg", "sendfile64")
-            for side in ("enter", "exit")
-        ] + ["syscalls:sys_enter_close"], []),
-    ],
-    "net": [
-        ("raw sock_send_length/sock_recv_length/tcp_probe (struct sock offsets from BTF) + tcp tracepoints", [
-            "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
-            "tcp:tcp_probe", "tcp:tcp_retransmit_skb", "tcp:tcp_destroy_sock",
-        ], ["raw_tp", "btf_sock_offsets"]),
-        ("sock/tcp tracepoints", [
-            "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
-            "tcp:tcp_probe", "tcp:tcp_retransmit_skb", "tcp:tcp_destroy_sock",
-        ], []),
-        # Bytes need only these; RTT, retransmits and the destroy hook are then left out.
-        ("sock tracepoints (bytes only)", [
-            "sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length",
-        ], []),
-    ],
-    "gpu": [
-        ("uprobes + ioctl tracepoints", ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl",
-                                         "syscalls:sys_enter_openat", "syscalls:sys_exit_openat",
-                                         "syscalls:sys_enter_close"], []),
-    ],
-}
+# Each tracer's attach plans, in its order of preference: the same lists its start() walks.
+TRACER_PLANS: dict[str, tuple[Plan, ...]] = {"inference": INFERENCE_PLANS, "net": NET_PLANS, "gpu": GPU_PLANS}
 
 
 @dataclass
@@ -221,7 +189,7 @@ def probe_kernel() -> Report:
         add(Check("privileges", False, f"privileges missing ({missing_privileges(caps)}): run doctor as root, or "
                                        f"with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, to probe tracefs and BPF"))
         report.tracers = [TracerPlan(t, False, "none", "privileges missing: ebpftool needs root or CAP_BPF, "
-                                                       "CAP_PERFMON and CAP_SYS_ADMIN") for t in TRACER_TRACEPOINTS]
+                                                       "CAP_PERFMON and CAP_SYS_ADMIN") for t in TRACER_PLANS]
         return report
 
     features: dict[str, bool] = {}
@@ -334,12 +302,12 @@ def probe_kernel() -> Report:
             features["fentry"] = ok
             add(Check("fentry", ok, detail if ok else f"refused: {detail}"))
 
-    for tracer, options in TRACER_TRACEPOINTS.items():
-        report.tracers.append(plan_tracer(tracer, options, features, bcc, headers.ok))
+    for tracer, plans in TRACER_PLANS.items():
+        report.tracers.append(plan_tracer(tracer, plans, features, bcc, headers.ok))
     return report
 
 
-def plan_tracer(tracer: str, options, features: dict[str, bool], bcc, headers_ok: bool) -> TracerPlan:
+def plan_tracer(tracer: str, plans: tuple[Plan, ...], features: dict[str, bool], bcc, headers_ok: bool) -> TracerPlan:
     if not features.get("bpf"):
         return TracerPlan(tracer, False, "none", "BPF programs cannot be loaded")
     if not headers_ok:
@@ -348,15 +316,11 @@ def plan_tracer(tracer: str, options, features: dict[str, bool], bcc, headers_ok
         return TracerPlan(tracer, False, "none", "BPF ring buffers do not work")
     if tracer == "gpu" and not features.get("uprobe"):
         return TracerPlan(tracer, False, "none", "uprobes cannot be attached")
-    missing_all = []
-    for method, tracepoints, needs in options:
-        missing = [tp for tp in tracepoints if not bcc.BPF.tracepoint_exists(*tp.split(":", 1))]
-        missing += [f"feature {f}" for f in needs if not features.get(f)]
-        if not missing:
-            return TracerPlan(tracer, True, method, f"{len(tracepoints)} tracepoints present")
-        missing_all.append(f"{method}: missing {', '.join(missing)}")
-    if (tracer == "net" and features.get("kprobe") and features.get("btf_sock_offsets")
-            and bcc.BPF.tracepoint_exists("sock", "inet_sock_set_state")):
-        return TracerPlan(tracer, True, "kprobes on tcp/udp sendmsg/recvmsg (bytes) + tcp tracepoints",
-                          "; ".join(missing_all))
-    return TracerPlan(tracer, False, "none", "; ".join(missing_all))
+
+    def exists(tp: str) -> bool:
+        return bool(bcc.BPF.tracepoint_exists(*tp.split(":", 1)))
+
+    ok, why_not = usable(plans, features, exists)
+    if not ok:
+        return TracerPlan(tracer, False, "none", "; ".join(why_not))
+    return TracerPlan(tracer, True, ok[0].description, f"{len(ok[0].present(exists))} tracepoints present")

@@ -197,7 +197,7 @@ def overhead(seconds: float, slice_s: float, workers: int = 1, server: str = "ng
             cpu0, t0 = tracer.cpu_seconds(), time.monotonic()
             result = alternating_slices(tracer.attach, count, seconds, slice_s)
             result["tracer_cpu_cores"] = (tracer.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-            result["hooks_used"] = tracer.tracer.summary()["hooks"]
+            result["hooks_used"] = tracer.tracer.summary().hooks
             load.wait()
             # One more loaded run with kernel.bpf_stats_enabled: the kernel's own time per request.
             programs = bpf_time_during(os.getpid(), lambda: wrk(port, 2.0, str(script) if script else None)["requests"])

@@ -8,9 +8,10 @@ import subprocess
 import pytest
 
 from ebpftool.core.cstruct import load_header
-from ebpftool.tracers.cuda_api import BY_SYMBOL, FUNCTIONS, by_id, function_id, probe_list, probe_names
-from ebpftool.tracers.cuda_libs import (
-    ElfError, ElfFile, SymbolResolver, is_cuda_library, libraries_in_processes, parse_maps, process_tree, read_elf,
+from ebpftool.tracers.gpu.cuda_api import BY_SYMBOL, FUNCTIONS, by_id, function_id, probe_list, probe_names
+from ebpftool.core.procfs import descendants
+from ebpftool.tracers.gpu.cuda_libs import (
+    ElfError, ElfFile, SymbolResolver, is_cuda_library, libraries_in_processes, parse_maps, read_elf,
 )
 from ebpftool.tracers.gpu import errno_name
 from tests.fixtures.gpu.workload import CUDART, Workload, build_fixtures
@@ -91,7 +92,7 @@ def test_symbol_of_an_address_in_a_running_process(built):
 def test_process_tree_holds_children():
     child = subprocess.Popen(["sleep", "5"])
     try:
-        assert {os.getpid(), child.pid} <= process_tree(os.getpid())
+        assert {os.getpid(), child.pid} <= descendants([os.getpid()])
     finally:
         child.kill()
         child.wait()

@@ -1,10 +1,11 @@
-"""The inference tracer's pure parsers, fed bytes: HTTP/1.x heads, JSON body fields, SSE, /proc/net/tcp."""
+"""The inference tracer's pure parsers, fed bytes: HTTP/1.x request heads, JSON body fields, usage, /proc/net/tcp."""
 from __future__ import annotations
 
 import random
 
-from ebpftool.tracers import http_parse as hp
-from ebpftool.tracers.inference import format_address, parse_proc_net_tcp
+from ebpftool.core.netaddr import format_address
+from ebpftool.tracers.inference import parse_proc_net_tcp
+from ebpftool.tracers.inference import parsers as hp
 
 REQUEST = (b"POST /v1/chat/completions?api-key=sk-QUERY HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-SECRET\r\n"
            b"Content-Type: application/json\r\nContent-Length: 80\r\n\r\n"
@@ -29,14 +30,6 @@ def test_truncated_and_odd_requests():
     assert r.path == "/caf___/"  # non-printable and non-ASCII bytes replaced, fragment gone
 
 
-def test_response_status_and_event_stream():
-    r = hp.parse_response(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\r\ndata: x\n\n")
-    assert (r.status, r.version, r.event_stream) == (200, "1.1", True)
-    r = hp.parse_response(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n{}")
-    assert (r.status, r.event_stream) == (503, False)
-    assert hp.parse_response(b"HTTP/1.1 2x0 OK\r\n") is None
-
-
 def test_usage_from_sse_chunk_and_json_body():
     sse = (b'ad\r\ndata: {"id":"x","model":"m-resp","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5,'
            b'"total_tokens":12}}\n\n\r\n')
@@ -45,11 +38,6 @@ def test_usage_from_sse_chunk_and_json_body():
     u = hp.parse_usage(b'{"model":"x","usage":{"input_tokens":3,"output_tokens":9}}')
     assert (u.input_tokens, u.output_tokens) == (3, 9)
     assert hp.parse_usage(b"data: [DONE]\n\n") == hp.Usage()
-
-
-def test_sse_event_count_matches_the_kernel_rule():
-    data = b'data: {"a":1}\n\ndata: {"a":2}\n\nevent: x\ndata:{"a":3}\n\ndata: [DONE]\n\n'
-    assert hp.count_sse_events(data) == 3
 
 
 def test_operation_names_and_span_name_template():
@@ -69,9 +57,7 @@ def test_garbage_never_raises():
         for prefix in (b"", b"GET ", b"HTTP/1.1 ", b'{"model":"', b"data: "):
             data = prefix + blob
             hp.parse_request(data)
-            hp.parse_response(data)
             hp.parse_usage(data)
-            hp.count_sse_events(data)
             req = hp.Request("GET", "/", "1.1")
             hp.fill_body_fields(req, data)
 

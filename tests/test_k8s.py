@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from ebpftool.core.k8s import CgroupPaths, cgroup2_mount, container_id_of_cgroup, node_name, pod_uid_of_cgroup
+from ebpftool.enrich.k8s import CgroupPaths, cgroup2_mount, container_id_of_cgroup, node_name, pod_uid_of_cgroup
 from ebpftool.export import semconv as sc
 from ebpftool.tracers.net import FlowGroup, k8s_attrs
-from ebpftool.tracers.zones import LOCAL_ZONE, Zone
+from ebpftool.tracers.net.zones import LOCAL_ZONE, Zone
 
 UID = "0f1b5c7e-2c4d-4e8f-9a0b-1c2d3e4f5a6b"
 CID = "4e8f9a0b" * 8

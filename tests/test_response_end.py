@@ -109,7 +109,7 @@ def aiohttp_server():
 
 
 def measured(tracer) -> int:
-    from ebpftool.tracers.inference import H
+    from ebpftool.tracers.inference.records import H
     return tracer.prog.stats()[H["STAT_INF_REQUESTS"]]
 
 

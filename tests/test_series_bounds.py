@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.core.series import FOLDED_METRIC
 from ebpftool.export import semconv as sc
+from ebpftool.export.series import FOLDED_METRIC
 from tests.conftest import EbpftoolProcess
 from tests.victoria import free_port
 
@@ -210,7 +210,7 @@ def test_series_past_max_series_fold_into_an_overflow_series_and_are_counted(tmp
 def test_the_overflow_series_of_a_counter_never_goes_back_when_folded_series_retire():
     """The limiter alone: series folded into the overflow series keep their counts there after they retire,
     and a retired series' place is taken by a new one (the OpenTelemetry SDK's semantics, cumulative)."""
-    from ebpftool.core.series import SeriesLimiter
+    from ebpftool.export.series import SeriesLimiter
     from ebpftool.export.model import counter
 
     lim = SeriesLimiter(3, "t")

@@ -6,7 +6,7 @@ import ipaddress
 import pytest
 
 from ebpftool.tracers.net import ProcessIdentity, address_from_bytes, group_of
-from ebpftool.tracers.zones import (
+from ebpftool.tracers.net.zones import (
     LOCAL_ZONE, UNKNOWN_ZONE, ZoneFileError, build_zone_map, cost_usd, is_inter_zone, load_zone_file, parse_zones,
 )
 

@@ -25,6 +25,7 @@ from ebpftool.errors import EbpftoolError
 from ebpftool.export.otel import build_resource
 from ebpftool.export.pipeline import Telemetry
 from ebpftool.export.sinks import PrometheusEndpoint, jsonl_sink, otlp_sink, resolve_otlp
+from ebpftool.ui import live_view, summary_rows
 
 console = Console(stderr=True)
 out = Console()
@@ -138,7 +139,7 @@ def _execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: Common
         nonlocal live
         if not live_ui:
             return
-        views = [v for v in (t.view() for t in running) if v is not None]
+        views = [v for v in (live_view(t) for t in running) if v is not None]
         if live is None:
             live = Live(Group(*views), console=out, auto_refresh=False)
             live.start()
@@ -180,7 +181,7 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telem
         if t.name not in result.started:
             continue
         table.add_row(t.name, "start-up (compile + attach)", f"{result.started[t.name]:.2f}s")
-        for k, v in result.summaries.get(t.name, {}).items():
+        for k, v in summary_rows(result.summaries.get(t.name)):
             table.add_row(t.name, k, _fmt(v))
         for k, v in result.drops.get(t.name, {}).items():
             table.add_row(t.name, k.replace("_", " "), _fmt(v))

@@ -55,7 +55,7 @@ def net(
 def net_tracer(common: CommonOptions, zones, price_per_gb, flows: int = 0, spans: bool = False):
     """A factory of the tracer these flags describe (shared with `ebpftool trace`)."""
     from ebpftool.tracers.net import NetOptions, NetTracer
-    from ebpftool.tracers.zones import build_zone_map
+    from ebpftool.tracers.net.zones import build_zone_map
 
     zone_map = build_zone_map(zones, price_per_gb=price_per_gb, node_zone=common.zone, node_region=common.region)
     base = common.tracer_options()

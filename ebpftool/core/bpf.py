@@ -14,20 +14,23 @@ import platform
 import re
 import struct
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ebpftool.core.cstruct import BPF_DIR, load_header
 from ebpftool.errors import EbpftoolError
 
-BPF_DIR = Path(os.environ.get("EBPFTOOL_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
 COMMON_HEADER = "common.bpf.h"
+_COMMON_STRUCTS, _COMMON = load_header(COMMON_HEADER)
 
-# Slots of the shared per-CPU `stats` array (see bpf/common.bpf.h).
-STAT_RINGBUF_FULL = 0
-STAT_SPAN_BUDGET = 1
-STAT_TRACER_BASE = 2
-STAT_SLOTS = 16
-HIST_MAX_BUCKETS = 24
+# Slots of the shared per-CPU `stats` array, and the histogram value every tracer's maps hold.
+STAT_RINGBUF_FULL = _COMMON["STAT_RINGBUF_FULL"]
+STAT_SPAN_BUDGET = _COMMON["STAT_SPAN_BUDGET"]
+STAT_TRACER_BASE = _COMMON["STAT_TRACER_BASE"]
+STAT_SLOTS = _COMMON["STAT_SLOTS"]
+HIST_MAX_BUCKETS = _COMMON["HIST_MAX_BUCKETS"]
+HistValue = _COMMON_STRUCTS["hist_value"]
 
 
 TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -133,6 +136,61 @@ def load_btf_raw_tracepoint_program(bpf, fn_name: str, tracepoint: str) -> int:
     return fd
 
 
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+_INSN = struct.Struct("<BBhi")
+_RETURN_0 = _INSN.pack(0xB7, 0, 0, 0) + _INSN.pack(0x95, 0, 0, 0)   # r0 = 0; exit
+
+
+def _load_insns(prog_type: int, insns: bytes, attach_type: int = 0, attach_btf_id: int = 0) -> int:
+    """bpf(BPF_PROG_LOAD) of raw instructions, no verifier log: the fd, or -errno."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", prog_type, len(insns) // 8, ctypes.addressof(code),
+                       ctypes.addressof(license_), 0, 0, 0, 0, 0, b"ebpftool_probe", 0, attach_type,
+                       0, 0, 0, 0, 0, 0, 0, attach_btf_id)
+    fd = _libc.syscall(SYS_BPF, BPF_PROG_LOAD, ctypes.create_string_buffer(attr, 256), 256)
+    return fd if fd >= 0 else -ctypes.get_errno()
+
+
+def _loads(prog_type: int, insns: bytes, attach_type: int = 0, attach_btf_id: int = 0) -> bool:
+    fd = _load_insns(prog_type, insns, attach_type, attach_btf_id)
+    if fd >= 0:
+        os.close(fd)
+    return fd >= 0
+
+
+def kernel_allows_raw_tracepoints() -> bool:
+    """Whether a raw tracepoint program loads here (a two-instruction one, no compiler: cheap)."""
+    return _loads(BPF_PROG_TYPE_RAW_TRACEPOINT, _RETURN_0)
+
+
+def kernel_allows_btf_tracepoint(tracepoint: str, btf=None) -> bool:
+    """Whether a tp_btf program for tracepoint loads here (lockdown or an old kernel may refuse it)."""
+    from ebpftool.core.btf import KIND_TYPEDEF, Btf, BtfError
+
+    try:
+        btf_id = (btf or Btf.vmlinux()).type_id(KIND_TYPEDEF, f"btf_trace_{tracepoint}")
+    except BtfError:
+        return False
+    return _loads(BPF_PROG_TYPE_TRACING, _RETURN_0, BPF_TRACE_RAW_TP, btf_id)
+
+
+def kernel_allows_rdonly_cast(tracepoint: str, btf=None) -> bool:
+    """Whether a tp_btf program for tracepoint may call the bpf_rdonly_cast kfunc (Linux 6.2+)."""
+    from ebpftool.core.btf import KIND_FUNC, KIND_TYPEDEF, Btf, BtfError
+
+    btf = btf or Btf.vmlinux()
+    try:
+        btf_id = btf.type_id(KIND_TYPEDEF, f"btf_trace_{tracepoint}")
+        kfunc = btf.type_id(KIND_FUNC, "bpf_rdonly_cast")
+        target = btf.struct_id("tcp_sock")
+    except BtfError:
+        return False
+    insns = (_INSN.pack(0xB7, 1, 0, 0) + _INSN.pack(0xB7, 2, 0, target)                  # r1 = 0; r2 = id
+             + _INSN.pack(BPF_CALL_OPCODE, BPF_PSEUDO_KFUNC_CALL << 4, 0, kfunc) + _RETURN_0)
+    return _loads(BPF_PROG_TYPE_TRACING, insns, BPF_TRACE_RAW_TP, btf_id)
+
+
 def attach_raw_tracepoint_program(prog_fd: int) -> int:
     """Attach a loaded tp_btf program (its tracepoint is in its BTF id); the link's fd, closed to detach."""
     attr = struct.pack("<QI", 0, prog_fd)
@@ -184,33 +242,41 @@ def seconds_to_ns(bounds: Iterable[float]) -> list[int]:
     return [round(b * 1e9) for b in bounds]
 
 
-class HistValue(ctypes.Structure):
-    """struct hist_value from bpf/common.bpf.h."""
+@dataclass
+class HistSum:
+    """A kernel histogram series summed over CPUs (and over series merged into one), in the kernel's unit."""
 
-    _fields_ = [
-        ("count", ctypes.c_uint64),
-        ("sum", ctypes.c_uint64),
-        ("min", ctypes.c_uint64),
-        ("max", ctypes.c_uint64),
-        ("buckets", ctypes.c_uint64 * HIST_MAX_BUCKETS),
-    ]
+    count: int = 0
+    total: int = 0
+    minimum: int = 0
+    maximum: int = 0
+    buckets: list[int] = field(default_factory=list)
+
+    def add(self, other: "HistSum") -> None:
+        if not other.count:
+            return
+        self.minimum = other.minimum if not self.count else min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+        self.count += other.count
+        self.total += other.total
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)] if self.buckets else list(other.buckets)
 
 
-def merge_hist(per_cpu: Iterable[HistValue], nbuckets: int) -> tuple[int, int, int, int, list[int]]:
-    """Sum a per-CPU histogram: (count, sum, min, max, buckets)."""
-    count = total = 0
-    lo, hi = None, 0
-    buckets = [0] * nbuckets
+def merge_hist(per_cpu: Iterable[Any], nbuckets: int) -> HistSum:
+    """Sum a per-CPU histogram (struct hist_value per CPU) over its first nbuckets buckets."""
+    out = HistSum(buckets=[0] * nbuckets)
+    lo = None
     for v in per_cpu:
         if not v.count:
             continue
-        count += v.count
-        total += v.sum
+        out.count += v.count
+        out.total += v.sum
         lo = v.min if lo is None else min(lo, v.min)
-        hi = max(hi, v.max)
+        out.maximum = max(out.maximum, v.max)
         for i in range(nbuckets):
-            buckets[i] += v.buckets[i]
-    return count, total, lo or 0, hi, buckets
+            out.buckets[i] += v.buckets[i]
+    out.minimum = lo or 0
+    return out
 
 
 # A part of a program: a file of the program's folder named *.bpf.h, included with quotes. Its text is

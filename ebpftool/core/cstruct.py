@@ -9,11 +9,13 @@ is what clang uses for the BPF target too.
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
 
-from ebpftool.core.bpf import BPF_DIR
+# Where the C programs and their headers are (EBPFTOOL_BPF_DIR for an installed copy elsewhere).
+BPF_DIR = Path(os.environ.get("EBPFTOOL_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
 
 _TYPES = {
     "__u8": ctypes.c_uint8, "u8": ctypes.c_uint8, "__s8": ctypes.c_int8, "char": ctypes.c_char,
@@ -24,6 +26,8 @@ _TYPES = {
 _DEFINE = re.compile(r"^\s*#define\s+([A-Z_][A-Z0-9_]*)\s+\(?\s*(-?(?:0x[0-9a-fA-F]+|\d+))[uUlL]*\s*\)?\s*(?:/[*/].*)?$", re.M)
 _STRUCT = re.compile(r"struct\s+(\w+)\s*\{(.*?)\}\s*;", re.S)
 _FIELD = re.compile(r"^\s*(?:unsigned\s+)?(\w+)\s+(\w+)\s*(?:\[\s*(\w+)\s*\])?\s*;")
+_ENUM = re.compile(r"enum\s+\w*\s*\{(.*?)\}\s*;", re.S)
+_ENUMERATOR = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:=\s*(-?(?:0x[0-9a-fA-F]+|\d+))[uUlL]*)?\s*$")
 _COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
 
 
@@ -33,6 +37,23 @@ class HeaderError(ValueError):
 
 def parse_defines(text: str) -> dict[str, int]:
     return {name: int(value, 0) for name, value in _DEFINE.findall(text)}
+
+
+def parse_enums(text: str) -> dict[str, int]:
+    """The constants of every `enum { NAME = number, ... };` in text (an enumerator without a value is the
+    previous one plus one, as in C)."""
+    out: dict[str, int] = {}
+    for body in _ENUM.findall(_COMMENT.sub("", text)):
+        value = -1
+        for item in body.split(","):
+            if not item.strip():
+                continue
+            m = _ENUMERATOR.match(item)
+            if not m:
+                raise HeaderError(f"enum: cannot parse '{item.strip()}'")
+            value = int(m.group(2), 0) if m.group(2) is not None else value + 1
+            out[m.group(1)] = value
+    return out
 
 
 def parse_structs(text: str) -> dict[str, type[ctypes.Structure]]:
@@ -72,9 +93,9 @@ def parse_structs(text: str) -> dict[str, type[ctypes.Structure]]:
 
 @lru_cache(maxsize=None)
 def load_header(name: str) -> tuple[dict[str, type[ctypes.Structure]], dict[str, int]]:
-    """(structs, defines) of bpf/<name>."""
+    """(structs, constants) of bpf/<name>: its `#define NAME number`s and its enumerators."""
     text = (Path(BPF_DIR) / name).read_text()
-    return parse_structs(text), parse_defines(text)
+    return parse_structs(text), {**parse_enums(text), **parse_defines(text)}
 
 
 def decode(struct_type: type[ctypes.Structure], data: bytes) -> ctypes.Structure:

@@ -10,12 +10,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from ebpftool.core.series import DEFAULT_MAX_SERIES, SeriesLimiter
+from ebpftool.core.series import DEFAULT_MAX_SERIES
+from ebpftool.core.telemetry import SeriesLimit, Telemetry
 from ebpftool.core.tracer import Tracer
 from ebpftool.errors import EbpftoolError
-from ebpftool.export.pipeline import Telemetry
 
 POLL_MS = 100  # how long one pass waits for ring-buffer records, split over tracers
 
@@ -26,7 +26,7 @@ class RunResult:
     skipped: dict[str, str] = field(default_factory=dict)     # tracer -> why it could not start
     probes: dict[str, list[str]] = field(default_factory=dict)
     drops: dict[str, dict[str, int]] = field(default_factory=dict)
-    summaries: dict[str, dict] = field(default_factory=dict)
+    summaries: dict[str, Any] = field(default_factory=dict)   # tracer -> its summary() (typed figures)
     pipeline: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted_by: str | None = None
@@ -108,7 +108,7 @@ def run(
     stop = stop or StopFlag()
     stop.install()
     running: list[Tracer] = []
-    limiters = {t.name: SeriesLimiter(max_series, t.name) for t in tracers}
+    limiters = {t.name: telemetry.series_limiter(t.name, max_series) for t in tracers}
     t_start = time.monotonic()
     try:
         running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop)
@@ -164,7 +164,7 @@ def run(
 
 
 def export_interval(running: Sequence[Tracer], telemetry: Telemetry,
-                    limiters: dict[str, SeriesLimiter] | None = None) -> None:
+                    limiters: dict[str, SeriesLimit] | None = None) -> None:
     """One snapshot of every tracer's metrics, each metric bounded to its limiter's number of series."""
     points = []
     for t in running:

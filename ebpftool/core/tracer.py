@@ -8,9 +8,7 @@ from typing import Any, ClassVar
 
 from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram
 from ebpftool.core.clock import KernelClock
-from ebpftool.export import semconv as sc
-from ebpftool.export.model import MetricPoint, counter
-from ebpftool.export.pipeline import Telemetry
+from ebpftool.core.telemetry import Telemetry
 
 DEFAULT_SPAN_RATE = 1000      # spans per second a tracer may send to user space
 DEFAULT_RINGBUF_PAGES = 256   # 1 MiB per ring buffer
@@ -58,8 +56,8 @@ class Tracer(ABC):
         """Compile, load and attach. Raise EbpftoolError with one sentence on failure."""
 
     @abstractmethod
-    def collect(self) -> list[MetricPoint]:
-        """Read the kernel maps once: cumulative metric points (cost independent of event rate)."""
+    def collect(self) -> list[Any]:
+        """Read the kernel maps once: cumulative metric points (MetricPoints; cost independent of event rate)."""
 
     def poll(self, timeout_ms: int) -> None:
         """Deliver pending ring-buffer records to the tracer's callbacks."""
@@ -84,23 +82,18 @@ class Tracer(ABC):
             unsampled += st[STAT_SPAN_BUDGET]
         return {"events_lost": lost, "spans_unsampled": unsampled}
 
-    def drop_metrics(self) -> list[MetricPoint]:
-        d = self.drops()
-        attrs = {sc.EBPFTOOL_TRACER: self.name}
-        return [
-            counter(sc.EBPFTOOL_EVENTS_LOST, "{event}", "Events lost in the kernel because the ring buffer was full",
-                    d["events_lost"], attrs),
-            counter(sc.EBPFTOOL_SPANS_UNSAMPLED, "{span}", "Spans not sent because the in-kernel span budget was spent "
-                    "(metrics still count them)", d["spans_unsampled"], attrs),
-        ]
+    def drop_metrics(self) -> list[Any]:
+        """drops() as metric points (ebpftool.tracers.base names them); none by default."""
+        return []
 
-    def view(self) -> Any:
-        """A rich renderable for the live terminal view."""
+    def figures(self) -> Any:
+        """The tracer's figures now, as a typed record (a dataclass) that ebpftool.ui renders as the
+        live view; None when it has none."""
         return None
 
-    def summary(self) -> dict[str, Any]:
-        """Figures for the exit summary."""
-        return {}
+    def summary(self) -> Any:
+        """The exit summary's figures, as a typed record (a dataclass) that ebpftool.ui renders."""
+        return None
 
     def stop(self) -> None:
         """Detach every probe and free every program (idempotent)."""

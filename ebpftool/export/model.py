@@ -70,6 +70,15 @@ def histogram(
     )
 
 
+def seconds_histogram(name: str, description: str, attributes: Attributes | None, hist,
+                      bounds: Sequence[float]) -> MetricPoint:
+    """A histogram in seconds from a kernel histogram in nanoseconds (an ebpftool.core.bpf.HistSum):
+    the kernel counted into the exported bounds, so its buckets are the point's."""
+    return histogram(name, "s", description, attributes, count=hist.count, total=hist.total / 1e9,
+                     minimum=hist.minimum / 1e9, maximum=hist.maximum / 1e9, bucket_counts=hist.buckets,
+                     bounds=bounds)
+
+
 class SpanKind(enum.Enum):
     INTERNAL = "internal"
     SERVER = "server"

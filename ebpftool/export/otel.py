@@ -27,7 +27,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ebpftool import __version__
-from ebpftool.core import k8s
+from ebpftool.enrich import k8s
 from ebpftool.export import semconv as sc
 from ebpftool.export.model import Kind, MetricPoint
 

@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanContext, SpanKind as OtelSpanKind, Status, S
 from ebpftool.export import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter
 from ebpftool.export.otel import SCOPE, to_metrics_data
+from ebpftool.export.series import SeriesLimiter
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,10 @@ class Telemetry:
                 if (s.span_bytes if signal == "traces" else s.metric_bytes) is not None:
                     pts.append(counter(sc.EBPFTOOL_EXPORT_BYTES, "By", "Bytes of telemetry this tool exported", st.bytes, attrs))
         return pts
+
+    def series_limiter(self, tracer: str, limit: int) -> SeriesLimiter:
+        """One tracer's bound on series per metric (the runner applies it to each snapshot)."""
+        return SeriesLimiter(limit, tracer)
 
     def counters(self) -> dict[str, int]:
         """Totals; spans_exported/spans_failed add up every span sink (see sink_counters() for each)."""

@@ -3,7 +3,7 @@
 The kernel (bpf/net/net.bpf.c) sums bytes per TCP socket and folds closed sockets
 into a per-(process, address pair) map; once per interval this tracer reads
 those maps (cost: one read per open socket and per closed address pair, never
-per byte or per packet), maps addresses to zones (ebpftool/tracers/zones.py)
+per byte or per packet), maps addresses to zones (zones.py)
 and exports cumulative metrics per zone pair and process.
 
 Counting: every byte a process on this node sends is exported once as
@@ -14,207 +14,45 @@ Summed over nodes, `transmit` counts each byte once, at its sender.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import math
 import os
 import platform
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, bucket_macro, merge_hist, seconds_to_ns
+from ebpftool.core import procfs
+from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, HistSum, bucket_macro, kernel_allows_raw_tracepoints, merge_hist, seconds_to_ns
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.clock import kernel_hz
-from ebpftool.core import k8s
-from ebpftool.core.cstruct import cstring, decode, load_header
+from ebpftool.core.cstruct import cstring, decode
+from ebpftool.core.plan import Plan, usable
 from ebpftool.core.series import Retirement
-from ebpftool.core.tracer import Tracer, TracerOptions
+from ebpftool.core.tracer import TracerOptions
+from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
 from ebpftool.export import semconv as sc
-from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter, histogram
-from ebpftool.export.pipeline import Telemetry
-from ebpftool.tracers.zones import LOCAL_ZONE, IPAddress, Zone, ZoneMap, cost_usd, is_inter_zone, to_address
+from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter, seconds_histogram
+from ebpftool.tracers.base import BpfTracer
+from ebpftool.tracers.net import plans
+from ebpftool.tracers.net.figures import NetSummary, NetView, PairView, ZonePairRow
+from ebpftool.tracers.net.flows import (DEFINES, STRUCTS, FlowGroup, ProcessIdentity, Totals, address_from_bytes,
+                                        direction_attrs, group_of, group_points, k8s_attrs, zone_attrs)
+from ebpftool.tracers.net.plans import IO_TRACEPOINTS, KPROBE_FUNCTIONS, OPTIONAL_TRACEPOINTS, RAW_TRACEPOINTS, \
+    REQUIRED_TRACEPOINTS
+from ebpftool.tracers.net.zones import Zone, ZoneMap, cost_usd, is_inter_zone
 
-STRUCTS, DEFINES = load_header("net/net.h")
 Flow = STRUCTS["flow"]
-AggKey = STRUCTS["agg_key"]
-AggValue = STRUCTS["agg_value"]
-RttKey = STRUCTS["rtt_key"]
-
-# Tracepoints: bytes need the first three; the rest add RTT, retransmits and a second close hook.
-REQUIRED_TRACEPOINTS = ("sock:inet_sock_set_state", "sock:sock_send_length", "sock:sock_recv_length")
-IO_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length")  # Linux 6.3+; kprobes before (NET_KPROBE_IO)
-# The kprobe fallback's functions: (function, entry program, return program, required). Each takes the socket
-# first and returns the bytes moved.
-KPROBE_FUNCTIONS = (
-    ("tcp_sendmsg", "kprobe_io_entry", "kprobe_send_return", True),
-    ("tcp_recvmsg", "kprobe_io_entry", "kprobe_recv_return", True),
-    ("udp_sendmsg", "kprobe_io_entry", "kprobe_send_return", False),
-    ("udp_recvmsg", "kprobe_io_entry", "kprobe_recv_return", False),
-    ("udpv6_sendmsg", "kprobe_io_entry", "kprobe_send_return", False),
-    ("udpv6_recvmsg", "kprobe_io_entry", "kprobe_recv_return", False),
-)
 # Where the socket hooks run inside the sending syscall (raw tracepoints, kprobes), an unconnected UDP
 # socket's destination is read from the sendto()/sendmsg() arguments: the x86-64 syscall registers.
 UDP_DEST_FROM_SYSCALL = int(platform.machine() == "x86_64")
-RAW_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length", "tcp:tcp_probe")  # raw with NET_RAW_IO
-OPTIONAL_TRACEPOINTS = {
-    "tcp:tcp_probe": "NET_HAVE_TCP_PROBE",
-    "tcp:tcp_retransmit_skb": "NET_HAVE_TCP_RETRANSMIT_SKB",
-    "tcp:tcp_destroy_sock": "NET_HAVE_TCP_DESTROY_SOCK",
-}
 RTT_SAMPLE_SECONDS = 0.01   # about one RTT sample per socket per 10 ms (in kernel ticks): tcp_probe fires per segment
 # A socket in CLOSE this long whose destroy was never seen is folded by user space instead.
 STALE_CLOSE_SECONDS = 30
-TRANSPORTS = {DEFINES["NET_PROTO_TCP"]: "tcp", DEFINES["NET_PROTO_UDP"]: "udp"}
-NET_TYPES = {DEFINES["NET_AF_INET"]: "ipv4", DEFINES["NET_AF_INET6"]: "ipv6"}
 SPAN_NAME = "tcp connection"
 # ebpftool.network.map.full, per kernel map: the stats slot that counts its misses
 MAP_FULL_STATS = {"flows": "NET_STAT_FLOWS_FULL", "closed": "NET_STAT_CLOSED_FULL", "rtt_peers": "NET_STAT_RTT_PEERS_FULL"}
-
-
-def address_from_bytes(family: int, raw: Iterable[int]) -> IPAddress | None:
-    """The address in a NET_ADDR_LEN byte field (IPv4 in the first 4 bytes); None if unset."""
-    data = bytes(raw)
-    if family == DEFINES["NET_AF_INET"]:
-        data = data[:4]
-        ip: IPAddress = ipaddress.IPv4Address(data)
-    elif family == DEFINES["NET_AF_INET6"]:
-        ip = ipaddress.IPv6Address(data[:16])
-    else:
-        return None
-    return None if ip.is_unspecified else ip
-
-
-@dataclass(frozen=True)
-class FlowGroup:
-    """What the default export is keyed by: the zone pair, the local address, the process
-    (and the Pod it runs in, which the process determines)."""
-
-    local_zone: Zone
-    remote_zone: Zone
-    local_address: str | None
-    transport: str
-    network_type: str
-    pid: int
-    executable: str
-    pod_uid: str | None = None
-
-
-@dataclass(frozen=True)
-class ProcessIdentity:
-    executable: str
-    pod_uid: str | None
-
-
-@dataclass
-class Totals:
-    tx_bytes: int = 0
-    rx_bytes: int = 0
-    retransmits: int = 0
-    connections: int = 0
-    tx_segments: int = 0
-    rx_segments: int = 0
-
-    def add(self, other: Any) -> None:
-        """Add a Totals or a struct agg_value (same field names)."""
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + int(getattr(other, f.name)))
-
-    @classmethod
-    def of_flow(cls, f: Any) -> "Totals":
-        """The figures of one open socket (struct flow)."""
-        return cls(int(f.tx_bytes), int(f.rx_bytes), int(f.retransmits), int(f.established), int(f.segs_out),
-                   int(f.segs_in))
-
-    def high_water(self, other: "Totals") -> None:
-        """Keep the larger of each figure: cumulative counters never go back (see NetTracer.collect)."""
-        for f in fields(self):
-            setattr(self, f.name, max(getattr(self, f.name), getattr(other, f.name)))
-
-
-def group_of(zones: ZoneMap, family: int, protocol: int, laddr, raddr, pid: int,
-             process: ProcessIdentity) -> FlowGroup:
-    """The export key of one flow (struct flow) or closed aggregate (struct agg_key)."""
-    local = address_from_bytes(family, laddr)
-    remote = address_from_bytes(family, raddr)
-    lz, rz = zones.flow_zones(local, remote)
-    return FlowGroup(lz, rz, str(to_address(local)) if local is not None else None,
-                     TRANSPORTS.get(protocol, str(protocol)), NET_TYPES.get(family, str(family)),
-                     int(pid), process.executable, process.pod_uid)
-
-
-def k8s_attrs(g: FlowGroup, transmit: bool, node_name: str | None) -> dict[str, str]:
-    """The flow proposal's source.k8s.* / destination.k8s.* that this node knows without the API
-    server: its own node name, and the Pod of the local process (from its cgroup). The local end is
-    the source of sent bytes and the destination of received ones; on loopback both ends are this node."""
-    local, peer = ("source", "destination") if transmit else ("destination", "source")
-    attrs: dict[str, str] = {}
-    if node_name:
-        attrs[sc.K8S_NODE_NAME_OF[local]] = node_name
-        if g.local_zone.name == LOCAL_ZONE.name:
-            attrs[sc.K8S_NODE_NAME_OF[peer]] = node_name
-    if g.pod_uid:
-        attrs[sc.K8S_POD_UID_OF[local]] = g.pod_uid
-    return attrs
-
-
-def zone_attrs(source: Zone, destination: Zone) -> dict[str, Any]:
-    attrs: dict[str, Any] = {
-        sc.SOURCE_CLOUD_AVAILABILITY_ZONE: source.name,
-        sc.DESTINATION_CLOUD_AVAILABILITY_ZONE: destination.name,
-        sc.NETWORK_FLOW_INTER_ZONE: is_inter_zone(source, destination),
-    }
-    if source.region:
-        attrs[sc.SOURCE_CLOUD_REGION] = source.region
-    if destination.region:
-        attrs[sc.DESTINATION_CLOUD_REGION] = destination.region
-    return attrs
-
-
-def direction_attrs(transmit: bool) -> dict[str, str]:
-    """Both the accepted attribute (network.io.direction) and the flow proposal's (network.interface.direction)."""
-    return {sc.NETWORK_IO_DIRECTION: "transmit" if transmit else "receive",
-            sc.NETWORK_INTERFACE_DIRECTION: "egress" if transmit else "ingress"}
-
-
-def group_points(zones: ZoneMap, groups: dict[FlowGroup, Totals], node_name: str | None = None) -> list[MetricPoint]:
-    """Cumulative points of the default export (per zone pair, local address and process)."""
-    points: list[MetricPoint] = []
-    for g, t in groups.items():
-        base: dict[str, Any] = {sc.NETWORK_TRANSPORT: g.transport, sc.NETWORK_TYPE: g.network_type,
-                                sc.PROCESS_PID: g.pid, sc.PROCESS_EXECUTABLE_NAME: g.executable}
-        if g.local_address:
-            base[sc.NETWORK_LOCAL_ADDRESS] = g.local_address
-        for transmit, nbytes in ((True, t.tx_bytes), (False, t.rx_bytes)):
-            if not nbytes:
-                continue
-            src, dst = (g.local_zone, g.remote_zone) if transmit else (g.remote_zone, g.local_zone)
-            attrs = {**base, **zone_attrs(src, dst), **direction_attrs(transmit), **k8s_attrs(g, transmit, node_name)}
-            points.append(counter(sc.EBPFTOOL_NETWORK_FLOW_IO, "By",
-                                  "Bytes sent (transmit, counted at the sender) or received by this node, "
-                                  "per zone pair and process", nbytes, attrs))
-            if is_inter_zone(src, dst):
-                points.append(counter(sc.EBPFTOOL_NETWORK_CROSS_ZONE_COST, "USD",
-                                      "Estimated cost of the cross-zone bytes (price per GB and direction)",
-                                      cost_usd(nbytes, src, dst, zones), attrs))
-        if g.transport == "tcp":
-            for transmit, segments in ((True, t.tx_segments), (False, t.rx_segments)):
-                if segments:
-                    src, dst = (g.local_zone, g.remote_zone) if transmit else (g.remote_zone, g.local_zone)
-                    points.append(counter(sc.EBPFTOOL_NETWORK_TCP_SEGMENTS, "{segment}",
-                                          "TCP segments sent or received (pure ACKs and retransmits included)",
-                                          segments, {**base, **zone_attrs(src, dst), **direction_attrs(transmit),
-                                                     **k8s_attrs(g, transmit, node_name)}))
-            attrs = {**base, **zone_attrs(g.local_zone, g.remote_zone), **k8s_attrs(g, True, node_name)}
-            if t.retransmits:
-                points.append(counter(sc.EBPFTOOL_NETWORK_TCP_RETRANSMITS, "{segment}",
-                                      "TCP segments retransmitted", t.retransmits, attrs))
-            if t.connections:
-                points.append(counter(sc.EBPFTOOL_NETWORK_TCP_CONNECTIONS, "{connection}",
-                                      "TCP connections established", t.connections, attrs))
-    return points
 
 
 @dataclass
@@ -242,27 +80,17 @@ def net_program(options: NetOptions, present: dict[str, bool], io_defines: dict[
     return BpfProgram("net/net.bpf.c", defines, macros=[bucket_macro("RTT_BUCKET", seconds_to_ns(sc.TCP_RTT_BUCKETS))])
 
 
-@dataclass
-class PairView:
-    inter_zone: bool = False
-    total: int = 0
-    rate: float = 0.0
-    cost: float = 0.0
-    retransmits: int = 0
-    processes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-class NetTracer(Tracer):
+class NetTracer(BpfTracer):
     name = "net"
 
-    def __init__(self, telemetry: Telemetry, options: NetOptions | None = None) -> None:
+    def __init__(self, telemetry, options: NetOptions | None = None) -> None:
         super().__init__(telemetry, options or NetOptions())
         self.options: NetOptions
         self.zones = self.options.zones
         self.prog: BpfProgram | None = None
         self._closed: dict[FlowGroup, Totals] = defaultdict(Totals)    # drained from the kernel, final
         self._reported: dict[FlowGroup, Totals] = {}                   # what was exported last (high water)
-        self._rtt: dict[tuple[Zone, Zone], list] = {}                  # zone pair -> [count, sum_ns, min, max, buckets]
+        self._rtt: dict[tuple[Zone, Zone], HistSum] = {}               # zone pair -> its RTT histogram (ns)
         self._stats = [0] * STAT_SLOTS
         self._processes: dict[int, ProcessIdentity] = {}   # pids of the records read since the last collect
         self._seen_pids: set[int] = set()
@@ -272,12 +100,15 @@ class NetTracer(Tracer):
         self.retirement = Retirement()           # when the groups of gone processes end
         self._retired_pairs: dict[tuple[str, str], PairView] = {}  # what retired groups sent, per zone pair
         self.series_retired = 0                 # groups retired because their process was gone
-        self.io_hooks = ""          # how bytes and RTT are read: "raw tracepoints" or "tracepoints"
+        self.plan: Plan | None = None  # the attach plan in use (plans.PLANS)
+        self.io_hooks = ""          # how bytes and RTT are read: the plan's name
         self.raw_io_refused = ""    # why not the raw tracepoints, when not
         self.spans_sent = 0
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
+        """The first plan the kernel allows (raw tracepoints where it gives struct sock's offsets and loads raw
+        tracepoint programs), compiled once; the ordinary tracepoints if it refuses the raw ones all the same."""
         missing = [tp for tp in REQUIRED_TRACEPOINTS if not BpfProgram.tracepoint_exists(tp)]
         present = {tp: BpfProgram.tracepoint_exists(tp) for tp in OPTIONAL_TRACEPOINTS}
         if missing and set(missing) <= set(IO_TRACEPOINTS):
@@ -286,17 +117,22 @@ class NetTracer(Tracer):
         if missing:
             raise EbpftoolError(f"this kernel lacks the tracepoint(s) {', '.join(missing)} that byte counting needs")
         try:
-            raw = sock_field_offsets()
+            offsets = sock_field_offsets()
         except BtfError as exc:
-            raw = {}
+            offsets = {}
             self.raw_io_refused = str(exc)
-        if raw:
+        features = {"btf_sock_offsets": bool(offsets), "raw_tp": kernel_allows_raw_tracepoints()}
+        if offsets and not features["raw_tp"]:
+            self.raw_io_refused = "the kernel refused a raw tracepoint program"
+        candidates, _why = usable((plans.RAW, plans.TRACEPOINTS), features, BpfProgram.tracepoint_exists)
+        for plan in candidates:
             try:
-                self._load(present, {"NET_RAW_IO": 1, **raw})
+                self._load(plan, present, {**plan.defines, **(offsets if plan is plans.RAW else {})})
                 return
             except EbpftoolError as exc:
+                if plan is plans.TRACEPOINTS:
+                    raise
                 self.raw_io_refused = str(exc)[-200:]
-        self._load(present, {"NET_RAW_IO": 0})
 
     def _start_with_kprobes(self, missing: list[str], present: dict[str, bool]) -> None:
         """Kernels before 6.3 (no sock_send_length/sock_recv_length): bytes from kprobes on the protocols'
@@ -308,12 +144,12 @@ class NetTracer(Tracer):
             offsets = sock_field_offsets()
         except BtfError as exc:
             raise EbpftoolError(f"{lacking}, and the kprobe fallback needs struct sock offsets from BTF: {exc}") from exc
-        io = {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, **offsets}
+        io = {**plans.KPROBES.defines, **offsets}
         try:
-            self._load(present, io)
+            self._load(plans.KPROBES, present, io)
         except EbpftoolError:
             # Before 5.15 there is no bpf_task_pt_regs: no UDP destinations from the syscall, but bytes still.
-            self._load(present, {**io, "NET_UDP_DEST": 0})
+            self._load(plans.KPROBES, present, {**io, "NET_UDP_DEST": 0})
         for function, entry, ret, required in KPROBE_FUNCTIONS:
             try:
                 self.prog.attach_kprobe(function, entry)
@@ -323,7 +159,7 @@ class NetTracer(Tracer):
                     raise EbpftoolError(f"{lacking}, and the kprobe fallback could not attach to {function}: "
                                         f"{exc}") from exc
 
-    def _load(self, present: dict[str, bool], io_defines: dict[str, int]) -> None:
+    def _load(self, plan: Plan, present: dict[str, bool], io_defines: dict[str, int]) -> None:
         o = self.options
         prog = net_program(o, present, io_defines)
         t0 = time.monotonic()
@@ -331,8 +167,8 @@ class NetTracer(Tracer):
         self.compile_seconds = time.monotonic() - t0
         self.prog = prog
         self.programs.append(prog)
-        self.io_hooks = ("raw tracepoints" if io_defines["NET_RAW_IO"] else
-                         "kprobes (bytes) + raw tcp_probe" if io_defines.get("NET_KPROBE_IO") else "tracepoints")
+        self.plan = plan
+        self.io_hooks = plan.name
         # BCC attaches TRACEPOINT_PROBE functions itself when loading; record them for the report.
         kprobes = bool(io_defines.get("NET_KPROBE_IO"))
         attached = [tp for tp in (*REQUIRED_TRACEPOINTS, *(tp for tp, ok in present.items() if ok))
@@ -378,14 +214,12 @@ class NetTracer(Tracer):
         self._seen_pids.add(pid)
         known = self._processes.get(pid)
         if known is None:
-            try:
-                with open(f"/proc/{pid}/comm") as fh:
-                    name = fh.read().strip()
-                with open(f"/proc/{pid}/cgroup") as fh:
-                    pod_uid = k8s.pod_uid_of_cgroup(fh.read())
-            except OSError:
-                name, pod_uid = cstring(comm), None
-            known = self._processes[pid] = ProcessIdentity(name, pod_uid)
+            name, cgroup = procfs.read_text(f"/proc/{pid}/comm"), procfs.read_text(f"/proc/{pid}/cgroup")
+            if name is None or cgroup is None:  # gone
+                known = ProcessIdentity(cstring(comm), None)
+            else:
+                known = ProcessIdentity(name.strip(), k8s.pod_uid_of_cgroup(cgroup))
+            self._processes[pid] = known
         return known
 
     def _forget_unseen_processes(self) -> None:
@@ -446,21 +280,17 @@ class NetTracer(Tracer):
         table = self.prog["rtt_hist"]
         nb = len(sc.TCP_RTT_BUCKETS) + 1
         for key, per_cpu in list(table.items()):
-            count, total, lo, hi, buckets = merge_hist(per_cpu, nb)
+            hist = merge_hist(per_cpu, nb)
             table.__delitem__(key)
-            if not count:
+            if not hist.count:
                 continue
             lz, rz = self.zones.flow_zones(address_from_bytes(key.family, key.laddr),
                                            address_from_bytes(key.family, key.raddr))
             acc = self._rtt.get((lz, rz))
             if acc is None:
-                self._rtt[(lz, rz)] = [count, total, lo, hi, buckets]
-                continue
-            acc[2] = min(acc[2], lo)
-            acc[3] = max(acc[3], hi)
-            acc[0] += count
-            acc[1] += total
-            acc[4] = [a + b for a, b in zip(acc[4], buckets)]
+                self._rtt[(lz, rz)] = hist
+            else:
+                acc.add(hist)
 
     # -- collect -----------------------------------------------------------------------------
     def collect(self) -> list[MetricPoint]:
@@ -546,12 +376,11 @@ class NetTracer(Tracer):
 
     def _rtt_points(self) -> list[MetricPoint]:
         out = []
-        for (lz, rz), (count, total, lo, hi, buckets) in self._rtt.items():
+        for (lz, rz), hist in self._rtt.items():
             attrs = {sc.NETWORK_TRANSPORT: "tcp", **zone_attrs(lz, rz)}
-            out.append(histogram(sc.EBPFTOOL_NETWORK_TCP_RTT, "s",
-                                 "Smoothed TCP round-trip time, sampled per connection at most every 10 ms",
-                                 attrs, count=count, total=total / 1e9, minimum=lo / 1e9, maximum=hi / 1e9,
-                                 bucket_counts=buckets, bounds=sc.TCP_RTT_BUCKETS))
+            out.append(seconds_histogram(sc.EBPFTOOL_NETWORK_TCP_RTT,
+                                         "Smoothed TCP round-trip time, sampled per connection at most every 10 ms",
+                                         attrs, hist, sc.TCP_RTT_BUCKETS))
         return out
 
     def _top_flow_points(self, live: list[tuple[FlowGroup, Any]]) -> list[MetricPoint]:
@@ -597,38 +426,20 @@ class NetTracer(Tracer):
             pv.rate = (pv.total - before.total) / elapsed if before else 0.0
         self._pairs = pairs
 
-    def view(self) -> Any:
-        from rich.table import Table
+    def figures(self) -> NetView:
+        rows = [ZonePairRow(src, dst, pv, sorted(pv.processes.items(), key=lambda kv: kv[1], reverse=True)[:3])
+                for (src, dst), pv in sorted(self._pairs.items(), key=lambda kv: kv[1].total, reverse=True)]
+        return NetView(rows)
 
-        table = Table(title="ebpftool net: bytes sent, by zone pair (source -> destination)")
-        for col, justify in (("zone pair", "left"), ("bytes/s", "right"), ("total", "right"),
-                             ("est. cost", "right"), ("top processes", "left"), ("retransmits", "right")):
-            table.add_column(col, justify=justify)
-        for (src, dst), pv in sorted(self._pairs.items(), key=lambda kv: kv[1].total, reverse=True):
-            top = sorted(pv.processes.items(), key=lambda kv: kv[1], reverse=True)[:3]
-            table.add_row(f"{src} -> {dst}", human_bytes(pv.rate) + "/s", human_bytes(pv.total), f"${pv.cost:.6f}",
-                          ", ".join(f"{name} {human_bytes(b)}" for name, b in top if b), str(pv.retransmits))
-        return table
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "byte and RTT hooks": self.io_hooks or "-",
-            "bytes sent": sum(pv.total for pv in self._pairs.values()),
-            "bytes sent across zones": sum(pv.total for pv in self._pairs.values() if pv.inter_zone),
-            "est. cross-zone cost (USD, sent)": sum(pv.cost for pv in self._pairs.values()),
-            "zone pairs": len(self._pairs),
-            "process series retired (process gone)": self.series_retired,
-            "bytes lost (kernel maps full)": self._stats[DEFINES["NET_STAT_BYTES_LOST"]],
-            **{f"{map_name} map full (events)": self._stats[DEFINES[slot]] for map_name, slot in MAP_FULL_STATS.items()},
-        }
-        if self.options.spans:
-            out["connection spans sent"] = self.spans_sent
-        return out
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+    def summary(self) -> NetSummary:
+        return NetSummary(
+            io_hooks=self.io_hooks or "-",
+            bytes_sent=sum(pv.total for pv in self._pairs.values()),
+            bytes_sent_across_zones=sum(pv.total for pv in self._pairs.values() if pv.inter_zone),
+            cross_zone_cost_usd=sum(pv.cost for pv in self._pairs.values()),
+            zone_pairs=len(self._pairs),
+            series_retired=self.series_retired,
+            bytes_lost=self._stats[DEFINES["NET_STAT_BYTES_LOST"]],
+            map_full={map_name: self._stats[DEFINES[slot]] for map_name, slot in MAP_FULL_STATS.items()},
+            connection_spans_sent=self.spans_sent if self.options.spans else None,
+        )

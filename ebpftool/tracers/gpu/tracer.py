@@ -18,30 +18,30 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ebpftool.core import k8s
+from ebpftool.core import procfs
 from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, seconds_to_ns
 from ebpftool.core.cstruct import cstring, decode, load_header
+from ebpftool.core.plan import usable
 from ebpftool.core.series import Retirement
-from ebpftool.core.tracer import Tracer, TracerOptions
+from ebpftool.core.tracer import TracerOptions
+from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
 from ebpftool.export import semconv as sc
-from ebpftool.export.model import MetricPoint, SpanRecord, counter, histogram, updown
-from ebpftool.export.pipeline import Telemetry
-from ebpftool.tracers.cuda_api import DIRECTIONS, FUNCTIONS, MEMORY_TYPES, CudaFunction, by_id, probe_list, probe_names
-from ebpftool.tracers.cuda_libs import (
-    CudaLibrary, ElfError, SymbolResolver, file_identity, installed_libraries, libraries_in_processes,
-    pids, process_tree, read_elf,
+from ebpftool.export.model import MetricPoint, SpanRecord, counter, seconds_histogram, updown
+from ebpftool.tracers.base import BpfTracer
+from ebpftool.tracers.gpu import plans
+from ebpftool.tracers.gpu.cuda_api import DIRECTIONS, FUNCTIONS, MEMORY_TYPES, CudaFunction, by_id, probe_list, probe_names
+from ebpftool.tracers.gpu.cuda_libs import (
+    CudaLibrary, ElfError, SymbolResolver, file_identity, installed_libraries, libraries_in_processes, read_elf,
 )
+from ebpftool.tracers.gpu.figures import GpuKernelCounts, GpuSummary, GpuView, ProcessRates, ProcessRow, UnfreedBy
+from ebpftool.tracers.gpu.leaks import Allocation, ProcessLeaks
 
 STRUCTS, H = load_header("gpu/gpu.h")
 DEFAULT_SPAN_THRESHOLD_S = 0.001
 DEFAULT_IOCTL_PREFIX = "/dev/nvidia"
 MAX_PREFIX_LEN = H["IOCTL_PATH_MAX"] - H["IOCTL_DEVICE_LEN"]
-LEAKS_KEPT_PER_PROCESS = 1000   # allocations listed per exited process; the rest are only summed
 BOUNDS = sc.GPU_CALL_DURATION_BUCKETS
-# Attached by BCC itself when the program loads (TRACEPOINT_PROBE); listed for the start-up report.
-TRACEPOINTS = ("syscalls:sys_enter_openat", "syscalls:sys_exit_openat", "syscalls:sys_enter_close",
-               "syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl")
 NO_LIBRARY_HINT = (
     "no CUDA library found (looked in the maps of running processes and in /usr/local/cuda*/lib64, "
     "/usr/lib*/libcuda.so*): point at one with --lib PATH; still watching for processes that load one"
@@ -59,63 +59,14 @@ class GpuOptions(TracerOptions):
     leak_report: str | None = None   # JSON file written at exit
 
 
-@dataclass
-class Allocation:
-    pid: int
-    pointer: int
-    size: int
-    function: str
-    memory_type: str
-    thread_id: int
-    age_seconds: float
-
-    def to_dict(self) -> dict:
-        return {"pointer": hex(self.pointer), "size": self.size, "function": self.function,
-                "memory_type": self.memory_type, "thread_id": self.thread_id,
-                "age_seconds": round(self.age_seconds, 3)}
-
-
-@dataclass
-class ProcessLeaks:
-    """Allocations a process never freed: at its exit, or still held when the tracer stops."""
-
-    pid: int
-    executable: str
-    exited: bool
-    allocations: list[Allocation] = field(default_factory=list)
-    count: int = 0
-    bytes: int = 0
-
-    def add(self, a: Allocation) -> None:
-        self.count += 1
-        self.bytes += a.size
-        if len(self.allocations) < LEAKS_KEPT_PER_PROCESS:
-            self.allocations.append(a)
-
-    def to_dict(self) -> dict:
-        return {"pid": self.pid, "executable": self.executable, "exited": self.exited, "count": self.count,
-                "bytes": self.bytes, "allocations": [a.to_dict() for a in self.allocations]}
-
-
-@dataclass
-class ProcessRates:
-    """One line of the live view."""
-
-    calls: float = 0.0
-    sync_seconds: float = 0.0     # time spent in blocking calls per second
-    h2d: float = 0.0              # bytes per second
-    d2h: float = 0.0
-    outstanding: int = 0
-
-
 def errno_name(err: int) -> str:
     return errno.errorcode.get(-err, str(-err))
 
 
-class GpuTracer(Tracer):
+class GpuTracer(BpfTracer):
     name = "gpu"
 
-    def __init__(self, telemetry: Telemetry, options: GpuOptions | None = None,
+    def __init__(self, telemetry, options: GpuOptions | None = None,
                  notify: Callable[[str], None] | None = None) -> None:
         super().__init__(telemetry, options or GpuOptions())
         self.opts: GpuOptions = self.options
@@ -152,6 +103,9 @@ class GpuTracer(Tracer):
 
     def start(self) -> None:
         o = self.opts
+        _ok, why_not = usable(plans.PLANS, {}, BpfProgram.tracepoint_exists, unknown_ok=True)
+        if why_not:  # the one plan: uprobes are found out at the first attach
+            raise EbpftoolError(f"this kernel cannot run the gpu tracer: {why_not[0]}")
         defines = {
             "GPU_FUNCTIONS": probe_list(),
             "FILTER_PIDS": int(o.pid is not None),
@@ -165,10 +119,10 @@ class GpuTracer(Tracer):
         self.prog = BpfProgram("gpu/gpu.bpf.c", defines,
                                macros=[bucket_macro("GPU_CALL_BUCKET", seconds_to_ns(BOUNDS))]).load()
         self.programs.append(self.prog)
-        self.prog.probes.extend(f"tracepoint:{tp}" for tp in TRACEPOINTS)
+        self.prog.probes.extend(f"tracepoint:{tp}" for tp in plans.UPROBES.tracepoints)
         if o.pid is not None:
-            self.prog.set_config("watched_pids", process_tree(o.pid))
-            self.prog.probes.append("tracepoint:sched:sched_process_fork")
+            self.prog.set_config("watched_pids", procfs.descendants([o.pid]))
+            self.prog.probes.append(f"tracepoint:{plans.FORK_TRACEPOINT}")
         self.prog.open_ring_buffer("gpu_events", self._on_event)
         for path in o.libs:
             if not os.path.exists(path):
@@ -234,20 +188,12 @@ class GpuTracer(Tracer):
         prefix = self.opts.ioctl_prefix
         table = self.prog["device_fds"]
         watched = self._watched_pids()
-        for pid in pids():
+        for pid in procfs.pids():
             if watched is not None and pid not in watched:
                 continue
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                except OSError:
-                    continue
+            for fd, target in procfs.fd_targets(pid).items():
                 if target.startswith(prefix):
-                    key = table.Key(pid, int(fd))
+                    key = table.Key(pid, fd)
                     leaf = table.Leaf()
                     leaf.device = target[len(prefix):].encode()[: H["IOCTL_DEVICE_LEN"] - 1]
                     table[key] = leaf
@@ -260,11 +206,10 @@ class GpuTracer(Tracer):
             try:
                 self._exe[pid] = cstring(table[table.Key(pid)].comm) if table is not None else ""
             except KeyError:  # only seen at ioctls: ask /proc
-                try:
-                    with open(f"/proc/{pid}/comm") as f:
-                        self._exe[pid] = f.read().strip()
-                except OSError:
+                comm = procfs.read_text(f"/proc/{pid}/comm")
+                if comm is None:
                     return ""
+                self._exe[pid] = comm.strip()
         return self._exe[pid]
 
     def kernel_name(self, pid: int, fn: CudaFunction, addr: int) -> str:
@@ -318,17 +263,16 @@ class GpuTracer(Tracer):
             fn = by_id(k.fn)
             if fn is None:
                 continue
-            count, total, lo, hi, buckets = merge_hist(per_cpu, nb)
+            hist = merge_hist(per_cpu, nb)
             attrs = {**self._fn_attrs(k.pid, fn, k.rc), sc.EBPFTOOL_GPU_NESTED: bool(k.nested)}
             if k.dir:
                 attrs[sc.EBPFTOOL_GPU_MEMCPY_DIRECTION] = DIRECTIONS.get(k.dir, "unknown")
-            points.append(histogram(sc.EBPFTOOL_GPU_CALL_DURATION, "s", "Duration of CUDA runtime and driver calls",
-                                    attrs, count=count, total=total / 1e9, minimum=lo / 1e9, maximum=hi / 1e9,
-                                    bucket_counts=buckets, bounds=BOUNDS))
-            points.append(counter(sc.EBPFTOOL_GPU_CALLS, "{call}", "CUDA runtime and driver calls", count, attrs))
-            totals[k.pid]["calls"] += count
+            points.append(seconds_histogram(sc.EBPFTOOL_GPU_CALL_DURATION, "Duration of CUDA runtime and driver calls",
+                                            attrs, hist, BOUNDS))
+            points.append(counter(sc.EBPFTOOL_GPU_CALLS, "{call}", "CUDA runtime and driver calls", hist.count, attrs))
+            totals[k.pid]["calls"] += hist.count
             if fn.blocking and not k.nested:
-                totals[k.pid]["sync_ns"] += total
+                totals[k.pid]["sync_ns"] += hist.total
         for k, per_cpu in self.prog["call_bytes"].items():
             fn = by_id(k.fn)
             if fn is None:
@@ -362,16 +306,15 @@ class GpuTracer(Tracer):
                                  "Bytes allocated through traced CUDA calls and not freed yet", n, attrs))
             totals[k.pid]["outstanding"] += n
         for k, per_cpu in self.prog["ioctl_hist"].items():
-            count, total, lo, hi, buckets = merge_hist(per_cpu, nb)
+            hist = merge_hist(per_cpu, nb)
             device = os.path.basename(self.opts.ioctl_prefix) + cstring(k.device)
             attrs = {**self._process_attrs(k.pid), sc.EBPFTOOL_GPU_DEVICE: device,
                      sc.EBPFTOOL_GPU_IOCTL_REQUEST: hex(k.request)}
             if k.err:
                 attrs[sc.ERROR_TYPE] = errno_name(k.err)
-            points.append(histogram(sc.EBPFTOOL_GPU_IOCTL_DURATION, "s", "Duration of ioctl calls on NVIDIA devices",
-                                    attrs, count=count, total=total / 1e9, minimum=lo / 1e9, maximum=hi / 1e9,
-                                    bucket_counts=buckets, bounds=BOUNDS))
-            points.append(counter(sc.EBPFTOOL_GPU_IOCTLS, "{call}", "ioctl calls on NVIDIA devices", count, attrs))
+            points.append(seconds_histogram(sc.EBPFTOOL_GPU_IOCTL_DURATION, "Duration of ioctl calls on NVIDIA devices",
+                                            attrs, hist, BOUNDS))
+            points.append(counter(sc.EBPFTOOL_GPU_IOCTLS, "{call}", "ioctl calls on NVIDIA devices", hist.count, attrs))
         self._update_rates(totals)
         return points
 
@@ -469,23 +412,14 @@ class GpuTracer(Tracer):
                 report[a.pid].add(a)
         return sorted(report.values(), key=lambda pl: pl.pid)
 
-    # -- view and summary ----------------------------------------------------------------------------
-    def view(self) -> Any:
-        from rich.table import Table
+    # -- figures and summary -------------------------------------------------------------------------
+    def figures(self) -> GpuView:
+        return GpuView([ProcessRow(pid, self.exe(pid), r)
+                        for pid, r in sorted(self.rates.items(), key=lambda kv: -kv[1].calls)])
 
-        table = Table(title="ebpftool gpu: CUDA calls per process")
-        for col in ("pid", "process", "calls/s", "time in sync", "H2D/s", "D2H/s", "outstanding"):
-            table.add_column(col, justify="left" if col == "process" else "right")
-        for pid, r in sorted(self.rates.items(), key=lambda kv: -kv[1].calls):
-            table.add_row(str(pid), self.exe(pid), f"{r.calls:,.0f}", f"{100 * r.sync_seconds:.1f}%",
-                          _bytes(r.h2d), _bytes(r.d2h), _bytes(r.outstanding))
-        return table
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "libraries traced": sum(1 for lib in self.libraries.values() if lib.functions),
-            "functions probed": self.probed_functions,
-        }
+    def summary(self) -> GpuSummary:
+        """The exit summary (and the leak report written, with --leak-report)."""
+        out = GpuSummary(sum(1 for lib in self.libraries.values() if lib.functions), self.probed_functions)
         if self.prog is None or self.prog.bpf is None:
             return out
         calls = errors = 0
@@ -493,27 +427,27 @@ class GpuTracer(Tracer):
             n = sum(v.count for v in per_cpu)
             calls += n
             errors += n if k.rc else 0
-        out["calls"] = calls + self._retired["calls"]
-        out["calls with an error"] = errors + self._retired["errors"]
         moved = defaultdict(int, {d: self._retired[d] for d in ("host_to_device", "device_to_host")})
         for k, per_cpu in self.prog["call_bytes"].items():
             fn = by_id(k.fn)
             if fn is not None and fn.kind != H["ARG_ALLOC"] and k.rc == 0:
                 moved[DIRECTIONS.get(k.dir, "unknown")] += sum(per_cpu)
-        out["bytes host to device"] = moved["host_to_device"]
-        out["bytes device to host"] = moved["device_to_host"]
         report = self.leak_report()
-        out["unfreed allocations"] = sum(pl.count for pl in report)
-        out["unfreed bytes"] = sum(pl.bytes for pl in report)
-        for pl in report:
-            state = "exited" if pl.exited else "running"
-            out[f"unfreed by pid {pl.pid} ({pl.executable}, {state})"] = f"{pl.count} allocations, {pl.bytes} B"
         stats = self.prog.stats()
-        out["unmatched returns"] = stats[H["STAT_GPU_UNMATCHED_RETURN"]]
-        out["calls nested too deep (not measured)"] = stats[H["STAT_GPU_TOO_DEEP"]]
-        out["allocations not remembered (map full)"] = stats[H["STAT_GPU_ALLOC_MAP_FULL"]]
-        out["calls not in the histograms (map full)"] = stats[H["STAT_GPU_HIST_MAP_FULL"]]
-        out["allocations at a remembered address"] = stats[H["STAT_GPU_ADDRESS_REUSED"]]
+        out.kernel = GpuKernelCounts(
+            calls=calls + self._retired["calls"],
+            calls_with_error=errors + self._retired["errors"],
+            bytes_host_to_device=moved["host_to_device"],
+            bytes_device_to_host=moved["device_to_host"],
+            unfreed_allocations=sum(pl.count for pl in report),
+            unfreed_bytes=sum(pl.bytes for pl in report),
+            unfreed_by=[UnfreedBy(pl.pid, pl.executable, pl.exited, pl.count, pl.bytes) for pl in report],
+            unmatched_returns=stats[H["STAT_GPU_UNMATCHED_RETURN"]],
+            calls_too_deep=stats[H["STAT_GPU_TOO_DEEP"]],
+            allocations_not_remembered=stats[H["STAT_GPU_ALLOC_MAP_FULL"]],
+            calls_not_in_histograms=stats[H["STAT_GPU_HIST_MAP_FULL"]],
+            allocations_at_remembered_address=stats[H["STAT_GPU_ADDRESS_REUSED"]],
+        )
         if self.opts.leak_report:
             self._write_leak_report(report)
         return out
@@ -527,10 +461,3 @@ class GpuTracer(Tracer):
         except OSError as exc:
             self.notify(f"cannot write the leak report to {path}: {exc.strerror}")
 
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return str(n)

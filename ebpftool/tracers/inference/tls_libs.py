@@ -11,7 +11,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ebpftool.tracers.cuda_libs import host_path, pids, read_maps
+from ebpftool.core.procfs import pids
+from ebpftool.tracers.gpu.cuda_libs import host_path, read_maps  # /proc/PID/maps, shared with the CUDA libraries' search
 
 LIBSSL_NAME = re.compile(r"libssl\.so(\.\d+)*$")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",

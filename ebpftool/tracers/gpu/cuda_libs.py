@@ -21,6 +21,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from ebpftool.core.procfs import pids
+
 LIBRARY_NAME = re.compile(r"^lib(cudart|cuda)\.so(\.\d+)*$")
 
 # Where CUDA installs its libraries (toolkit, distribution driver packages, containers).
@@ -183,34 +185,6 @@ def host_path(pid: int, path: str, proc: str = "/proc") -> str:
 
 def is_cuda_library(path: str) -> bool:
     return bool(LIBRARY_NAME.match(os.path.basename(path)))
-
-
-def pids(proc: str = "/proc") -> list[int]:
-    try:
-        return [int(d) for d in os.listdir(proc) if d.isdigit()]
-    except OSError:
-        return []
-
-
-def process_tree(root: int, proc: str = "/proc") -> set[int]:
-    """root and its descendants now (from the PPid lines of /proc/*/status)."""
-    children: dict[int, list[int]] = {}
-    for pid in pids(proc):
-        try:
-            with open(f"{proc}/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("PPid:"):
-                        children.setdefault(int(line.split()[1]), []).append(pid)
-                        break
-        except OSError:
-            continue
-    tree, todo = set(), [root]
-    while todo:
-        p = todo.pop()
-        if p not in tree:
-            tree.add(p)
-            todo.extend(children.get(p, ()))
-    return tree
 
 
 # --- libraries ---------------------------------------------------------------------------------

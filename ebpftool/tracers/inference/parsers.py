@@ -1,9 +1,10 @@
-"""Parsing the bytes the inference tracer captured: HTTP/1.x request and response heads, JSON body
-fields and Server-Sent Events, from bounded and possibly truncated prefixes.
+"""Parsing the bytes the inference tracer captured: HTTP/1.x request heads, JSON body fields and the
+usage in a response's last bytes, from bounded and possibly truncated prefixes (the kernel itself
+reads the status and counts Server-Sent Events).
 
 Pure functions fed bytes (no BPF): they never raise on garbage, and they return
 only what may leave the node. Header values, bodies and query strings are read
-here to find the few fields exported (method, path without its query, status,
+here to find the few fields exported (method, path without its query,
 model, stream flag, token usage) and are never returned.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ OTHER_METHOD = "_OTHER"  # the conventions' value for a method outside the known
 MAX_PATH = 256           # longer paths are cut (a span attribute, not a log line)
 
 _REQUEST_LINE = re.compile(rb"^([A-Z]{1,16}) (\S{1,8192}) HTTP/(\d)\.(\d)\r?\n")
-_STATUS_LINE = re.compile(rb"^HTTP/(\d)\.(\d) (\d{3})(?: [^\r\n]*)?\r?\n")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # A JSON string value: quotes and escapes inside are allowed, a cut-off string is not matched.
 _JSON_STR = rb'"((?:[^"\\\x00-\x1f]|\\.){1,256})"'
@@ -47,13 +47,6 @@ class Request:
     version: str
     model: str | None = None
     stream: bool | None = None
-
-
-@dataclass
-class Response:
-    status: int
-    version: str
-    event_stream: bool
 
 
 @dataclass
@@ -109,22 +102,6 @@ def fill_body_fields(req: Request, data: bytes) -> None:
         pass
 
 
-def parse_response(data: bytes) -> Response | None:
-    try:
-        m = _STATUS_LINE.match(data)
-        if not m:
-            return None
-        end = _HEADER_END.search(data)
-        head = data[: end.start()] if end else data
-        event_stream = any(
-            line.split(b":", 1)[0].strip().lower() == b"content-type" and b"text/event-stream" in line.lower()
-            for line in head.split(b"\n")[1:]
-        )
-        return Response(int(m.group(3)), f"{m.group(1).decode()}.{m.group(2).decode()}", event_stream)
-    except Exception:
-        return None
-
-
 def after_head(data: bytes) -> bytes:
     """The bytes after an HTTP response head at the start of data (all of data if it holds no head)."""
     if not data.startswith(b"HTTP/"):
@@ -153,16 +130,6 @@ def parse_usage(data: bytes) -> Usage:
     except Exception:
         pass
     return usage
-
-
-def count_sse_events(data: bytes) -> int:
-    """`data:` events other than [DONE] (what the kernel counts, for checking it)."""
-    n = 0
-    for line in data.split(b"\n"):
-        if line.startswith(b"data:"):
-            if line[5:].strip() != b"[DONE]":
-                n += 1
-    return n
 
 
 def operation_name(path: str, streamed: bool) -> str | None:

@@ -1,0 +1,67 @@
+"""Reading /proc: the processes there, their parents and small text files.
+
+Every tracer that follows processes by pid (inference's --pid/--comm, gpu's --pid)
+walks /proc the same way; `proc` is a parameter so tests can feed a fake tree.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Iterable
+
+
+def pids(proc: str = "/proc") -> list[int]:
+    """Every process now (threads are not listed at the top of /proc)."""
+    try:
+        return [int(d) for d in os.listdir(proc) if d.isdigit()]
+    except OSError:
+        return []
+
+
+def read_text(path: str) -> str | None:
+    """A small file's text, or None when it cannot be read (the process is gone, no permission)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def fd_targets(pid: int, proc: str = "/proc") -> dict[int, str]:
+    """fd -> what it is open on (a path, `socket:[inode]`, ...) for the fds pid holds now."""
+    try:
+        fds = os.listdir(f"{proc}/{pid}/fd")
+    except OSError:
+        return {}
+    out = {}
+    for fd in fds:
+        try:
+            out[int(fd)] = os.readlink(f"{proc}/{pid}/fd/{fd}")
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def parent_of_stat(stat: str) -> int | None:
+    """The parent pid in the text of /proc/PID/stat (the command name may hold spaces and parentheses)."""
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def descendants(roots: Iterable[int], proc: str = "/proc") -> set[int]:
+    """roots and their descendants now: server workers and CUDA programs are often forked children."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid in pids(proc):
+        stat = read_text(f"{proc}/{pid}/stat")
+        parent = parent_of_stat(stat) if stat else None
+        if parent is not None:
+            children[parent].append(pid)
+    out, todo = set(), list(roots)
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.add(p)
+            todo.extend(children.get(p, ()))
+    return out

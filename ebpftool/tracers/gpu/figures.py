@@ -1,0 +1,64 @@
+"""The gpu tracer's figures for people: per-process rates for the live view, and the exit summary
+(ebpftool.ui draws them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ProcessRates:
+    """One process over the last interval."""
+
+    calls: float = 0.0
+    sync_seconds: float = 0.0     # time spent in blocking calls per second
+    h2d: float = 0.0              # bytes per second
+    d2h: float = 0.0
+    outstanding: int = 0
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    pid: int
+    executable: str
+    rates: ProcessRates
+
+
+@dataclass
+class GpuView:
+    rows: list[ProcessRow] = field(default_factory=list)   # most calls first
+
+
+@dataclass(frozen=True)
+class UnfreedBy:
+    """What one process did not free: at its exit, or still held when tracing stopped."""
+
+    pid: int
+    executable: str
+    exited: bool
+    allocations: int
+    bytes: int
+
+
+@dataclass
+class GpuKernelCounts:
+    """The kernel program's figures (absent when it was not loaded)."""
+
+    calls: int
+    calls_with_error: int
+    bytes_host_to_device: int
+    bytes_device_to_host: int
+    unfreed_allocations: int
+    unfreed_bytes: int
+    unfreed_by: list[UnfreedBy]
+    unmatched_returns: int
+    calls_too_deep: int               # nested too deep to be measured
+    allocations_not_remembered: int   # allocation map full
+    calls_not_in_histograms: int      # histogram map full
+    allocations_at_remembered_address: int
+
+
+@dataclass
+class GpuSummary:
+    libraries_traced: int
+    functions_probed: int
+    kernel: GpuKernelCounts | None = None

@@ -1,0 +1,327 @@
+"""`ebpftool inference`: HTTP/1.x requests an inference server answers, from socket or syscall tracepoints.
+
+The kernel (bpf/inference/) follows each watched connection: request
+start, response start and end, status, method, generative-AI operation and
+`data:` events, and puts every finished request into histogram maps, so the
+metrics are exact at any request rate (metrics.py). Requests within the span
+budget also come to user space with bounded captures of their bytes, which
+become spans (spans.py, parsers.py). How it hooks in is its plan (plans.py).
+
+With --pid/--comm, user space finds the watched processes' listening ports
+(syscall hooks: sockets) in /proc at start and each interval, so servers and
+workers started later are picked up within one interval; connections open
+before the tracer started are followed from their next request (watch.py).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ebpftool.core.bpf import BpfProgram, bucket_macro, run_raw_tracepoint_program, seconds_to_ns
+from ebpftool.core.plan import Plan, usable
+from ebpftool.core.tracer import TracerOptions
+from ebpftool.enrich import k8s
+from ebpftool.errors import EbpftoolError
+from ebpftool.export import semconv as sc
+from ebpftool.tracers.base import BpfTracer
+from ebpftool.tracers.inference import plans
+from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView, RequestRow
+from ebpftool.tracers.inference.metrics import InferenceMetrics
+from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_TRACEPOINT, ARRIVAL_TRACEPOINT,
+                                              RECV_BTF_FUNCTION, RECV_BTF_TRACEPOINT, SCAN_FUNCTIONS, SEED_TRACEPOINT,
+                                              SEND_BTF_FUNCTION, SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS,
+                                              SYSCALL_TRACEPOINTS)
+from ebpftool.tracers.inference.records import H, STRUCTS
+from ebpftool.tracers.inference.spans import InferenceSpans
+from ebpftool.tracers.inference.tls_libs import TlsUprobes
+from ebpftool.tracers.inference.watch import InferenceWatch
+
+# Seconds between scans of /proc for libssl copies not hooked yet (each reads every process's maps).
+TLS_RESCAN_S = 30.0
+
+DEFAULT_CAPTURE_BYTES = 512
+DEFAULT_MAX_CONNECTIONS = 65536
+MAX_CONNECTIONS_RANGE = (64, 262144)  # the socket hooks' table is preallocated, one slot per connection
+MIN_CAPTURE_BYTES = 64
+# A response with no write for this long, on a connection neither read nor closed since, is over:
+# its request is finished then (the span ends at its last write all the same). Long enough for
+# the pauses of a streamed answer between tokens.
+IDLE_RESPONSE_NS = 5_000_000_000
+# A stream may go quiet far longer: the headers of a generative-AI answer go out when the request is queued,
+# the first token after queueing and prefill; a stream pauses between events. Finishing it early would cut it.
+IDLE_STREAM_RESPONSE_NS = 120_000_000_000
+
+
+@dataclass
+class InferenceOptions(TracerOptions):
+    ports: list[int] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    comms: list[str] = field(default_factory=list)
+    capture_bytes: int = DEFAULT_CAPTURE_BYTES
+    hooks: str = "auto"   # socket | socket-raw | syscall | auto (socket where the kernel allows it)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # followed at once (a power of two)
+
+
+class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTracer):
+    name = "inference"
+
+    def __init__(self, telemetry, options: InferenceOptions | None = None,
+                 notify: Callable[[str], None] | None = None) -> None:
+        super().__init__(telemetry, options or InferenceOptions())
+        self.opts: InferenceOptions = self.options
+        self.notify = notify or (lambda msg: print(f"inference: {msg}", file=sys.stderr, flush=True))
+        self.prog: BpfProgram | None = None
+        self._capture_t = STRUCTS["capture_event"]
+        self._request_t = STRUCTS["request_event"]
+        self._pending: OrderedDict[tuple[int, int], list[tuple[int, bytes]]] = OrderedDict()
+        self._exe: dict[int, str] = {}
+        self.spans_sent = 0
+        self.unparsable_captures = 0
+        self.watched_listeners = 0
+        self.plan: Plan | None = None                    # the attach plan in use (plans.PLANS)
+        self.hooks = ""                                   # the hooks in use: socket | syscall
+        self.btf_hooks: list[tuple[str, str]] = []       # (tracepoint, program) of the hooks on BTF tracepoints
+        self.arrival_hook = False                         # requests begin at their first byte's arrival
+        self.tls: TlsUprobes | None = None                # libssl files with the TLS uprobes (socket hooks)
+        self._tls_scanned = time.monotonic()
+        self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
+        self._seeding = False
+        self._flush_fd = -1
+        self._last_rate_at = 0.0
+        self._last_requests = 0
+        self.request_rate = 0.0
+        self.cgroups = k8s.CgroupPaths()                  # the serving processes' Pods and containers
+        self._cgroups_in_maps: set[int] = set()           # cgroup ids of the metric maps' keys, as last read
+        self._cgroups_gone: set[int] = set()              # of those, the ones found gone at the last collect
+
+    # -- start -----------------------------------------------------------------------------------
+    def validate(self) -> None:
+        o = self.opts
+        if not (o.ports or o.pids or o.comms):
+            raise EbpftoolError("say what to watch: --port (a server's listening port), --pid or --comm")
+        for p in o.ports:
+            if not 0 < p < 65536:
+                raise EbpftoolError(f"--port {p}: a TCP port is between 1 and 65535")
+        for pid in o.pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                raise EbpftoolError(f"--pid {pid}: no such process")
+        for comm in o.comms:
+            if not comm or len(comm) > 15:
+                raise EbpftoolError(f"--comm {comm!r}: a process name is 1 to 15 characters (as in /proc/PID/comm)")
+        if not MIN_CAPTURE_BYTES <= o.capture_bytes <= H["CAPTURE_MAX"]:
+            raise EbpftoolError(f"--capture-bytes must be between {MIN_CAPTURE_BYTES} and {H['CAPTURE_MAX']}")
+        if o.hooks not in plans.HOOKS:
+            raise EbpftoolError(f"--hooks {o.hooks!r}: one of {', '.join(plans.HOOKS)}")
+        lo, hi = MAX_CONNECTIONS_RANGE
+        n = o.max_connections
+        if not lo <= n <= hi or n & (n - 1):
+            raise EbpftoolError(f"--max-connections {n}: a power of two between {lo} and {hi}")
+
+    def start(self) -> None:
+        """Compile and load the first plan --hooks allows that the kernel has what it needs for (probed
+        without compiling); should the kernel refuse it at load all the same, the next one."""
+        o = self.opts
+        features, btf_defines = plans.kernel_features()
+        candidates, why_not = usable(plans.HOOK_CHOICES[o.hooks], features, BpfProgram.tracepoint_exists)
+        if not candidates:
+            raise EbpftoolError(f"--hooks {o.hooks}: " + "; ".join(why_not))
+        for plan, fallback in zip(candidates, [*candidates[1:], None]):
+            try:
+                self._load(plan, plans.plan_defines(plan, btf_defines))
+                return
+            except EbpftoolError as exc:
+                if fallback is None:
+                    raise
+                self.notify(f"{plan.description}: refused ({str(exc)[-200:]}); using {fallback.description}")
+
+    def _load(self, plan: Plan, plan_defines: dict[str, int]) -> None:
+        o = self.opts
+        socket_hooks = bool(plan_defines["IO_HOOKS_SOCK"])
+        btf_hooks = bool(plan_defines["SEND_HOOK_BTF"])
+        preexisting = self._preexisting_connections() if socket_hooks else {}
+        defines = {
+            **plan_defines,
+            "SEED_CONNECTIONS": int(bool(preexisting)),
+            "ARRIVAL_HOOK": int(socket_hooks and BpfProgram.tracepoint_exists(ARRIVAL_TRACEPOINT)),
+            "TLS_HOOKS": int(socket_hooks),
+            "FILTER_PORTS": int(bool(o.ports)),
+            "FILTER_PIDS": int(bool(o.pids or o.comms)),
+            "CAPTURE_BYTES": o.capture_bytes,
+            "RINGBUF_PAGES": o.ringbuf_pages,
+            "MAX_CONNS": o.max_connections,
+            "CONN_TABLE_BITS": o.max_connections.bit_length() - 1,
+            **o.budget_defines(),
+        }
+        macros = [
+            bucket_macro("HTTP_BUCKET", seconds_to_ns(sc.HTTP_DURATION_BUCKETS)),
+            bucket_macro("GENAI_DURATION_BUCKET", seconds_to_ns(sc.GEN_AI_REQUEST_DURATION_BUCKETS)),
+            bucket_macro("TTFT_BUCKET", seconds_to_ns(sc.GEN_AI_TTFT_BUCKETS)),
+            bucket_macro("TPOT_BUCKET", seconds_to_ns(sc.GEN_AI_TPOT_BUCKETS)),
+        ]
+        prog = BpfProgram("inference/inference.bpf.c", defines, macros).load()
+        bpf = prog.bpf
+        try:
+            for slot, function in enumerate(SCAN_FUNCTIONS):
+                if btf_hooks:
+                    # A tail call stays within one program type and, for tracing programs, one attach point.
+                    bpf["scan_prog"][slot] = prog.load_btf_tracepoint(SEND_BTF_TRACEPOINT, function)
+                else:
+                    scan = bpf.load_func(function, bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
+                    bpf["scan_prog"][slot] = scan.fd
+            self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
+            btf_attached = [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)] if btf_hooks else []
+            if defines.get("RECV_HOOK_BTF"):
+                # where syscall registers lie from a task's stack, measured before any hook runs (see there)
+                run_raw_tracepoint_program(bpf.load_func("calibrate_syscall_regs", bpf.RAW_TRACEPOINT).fd, [0])
+                btf_attached.append((RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION))
+                if defines["ARRIVAL_HOOK"]:  # timed by TCP's clock, as reads are
+                    btf_attached.append((ARRIVAL_RAW_TRACEPOINT, ARRIVAL_BTF_FUNCTION))
+            for tracepoint, function in btf_attached:
+                prog.attach_btf_tracepoint(tracepoint, function)
+        except Exception as exc:
+            prog.close()
+            if isinstance(exc, EbpftoolError):
+                raise
+            raise EbpftoolError(f"the kernel refused the SSE event counter of bpf/inference: {exc}") from exc
+        self.prog = prog
+        self.programs.append(prog)
+        self.plan = plan
+        self.hooks = "socket" if socket_hooks else "syscall"
+        self.btf_hooks = btf_attached
+        if socket_hooks:
+            on_btf = {"sock_send_length": self.send_hook_btf, "sock_recv_length": self.recv_hook_btf}
+            prog.probes.extend(f"raw_tracepoint:{tp}" for tp in SOCKET_RAW_TRACEPOINTS if not on_btf[tp])
+            prog.probes.append("tracepoint:sock:inet_sock_set_state")
+            if defines["ARRIVAL_HOOK"]:
+                if (ARRIVAL_RAW_TRACEPOINT, ARRIVAL_BTF_FUNCTION) not in btf_attached:
+                    prog.probes.append(f"raw_tracepoint:{ARRIVAL_RAW_TRACEPOINT}")
+                self.arrival_hook = True
+            if preexisting:
+                prog.probes.append(f"tracepoint:{SEED_TRACEPOINT}")
+                self._preexisting, self._seeding = preexisting, True
+            if o.ports:
+                prog.set_config("watched_ports", o.ports)
+                self.watched_listeners = len(o.ports)
+        else:
+            prog.probes.extend(f"tracepoint:{tp}" for tp in SYSCALL_TRACEPOINTS)
+        if socket_hooks:
+            self.tls = TlsUprobes()
+            self._attach_tls()
+        prog.open_ring_buffer("events", self._on_event)
+        self._scan(seed_connections=True)
+
+    def _attach_tls(self) -> None:
+        """TLS: uprobes on every libssl not attached yet (hooks_tls.bpf.h)."""
+        if self.tls is not None:
+            for path in self.tls.attach_new(self.prog):
+                self.notify(f"TLS: uprobes on {path}")
+
+    @property
+    def send_hook_btf(self) -> bool:
+        """Socket hooks: writes seen on SEND_BTF_TRACEPOINT."""
+        return (SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION) in self.btf_hooks
+
+    @property
+    def recv_hook_btf(self) -> bool:
+        """Socket hooks: reads seen on RECV_BTF_TRACEPOINT."""
+        return (RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION) in self.btf_hooks
+
+    def _followed_connections(self) -> list:
+        """The kernel's conn_state of every connection followed now."""
+        conns = self.prog["conns"]
+        if self.hooks == "syscall":
+            return [c for _k, c in self.prog.batch_items("conns")]
+        # The socket hooks' table has a slot per possible connection: only the slots conn_used marks are read.
+        slots = []
+        for word, bits in self.prog.batch_items("conn_used"):
+            bits = int(getattr(bits, "value", bits))  # batch lookups give ints, the fallback ctypes values
+            while bits:
+                low = bits & -bits
+                slots.append(word * 64 + low.bit_length() - 1)
+                bits ^= low
+        states = (conns[conns.Key(slot)] for slot in slots)
+        return [c for c in states if c.key > H["CONN_CLAIMED"]]
+
+    def finish_pending(self) -> None:
+        """Tracing ends: every request whose response has begun is finished now (it ends at its last
+        write), so an answer given on a quiet kept-alive connection is not lost."""
+        if self.prog is not None and self.prog.bpf is not None:
+            self._flush_idle_requests(everything=True)
+
+    def _flush_idle_requests(self, everything: bool = False) -> None:
+        """Finish requests whose response went quiet long ago (see IDLE_RESPONSE_NS), in the kernel."""
+        now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
+        flushed = 0
+        for c in self._followed_connections():
+            # a stream under way, or a generative-AI answer that has written one part (its headers) and no
+            # token yet; a plain answer (headers and body written) ends after IDLE_RESPONSE_NS
+            streaming = bool(c.flags & H["REQ_SSE"]) or (c.op != H["OP_NONE"] and c.tokens == 0 and c.writes <= 1)
+            idle_ns = IDLE_STREAM_RESPONSE_NS if streaming else IDLE_RESPONSE_NS
+            if c.req_start and c.resp_start and c.resp_end and (everything or now - c.resp_end > idle_ns):
+                try:
+                    flushed += run_raw_tracepoint_program(self._flush_fd, [int(c.key), int(c.resp_end)])
+                except OSError:
+                    return
+        if flushed:
+            self.prog.consume()  # their span events, now
+
+    # -- housekeeping --------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.prog is None or self.prog.bpf is None:
+            return
+        self._scan()
+        if self.tls is not None and time.monotonic() - self._tls_scanned > TLS_RESCAN_S:
+            self._tls_scanned = time.monotonic()
+            self._attach_tls()  # libssl copies of containers started since
+        if self.hooks == "syscall":
+            # The kernel closes a dead process's fds without a close() syscall; the socket hooks
+            # see those closes (inet_sock_set_state), the syscall hooks do not.
+            self._forget_dead_processes()
+        st = self.prog.stats()
+        if self._seeding and self._seeding_done(st[H["STAT_INF_SEEDED"]]):
+            self.prog.bpf.detach_tracepoint(SEED_TRACEPOINT)
+            self._seeding = False
+        now = time.monotonic()
+        requests = st[H["STAT_INF_REQUESTS"]]
+        if self._last_rate_at:
+            self.request_rate = (requests - self._last_requests) / max(now - self._last_rate_at, 1e-6)
+        self._last_rate_at, self._last_requests = now, requests
+
+    # -- figures and summary -----------------------------------------------------------------------
+    def figures(self) -> InferenceView:
+        view = InferenceView(self.request_rate)
+        if self.prog is None or self.prog.bpf is None:
+            return view
+        rows = []
+        for p in self._histograms(self._http_series(), sc.HTTP_SERVER_REQUEST_DURATION, "", sc.HTTP_DURATION_BUCKETS,
+                                  False):
+            a = p.attributes
+            workload = a.get(sc.K8S_POD_UID, "")[:8] or a.get(sc.CONTAINER_ID, "")[:12] or "-"
+            rows.append(RequestRow(a[sc.SERVER_PORT], workload, a[sc.HTTP_REQUEST_METHOD],
+                                   a.get(sc.HTTP_RESPONSE_STATUS_CODE), p.count,
+                                   p.sum / p.count if p.count else 0.0))
+        view.rows = sorted(rows, key=lambda r: -r.requests)[:20]
+        return view
+
+    def summary(self) -> InferenceSummary:
+        out = InferenceSummary(self.plan.name if self.plan else "-", self.hooks == "socket", self.watched_listeners)
+        if self.prog is None or self.prog.bpf is None:
+            return out
+        st = self.prog.stats()
+        out.connections_accepted = st[H["STAT_INF_ACCEPTED"]]
+        if self.hooks == "socket":
+            out.connections_seeded = st[H["STAT_INF_SEEDED"]]
+            out.connections_untracked = sum(sum(v) for v in self.prog["untracked"].values())
+        out.requests = st[H["STAT_INF_REQUESTS"]]
+        out.requests_not_in_metrics = st[H["STAT_INF_METRICS_FULL"]]
+        out.requests_without_response = st[H["STAT_INF_NO_RESPONSE"]]
+        out.connections_unparsed = st[H["STAT_INF_UNPARSED"]]
+        if self.tls is not None:
+            out.connections_tls = st[H["STAT_INF_TLS"]]
+            out.tls_libraries = len(self.tls.attached)
+        out.spans_sent = self.spans_sent
+        return out
