@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Iterable
 
 
@@ -65,3 +66,40 @@ def descendants(roots: Iterable[int], proc: str = "/proc") -> set[int]:
             out.add(p)
             todo.extend(children.get(p, ()))
     return out
+
+
+# --- /proc/PID/maps: the files a process maps (CUDA libraries, libssl) -----------------------------
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    end: int
+    offset: int
+    path: str   # as the process sees it (inside its own mount namespace)
+
+
+def parse_maps(text: str) -> list[Mapping]:
+    """File-backed mappings of a /proc/PID/maps text."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith("/"):
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        path = parts[5]
+        if path.endswith(" (deleted)"):
+            path = path[: -len(" (deleted)")]
+        out.append(Mapping(start, end, int(parts[2], 16), path))
+    return out
+
+
+def read_maps(pid: int, proc: str = "/proc") -> list[Mapping]:
+    try:
+        with open(f"{proc}/{pid}/maps") as f:
+            return parse_maps(f.read())
+    except OSError:  # gone, or a kernel thread
+        return []
+
+
+def host_path(pid: int, path: str, proc: str = "/proc") -> str:
+    """A path as process pid sees it, made openable from here (containers have their own root)."""
+    return f"{proc}/{pid}/root{path}"

@@ -21,7 +21,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ebpftool.core.procfs import pids
+from ebpftool.core.procfs import Mapping, host_path, pids, read_maps
 
 LIBRARY_NAME = re.compile(r"^lib(cudart|cuda)\.so(\.\d+)*$")
 
@@ -144,43 +144,6 @@ def read_elf(path: str) -> ElfFile:
     """ElfFile.read, cached per file identity (a replaced file is read again)."""
     st = os.stat(path)
     return _elf_by_identity(path, st.st_dev, st.st_ino, st.st_mtime_ns)
-
-
-# --- /proc/PID/maps -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Mapping:
-    start: int
-    end: int
-    offset: int
-    path: str   # as the process sees it (inside its own mount namespace)
-
-
-def parse_maps(text: str) -> list[Mapping]:
-    """File-backed mappings of a /proc/PID/maps text."""
-    out = []
-    for line in text.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 6 or not parts[5].startswith("/"):
-            continue
-        start, end = (int(x, 16) for x in parts[0].split("-"))
-        path = parts[5]
-        if path.endswith(" (deleted)"):
-            path = path[: -len(" (deleted)")]
-        out.append(Mapping(start, end, int(parts[2], 16), path))
-    return out
-
-
-def read_maps(pid: int, proc: str = "/proc") -> list[Mapping]:
-    try:
-        with open(f"{proc}/{pid}/maps") as f:
-            return parse_maps(f.read())
-    except OSError:  # gone, or a kernel thread
-        return []
-
-
-def host_path(pid: int, path: str, proc: str = "/proc") -> str:
-    """A path as process pid sees it, made openable from here (containers have their own root)."""
-    return f"{proc}/{pid}/root{path}"
 
 
 def is_cuda_library(path: str) -> bool:

@@ -11,8 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ebpftool.core.procfs import pids
-from ebpftool.tracers.gpu.cuda_libs import host_path, read_maps  # /proc/PID/maps, shared with the CUDA libraries' search
+from ebpftool.core.procfs import host_path, pids, read_maps
 
 LIBSSL_NAME = re.compile(r"libssl\.so(\.\d+)*$")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
