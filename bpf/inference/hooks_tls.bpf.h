@@ -53,8 +53,11 @@ static __always_inline struct tls_call *tls_socket_seen(u64 sk)
     struct tls_call *call = tls_calls.lookup(&tid);
     if (!call)
         return 0;
-    call->sk = sk;
-    tls_sockets.update(&call->ssl, &sk);
+    if (call->sk != sk) {
+        /* once per call: a call that reads or writes many records meets the same socket each time */
+        call->sk = sk;
+        tls_sockets.update(&call->ssl, &sk);
+    }
     return call;
 }
 
