@@ -31,10 +31,10 @@ def libssl_candidates(proc: str = "/proc") -> list[str]:
     """Openable paths of every libssl mapped by a running process, then those in the library directories."""
     found = []
     for pid in pids(proc):
-        for m in read_maps(pid, proc):
-            if LIBSSL_NAME.search(m.path):
-                found.append(m.path if _same_file(m.path, host_path(pid, m.path, proc)) else
-                             host_path(pid, m.path, proc))
+        # a library is mapped in several segments: each path once per process
+        for path in sorted({m.path for m in read_maps(pid, proc) if LIBSSL_NAME.search(m.path)}):
+            inside = host_path(pid, path, proc)
+            found.append(path if _same_file(path, inside) else inside)
     for d in LIBRARY_DIRS:
         try:
             names = sorted(os.listdir(d))
