@@ -1,5 +1,8 @@
 /* The way in through the syscalls (any kernel with tracepoints): accept, read and write enter/exit,
- * a connection keyed by (pid, fd). */
+ * a connection keyed by (pid, fd). Where the kernel's BTF gives the file table's and the socket's layout
+ * (SYSCALL_SOCKETS), the socket behind a connection's fd is found too: its client address when accept()
+ * was given none (uvloop), and with sock:sk_data_ready (ARRIVAL_HOOK) when a request's first byte
+ * arrived, before the server read it. */
 
 struct io_args {
     u64 ptr;
@@ -35,8 +38,125 @@ static __always_inline struct conn_state *find_conn(u64 k)
     return conns.lookup(&k);
 }
 
+#if SYSCALL_SOCKETS
+/* The struct sock behind file descriptor fd of the current process, or 0: current->files->fdt->fd[fd]
+ * ->private_data (a struct socket) ->sk, at offsets from the kernel's BTF. Only called for fds known to
+ * be sockets (accepted, or followed as connections). */
+static __always_inline u64 fd_socket(s32 fd)
+{
+    u64 task = bpf_get_current_task();
+    u64 files = 0, fdt = 0, fds = 0, file = 0, sock = 0, sk = 0;
+    u32 max_fds = 0;
+    if (fd < 0)
+        return 0;
+    bpf_probe_read_kernel(&files, sizeof(files), (void *)(task + TASK_FILES_OFF));
+    if (!files)
+        return 0;
+    bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)(files + FILES_FDT_OFF));
+    if (!fdt)
+        return 0;
+    bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(fdt + FDT_MAX_FDS_OFF));
+    if ((u32)fd >= max_fds)
+        return 0;
+    bpf_probe_read_kernel(&fds, sizeof(fds), (void *)(fdt + FDT_FD_OFF));
+    bpf_probe_read_kernel(&file, sizeof(file), (void *)(fds + (u64)(u32)fd * sizeof(u64)));
+    if (!file)
+        return 0;
+    bpf_probe_read_kernel(&sock, sizeof(sock), (void *)(file + FILE_PRIVATE_DATA_OFF));
+    if (!sock)
+        return 0;
+    bpf_probe_read_kernel(&sk, sizeof(sk), (void *)(sock + SOCKET_SK_OFF));
+    return sk;
+}
+
+/* The client's address and port, from the socket (accept() may be given no address to fill). */
+static __always_inline void peer_of_socket(struct conn_state *c, u64 sk)
+{
+    u16 family = 0, port_be = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SK_FAMILY_OFFSET));
+    bpf_probe_read_kernel(&port_be, sizeof(port_be), (void *)(sk + SK_DPORT_OFFSET));
+    c->client_port = (port_be >> 8) | ((port_be & 0xff) << 8);
+    if (family == FAMILY_INET) {
+        c->family = 2;
+        bpf_probe_read_kernel(c->client_addr, 4, (void *)(sk + SK_DADDR_OFFSET));
+    } else if (family == FAMILY_INET6) {
+        c->family = 10;
+        bpf_probe_read_kernel(c->client_addr, 16, (void *)(sk + SK_V6_DADDR_OFFSET));
+    }
+}
+#endif
+
+#if SYSCALL_SOCKETS && ARRIVAL_HOOK
+/* sk_data_ready names a socket, the connections table a (pid, fd): the sockets of followed connections,
+ * written where the fd is first known (accept, a seeded connection's first read), deleted at close. */
+BPF_TABLE("lru_hash", u64, u64, sock_conns, MAX_CONNS);
+/* A client may send its request before the server accepts the connection: the first arrival on a
+ * socket of a served port not followed yet, taken at its accept. ports (skc_portpair) tells a later
+ * socket at the same address from the one that left an entry never taken (accepted by another process). */
+struct early_arrival {
+    u64 ts;
+    u32 ports;
+    u32 pad;
+};
+BPF_TABLE("lru_hash", u64, struct early_arrival, early_arrivals, 4096);
+/* The local ports served by the watched listeners, a bit each (user space sets them with the listeners):
+ * the arrivals on every other socket of the node leave after one read of the socket and an array lookup. */
+BPF_ARRAY(arrival_ports, u64, 65536 / 64);
+
+static __always_inline u32 socket_ports(u64 sk)
+{
+    u32 ports = 0;  /* skc_portpair: the remote port (network order), then the local port */
+    bpf_probe_read_kernel(&ports, sizeof(ports), (void *)(sk + SK_DPORT_OFFSET));
+    return ports;
+}
+
+static __always_inline void follow_socket(u64 sk, u64 k, struct conn_state *c, u64 now)
+{
+    sock_conns.update(&sk, &k);
+    c->sock_known = 1;
+    struct early_arrival *early = early_arrivals.lookup(&sk);
+    if (!early)
+        return;
+    if (early->ports == socket_ports(sk) && early->ts <= now && c->arrival == 0)
+        c->arrival = early->ts;
+    early_arrivals.delete(&sk);
+}
+
+RAW_TRACEPOINT_PROBE(sk_data_ready)
+{
+    u64 sk = ctx->args[0];
+    u32 ports = socket_ports(sk);
+    u32 local = ports >> 16, word = local / 64;
+    u64 *served = arrival_ports.lookup(&word);
+    if (!served || !((*served >> (local % 64)) & 1) || (ports & 0xffff) == 0)
+        return 0;  /* not a served port, or a listening socket (no remote port) */
+    u64 now = bpf_ktime_get_ns();
+    u64 *k = sock_conns.lookup(&sk);
+    if (!k) {
+        struct early_arrival early = {.ts = now, .ports = ports};
+        early_arrivals.insert(&sk, &early);  /* the first arrival stays */
+        return 0;
+    }
+    struct conn_state *c = conns.lookup(k);
+    /* As with the socket hooks: bytes arriving while no request is open, or after its answer began,
+     * are the next request's first. */
+    if (c && c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0))
+        c->arrival = now;
+    return 0;
+}
+#endif
+
 static __always_inline void forget_conn(u64 *k)
 {
+#if SYSCALL_SOCKETS && ARRIVAL_HOOK
+    struct conn_state *c = conns.lookup(k);
+    if (c && c->sock_known) {
+        u64 sk = fd_socket((s32)*k);  /* still open: at close's entry, or a connection let go */
+        u64 *mapped = sk ? sock_conns.lookup(&sk) : 0;
+        if (mapped && *mapped == *k)
+            sock_conns.delete(&sk);
+    }
+#endif
     conns.delete(k);
     last_writes.delete(k);
 }
@@ -80,7 +200,14 @@ static __always_inline int accept_exit(long ret)
     c.cgroup = bpf_get_current_cgroup_id();
     bpf_get_current_comm(c.comm, sizeof(c.comm));
     c.port = args.port;
+#if SYSCALL_SOCKETS
+    u64 sk = fd_socket((s32)ret);
+    if (sk)
+        peer_of_socket(&c, sk);
+    else if (args.sockaddr) {
+#else
     if (args.sockaddr) {
+#endif
         u16 family = 0;
         bpf_probe_read_user(&family, sizeof(family), (void *)args.sockaddr);
         u16 port_be = 0;
@@ -96,6 +223,11 @@ static __always_inline int accept_exit(long ret)
     }
     conns.update(&k, &c);
     last_writes.delete(&k);
+#if SYSCALL_SOCKETS && ARRIVAL_HOOK
+    struct conn_state *cp = sk ? conns.lookup(&k) : 0;
+    if (cp)
+        follow_socket(sk, k, cp, bpf_ktime_get_ns());
+#endif
     count_accepted(c.port);
     return 0;
 }
@@ -117,6 +249,15 @@ static __always_inline int io_enter(int is_write, s32 fd, u64 ptr, u32 how)
     /* The server reads again after it began answering: the answer is complete
      * (an idle keep-alive connection must not hold its last request back). */
     u64 now = bpf_ktime_get_ns();
+#if SYSCALL_SOCKETS && ARRIVAL_HOOK
+    if (!c->sock_known) {  /* open before the tracer (seeded from /proc): its socket, once */
+        u64 sk = fd_socket(fd);
+        if (sk)
+            follow_socket(sk, k, c, now);
+        else
+            c->sock_known = 2;  /* not found: not looked for again */
+    }
+#endif
     if (!is_write && c->resp_start != 0)
         finish_request(&k, c, now);
     struct io_args *a = inflight.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -209,7 +350,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     if (!c)
         return 0;
     finish_request(&k, c, bpf_ktime_get_ns());
-    conns.delete(&k);
-    last_writes.delete(&k);
+    forget_conn(&k);
     return 0;
 }

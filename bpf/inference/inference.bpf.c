@@ -44,7 +44,11 @@
  * Compile-time parameters (from ebpftool/tracers/inference.py):
  *   IO_HOOKS_SOCK  1: socket hooks (x86-64 syscall registers); 0: syscall hooks
  *   SEED_CONNECTIONS 1: attach the tcp_rcv_space_adjust program (socket hooks)
- *   ARRIVAL_HOOK   1: a request begins when its first byte arrives (sock:sk_data_ready; socket hooks)
+ *   ARRIVAL_HOOK   1: a request begins when its first byte arrives (sock:sk_data_ready; socket hooks, or
+ *                  syscall hooks with SYSCALL_SOCKETS)
+ *   SYSCALL_SOCKETS 1: the syscall hooks find the socket behind a connection's fd (TASK_FILES_OFF,
+ *                  FILES_FDT_OFF, FDT_FD_OFF, FDT_MAX_FDS_OFF, FILE_PRIVATE_DATA_OFF, SOCKET_SK_OFF and
+ *                  the SK_*_OFFSET of ebpftool/core/btf.py, from the kernel's BTF)
  *   TLS_HOOKS      1: TLS connections' plaintext from the TLS library's uprobes (socket hooks)
  *   SEND_HOOK_BTF  1: writes seen on the tcp_sendmsg_locked BTF tracepoint, not sock_send_length (socket
  *                  hooks; with MSG_ITER_*_OFF, SKB_LEN_OFF, SK_WMEM_QUEUED_OFF, SK_SNDBUF_OFF, ITER_*_TYPE)
@@ -69,6 +73,9 @@
 #endif
 #ifndef ARRIVAL_HOOK
 #define ARRIVAL_HOOK 0
+#endif
+#ifndef SYSCALL_SOCKETS
+#define SYSCALL_SOCKETS 0
 #endif
 #ifndef TLS_HOOKS
 #define TLS_HOOKS 0

@@ -105,6 +105,7 @@ struct conn_state {
     __u8 end_after_scan; /* the write being scanned ends the response (its last chunk): finish it after the scan */
     __u8 body_counted;   /* body_left counts the bytes still to come of a body whose length the head stated */
     __u8 tls;            /* its bytes are TLS: the plaintext comes from the TLS library's hooks */
+    __u8 sock_known;     /* syscall hooks: its socket is in sock_conns (its arrivals are seen) */
     __u8 line[LINE_BUF]; /* the request's first bytes (line_len of them), to classify it */
     __u64 body_left;     /* bytes of the response's body still to come (valid with body_counted) */
 };

@@ -19,7 +19,7 @@ from typing import Mapping
 
 from ebpftool.core.bpf import (kernel_allows_btf_tracepoint, kernel_allows_raw_tracepoints, kernel_allows_rdonly_cast,
                                kfunc_defines)
-from ebpftool.core.btf import KIND_FUNC, KIND_TYPEDEF, Btf, BtfError
+from ebpftool.core.btf import KIND_FUNC, KIND_TYPEDEF, SOCK_FIELDS, Btf, BtfError
 from ebpftool.core.plan import Plan
 
 SYSCALL_TRACEPOINTS = tuple(
@@ -97,6 +97,34 @@ def recv_hook_btf_defines(btf: Btf | None = None) -> dict[str, int]:
             **kfunc_defines()}
 
 
+# What the syscall hooks read to find the socket behind a connection's fd (SYSCALL_SOCKETS in
+# bpf/inference/hooks_syscall.bpf.h): (#define, struct, member, size in bytes).
+SYSCALL_SOCKET_FIELDS = (
+    ("TASK_FILES_OFF", "task_struct", "files", 8),
+    ("FILES_FDT_OFF", "files_struct", "fdt", 8),
+    ("FDT_FD_OFF", "fdtable", "fd", 8),
+    ("FDT_MAX_FDS_OFF", "fdtable", "max_fds", 4),
+    ("FILE_PRIVATE_DATA_OFF", "file", "private_data", 8),
+    ("SOCKET_SK_OFF", "socket", "sk", 8),
+) + tuple(f for f in SOCK_FIELDS if f[0] in ("SK_FAMILY_OFFSET", "SK_DPORT_OFFSET", "SK_NUM_OFFSET",
+                                             "SK_DADDR_OFFSET", "SK_V6_DADDR_OFFSET"))
+
+
+def syscall_socket_defines(btf: Btf | None = None) -> dict[str, int]:
+    """The offsets with which the syscall hooks find a connection's socket (BtfError where the kernel's BTF
+    lacks one or it has another size)."""
+    btf = btf or Btf.vmlinux()
+    out = {}
+    for define, struct_name, path, size in SYSCALL_SOCKET_FIELDS:
+        member = btf.member(struct_name, path)
+        if member.size != size:
+            raise BtfError(f"struct {struct_name}'s {path} is {member.size} bytes wide, not {size}")
+        out[define] = member.offset
+    if out["SK_NUM_OFFSET"] != out["SK_DPORT_OFFSET"] + 2:  # read as one word, skc_portpair
+        raise BtfError("struct sock's skc_num does not follow skc_dport")
+    return {"SYSCALL_SOCKETS": 1, **out}
+
+
 def raw_tp_regs_missing() -> str:
     """Why the socket hooks' raw tracepoints cannot read the syscall's registers here ('' when they can)."""
     if platform.machine() != "x86_64":
@@ -106,17 +134,24 @@ def raw_tp_regs_missing() -> str:
 
 def kernel_features() -> tuple[dict[str, bool], dict[str, dict[str, int]]]:
     """What the plans need, probed without compiling anything, and the BTF defines of the send and read
-    hooks where the kernel's BTF has what they load (parsed once for both)."""
+    hooks and of the syscall hooks' sockets where the kernel's BTF has what they load (parsed once)."""
     features = {"raw_tp_regs": not raw_tp_regs_missing(), "tp_btf": False, "kfunc_rdonly_cast": False}
     btf_defines: dict[str, dict[str, int]] = {}
     try:
         btf = Btf.vmlinux()
+    except BtfError:
+        return features, btf_defines  # no BTF: the plans without it
+    try:
         btf_defines["send"] = send_hook_btf_defines(btf)
         features["tp_btf"] = kernel_allows_btf_tracepoint(SEND_BTF_TRACEPOINT, btf)
         btf_defines["recv"] = recv_hook_btf_defines(btf)
         features["kfunc_rdonly_cast"] = kernel_allows_rdonly_cast(RECV_BTF_TRACEPOINT, btf)
     except BtfError:
-        pass  # no BTF or not what a hook loads (no bpf_rdonly_cast before Linux 6.2): the plans without it
+        pass  # not what a hook loads (no bpf_rdonly_cast before Linux 6.2): the plans without it
+    try:
+        btf_defines["syscall"] = syscall_socket_defines(btf)
+    except BtfError:
+        pass  # the syscall hooks without their sockets: no arrival time, no address accept() was not given
     return features, btf_defines
 
 
@@ -127,4 +162,6 @@ def plan_defines(plan: Plan, btf_defines: Mapping[str, Mapping[str, int]]) -> di
         out |= btf_defines["send"]
     if plan.defines.get("RECV_HOOK_BTF"):
         out |= btf_defines["recv"]
+    if not out["IO_HOOKS_SOCK"] and "syscall" in btf_defines:
+        out |= btf_defines["syscall"]
     return out

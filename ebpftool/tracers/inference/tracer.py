@@ -86,6 +86,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         self.hooks = ""                                   # the hooks in use: socket | syscall
         self.btf_hooks: list[tuple[str, str]] = []       # (tracepoint, program) of the hooks on BTF tracepoints
         self.arrival_hook = False                         # requests begin at their first byte's arrival
+        self._arrival_port_words: list[int] | None = None  # syscall hooks: the ports whose arrivals are noted
         self.tls: TlsUprobes | None = None                # libssl files with the TLS uprobes (socket hooks)
         self._tls_scanned = time.monotonic()
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
@@ -146,7 +147,9 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         defines = {
             **plan_defines,
             "SEED_CONNECTIONS": int(bool(preexisting)),
-            "ARRIVAL_HOOK": int(socket_hooks and BpfProgram.tracepoint_exists(ARRIVAL_TRACEPOINT)),
+            # The syscall hooks see arrivals where they can find a connection's socket (SYSCALL_SOCKETS).
+            "ARRIVAL_HOOK": int((socket_hooks or bool(plan_defines.get("SYSCALL_SOCKETS")))
+                                and BpfProgram.tracepoint_exists(ARRIVAL_TRACEPOINT)),
             "TLS_HOOKS": int(socket_hooks),
             "FILTER_PORTS": int(bool(o.ports)),
             "FILTER_PIDS": int(bool(o.pids or o.comms)),
@@ -208,6 +211,9 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
                 self.watched_listeners = len(o.ports)
         else:
             prog.probes.extend(f"tracepoint:{tp}" for tp in SYSCALL_TRACEPOINTS)
+            if defines["ARRIVAL_HOOK"]:
+                prog.probes.append(f"raw_tracepoint:{ARRIVAL_RAW_TRACEPOINT}")
+                self.arrival_hook = True
         if socket_hooks:
             self.tls = TlsUprobes()
             self._attach_tls()

@@ -95,6 +95,22 @@ class InferenceWatch:
             if (pid, fd) not in present:
                 listeners[listeners.Key(pid, fd)] = listeners.Leaf(port)
         self.watched_listeners = len(wanted)
+        if self.arrival_hook:
+            self._set_arrival_ports(served_ports)
+
+    def _set_arrival_ports(self, ports: set[int]) -> None:
+        """Syscall hooks: the ports whose sockets' arrivals the kernel notes (a bit per port), rewriting only
+        the words that changed."""
+        words = [0] * (65536 // 64)
+        for port in ports:
+            words[port // 64] |= 1 << (port % 64)
+        if words == self._arrival_port_words:
+            return
+        table = self.prog["arrival_ports"]
+        for i, (now, before) in enumerate(zip(words, self._arrival_port_words or [None] * len(words))):
+            if now != before:
+                table[table.Key(i)] = table.Leaf(now)
+        self._arrival_port_words = words
 
     def _owned_sockets(self, watched: set[int] | None, tables: SocketTables):
         """(pid, fd, inode, socket) for the TCP sockets the watched processes (every process when watched is
@@ -121,6 +137,10 @@ class InferenceWatch:
 
         for name in ("conns", "last_writes"):
             self.prog.delete_keys(name, lambda k: dead(int(k.value) >> 32))
+        if self.arrival_hook:  # socket -> connection key (pid << 32 | fd)
+            sock_conns = self.prog["sock_conns"]
+            for sk in [sk for sk, key in sock_conns.items() if dead(int(key.value) >> 32)]:
+                sock_conns.pop(sk, None)
         # per thread: /proc/TID exists while the thread does
         self.prog.delete_keys("accepting", lambda k: dead(int(k.value)))
 
