@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -157,3 +158,79 @@ def test_python_ssl_server_streams_over_tls_with_its_tokens(certificate):
         assert stream.attributes["gen_ai.usage.output_tokens"] == len(text_events) == 3
     finally:
         receiver.stop()
+
+
+# -- asyncio's TLS (OpenSSL memory BIOs): the application moves the ciphertext apart from the library calls ----
+
+def _openai_client(port: int):
+    import openai
+    return openai.OpenAI(base_url=f"https://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=60,
+                         http_client=openai.DefaultHttpxClient(verify=False))
+
+
+def _drive_openai_over_tls(port: int) -> list[int]:
+    """Streamed and plain chat and completions, three streams at once, then a 404; the last one's status."""
+    client = _openai_client(port)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=6,
+                                        stream=True))
+    list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                                        stream=True, stream_options={"include_usage": True}))
+    list(client.completions.create(model="m", prompt="hi", max_tokens=3, stream=True))
+    with ThreadPoolExecutor(3) as pool:  # each on a connection of its own
+        list(pool.map(lambda n: list(_openai_client(port).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=n, stream=True)), (7, 8, 9)))
+    client.close()
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=ssl._create_unverified_context())
+    status, _ = request(conn, "GET", "/missing")
+    conn.close()
+    return [status]
+
+
+@pytest.mark.parametrize("kind", ["fastapi", "aiohttp"])
+def test_asyncio_tls_servers_are_measured_with_their_tokens(certificate, kind, tmp_path):
+    """uvicorn (uvloop's TLS) and aiohttp (asyncio's): SSL_read / SSL_write on memory BIOs, the socket
+    read and written by the event loop. Truth: the server's own log (tests/servers/openai_apps.py) of each
+    answer: path, client port, streamed, tokens written."""
+    from tests.servers import openai_apps
+    receiver = GrpcReceiver()
+    log = tmp_path / "server.jsonl"
+    port = free_port()
+    try:
+        with openai_apps.running(kind, port, str(log), tls=certificate):
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                missing = _drive_openai_over_tls(port)
+                # the server logs an answer once it wrote it all: the client may have read it first
+                assert receiver.wait_for(lambda: len(log.read_text().splitlines()) >= 7)
+                answers = [json.loads(line) for line in log.read_text().splitlines()]
+                seen = receiver.wait_for(lambda: len(spans_on(receiver, port)) >= len(answers) + 1)
+                assert proc.stop() == 0, proc.stderr
+                assert seen, ([line for line in proc.stdout.splitlines() if "TLS" in line or "request" in line],
+                              [(s.attributes.get("url.path"), s.attributes.get("client.port"),
+                                s.attributes.get("http.response.status_code")) for s in spans_on(receiver, port)],
+                              [(a["path"], a["client_port"], a["n"]) for a in answers])
+        tokens = [p for p in receiver.latest("ebpftool.gen_ai.server.output_tokens")
+                  if p.attributes.get("server.port") == port]
+    finally:
+        receiver.stop()
+    assert missing == [404] and len(answers) == 7
+    spans = spans_on(receiver, port)
+    assert len(spans) == 8, [s.name for s in spans]
+    assert {s.attributes["url.scheme"] for s in spans} == {"https"}
+    assert sorted(s.attributes["http.response.status_code"] for s in spans) == [200] * 7 + [404]
+    # each answer's span: same client port, in order on its connection
+    by_port: dict[int, list] = {}
+    for s in sorted(spans, key=lambda s: s.start_ns):
+        if s.attributes["http.response.status_code"] == 200:
+            by_port.setdefault(s.attributes.get("client.port"), []).append(s)
+    for answer in answers:
+        mine = by_port.get(answer["client_port"])
+        assert mine, f"no span from client port {answer['client_port']}: {answer}"
+        span = mine.pop(0)
+        assert span.attributes["url.path"] == answer["path"]
+        assert span.attributes.get("gen_ai.usage.output_tokens") == answer["n"], (answer, span.attributes)
+        assert span.start_ns <= answer["t_request"], "the span starts after the server's handler began"
+        if answer["stream"]:
+            assert span.attributes.get("ebpftool.gen_ai.time_to_first_token", 0) > 0, span.attributes
+    assert sum(p.value for p in tokens) == sum(a["n"] for a in answers)

@@ -127,19 +127,30 @@ static __always_inline int socket_read(u64 sk, int ret, u64 flags)
     }
     if (flags & RECV_NOT_FROM_STREAM)
         return 0;  /* a peek's bytes will be read again; the error queue holds the socket's own timestamps */
+    u32 how, len = 0;
+    u64 iov_array;
 #if TLS_HOOKS
     if (c->tls) {
-        tls_read_seen(sk, c);  /* ciphertext: the plaintext comes at the library call's return */
+        /* ciphertext: the plaintext comes at the library call's return */
+        if (ret > 0 && tls_read_outside_call(sk, c)) {
+            u64 arg = syscall_buffer(&how);
+            u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
+            u8 record = 0;
+            if (ptr && bpf_probe_read_user(&record, 1, (void *)ptr) == 0 && record == TLS_RECORD_HANDSHAKE)
+                c->arrival = 0;  /* the handshake's bytes arrived: not a request's */
+        }
         return 0;
     }
 #endif
     u64 now = read_time(sk);
-    u32 how, len = 0;
     u64 arg = syscall_buffer(&how);
-    u64 iov_array;
     u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
     if (ptr && len && on_read(&sk, c, ptr, len, now) == READ_LET_GO)
         forget_connection(sk);
+#if TLS_HOOKS
+    else if (c->tls)
+        tls_read_outside_call(sk, c);  /* its first bytes were a TLS handshake's (outside any library call) */
+#endif
     return 0;
 }
 
@@ -211,7 +222,7 @@ int send_tcp_sendmsg(u64 *ctx)
     /* A write the send buffer has room for goes out whole; a larger one may go out in part, its rest
      * written again (and seen again): its length is then no count of the response's bytes. */
     int whole = (s64)count <= (s64)limit - queued;
-    return written_buffer(ctx, &sk, c, ptr, len, count, whole, iov_array, 1, now, now);
+    return written_buffer(ctx, &sk, c, ptr, len, count, whole, iov_array, 1, now, now, 0);
 }
 #else
 RAW_TRACEPOINT_PROBE(sock_send_length)

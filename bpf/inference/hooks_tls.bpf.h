@@ -1,17 +1,29 @@
 /* The way in through a TLS library (TLS_HOOKS): uprobes on OpenSSL's SSL_read / SSL_read_ex / SSL_write /
  * SSL_write_ex (1.1.1 and 3.x) hand the plaintext of connections the socket hooks follow to the same
  * state machine. A connection is known to be TLS from its first bytes (a handshake record); from then on
- * the socket hooks never parse its bytes (they are ciphertext) but tell which socket the library's call
- * under way on this thread uses:
- *  - a read: SSL_read's entry notes the call; the socket reads inside it tie the SSL object to its socket;
+ * the socket hooks never parse its bytes (they are ciphertext) but tell which socket a library call uses.
+ * Two ways a library meets its socket:
+ *  - socket BIO (nginx, Python's ssl sockets): the library reads and writes the socket inside its calls.
+ *    A read: SSL_read's entry notes the call; the socket reads inside it tie the SSL object to its socket;
  *    at its return the plaintext goes to on_read() (an SSL_read served from records read earlier finds
- *    the socket through the SSL object);
- *  - a write: SSL_write's entry notes the call; its first socket write hands the plaintext to the state
- *    machine there (a tracepoint program, so the tail-called scans run as for cleartext); the later
- *    writes of the same call (more records) are skipped.
- * A request starts when its first encrypted byte arrived (sk_data_ready), as in cleartext; the arrival
- * of handshake bytes is dropped. Uprobes fire in every process that maps the library: a call on a
- * socket that is not followed costs a hash update and delete. */
+ *    the socket through the SSL object). A write: SSL_write's entry notes the call; its first socket write
+ *    hands the plaintext to the state machine there (a tracepoint program, so the tail-called scans run as
+ *    for cleartext); the later writes of the same call (more records) are skipped.
+ *  - memory BIO (asyncio's and uvloop's TLS: uvicorn, aiohttp, vLLM): the application reads the ciphertext
+ *    from the socket and feeds it to the library; it calls SSL_write and then writes the ciphertext the
+ *    library produced. The SSL object is tied to its socket at SSL_do_handshake (or SSL_accept), which
+ *    the application calls right after reading the handshake's bytes from that socket on the same
+ *    thread (its SSL_reads may come later, behind other connections' reads). A connection whose first
+ *    SSL_read met no socket inside it is TLS_MEMORY_BIO from then on; an SSL_write's plaintext goes to the state
+ *    machine at its return (the application writes the ciphertext soon after, maybe with others'), the
+ *    scans run as uprobe programs (scan_prog_tls).
+ * SSL_free forgets the SSL object's socket (an address the allocator gives the next connection).
+ * A request starts when its first encrypted byte arrived (sk_data_ready), as in cleartext. The arrival of
+ * a handshake record read outside a read call (ClientHello; TLS 1.2's key exchange) is dropped; that of
+ * the client's last flight (TLS 1.3: its Finished, with the first request right behind it) is kept; an
+ * SSL_read that gives no plaintext drops it (nothing that arrived was a request). Uprobes fire in
+ * every process that maps the library: a call on a socket that is not followed costs a hash update and
+ * delete. */
 
 struct tls_call {
     u64 ssl;       /* the SSL object */
@@ -26,6 +38,7 @@ struct tls_call {
 
 BPF_HASH(tls_calls, u64, struct tls_call, 16384);            /* per thread: the library call under way */
 BPF_TABLE("lru_hash", u64, u64, tls_sockets, MAX_CONNS);     /* SSL object -> its socket */
+BPF_TABLE("lru_hash", u64, u64, tls_thread_socket, 16384);   /* per thread: the TLS socket it last read outside a call */
 
 static __always_inline int tls_enter(struct pt_regs *ctx, u8 is_write, int ex)
 {
@@ -47,12 +60,13 @@ int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 1); }
 
 /* A socket hook on a TLS connection: what it saw is ciphertext. Ties the library's call under way on this
  * thread, if any, to the socket; the call, or NULL. */
-static __always_inline struct tls_call *tls_socket_seen(u64 sk)
+static __always_inline struct tls_call *tls_socket_seen(u64 sk, struct conn_state *c)
 {
     u64 tid = bpf_get_current_pid_tgid();
     struct tls_call *call = tls_calls.lookup(&tid);
     if (!call)
         return 0;
+    c->tls = TLS_SOCKET_BIO;  /* the library's own call reads or writes the socket */
     if (call->sk != sk) {
         /* once per call: a call that reads or writes many records meets the same socket each time */
         call->sk = sk;
@@ -61,47 +75,57 @@ static __always_inline struct tls_call *tls_socket_seen(u64 sk)
     return call;
 }
 
-/* Bytes read on a TLS connection (ciphertext). Outside a read call (the handshake), their arrival is not
- * a request's. */
-static __always_inline void tls_read_seen(u64 sk, struct conn_state *c)
+/* Bytes read on a TLS connection (ciphertext). 1 when outside a read call: the handshake (either BIO), or
+ * the application's own read (memory BIO), whose SSL_read comes next: this thread's last TLS socket. */
+static __always_inline int tls_read_outside_call(u64 sk, struct conn_state *c)
 {
-    struct tls_call *call = tls_socket_seen(sk);
-    if (!call || call->is_write)
-        c->arrival = 0;
+    struct tls_call *call = tls_socket_seen(sk, c);
+    if (call && !call->is_write)
+        return 0;
+    u64 tid = bpf_get_current_pid_tgid();
+    tls_thread_socket.update(&tid, &sk);
+    return 1;
 }
 
-/* A write on a TLS connection: the plaintext of the write call under way goes to the state machine, once. */
+/* A write on a TLS connection (socket BIO): the plaintext of the write call under way goes to the state
+ * machine, once. */
 static __always_inline int tls_written(void *ctx, u64 sk, struct conn_state *c, u64 now)
 {
-    struct tls_call *call = tls_socket_seen(sk);
+    struct tls_call *call = tls_socket_seen(sk, c);
     if (!call || !call->is_write || call->handed)
-        return 0;  /* the handshake, an alert, or more records of a write already handed on */
+        return 0;  /* the handshake, an alert, a memory BIO's ciphertext, or more records of a write handed on */
     call->handed = 1;
-    return written_buffer(ctx, &sk, c, call->buf, call->len, call->len, 1, 0, 0, now, now);
+    return written_buffer(ctx, &sk, c, call->buf, call->len, call->len, 1, 0, 0, now, now, 0);
 }
 
-/* SSL_read / SSL_read_ex returned: the plaintext it gave goes to the state machine. */
-static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
+/* The call under way on this thread, ended: a copy in *done, and the bytes it moved (0: none or failed). */
+static __always_inline u64 tls_call_done(struct pt_regs *ctx, int ex, struct tls_call *done)
 {
     u64 tid = bpf_get_current_pid_tgid();
     struct tls_call *call = tls_calls.lookup(&tid);
     if (!call)
         return 0;
-    struct tls_call done = *call;
+    *done = *call;
     tls_calls.delete(&tid);
     long ret = PT_REGS_RC(ctx);
     u64 moved = 0;
     if (ex) {
-        if (ret != 1 || bpf_probe_read_user(&moved, sizeof(moved), (void *)done.count_at) != 0)
+        if (ret != 1 || bpf_probe_read_user(&moved, sizeof(moved), (void *)done->count_at) != 0)
             return 0;
     } else if (ret > 0) {
         moved = ret;
     }
-    if (moved == 0 || moved > done.len)
-        return 0;
+    return moved <= done->len ? moved : 0;
+}
+
+/* SSL_read / SSL_read_ex returned: the plaintext it gave goes to the state machine. */
+static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
+{
+    struct tls_call done = {};
+    u64 moved = tls_call_done(ctx, ex, &done);
     u64 sk = done.sk;
     if (sk == 0) {
-        u64 *known = tls_sockets.lookup(&done.ssl);  /* plaintext of records an earlier call read */
+        u64 *known = tls_sockets.lookup(&done.ssl);  /* records read earlier, or a memory BIO's */
         if (!known)
             return 0;
         sk = *known;
@@ -109,6 +133,14 @@ static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
     struct conn_state *c = sock_conn(sk);
     if (!c || !c->tls)
         return 0;
+    if (done.sk == 0 && c->tls == TLS_BIO_UNKNOWN)
+        c->tls = TLS_MEMORY_BIO;  /* its first read call met no socket: the application reads it */
+    if (moved == 0) {
+        /* Nothing to read: what arrived was not a request's (the handshake's end) */
+        if (c->req_start == 0 || c->resp_start != 0)
+            c->arrival = 0;
+        return 0;
+    }
     if (on_read(&sk, c, done.buf, (u32)moved, bpf_ktime_get_ns()) == READ_LET_GO)
         forget_connection(sk);
     return 0;
@@ -117,10 +149,49 @@ static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
 int tls_read_exit(struct pt_regs *ctx) { return tls_read_return(ctx, 0); }
 int tls_read_ex_exit(struct pt_regs *ctx) { return tls_read_return(ctx, 1); }
 
-/* SSL_write / SSL_write_ex returned: its call is over (its plaintext went on at its first socket write). */
-int tls_write_exit(struct pt_regs *ctx)
+/* SSL_write / SSL_write_ex returned. With a socket BIO its plaintext went on at its first socket write;
+ * with a memory BIO it goes on now. */
+static __always_inline int tls_write_return(struct pt_regs *ctx, int ex)
 {
+    struct tls_call done = {};
+    u64 moved = tls_call_done(ctx, ex, &done);
+    if (moved == 0 || done.sk != 0 || done.handed)
+        return 0;
+    u64 *known = tls_sockets.lookup(&done.ssl);
+    if (!known)
+        return 0;
+    u64 sk = *known;
+    struct conn_state *c = sock_conn(sk);
+    if (!c || c->tls != TLS_MEMORY_BIO)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    return written_buffer(ctx, &sk, c, done.buf, (u32)moved, moved, 1, 0, 0, now, now, 1);
+}
+
+int tls_write_exit(struct pt_regs *ctx) { return tls_write_return(ctx, 0); }
+int tls_write_ex_exit(struct pt_regs *ctx) { return tls_write_return(ctx, 1); }
+
+/* SSL_do_handshake / SSL_accept: with a memory BIO, the application fed the library the ciphertext it just
+ * read from the socket, on this thread; the later calls on this SSL object (whose reads may be deferred
+ * behind other connections' reads) use that socket. With a socket BIO a call's own reads bind it again. */
+int tls_handshake_enter(struct pt_regs *ctx)
+{
+    u64 ssl = PT_REGS_PARM1(ctx);
     u64 tid = bpf_get_current_pid_tgid();
-    tls_calls.delete(&tid);
+    u64 *last = tls_thread_socket.lookup(&tid);
+    if (!last)
+        return 0;
+    u64 sk = *last;
+    struct conn_state *c = sock_conn(sk);
+    if (c && c->tls && c->tls != TLS_SOCKET_BIO)
+        tls_sockets.update(&ssl, &sk);
+    return 0;
+}
+
+/* SSL_free: the object's address will be another connection's. */
+int tls_free_enter(struct pt_regs *ctx)
+{
+    u64 ssl = PT_REGS_PARM1(ctx);
+    tls_sockets.delete(&ssl);
     return 0;
 }

@@ -132,7 +132,7 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
          * header: the plaintext comes through the TLS library's hooks (hooks_tls.bpf.h), and the socket
          * hooks no longer parse this connection's bytes. */
         if (c->line_len >= 2 && c->line[1] == 0x03 && (c->line[0] == 0x16 || (c->seeded && c->line[0] == 0x17))) {
-            c->tls = 1;
+            c->tls = TLS_BIO_UNKNOWN;
             c->req_start = 0;
             c->seq = 0;
             c->arrival = 0;

@@ -58,6 +58,12 @@
 #define STAT_INF_METRICS_FULL 7  /* finished requests a metric map had no room for (a series per container: Pods churn) */
 #define STAT_INF_TLS 8           /* connections that began with a TLS handshake (their plaintext: TLS_HOOKS) */
 
+/* conn_state.tls */
+#define TLS_BIO_UNKNOWN 1  /* TLS, how the library meets the socket not known yet */
+#define TLS_SOCKET_BIO 2   /* the library reads and writes the socket inside its calls (nginx, Python's ssl sockets) */
+#define TLS_MEMORY_BIO 3   /* the application moves the ciphertext itself, apart from the calls (asyncio, uvloop) */
+#define TLS_RECORD_HANDSHAKE 0x16  /* a TLS record's content type */  /* TLS: the application moves the ciphertext itself, apart from the calls (asyncio, uvloop) */
+
 /* Key of the listeners map (syscall hooks): a file descriptor of a process. A
  * connection is known by a u64 (conn_state.key, the key of last_writes): the
  * socket's kernel address with the socket hooks, pid << 32 | fd with the
@@ -104,7 +110,7 @@ struct conn_state {
     __u8 seeded;         /* open before the tracer started: its first bytes may be the middle of anything */
     __u8 end_after_scan; /* the write being scanned ends the response (its last chunk): finish it after the scan */
     __u8 body_counted;   /* body_left counts the bytes still to come of a body whose length the head stated */
-    __u8 tls;            /* its bytes are TLS: the plaintext comes from the TLS library's hooks */
+    __u8 tls;            /* its bytes are TLS (TLS_BIO_UNKNOWN, TLS_SOCKET_BIO, TLS_MEMORY_BIO): the plaintext comes from the library's hooks */
     __u8 sock_known;     /* syscall hooks: its socket is in sock_conns (its arrivals are seen) */
     __u8 line[LINE_BUF]; /* the request's first bytes (line_len of them), to classify it */
     __u64 body_left;     /* bytes of the response's body still to come (valid with body_counted) */

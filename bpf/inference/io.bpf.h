@@ -36,11 +36,13 @@ static __always_inline void forget_conn(u64 *k);  /* per way in, below */
 
 /* A write that went out: the state machine, then the event count (tail call) if needed.
  * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended.
+ * from_uprobe: the caller is a uprobe program (a TLS library call's return), not a tracepoint's.
  * From the write's first buffer (ptr, len; 0: no user bytes) of ret bytes in all (whole: all of them went
  * out or will, not only asked to); iov_array: its
  * struct iovec array for vectored writes (else 0), in user memory or (iov_in_kernel) the kernel's copy. */
 static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 ret,
-                                          int whole, u64 iov_array, int iov_in_kernel, u64 start, u64 now)
+                                          int whole, u64 iov_array, int iov_in_kernel, u64 start, u64 now,
+                                          int from_uprobe)
 {
     int next = on_write(k, c, ptr, ptr ? len : (u32)ret, ret, whole, start, now, ptr != 0 && len > 0);
     if (next == WRITE_UPGRADED)
@@ -62,7 +64,7 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
     in->tail_pass = 0;
     in->scan = next != WRITE_HEAD;
     in->whole = whole;
-    scan_prog.call(ctx, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);
+    next_scan(ctx, from_uprobe, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);
     return 0;
 }
 
@@ -73,7 +75,7 @@ static __always_inline int written(void *ctx, u64 *k, struct conn_state *c, u32 
     u32 len = 0;
     u64 iov_array = 0;
     u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
-    return written_buffer(ctx, k, c, ptr, len, ret, 1, iov_array, 0, start, now);  /* ret: what went out */
+    return written_buffer(ctx, k, c, ptr, len, ret, 1, iov_array, 0, start, now, 0);  /* ret: what went out */
 }
 
 static __always_inline void count_accepted(u16 port)

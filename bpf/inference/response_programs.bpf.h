@@ -29,9 +29,26 @@ BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
 #define SCAN_HEAD 2
 #define SCAN_FINISH 3
 BPF_PROG_ARRAY(scan_prog, 4);
+#if TLS_HOOKS
+/* The same programs loaded as uprobe programs (a tail call stays within a program type), in the same
+ * order: reached from SSL_write's return, where a memory-BIO TLS write hands its plaintext on. */
+BPF_PROG_ARRAY(scan_prog_tls, 4);
+#endif
+
+/* The next program of a write's scan, in the array of the caller's program type. */
+static __always_inline void next_scan(void *ctx, int from_uprobe, u32 program)
+{
+#if TLS_HOOKS
+    if (from_uprobe) {
+        scan_prog_tls.call(ctx, program);
+        return;
+    }
+#endif
+    scan_prog.call(ctx, program);
+}
 
 /* A response head was written: the length of its body, if it says. Then the write's events, if asked. */
-int scan_response_head(void *ctx)
+static __always_inline int scan_response_head_in(void *ctx, int from_uprobe)
 {
     u32 zero = 0;
     struct scan_args *a = scan_input.lookup(&zero);
@@ -44,16 +61,16 @@ int scan_response_head(void *ctx)
     int complete = head_written(c, c->status, a->ptr, a->len, a->len + a->remaining, a->whole);
     if (a->scan) {
         c->end_after_scan = complete;
-        scan_prog.call(ctx, SCAN_EVENTS);
+        next_scan(ctx, from_uprobe, SCAN_EVENTS);
     } else if (complete) {
         /* in a program of its own: the head's loops leave many states, each of which would walk it */
-        scan_prog.call(ctx, SCAN_FINISH);
+        next_scan(ctx, from_uprobe, SCAN_FINISH);
     }
     return 0;
 }
 
 /* The response of a->key is complete with the write just seen. */
-int finish_written_response(void *ctx)
+static __always_inline int finish_written_response_in(void *ctx, int from_uprobe)
 {
     u32 zero = 0;
     struct scan_args *a = scan_input.lookup(&zero);
@@ -66,7 +83,7 @@ int finish_written_response(void *ctx)
     return 0;
 }
 
-int scan_sse_events(void *ctx)
+static __always_inline int scan_sse_events_in(void *ctx, int from_uprobe)
 {
     u32 zero = 0;
     struct scan_args *a = scan_input.lookup(&zero);
@@ -80,11 +97,11 @@ int scan_sse_events(void *ctx)
     u64 skip = (len - SSE_SCAN_MAX) & -tail;  /* a tail pass scans the buffer's last SSE_SCAN_MAX bytes */
     asm volatile("" : "+r"(skip));
     if (find_events(a->ptr + skip, len - skip, (c->flags / REQ_NDJSON) & 1))
-        scan_prog.call(ctx, SCAN_MARKS);
+        next_scan(ctx, from_uprobe, SCAN_MARKS);
     return 0;
 }
 
-int scan_sse_marks(void *ctx)
+static __always_inline int scan_sse_marks_in(void *ctx, int from_uprobe)
 {
     u32 zero = 0;
     struct scan_args *a = scan_input.lookup(&zero);
@@ -124,7 +141,7 @@ int scan_sse_marks(void *ctx)
     }
     if (!a->tail_pass && len > SSE_SCAN_MAX) {
         a->tail_pass = 1;
-        scan_prog.call(ctx, SCAN_EVENTS);
+        next_scan(ctx, from_uprobe, SCAN_EVENTS);
     } else if (a->iov_array != 0 && a->remaining != 0 && a->iov_next < IOV_SCAN_MAX) {
         struct user_iov iov = {};
         void *at = (void *)(a->iov_array + (u64)a->iov_next * sizeof(struct user_iov));
@@ -137,7 +154,7 @@ int scan_sse_marks(void *ctx)
             a->remaining -= n;
             a->iov_next++;
             a->tail_pass = 0;
-            scan_prog.call(ctx, SCAN_EVENTS);
+            next_scan(ctx, from_uprobe, SCAN_EVENTS);
         }
     }
     /* the scan of this write ends here (a tail call that was made does not return) */
@@ -147,6 +164,18 @@ int scan_sse_marks(void *ctx)
     }
     return 0;
 }
+
+/* The programs (SCAN_FUNCTIONS in ebpftool/tracers/inference/plans.py), and their uprobe twins. */
+int scan_sse_events(void *ctx) { return scan_sse_events_in(ctx, 0); }
+int scan_sse_marks(void *ctx) { return scan_sse_marks_in(ctx, 0); }
+int scan_response_head(void *ctx) { return scan_response_head_in(ctx, 0); }
+int finish_written_response(void *ctx) { return finish_written_response_in(ctx, 0); }
+#if TLS_HOOKS
+int scan_sse_events_tls(struct pt_regs *ctx) { return scan_sse_events_in(ctx, 1); }
+int scan_sse_marks_tls(struct pt_regs *ctx) { return scan_sse_marks_in(ctx, 1); }
+int scan_response_head_tls(struct pt_regs *ctx) { return scan_response_head_in(ctx, 1); }
+int finish_written_response_tls(struct pt_regs *ctx) { return finish_written_response_in(ctx, 1); }
+#endif
 
 /* Run by user space (BPF_PROG_TEST_RUN) for a connection whose response went
  * quiet (args: key, the resp_end user space saw): a server that neither reads

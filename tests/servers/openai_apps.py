@@ -326,12 +326,21 @@ def __getattr__(name: str):
 
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
+    # $OPENAI_APPS_TLS = "CERT:KEY": served over TLS by the framework's own TLS (asyncio's or uvloop's, on
+    # OpenSSL memory BIOs)
+    tls = os.environ.get("OPENAI_APPS_TLS", "").split(":") if os.environ.get("OPENAI_APPS_TLS") else None
     if kind == "fastapi":
         import uvicorn
-        uvicorn.run(_fastapi_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        extra = {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]} if tls else {}
+        uvicorn.run(_fastapi_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False, **extra)
     elif kind == "aiohttp":
+        import ssl
         from aiohttp import web
-        web.run_app(_aiohttp_app(), host="127.0.0.1", port=port, print=None, access_log=None)
+        context = None
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls[0], tls[1])
+        web.run_app(_aiohttp_app(), host="127.0.0.1", port=port, print=None, access_log=None, ssl_context=context)
     elif kind == "ray":
         serve_ray(port)
     else:
@@ -367,9 +376,13 @@ def listener_pid(port: int) -> int | None:
     return None
 
 
-def ready(port: int) -> bool:
+def ready(port: int, tls: bool = False) -> bool:
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        if tls:
+            import ssl
+            conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=ssl._create_unverified_context())
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         conn.request("GET", "/v1/models")
         ok = conn.getresponse().status == 200
         conn.close()
@@ -389,10 +402,14 @@ def _ours(port: int, session: int) -> bool:
 
 
 @contextmanager
-def running(kind: str, port: int, log_path: str | None = None, timeout: float | None = None):
+def running(kind: str, port: int, log_path: str | None = None, timeout: float | None = None,
+            tls: tuple[str, str] | None = None):
     """The app of this kind served on 127.0.0.1:port by its own process, until the block ends; yields
-    the pid of the process that listens (Ray Serve: its proxy actor)."""
+    the pid of the process that listens (Ray Serve: its proxy actor). tls: (certificate, key) files to
+    serve HTTPS with (fastapi, aiohttp)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    if tls:
+        env["OPENAI_APPS_TLS"] = ":".join(tls)
     if log_path:
         env["OPENAI_APPS_LOG"] = log_path
     timeout = timeout or (120 if kind == "ray" else 30)
@@ -401,7 +418,7 @@ def running(kind: str, port: int, log_path: str | None = None, timeout: float | 
                             stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
-        while not (ready(port) and _ours(port, proc.pid)):
+        while not (ready(port, tls is not None) and _ours(port, proc.pid)):
             if proc.poll() is not None:
                 err.seek(0)
                 raise RuntimeError(f"the {kind} server exited ({proc.returncode}): {err.read().decode()[-3000:]}")

@@ -17,13 +17,17 @@ LIBSSL_NAME = re.compile(r"libssl\.so(\.\d+)*$")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
                 "/usr/lib64", "/usr/lib", "/lib64", "/usr/local/lib", "/usr/local/ssl/lib")
 
-# (symbol, program at its entry, program at its return). SSL_read_ex / SSL_write_ex (1.1.1+) report the
-# bytes moved through a pointer; Python's ssl module and most of OpenSSL 3's users call them.
+# (symbol, program at its entry, program at its return or None). SSL_read_ex / SSL_write_ex (1.1.1+) report
+# the bytes moved through a pointer; Python's ssl module and most of OpenSSL 3's users call them. The
+# handshake's calls tie an SSL object to its socket (memory BIOs); SSL_free forgets it.
 TLS_FUNCTIONS = (
     ("SSL_read", "tls_read_enter", "tls_read_exit"),
     ("SSL_read_ex", "tls_read_ex_enter", "tls_read_ex_exit"),
     ("SSL_write", "tls_write_enter", "tls_write_exit"),
-    ("SSL_write_ex", "tls_write_ex_enter", "tls_write_exit"),
+    ("SSL_write_ex", "tls_write_ex_enter", "tls_write_ex_exit"),
+    ("SSL_do_handshake", "tls_handshake_enter", None),
+    ("SSL_accept", "tls_handshake_enter", None),
+    ("SSL_free", "tls_free_enter", None),
 )
 
 
@@ -73,7 +77,8 @@ class TlsUprobes:
             for symbol, entry, ret in TLS_FUNCTIONS:
                 try:
                     prog.attach_uprobe(path, symbol, entry)
-                    prog.attach_uprobe(path, symbol, ret, ret=True)
+                    if ret:
+                        prog.attach_uprobe(path, symbol, ret, ret=True)
                     attached_any = True
                 except Exception:  # BCC raises bare Exception: the symbol is absent from this version
                     continue

@@ -175,6 +175,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
                 else:
                     scan = bpf.load_func(function, bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
                     bpf["scan_prog"][slot] = scan.fd
+                if defines["TLS_HOOKS"]:  # their twins, reached from the TLS uprobes (hooks_tls.bpf.h)
+                    bpf["scan_prog_tls"][slot] = bpf.load_func(f"{function}_tls", bpf.KPROBE).fd
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
             btf_attached = [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)] if btf_hooks else []
             if defines.get("RECV_HOOK_BTF"):
