@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, seconds_to_ns
-from ebpftool.export.semconv import HTTP_DURATION_BUCKETS
+from ebpftool.semconv import HTTP_DURATION_BUCKETS
 from ebpftool.core.cstruct import cstring, decode, load_header
 from tests.kernel_state import bpf_ids_held_by, kernel_ids, perf_attachments, still_loaded, uprobe_events
 

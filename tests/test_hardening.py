@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from tests.conftest import ROOT, EbpftoolProcess
 from tests.otlp_receiver import GrpcReceiver
 from tests.kernel_state import (CONN_TABLE_PROBES, array_total, bpf_ids_held_by, conn_pids, map_id_named, perf_attachments,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import SpanKind, SpanRecord, counter
 from ebpftool.export.otel import build_resource
 from ebpftool.export.pipeline import Telemetry

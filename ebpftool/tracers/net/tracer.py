@@ -32,7 +32,7 @@ from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import TracerOptions
 from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter, seconds_histogram
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.net import plans
