@@ -141,6 +141,7 @@ int main(void) { unsigned long long v[] = {%s};
         bucket_macro("TOO_MANY", list(range(30)))
 
 
+@pytest.mark.bpf
 def test_a_program_s_parts_are_joined_in_place_once_with_their_own_line_numbers(tmp_path, capfd):
     """bpf/<tracer>/x.bpf.c includes its parts (`#include "part.bpf.h"`): the loader joins them into one text
     (BCC rewrites map calls only there), each once, and the compiler's message names the part and its line."""
