@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 
 def kernel_ids(kind: str) -> set[int]:
@@ -144,3 +147,68 @@ def table_slots(maps: set[int]) -> dict[int, int]:
     keys = {slot: int(v["key"]) for slot, v in zip(used, _map_values(map_id_named(maps, "conns"), *used))}
     assert all(k > 1 for k in keys.values()), keys  # a marked slot holds a socket
     return keys
+
+
+# --- TCP sockets, as /proc/net/tcp lists them ----------------------------------------------------------
+TCP_ESTABLISHED = "01"   # /proc/net/tcp's `st` column: the kernel's TCP state numbers, in hex
+TCP_CLOSE_WAIT = "08"
+TCP_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    address: str       # local address
+    port: int          # local port
+    peer_port: int
+    state: str         # TCP_* above
+    unacked: int       # bytes sent that the peer has not acknowledged yet (tx_queue)
+    unread: int        # bytes received that its owner has not read yet (rx_queue)
+
+
+def tcp_sockets(port: int) -> list[TcpSocket]:
+    """The TCP sockets of this network namespace whose local port is port (from /proc/net/tcp and tcp6)."""
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote, state, queues = line.split()[1:5]
+            addr, local_port = local.split(":")
+            if int(local_port, 16) != port:
+                continue
+            raw = bytes.fromhex(addr)
+            # /proc prints each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            unacked, unread = (int(q, 16) for q in queues.split(":"))
+            found.append(TcpSocket(socket.inet_ntop(family, raw), port, int(remote.split(":")[1], 16), state,
+                                   unacked, unread))
+    return found
+
+
+def wait_until(condition: Callable[[], bool], within: float = 10.0) -> bool:
+    """Whether condition() holds within `within` seconds (polled)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def wait_for_server_sockets(port: int, client_ports: Iterable[int], done: Callable[[TcpSocket | None], bool],
+                            within: float = 10.0) -> bool:
+    """Whether, within `within` seconds, done() holds for the server's socket (local port `port`) of each of
+    these client ports (None: it is gone). The tracers' hooks run inside the kernel's own state changes and
+    reads, so a state a socket has reached is one the hooks have seen."""
+    wanted = set(client_ports)
+
+    def all_done() -> bool:
+        by_peer = {s.peer_port: s for s in tcp_sockets(port) if s.peer_port in wanted}
+        return all(done(by_peer.get(p)) for p in wanted)
+    return wait_until(all_done, within)
+
+
+def read_by_server(port: int, client_port: int) -> bool:
+    """Whether the server (local port `port`) has read all that the client at client_port sent: all of it
+    acknowledged (so it arrived) and nothing left in the server's receive queue."""
+    client = [s for s in tcp_sockets(client_port) if s.peer_port == port]
+    server = [s for s in tcp_sockets(port) if s.peer_port == client_port]
+    return bool(client and server) and client[0].unacked == 0 and server[0].unread == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, seconds_to_ns
-from ebpftool.export.semconv import HTTP_DURATION_BUCKETS
+from ebpftool.semconv import HTTP_DURATION_BUCKETS
 from ebpftool.core.cstruct import cstring, decode, load_header
 from tests.kernel_state import bpf_ids_held_by, kernel_ids, perf_attachments, still_loaded, uprobe_events
 
@@ -141,6 +141,7 @@ int main(void) { unsigned long long v[] = {%s};
         bucket_macro("TOO_MANY", list(range(30)))
 
 
+@pytest.mark.bpf
 def test_a_program_s_parts_are_joined_in_place_once_with_their_own_line_numbers(tmp_path, capfd):
     """bpf/<tracer>/x.bpf.c includes its parts (`#include "part.bpf.h"`): the loader joins them into one text
     (BCC rewrites map calls only there), each once, and the compiler's message names the part and its line."""

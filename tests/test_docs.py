@@ -5,7 +5,7 @@ import ast
 import re
 from pathlib import Path
 
-from ebpftool.export import semconv
+from ebpftool import semconv
 
 ROOT = Path(__file__).resolve().parents[1]
 TELEMETRY = ROOT / "docs" / "telemetry.md"

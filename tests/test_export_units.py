@@ -6,7 +6,7 @@ import re
 import pytest
 
 from ebpftool.errors import EbpftoolError
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import counter, histogram
 from ebpftool.export.otel import build_resource, to_metrics_data
 from ebpftool.export.sinks import prometheus_name, prometheus_text, resolve_otlp

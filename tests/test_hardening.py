@@ -25,11 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from tests.conftest import ROOT, EbpftoolProcess
 from tests.otlp_receiver import GrpcReceiver
-from tests.kernel_state import (CONN_TABLE_PROBES, array_total, bpf_ids_held_by, conn_pids, map_id_named, perf_attachments,
-                                still_loaded, table_home, table_slots, uprobe_events)
+from tests.kernel_state import (CONN_TABLE_PROBES, TCP_CLOSE_WAIT, TCP_ESTABLISHED, array_total, bpf_ids_held_by, conn_pids,
+                                map_id_named, perf_attachments, still_loaded, table_home, table_slots, uprobe_events,
+                                wait_for_server_sockets)
 from tests.servers.nginx import free_port, nginx_server
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(120)]
@@ -171,6 +172,21 @@ def requests_on(clients: list[http.client.HTTPConnection], n: int) -> None:
             c.getresponse().read()
 
 
+def client_ports(clients: list[http.client.HTTPConnection]) -> list[int]:
+    return [c.sock.getsockname()[1] for c in clients]
+
+
+def handshake_ended(server_side) -> bool:
+    """The server's end of a connection is established: the handshake's last state change, which the tracer's
+    hook sees, is done (the server may have read and answered since, not closed)."""
+    return server_side is not None and server_side.state in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+
+
+def server_closed(server_side) -> bool:
+    """The server closed its end after the client's (or it is gone): the hook saw it leave, the table let it go."""
+    return server_side is None or server_side.state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+
+
 def test_connection_table_collisions_overflow_and_reuse_are_followed_or_counted(grpc_receiver):
     """More connections than --max-connections slots: those that find a slot are measured exactly, wherever
     they lie from their home slot, also after slots before them in their probe chain were freed; the others
@@ -183,14 +199,15 @@ def test_connection_table_collisions_overflow_and_reuse_are_followed_or_counted(
             clients = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(TABLE_CLIENTS)]
             for c in clients:
                 c.connect()  # all open at once: each takes a slot, or finds none
-            time.sleep(0.2)
+            ports = client_ports(clients)
+            assert wait_for_server_sockets(port, ports, handshake_ended)
             first = table_slots(maps)
             distance = [(slot - table_home(sk, TABLE_SLOTS)) % TABLE_SLOTS for slot, sk in first.items()]
             requests_on(clients, 3)
             # Half of them go: slots are freed inside other connections' probe chains.
             for c in clients[: TABLE_CLIENTS // 2]:
                 c.close()
-            time.sleep(0.2)
+            assert wait_for_server_sockets(port, ports[: TABLE_CLIENTS // 2], server_closed)
             kept = table_slots(maps)
             free = set(range(TABLE_SLOTS)) - kept.keys()
             behind_a_gap = [slot for slot, sk in kept.items()
@@ -201,7 +218,7 @@ def test_connection_table_collisions_overflow_and_reuse_are_followed_or_counted(
             later = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(TABLE_LATER_CLIENTS)]
             for c in later:
                 c.connect()
-            time.sleep(0.2)
+            assert wait_for_server_sockets(port, client_ports(later), handshake_ended)
             new_followed = len(table_slots(maps)) - len(kept)
             requests_on(later, 2)
             for c in clients[TABLE_CLIENTS // 2:] + later:

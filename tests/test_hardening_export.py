@@ -30,12 +30,13 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import SpanKind, SpanRecord, counter
 from ebpftool.export.otel import build_resource
 from ebpftool.export.pipeline import Telemetry
 from ebpftool.export.sinks import PROMETHEUS_MAX_CONNECTIONS, jsonl_sink, otlp_sink
 from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
+from tests.kernel_state import TCP_LISTEN, tcp_sockets
 from tests.otlp_receiver import BlackHole, GrpcReceiver
 
 pytestmark = pytest.mark.timeout(180)
@@ -142,18 +143,7 @@ def threads_of(pid: int) -> int:
 
 def listening_addresses(port: int) -> set[str]:
     """Local addresses of the TCP sockets listening on port (from /proc/net/tcp and tcp6)."""
-    found = set()
-    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, _remote, state = line.split()[1:4]
-            addr, p = local.split(":")
-            if int(p, 16) != port or state != "0A":  # 0A: LISTEN
-                continue
-            raw = bytes.fromhex(addr)
-            # /proc prints each 32-bit word in host (little-endian) order
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            found.add(socket.inet_ntop(family, raw))
-    return found
+    return {s.address for s in tcp_sockets(port) if s.state == TCP_LISTEN}
 
 
 def scrape(port: int, host: str = "127.0.0.1") -> tuple[int, str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, EbpftoolProcess, inference_args, run_ebpftool, skip_unless_kernel_offers
+from tests.kernel_state import read_by_server, wait_until
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, master_pid, nginx_server, wait_listening
 from tests.servers.streaming_server import running as streaming_server
@@ -89,7 +90,7 @@ def _nginx_traffic(run: Run) -> None:
     # A request that never gets an answer: the client gives up and closes.
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n")
-        time.sleep(0.2)
+        assert wait_until(lambda: read_by_server(port, s.getsockname()[1]))  # the server read it: a request begun
     run.expect(port, 0)
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ebpftool.enrich.k8s import CgroupPaths, cgroup2_mount, container_id_of_cgroup, node_name, pod_uid_of_cgroup
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.tracers.net import FlowGroup, k8s_attrs
 from ebpftool.tracers.net.zones import LOCAL_ZONE, Zone
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.ui import human_bytes
 from tests.conftest import EbpftoolProcess, kernel_has_btf, kernel_has_kprobes, run_ebpftool
 from tests.netns import ADDR_A, ADDR_A2, ADDR_B, TwoZones

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import SpanEvent, SpanKind, SpanRecord, counter, histogram
 from ebpftool.export.otel import build_resource
 from ebpftool.export.pipeline import Telemetry

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.series import FOLDED_METRIC
 from tests.conftest import EbpftoolProcess
 from tests.victoria import free_port

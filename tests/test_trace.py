@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
 from tests.netns import ADDR_A, ADDR_B, TwoZones
 from tests.servers.nginx import free_port

@@ -1,6 +1,6 @@
-/* Layouts shared by bpf/gpu/gpu.bpf.c and ebpftool/tracers/gpu.py (parsed by
+/* Layouts shared by bpf/gpu/ and ebpftool/tracers/gpu/ (parsed by
  * ebpftool.core.cstruct): map keys, map values and ring-buffer events.
- * The table of traced functions lives in ebpftool/tracers/cuda_api.py; it is
+ * The table of traced functions lives in ebpftool/tracers/gpu/cuda_api.py; it is
  * compiled in as the GPU_FUNCTIONS list of TRACE(...) entries. */
 
 /* How a traced function's arguments are read (cuda_api.py chooses one per function). */

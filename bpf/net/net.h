@@ -1,4 +1,4 @@
-/* Layouts shared by bpf/net/net.bpf.c and ebpftool/tracers/net.py (parsed by
+/* Layouts shared by bpf/net/ and ebpftool/tracers/net/ (parsed by
  * ebpftool/core/cstruct.py: fixed-width fields and numeric #defines only). */
 #define NET_ADDR_LEN 16        /* IPv4 uses the first 4 bytes */
 #define NET_COMM_LEN 16

@@ -16,7 +16,7 @@ import re
 import time
 from typing import Mapping
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 
 # Downward-API variables people set in Pod specs, first match wins.
 NODE_NAME_ENV = ("K8S_NODE_NAME", "NODE_NAME", "KUBE_NODE_NAME")

@@ -28,7 +28,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ebpftool import __version__
 from ebpftool.enrich import k8s
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import Kind, MetricPoint
 
 SCOPE = InstrumentationScope("ebpftool", __version__)

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind as OtelSpanKind, Status, StatusCode, TraceFlags
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter
 from ebpftool.export.otel import SCOPE, to_metrics_data
 from ebpftool.export.series import SeriesLimiter

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ebpftool.core.tracer import Tracer
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, counter
 
 

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 from ebpftool.core.cstruct import load_header
 from ebpftool.core.netaddr import IPAddress, ip_from_bytes
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, counter
 from ebpftool.tracers.net.zones import LOCAL_ZONE, Zone, ZoneMap, cost_usd, is_inter_zone, to_address
 

@@ -32,7 +32,7 @@ from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import TracerOptions
 from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter, seconds_histogram
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.net import plans
@@ -354,12 +354,18 @@ class NetTracer(BpfTracer):
         for g in groups:
             t = self._reported.pop(g)
             self._closed.pop(g, None)
-            key = (g.local_zone.name, g.remote_zone.name)
-            pv = self._retired_pairs.setdefault(key, PairView(is_inter_zone(g.local_zone, g.remote_zone)))
-            pv.total += t.tx_bytes
-            pv.cost += cost_usd(t.tx_bytes, g.local_zone, g.remote_zone, self.zones)
-            pv.retransmits += t.retransmits
+            self._add_to_zone_pair(self._retired_pairs, g, t)
         self.series_retired += len(groups)
+
+    def _add_to_zone_pair(self, pairs: dict[tuple[str, str], PairView], g: FlowGroup, t: Totals) -> PairView:
+        """Add what group g sent (its totals t: bytes, their cross-zone cost, retransmits) to its zone pair's
+        view in pairs (made if absent); that view."""
+        key = (g.local_zone.name, g.remote_zone.name)
+        pv = pairs.setdefault(key, PairView(is_inter_zone(g.local_zone, g.remote_zone)))
+        pv.total += t.tx_bytes
+        pv.cost += cost_usd(t.tx_bytes, g.local_zone, g.remote_zone, self.zones)
+        pv.retransmits += t.retransmits
+        return pv
 
     def tick(self) -> None:
         """Fold sockets closed STALE_CLOSE_SECONDS ago that were never destroyed (as far as we saw)."""
@@ -415,11 +421,7 @@ class NetTracer(BpfTracer):
         pairs: dict[tuple[str, str], PairView] = {
             key: PairView(r.inter_zone, r.total, 0.0, r.cost, r.retransmits) for key, r in self._retired_pairs.items()}
         for g, t in self._reported.items():
-            key = (g.local_zone.name, g.remote_zone.name)
-            pv = pairs.setdefault(key, PairView(is_inter_zone(g.local_zone, g.remote_zone)))
-            pv.total += t.tx_bytes
-            pv.cost += cost_usd(t.tx_bytes, g.local_zone, g.remote_zone, self.zones)
-            pv.retransmits += t.retransmits
+            pv = self._add_to_zone_pair(pairs, g, t)
             pv.processes[g.executable or str(g.pid)] += t.tx_bytes
         for key, pv in pairs.items():
             before = self._pairs.get(key)
