@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from ebpftool import demo
 from ebpftool import semconv as sc
 from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
 from tests.netns import ADDR_A, ADDR_B, TwoZones
@@ -157,9 +158,10 @@ def _cwd(pid: str) -> str | None:
         return None
 
 
-def test_demo_ends_by_itself_and_leaves_nothing_behind():
+def test_demo_ends_by_itself_and_leaves_nothing_behind(tmp_path):
     before = kernel_ids("prog")
-    r = run_ebpftool(["demo", "--duration", "6", "--no-ui"], timeout=120)
+    figures = tmp_path / "summary.json"
+    r = run_ebpftool(["demo", "--duration", "6", "--no-ui", "--summary-json", str(figures)], timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     summary = r.stdout
@@ -170,6 +172,16 @@ def test_demo_ends_by_itself_and_leaves_nothing_behind():
     assert int(rows["requests measured"]) > 0
     assert int(rows["bytes sent across zones"]) > 0
     assert int(rows["calls"]) > 0
+    # The headline (--summary-json): the demo's streams are known (ebpftool/demo.py): each answer states
+    # TOKENS_PER_ANSWER tokens, one written every TOKEN_INTERVAL_S or more.
+    head = json.loads(figures.read_text())["tracers"]["inference"]["headline"]
+    assert head["requests"] == int(rows["requests measured"]) == head["gen_ai_requests"] > 0
+    assert head["errors"] == 0
+    assert head["output_tokens"] == demo.TOKENS_PER_ANSWER * head["gen_ai_requests"]
+    assert head["tokens_per_second"] == pytest.approx(head["output_tokens"] / head["seconds"])
+    assert demo.TOKEN_INTERVAL_S <= head["tpot_p50"] and demo.TOKEN_INTERVAL_S <= head["ttft_p50"] <= head["ttft_p99"]
+    assert head["duration_p50"] <= head["duration_p95"] <= head["duration_p99"]
+    assert head["duration_p50"] >= demo.TOKENS_PER_ANSWER * demo.TOKEN_INTERVAL_S
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "ebt-demo" not in netns
     assert not orphans_still_loaded(before, "prog"), "demo left BPF programs loaded"

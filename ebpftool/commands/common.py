@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from ebpftool.core.tracer import Tracer, TracerOptions
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.otel import build_resource
 from ebpftool.export.pipeline import Telemetry
-from ebpftool.export.sinks import PrometheusEndpoint, jsonl_sink, otlp_sink, resolve_otlp
+from ebpftool.export.sinks import PrometheusEndpoint, create_private, jsonl_sink, otlp_sink, resolve_otlp
 from ebpftool.ui import live_view, summary_rows
 
 console = Console(stderr=True)
@@ -50,6 +51,7 @@ class CommonOptions:
     overwrite: bool = False
     flush_timeout: float | None = None  # None: the pipeline's default (replay); tracing commands: --flush-timeout
     max_series: int = DEFAULT_MAX_SERIES
+    summary_json: str | None = None  # also write the exit summary's figures there
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "CommonOptions":
@@ -122,6 +124,25 @@ def execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonO
 
 def _execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, stop: StopFlag, *,
              skip_failed: bool, after_start: Callable[[], None] | None) -> RunResult:
+    summary_file = create_private(opts.summary_json, opts.overwrite) if opts.summary_json else None
+    try:
+        result, tracers, telemetry = _run_and_report(make_tracers, opts, stop, skip_failed=skip_failed,
+                                                     after_start=after_start)
+    except BaseException:
+        if summary_file is not None:  # nothing to say: no empty file left behind
+            summary_file.close()
+            os.unlink(opts.summary_json)
+        raise
+    if summary_file is not None:
+        with summary_file:
+            json.dump(summary_document(result, tracers, telemetry), summary_file, indent=2)
+            summary_file.write("\n")
+    return result
+
+
+def _run_and_report(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, stop: StopFlag, *,
+                    skip_failed: bool, after_start: Callable[[], None] | None
+                    ) -> tuple[RunResult, Sequence[Tracer], Telemetry]:
     scrapes = Scrapes() if opts.prometheus_port is not None else None
     telemetry, prom = build_telemetry(opts, scrapes)
     tracers = make_tracers(telemetry)
@@ -164,7 +185,7 @@ def _execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: Common
     for name in result.not_started:
         console.print(f"[yellow]{name} not started[/]: {result.interrupted_by} arrived during start-up")
     out.print(summary_table(result, tracers, telemetry, prom))
-    return result
+    return result, tracers, telemetry
 
 
 # Spans are emitted once and delivered to each sink: the totals over sinks are not shown, each sink is.
@@ -198,6 +219,25 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telem
         table.add_row("prometheus", f"connections refused (over {prom.max_connections} at once)", _fmt(prom.refused))
         table.add_row("prometheus", f"connections timed out (after {prom.connection_seconds:g}s)", _fmt(prom.timed_out))
     return table
+
+
+def summary_document(result: RunResult, tracers: Sequence[Tracer], telemetry: Telemetry | None = None) -> dict:
+    """The summary table's figures for scripts (--summary-json): per tracer its start-up, its summary's
+    figures (the inference headline among them), its drops; then the export's counts."""
+    doc: dict[str, Any] = {"seconds": result.seconds, "stopped_by": result.interrupted_by, "tracers": {}}
+    for t in tracers:
+        if t.name not in result.started:
+            continue
+        summary = result.summaries.get(t.name)
+        doc["tracers"][t.name] = {
+            "start_up_seconds": result.started[t.name],
+            **(dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else {}),
+            "drops": dict(result.drops.get(t.name, {})),
+            "series_folded": result.series_folded.get(t.name, 0)}
+    doc["export"] = dict(result.pipeline)
+    if telemetry is not None and result.pipeline:
+        doc["export_by_sink"] = telemetry.sink_counters()
+    return doc
 
 
 def _fmt(v) -> str:

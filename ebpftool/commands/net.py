@@ -4,11 +4,11 @@ from typing import Annotated, Optional
 import typer
 
 from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
-                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config, Duration, FlushTimeout,
+from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
+                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Duration, FlushTimeout,
                                        Interval, JsonlPath, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
-                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate, Ui,
-                                       Zone, finite)
+                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate,
+                                       SummaryJson, Ui, Zone, finite)
 
 ZonesFile = Annotated[Optional[str], typer.Option(
     "--zones", help="YAML zone map: zone name -> list of CIDRs, or {region, cidrs, price_per_gb} "
@@ -46,6 +46,7 @@ def net(
     overwrite: Overwrite = False,
     flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
     max_series: MaxSeries = DEFAULT_MAX_SERIES,
+    summary_json: SummaryJson = None,
 ) -> None:
     """Bytes per availability-zone pair and process, cross-zone cost, TCP retransmits and RTT."""
     common = CommonOptions.from_params(locals())

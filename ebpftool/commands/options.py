@@ -20,7 +20,7 @@ __all__ = [
     "DEFAULT_FLUSH_TIMEOUT", "DEFAULT_INTERVAL", "DEFAULT_MAX_SERIES", "DEFAULT_PROMETHEUS_ADDRESS",
     "DEFAULT_SPAN_RATE", "MAX_SPAN_RATE", "Config", "Duration", "FlushTimeout", "Interval", "JsonlPath",
     "MaxSeries", "OtlpEndpoint", "OtlpProtocol", "Overwrite", "PrometheusAddress", "PrometheusPort", "Record",
-    "Region", "ServiceName", "SpanRate", "Ui", "Zone", "finite",
+    "Region", "ServiceName", "SpanRate", "SummaryJson", "Ui", "Zone", "finite",
 ]
 
 DEFAULT_INTERVAL = 5.0                   # seconds between metric exports and view refreshes
@@ -69,4 +69,5 @@ MaxSeries = Annotated[int, typer.Option(
 Record = Annotated[Optional[str], typer.Option("--record", help="Also save spans and metric snapshots to this file for `ebpftool replay` (mode 0600).")]
 Config = Annotated[Optional[str], typer.Option("--config", "-c", is_eager=True, callback=_apply_config,
                                                help="YAML file holding any of these flags (flags override it).")]
+SummaryJson = Annotated[Optional[str], typer.Option("--summary-json", help="Also write the exit summary's figures to this file as JSON (mode 0600), for scripts.")]
 Ui = Annotated[Optional[bool], typer.Option("--ui/--no-ui", help="Live terminal view (default: on when stdout is a terminal).")]

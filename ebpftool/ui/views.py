@@ -9,7 +9,7 @@ from rich.table import Table
 from ebpftool.tracers.gpu.figures import GpuSummary, GpuView
 from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView
 from ebpftool.tracers.net.figures import NetSummary, NetView
-from ebpftool.ui.units import human_bytes
+from ebpftool.ui.units import human_bytes, human_seconds
 
 
 # --- live view ------------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def summary_rows(summary) -> list[tuple[str, Any]]:
 
 @summary_rows.register
 def _(s: InferenceSummary) -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = [
+    rows: list[tuple[str, Any]] = headline_rows(s.headline) + [
         ("hooks", s.hooks),
         ("listening ports watched" if s.watches_ports else "listening sockets watched", s.listeners_watched)]
     optional = [
@@ -88,6 +88,22 @@ def _(s: InferenceSummary) -> list[tuple[str, Any]]:
         ("spans sent", s.spans_sent),
     ]
     return rows + [(k, v) for k, v in optional if v is not None]
+
+
+def headline_rows(h) -> list[tuple[str, Any]]:
+    """The inference headline (figures.InferenceHeadline) first: what a person asks of a run."""
+    if h is None:
+        return []
+    rows: list[tuple[str, Any]] = [
+        ("requests (errors: 5xx, no answer)", f"{h.requests:,} ({h.errors:,}, "
+                                              f"{h.errors / h.requests if h.requests else 0:.1%})"),
+        ("duration p50 / p95 / p99", " / ".join(human_seconds(v) for v in (h.duration_p50, h.duration_p95,
+                                                                            h.duration_p99)))]
+    if h.gen_ai_requests:
+        rows += [("time to first token p50 / p99", f"{human_seconds(h.ttft_p50)} / {human_seconds(h.ttft_p99)}"),
+                 ("time per output token p50", human_seconds(h.tpot_p50)),
+                 ("output tokens (per second)", f"{h.output_tokens:,} ({h.tokens_per_second:,.1f}/s)")]
+    return rows
 
 
 @summary_rows.register

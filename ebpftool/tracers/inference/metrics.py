@@ -93,6 +93,7 @@ class InferenceMetrics:
                               "Finished requests left out of a duration histogram: its kernel map was full",
                               self.prog.stats()[H["STAT_INF_METRICS_FULL"]], {}))
         self._retire_gone_containers()
+        self.last_points = points
         return points
 
     def _retire_gone_containers(self) -> None:

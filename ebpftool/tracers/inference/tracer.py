@@ -29,7 +29,7 @@ from ebpftool.errors import EbpftoolError
 from ebpftool.export import semconv as sc
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.inference import plans
-from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView, RequestRow
+from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView, RequestRow, headline
 from ebpftool.tracers.inference.metrics import InferenceMetrics
 from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_TRACEPOINT, ARRIVAL_TRACEPOINT,
                                               RECV_BTF_FUNCTION, RECV_BTF_TRACEPOINT, SCAN_FUNCTIONS, SEED_TRACEPOINT,
@@ -87,6 +87,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         self.btf_hooks: list[tuple[str, str]] = []       # (tracepoint, program) of the hooks on BTF tracepoints
         self.arrival_hook = False                         # requests begin at their first byte's arrival
         self._arrival_port_words: list[int] | None = None  # syscall hooks: the ports whose arrivals are noted
+        self.last_points: list | None = None              # the latest collect()'s metric points (cumulative)
+        self._started_at = time.monotonic()
         self.tls: TlsUprobes | None = None                # libssl files with the TLS uprobes (socket hooks)
         self._tls_scanned = time.monotonic()
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
@@ -133,6 +135,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         for plan, fallback in zip(candidates, [*candidates[1:], None]):
             try:
                 self._load(plan, plans.plan_defines(plan, btf_defines))
+                self._started_at = time.monotonic()  # the headline's rates: over the time traced
                 return
             except EbpftoolError as exc:
                 if fallback is None:
@@ -332,4 +335,6 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
             out.connections_tls = st[H["STAT_INF_TLS"]]
             out.tls_libraries = len(self.tls.attached)
         out.spans_sent = self.spans_sent
+        if self.last_points is not None:
+            out.headline = headline(self.last_points, time.monotonic() - self._started_at)
         return out
