@@ -160,7 +160,7 @@ def _run_and_report(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts:
         nonlocal live
         if not live_ui:
             return
-        views = [v for v in (live_view(t) for t in running) if v is not None]
+        views = [v for v in (live_view(t, out.width) for t in running) if v is not None]
         if live is None:
             live = Live(Group(*views), console=out, auto_refresh=False)
             live.start()

@@ -11,11 +11,13 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def human_seconds(s: float | None) -> str:
-    """A duration as people read it: µs, ms or s, three significant digits; '-' for none."""
+def human_seconds(s: float | None, compact: bool = False) -> str:
+    """A duration as people read it: µs, ms or s, three significant digits ('12.3 ms'; compact: '12.3ms' for
+    narrow tables); '-' for none."""
     if s is None:
         return "-"
+    space = "" if compact else " "
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if abs(s) >= scale or unit == "µs":
-            return f"{s / scale:.3g} {unit}"
+            return f"{s / scale:.3g}{space}{unit}"
     return "-"

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import singledispatch
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from ebpftool.tracers.gpu.figures import GpuSummary, GpuView
@@ -13,30 +14,41 @@ from ebpftool.ui.units import human_bytes, human_seconds
 
 
 # --- live view ------------------------------------------------------------------------------------
-def live_view(tracer) -> Any:
-    """The tracer's live table, or None when it shows none."""
+WIDE = 120  # columns from which a view shows more figures (it fits 80)
+
+
+def live_view(tracer, width: int = 80) -> Any:
+    """The tracer's live table for a terminal this wide, or None when it shows none."""
     figures = tracer.figures()
-    return None if figures is None else table_of(figures)
+    return None if figures is None else table_of(figures, width)
 
 
 @singledispatch
-def table_of(figures) -> Any:
+def table_of(figures, width: int = 80) -> Any:
     raise TypeError(f"no view for {type(figures).__name__}")
 
 
 @table_of.register
-def _(v: InferenceView) -> Table:
-    table = Table(title=f"ebpftool inference: {v.request_rate:,.0f} requests/s")
-    for col in ("port", "pod / container", "method", "status", "requests", "mean duration"):
+def _(v: InferenceView, width: int = 80) -> Table:
+    wide = width >= WIDE
+    table = Table(title=f"ebpftool inference: {v.request_rate:,.0f} requests/s", box=box.SIMPLE_HEAD,
+                  caption="per server, last interval; TTFT, TPOT: p50; percentiles interpolated within the "
+                          "histograms' buckets")
+    columns = ["port", "pod / ctr", "req/s", "errors", "p50", *(["p95"] if wide else []), "p99", "TTFT",
+               *(["TTFT p99"] if wide else []), "TPOT", "tok/s"]
+    for col in columns:
         table.add_column(col, justify="right")
-    for r in v.rows:
-        table.add_row(str(r.port), r.workload, r.method, "-" if r.status is None else str(r.status), f"{r.requests:,}",
-                      f"{r.mean_seconds * 1000:.2f} ms")
+    for r in v.servers:
+        t = [human_seconds(x, compact=True) for x in (r.duration_p50, r.duration_p95, r.duration_p99, r.ttft_p50,
+                                                      r.ttft_p99, r.tpot_p50)]
+        table.add_row(str(r.port), r.workload, f"{r.requests_per_second:,.1f}",
+                      "-" if r.error_ratio is None else f"{r.error_ratio:.1%}", t[0], *([t[1]] if wide else []),
+                      t[2], t[3], *([t[4]] if wide else []), t[5], f"{r.tokens_per_second:,.1f}")
     return table
 
 
 @table_of.register
-def _(v: NetView) -> Table:
+def _(v: NetView, width: int = 80) -> Table:
     table = Table(title="ebpftool net: bytes sent, by zone pair (source -> destination)")
     for col, justify in (("zone pair", "left"), ("bytes/s", "right"), ("total", "right"),
                          ("est. cost", "right"), ("top processes", "left"), ("retransmits", "right")):
@@ -50,7 +62,7 @@ def _(v: NetView) -> Table:
 
 
 @table_of.register
-def _(v: GpuView) -> Table:
+def _(v: GpuView, width: int = 80) -> Table:
     table = Table(title="ebpftool gpu: CUDA calls per process")
     for col in ("pid", "process", "calls/s", "time in sync", "H2D/s", "D2H/s", "outstanding"):
         table.add_column(col, justify="left" if col == "process" else "right")

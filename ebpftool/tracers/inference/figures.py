@@ -1,29 +1,97 @@
-"""The inference tracer's figures for people: the live view's rows and the exit summary (ebpftool.ui draws them)."""
+"""The inference tracer's figures for people: the live view's rows per server and the exit summary (ebpftool.ui
+draws them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ebpftool.core.histograms import merged, quantile
+from ebpftool.core.histograms import Histogram, merged, quantile
 from ebpftool import semconv as sc
 
 
 @dataclass(frozen=True)
-class RequestRow:
-    """One series of http.server.request.duration now."""
+class ServerRow:
+    """One inference server (its port, and its Pod or container) over the last interval. Percentiles come from
+    the interval's share of the kernel histograms (interpolated within a bucket); None: no request then."""
 
     port: int
-    workload: str            # the Pod's UID or the container's id, shortened; "-" outside containers
-    method: str
-    status: int | None       # None: closed without a response
-    requests: int
-    mean_seconds: float
+    workload: str                    # the Pod's UID or the container's id, shortened; "-" outside containers
+    requests_per_second: float
+    error_ratio: float | None        # 5xx answers and requests closed without one, of the interval's requests
+    duration_p50: float | None       # seconds
+    duration_p95: float | None
+    duration_p99: float | None
+    ttft_p50: float | None
+    ttft_p99: float | None
+    tpot_p50: float | None
+    tokens_per_second: float
 
 
 @dataclass
 class InferenceView:
     request_rate: float                       # requests per second over the last interval
-    rows: list[RequestRow] = field(default_factory=list)
+    servers: list[ServerRow] = field(default_factory=list)
+
+
+@dataclass
+class _ServerTotals:
+    """A server's cumulative figures at one export: what the next interval subtracts."""
+
+    requests: Histogram | None = None
+    errors: int = 0
+    ttft: Histogram | None = None
+    tpot: Histogram | None = None
+    tokens: float = 0.0
+
+
+def _workload(attributes) -> str:
+    return attributes.get(sc.K8S_POD_UID, "")[:8] or attributes.get(sc.CONTAINER_ID, "")[:12] or "-"
+
+
+def _since(now: Histogram | None, before: Histogram | None) -> Histogram | None:
+    """The counts added since `before` (the smallest and largest values are the run's: a wider bracket)."""
+    if now is None or before is None:
+        return now
+    return Histogram(now.bounds, [a - b for a, b in zip(now.counts, before.counts)], now.minimum, now.maximum)
+
+
+class ServerRates:
+    """Per server, the figures of each interval from the cumulative metric points of successive exports."""
+
+    def __init__(self) -> None:
+        self._before: dict[tuple[int, str], _ServerTotals] = {}
+
+    def rows(self, points: Iterable, seconds: float) -> list[ServerRow]:
+        """The servers' rows over the `seconds` since the previous call (busiest first); the first call
+        covers the run so far."""
+        totals: dict[tuple[int, str], dict[str, list]] = {}
+        for p in points:
+            if p.name in _SERVER_METRICS:
+                key = (p.attributes.get(sc.SERVER_PORT, 0), _workload(p.attributes))
+                totals.setdefault(key, {}).setdefault(p.name, []).append(p)
+        out, seen = [], {}
+        for key, by_name in totals.items():
+            http = by_name.get(sc.HTTP_SERVER_REQUEST_DURATION, [])
+            now = _ServerTotals(merged(http), sum(p.count for p in http if sc.ERROR_TYPE in p.attributes),
+                                merged(by_name.get(sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, [])),
+                                merged(by_name.get(sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, [])),
+                                sum(p.value for p in by_name.get(sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS, [])))
+            seen[key] = now
+            before = self._before.get(key, _ServerTotals())
+            requests, ttft = _since(now.requests, before.requests), _since(now.ttft, before.ttft)
+            n = requests.count if requests else 0
+            per_second = 1 / seconds if seconds > 0 else 0.0
+            out.append(ServerRow(
+                key[0], key[1], n * per_second, (now.errors - before.errors) / n if n else None,
+                quantile(0.5, requests), quantile(0.95, requests), quantile(0.99, requests), quantile(0.5, ttft),
+                quantile(0.99, ttft), quantile(0.5, _since(now.tpot, before.tpot)),
+                (now.tokens - before.tokens) * per_second))
+        self._before = seen
+        return sorted(out, key=lambda r: -r.requests_per_second)
+
+
+_SERVER_METRICS = {sc.HTTP_SERVER_REQUEST_DURATION, sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
+                   sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS}
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ebpftool.errors import EbpftoolError
 from ebpftool.export import semconv as sc
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.inference import plans
-from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView, RequestRow, headline
+from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView, ServerRates, headline
 from ebpftool.tracers.inference.metrics import InferenceMetrics
 from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_TRACEPOINT, ARRIVAL_TRACEPOINT,
                                               RECV_BTF_FUNCTION, RECV_BTF_TRACEPOINT, SCAN_FUNCTIONS, SEED_TRACEPOINT,
@@ -89,6 +89,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         self._arrival_port_words: list[int] | None = None  # syscall hooks: the ports whose arrivals are noted
         self.last_points: list | None = None              # the latest collect()'s metric points (cumulative)
         self._started_at = time.monotonic()
+        self._server_rates = ServerRates()                # the live view's per-server figures
+        self._figures_at = self._started_at
         self.tls: TlsUprobes | None = None                # libssl files with the TLS uprobes (socket hooks)
         self._tls_scanned = time.monotonic()
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
@@ -135,7 +137,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         for plan, fallback in zip(candidates, [*candidates[1:], None]):
             try:
                 self._load(plan, plans.plan_defines(plan, btf_defines))
-                self._started_at = time.monotonic()  # the headline's rates: over the time traced
+                self._started_at = self._figures_at = time.monotonic()  # rates: over the time traced
                 return
             except EbpftoolError as exc:
                 if fallback is None:
@@ -304,18 +306,12 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
 
     # -- figures and summary -----------------------------------------------------------------------
     def figures(self) -> InferenceView:
+        """The live view: per server, the interval since the previous view, from the latest export's points."""
+        now = time.monotonic()
         view = InferenceView(self.request_rate)
-        if self.prog is None or self.prog.bpf is None:
-            return view
-        rows = []
-        for p in self._histograms(self._http_series(), sc.HTTP_SERVER_REQUEST_DURATION, "", sc.HTTP_DURATION_BUCKETS,
-                                  False):
-            a = p.attributes
-            workload = a.get(sc.K8S_POD_UID, "")[:8] or a.get(sc.CONTAINER_ID, "")[:12] or "-"
-            rows.append(RequestRow(a[sc.SERVER_PORT], workload, a[sc.HTTP_REQUEST_METHOD],
-                                   a.get(sc.HTTP_RESPONSE_STATUS_CODE), p.count,
-                                   p.sum / p.count if p.count else 0.0))
-        view.rows = sorted(rows, key=lambda r: -r.requests)[:20]
+        if self.last_points is not None:
+            view.servers = self._server_rates.rows(self.last_points, now - self._figures_at)[:20]
+        self._figures_at = now
         return view
 
     def summary(self) -> InferenceSummary:

@@ -1,0 +1,65 @@
+"""The inference tracer's figures for people, from exported metric points: the exit summary's headline and
+the live view's rows per server over each interval (pure functions, fed points)."""
+from __future__ import annotations
+
+import pytest
+
+from ebpftool import semconv as sc
+from ebpftool.export.model import counter, histogram
+from ebpftool.tracers.inference.figures import ServerRates, headline
+
+BOUNDS = (0.01, 0.1, 1.0)
+
+
+def duration(port: int, counts: list[int], status: int = 200, pod: str = "", gen_ai: bool = False):
+    attrs = {sc.SERVER_PORT: port, sc.HTTP_RESPONSE_STATUS_CODE: status}
+    if pod:
+        attrs[sc.K8S_POD_UID] = pod
+    if status >= 500:
+        attrs[sc.ERROR_TYPE] = str(status)
+    name = sc.GEN_AI_SERVER_REQUEST_DURATION if gen_ai else sc.HTTP_SERVER_REQUEST_DURATION
+    return histogram(name, "s", "", attrs, count=sum(counts), total=0.0, minimum=0.005, maximum=0.5,
+                     bucket_counts=counts, bounds=BOUNDS)
+
+
+def timed(name: str, port: int, counts: list[int]):
+    return histogram(name, "s", "", {sc.SERVER_PORT: port}, count=sum(counts), total=0.0, minimum=0.02,
+                     maximum=0.05, bucket_counts=counts, bounds=BOUNDS)
+
+
+def tokens(port: int, n: int):
+    return counter(sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS, "{token}", "", n, {sc.SERVER_PORT: port})
+
+
+def test_each_interval_is_the_difference_of_two_exports_per_server():
+    rates = ServerRates()
+    first = [duration(8000, [0, 10, 0, 0]), duration(8000, [0, 0, 0, 0], status=503),
+             duration(9000, [2, 0, 0, 0], pod="0123456789abcdef"), tokens(8000, 50)]
+    rows = {r.port: r for r in rates.rows(first, seconds=10.0)}
+    assert rows[8000].requests_per_second == pytest.approx(1.0) and rows[8000].error_ratio == 0
+    assert rows[8000].tokens_per_second == pytest.approx(5.0)
+    assert rows[9000].workload == "01234567"
+    # the next export: 8000 answered 10 more, 5 of them with a 503, slower; 9000 answered nothing
+    later = [duration(8000, [0, 15, 0, 0]), duration(8000, [0, 0, 5, 0], status=503),
+             duration(9000, [2, 0, 0, 0], pod="0123456789abcdef"), tokens(8000, 80),
+             timed(sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, 8000, [0, 4, 0, 0])]
+    rows = {r.port: r for r in rates.rows(later, seconds=5.0)}
+    busy, idle = rows[8000], rows[9000]
+    assert busy.requests_per_second == pytest.approx(2.0) and busy.error_ratio == pytest.approx(0.5)
+    assert 0.01 <= busy.duration_p50 <= 0.1 < busy.duration_p99 <= 0.5
+    assert busy.tokens_per_second == pytest.approx(6.0) and 0.02 <= busy.ttft_p50 <= 0.05
+    assert busy.tpot_p50 is None
+    assert idle.requests_per_second == 0 and idle.error_ratio is None and idle.duration_p50 is None
+    assert [r.port for r in rates.rows(later, seconds=5.0)] == [8000, 9000]  # busiest first (both 0 now)
+
+
+def test_the_headline_covers_the_run_and_counts_errors():
+    points = [duration(8000, [0, 15, 0, 0]), duration(8000, [0, 0, 5, 0], status=503),
+              duration(8000, [0, 4, 0, 0], gen_ai=True), tokens(8000, 80),
+              timed(sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, 8000, [0, 4, 0, 0])]
+    h = headline(points, seconds=20.0)
+    assert (h.requests, h.errors, h.gen_ai_requests, h.output_tokens) == (20, 5, 4, 80)
+    assert h.tokens_per_second == pytest.approx(4.0)
+    assert h.duration_p50 <= h.duration_p95 <= h.duration_p99 <= 0.5
+    assert 0.02 <= h.ttft_p50 <= h.ttft_p99 <= 0.05 and h.tpot_p50 is None
+    assert headline([], seconds=1.0).duration_p50 is None
