@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.status import Status
 from rich.table import Table
 
 from ebpftool.commands.options import DEFAULT_INTERVAL, DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE
@@ -152,7 +153,23 @@ def _run_and_report(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts:
     live_ui = opts.ui if opts.ui is not None else sys.stdout.isatty()
     live: Live | None = None
 
+    spinner: Status | None = None  # on a terminal, while a tracer compiles and attaches
+
+    def end_spinner() -> None:
+        nonlocal spinner
+        if spinner is not None:
+            spinner.stop()
+            spinner = None
+
+    def on_starting(t: Tracer) -> None:
+        nonlocal spinner
+        end_spinner()  # the previous tracer's, if it could not start
+        if console.is_terminal:
+            spinner = console.status(f"[bold]{t.name}[/]: compiling and attaching probes...")
+            spinner.start()
+
     def on_start(t: Tracer, seconds: float) -> None:
+        end_spinner()
         n = sum(len(p.probes) for p in t.programs)
         console.print(f"[green]{t.name}[/]: {n} probes attached in {seconds:.2f}s")
 
@@ -169,9 +186,10 @@ def _run_and_report(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts:
 
     try:
         result = run(tracers, telemetry, duration=opts.duration, interval=opts.interval, skip_failed=skip_failed,
-                     on_start=on_start, on_interval=on_interval, after_start=after_start, stop=stop,
-                     max_series=opts.max_series)
+                     on_start=on_start, on_starting=on_starting, on_interval=on_interval,
+                     after_start=after_start, stop=stop, max_series=opts.max_series)
     finally:
+        end_spinner()
         if live is not None:
             live.stop()
             if not out.is_terminal:

@@ -60,8 +60,9 @@ class StopFlag:
 
 
 def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: bool, on_start=None,
-                  stop: StopFlag | None = None) -> list[Tracer]:
-    """Start each tracer in turn. A stop request (SIGINT/SIGTERM) that arrives meanwhile ends the start:
+                  stop: StopFlag | None = None, on_starting=None) -> list[Tracer]:
+    """Start each tracer in turn (on_starting(tracer) before, on_start(tracer, seconds) once it runs). A
+    stop request (SIGINT/SIGTERM) that arrives meanwhile ends the start:
     a compile in progress finishes (the signal is handled when it returns), no further tracer starts,
     and those started are returned, for the caller to detach."""
     running: list[Tracer] = []
@@ -71,6 +72,8 @@ def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: 
         if stop is not None and stop.event.is_set():
             result.not_started.append(t.name)
             continue
+        if on_starting:
+            on_starting(t)
         t0 = time.monotonic()
         try:
             t.start()
@@ -98,6 +101,7 @@ def run(
     interval: float,
     skip_failed: bool = False,
     on_start: Callable[[Tracer, float], None] | None = None,
+    on_starting: Callable[[Tracer], None] | None = None,
     on_interval: Callable[[Sequence[Tracer]], None] | None = None,
     after_start: Callable[[], None] | None = None,
     stop: StopFlag | None = None,
@@ -111,7 +115,8 @@ def run(
     limiters = {t.name: telemetry.series_limiter(t.name, max_series) for t in tracers}
     t_start = time.monotonic()
     try:
-        running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop)
+        running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop,
+                                on_starting=on_starting)
         if stop.event.is_set():
             return result  # stopped during start-up: what started is detached below
         if not running:
