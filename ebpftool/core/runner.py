@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ebpftool.core.btf import Btf
 from ebpftool.core.series import DEFAULT_MAX_SERIES
 from ebpftool.core.telemetry import SeriesLimit, Telemetry
 from ebpftool.core.tracer import Tracer
@@ -112,6 +113,7 @@ def run(
     t_start = time.monotonic()
     try:
         running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop)
+        Btf.forget_vmlinux()  # start-up's plans and loaders are done with the kernel's BTF
         if stop.event.is_set():
             return result  # stopped during start-up: what started is detached below
         if not running:
