@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ebpftool.core import bpf_cache
+from ebpftool.core.bpf_cache import load_program
 from ebpftool.core.cstruct import BPF_DIR, load_header
 from ebpftool.errors import EbpftoolError
 
@@ -37,12 +39,10 @@ TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 # bpf(2): BPF_PROG_TEST_RUN runs a loaded program once, from user space, with a given context.
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
-BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_RAW_TP = 23
-VERIFIER_LOG_BYTES = 1 << 20
 BPF_CALL_OPCODE = 0x85        # BPF_JMP | BPF_CALL
 BPF_PSEUDO_KFUNC_CALL = 2     # src_reg of a call to a kernel function (imm: its BTF id)
 # Kernel functions (kfuncs) a program may call in a tp_btf program: BCC 0.26 cannot emit such a call, so
@@ -106,34 +106,18 @@ def load_btf_raw_tracepoint_program(bpf, fn_name: str, tracepoint: str) -> int:
     each load against the kernel's BTF). Not attached: see attach_raw_tracepoint_program()."""
     from ebpftool.core.btf import KIND_TYPEDEF, Btf
 
-    bcc = import_bcc()
     btf = Btf.vmlinux()
     btf_id = btf.type_id(KIND_TYPEDEF, f"btf_trace_{tracepoint}")
-    name = fn_name.encode()
-    start = bcc.lib.bpf_function_start(bpf.module, name)
-    size = bcc.lib.bpf_function_size(bpf.module, name)
-    if not start:
-        raise EbpftoolError(f"the program has no function {fn_name}")
-    code = ctypes.create_string_buffer(with_kfunc_calls(ctypes.string_at(start, size), btf), size)
-    license_ = ctypes.create_string_buffer(b"GPL")
-
-    def load(log_level: int, log) -> int:
-        # union bpf_attr, BPF_PROG_LOAD, up to attach_btf_id (include/uapi/linux/bpf.h)
-        attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", BPF_PROG_TYPE_TRACING, size // 8, ctypes.addressof(code),
-                           ctypes.addressof(license_), log_level, len(log) if log else 0,
-                           ctypes.addressof(log) if log else 0, 0, 0, name[:15], 0, BPF_TRACE_RAW_TP,
-                           0, 0, 0, 0, 0, 0, 0, btf_id)
-        return _libc.syscall(SYS_BPF, BPF_PROG_LOAD, ctypes.create_string_buffer(attr, 256), 256)
-
-    fd = load(0, None)  # no verifier log: a long program's log can outgrow any buffer (ENOSPC)
-    if fd < 0:
-        err = ctypes.get_errno()
-        log = ctypes.create_string_buffer(VERIFIER_LOG_BYTES)
-        load(1, log)  # again, for the verifier's reason
-        detail = [line for line in log.value.decode(errors="replace").splitlines() if line.strip()][-3:]
+    try:
+        insns = bpf.dump_func(fn_name)
+    except Exception as exc:  # BCC raises bare Exception for an unknown function
+        raise EbpftoolError(f"the program has no function {fn_name}") from exc
+    try:
+        return load_program(BPF_PROG_TYPE_TRACING, with_kfunc_calls(insns, btf), fn_name,
+                            attach_type=BPF_TRACE_RAW_TP, attach_btf_id=btf_id)
+    except OSError as exc:
         raise EbpftoolError(f"the kernel refused {fn_name} on the BTF tracepoint {tracepoint} "
-                            f"({os.strerror(err)}): {' / '.join(detail)}")
-    return fd
+                            f"({exc.strerror})") from None
 
 
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
@@ -142,14 +126,11 @@ _RETURN_0 = _INSN.pack(0xB7, 0, 0, 0) + _INSN.pack(0x95, 0, 0, 0)   # r0 = 0; ex
 
 
 def _load_insns(prog_type: int, insns: bytes, attach_type: int = 0, attach_btf_id: int = 0) -> int:
-    """bpf(BPF_PROG_LOAD) of raw instructions, no verifier log: the fd, or -errno."""
-    code = ctypes.create_string_buffer(insns, len(insns))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", prog_type, len(insns) // 8, ctypes.addressof(code),
-                       ctypes.addressof(license_), 0, 0, 0, 0, 0, b"ebpftool_probe", 0, attach_type,
-                       0, 0, 0, 0, 0, 0, 0, attach_btf_id)
-    fd = _libc.syscall(SYS_BPF, BPF_PROG_LOAD, ctypes.create_string_buffer(attr, 256), 256)
-    return fd if fd >= 0 else -ctypes.get_errno()
+    """bpf(BPF_PROG_LOAD) of raw instructions: the fd, or -errno."""
+    try:
+        return load_program(prog_type, insns, "ebpftool_probe", attach_type=attach_type, attach_btf_id=attach_btf_id)
+    except OSError as exc:
+        return -exc.errno
 
 
 def _loads(prog_type: int, insns: bytes, attach_type: int = 0, attach_btf_id: int = 0) -> bool:
@@ -320,6 +301,7 @@ class BpfProgram:
         self.probes: list[str] = []  # what was attached, for the start-up report
         self.btf_programs: dict[str, int] = {}  # function -> fd of its tp_btf program
         self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
+        self.cache_state = ""   # "hit", "stored" (compiled, then cached), "off", or why it is not cacheable
 
     @property
     def path(self) -> Path:
@@ -337,11 +319,31 @@ class BpfProgram:
         return "\n".join([*lines, *self.macros, common, body])
 
     def load(self) -> "BpfProgram":
+        """Compile with BCC, or take what an earlier start compiled from the compile cache (bpf_cache)."""
         bcc = import_bcc()
+        text = self.text()
+        cflags = [f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"]
+        cache = bpf_cache.BpfCache.from_env()
+        key = bpf_cache.cache_key(text, cflags) if cache else ""
+        compiled = cache.fetch(key) if cache else None
+        if compiled is not None:
+            try:
+                self.bpf = bpf_cache.cached_bpf_class(bcc)(compiled, lambda why: cache.discard(key, why))
+                self.cache_state = "hit"
+                return self
+            except Exception as exc:  # a map or an autoloaded program refused: compile instead
+                cache.discard(key, str(exc))
         try:
-            self.bpf = bcc.BPF(text=self.text(), cflags=[f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+            self.bpf = bcc.BPF(text=text, cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
             raise EbpftoolError(f"the kernel or BCC refused {self.source}: {exc}") from exc
+        self.cache_state = "off"
+        if cache:
+            try:
+                cache.store(key, bpf_cache.capture(self.bpf, bcc.lib))
+                self.cache_state = "stored"
+            except bpf_cache.CacheError as exc:
+                self.cache_state = f"not cacheable: {exc}"
         return self
 
     # -- attaching -------------------------------------------------------------
