@@ -9,6 +9,7 @@ and the tracer's own layout header through -I.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import re
@@ -181,6 +182,44 @@ def attach_raw_tracepoint_program(prog_fd: int) -> int:
     return fd
 
 
+BPF_LINK_CREATE = 28
+BPF_PROG_TYPE_KPROBE = 2
+BPF_TRACE_UPROBE_MULTI = 48       # enum bpf_attach_type, Linux 6.6+
+BPF_F_UPROBE_MULTI_RETURN = 1
+# What a kernel without uprobe_multi links answers: the probe goes the per-probe (perf event) way from then on.
+UPROBE_MULTI_MISSING = (errno.EINVAL, errno.EOPNOTSUPP, 524, errno.ENOSYS)   # 524: ENOTSUPP
+
+
+def attach_uprobe_multi(prog_fd: int, path: str, offsets: Sequence[int], *, ret: bool = False, pid: int = -1) -> int:
+    """One BPF_TRACE_UPROBE_MULTI link of a program (loaded with that expected attach type) at these file
+    offsets of path; its fd, closed to detach. OSError when the kernel refuses (before Linux 6.6: EINVAL)."""
+    c_path = ctypes.create_string_buffer(path.encode())
+    c_offsets = (ctypes.c_uint64 * len(offsets))(*offsets)
+    # union bpf_attr, BPF_LINK_CREATE: prog_fd, target_fd, attach_type, flags, then uprobe_multi's
+    # path, offsets, ref_ctr_offsets, cookies, cnt, flags, pid (include/uapi/linux/bpf.h)
+    attr = struct.pack("<IIIIQQQQIII", prog_fd, 0, BPF_TRACE_UPROBE_MULTI, 0, ctypes.addressof(c_path),
+                       ctypes.addressof(c_offsets), 0, 0, len(offsets), BPF_F_UPROBE_MULTI_RETURN if ret else 0,
+                       max(pid, 0))
+    fd = _libc.syscall(SYS_BPF, BPF_LINK_CREATE, ctypes.create_string_buffer(attr, 256), 256)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def close_all(fds: Sequence[int]) -> None:
+    """Close many BPF link fds at once: each close of a uprobe link waits for the kernel to let go of it
+    (an RCU grace period), so they wait side by side in threads (os.close lets go of the GIL)."""
+    if len(fds) < 4:
+        for fd in fds:
+            os.close(fd)
+        return
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(max_workers=min(16, len(fds))) as pool:
+        list(pool.map(os.close, fds))
+
+
 def import_bcc():
     """Return the bcc module, or explain in one sentence why it cannot be had."""
     try:
@@ -301,6 +340,9 @@ class BpfProgram:
         self.probes: list[str] = []  # what was attached, for the start-up report
         self.btf_programs: dict[str, int] = {}  # function -> fd of its tp_btf program
         self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
+        self.uprobe_links: list[int] = []        # fds of BPF_TRACE_UPROBE_MULTI links
+        self.multi_programs: dict[str, int] = {}  # function -> fd of it loaded for uprobe_multi links
+        self.uprobe_multi: bool | None = None     # None: not tried yet; False: the kernel has no such links
         self.cache_state = ""   # "hit", "stored" (compiled, then cached), "off", or why it is not cacheable
 
     @property
@@ -351,12 +393,34 @@ class BpfProgram:
         self.bpf.attach_tracepoint(tp=tp, fn_name=fn_name)
         self.probes.append(f"tracepoint:{tp}")
 
-    def attach_uprobe(self, lib: str, sym: str, fn_name: str, *, ret: bool = False, pid: int = -1) -> None:
-        if ret:
-            self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
-        else:
-            self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
+    def attach_uprobe(self, lib: str, sym: str, fn_name: str, *, ret: bool = False, pid: int = -1,
+                      multi: bool = False) -> None:
+        """fn_name on the entry (or return) of sym in lib. multi: as a BPF_TRACE_UPROBE_MULTI link (Linux 6.6+;
+        no tracefs event to create or remove, detached at once with the others in close()), the per-probe way
+        where the kernel refuses it."""
+        if not (multi and self.uprobe_multi is not False and self._attach_uprobe_multi(lib, sym, fn_name, ret, pid)):
+            if ret:
+                self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
+            else:
+                self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
         self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{sym}")
+
+    def _attach_uprobe_multi(self, lib: str, sym: str, fn_name: str, ret: bool, pid: int) -> bool:
+        """Whether fn_name could be attached as a uprobe_multi link (an unknown symbol raises, as BCC does)."""
+        bcc = import_bcc()
+        path, offset = bcc.BPF._check_path_symbol(lib, sym, None, pid)
+        try:
+            if fn_name not in self.multi_programs:
+                self.multi_programs[fn_name] = load_program(BPF_PROG_TYPE_KPROBE, self.bpf.dump_func(fn_name), fn_name,
+                                                            attach_type=BPF_TRACE_UPROBE_MULTI)
+            self.uprobe_links.append(attach_uprobe_multi(self.multi_programs[fn_name], path.decode(), [offset],
+                                                         ret=ret, pid=pid))
+        except OSError as exc:
+            if exc.errno in UPROBE_MULTI_MISSING:
+                self.uprobe_multi = False
+            return False
+        self.uprobe_multi = True
+        return True
 
     def attach_kprobe(self, function: str, fn_name: str, *, ret: bool = False) -> None:
         if ret:
@@ -478,8 +542,11 @@ class BpfProgram:
 
     def close(self) -> None:
         """Detach every probe and free the programs (idempotent)."""
-        for fd in [*self.btf_links.values(), *self.btf_programs.values()]:
+        close_all([*self.uprobe_links, *self.btf_links.values()])
+        for fd in [*self.multi_programs.values(), *self.btf_programs.values()]:
             os.close(fd)
+        self.uprobe_links.clear()
+        self.multi_programs.clear()
         self.btf_links.clear()
         self.btf_programs.clear()
         if self.bpf is not None:
