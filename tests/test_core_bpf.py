@@ -99,7 +99,7 @@ def test_a_span_rate_of_zero_sends_no_span_and_counts_each():
 def test_close_detaches_programs_and_uprobes():
     before = kernel_ids("prog")
     prog = load_probe(pages=1)
-    prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
+    prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", multi=False)   # the per-probe way
     loaded = (kernel_ids("prog") - before) & bpf_ids_held_by(os.getpid())[0]  # not other processes' programs
     assert loaded, "the programs should be listed by the kernel while loaded"
     mine = [a for a in perf_attachments() if a["pid"] == os.getpid()]
@@ -120,8 +120,8 @@ def test_close_detaches_programs_and_uprobes():
 def test_uprobe_multi_links_count_calls_and_close_leaves_no_link():
     prog = load_probe(pages=1)
     try:
-        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", multi=True)
-        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", ret=True, multi=True)
+        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
+        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", ret=True)
         assert prog.uprobe_multi, "Linux 6.6+ has BPF_TRACE_UPROBE_MULTI links"
         links = [x for x in bpf_links_held_by(os.getpid()) if x["fd_type"] in ("uprobe_multi", "uretprobe_multi")]
         assert len(links) == 2
@@ -145,7 +145,7 @@ def test_a_kernel_without_uprobe_multi_gets_per_probe_uprobes(monkeypatch):
     monkeypatch.setattr(core_bpf, "attach_uprobe_multi", refused)
     prog = load_probe(pages=1)
     try:
-        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", multi=True)
+        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
         assert prog.uprobe_multi is False and not prog.uprobe_links
         assert any(a["fd_type"] == "uprobe" for a in perf_attachments() if a["pid"] == os.getpid())
         ctypes.CDLL(CUDART).cudaGetLastError()

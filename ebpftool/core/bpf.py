@@ -394,10 +394,10 @@ class BpfProgram:
         self.probes.append(f"tracepoint:{tp}")
 
     def attach_uprobe(self, lib: str, sym: str, fn_name: str, *, ret: bool = False, pid: int = -1,
-                      multi: bool = False) -> None:
-        """fn_name on the entry (or return) of sym in lib. multi: as a BPF_TRACE_UPROBE_MULTI link (Linux 6.6+;
-        no tracefs event to create or remove, detached at once with the others in close()), the per-probe way
-        where the kernel refuses it."""
+                      multi: bool = True) -> None:
+        """fn_name on the entry (or return) of sym in lib: as a BPF_TRACE_UPROBE_MULTI link (Linux 6.6+; no
+        tracefs event to create, and close() detaches every link side by side, where a perf-event uprobe takes
+        ~0.1 s each), the per-probe perf-event way where the kernel refuses it or multi is False."""
         if not (multi and self.uprobe_multi is not False and self._attach_uprobe_multi(lib, sym, fn_name, ret, pid)):
             if ret:
                 self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)

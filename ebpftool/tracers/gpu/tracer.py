@@ -156,8 +156,8 @@ class GpuTracer(BpfTracer):
             try:
                 # The return first: a call that began before its return probe existed would leave a frame
                 # no return pops, and every later call on that thread would look nested.
-                self.prog.attach_uprobe(path, fn.symbol, leave, ret=True, multi=True)
-                self.prog.attach_uprobe(path, fn.symbol, enter, multi=True)
+                self.prog.attach_uprobe(path, fn.symbol, leave, ret=True)
+                self.prog.attach_uprobe(path, fn.symbol, enter)
             except Exception as exc:  # BCC raises bare Exception; keep the other functions
                 self.notify(f"{path}: cannot probe {fn.symbol} ({str(exc).strip()[:100]})")
                 continue
