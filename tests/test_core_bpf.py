@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, seconds_to_ns
+from ebpftool.core.bpf import (STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, kernel_allows_uprobe_multi,
+                               seconds_to_ns)
 from ebpftool.export.semconv import HTTP_DURATION_BUCKETS
 from ebpftool.core.cstruct import cstring, decode, load_header
 from tests.kernel_state import (bpf_ids_held_by, bpf_links_held_by, kernel_ids, perf_attachments, still_loaded,
@@ -122,7 +123,8 @@ def test_uprobe_multi_links_count_calls_and_close_leaves_no_link():
     try:
         prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
         prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", ret=True)
-        assert prog.uprobe_multi, "Linux 6.6+ has BPF_TRACE_UPROBE_MULTI links"
+        assert kernel_allows_uprobe_multi(), "Linux 6.6+ has BPF_TRACE_UPROBE_MULTI links"
+        assert prog.uprobe_multi_refused == 0
         links = [x for x in bpf_links_held_by(os.getpid()) if x["fd_type"] in ("uprobe_multi", "uretprobe_multi")]
         assert len(links) == 2
         assert f"bcc_{os.getpid()}" not in uprobe_events()   # no tracefs event made
@@ -137,21 +139,22 @@ def test_uprobe_multi_links_count_calls_and_close_leaves_no_link():
 
 
 @pytest.mark.bpf
-def test_a_kernel_without_uprobe_multi_gets_per_probe_uprobes(monkeypatch):
+def test_a_refused_uprobe_multi_link_falls_back_to_a_per_probe_uprobe(monkeypatch):
     import ebpftool.core.bpf as core_bpf
 
     def refused(*_a, **_k):
-        raise OSError(22, "Invalid argument")   # what a kernel before 6.6 answers
+        raise OSError(22, "Invalid argument")   # e.g. another tracer's uprobe there, with another ref_ctr_offset
     monkeypatch.setattr(core_bpf, "attach_uprobe_multi", refused)
     prog = load_probe(pages=1)
     try:
         prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
-        assert prog.uprobe_multi is False and not prog.uprobe_links
+        assert prog.uprobe_multi_refused == 1 and not prog.uprobe_links
         assert any(a["fd_type"] == "uprobe" for a in perf_attachments() if a["pid"] == os.getpid())
         ctypes.CDLL(CUDART).cudaGetLastError()
         assert prog["uprobe_calls"][ctypes.c_int(0)].value == 1
     finally:
         prog.close()
+    assert f"bcc_{os.getpid()}" not in uprobe_events()
 
 
 def test_bucket_macro_matches_opentelemetry_bucket_rule(tmp_path):

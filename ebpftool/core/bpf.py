@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import re
@@ -186,8 +187,6 @@ BPF_LINK_CREATE = 28
 BPF_PROG_TYPE_KPROBE = 2
 BPF_TRACE_UPROBE_MULTI = 48       # enum bpf_attach_type, Linux 6.6+
 BPF_F_UPROBE_MULTI_RETURN = 1
-# What a kernel without uprobe_multi links answers: the probe goes the per-probe (perf event) way from then on.
-UPROBE_MULTI_MISSING = (errno.EINVAL, errno.EOPNOTSUPP, 524, errno.ENOSYS)   # 524: ENOTSUPP
 
 
 def attach_uprobe_multi(prog_fd: int, path: str, offsets: Sequence[int], *, ret: bool = False, pid: int = -1) -> int:
@@ -205,6 +204,24 @@ def attach_uprobe_multi(prog_fd: int, path: str, offsets: Sequence[int], *, ret:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return fd
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_allows_uprobe_multi() -> bool:
+    """Whether this kernel has uprobe_multi links (Linux 6.6+), asked once per process without attaching
+    anything: a link on a file that does not exist is refused for the missing file (ENOENT) where the kernel
+    knows the link type, and for the type itself (EINVAL) where it does not."""
+    try:
+        fd = load_program(BPF_PROG_TYPE_KPROBE, _RETURN_0, "ebpftool_probe", attach_type=BPF_TRACE_UPROBE_MULTI)
+    except OSError:
+        return False
+    try:
+        os.close(attach_uprobe_multi(fd, "/nonexistent/ebpftool-uprobe-multi-probe", [0]))
+        return True   # not expected
+    except OSError as exc:
+        return exc.errno == errno.ENOENT
+    finally:
+        os.close(fd)
 
 
 def close_all(fds: Sequence[int]) -> None:
@@ -342,7 +359,7 @@ class BpfProgram:
         self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
         self.uprobe_links: list[int] = []        # fds of BPF_TRACE_UPROBE_MULTI links
         self.multi_programs: dict[str, int] = {}  # function -> fd of it loaded for uprobe_multi links
-        self.uprobe_multi: bool | None = None     # None: not tried yet; False: the kernel has no such links
+        self.uprobe_multi_refused = 0             # uprobes that went the per-probe way where links exist
         self.cache_state = ""   # "hit", "stored" (compiled, then cached), "off", or why it is not cacheable
 
     @property
@@ -398,7 +415,7 @@ class BpfProgram:
         """fn_name on the entry (or return) of sym in lib: as a BPF_TRACE_UPROBE_MULTI link (Linux 6.6+; no
         tracefs event to create, and close() detaches every link side by side, where a perf-event uprobe takes
         ~0.1 s each), the per-probe perf-event way where the kernel refuses it or multi is False."""
-        if not (multi and self.uprobe_multi is not False and self._attach_uprobe_multi(lib, sym, fn_name, ret, pid)):
+        if not (multi and kernel_allows_uprobe_multi() and self._attach_uprobe_multi(lib, sym, fn_name, ret, pid)):
             if ret:
                 self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
             else:
@@ -406,7 +423,10 @@ class BpfProgram:
         self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{sym}")
 
     def _attach_uprobe_multi(self, lib: str, sym: str, fn_name: str, ret: bool, pid: int) -> bool:
-        """Whether fn_name could be attached as a uprobe_multi link (an unknown symbol raises, as BCC does)."""
+        """Whether fn_name could be attached as a uprobe_multi link (an unknown symbol raises, as BCC does).
+        A refusal sends this probe alone the per-probe way: e.g. the kernel refuses a second uprobe at an
+        address whose first one (another tracer's) was registered with another reference counter offset
+        (BCC 0.26's perf-event uprobes pass an arbitrary one), EINVAL and "ref_ctr_offset mismatch"."""
         bcc = import_bcc()
         path, offset = bcc.BPF._check_path_symbol(lib, sym, None, pid)
         try:
@@ -415,11 +435,9 @@ class BpfProgram:
                                                             attach_type=BPF_TRACE_UPROBE_MULTI)
             self.uprobe_links.append(attach_uprobe_multi(self.multi_programs[fn_name], path.decode(), [offset],
                                                          ret=ret, pid=pid))
-        except OSError as exc:
-            if exc.errno in UPROBE_MULTI_MISSING:
-                self.uprobe_multi = False
+        except OSError:
+            self.uprobe_multi_refused += 1
             return False
-        self.uprobe_multi = True
         return True
 
     def attach_kprobe(self, function: str, fn_name: str, *, ret: bool = False) -> None:
