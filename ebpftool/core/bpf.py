@@ -224,17 +224,16 @@ def kernel_allows_uprobe_multi() -> bool:
         os.close(fd)
 
 
-def close_all(fds: Sequence[int]) -> None:
-    """Close many BPF link fds at once: each close of a uprobe link waits for the kernel to let go of it
-    (an RCU grace period), so they wait side by side in threads (os.close lets go of the GIL)."""
-    if len(fds) < 4:
-        for fd in fds:
-            os.close(fd)
-        return
+def side_by_side(calls: Sequence[tuple[Callable[[int], Any], int]]) -> list[Any]:
+    """Run close-like calls (function, fd) in threads; their results in order. Detaching waits in the kernel
+    (an RCU grace period per perf event or uprobe link, ~0.07-0.13 s here) and a C call lets go of the GIL,
+    so the waits overlap: 7 tracepoints detached in 0.25-0.31 s where one after another took 0.55 s."""
+    if len(calls) < 3:
+        return [fn(fd) for fn, fd in calls]
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-    with ThreadPoolExecutor(max_workers=min(16, len(fds))) as pool:
-        list(pool.map(os.close, fds))
+    with ThreadPoolExecutor(max_workers=min(16, len(calls))) as pool:
+        return list(pool.map(lambda call: call[0](call[1]), calls))
 
 
 def import_bcc():
@@ -559,16 +558,33 @@ class BpfProgram:
             table[table.Key(v)] = table.Leaf(1)
 
     def close(self) -> None:
-        """Detach every probe and free the programs (idempotent)."""
-        close_all([*self.uprobe_links, *self.btf_links.values()])
+        """Detach every probe and free the programs (idempotent). Every attachment is closed side by side
+        first (links, BCC's perf events and raw tracepoints), then BCC forgets what was closed and frees the rest."""
+        b = self.bpf
+        calls: list[tuple[Callable[[int], Any], int]] = [(os.close, fd) for fd in [*self.uprobe_links, *self.btf_links.values()]]
+        perf_fds: list[int] = []
+        if b is not None:
+            lib = import_bcc().lib
+            perf_fds = [*b.tracepoint_fds.values(), *b.uprobe_fds.values()]
+            calls += [(lib.bpf_close_perf_event_fd, fd) for fd in perf_fds]
+            calls += [(os.close, fd) for fd in b.raw_tracepoint_fds.values()]
+        results = side_by_side(calls)
+        failed = sum(1 for (fn, _fd), r in zip(calls, results) if fn is not os.close and r is not None and r < 0)
+        self.uprobe_links.clear()
+        self.btf_links.clear()
         for fd in [*self.multi_programs.values(), *self.btf_programs.values()]:
             os.close(fd)
-        self.uprobe_links.clear()
         self.multi_programs.clear()
-        self.btf_links.clear()
         self.btf_programs.clear()
-        if self.bpf is not None:
+        if b is not None:
             try:
-                self.bpf.cleanup()
+                b.tracepoint_fds.clear()       # closed above (BCC's bpf_detach_tracepoint does nothing more)
+                b.raw_tracepoint_fds.clear()
+                for ev_name in list(b.uprobe_fds):
+                    lib.bpf_detach_uprobe(ev_name)   # the uprobe_events entry, where BCC made one
+                    b._del_uprobe_fd(ev_name)
+                b.cleanup()
             finally:
                 self.bpf = None
+        if failed:
+            raise EbpftoolError(f"{failed} of {len(perf_fds)} perf-event probes could not be detached")
