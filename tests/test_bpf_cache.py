@@ -159,3 +159,11 @@ def test_the_key_changes_with_the_text_the_cflags_and_the_headers(tmp_path):
     assert key != bpf_cache.cache_key("int x;", [*flags, "-DX=1"])
     (tmp_path / "layout.h").write_text("#define A 2\n")
     assert key != bpf_cache.cache_key("int x;", flags)
+
+
+def test_status_says_what_the_folder_holds_or_why_it_is_not_used(tmp_path):
+    cache = bpf_cache.BpfCache(tmp_path / "bpf")
+    assert cache.status() == (True, f"{tmp_path / 'bpf'}: 0 compiled programs (EBPFTOOL_BPF_CACHE=DIR|off)")
+    os.chmod(tmp_path / "bpf", 0o777)
+    ok, why = cache.status()
+    assert not ok and "not this user's alone" in why

@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +340,18 @@ def joined_parts(path: Path, seen: set[Path] | None = None) -> str:
     return "\n".join(out)
 
 
+_CACHE_NOTES_SHOWN: set[str] = set()
+
+
+def _report_cache_notes(cache: "bpf_cache.BpfCache") -> None:
+    """What went wrong with the compile cache, once per process each, on stderr (the program was compiled)."""
+    for note in cache.notes:
+        if note not in _CACHE_NOTES_SHOWN:
+            _CACHE_NOTES_SHOWN.add(note)
+            print(f"ebpftool: {note}", file=sys.stderr, flush=True)
+    cache.notes.clear()
+
+
 class BpfProgram:
     """One BCC module built from bpf/<source>, with its probes and ring buffers."""
 
@@ -402,6 +415,7 @@ class BpfProgram:
                 self.cache_state = "stored"
             except bpf_cache.CacheError as exc:
                 self.cache_state = f"not cacheable: {exc}"
+            _report_cache_notes(cache)
         return self
 
     # -- attaching -------------------------------------------------------------

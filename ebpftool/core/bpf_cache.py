@@ -296,6 +296,13 @@ class BpfCache:
             os.chmod(d, 0o700)   # e.g. a hostPath that kubelet made 0755
         return True
 
+    def status(self) -> tuple[bool, str]:
+        """Whether the folder can be used, and what it holds or why not (for doctor)."""
+        if not self._ready():
+            return False, self.notes[-1]
+        n = len(list(self.directory.glob(f"*{SUFFIX}")))
+        return True, f"{self.directory}: {n} compiled program{'' if n == 1 else 's'} ({ENV}=DIR|off)"
+
     def _note(self, why: str) -> bool:
         self.notes.append(why)
         return False
