@@ -8,7 +8,8 @@ summary and every probe detached included). Its peak RSS is the kernel's (wait4'
 
 Modes: `cold` empties the compile cache first (BCC compiles every program, and the cache is written),
 `warm` runs right after with that cache (the same node and options, a second start), `off` runs with the
-cache disabled (EBPFTOOL_BPF_CACHE=off, as before the cache existed). Rounds alternate over commands and
+cache disabled (EBPFTOOL_BPF_CACHE=off), and with --baseline DIR `base` runs another checkout (say the code
+before these changes, from `git archive`) in the same rounds. Rounds alternate over commands and
 modes, so slow drifts of a shared machine fall on all of them; figures are medians with the range.
 
     sudo /opt/ebpftool/venv/bin/python scripts/bench_startup.py --rounds 5
@@ -41,10 +42,10 @@ COMMANDS = {
 MODES = ("cold", "warm", "off")
 
 
-def run_once(args: list[str], tracers: int, env: dict[str, str], hold: float, timeout: float) -> dict:
+def run_once(args: list[str], tracers: int, env: dict[str, str], hold: float, timeout: float, tree: Path = ROOT) -> dict:
     """One start, hold and SIGTERM: seconds to every probe attached, seconds from SIGTERM to exit, peak RSS."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "ebpftool", *args, "--no-ui"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ebpftool", *args, "--no-ui"], cwd=tree, env={**env, "PYTHONPATH": str(tree)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ready = threading.Event()
     seen: list[tuple[float, str]] = []
@@ -93,6 +94,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds a start may take")
     ap.add_argument("--cache-dir", default="/var/cache/ebpftool/bench-startup")
     ap.add_argument("--json", type=Path, help="write every run here")
+    ap.add_argument("--baseline", type=Path,
+                    help="another ebpftool checkout (e.g. `git archive` of an older commit) run in the same rounds, "
+                         "as mode `base`: a before/after measured side by side")
     a = ap.parse_args()
     commands = [c.strip() for c in a.commands.split(",") if c.strip()]
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
@@ -106,7 +110,11 @@ def main() -> None:
     if "warm" in modes and "cold" in modes and modes.index("warm") < modes.index("cold"):
         modes.remove("warm")
         modes.insert(modes.index("cold") + 1, "warm")   # a warm start follows the cold one that filled the cache
-    base_env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
+    base_env = {**os.environ, "COLUMNS": "200"}
+    if a.baseline is not None:
+        if not (a.baseline / "ebpftool" / "__main__.py").is_file():
+            raise SystemExit(f"--baseline {a.baseline}: not an ebpftool checkout")
+        modes.insert(0, "base")
     runs: list[dict] = []
     for r in range(a.rounds):
         for cmd in commands:
@@ -115,10 +123,13 @@ def main() -> None:
                 if mode == "cold":
                     shutil.rmtree(a.cache_dir, ignore_errors=True)
                 env = {**base_env, "EBPFTOOL_BPF_CACHE": "off" if mode == "off" else a.cache_dir}
-                got = run_once(args, tracers, env, a.hold, a.timeout)
+                tree = a.baseline.resolve() if mode == "base" else ROOT
+                got = run_once(args, tracers, env, a.hold, a.timeout, tree)
                 runs.append({"round": r, "command": cmd, "mode": mode, **got})
                 print(f"round {r + 1} {cmd:9} {mode:4}: attached {got['attached_s']:.2f} s, stop {got['stop_s']:.2f} s, "
                       f"peak RSS {got['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+    if a.baseline is not None:
+        print(f"\nbase: {a.baseline.resolve()}; the other modes: {ROOT}")
     print(f"\nebpftool start-up and stop, {a.rounds} alternating rounds, hold {a.hold:g} s; medians (min–max)\n")
     print("| command | mode | command start → all probes attached | SIGTERM → exit | peak RSS |")
     print("| --- | --- | --- | --- | --- |")
