@@ -75,7 +75,8 @@ def run_once(args: list[str], tracers: int, env: dict[str, str], hold: float, ti
     if proc.returncode != 0:
         raise SystemExit(f"ebpftool {' '.join(args)} exited {proc.returncode}: "
                          + " / ".join(text for _t, text in seen[-4:]))
-    return {"attached_s": attached, "stop_s": stopped, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"attached_s": attached, "stop_s": stopped, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "tracers": [text for _t, text in seen if READY_MARKER in text]}
 
 
 def spread(values: list[float], fmt: str) -> str:

@@ -16,6 +16,7 @@ import platform
 import re
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,6 +342,7 @@ def joined_parts(path: Path, seen: set[Path] | None = None) -> str:
 
 
 _CACHE_NOTES_SHOWN: set[str] = set()
+_BCC_PROBE_COUNT = threading.Lock()
 
 
 def _report_cache_notes(cache: "bpf_cache.BpfCache") -> None:
@@ -571,9 +573,10 @@ class BpfProgram:
         for v in wanted - present:
             table[table.Key(v)] = table.Leaf(1)
 
-    def close(self) -> None:
-        """Detach every probe and free the programs (idempotent). Every attachment is closed side by side
-        first (links, BCC's perf events and raw tracepoints), then BCC forgets what was closed and frees the rest."""
+    def detach(self) -> None:
+        """Detach every probe, the programs staying loaded (idempotent; safe beside other programs' detach()
+        in other threads). Every attachment is closed side by side (links, BCC's perf events and raw
+        tracepoints), then BCC forgets what was closed."""
         b = self.bpf
         calls: list[tuple[Callable[[int], Any], int]] = [(os.close, fd) for fd in [*self.uprobe_links, *self.btf_links.values()]]
         perf_fds: list[int] = []
@@ -586,19 +589,28 @@ class BpfProgram:
         failed = sum(1 for (fn, _fd), r in zip(calls, results) if fn is not os.close and r is not None and r < 0)
         self.uprobe_links.clear()
         self.btf_links.clear()
-        for fd in [*self.multi_programs.values(), *self.btf_programs.values()]:
-            os.close(fd)
-        self.multi_programs.clear()
-        self.btf_programs.clear()
         if b is not None:
-            try:
-                b.tracepoint_fds.clear()       # closed above (BCC's bpf_detach_tracepoint does nothing more)
-                b.raw_tracepoint_fds.clear()
+            b.tracepoint_fds.clear()       # closed above (BCC's bpf_detach_tracepoint does nothing more)
+            b.raw_tracepoint_fds.clear()
+            with _BCC_PROBE_COUNT:         # BCC counts open probes in a module global
                 for ev_name in list(b.uprobe_fds):
                     lib.bpf_detach_uprobe(ev_name)   # the uprobe_events entry, where BCC made one
                     b._del_uprobe_fd(ev_name)
-                b.cleanup()
-            finally:
-                self.bpf = None
         if failed:
             raise EbpftoolError(f"{failed} of {len(perf_fds)} perf-event probes could not be detached")
+
+    def close(self) -> None:
+        """Detach every probe and free the programs (idempotent). Not beside another program's close() in
+        another thread: BCC frees a compiled module's LLVM state, which is not safe to do concurrently."""
+        try:
+            self.detach()
+        finally:
+            for fd in [*self.multi_programs.values(), *self.btf_programs.values()]:
+                os.close(fd)
+            self.multi_programs.clear()
+            self.btf_programs.clear()
+            if self.bpf is not None:
+                try:
+                    self.bpf.cleanup()
+                finally:
+                    self.bpf = None

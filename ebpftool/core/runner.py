@@ -93,18 +93,25 @@ def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: 
 
 
 def stop_tracers(running: Sequence[Tracer]) -> list[str]:
-    """Detach every tracer, side by side (each waits mostly in the kernel, see core.bpf.side_by_side); what failed."""
-    def stop(t: Tracer) -> str | None:
+    """Detach every tracer's probes side by side (each detach waits mostly in the kernel, see
+    core.bpf.side_by_side), then free their programs one by one (BCC's cleanup of a compiled module is not
+    safe beside another's); what failed."""
+    def detach(t: Tracer) -> str | None:
         try:
-            t.stop()
+            t.detach()
         except Exception as exc:
             return f"{t.name}: {exc}"
         return None
     if len(running) < 2:
-        outcomes = [stop(t) for t in running]
+        outcomes = [detach(t) for t in running]
     else:
         with ThreadPoolExecutor(max_workers=len(running)) as pool:
-            outcomes = list(pool.map(stop, running))
+            outcomes = list(pool.map(detach, running))
+    for t in running:
+        try:
+            t.stop()
+        except Exception as exc:
+            outcomes.append(f"{t.name}: {exc}")
     return [o for o in outcomes if o]
 
 

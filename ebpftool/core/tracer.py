@@ -95,6 +95,18 @@ class Tracer(ABC):
         """The exit summary's figures, as a typed record (a dataclass) that ebpftool.ui renders."""
         return None
 
+    def detach(self) -> None:
+        """Detach every probe, the programs staying loaded (idempotent; may run beside other tracers' detach()
+        in other threads: the runner detaches all tracers side by side, then stops them one by one)."""
+        errors = []
+        for p in self.programs:
+            try:
+                p.detach()
+            except Exception as exc:  # keep detaching the rest
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
     def stop(self) -> None:
         """Detach every probe and free every program (idempotent)."""
         errors = []
