@@ -144,6 +144,7 @@ def test_a_refused_uprobe_multi_link_falls_back_to_a_per_probe_uprobe(monkeypatc
 
     def refused(*_a, **_k):
         raise OSError(22, "Invalid argument")   # e.g. another tracer's uprobe there, with another ref_ctr_offset
+    assert kernel_allows_uprobe_multi()   # asked (and remembered) before links are refused
     monkeypatch.setattr(core_bpf, "attach_uprobe_multi", refused)
     prog = load_probe(pages=1)
     try:
