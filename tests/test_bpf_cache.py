@@ -167,3 +167,12 @@ def test_status_says_what_the_folder_holds_or_why_it_is_not_used(tmp_path):
     os.chmod(tmp_path / "bpf", 0o777)
     ok, why = cache.status()
     assert not ok and "not this user's alone" in why
+
+
+def test_only_map_references_are_relocated_other_pseudo_loads_are_not_cached():
+    ld_map = struct.pack("<BBhi", 0x18, (1 << 4) | 1, 0, 7) + struct.pack("<BBhi", 0, 0, 0, 0)   # r1 = map fd 7
+    plain = struct.pack("<BBhi", 0x18, 1, 0, 42) + struct.pack("<BBhi", 0, 0, 0, 0)            # r1 = 42 (64-bit)
+    assert bpf_cache._insns_refs(plain + ld_map) == [(2, 7)]
+    value = struct.pack("<BBhi", 0x18, (2 << 4) | 1, 0, 7) + struct.pack("<BBhi", 0, 0, 0, 0)  # a map value
+    with pytest.raises(bpf_cache.CacheError):
+        bpf_cache._insns_refs(value)
