@@ -97,7 +97,9 @@ def test_a_corrupt_entry_is_deleted_and_compiled_again(cache_dir):
         assert exercise(again)[1] == 50
     finally:
         again.close()
-    assert probe().cache_state == "hit"
+    warm = probe()
+    warm.close()
+    assert warm.cache_state == "hit"
 
 
 @pytest.mark.bpf
