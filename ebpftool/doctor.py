@@ -18,6 +18,7 @@ from ebpftool.core.bpf import (
     import_bcc,
     load_btf_raw_tracepoint_program,
 )
+from ebpftool.core.bpf_cache import ENV, BpfCache
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.privileges import capability_report, has_privileges, missing_privileges
 from ebpftool.errors import EbpftoolError
@@ -182,6 +183,8 @@ def probe_kernel() -> Report:
         add(Check("JIT", False, "unknown"))
     headers = kernel_headers()
     add(headers)
+    cache = BpfCache.from_env()
+    add(Check("compile cache", *(cache.status() if cache else (True, f"off ({ENV}=off): every start compiles"))))
     add(lockdown())
     if not privileged:
         # Without privileges tracefs is unreadable and every BPF load is refused for that reason alone:

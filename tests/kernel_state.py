@@ -63,6 +63,22 @@ def perf_attachments() -> list[dict]:
     return json.loads(out or "[]")
 
 
+def bpf_links_held_by(pid: int) -> list[dict]:
+    """The BPF links (bpf_link fds: uprobe_multi, raw tracepoints, ...) a process holds, from /proc/PID/fdinfo:
+    link_id, prog_id and fd_type (the fdinfo's link_type, e.g. "uprobe_multi")."""
+    links = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        fields = dict(re.findall(r"^(link_type|link_id|prog_id):\s+(\S+)$", info, re.M))
+        if "link_type" in fields:
+            links.append({"pid": pid, "fd": int(fd), "fd_type": fields["link_type"],
+                          "link_id": int(fields.get("link_id", -1)), "prog_id": int(fields.get("prog_id", -1))})
+    return links
+
+
 def uprobe_events() -> str:
     for path in ("/sys/kernel/tracing/uprobe_events", "/sys/kernel/debug/tracing/uprobe_events"):
         if os.path.exists(path):

@@ -108,3 +108,12 @@ def test_running_kernel_types_and_enum_values_agree_with_bpftool():
         btf.enum_value("iter_type", "ITER_NOPE")
     with pytest.raises(BtfError, match="not in the kernel"):
         btf.type_id(KIND_TYPEDEF, "btf_trace_no_such_tracepoint")
+
+
+def test_the_kernel_btf_is_parsed_once_per_process_until_forgotten():
+    first = Btf.vmlinux()
+    assert Btf.vmlinux() is first  # every tracer and plan asks: one parse
+    Btf.forget_vmlinux()
+    again = Btf.vmlinux()
+    assert again is not first and again.raw == first.raw
+    assert again.type_id(KIND_STRUCT, "sock") == first.type_id(KIND_STRUCT, "sock")

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, seconds_to_ns
+from ebpftool.core.bpf import (STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, kernel_allows_uprobe_multi,
+                               seconds_to_ns)
 from ebpftool.semconv import HTTP_DURATION_BUCKETS
 from ebpftool.core.cstruct import cstring, decode, load_header
-from tests.kernel_state import bpf_ids_held_by, kernel_ids, perf_attachments, still_loaded, uprobe_events
+from tests.kernel_state import (bpf_ids_held_by, bpf_links_held_by, kernel_ids, perf_attachments, still_loaded,
+                                uprobe_events)
 
 FIXTURE = str(Path(__file__).parent / "bpf" / "core_probe.bpf.c")
 HEADER = str(Path(__file__).parent / "bpf" / "core_probe.h")
@@ -98,7 +100,7 @@ def test_a_span_rate_of_zero_sends_no_span_and_counts_each():
 def test_close_detaches_programs_and_uprobes():
     before = kernel_ids("prog")
     prog = load_probe(pages=1)
-    prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
+    prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", multi=False)   # the per-probe way
     loaded = (kernel_ids("prog") - before) & bpf_ids_held_by(os.getpid())[0]  # not other processes' programs
     assert loaded, "the programs should be listed by the kernel while loaded"
     mine = [a for a in perf_attachments() if a["pid"] == os.getpid()]
@@ -112,6 +114,47 @@ def test_close_detaches_programs_and_uprobes():
     assert not still_loaded(loaded, "prog"), "programs left in the kernel after close()"
     # BCC attaches through the perf uprobe PMU where it can, else through uprobe_events: check both.
     assert not [a for a in perf_attachments() if a["pid"] == os.getpid()]
+    assert f"bcc_{os.getpid()}" not in uprobe_events()
+
+
+@pytest.mark.bpf
+def test_uprobe_multi_links_count_calls_and_close_leaves_no_link():
+    prog = load_probe(pages=1)
+    try:
+        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
+        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", ret=True)
+        assert kernel_allows_uprobe_multi(), "Linux 6.6+ has BPF_TRACE_UPROBE_MULTI links"
+        assert prog.uprobe_multi_refused == 0
+        links = [x for x in bpf_links_held_by(os.getpid()) if x["fd_type"] in ("uprobe_multi", "uretprobe_multi")]
+        assert len(links) == 2
+        assert f"bcc_{os.getpid()}" not in uprobe_events()   # no tracefs event made
+        lib = ctypes.CDLL(CUDART)
+        for _ in range(7):
+            lib.cudaGetLastError()
+        assert prog["uprobe_calls"][ctypes.c_int(0)].value == 14   # entry and return
+        assert prog.probes[-2:] == [f"uprobe:{CUDART}:cudaGetLastError", f"uretprobe:{CUDART}:cudaGetLastError"]
+    finally:
+        prog.close()
+    assert not still_loaded({x["link_id"] for x in links}, "link")
+
+
+@pytest.mark.bpf
+def test_a_refused_uprobe_multi_link_falls_back_to_a_per_probe_uprobe(monkeypatch):
+    import ebpftool.core.bpf as core_bpf
+
+    def refused(*_a, **_k):
+        raise OSError(22, "Invalid argument")   # e.g. another tracer's uprobe there, with another ref_ctr_offset
+    assert kernel_allows_uprobe_multi()   # asked (and remembered) before links are refused
+    monkeypatch.setattr(core_bpf, "attach_uprobe_multi", refused)
+    prog = load_probe(pages=1)
+    try:
+        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
+        assert prog.uprobe_multi_refused == 1 and not prog.uprobe_links
+        assert any(a["fd_type"] == "uprobe" for a in perf_attachments() if a["pid"] == os.getpid())
+        ctypes.CDLL(CUDART).cudaGetLastError()
+        assert prog["uprobe_calls"][ctypes.c_int(0)].value == 1
+    finally:
+        prog.close()
     assert f"bcc_{os.getpid()}" not in uprobe_events()
 
 

@@ -28,6 +28,8 @@ def test_daemonset_has_what_tracing_a_node_needs():
     assert {"/sys/kernel/tracing", "/sys/kernel/debug", "/sys/fs/bpf", "/lib/modules", "/usr/src"} <= mounts
     host_paths = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
     assert {"/sys/kernel/tracing", "/sys/fs/bpf", "/lib/modules", "/usr/src"} <= host_paths
+    # The compile cache (ebpftool/core/bpf_cache.py) outlives the pod: a restart does not compile again.
+    assert "/var/cache/ebpftool" in mounts and "/var/cache/ebpftool" in host_paths
     env = _env(c)
     # Node name and zone reach the resource attributes through the variables ebpftool reads.
     assert env["K8S_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"

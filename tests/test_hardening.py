@@ -28,9 +28,9 @@ import pytest
 from ebpftool import semconv as sc
 from tests.conftest import ROOT, EbpftoolProcess
 from tests.otlp_receiver import GrpcReceiver
-from tests.kernel_state import (CONN_TABLE_PROBES, TCP_CLOSE_WAIT, TCP_ESTABLISHED, array_total, bpf_ids_held_by, conn_pids,
-                                map_id_named, perf_attachments, still_loaded, table_home, table_slots, uprobe_events,
-                                wait_for_server_sockets)
+from tests.kernel_state import (CONN_TABLE_PROBES, TCP_CLOSE_WAIT, TCP_ESTABLISHED, array_total, bpf_ids_held_by,
+                                bpf_links_held_by, conn_pids, map_id_named, perf_attachments, still_loaded, table_home,
+                                table_slots, uprobe_events, wait_for_server_sockets)
 from tests.servers.nginx import free_port, nginx_server
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(120)]
@@ -300,14 +300,16 @@ def test_collector_down_at_start_then_gone_mid_run_and_back(tmp_path):
 # --- faults: SIGTERM in a burst ------------------------------------------------------------------
 def _stop_mid_burst(args: list[str], start_burst, metric_seen) -> tuple[EbpftoolProcess, set[int], set[int], list[dict]]:
     """Run ebpftool with a long interval (so the only snapshot is the final one), SIGTERM it in a burst.
-    Returns the process and the program ids, map ids and perf-event links it held while it ran."""
+    Returns the process and the program ids, map ids and links (perf-event attachments and BPF links) it held
+    while it ran."""
     proc = EbpftoolProcess(args).start()
     pid = proc.proc.pid
     burst = start_burst()
     try:
         time.sleep(1.5)
         progs, maps = bpf_ids_held_by(pid)
-        links = [x for x in perf_attachments() if x["pid"] == pid]
+        # Uprobes are perf-event attachments (per probe) or BPF links (uprobe_multi): both are listed.
+        links = [x for x in perf_attachments() if x["pid"] == pid] + bpf_links_held_by(pid)
         assert progs and maps and links
         assert proc.stop() == 0, proc.stderr
     finally:
@@ -348,9 +350,12 @@ def test_sigterm_in_a_cuda_call_burst_removes_every_uprobe(grpc_receiver):
                    if p.attributes.get("process.pid") == box.get("pid")) > 100
 
     proc, progs, maps, links = _stop_mid_burst(args, start_burst, calls_seen)
-    uprobes = [x for x in links if x["prog_id"] in progs and x["fd_type"] in ("uprobe", "uretprobe")]
+    uprobe_types = ("uprobe", "uretprobe", "uprobe_multi", "uretprobe_multi")   # perf events, or BPF links
+    uprobes = [x for x in links if x["prog_id"] in progs and x["fd_type"] in uprobe_types]
     assert uprobes, "the checks below would prove nothing: no uprobe of the tracer was seen attached"
     assert not progs & {x["prog_id"] for x in perf_attachments()}, "uprobes/tracepoints of the stopped tracer remain attached"
+    link_ids = {x["link_id"] for x in links if "link_id" in x}
+    assert not still_loaded(link_ids, "link"), "BPF links (uprobe_multi) of the stopped tracer remain"
     assert f"_bcc_{proc.proc.pid}" not in uprobe_events(), "uprobe_events entries of the stopped tracer remain"
     assert not still_loaded(progs, "prog")
     assert not still_loaded(maps, "map")

@@ -210,7 +210,9 @@ def test_sigterm_during_start_up_starts_no_further_tracer_and_leaves_nothing_att
     """`trace` starts its tracers one after the other (each a BCC compile). SIGTERM as soon as the first
     has attached: the compile in progress may finish, no tracer after it starts, every probe is detached,
     and the exit is the normal one for SIGTERM (0, with the summary)."""
-    proc = EbpftoolProcess(["trace", "--no-ui", "--interval", "60"]).start()   # ready: the first "probes attached"
+    # Without the compile cache, so that every tracer compiles (seconds) and the signal lands in a start.
+    proc = EbpftoolProcess(["trace", "--no-ui", "--interval", "60"],
+                           env={"EBPFTOOL_BPF_CACHE": "off"}).start()   # ready: the first "probes attached"
     pid = proc.proc.pid
     progs, maps = bpf_ids_held_by(pid)
     assert progs

@@ -11,6 +11,8 @@ decoded; every other type is skipped by its size.
 from __future__ import annotations
 
 import struct
+import threading
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,13 @@ class Member:
 
 
 class Btf:
+    """One BTF blob, indexed compactly: per type id its raw `info`, name offset, size-or-type and the offset
+    of its extra data, in four arrays of 32-bit words (about 2 MB for a kernel's 125,000 types, where a
+    tuple per type took 28 MB). The kernel's own BTF is parsed once per process: Btf.vmlinux()."""
+
+    _vmlinux: "Btf | None" = None
+    _vmlinux_lock = threading.Lock()
+
     def __init__(self, data: bytes) -> None:
         if len(data) < 24:
             raise BtfError("BTF data is truncated")
@@ -50,44 +59,80 @@ class Btf:
         self._data = data
         self._types_at = hdr_len + type_off
         self._types_end = self._types_at + type_len
-        self._strings = data[hdr_len + str_off:hdr_len + str_off + str_len]
-        # type id -> (kind, name_off, vlen, size_or_type, offset of its extra data, kind_flag); id 0 is void.
-        self._types: list[tuple[int, int, int, int, int, bool]] = [(0, 0, 0, 0, 0, False)]
+        self._strings_at = hdr_len + str_off
+        self._strings_end = self._strings_at + str_len
+        # Indexed by type id; id 0 is void.
+        self._info, self._name_off, self._size_or_type, self._extra = (array("I", [0]) for _ in range(4))
         self._index()
 
     @classmethod
     def vmlinux(cls) -> "Btf":
-        try:
-            return cls(VMLINUX_BTF.read_bytes())
-        except OSError as exc:
-            raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
+        """The running kernel's BTF, read and indexed at the first call of the process (see forget_vmlinux)."""
+        with cls._vmlinux_lock:
+            if cls._vmlinux is None:
+                try:
+                    cls._vmlinux = cls(VMLINUX_BTF.read_bytes())
+                except OSError as exc:
+                    raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
+            return cls._vmlinux
+
+    @classmethod
+    def forget_vmlinux(cls) -> None:
+        """Drop the kernel's BTF (about 8 MB with its index) once start-up no longer needs it; a later
+        Btf.vmlinux() reads it again."""
+        with cls._vmlinux_lock:
+            cls._vmlinux = None
+
+    @property
+    def raw(self) -> bytes:
+        return self._data
 
     def _index(self) -> None:
         data, pos, end = self._data, self._types_at, self._types_end
         unpack = struct.Struct("<III").unpack_from
+        info_a, name_a, size_a, extra_a = self._info, self._name_off, self._size_or_type, self._extra
+        fixed, per_entry = _EXTRA_FIXED.get, _EXTRA_PER_ENTRY.get
         while pos < end:
             name_off, info, size_or_type = unpack(data, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-            self._types.append((kind, name_off, vlen, size_or_type, pos + 12, bool(info >> 31)))
-            pos += 12 + _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_ENTRY.get(kind, 0) * vlen
+            info_a.append(info)
+            name_a.append(name_off)
+            size_a.append(size_or_type)
+            extra_a.append(pos + 12)
+            pos += 12 + fixed(kind, 0) + per_entry(kind, 0) * vlen
         if pos != end:
             raise BtfError("BTF type section is malformed")
 
+    def _type(self, type_id: int) -> tuple[int, int, int, int, int, bool]:
+        """(kind, name_off, vlen, size_or_type, offset of its extra data, kind_flag) of a type id."""
+        info = self._info[type_id]
+        return ((info >> 24) & 0x1F, self._name_off[type_id], info & 0xFFFF, self._size_or_type[type_id],
+                self._extra[type_id], bool(info >> 31))
+
     def _name(self, off: int) -> str:
-        end = self._strings.index(b"\0", off)
-        return self._strings[off:end].decode()
+        end = self._data.index(b"\0", self._strings_at + off)
+        return self._data[self._strings_at + off:end].decode()
+
+    def _string_offsets(self, name: bytes) -> list[int]:
+        """Where the string `name` is in the string section (once, unless the BTF was not deduplicated)."""
+        data, start, end = self._data, self._strings_at, self._strings_end
+        out, at = [], data.find(b"\0" + name + b"\0", start, end)
+        while at >= 0:
+            out.append(at + 1 - start)
+            at = data.find(b"\0" + name + b"\0", at + 1, end)
+        return out
 
     def _resolve(self, type_id: int) -> int:
         """Through typedefs and qualifiers to the type itself."""
         for _ in range(32):
-            kind, _n, _v, ref, _x, _k = self._types[type_id]
+            kind, _n, _v, ref, _x, _k = self._type(type_id)
             if kind not in _QUALIFIERS:
                 return type_id
             type_id = ref
         raise BtfError("BTF qualifier chain too long")
 
     def _size(self, type_id: int) -> int:
-        kind, _n, _v, size_or_type, extra, _k = self._types[self._resolve(type_id)]
+        kind, _n, _v, size_or_type, extra, _k = self._type(self._resolve(type_id))
         if kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, KIND_FLOAT):
             return size_or_type
         if kind == KIND_PTR:
@@ -99,9 +144,13 @@ class Btf:
 
     def type_id(self, kind: int, name: str) -> int:
         """The id of the type of this kind and name (e.g. KIND_TYPEDEF, "btf_trace_sock_send_length")."""
-        for type_id, (k, name_off, _v, _s, _x, _kf) in enumerate(self._types):
-            if k == kind and name_off and self._name(name_off) == name:
-                return type_id
+        ids = self._name_off.tobytes()
+        for off in self._string_offsets(name.encode()):
+            at = ids.find(struct.pack("<I", off))
+            while at >= 0:
+                if at % 4 == 0 and (self._info[at // 4] >> 24) & 0x1F == kind:
+                    return at // 4
+                at = ids.find(struct.pack("<I", off), at + 1)
         raise BtfError(f"{name} is not in the kernel's BTF")
 
     def struct_id(self, name: str) -> int:
@@ -109,7 +158,7 @@ class Btf:
 
     def enum_value(self, enum_name: str, name: str) -> int:
         """The value of enumerator name in enum enum_name (e.g. "iter_type", "ITER_IOVEC")."""
-        _k, _n, vlen, _s, extra, _kf = self._types[self.type_id(KIND_ENUM, enum_name)]
+        _k, _n, vlen, _s, extra, _kf = self._type(self.type_id(KIND_ENUM, enum_name))
         for i in range(vlen):
             name_off, value = struct.unpack_from("<Ii", self._data, extra + 8 * i)
             if self._name(name_off) == name:
@@ -118,7 +167,7 @@ class Btf:
 
     def _find(self, type_id: int, member: str) -> tuple[int, int] | None:
         """(bit offset, type id) of member in a struct/union, looking into anonymous members."""
-        kind, _n, vlen, _s, extra, kflag = self._types[self._resolve(type_id)]
+        kind, _n, vlen, _s, extra, kflag = self._type(self._resolve(type_id))
         if kind not in (KIND_STRUCT, KIND_UNION):
             return None
         for i in range(vlen):

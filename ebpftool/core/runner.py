@@ -9,9 +9,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ebpftool.core.btf import Btf
 from ebpftool.core.series import DEFAULT_MAX_SERIES
 from ebpftool.core.telemetry import SeriesLimit, Telemetry
 from ebpftool.core.tracer import Tracer
@@ -93,6 +95,29 @@ def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: 
     return running
 
 
+def stop_tracers(running: Sequence[Tracer]) -> list[str]:
+    """Detach every tracer's probes side by side (each detach waits mostly in the kernel, see
+    core.bpf.side_by_side), then free their programs one by one (BCC's cleanup of a compiled module is not
+    safe beside another's); what failed."""
+    def detach(t: Tracer) -> str | None:
+        try:
+            t.detach()
+        except Exception as exc:
+            return f"{t.name}: {exc}"
+        return None
+    if len(running) < 2:
+        outcomes = [detach(t) for t in running]
+    else:
+        with ThreadPoolExecutor(max_workers=len(running)) as pool:
+            outcomes = list(pool.map(detach, running))
+    for t in running:
+        try:
+            t.stop()
+        except Exception as exc:
+            outcomes.append(f"{t.name}: {exc}")
+    return [o for o in outcomes if o]
+
+
 def run(
     tracers: Sequence[Tracer],
     telemetry: Telemetry,
@@ -117,6 +142,7 @@ def run(
     try:
         running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop,
                                 on_starting=on_starting)
+        Btf.forget_vmlinux()  # start-up's plans and loaders are done with the kernel's BTF
         if stop.event.is_set():
             return result  # stopped during start-up: what started is detached below
         if not running:
@@ -154,12 +180,7 @@ def run(
             if limiters[t.name].folded():
                 result.series_folded[t.name] = limiters[t.name].folded()
             result.summaries[t.name] = t.summary()
-        detach_errors = []
-        for t in running:
-            try:
-                t.stop()
-            except Exception as exc:
-                detach_errors.append(f"{t.name}: {exc}")
+        detach_errors = stop_tracers(running)
         telemetry.shutdown()
         result.pipeline = telemetry.counters()
         result.seconds = time.monotonic() - t_start

@@ -95,14 +95,25 @@ class Tracer(ABC):
         """The exit summary's figures, as a typed record (a dataclass) that ebpftool.ui renders."""
         return None
 
+    def detach(self) -> None:
+        """Detach every probe, the programs staying loaded (idempotent; may run beside other tracers' detach()
+        in other threads: the runner detaches all tracers side by side, then stops them one by one)."""
+        self._each_program(lambda p: p.detach())
+
     def stop(self) -> None:
         """Detach every probe and free every program (idempotent)."""
+        try:
+            self._each_program(lambda p: p.close())
+        finally:
+            self.programs.clear()
+
+    def _each_program(self, action) -> None:
+        """action(program) for every program, the rest done when one fails; the first failure is raised."""
         errors = []
         for p in self.programs:
             try:
-                p.close()
+                action(p)
             except Exception as exc:  # keep detaching the rest
                 errors.append(exc)
-        self.programs.clear()
         if errors:
             raise errors[0]

@@ -1,0 +1,180 @@
+"""The compile cache (ebpftool.core.bpf_cache): a warm start behaves as a compiled one, a bad or refused entry
+is deleted and compiled again, `off` disables it, and the folder and entries are private."""
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import struct
+
+import pytest
+
+from ebpftool.core import bpf_cache
+from ebpftool.core.bpf import STAT_SPAN_BUDGET, BpfProgram
+from ebpftool.core.cstruct import decode, load_header
+from tests.test_core_bpf import FIXTURE, HEADER
+
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    where = tmp_path / "cache" / "bpf"
+    monkeypatch.setenv(bpf_cache.ENV, str(where))
+    return where
+
+
+def probe(span_rate: int = 1_000_000) -> BpfProgram:
+    return BpfProgram(FIXTURE, defines={"TARGET_PID": os.getpid(), "RINGBUF_PAGES": 64,
+                                        "SPAN_RATE_PER_CPU": span_rate, "SPAN_BURST": span_rate}).load()
+
+
+def exercise(prog: BpfProgram, calls: int = 50) -> tuple[list[int], int, list[int]]:
+    """getppid() calls: the events' sequence numbers, the uprobe's count, the shared stats."""
+    event_t = load_header(HEADER)[0]["probe_event"]
+    got = []
+    prog.open_ring_buffer("events", lambda data: got.append(decode(event_t, data).seq))
+    prog.attach_uprobe("c", "getppid", "count_uprobe")   # a function loaded when asked, not at build
+    libc = ctypes.CDLL(None)
+    for _ in range(calls):
+        libc.getppid()
+    prog.poll(200)
+    return got, int(prog["uprobe_calls"][ctypes.c_int(0)].value), prog.stats()
+
+
+def entries(where) -> list:
+    return sorted(where.glob(f"*{bpf_cache.SUFFIX}"))
+
+
+@pytest.mark.bpf
+def test_a_warm_start_loads_from_the_cache_and_behaves_as_the_compiled_program(cache_dir):
+    cold = probe()
+    try:
+        assert cold.cache_state == "stored"
+        cold_result = exercise(cold)
+        cold_insns = cold.bpf.dump_func("count_uprobe")
+    finally:
+        cold.close()
+    (entry,) = entries(cache_dir)
+    assert stat.S_IMODE(os.stat(cache_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(entry).st_mode) == 0o600
+
+    warm = probe()
+    try:
+        assert warm.cache_state == "hit"
+        assert isinstance(warm.bpf, bpf_cache.cached_bpf_class(__import__("bcc")))
+        warm_result = exercise(warm)
+        warm_insns = warm.bpf.dump_func("count_uprobe")
+    finally:
+        warm.close()
+    assert cold_result == warm_result
+    assert cold_result[0] == list(range(50)) and cold_result[1] == 50
+    assert len(cold_insns) == len(warm_insns)   # the same code; only the maps' fds differ
+
+
+@pytest.mark.bpf
+def test_other_defines_are_another_entry(cache_dir):
+    probe().close()
+    budget = probe(span_rate=0)   # compiled with other parameters: not the first entry
+    try:
+        assert budget.cache_state == "stored"
+        got, _calls, stats = exercise(budget, calls=10)
+        assert got == [] and stats[STAT_SPAN_BUDGET] == 10
+    finally:
+        budget.close()
+    assert len(entries(cache_dir)) == 2
+
+
+@pytest.mark.bpf
+def test_a_corrupt_entry_is_deleted_and_compiled_again(cache_dir):
+    probe().close()
+    (entry,) = entries(cache_dir)
+    data = bytearray(entry.read_bytes())
+    data[-10] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    again = probe()
+    try:
+        assert again.cache_state == "stored"   # the SHA-256 did not match: compiled and stored anew
+        assert exercise(again)[1] == 50
+    finally:
+        again.close()
+    warm = probe()
+    warm.close()
+    assert warm.cache_state == "hit"
+
+
+@pytest.mark.bpf
+def test_an_entry_the_kernel_refuses_is_deleted_and_compiled_again(cache_dir):
+    probe().close()
+    (entry,) = entries(cache_dir)
+    compiled = bpf_cache.Compiled.from_json(entry.read_bytes().partition(b"\n")[2])
+    name = next(n for n in compiled.functions if n.startswith("tracepoint__"))
+    fn = compiled.functions[name]
+    fn.insns = struct.pack("<BBhi", 0x95, 0, 0, 0) * 2   # exit without setting r0: the verifier refuses it
+    fn.relocs = []
+    bpf_cache.BpfCache(cache_dir).store(entry.name[:-len(bpf_cache.SUFFIX)], compiled)
+    again = probe()
+    try:
+        assert again.cache_state == "stored"
+        assert exercise(again)[0] == list(range(50))
+    finally:
+        again.close()
+
+
+@pytest.mark.bpf
+def test_off_disables_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(bpf_cache.ENV, "off")
+    monkeypatch.chdir(tmp_path)
+    prog = probe()
+    try:
+        assert prog.cache_state == "off"
+    finally:
+        prog.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_others_may_write_to_is_not_used(tmp_path):
+    where = tmp_path / "shared"
+    where.mkdir()
+    os.chmod(where, 0o777)
+    cache = bpf_cache.BpfCache(where)
+    cache.store("k" * 64, bpf_cache.Compiled("GPL", 0, [], {}))
+    assert cache.fetch("k" * 64) is None
+    assert entries(where) == []
+    assert "not this user's alone" in cache.notes[0]
+
+
+def test_an_entry_others_can_read_is_deleted(tmp_path):
+    cache = bpf_cache.BpfCache(tmp_path / "bpf")
+    cache.store("a" * 64, bpf_cache.Compiled("GPL", 0, [], {}))
+    assert cache.fetch("a" * 64) is not None
+    os.chmod(cache.path("a" * 64), 0o644)
+    assert cache.fetch("a" * 64) is None
+    assert not cache.path("a" * 64).exists()
+
+
+def test_the_key_changes_with_the_text_the_cflags_and_the_headers(tmp_path):
+    (tmp_path / "layout.h").write_text("#define A 1\n")
+    flags = [f"-I{tmp_path}"]
+    key = bpf_cache.cache_key("int x;", flags)
+    assert key == bpf_cache.cache_key("int x;", flags)
+    assert key != bpf_cache.cache_key("int y;", flags)
+    assert key != bpf_cache.cache_key("int x;", [*flags, "-DX=1"])
+    (tmp_path / "layout.h").write_text("#define A 2\n")
+    assert key != bpf_cache.cache_key("int x;", flags)
+
+
+def test_status_says_what_the_folder_holds_or_why_it_is_not_used(tmp_path):
+    cache = bpf_cache.BpfCache(tmp_path / "bpf")
+    assert cache.status() == (True, f"{tmp_path / 'bpf'}: 0 compiled programs (EBPFTOOL_BPF_CACHE=DIR|off)")
+    os.chmod(tmp_path / "bpf", 0o777)
+    ok, why = cache.status()
+    assert not ok and "not this user's alone" in why
+
+
+def test_only_map_references_are_relocated_other_pseudo_loads_are_not_cached():
+    ld_map = struct.pack("<BBhi", 0x18, (1 << 4) | 1, 0, 7) + struct.pack("<BBhi", 0, 0, 0, 0)   # r1 = map fd 7
+    plain = struct.pack("<BBhi", 0x18, 1, 0, 42) + struct.pack("<BBhi", 0, 0, 0, 0)            # r1 = 42 (64-bit)
+    assert bpf_cache._insns_refs(plain + ld_map) == [(2, 7)]
+    value = struct.pack("<BBhi", 0x18, (2 << 4) | 1, 0, 7) + struct.pack("<BBhi", 0, 0, 0, 0)  # a map value
+    with pytest.raises(bpf_cache.CacheError):
+        bpf_cache._insns_refs(value)
