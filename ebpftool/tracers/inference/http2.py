@@ -506,7 +506,7 @@ class Connection:
         elif t == RST_STREAM:
             if f.stream_id == 0 or len(f.payload) != 4:
                 raise H2Error("bad RST_STREAM")
-            s = self._stream(f.stream_id)
+            s = self.streams.get(f.stream_id)   # a reset of a stream not seen (or ended) opens nothing
             if s is not None:
                 s.rst_error, s.rst_by = struct.unpack("!I", f.payload)[0], sender
                 self._finish(s, f.end_ts, "rst_stream", done)
