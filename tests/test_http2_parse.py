@@ -203,6 +203,18 @@ def test_h2c_upgrade_made_bytes():
     assert conn.decoders[h2.SERVER].max_allowed == 256
 
 
+def test_goaway_refuses_the_streams_above_its_last_and_1xx_is_not_the_status():
+    get = lambda path: b"\x82\x86" + _lit(b":path", path)   # noqa: E731  GET, http
+    conn = h2.Connection()
+    conn.feed(h2.CLIENT, h2.PREFACE + b"".join(frame(h2.HEADERS, 0x5, sid, get(b"/%d" % sid)) for sid in (1, 3, 5)), 1)
+    [one] = conn.feed(h2.SERVER, frame(h2.HEADERS, 0x4, 1, _lit(b":status", b"103")) + frame(h2.HEADERS, 0x5, 1, b"\x88"), 2)
+    assert (one.path, one.status, one.response_start_ns, one.end_reason) == ("/1", 200, 2, "end_stream")
+    refused = conn.feed(h2.SERVER, frame(h2.GOAWAY, 0, 0, struct.pack("!II", 1, 0)), 3)
+    assert [(s.path, s.end_reason, s.rst_by, s.end_ns) for s in refused] == [
+        ("/3", "goaway", h2.SERVER, 3), ("/5", "goaway", h2.SERVER, 3)]
+    assert conn.goaway == (h2.SERVER, 1, 0) and not conn.streams
+
+
 @pytest.mark.parametrize("sender,data", [
     (h2.CLIENT, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),                       # HTTP/1 without Upgrade
     (h2.CLIENT, b"\x16\x03\x01\x02\x00"),                                    # TLS

@@ -376,6 +376,24 @@ class _MessageCounter:
                     self.complete += 1
 
 
+@dataclass
+class _HeaderBlock:
+    """A header block being read: its HEADERS or PUSH_PROMISE frame, then CONTINUATIONs."""
+    type: int
+    stream_id: int
+    end_stream: bool         # the HEADERS frame's END_STREAM (a PUSH_PROMISE has none)
+    ts: int                  # the first byte of its first frame
+    promised: int = 0        # PUSH_PROMISE's promised stream
+    fragments: list = field(default_factory=list)
+    size: int = 0
+
+    def add(self, fragment: bytes) -> None:
+        self.fragments.append(fragment)
+        self.size += len(fragment)
+        if self.size > MAX_HEADER_BLOCK:
+            raise H2Error("header block larger than 1 MiB")
+
+
 def _text(value: bytes, limit: int = MAX_MESSAGE_TEXT) -> str:
     return _PRINTABLE.sub("_", value.decode("latin-1"))[:limit]
 
@@ -411,8 +429,7 @@ class Connection:
         self.upgraded = False
         self.error: str | None = None
         self.frames: Counter = Counter()   # (sender, frame type) -> frames read (DATA counted once per frame)
-        # a header block being read, per sender: (frame type, stream id, END_STREAM, first byte's time, fragments)
-        self._block: dict[str, tuple | None] = {CLIENT: None, SERVER: None}
+        self._block: dict[str, _HeaderBlock | None] = {CLIENT: None, SERVER: None}  # per sender
         self._highest = [0, 0]  # the highest stream id seen, even and odd
 
     def feed(self, sender: str, data: bytes, ts: int) -> list[H2Stream]:
@@ -466,7 +483,7 @@ class Connection:
             return
         pending = self._block[sender]
         if pending is not None and (isinstance(item, DataPiece) or item.type != CONTINUATION
-                                    or item.stream_id != pending[1]):
+                                    or item.stream_id != pending.stream_id):
             raise H2Error("a header block interrupted before its END_HEADERS")
         if isinstance(item, DataPiece):
             if item.first:
@@ -479,17 +496,18 @@ class Connection:
         if t in (HEADERS, PUSH_PROMISE):
             if f.stream_id == 0:
                 raise H2Error("header block on stream 0")
-            fragment, extra = self._unpad(f)
-            if t == HEADERS and f.flags & FLAG_PRIORITY:
+            fragment = self._unpad(f)
+            block = _HeaderBlock(t, f.stream_id, t == HEADERS and bool(f.flags & FLAG_END_STREAM), f.ts)
+            if t == HEADERS and f.flags & FLAG_PRIORITY:   # stream dependency and weight: not needed here
                 if len(fragment) < 5:
                     raise H2Error("HEADERS too short for its priority")
                 fragment = fragment[5:]
             if t == PUSH_PROMISE:
                 if len(fragment) < 4:
                     raise H2Error("PUSH_PROMISE too short")
-                extra = struct.unpack_from("!I", fragment)[0] & 0x7FFFFFFF
+                block.promised = struct.unpack_from("!I", fragment)[0] & 0x7FFFFFFF
                 fragment = fragment[4:]
-            block = (t, f.stream_id, bool(f.flags & FLAG_END_STREAM) and t == HEADERS, f.ts, [fragment], extra)
+            block.add(fragment)
             if f.flags & FLAG_END_HEADERS:
                 self._header_block(sender, block, f.end_ts, done)
             else:
@@ -497,9 +515,7 @@ class Connection:
         elif t == CONTINUATION:
             if pending is None:
                 raise H2Error("CONTINUATION without a header block")
-            pending[4].append(f.payload)
-            if sum(len(x) for x in pending[4]) > MAX_HEADER_BLOCK:
-                raise H2Error("header block larger than 1 MiB")
+            pending.add(f.payload)
             if f.flags & FLAG_END_HEADERS:
                 self._block[sender] = None
                 self._header_block(sender, pending, f.end_ts, done)
@@ -538,7 +554,7 @@ class Connection:
         # other types: extensions, ignored (RFC 9113 4.1)
 
     @staticmethod
-    def _unpad(f: Frame) -> tuple[bytes, int]:
+    def _unpad(f: Frame) -> bytes:
         payload = f.payload
         if f.flags & FLAG_PADDED:
             if not payload:
@@ -547,7 +563,7 @@ class Connection:
             if pad > len(payload) - 1:
                 raise H2Error("padding longer than the frame")
             payload = payload[1:len(payload) - pad]
-        return payload, 0
+        return payload
 
     def _settings(self, sender: str, payload: bytes) -> None:
         """The sender's settings bound what the other side sends it."""
@@ -577,18 +593,18 @@ class Connection:
         s.request_start_ns, s.request_end_ns = up.ts, up.end_ts
         s.request_bytes = up.body_length
 
-    def _header_block(self, sender: str, block: tuple, end_ts: int, done: list) -> None:
-        ftype, sid, end_stream, ts, fragments, promised = block
-        fields = self.decoders[sender].decode(b"".join(fragments))
-        if ftype == PUSH_PROMISE:
-            if sender != SERVER or not promised:
-                raise H2Error("PUSH_PROMISE from a client")
-            s = self._stream(promised)
+    def _header_block(self, sender: str, block: _HeaderBlock, end_ts: int, done: list) -> None:
+        fields = self.decoders[sender].decode(b"".join(block.fragments))
+        ts, end_stream = block.ts, block.end_stream
+        if block.type == PUSH_PROMISE:
+            if sender != SERVER or not block.promised:
+                raise H2Error("PUSH_PROMISE from a client, or promising stream 0")
+            s = self._stream(block.promised)
             if s is not None:
                 s.pushed = True
                 self._request_fields(s, fields, ts)
             return
-        s = self._stream(sid)
+        s = self._stream(block.stream_id)
         if s is None:
             return
         if sender == CLIENT:
