@@ -142,7 +142,8 @@ def test_decoder_never_raises_anything_but_hpack_error(blocks):
     for block in blocks:
         try:
             fields = d.decode(block)
-        except HpackError:
+        except HpackError as e:
+            assert e.__cause__ is None, "a bug turned into HpackError"
             continue
         assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in fields)
         assert d.size <= d.max_size <= d.max_allowed
@@ -257,8 +258,9 @@ def test_connection_never_raises_anything_but_h2_error(items, cut):
             for i in range(0, len(data[sender]), cut):
                 for s in conn.feed(sender, data[sender][i:i + cut], i):
                     assert s.ended and (s.path is None or s.path.startswith("/"))
-    except h2.H2Error:
+    except h2.H2Error as e:
         assert conn.error
+        assert e.__cause__ is None or type(e.__cause__) is HpackError, "a bug turned into H2Error"
 
 
 secret_st = st.text(string.ascii_letters + string.digits, min_size=12, max_size=30).map(lambda s: "sk-" + s)
