@@ -67,6 +67,11 @@ def assert_every_span_and_snapshot_accounted(t: Telemetry) -> None:
         assert c["metric_snapshots"] == m.exported + m.failed_batches + c["metric_snapshots_superseded"], (sink.name, c, m)
 
 
+def summary_json(path) -> dict:
+    """The figures --summary-json wrote (every one, also those at 0, which the table sums up in one line)."""
+    return json.loads(Path(path).read_text())
+
+
 def summary_figure(text: str, label: str, row: str = "") -> int:
     """A figure of the summary table; `row` names the first column (e.g. 'export to jsonl')."""
     m = re.search(rf"{re.escape(row)}[^\n]*?{re.escape(label)}[^│\n]*│\s*([\d,]+)", text)
@@ -228,14 +233,14 @@ def test_a_black_hole_collector_counts_what_is_in_flight_and_the_flush_time_is_t
 
 
 @pytest.mark.bpf
-def test_a_black_hole_collector_does_not_hold_the_exit_of_a_real_run():
+def test_a_black_hole_collector_does_not_hold_the_exit_of_a_real_run(tmp_path):
     """`net --spans` under connection churn, exporting to a collector that never answers: the run
     ends at --duration plus the --flush-timeout given, and the summary accounts for every span."""
     hole = BlackHole()
     churn = ConnectionChurn()
     try:
         args = ["net", "--spans", "--otlp-endpoint", hole.endpoint, "--otlp-protocol", "grpc", "--interval", "0.5",
-                "--duration", "4", "--flush-timeout", "1", "--no-ui"]
+                "--duration", "4", "--flush-timeout", "1", "--no-ui", "--summary-json", str(tmp_path / "s.json")]
         proc = EbpftoolProcess(args).start()
         rc = proc.wait(timeout=120)
     finally:
@@ -244,16 +249,14 @@ def test_a_black_hole_collector_does_not_hold_the_exit_of_a_real_run():
     assert rc == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "within the flush time of 1s" in proc.stderr, proc.stderr  # the bound given is the one used
-    text = proc.stdout
-    emitted = summary_figure(text, "spans emitted")
-    exported = summary_figure(text, "spans exported", "export to otlp-grpc")
-    failed = summary_figure(text, "spans failed", "export to otlp-grpc")
-    dropped = summary_figure(text, "spans dropped queue")
-    unsent = summary_figure(text, "spans unsent at exit")
+    doc = summary_json(tmp_path / "s.json")
+    export, sink = doc["export"], doc["export_by_sink"]["otlp-grpc"]
+    emitted = export["spans_emitted"]
     assert churn.made > 100 and emitted > 100, (churn.made, emitted)
-    assert exported == 0
-    assert emitted == exported + failed + dropped + unsent, text
-    assert summary_figure(text, "metric exports failed", "export to otlp-grpc") >= 1
+    assert sink["spans_exported"] == 0
+    assert emitted == sink["spans_exported"] + sink["spans_failed"] + export["spans_dropped_queue"] + \
+        export["spans_unsent_at_exit"], doc
+    assert sink["metric_exports_failed"] >= 1
 
 
 # --- point 3: output files ------------------------------------------------------------------------
@@ -338,14 +341,14 @@ def small_disk():
         d.rmdir()
 
 
-def test_a_full_disk_is_one_sentence_and_counted_as_failed_exports(small_disk):
+def test_a_full_disk_is_one_sentence_and_counted_as_failed_exports(small_disk, tmp_path):
     # Room for a page of each file (tmpfs counts pages): every further write fails with ENOSPC.
     (small_disk / "filler").write_bytes(b"\0" * 24576)
     out, rec = small_disk / "out.jsonl", small_disk / "run.rec"
     churn = ConnectionChurn()
     try:
         r = run_ebpftool(["net", "--spans", "--duration", "3", "--interval", "0.2", "--no-ui", "--jsonl", str(out),
-                          "--record", str(rec)])
+                          "--record", str(rec), "--summary-json", str(tmp_path / "s.json")])
     finally:
         churn.close()
     assert r.returncode == 0, r.stderr
@@ -354,12 +357,12 @@ def test_a_full_disk_is_one_sentence_and_counted_as_failed_exports(small_disk):
     assert len(full) == 2, r.stderr  # one sentence for each file
     assert any(line.startswith(f"jsonl: cannot write {out}") for line in full)
     assert any(line.startswith(f"record: cannot write {rec}") for line in full)
-    assert summary_figure(r.stdout, "metric exports failed", "export to jsonl") >= 1
-    assert summary_figure(r.stdout, "record writes failed") >= 1
-    emitted = summary_figure(r.stdout, "spans emitted")
-    assert emitted == (summary_figure(r.stdout, "spans exported", "export to jsonl")
-                       + summary_figure(r.stdout, "spans failed", "export to jsonl")
-                       + summary_figure(r.stdout, "spans dropped queue") + summary_figure(r.stdout, "spans unsent at exit"))
+    doc = summary_json(tmp_path / "s.json")
+    export, sink = doc["export"], doc["export_by_sink"]["jsonl"]
+    assert sink["metric_exports_failed"] >= 1
+    assert export["record_writes_failed"] >= 1
+    assert export["spans_emitted"] == (sink["spans_exported"] + sink["spans_failed"] + export["spans_dropped_queue"]
+                                       + export["spans_unsent_at_exit"]), doc
 
 
 def test_a_disk_full_from_the_start_is_one_sentence(small_disk):
@@ -375,10 +378,11 @@ def test_a_disk_full_from_the_start_is_one_sentence(small_disk):
 
 # --- point 4: the Prometheus endpoint -------------------------------------------------------------
 @pytest.mark.bpf
-def test_prometheus_endpoint_is_loopback_by_default_and_a_connection_flood_is_bounded():
+def test_prometheus_endpoint_is_loopback_by_default_and_a_connection_flood_is_bounded(tmp_path):
     port = free_port()
     flood: list[socket.socket] = []
-    with EbpftoolProcess(["net", "--prometheus-port", str(port), "--interval", "0.5", "--no-ui"]) as proc:
+    with EbpftoolProcess(["net", "--prometheus-port", str(port), "--interval", "0.5", "--no-ui", "--summary-json",
+                          str(tmp_path / "s.json")]) as proc:
         pid = proc.proc.pid
         assert listening_addresses(port) == {"127.0.0.1"}
         status, body = scrape(port)
@@ -414,8 +418,8 @@ def test_prometheus_endpoint_is_loopback_by_default_and_a_connection_flood_is_bo
         assert status == 200 and "ebpftool" in body
         assert proc.stop() == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    refused = summary_figure(proc.stdout, "connections refused", "prometheus")
-    timed_out = summary_figure(proc.stdout, "connections timed out", "prometheus")
+    figures = summary_json(tmp_path / "s.json")["prometheus"]
+    refused, timed_out = figures["connections_refused"], figures["connections_timed_out"]
     assert refused > 0 and refused + timed_out == 300, (refused, timed_out)
 
 

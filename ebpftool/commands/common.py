@@ -127,8 +127,8 @@ def _execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: Common
              skip_failed: bool, after_start: Callable[[], None] | None) -> RunResult:
     summary_file = create_private(opts.summary_json, opts.overwrite) if opts.summary_json else None
     try:
-        result, tracers, telemetry = _run_and_report(make_tracers, opts, stop, skip_failed=skip_failed,
-                                                     after_start=after_start)
+        result, tracers, telemetry, prom = _run_and_report(make_tracers, opts, stop, skip_failed=skip_failed,
+                                                           after_start=after_start)
     except BaseException:
         if summary_file is not None:  # nothing to say: no empty file left behind
             summary_file.close()
@@ -136,14 +136,14 @@ def _execute(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: Common
         raise
     if summary_file is not None:
         with summary_file:
-            json.dump(summary_document(result, tracers, telemetry), summary_file, indent=2)
+            json.dump(summary_document(result, tracers, telemetry, prom), summary_file, indent=2)
             summary_file.write("\n")
     return result
 
 
 def _run_and_report(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts: CommonOptions, stop: StopFlag, *,
                     skip_failed: bool, after_start: Callable[[], None] | None
-                    ) -> tuple[RunResult, Sequence[Tracer], Telemetry]:
+                    ) -> tuple[RunResult, Sequence[Tracer], Telemetry, PrometheusEndpoint | None]:
     scrapes = Scrapes() if opts.prometheus_port is not None else None
     telemetry, prom = build_telemetry(opts, scrapes)
     tracers = make_tracers(telemetry)
@@ -203,11 +203,23 @@ def _run_and_report(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts:
     for name in result.not_started:
         console.print(f"[yellow]{name} not started[/]: {result.interrupted_by} arrived during start-up")
     out.print(summary_table(result, tracers, telemetry, prom))
-    return result, tracers, telemetry
+    return result, tracers, telemetry, prom
 
 
 # Spans are emitted once and delivered to each sink: the totals over sinks are not shown, each sink is.
 _PER_SINK = {"spans_exported", "spans_failed", "metric_exports_failed", "export_bytes"}
+
+
+# Figures that count something lost, refused, dropped or not measured: at 0 they are summed up in one health
+# line instead of a row each (--summary-json keeps every figure).
+HEALTH_FIGURES = ("events lost", "spans unsampled", "map full", "maps full", "table full", "not measured",
+                  "not remembered", "unmatched returns", "series folded", "spans dropped queue", "spans unsent",
+                  "snapshots superseded", "failed", "connections refused", "connections timed out")
+ALL_WELL = "ok: nothing lost, refused, dropped or failed"
+
+
+def is_health_figure(label: str) -> bool:
+    return any(word in label for word in HEALTH_FIGURES)
 
 
 def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telemetry | None = None,
@@ -216,32 +228,36 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telem
     table.add_column("tracer")
     table.add_column("figure")
     table.add_column("value", justify="right")
+    rows: list[tuple[str, str, Any]] = []
     for t in tracers:
         if t.name not in result.started:
             continue
-        table.add_row(t.name, "start-up (compile + attach)", f"{result.started[t.name]:.2f}s")
-        for k, v in summary_rows(result.summaries.get(t.name)):
-            table.add_row(t.name, k, _fmt(v))
-        for k, v in result.drops.get(t.name, {}).items():
-            table.add_row(t.name, k.replace("_", " "), _fmt(v))
+        rows.append((t.name, "start-up (compile + attach)", f"{result.started[t.name]:.2f}s"))
+        rows += [(t.name, k, v) for k, v in summary_rows(result.summaries.get(t.name))]
+        rows += [(t.name, k.replace("_", " "), v) for k, v in result.drops.get(t.name, {}).items()]
         if t.name in result.series_folded:
-            table.add_row(t.name, "series folded into overflow (--max-series)", _fmt(result.series_folded[t.name]))
-    for k, v in result.pipeline.items():
-        if telemetry is None or k not in _PER_SINK:
-            table.add_row("export", k.replace("_", " "), _fmt(v))
+            rows.append((t.name, "series folded into overflow (--max-series)", result.series_folded[t.name]))
+    rows += [("export", k.replace("_", " "), v) for k, v in result.pipeline.items()
+             if telemetry is None or k not in _PER_SINK]
     if telemetry is not None and result.pipeline:
-        for sink, figures in telemetry.sink_counters().items():
-            for k, v in figures.items():
-                table.add_row(f"export to {sink}", k.replace("_", " "), _fmt(v))
+        rows += [(f"export to {sink}", k.replace("_", " "), v)
+                 for sink, figures in telemetry.sink_counters().items() for k, v in figures.items()]
     if prom is not None:
-        table.add_row("prometheus", f"connections refused (over {prom.max_connections} at once)", _fmt(prom.refused))
-        table.add_row("prometheus", f"connections timed out (after {prom.connection_seconds:g}s)", _fmt(prom.timed_out))
+        rows.append(("prometheus", f"connections refused (over {prom.max_connections} at once)", prom.refused))
+        rows.append(("prometheus", f"connections timed out (after {prom.connection_seconds:g}s)", prom.timed_out))
+    troubles = [r for r in rows if is_health_figure(r[1]) and r[2]]
+    for who, label, value in rows:
+        if not is_health_figure(label) or value:
+            table.add_row(who, label, _fmt(value))
+    table.add_row("ebpftool", "health", ALL_WELL if not troubles else
+                  f"{len(troubles)} figure{'s' if len(troubles) > 1 else ''} above not 0")
     return table
 
 
-def summary_document(result: RunResult, tracers: Sequence[Tracer], telemetry: Telemetry | None = None) -> dict:
-    """The summary table's figures for scripts (--summary-json): per tracer its start-up, its summary's
-    figures (the inference headline among them), its drops; then the export's counts."""
+def summary_document(result: RunResult, tracers: Sequence[Tracer], telemetry: Telemetry | None = None,
+                     prom: PrometheusEndpoint | None = None) -> dict:
+    """The summary table's figures for scripts (--summary-json), every one, 0 or not: per tracer its start-up,
+    its summary's figures (the inference headline among them), its drops; then the export's counts."""
     doc: dict[str, Any] = {"seconds": result.seconds, "stopped_by": result.interrupted_by, "tracers": {}}
     for t in tracers:
         if t.name not in result.started:
@@ -255,6 +271,8 @@ def summary_document(result: RunResult, tracers: Sequence[Tracer], telemetry: Te
     doc["export"] = dict(result.pipeline)
     if telemetry is not None and result.pipeline:
         doc["export_by_sink"] = telemetry.sink_counters()
+    if prom is not None:
+        doc["prometheus"] = {"connections_refused": prom.refused, "connections_timed_out": prom.timed_out}
     return doc
 
 
