@@ -215,7 +215,8 @@ _PER_SINK = {"spans_exported", "spans_failed", "metric_exports_failed", "export_
 HEALTH_FIGURES = ("events lost", "spans unsampled", "map full", "maps full", "table full", "not measured",
                   "not remembered", "unmatched returns", "series folded", "spans dropped queue", "spans unsent",
                   "snapshots superseded", "failed", "connections refused", "connections timed out")
-ALL_WELL = "ok: nothing lost, refused, dropped or failed"
+HEALTH_LINE = "health: losses, refusals, failures"
+ALL_WELL = "none"
 
 
 def is_health_figure(label: str) -> bool:
@@ -249,8 +250,7 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telem
     for who, label, value in rows:
         if not is_health_figure(label) or value:
             table.add_row(who, label, _fmt(value))
-    table.add_row("ebpftool", "health", ALL_WELL if not troubles else
-                  f"{len(troubles)} figure{'s' if len(troubles) > 1 else ''} above not 0")
+    table.add_row("ebpftool", HEALTH_LINE, ALL_WELL if not troubles else f"{len(troubles)} (above)")
     return table
 
 
