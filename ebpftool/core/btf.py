@@ -195,6 +195,17 @@ class Btf:
             type_id = found[1]
         return Member(bits // 8, self._size(type_id))
 
+    def field_offsets(self, fields) -> dict[str, int]:
+        """#define -> offset for (#define, struct, member path, size in bytes) fields; BtfError if one is missing
+        or has another size than the program reads."""
+        offsets = {}
+        for define, struct_name, path, size in fields:
+            m = self.member(struct_name, path)
+            if m.size != size:
+                raise BtfError(f"struct {struct_name}'s {path} is {m.size} bytes wide, not {size}")
+            offsets[define] = m.offset
+        return offsets
+
 
 # (#define, struct, member path, size in bytes) of the fields the raw socket tracepoint programs read.
 SOCK_FIELDS = (
@@ -218,11 +229,4 @@ def sock_field_offsets() -> dict[str, int]:
     """The offsets the raw socket tracepoint programs need, as #defines: a struct sock's family, protocol,
     addresses and ports, and a struct tcp_sock's smoothed RTT and segment counts. Raises BtfError if one is missing or has
     another size than the programs read."""
-    btf = Btf.vmlinux()
-    offsets = {}
-    for define, struct_name, path, size in SOCK_FIELDS:
-        m = btf.member(struct_name, path)
-        if m.size != size:
-            raise BtfError(f"struct {struct_name}'s {path} is {m.size} bytes wide, not {size}")
-        offsets[define] = m.offset
-    return offsets
+    return Btf.vmlinux().field_offsets(SOCK_FIELDS)

@@ -113,13 +113,7 @@ SYSCALL_SOCKET_FIELDS = (
 def syscall_socket_defines(btf: Btf | None = None) -> dict[str, int]:
     """The offsets with which the syscall hooks find a connection's socket (BtfError where the kernel's BTF
     lacks one or it has another size)."""
-    btf = btf or Btf.vmlinux()
-    out = {}
-    for define, struct_name, path, size in SYSCALL_SOCKET_FIELDS:
-        member = btf.member(struct_name, path)
-        if member.size != size:
-            raise BtfError(f"struct {struct_name}'s {path} is {member.size} bytes wide, not {size}")
-        out[define] = member.offset
+    out = (btf or Btf.vmlinux()).field_offsets(SYSCALL_SOCKET_FIELDS)
     if out["SK_NUM_OFFSET"] != out["SK_DPORT_OFFSET"] + 2:  # read as one word, skc_portpair
         raise BtfError("struct sock's skc_num does not follow skc_dport")
     return {"SYSCALL_SOCKETS": 1, **out}
