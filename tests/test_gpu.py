@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.tracers.gpu.cuda_api import FUNCTIONS
 from tests.conftest import EbpftoolProcess, run_ebpftool
 from tests.fixtures.gpu.workload import CUDART, Workload, build_fixtures, series, total

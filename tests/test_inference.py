@@ -462,7 +462,7 @@ def test_servers_on_one_port_in_two_pods_are_told_apart_by_pod_and_container(tmp
     metrics are one series per server container, named by k8s.pod.uid and container.id (from the
     serving process's cgroup), and so are the spans. A server outside any container gets neither."""
     from tests.netns import TwoZones
-    from ebpftool.export import semconv as sc
+    from ebpftool import semconv as sc
 
     zones = TwoZones.create()
     receiver = GrpcReceiver()
@@ -535,7 +535,7 @@ def test_connections_served_by_an_unwatched_process_are_let_go_at_their_first_re
     the same port in another network namespace): none measured, none left in the table or the filter."""
     from tests.netns import TwoZones
     from tests.kernel_state import array_total, bpf_ids_held_by, map_id_named, table_slots
-    from ebpftool.export import semconv as sc
+    from ebpftool import semconv as sc
 
     zones = TwoZones.create()
     receiver = GrpcReceiver()

@@ -26,7 +26,7 @@ from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import TracerOptions
 from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanRecord, counter, seconds_histogram, updown
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.gpu import plans

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ebpftool.core.bpf import HistSum, merge_hist
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, counter, seconds_histogram
 from ebpftool.tracers.inference import parsers
 from ebpftool.tracers.inference.records import H, METHOD_NAMES, NO_RESPONSE, OPERATIONS

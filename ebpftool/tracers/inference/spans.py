@@ -9,7 +9,7 @@ from typing import Any
 from ebpftool.core.cstruct import cstring, decode
 from ebpftool.core.netaddr import format_address
 from ebpftool.core.procfs import read_text
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.export.model import SpanEvent, SpanKind, SpanRecord
 from ebpftool.tracers.inference import parsers
 from ebpftool.tracers.inference.records import H, METHOD_NAMES, NO_RESPONSE, OPERATIONS

@@ -26,7 +26,7 @@ from ebpftool.core.plan import Plan, usable
 from ebpftool.core.tracer import TracerOptions
 from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
-from ebpftool.export import semconv as sc
+from ebpftool import semconv as sc
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.inference import plans
 from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView, ServerRates, headline
