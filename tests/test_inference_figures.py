@@ -63,3 +63,10 @@ def test_the_headline_covers_the_run_and_counts_errors():
     assert h.duration_p50 <= h.duration_p95 <= h.duration_p99 <= 0.5
     assert 0.02 <= h.ttft_p50 <= h.ttft_p99 <= 0.05 and h.tpot_p50 is None
     assert headline([], seconds=1.0).duration_p50 is None
+
+
+def test_a_zone_pair_s_cost_per_hour_is_its_price_per_byte_at_the_interval_s_rate():
+    from ebpftool.tracers.net.figures import PairView
+    pv = PairView(inter_zone=True, total=2_000_000_000, rate=1_000_000.0, cost=0.02)  # $0.01 per GB
+    assert pv.cost_per_hour == pytest.approx(0.01e-9 * 1e6 * 3600)
+    assert PairView().cost_per_hour == 0.0

@@ -515,7 +515,7 @@ def test_retransmits_are_counted_for_the_sending_process_and_zone_pair(zones, ht
     cells = [c.strip() for c in rows[-1].split("│")[1:-1]]
     assert cells[0] == "zone-a -> zone-b" and cells[-1] == str(retrans.value), cells
     assert cells[2] == human_bytes(sent.value) and cells[3] == f"${sent.value / 1e9 * 0.01:.6f}", (cells, sent.value)
-    assert cells[4].startswith("python"), cells
+    assert cells[6].startswith("python"), cells  # (cells 4, 5: $/hour, $/month at the last interval's rate)
 
 
 @pytest.mark.parametrize("content, phrase", [

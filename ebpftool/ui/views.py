@@ -47,16 +47,26 @@ def _(v: InferenceView, width: int = 80) -> Table:
     return table
 
 
+HOURS_PER_MONTH = 730  # 365 * 24 / 12
+
+
 @table_of.register
 def _(v: NetView, width: int = 80) -> Table:
-    table = Table(title="ebpftool net: bytes sent, by zone pair (source -> destination)")
-    for col, justify in (("zone pair", "left"), ("bytes/s", "right"), ("total", "right"),
-                         ("est. cost", "right"), ("top processes", "left"), ("retransmits", "right")):
+    wide = width >= WIDE
+    table = Table(title="ebpftool net: bytes sent, by zone pair (source -> destination)",
+                  caption="cost so far; $/hour at the last interval's rate" + ("; a month is 730 hours" if wide else ""))
+    columns = [("zone pair", "left"), ("bytes/s", "right"), ("total", "right"), ("cost", "right"),
+               ("$/hour", "right"), *([("$/month", "right")] if wide else []),
+               ("top processes" if wide else "top process", "left"), ("retrans.", "right")]
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for r in v.rows:
         pv = r.pair
+        top = [(name, b) for name, b in r.top_processes if b][:3 if wide else 1]
         table.add_row(f"{r.source} -> {r.destination}", human_bytes(pv.rate) + "/s", human_bytes(pv.total),
-                      f"${pv.cost:.6f}", ", ".join(f"{name} {human_bytes(b)}" for name, b in r.top_processes if b),
+                      f"${pv.cost:.6f}", f"{pv.cost_per_hour:.4f}",
+                      *([f"{pv.cost_per_hour * HOURS_PER_MONTH:.2f}"] if wide else []),
+                      ", ".join(f"{name} {human_bytes(b)}" if wide else name for name, b in top),
                       str(pv.retransmits))
     return table
 

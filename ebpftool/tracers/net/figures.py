@@ -17,6 +17,11 @@ class PairView:
     retransmits: int = 0
     processes: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # process name -> bytes sent
 
+    @property
+    def cost_per_hour(self) -> float:
+        """USD per hour at the last interval's rate (the pair's price per byte: its cost over its bytes)."""
+        return self.cost / self.total * self.rate * 3600 if self.total else 0.0
+
 
 @dataclass(frozen=True)
 class ZonePairRow:
