@@ -132,7 +132,7 @@ static __always_inline int socket_read(u64 sk, int ret, u64 flags)
 #if TLS_HOOKS
     if (c->tls) {
         /* ciphertext: the plaintext comes at the library call's return */
-        if (ret > 0 && tls_read_outside_call(sk, c)) {
+        if (ret > 0 && tls_read_outside_call(sk, c) && c->arrival != 0) {  /* (only a noted arrival may go) */
             u64 arg = syscall_buffer(&how);
             u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
             u8 record = 0;

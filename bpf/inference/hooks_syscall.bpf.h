@@ -221,13 +221,12 @@ static __always_inline int accept_exit(long ret)
             bpf_probe_read_user(c.client_addr, 16, (void *)(args.sockaddr + 8));
         }
     }
+#if SYSCALL_SOCKETS && ARRIVAL_HOOK
+    if (sk)
+        follow_socket(sk, k, &c, bpf_ktime_get_ns());  /* on the new state, before it is stored */
+#endif
     conns.update(&k, &c);
     last_writes.delete(&k);
-#if SYSCALL_SOCKETS && ARRIVAL_HOOK
-    struct conn_state *cp = sk ? conns.lookup(&k) : 0;
-    if (cp)
-        follow_socket(sk, k, cp, bpf_ktime_get_ns());
-#endif
     count_accepted(c.port);
     return 0;
 }
