@@ -10,9 +10,8 @@ import pytest
 from ebpftool.core.cstruct import load_header
 from ebpftool.tracers.gpu.cuda_api import BY_SYMBOL, FUNCTIONS, by_id, function_id, probe_list, probe_names
 from ebpftool.core.procfs import descendants, parse_maps
-from ebpftool.tracers.gpu.cuda_libs import (
-    ElfError, ElfFile, SymbolResolver, is_cuda_library, libraries_in_processes, read_elf,
-)
+from ebpftool.core.elf import ElfError, ElfFile, read_elf
+from ebpftool.tracers.gpu.cuda_libs import SymbolResolver, is_cuda_library, libraries_in_processes
 from ebpftool.tracers.gpu import errno_name
 from tests.fixtures.gpu.workload import CUDART, Workload, build_fixtures
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from ebpftool.core import procfs
 from ebpftool.core.bpf import BpfProgram, bucket_macro, merge_hist, seconds_to_ns
 from ebpftool.core.cstruct import cstring, decode, load_header
+from ebpftool.core.elf import ElfError, read_elf
 from ebpftool.core.plan import usable
 from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import TracerOptions
@@ -32,7 +33,7 @@ from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.gpu import plans
 from ebpftool.tracers.gpu.cuda_api import DIRECTIONS, FUNCTIONS, MEMORY_TYPES, CudaFunction, by_id, probe_list, probe_names
 from ebpftool.tracers.gpu.cuda_libs import (
-    CudaLibrary, ElfError, SymbolResolver, file_identity, installed_libraries, libraries_in_processes, read_elf,
+    CudaLibrary, SymbolResolver, file_identity, installed_libraries, libraries_in_processes,
 )
 from ebpftool.tracers.gpu.figures import GpuKernelCounts, GpuSummary, GpuView, ProcessRates, ProcessRow, UnfreedBy
 from ebpftool.tracers.gpu.leaks import Allocation, ProcessLeaks
