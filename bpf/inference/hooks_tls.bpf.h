@@ -2,6 +2,9 @@
  * SSL_write_ex (1.1.1 and 3.x) hand the plaintext of connections the socket hooks follow to the same
  * state machine. A connection is known to be TLS from its first bytes (a handshake record); from then on
  * the socket hooks never parse its bytes (they are ciphertext) but tell which socket a library call uses.
+ * The probes sit where the kernel emulates the probed instruction (ebpftool/tracers/inference/tls_libs.py):
+ * for OpenSSL 1.1.1 and 3.x on the implementation SSL_read and SSL_read_ex share (and SSL_write's), with
+ * SSL_read_ex's arguments, so tls_read_ex_* see the calls of both.
  * Two ways a library meets its socket:
  *  - socket BIO (nginx, Python's ssl sockets): the library reads and writes the socket inside its calls.
  *    A read: SSL_read's entry notes the call; the socket reads inside it tie the SSL object to its socket;
@@ -110,7 +113,8 @@ static __always_inline u64 tls_call_done(struct pt_regs *ctx, int ex, struct tls
     long ret = PT_REGS_RC(ctx);
     u64 moved = 0;
     if (ex) {
-        if (ret != 1 || bpf_probe_read_user(&moved, sizeof(moved), (void *)done->count_at) != 0)
+        /* SSL_*_ex return 1; the internal function that SSL_read and SSL_read_ex share (tls_libs.py), > 0 */
+        if (ret <= 0 || bpf_probe_read_user(&moved, sizeof(moved), (void *)done->count_at) != 0)
             return 0;
     } else if (ret > 0) {
         moved = ret;

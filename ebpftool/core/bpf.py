@@ -437,13 +437,27 @@ class BpfProgram:
                 self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
         self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{sym}")
 
-    def _attach_uprobe_multi(self, lib: str, sym: str, fn_name: str, ret: bool, pid: int) -> bool:
+    def attach_uprobe_at(self, lib: str, vaddr: int, file_offset: int, fn_name: str, label: str, *,
+                         ret: bool = False, pid: int = -1) -> None:
+        """fn_name at an instruction of lib given by its link-time address and file offset (a point inside a
+        function, or a function without a symbol: ebpftool.core.uprobe_points); as attach_uprobe otherwise."""
+        if not (kernel_allows_uprobe_multi() and self._attach_uprobe_multi(lib, None, fn_name, ret, pid, file_offset)):
+            if ret:
+                self.bpf.attach_uretprobe(name=lib, addr=vaddr, fn_name=fn_name, pid=pid)
+            else:
+                self.bpf.attach_uprobe(name=lib, addr=vaddr, fn_name=fn_name, pid=pid)
+        self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{label}")
+
+    def _attach_uprobe_multi(self, lib: str, sym: str | None, fn_name: str, ret: bool, pid: int,
+                             file_offset: int | None = None) -> bool:
         """Whether fn_name could be attached as a uprobe_multi link (an unknown symbol raises, as BCC does).
         A refusal sends this probe alone the per-probe way: e.g. the kernel refuses a second uprobe at an
         address whose first one (another tracer's) was registered with another reference counter offset
         (BCC 0.26's perf-event uprobes pass an arbitrary one), EINVAL and "ref_ctr_offset mismatch"."""
-        bcc = import_bcc()
-        path, offset = bcc.BPF._check_path_symbol(lib, sym, None, pid)
+        if file_offset is None:
+            path, offset = import_bcc().BPF._check_path_symbol(lib, sym, None, pid)
+        else:
+            path, offset = lib.encode(), file_offset
         try:
             if fn_name not in self.multi_programs:
                 self.multi_programs[fn_name] = load_program(BPF_PROG_TYPE_KPROBE, self.bpf.dump_func(fn_name), fn_name,

@@ -11,15 +11,29 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from ebpftool.core.elf import ElfError, ElfFile, read_elf
 from ebpftool.core.procfs import host_path, pids, read_maps
+from ebpftool.core.uprobe_points import RCX, RDI, RDX, RSI, forwarding_call, probe_point
 
 LIBSSL_NAME = re.compile(r"libssl\.so(\.\d+)*$")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
                 "/usr/lib64", "/usr/lib", "/lib64", "/usr/local/lib", "/usr/local/ssl/lib")
 
-# (symbol, program at its entry, program at its return or None). SSL_read_ex / SSL_write_ex (1.1.1+) report
-# the bytes moved through a pointer; Python's ssl module and most of OpenSSL 3's users call them. The
-# handshake's calls tie an SSL object to its socket (memory BIOs); SSL_free forgets it.
+# Where the probes go (docs/inference.md "TLS (OpenSSL)"). OpenSSL 1.1.1 and 3.x implement SSL_read and
+# SSL_read_ex (and SSL_write, SSL_write_ex) in one internal function that both call first, with SSL_*_ex's
+# arguments (SSL *, buffer, length, size_t *moved) and > 0 for success: one entry probe and one uretprobe
+# there see every call of either. They go on its first instruction when the kernel emulates it (a push):
+# a uretprobe must be where the stack pointer still points at the return address, and an instruction the
+# kernel single-steps (the wrappers begin with `sub $N,%rsp`) costs ten times as much at every call.
+# Where the code has another shape, each function is probed itself, as (symbol, entry program, return
+# program): its entry probe on its first emulated instruction before the arguments change, its uretprobe
+# at the entry. SSL_read_ex / SSL_write_ex report the bytes moved through a pointer; Python's ssl module and
+# most of OpenSSL 3's users call them. The handshake's calls tie an SSL object to its socket (memory BIOs);
+# SSL_free forgets it.
+SHARED_IMPLEMENTATIONS = (
+    (("SSL_read", "SSL_read_ex"), "tls_read_ex_enter", "tls_read_ex_exit"),
+    (("SSL_write", "SSL_write_ex"), "tls_write_ex_enter", "tls_write_ex_exit"),
+)
 TLS_FUNCTIONS = (
     ("SSL_read", "tls_read_enter", "tls_read_exit"),
     ("SSL_read_ex", "tls_read_ex_enter", "tls_read_ex_exit"),
@@ -29,6 +43,67 @@ TLS_FUNCTIONS = (
     ("SSL_accept", "tls_handshake_enter", None),
     ("SSL_free", "tls_free_enter", None),
 )
+CALL_ARGUMENTS = (RDI, RSI, RDX, RCX)   # the most any of the programs reads
+PROLOGUE_BYTES = 96
+
+
+@dataclass(frozen=True)
+class TlsProbe:
+    vaddr: int          # link-time address of the probed instruction
+    file_offset: int
+    program: str
+    ret: bool
+    label: str          # for the probe list: the function and the offset in it
+
+
+def _shared_implementation(elf: ElfFile, wrappers: tuple[str, str]) -> int | None:
+    """The address of the function both wrappers call first, if the _ex one hands it its own arguments."""
+    targets = []
+    for name in wrappers:
+        sym = elf.symbol(name)
+        if sym is None:
+            return None
+        call = forwarding_call(elf.code_at(sym.value, PROLOGUE_BYTES))
+        if call is None:
+            return None
+        targets.append((sym.value + call[0], call[1]))
+    (plain, _), (ex, changed) = targets
+    if plain != ex or changed & set(CALL_ARGUMENTS):
+        return None
+    return plain
+
+
+def probe_plan(elf: ElfFile) -> list[TlsProbe]:
+    """The TLS uprobes for one libssl file (empty: none of its functions found)."""
+    plan: list[TlsProbe] = []
+    covered: set[str] = set()
+
+    def add(vaddr: int, program: str, ret: bool, label: str) -> None:
+        off = elf.file_offset(vaddr)
+        if off is not None:
+            plan.append(TlsProbe(vaddr, off, program, ret, label))
+
+    for wrappers, enter, leave in SHARED_IMPLEMENTATIONS:
+        impl = _shared_implementation(elf, wrappers)
+        if impl is None:
+            continue
+        point = probe_point(elf.code_at(impl, PROLOGUE_BYTES), CALL_ARGUMENTS, return_address=True)
+        if not point.emulated:
+            continue
+        label = f"{wrappers[0]}+{wrappers[1]} (their implementation at {impl + point.offset:#x})"
+        add(impl + point.offset, enter, False, label)
+        add(impl + point.offset, leave, True, label)
+        covered.update(wrappers)
+    for symbol, enter, leave in TLS_FUNCTIONS:
+        sym = elf.symbol(symbol)
+        if symbol in covered or sym is None:
+            continue
+        code = elf.code_at(sym.value, PROLOGUE_BYTES)
+        entry = probe_point(code, CALL_ARGUMENTS)
+        add(sym.value + entry.offset, enter, False, f"{symbol}+{entry.offset:#x}")
+        if leave:
+            add(sym.value + probe_point(code, (), return_address=True).offset, leave, True, symbol)
+    return plan
 
 
 def libssl_candidates(proc: str = "/proc") -> list[str]:
@@ -73,14 +148,18 @@ class TlsUprobes:
             identity = (st.st_dev, st.st_ino)
             if identity in self.attached or path in self.refused:
                 continue
+            try:
+                plan = probe_plan(read_elf(path))
+            except (OSError, ElfError) as exc:
+                self.refused[path] = f"not readable as an ELF file: {exc}"
+                continue
             attached_any = False
-            for symbol, entry, ret in TLS_FUNCTIONS:
+            for probe in plan:
                 try:
-                    prog.attach_uprobe(path, symbol, entry)
-                    if ret:
-                        prog.attach_uprobe(path, symbol, ret, ret=True)
+                    prog.attach_uprobe_at(path, probe.vaddr, probe.file_offset, probe.program, probe.label,
+                                          ret=probe.ret)
                     attached_any = True
-                except Exception:  # BCC raises bare Exception: the symbol is absent from this version
+                except Exception:  # BCC raises bare Exception
                     continue
             if attached_any:
                 self.attached[identity] = path
