@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import EbpftoolProcess
+from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server, wait_listening
 
@@ -72,6 +72,14 @@ STDLIB_TLS_SERVER = textwrap.dedent('''
 ''')
 
 
+@pytest.fixture(params=["socket", "syscall"])
+def hooks(request) -> list[str]:
+    """Each test runs with both ways in: the TLS uprobes share their connections with either."""
+    args = ["--hooks", request.param]
+    skip_unless_kernel_offers(args)
+    return args
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
     d = tmp_path_factory.mktemp("tls")
@@ -108,12 +116,12 @@ def spans_on(receiver, port):
     return [s for s in receiver.spans() if s.attributes.get("server.port") == port]
 
 
-def test_nginx_over_tls_is_measured_as_https(certificate):
+def test_nginx_over_tls_is_measured_as_https(certificate, hooks):
     receiver = GrpcReceiver()
     try:
         with nginx_server(tls=certificate) as port:
             with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
                 conn = client(port)
                 statuses = [request(conn, "GET", path)[0] for path in ("/index.html", "/missing", "/index.html")]
                 conn.close()   # the last request ends at the latest here
@@ -133,12 +141,12 @@ def test_nginx_over_tls_is_measured_as_https(certificate):
         receiver.stop()
 
 
-def test_python_ssl_server_streams_over_tls_with_its_tokens(certificate):
+def test_python_ssl_server_streams_over_tls_with_its_tokens(certificate, hooks):
     receiver = GrpcReceiver()
     try:
         with stdlib_tls_server(*certificate) as port:
             with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
                 conn = client(port)
                 got = [request(conn, "GET", "/v1/models"),
                        request(conn, "POST", "/v1/chat/completions", {"model": "tiny", "messages": []}),
@@ -188,7 +196,7 @@ def _drive_openai_over_tls(port: int) -> list[int]:
 
 
 @pytest.mark.parametrize("kind", ["fastapi", "aiohttp"])
-def test_asyncio_tls_servers_are_measured_with_their_tokens(certificate, kind, tmp_path):
+def test_asyncio_tls_servers_are_measured_with_their_tokens(certificate, kind, tmp_path, hooks):
     """uvicorn (uvloop's TLS) and aiohttp (asyncio's): SSL_read / SSL_write on memory BIOs, the socket
     read and written by the event loop. Truth: the server's own log (tests/servers/openai_apps.py) of each
     answer: path, client port, streamed, tokens written."""
@@ -199,7 +207,7 @@ def test_asyncio_tls_servers_are_measured_with_their_tokens(certificate, kind, t
     try:
         with openai_apps.running(kind, port, str(log), tls=certificate):
             with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
                 missing = _drive_openai_over_tls(port)
                 # the server logs an answer once it wrote it all: the client may have read it first
                 assert receiver.wait_for(lambda: len(log.read_text().splitlines()) >= 7)

@@ -153,3 +153,9 @@ static __always_inline struct conn_state *sock_conn(u64 sk)
 #endif
     return c;
 }
+
+/* The connection of a key, for the TLS way in (hooks_tls.bpf.h). */
+static __always_inline struct conn_state *tls_conn(u64 key)
+{
+    return sock_conn(key);
+}

@@ -20,108 +20,13 @@ struct accept_args {
     u16 pad;
 };
 
-BPF_TABLE("lru_hash", u64, struct conn_state, conns, MAX_CONNS);
 BPF_HASH(listeners, struct conn_key, u16, 4096);          /* watched listening fds -> port */
 BPF_HASH(accepting, u32, struct accept_args, 4096);       /* per thread, accept() in flight */
 /* Per thread: the read or write on a watched fd in flight. Task storage, not a
  * hash keyed by thread id: the exit of every syscall in the system looks here,
  * and a task-storage miss costs a fraction of a hash lookup. */
 BPF_TASK_STORAGE(inflight, struct io_args);
-/* Syscall hooks: a connection is a file descriptor of a process. */
-static __always_inline u64 current_key(s32 fd)
-{
-    return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (u32)fd;
-}
-
-static __always_inline struct conn_state *find_conn(u64 k)
-{
-    return conns.lookup(&k);
-}
-
-#if SYSCALL_SOCKETS
-/* The struct sock behind file descriptor fd of the current process, or 0: current->files->fdt->fd[fd]
- * ->private_data (a struct socket) ->sk, at offsets from the kernel's BTF. Only called for fds known to
- * be sockets (accepted, or followed as connections). */
-static __always_inline u64 fd_socket(s32 fd)
-{
-    u64 task = bpf_get_current_task();
-    u64 files = 0, fdt = 0, fds = 0, file = 0, sock = 0, sk = 0;
-    u32 max_fds = 0;
-    if (fd < 0)
-        return 0;
-    bpf_probe_read_kernel(&files, sizeof(files), (void *)(task + TASK_FILES_OFF));
-    if (!files)
-        return 0;
-    bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)(files + FILES_FDT_OFF));
-    if (!fdt)
-        return 0;
-    bpf_probe_read_kernel(&max_fds, sizeof(max_fds), (void *)(fdt + FDT_MAX_FDS_OFF));
-    if ((u32)fd >= max_fds)
-        return 0;
-    bpf_probe_read_kernel(&fds, sizeof(fds), (void *)(fdt + FDT_FD_OFF));
-    bpf_probe_read_kernel(&file, sizeof(file), (void *)(fds + (u64)(u32)fd * sizeof(u64)));
-    if (!file)
-        return 0;
-    bpf_probe_read_kernel(&sock, sizeof(sock), (void *)(file + FILE_PRIVATE_DATA_OFF));
-    if (!sock)
-        return 0;
-    bpf_probe_read_kernel(&sk, sizeof(sk), (void *)(sock + SOCKET_SK_OFF));
-    return sk;
-}
-
-/* The client's address and port, from the socket (accept() may be given no address to fill). */
-static __always_inline void peer_of_socket(struct conn_state *c, u64 sk)
-{
-    u16 family = 0, port_be = 0;
-    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + SK_FAMILY_OFFSET));
-    bpf_probe_read_kernel(&port_be, sizeof(port_be), (void *)(sk + SK_DPORT_OFFSET));
-    c->client_port = (port_be >> 8) | ((port_be & 0xff) << 8);
-    if (family == FAMILY_INET) {
-        c->family = 2;
-        bpf_probe_read_kernel(c->client_addr, 4, (void *)(sk + SK_DADDR_OFFSET));
-    } else if (family == FAMILY_INET6) {
-        c->family = 10;
-        bpf_probe_read_kernel(c->client_addr, 16, (void *)(sk + SK_V6_DADDR_OFFSET));
-    }
-}
-#endif
-
 #if SYSCALL_SOCKETS && ARRIVAL_HOOK
-/* sk_data_ready names a socket, the connections table a (pid, fd): the sockets of followed connections,
- * written where the fd is first known (accept, a seeded connection's first read), deleted at close. */
-BPF_TABLE("lru_hash", u64, u64, sock_conns, MAX_CONNS);
-/* A client may send its request before the server accepts the connection: the first arrival on a
- * socket of a served port not followed yet, taken at its accept. ports (skc_portpair) tells a later
- * socket at the same address from the one that left an entry never taken (accepted by another process). */
-struct early_arrival {
-    u64 ts;
-    u32 ports;
-    u32 pad;
-};
-BPF_TABLE("lru_hash", u64, struct early_arrival, early_arrivals, 4096);
-/* The local ports served by the watched listeners, a bit each (user space sets them with the listeners):
- * the arrivals on every other socket of the node leave after one read of the socket and an array lookup. */
-BPF_ARRAY(arrival_ports, u64, 65536 / 64);
-
-static __always_inline u32 socket_ports(u64 sk)
-{
-    u32 ports = 0;  /* skc_portpair: the remote port (network order), then the local port */
-    bpf_probe_read_kernel(&ports, sizeof(ports), (void *)(sk + SK_DPORT_OFFSET));
-    return ports;
-}
-
-static __always_inline void follow_socket(u64 sk, u64 k, struct conn_state *c, u64 now)
-{
-    sock_conns.update(&sk, &k);
-    c->sock_known = 1;
-    struct early_arrival *early = early_arrivals.lookup(&sk);
-    if (!early)
-        return;
-    if (early->ports == socket_ports(sk) && early->ts <= now && c->arrival == 0)
-        c->arrival = early->ts;
-    early_arrivals.delete(&sk);
-}
-
 RAW_TRACEPOINT_PROBE(sk_data_ready)
 {
     u64 sk = ctx->args[0];
@@ -145,21 +50,6 @@ RAW_TRACEPOINT_PROBE(sk_data_ready)
     return 0;
 }
 #endif
-
-static __always_inline void forget_conn(u64 *k)
-{
-#if SYSCALL_SOCKETS && ARRIVAL_HOOK
-    struct conn_state *c = conns.lookup(k);
-    if (c && c->sock_known) {
-        u64 sk = fd_socket((s32)*k);  /* still open: at close's entry, or a connection let go */
-        u64 *mapped = sk ? sock_conns.lookup(&sk) : 0;
-        if (mapped && *mapped == *k)
-            sock_conns.delete(&sk);
-    }
-#endif
-    conns.delete(k);
-    last_writes.delete(k);
-}
 
 static __always_inline int accept_enter(s32 lfd, u64 sockaddr)
 {
@@ -299,10 +189,24 @@ static __always_inline int read_exit(long ret)
     u32 len = 0;
     u64 iov_array;
     u64 ptr = first_buffer(a.how, a.ptr, ret, &len, &iov_array);
+#if TLS_HOOKS
+    if (c->tls) {
+        /* ciphertext: the plaintext comes at the library call's return (as with the socket hooks) */
+        u8 record = 0;
+        if (tls_read_outside_call(k, c) && c->arrival != 0 && ptr &&
+            bpf_probe_read_user(&record, 1, (void *)ptr) == 0 && record == TLS_RECORD_HANDSHAKE)
+            c->arrival = 0;  /* the handshake's bytes arrived: not a request's */
+        return 0;
+    }
+#endif
     if (!ptr || len == 0)
         return 0;
     if (on_read(&k, c, ptr, len, bpf_ktime_get_ns()) == READ_LET_GO)
         forget_conn(&k);
+#if TLS_HOOKS
+    else if (c->tls)
+        tls_read_outside_call(k, c);  /* its first bytes were a TLS handshake's (outside any library call) */
+#endif
     return 0;
 }
 
@@ -313,6 +217,10 @@ static __always_inline int write_exit(void *ctx, long ret)
     struct conn_state *c = finished_io(1, ret, &a, &k);
     if (!c)
         return 0;
+#if TLS_HOOKS
+    if (c->tls)
+        return tls_written(ctx, k, c, bpf_ktime_get_ns());  /* ciphertext: the library call's plaintext instead */
+#endif
     return written(ctx, &k, c, a.how, a.ptr, ret, a.ts, bpf_ktime_get_ns());
 }
 

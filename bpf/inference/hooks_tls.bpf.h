@@ -21,6 +21,8 @@
  *    machine at its return (the application writes the ciphertext soon after, maybe with others'), the
  *    scans run as uprobe programs (scan_prog_tls).
  * SSL_free forgets the SSL object's socket (an address the allocator gives the next connection).
+ * Both ways in use this: a connection's key is its socket (socket hooks) or its (pid, fd) (syscall hooks),
+ * whose file defines tls_conn(key) and forget_conn(&key) and calls the tls_* helpers from its hooks.
  * A request starts when its first encrypted byte arrived (sk_data_ready), as in cleartext. The arrival of
  * a handshake record read outside a read call (ClientHello; TLS 1.2's key exchange) is dropped; that of
  * the client's last flight (TLS 1.3: its Finished, with the first request right behind it) is kept; an
@@ -32,7 +34,7 @@ struct tls_call {
     u64 ssl;       /* the SSL object */
     u64 buf;       /* the plaintext buffer */
     u64 count_at;  /* SSL_read_ex / SSL_write_ex: where the library stores the bytes moved (size_t *) */
-    u64 sk;        /* the socket the call used, once a socket hook inside it saw it */
+    u64 key;       /* the connection the call used (its key), once a hook inside it saw its socket */
     u32 len;       /* bytes asked for (read: the buffer's room; write: the plaintext's length) */
     u8 is_write;
     u8 handed;     /* write: the plaintext went to the state machine */
@@ -40,7 +42,7 @@ struct tls_call {
 };
 
 BPF_HASH(tls_calls, u64, struct tls_call, 16384);            /* per thread: the library call under way */
-BPF_TABLE("lru_hash", u64, u64, tls_sockets, MAX_CONNS);     /* SSL object -> its socket */
+BPF_TABLE("lru_hash", u64, u64, tls_sockets, MAX_CONNS);     /* SSL object -> its connection's key */
 BPF_TABLE("lru_hash", u64, u64, tls_thread_socket, 16384);   /* per thread: the TLS socket it last read outside a call */
 
 static __always_inline int tls_enter(struct pt_regs *ctx, u8 is_write, int ex)
@@ -63,42 +65,42 @@ int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 1); }
 
 /* A socket hook on a TLS connection: what it saw is ciphertext. Ties the library's call under way on this
  * thread, if any, to the socket; the call, or NULL. */
-static __always_inline struct tls_call *tls_socket_seen(u64 sk, struct conn_state *c)
+static __always_inline struct tls_call *tls_socket_seen(u64 key, struct conn_state *c)
 {
     u64 tid = bpf_get_current_pid_tgid();
     struct tls_call *call = tls_calls.lookup(&tid);
     if (!call)
         return 0;
     c->tls = TLS_SOCKET_BIO;  /* the library's own call reads or writes the socket */
-    if (call->sk != sk) {
+    if (call->key != key) {
         /* once per call: a call that reads or writes many records meets the same socket each time */
-        call->sk = sk;
-        tls_sockets.update(&call->ssl, &sk);
+        call->key = key;
+        tls_sockets.update(&call->ssl, &key);
     }
     return call;
 }
 
 /* Bytes read on a TLS connection (ciphertext). 1 when outside a read call: the handshake (either BIO), or
  * the application's own read (memory BIO), whose SSL_read comes next: this thread's last TLS socket. */
-static __always_inline int tls_read_outside_call(u64 sk, struct conn_state *c)
+static __always_inline int tls_read_outside_call(u64 key, struct conn_state *c)
 {
-    struct tls_call *call = tls_socket_seen(sk, c);
+    struct tls_call *call = tls_socket_seen(key, c);
     if (call && !call->is_write)
         return 0;
     u64 tid = bpf_get_current_pid_tgid();
-    tls_thread_socket.update(&tid, &sk);
+    tls_thread_socket.update(&tid, &key);
     return 1;
 }
 
 /* A write on a TLS connection (socket BIO): the plaintext of the write call under way goes to the state
  * machine, once. */
-static __always_inline int tls_written(void *ctx, u64 sk, struct conn_state *c, u64 now)
+static __always_inline int tls_written(void *ctx, u64 key, struct conn_state *c, u64 now)
 {
-    struct tls_call *call = tls_socket_seen(sk, c);
+    struct tls_call *call = tls_socket_seen(key, c);
     if (!call || !call->is_write || call->handed)
         return 0;  /* the handshake, an alert, a memory BIO's ciphertext, or more records of a write handed on */
     call->handed = 1;
-    return written_buffer(ctx, &sk, c, call->buf, call->len, call->len, 1, 0, 0, now, now, 0);
+    return written_buffer(ctx, &key, c, call->buf, call->len, call->len, 1, 0, 0, now, now, 0);
 }
 
 /* The call under way on this thread, ended: a copy in *done, and the bytes it moved (0: none or failed). */
@@ -127,17 +129,17 @@ static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
 {
     struct tls_call done = {};
     u64 moved = tls_call_done(ctx, ex, &done);
-    u64 sk = done.sk;
-    if (sk == 0) {
+    u64 key = done.key;
+    if (key == 0) {
         u64 *known = tls_sockets.lookup(&done.ssl);  /* records read earlier, or a memory BIO's */
         if (!known)
             return 0;
-        sk = *known;
+        key = *known;
     }
-    struct conn_state *c = sock_conn(sk);
+    struct conn_state *c = tls_conn(key);
     if (!c || !c->tls)
         return 0;
-    if (done.sk == 0 && c->tls == TLS_BIO_UNKNOWN)
+    if (done.key == 0 && c->tls == TLS_BIO_UNKNOWN)
         c->tls = TLS_MEMORY_BIO;  /* its first read call met no socket: the application reads it */
     if (moved == 0) {
         /* Nothing to read: what arrived was not a request's (the handshake's end) */
@@ -145,8 +147,8 @@ static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
             c->arrival = 0;
         return 0;
     }
-    if (on_read(&sk, c, done.buf, (u32)moved, bpf_ktime_get_ns()) == READ_LET_GO)
-        forget_connection(sk);
+    if (on_read(&key, c, done.buf, (u32)moved, bpf_ktime_get_ns()) == READ_LET_GO)
+        forget_conn(&key);
     return 0;
 }
 
@@ -159,17 +161,17 @@ static __always_inline int tls_write_return(struct pt_regs *ctx, int ex)
 {
     struct tls_call done = {};
     u64 moved = tls_call_done(ctx, ex, &done);
-    if (moved == 0 || done.sk != 0 || done.handed)
+    if (moved == 0 || done.key != 0 || done.handed)
         return 0;
     u64 *known = tls_sockets.lookup(&done.ssl);
     if (!known)
         return 0;
-    u64 sk = *known;
-    struct conn_state *c = sock_conn(sk);
+    u64 key = *known;
+    struct conn_state *c = tls_conn(key);
     if (!c || c->tls != TLS_MEMORY_BIO)
         return 0;
     u64 now = bpf_ktime_get_ns();
-    return written_buffer(ctx, &sk, c, done.buf, (u32)moved, moved, 1, 0, 0, now, now, 1);
+    return written_buffer(ctx, &key, c, done.buf, (u32)moved, moved, 1, 0, 0, now, now, 1);
 }
 
 int tls_write_exit(struct pt_regs *ctx) { return tls_write_return(ctx, 0); }
@@ -185,10 +187,10 @@ int tls_handshake_enter(struct pt_regs *ctx)
     u64 *last = tls_thread_socket.lookup(&tid);
     if (!last)
         return 0;
-    u64 sk = *last;
-    struct conn_state *c = sock_conn(sk);
+    u64 key = *last;
+    struct conn_state *c = tls_conn(key);
     if (c && c->tls && c->tls != TLS_SOCKET_BIO)
-        tls_sockets.update(&ssl, &sk);
+        tls_sockets.update(&ssl, &key);
     return 0;
 }
 

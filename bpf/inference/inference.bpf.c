@@ -113,11 +113,17 @@
 #include "http1.bpf.h"
 #include "response_programs.bpf.h"
 #include "io.bpf.h"
+/* The connection table of the way in (each part is joined once, where it first appears: a part used by
+ * both ways in is included outside their #if). */
 #if IO_HOOKS_SOCK
 #include "conn_table.bpf.h"
+#else
+#include "conn_table_fd.bpf.h"
+#endif
 #if TLS_HOOKS
 #include "hooks_tls.bpf.h"
 #endif
+#if IO_HOOKS_SOCK
 #include "hooks_socket.bpf.h"
 #else
 #include "hooks_syscall.bpf.h"

@@ -62,7 +62,7 @@
 #define TLS_BIO_UNKNOWN 1  /* TLS, how the library meets the socket not known yet */
 #define TLS_SOCKET_BIO 2   /* the library reads and writes the socket inside its calls (nginx, Python's ssl sockets) */
 #define TLS_MEMORY_BIO 3   /* the application moves the ciphertext itself, apart from the calls (asyncio, uvloop) */
-#define TLS_RECORD_HANDSHAKE 0x16  /* a TLS record's content type */  /* TLS: the application moves the ciphertext itself, apart from the calls (asyncio, uvloop) */
+#define TLS_RECORD_HANDSHAKE 0x16  /* a TLS record's content type: handshake */
 
 /* Key of the listeners map (syscall hooks): a file descriptor of a process. A
  * connection is known by a u64 (conn_state.key, the key of last_writes): the

@@ -91,7 +91,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         self._started_at = time.monotonic()
         self._server_rates = ServerRates()                # the live view's per-server figures
         self._figures_at = self._started_at
-        self.tls: TlsUprobes | None = None                # libssl files with the TLS uprobes (socket hooks)
+        self.tls: TlsUprobes | None = None                # libssl files with the TLS uprobes
         self._tls_scanned = time.monotonic()
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
         self._seeding = False
@@ -155,7 +155,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
             # The syscall hooks see arrivals where they can find a connection's socket (SYSCALL_SOCKETS).
             "ARRIVAL_HOOK": int((socket_hooks or bool(plan_defines.get("SYSCALL_SOCKETS")))
                                 and BpfProgram.tracepoint_exists(ARRIVAL_TRACEPOINT)),
-            "TLS_HOOKS": int(socket_hooks),
+            "TLS_HOOKS": 1,
             "FILTER_PORTS": int(bool(o.ports)),
             "FILTER_PIDS": int(bool(o.pids or o.comms)),
             "CAPTURE_BYTES": o.capture_bytes,
@@ -221,9 +221,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
             if defines["ARRIVAL_HOOK"]:
                 prog.probes.append(f"raw_tracepoint:{ARRIVAL_RAW_TRACEPOINT}")
                 self.arrival_hook = True
-        if socket_hooks:
-            self.tls = TlsUprobes()
-            self._attach_tls()
+        self.tls = TlsUprobes()
+        self._attach_tls()
         prog.open_ring_buffer("events", self._on_event)
         self._scan(seed_connections=True)
 
