@@ -655,3 +655,36 @@ def test_more_series_than_the_table_holds_are_counted_never_lost():
         for server in servers:
             server.close()
         receiver.stop()
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_a_body_arriving_after_its_answer_is_no_request(hooks):
+    """uvicorn answers 404 to a POST before its 2-byte body came (the client sends it after reading the
+    answer, as Python's http.client did once by chance against llama.cpp's server): the body's "{}" is
+    what is left of the answered request, not a request of its own that the close leaves unanswered."""
+    from tests.servers import openai_apps
+    receiver = GrpcReceiver()
+    port = free_port()
+    try:
+        with openai_apps.running("fastapi", port), EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+                    s.sendall(b"POST /v1/no-such-endpoint HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                              b"Content-Type: application/json\r\n\r\n")
+                    answer = b""
+                    while not (b"\r\n\r\n" in answer and answer.endswith(b"}")):
+                        more = s.recv(4096)
+                        assert more, answer
+                        answer += more
+                    assert answer.startswith(b"HTTP/1.1 404"), answer
+                    s.sendall(b"{}")
+                    s.shutdown(socket.SHUT_WR)
+                    assert s.recv(4096) == b""  # the server read the body and closed: all of it was seen
+            assert receiver.wait_for(lambda: len(receiver.spans()) >= 3, timeout=20)
+            assert proc.stop() == 0, proc.stderr
+        spans = receiver.spans()
+        assert sorted(s.attributes["http.response.status_code"] for s in spans) == [404] * 3, \
+            [(s.name, s.attributes) for s in spans]
+        assert re.search(r"requests closed without a response\s*│\s*0\b", proc.stdout), proc.stdout
+    finally:
+        receiver.stop()

@@ -65,6 +65,20 @@ static __always_inline u8 classify_path(const u64 *p, int n)
     return OP_NONE;
 }
 
+/* Whether the first n (< 8) bytes of head could begin a request line: a method's capital letters, maybe
+ * with its space last ("GET "). A few bytes that cannot (a body's last bytes, "{}", sent after its answer)
+ * are not a request to wait for. */
+static __always_inline int may_begin_method(u64 head, u32 n)
+{
+#pragma unroll
+    for (u32 i = 0; i < 7; i++) {
+        u8 b = head >> (8 * i);
+        if (i < n && (b < 'A' || b > 'Z') && !(b == ' ' && i >= 3 && i + 1 == n))
+            return 0;
+    }
+    return 1;
+}
+
 /* Method and generative-AI operation from the request's first bytes as far as they came (c->line); while
  * they may still be incomplete (a request line sent in pieces), REQ_LINE_PENDING asks for another look at
  * the next read. 0 when the bytes are not an HTTP/1.x request. */
@@ -77,7 +91,7 @@ static __always_inline int classify_request(struct conn_state *c)
     c->op = OP_NONE;
     c->flags &= ~(REQ_LINE_PENDING | REQ_NDJSON);
     if (path_off == 0) {
-        if (n >= 8)
+        if (n >= 8 || !may_begin_method(head, n))
             return 0;
         c->flags |= REQ_LINE_PENDING;  /* shorter than the longest method: more may come */
         return 1;
