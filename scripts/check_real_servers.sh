@@ -30,7 +30,9 @@ wait_for "$OUT/server.log" "ready on port" 400
   ${hooks[@]+"${hooks[@]}"} > "$OUT/ebpftool.log" 2>&1 &
 tracer=$!; pids+=("$tracer")
 wait_for "$OUT/ebpftool.log" "probes attached" 120
-tcpdump -i lo -U -n -s 0 -B 16384 --immediate-mode --time-stamp-precision=nano -w "$OUT/wire.pcap" \
+# A 256 MiB buffer: on lo (MTU 64 KiB) each ring slot is ~64 KiB, and 16 MiB (~250 slots) dropped packets
+# (218 of ~1,500 on vLLM, 2026-12-06) while the server kept both cores busy.
+tcpdump -i lo -U -n -s 0 -B 262144 --immediate-mode --time-stamp-precision=nano -w "$OUT/wire.pcap" \
   "tcp port $PORT" 2> "$OUT/tcpdump.log" &
 capture=$!; pids+=("$capture")
 wait_for "$OUT/tcpdump.log" "listening on" 30
@@ -40,5 +42,6 @@ kill -TERM "$tracer"; wait "$tracer" || true
 kill -TERM "$server"; wait "$server" || true
 pids=()
 grep -E "packets (captured|dropped)" "$OUT/tcpdump.log" || true
+dropped=$(sed -n 's/^\([0-9]*\) packets dropped by kernel.*/\1/p' "$OUT/tcpdump.log")
 "$VENV/bin/python" "$ROOT/scripts/compare_wire.py" --port "$PORT" "$OUT/wire.pcap" "$OUT/spans.jsonl" \
-  --json "$OUT/compare.json"
+  --json "$OUT/compare.json" --dropped "${dropped:-0}" --server-metrics "$OUT"

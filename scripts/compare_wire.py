@@ -52,6 +52,42 @@ def tokens_metric_sum(path: Path, port: int) -> int | None:
     return None if not latest else int(sum(v for _, v in latest.values()))
 
 
+def prometheus(path: Path) -> dict[str, float]:
+    """name -> the sum of its samples (every label set) in a Prometheus text exposition."""
+    out: dict[str, float] = defaultdict(float)
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{")[0].split()[0]
+            try:
+                out[name] += float(line.rsplit(None, 1)[1])
+            except (ValueError, IndexError):
+                pass
+    return out
+
+
+def server_metrics(d: Path, pairs, spans: list[dict]) -> dict:
+    """vLLM's counters over the run (after - before) against the spans of the chat/completions answers."""
+    before, after = prometheus(d / "metrics_before.txt"), prometheus(d / "metrics_after.txt")
+    names = ("vllm:generation_tokens_total", "vllm:request_success_total", "vllm:e2e_request_latency_seconds_count",
+             "vllm:time_to_first_token_seconds_count")
+    delta = {n: after[n] - before[n] for n in names if n in after}
+    if not delta:
+        return {}
+    gen = [(x, s) for x, s in pairs if x.status == 200 and "/completions" in x.path]
+    spans_tokens = sum(s["attributes"].get("gen_ai.usage.output_tokens") or 0 for x, s in gen if s is not None)
+    wire_tokens = sum(x.expected_output_tokens or 0 for x, _ in gen)
+    all_tokens = sum(s["attributes"].get("gen_ai.usage.output_tokens") or 0 for s in spans)
+    out = {"delta": delta, "answers_on_wire": len(gen), "answers_with_span": sum(s is not None for _, s in gen),
+           "span_output_tokens": spans_tokens, "wire_output_tokens": wire_tokens,
+           "all_spans": len(spans), "all_spans_output_tokens": all_tokens}
+    print(f"server's own metrics over the run: {', '.join(f'{n} +{v:g}' for n, v in delta.items())}; "
+          f"answers: {len(gen)} on the wire, {out['answers_with_span']} with a span; output tokens: spans "
+          f"{spans_tokens}, wire {wire_tokens}; all {len(spans)} spans: {all_tokens} output tokens")
+    return out
+
+
 def spans_of(path: Path) -> list[dict]:
     out = []
     for line in path.read_text().splitlines():
@@ -98,17 +134,25 @@ def main() -> int:
     ap.add_argument("pcap", type=Path)
     ap.add_argument("spans", type=Path)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--dropped", type=int, default=0,
+                    help="packets tcpdump says the kernel dropped: the truth is then incomplete (exit 1)")
+    ap.add_argument("--server-metrics", type=Path, metavar="DIR",
+                    help="DIR/metrics_before.txt and metrics_after.txt (`real_servers.py drive`): vLLM's own "
+                         "counters over the run against the spans")
     args = ap.parse_args()
     exchanges = wire.exchanges(args.pcap.read_bytes(), args.port)
     pairs = pair(exchanges, spans_of(args.spans))
     ok = True
     lost = [x for x, s in pairs if s is None]
     spans = spans_of(args.spans)
+    if args.dropped:
+        print(f"the capture dropped {args.dropped} packets (tcpdump): the wire's truth is incomplete")
+        ok = False
     extra = len(spans) - (len(pairs) - len(lost))
     print(f"{len(exchanges)} requests on the wire, {len(exchanges) - len(lost)} with a span; {len(spans)} spans, "
           f"{extra} for no request" + (f"; no span for {[describe(x) for x in lost[:5]]}" if lost else ""))
     ok &= not lost and not extra
-    report = {"requests": len(exchanges), "without_span": len(lost), "spans": len(spans),
+    report = {"capture_dropped": args.dropped, "requests": len(exchanges), "without_span": len(lost), "spans": len(spans),
               "spans_for_no_request": extra, "without_span_list": [describe(x) for x in lost], "figures": {}}
     status = [(describe(x), s["attributes"].get("http.response.status_code")) for x, s in pairs
               if s is not None and s["attributes"].get("http.response.status_code") != x.status]
@@ -151,6 +195,8 @@ def main() -> int:
                         "per_kind": {k: {"compared": n, "wrong": w} for k, (n, w) in by_kind.items()},
                         "metric_sum": got, "wire_sum": want}
     ok &= not wrong and (got is None or got == want)
+    if args.server_metrics:
+        report["server_metrics"] = server_metrics(args.server_metrics, pairs, spans)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0 if ok else 1
