@@ -38,23 +38,29 @@ struct tls_call {
     u32 len;       /* bytes asked for (read: the buffer's room; write: the plaintext's length) */
     u8 is_write;
     u8 handed;     /* write: the plaintext went to the state machine */
-    u16 pad;
+    u8 active;     /* the call is under way (the entry's probe ran, its return's not yet) */
+    u8 pad;
 };
 
-BPF_HASH(tls_calls, u64, struct tls_call, 16384);            /* per thread: the library call under way */
+/* Per thread: the library call under way. Task storage, not a hash keyed by thread id: no update and
+ * delete per call, and a thread's entry goes with it. */
+BPF_TASK_STORAGE(tls_calls, struct tls_call);
 BPF_TABLE("lru_hash", u64, u64, tls_sockets, MAX_CONNS);     /* SSL object -> its connection's key */
 BPF_TABLE("lru_hash", u64, u64, tls_thread_socket, 16384);   /* per thread: the TLS socket it last read outside a call */
 
 static __always_inline int tls_enter(struct pt_regs *ctx, u8 is_write, int ex)
 {
-    struct tls_call call = {};
-    call.ssl = PT_REGS_PARM1(ctx);
-    call.buf = PT_REGS_PARM2(ctx);
-    call.len = (u32)bounded(PT_REGS_PARM3(ctx), 0x7fffffff);
-    call.count_at = ex ? PT_REGS_PARM4(ctx) : 0;
-    call.is_write = is_write;
-    u64 tid = bpf_get_current_pid_tgid();
-    tls_calls.update(&tid, &call);
+    struct tls_call *call = tls_calls.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!call)
+        return 0;
+    call->ssl = PT_REGS_PARM1(ctx);
+    call->buf = PT_REGS_PARM2(ctx);
+    call->len = (u32)bounded(PT_REGS_PARM3(ctx), 0x7fffffff);
+    call->count_at = ex ? PT_REGS_PARM4(ctx) : 0;
+    call->key = 0;
+    call->is_write = is_write;
+    call->handed = 0;
+    call->active = 1;
     return 0;
 }
 
@@ -67,9 +73,8 @@ int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 1); }
  * thread, if any, to the socket; the call, or NULL. */
 static __always_inline struct tls_call *tls_socket_seen(u64 key, struct conn_state *c)
 {
-    u64 tid = bpf_get_current_pid_tgid();
-    struct tls_call *call = tls_calls.lookup(&tid);
-    if (!call)
+    struct tls_call *call = tls_calls.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!call || !call->active)
         return 0;
     c->tls = TLS_SOCKET_BIO;  /* the library's own call reads or writes the socket */
     if (call->key != key) {
@@ -106,12 +111,11 @@ static __always_inline int tls_written(void *ctx, u64 key, struct conn_state *c,
 /* The call under way on this thread, ended: a copy in *done, and the bytes it moved (0: none or failed). */
 static __always_inline u64 tls_call_done(struct pt_regs *ctx, int ex, struct tls_call *done)
 {
-    u64 tid = bpf_get_current_pid_tgid();
-    struct tls_call *call = tls_calls.lookup(&tid);
-    if (!call)
+    struct tls_call *call = tls_calls.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!call || !call->active)
         return 0;
     *done = *call;
-    tls_calls.delete(&tid);
+    call->active = 0;
     long ret = PT_REGS_RC(ctx);
     u64 moved = 0;
     if (ex) {
