@@ -56,6 +56,10 @@ def _table(title: str, caption: str, columns: list[tuple[str, str]], rows: list[
     return table
 
 
+def allocations(n: int) -> str:
+    return f"{n:,} allocation" + ("" if n == 1 else "s")
+
+
 def _rate(x: float) -> str:
     return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
 
@@ -93,7 +97,8 @@ def _(v: NetView, width: int = 80) -> Table:
     for r in v.rows:
         pv = r.pair
         top = r.top_processes[:3 if wide else 1]
-        rows.append([f"{r.source} -> {r.destination}", human_bytes(pv.rate) + "/s", human_bytes(pv.total),
+        rows.append([f"{r.source} -> {r.destination}", human_bytes(pv.rate) + "/s",
+                     *([human_bytes(pv.total)] if wide else []),
                      f"{pv.cost:.6f}", f"{pv.cost_per_hour:.4f}",
                      *([f"{pv.cost_per_hour * HOURS_PER_MONTH:.2f}"] if wide else []),
                      human_seconds(pv.rtt_p50, compact=True),
@@ -102,7 +107,8 @@ def _(v: NetView, width: int = 80) -> Table:
     return _table("ebpftool net: bytes sent, by zone pair (source -> destination)",
                    "last interval; cost: so far; $/hour at the last interval's rate"
                    + ("; a month is 730 hours; " if wide else "; ") + "RTT: smoothed, sampled; " + PERCENTILES_NOTE, [
-                       ("zone pair", "left"), ("bytes/s", "right"), ("total", "right"), ("cost $", "right"),
+                       ("zone pair", "left"), ("bytes/s", "right"), *([("total", "right")] if wide else []),
+                       ("cost $", "right"),
                        ("$/hour", "right"), *([("$/month", "right")] if wide else []), ("RTT p50", "right"),
                        *([("RTT p99", "right")] if wide else []), ("retr.", "right"),
                        ("top processes" if wide else "process", "left")], rows, width)
@@ -115,7 +121,7 @@ def _(v: GpuView, width: int = 80) -> Table:
     for row in v.rows:
         r = row.rates
         leaked = "-" if not row.leaked_allocations else (
-            f"{row.leaked_allocations} allocations, {human_bytes(row.leaked_bytes)}" if wide
+            f"{allocations(row.leaked_allocations)}, {human_bytes(row.leaked_bytes)}" if wide
             else human_bytes(row.leaked_bytes))
         rows.append([str(row.pid), row.executable + (" (exited)" if row.exited and wide else ""), _rate(r.calls),
                      f"{r.sync_seconds:.1%}", human_bytes(r.h2d), human_bytes(r.d2h), human_bytes(r.outstanding),
@@ -220,7 +226,7 @@ def _(s: GpuSummary) -> list[tuple[str, Any]]:
             ("copied host to device / to host",
              f"{human_bytes(h.bytes_host_to_device)} / {human_bytes(h.bytes_device_to_host)}"),
             ("outstanding at the end", human_bytes(h.outstanding_bytes)),
-            ("leaked (exited processes)", f"{h.leaked_allocations:,} allocations, {human_bytes(h.leaked_bytes)}"),
+            ("leaked (exited processes)", f"{allocations(h.leaked_allocations)}, {human_bytes(h.leaked_bytes)}"),
         ]
     rows += [("libraries traced", s.libraries_traced), ("functions probed", s.functions_probed)]
     if k is None:

@@ -450,7 +450,8 @@ class GpuTracer(BpfTracer):
             seconds=seconds, calls=calls, calls_per_second=calls / seconds if seconds > 0 else 0.0,
             sync_seconds=sync, sync_share=sync / seconds if seconds > 0 else 0.0,
             bytes_host_to_device=moved["host_to_device"], bytes_device_to_host=moved["device_to_host"],
-            outstanding_bytes=sum(sum(per_cpu) for _k, per_cpu in self.prog["outstanding"].items()),
+            outstanding_bytes=sum(sum(per_cpu) for k, per_cpu in self.prog["outstanding"].items()
+                                  if os.path.exists(f"/proc/{k.pid}")),  # an exited one's: leaked
             leaked_allocations=sum(pl.count for pl in exited), leaked_bytes=sum(pl.bytes for pl in exited),
             processes=processes)
 
