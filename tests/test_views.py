@@ -27,7 +27,7 @@ def net() -> NetView:
 
 
 def gpu() -> GpuView:
-    return GpuView([ProcessRow(32504, "python3.11-with-a-long-name", ProcessRates(386, 0.031, 4_096_000, 2048, 1 << 30)),
+    return GpuView([ProcessRow(32504, "python3.11-with-a-long-name", ProcessRates(386, 0.031, 4_096_000, 2048, 1 << 30, 386)),
                     ProcessRow(4242, "cuda_workload", ProcessRates(), 2, 8000, True)])
 
 
@@ -41,7 +41,7 @@ def lines_of(view, width: int) -> list[str]:
 @pytest.mark.parametrize("view, rows, figures", [
     (inference, 2, ["1,238", "12.8", "1.23s", "20.9ms", "1.2%"]),
     (net, 2, ["6.7 MB/s", "0.001049", "52µs", "20µs", "0.2412"]),
-    (gpu, 2, ["386", "3.1%", "4.1 MB", "2.0 kB", "1.1 GB", "8.0 kB"]),
+    (gpu, 2, ["386", "100%", "3.1%", "4.1 MB", "2.0 kB", "1.1 GB", "8.0 kB"]),
 ])
 def test_each_row_is_one_line_within_the_width_with_its_figures_whole(view, rows, figures, width):
     lines = lines_of(view(), width)

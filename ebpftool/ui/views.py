@@ -16,7 +16,7 @@ from ebpftool.ui.units import human_bytes, human_seconds
 
 # --- live view ------------------------------------------------------------------------------------
 WIDE = 120  # columns from which a view shows more figures (it fits 80)
-PERCENTILES_NOTE = "percentiles interpolated within the kernel histograms' buckets"
+PERCENTILES_NOTE = "percentiles interpolated within histogram buckets"
 
 
 def live_view(tracer, width: int = 80) -> Any:
@@ -67,8 +67,8 @@ def _rate(x: float) -> str:
 @table_of.register
 def _(v: InferenceView, width: int = 80) -> Table:
     wide = width >= WIDE
-    models = wide or any(r.model for r in v.servers)
-    pods = wide or (not models and any(r.workload != "-" for r in v.servers))  # narrow: one of the two
+    models = any(r.model for r in v.servers)
+    pods = any(r.workload != "-" for r in v.servers) and (wide or not models)  # narrow: one of the two
     rows = []
     for r in v.servers:
         t = [human_seconds(x, compact=True) for x in (r.duration_p50, r.duration_p95, r.duration_p99, r.ttft_p50,
@@ -105,8 +105,8 @@ def _(v: NetView, width: int = 80) -> Table:
                      *([human_seconds(pv.rtt_p99, compact=True)] if wide else []), str(pv.retransmits),
                      ", ".join(f"{name} {human_bytes(b)}" if wide else name for name, b in top) or "-"])
     return _table("ebpftool net: bytes sent, by zone pair (source -> destination)",
-                   "last interval; cost: so far; $/hour at the last interval's rate"
-                   + ("; a month is 730 hours; " if wide else "; ") + "RTT: smoothed, sampled; " + PERCENTILES_NOTE, [
+                   "last interval; cost so far; $/hour at the last interval's rate"
+                   + ("; a month is 730 hours; " if wide else "; ") + "RTT smoothed, sampled; " + PERCENTILES_NOTE, [
                        ("zone pair", "left"), ("bytes/s", "right"), *([("total", "right")] if wide else []),
                        ("cost $", "right"),
                        ("$/hour", "right"), *([("$/month", "right")] if wide else []), ("RTT p50", "right"),
@@ -124,11 +124,12 @@ def _(v: GpuView, width: int = 80) -> Table:
             f"{allocations(row.leaked_allocations)}, {human_bytes(row.leaked_bytes)}" if wide
             else human_bytes(row.leaked_bytes))
         rows.append([str(row.pid), row.executable + (" (exited)" if row.exited and wide else ""), _rate(r.calls),
-                     f"{r.sync_seconds:.1%}", human_bytes(r.h2d), human_bytes(r.d2h), human_bytes(r.outstanding),
+                     f"{r.errors / r.calls:.0%}" if r.calls else "-", f"{r.sync_seconds:.1%}", human_bytes(r.h2d), human_bytes(r.d2h), human_bytes(r.outstanding),
                      leaked])
     return _table("ebpftool gpu: CUDA calls per process",
-                   "last interval; sync: share of time in blocking calls (all threads); leaked: unfreed at exit", [
-                       ("pid", "right"), ("process", "left"), ("calls/s", "right"), ("sync", "right"),
+                   "last interval; errors: calls that returned one; sync: share of time in blocking calls (all "
+                   "threads); leaked: unfreed at exit", [
+                       ("pid", "right"), ("process", "left"), ("calls/s", "right"), ("errors", "right"), ("sync", "right"),
                        ("H2D/s", "right"), ("D2H/s", "right"), ("outstanding", "right"), ("leaked", "right")],
                   rows, width)
 

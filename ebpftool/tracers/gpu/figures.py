@@ -14,6 +14,7 @@ class ProcessRates:
     h2d: float = 0.0              # bytes per second
     d2h: float = 0.0
     outstanding: int = 0
+    errors: float = 0.0           # calls per second that returned an error
 
 
 @dataclass(frozen=True)

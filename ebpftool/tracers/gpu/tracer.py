@@ -280,6 +280,8 @@ class GpuTracer(BpfTracer):
                                             attrs, hist, BOUNDS))
             points.append(counter(sc.EBPFTOOL_GPU_CALLS, "{call}", "CUDA runtime and driver calls", hist.count, attrs))
             totals[k.pid]["calls"] += hist.count
+            if k.rc:
+                totals[k.pid]["errors"] += hist.count
             if _is_sync(k):
                 totals[k.pid]["sync_ns"] += hist.total
         for k, per_cpu in self.prog["call_bytes"].items():
@@ -336,6 +338,7 @@ class GpuTracer(BpfTracer):
             r = ProcessRates(outstanding=int(t.get("outstanding", 0)))
             if dt > 0:
                 r.calls = (t.get("calls", 0) - prev.get("calls", 0)) / dt
+                r.errors = (t.get("errors", 0) - prev.get("errors", 0)) / dt
                 r.sync_seconds = (t.get("sync_ns", 0) - prev.get("sync_ns", 0)) / 1e9 / dt
                 r.h2d = (t.get("host_to_device", 0) - prev.get("host_to_device", 0)) / dt
                 r.d2h = (t.get("device_to_host", 0) - prev.get("device_to_host", 0)) / dt
