@@ -15,8 +15,8 @@ LONG_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 def inference() -> InferenceView:
     return InferenceView(126.6, [
-        ServerRow(8000, "0123abcd", 123.4, 0.012, 1.23, 2.5, 3.5, 0.256, 0.305, 0.0209, 1237.9, 12.8, LONG_MODEL),
-        ServerRow(39553, "-", 3.2, None, None, None, None, None, None, None, 0.0, 0.0, "")])
+        ServerRow(8000, "0123abcd", 123.4, 0.012, 1.23, 2.5, 3.5, 0.256, 0.305, 0.0209, 1237.9, 12.8, 17, LONG_MODEL),
+        ServerRow(39553, "-", 3.2, None, None, None, None, None, None, None, 0.0, 0.0, 0, "")])
 
 
 def net() -> NetView:
@@ -39,7 +39,7 @@ def lines_of(view, width: int) -> list[str]:
 
 @pytest.mark.parametrize("width", [80, 100, 160])
 @pytest.mark.parametrize("view, rows, figures", [
-    (inference, 2, ["1,238", "12.8", "1.23s", "20.9ms", "1.2%"]),
+    (inference, 2, ["1,238", " 17", "1.23s", "20.9ms", "1.2%"]),
     (net, 2, ["6.7 MB/s", "0.001049", "52µs", "20µs", "0.2412"]),
     (gpu, 2, ["386", "100%", "3.1%", "4.1 MB", "2.0 kB", "1.1 GB", "8.0 kB"]),
 ])
@@ -58,6 +58,7 @@ def test_narrow_views_cut_names_with_an_ellipsis_and_wide_ones_show_them_and_mor
     narrow, wide = "\n".join(lines_of(inference(), 80)), "\n".join(lines_of(inference(), WIDE + 20))
     assert LONG_MODEL not in narrow and "meta-llama/" in narrow and "…" in narrow
     assert LONG_MODEL in wide and "0123abcd" in wide and "p95" in wide and "TTFT p99" in wide
+    assert "streams" in narrow and "conc." not in narrow and "12.8" in wide
     narrow, wide = "\n".join(lines_of(net(), 80)), "\n".join(lines_of(net(), 160))
     assert "RTT p50" in narrow and "$/month" not in narrow and "RTT p99" not in narrow
     assert "$/month" in wide and "RTT p99" in wide and "python 500.0 kB, nginx 38.7 kB" in wide

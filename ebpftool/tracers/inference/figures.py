@@ -26,6 +26,7 @@ class ServerRow:
     tpot_p50: float | None
     tokens_per_second: float
     concurrency: float = 0.0         # requests in flight on average: their durations summed over the interval
+    streams: int = 0                 # generative-AI requests and streamed answers under way at the last export
     model: str = ""                  # the model its latest sampled span named ("": none seen)
 
 
@@ -47,7 +48,7 @@ class _ServerTotals:
     tokens: float = 0.0
 
 
-def _workload(attributes) -> str:
+def workload(attributes) -> str:
     return attributes.get(sc.K8S_POD_UID, "")[:8] or attributes.get(sc.CONTAINER_ID, "")[:12] or "-"
 
 
@@ -68,13 +69,14 @@ class ServerRates:
     def __init__(self) -> None:
         self._before: dict[tuple[int, str], _ServerTotals] = {}
         self._models: dict[tuple[int, str], str] = {}
+        self.streams: dict[tuple[int, str], int] = {}   # (port, workload) -> streams under way (the tracer's)
 
     def saw_span(self, attributes) -> None:
         """Remember the model a server's span named (the answer's, else the request's)."""
         model = attributes.get(sc.GEN_AI_RESPONSE_MODEL) or attributes.get(sc.GEN_AI_REQUEST_MODEL)
         if not model:
             return
-        key = (attributes.get(sc.SERVER_PORT, 0), _workload(attributes))
+        key = (attributes.get(sc.SERVER_PORT, 0), workload(attributes))
         self._models.pop(key, None)
         self._models[key] = str(model)
         if len(self._models) > MODELS_KEPT:
@@ -86,8 +88,10 @@ class ServerRates:
         totals: dict[tuple[int, str], dict[str, list]] = {}
         for p in points:
             if p.name in _SERVER_METRICS:
-                key = (p.attributes.get(sc.SERVER_PORT, 0), _workload(p.attributes))
+                key = (p.attributes.get(sc.SERVER_PORT, 0), workload(p.attributes))
                 totals.setdefault(key, {}).setdefault(p.name, []).append(p)
+        for key in self.streams:  # a server whose first requests are still under way
+            totals.setdefault(key, {})
         out, seen = [], {}
         for key, by_name in totals.items():
             http = by_name.get(sc.HTTP_SERVER_REQUEST_DURATION, [])
@@ -106,7 +110,7 @@ class ServerRates:
                 quantile(0.5, requests), quantile(0.95, requests), quantile(0.99, requests), quantile(0.5, ttft),
                 quantile(0.99, ttft), quantile(0.5, _since(now.tpot, before.tpot)),
                 (now.tokens - before.tokens) * per_second, (now.busy - before.busy) * per_second,
-                self._models.get(key, "")))
+                self.streams.get(key, 0), self._models.get(key, "")))
         self._before = seen
         return sorted(out, key=lambda r: -r.requests_per_second)
 
