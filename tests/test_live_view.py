@@ -6,28 +6,14 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from tests.conftest import ROOT, EbpftoolProcess
-from tests.servers.nginx import free_port
+from tests.conftest import EbpftoolProcess
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(120)]
 STREAMS = 3
-
-
-@pytest.fixture
-def streaming_server(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port), str(tmp_path / "t.jsonl")],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    yield port
-    proc.terminate()
-    proc.wait(10)
 
 
 class SlowStream(threading.Thread):

@@ -30,17 +30,6 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-@pytest.fixture
-def streaming_server(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port), str(tmp_path / "t.jsonl")],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    yield port
-    proc.terminate()
-    proc.wait(10)
-
-
 def chat(port: int, n: int, secret: str = "sk-TRACE-SECRET") -> None:
     for _ in range(n):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
