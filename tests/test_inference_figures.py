@@ -77,10 +77,11 @@ def test_a_server_s_model_comes_from_its_spans_and_its_concurrency_from_summed_d
     busy = histogram(sc.HTTP_SERVER_REQUEST_DURATION, "s", "", {sc.SERVER_PORT: 8000}, count=4, total=6.0,
                      minimum=1.0, maximum=2.0, bucket_counts=[0, 0, 0, 4], bounds=BOUNDS)
     rates.saw_span({sc.SERVER_PORT: 8000, sc.GEN_AI_REQUEST_MODEL: "asked"})
-    rates.saw_span({sc.SERVER_PORT: 8000, sc.GEN_AI_REQUEST_MODEL: "asked", sc.GEN_AI_RESPONSE_MODEL: "answered"})
+    rates.saw_span({sc.SERVER_PORT: 8000, sc.GEN_AI_REQUEST_MODEL: "asked", sc.GEN_AI_RESPONSE_MODEL: "answered",
+                    sc.PROCESS_EXECUTABLE_NAME: "vllm"})
     rates.saw_span({sc.SERVER_PORT: 9000})  # no model: nothing learnt
     row = rates.rows([busy], seconds=3.0)[0]
-    assert row.model == "answered"
+    assert (row.model, row.process) == ("answered", "vllm")
     assert row.concurrency == pytest.approx(2.0)  # 6 s of requests in 3 s: two in flight on average
     later = histogram(sc.HTTP_SERVER_REQUEST_DURATION, "s", "", {sc.SERVER_PORT: 8000}, count=5, total=7.5,
                       minimum=1.0, maximum=2.0, bucket_counts=[0, 0, 0, 5], bounds=BOUNDS)

@@ -212,6 +212,7 @@ def test_demo_live_view_fits_the_terminal_and_shows_every_tracer(columns):
     shown = "\n".join(view)
     inference = [line for line in view if "demo-llm" in line]  # the model, from the spans
     assert len(inference) == 1 and re.search(r"\d+ms", inference[0]), shown
+    assert ("python" in inference[0]) == (columns >= 120), shown  # the server's process, from 120 columns
     zone = [line for line in view if line.startswith("demo-a -> demo-b")]
     assert len(zone) == 1 and re.search(r"\d+(\.\d+)?(µs|ms) ", zone[0]), shown  # RTT p50
     header = next(line for line in view if line.startswith("zone pair"))

@@ -8,14 +8,14 @@ from rich.console import Console
 from ebpftool.tracers.gpu.figures import GpuHeadline, GpuKernelCounts, GpuSummary, GpuView, ProcessRates, ProcessRow
 from ebpftool.tracers.inference.figures import InferenceView, ServerRow
 from ebpftool.tracers.net.figures import NetSummary, NetView, PairSummary, PairView, ZonePairRow
-from ebpftool.ui.views import WIDE, summary_rows, table_of
+from ebpftool.ui.views import summary_rows, table_of
 
 LONG_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
 def inference() -> InferenceView:
     return InferenceView(126.6, [
-        ServerRow(8000, "0123abcd", 123.4, 0.012, 1.23, 2.5, 3.5, 0.256, 0.305, 0.0209, 1237.9, 12.8, 17, LONG_MODEL),
+        ServerRow(8000, "0123abcd", 123.4, 0.012, 1.23, 2.5, 3.5, 0.256, 0.305, 0.0209, 1237.9, 12.8, 17, LONG_MODEL, "vllm"),
         ServerRow(39553, "-", 3.2, None, None, None, None, None, None, None, 0.0, 0.0, 0, "")])
 
 
@@ -55,10 +55,11 @@ def test_each_row_is_one_line_within_the_width_with_its_figures_whole(view, rows
 
 
 def test_narrow_views_cut_names_with_an_ellipsis_and_wide_ones_show_them_and_more():
-    narrow, wide = "\n".join(lines_of(inference(), 80)), "\n".join(lines_of(inference(), WIDE + 20))
+    narrow, wide = "\n".join(lines_of(inference(), 80)), "\n".join(lines_of(inference(), 160))
     assert LONG_MODEL not in narrow and "meta-llama/" in narrow and "…" in narrow
     assert LONG_MODEL in wide and "0123abcd" in wide and "p95" in wide and "TTFT p99" in wide
     assert "streams" in narrow and "conc." not in narrow and "12.8" in wide
+    assert "vllm" in wide and "vllm" not in narrow  # the process: from 120 columns
     narrow, wide = "\n".join(lines_of(net(), 80)), "\n".join(lines_of(net(), 160))
     assert "RTT p50" in narrow and "$/month" not in narrow and "RTT p99" not in narrow
     assert "$/month" in wide and "RTT p99" in wide and "python 500.0 kB, nginx 38.7 kB" in wide

@@ -69,18 +69,21 @@ def _(v: InferenceView, width: int = 80) -> Table:
     wide = width >= WIDE
     models = any(r.model for r in v.servers)
     pods = any(r.workload != "-" for r in v.servers) and (wide or not models)  # narrow: one of the two
+    processes = wide and any(r.process for r in v.servers)
     rows = []
     for r in v.servers:
         t = [human_seconds(x, compact=True) for x in (r.duration_p50, r.duration_p95, r.duration_p99, r.ttft_p50,
                                                       r.ttft_p99, r.tpot_p50)]
-        rows.append([str(r.port), *([r.workload] if pods else []), *([r.model or "-"] if models else []),
+        rows.append([str(r.port), *([r.process or "-"] if processes else []), *([r.workload] if pods else []),
+                     *([r.model or "-"] if models else []),
                      _rate(r.requests_per_second), "-" if r.error_ratio is None else f"{r.error_ratio:.1%}", t[0],
                      *([t[1]] if wide else []), t[2], t[3], *([t[4]] if wide else []), t[5],
                      _rate(r.tokens_per_second), str(r.streams), *([f"{r.concurrency:.1f}"] if wide else [])])
     return _table(f"ebpftool inference: {v.request_rate:,.0f} requests/s",
                    "per server, last interval; TTFT, TPOT: p50; streams: generative-AI requests under way now"
                    + ("; conc.: requests in flight on average" if wide else "") + "; " + PERCENTILES_NOTE, [
-                       ("port", "right"), *([("pod / ctr", "left")] if pods else []),
+                       ("port", "right"), *([("process", "left")] if processes else []),
+                       *([("pod / ctr", "left")] if pods else []),
                        *([("model", "left")] if models else []), ("req/s", "right"), ("errors", "right"),
                        ("p50", "right"), *([("p95", "right")] if wide else []), ("p99", "right"), ("TTFT", "right"),
                        *([("TTFT p99", "right")] if wide else []), ("TPOT", "right"), ("tok/s", "right"),

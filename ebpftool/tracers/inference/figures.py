@@ -28,6 +28,7 @@ class ServerRow:
     concurrency: float = 0.0         # requests in flight on average: their durations summed over the interval
     streams: int = 0                 # generative-AI requests and streamed answers under way at the last export
     model: str = ""                  # the model its latest sampled span named ("": none seen)
+    process: str = ""                # the executable its latest sampled span named ("": none seen)
 
 
 @dataclass
@@ -59,7 +60,7 @@ def _since(now: Histogram | None, before: Histogram | None) -> Histogram | None:
     return Histogram(now.bounds, [a - b for a, b in zip(now.counts, before.counts)], now.minimum, now.maximum)
 
 
-MODELS_KEPT = 256  # servers whose model is remembered
+MODELS_KEPT = 256  # servers whose model and process are remembered
 
 
 class ServerRates:
@@ -69,18 +70,19 @@ class ServerRates:
     def __init__(self) -> None:
         self._before: dict[tuple[int, str], _ServerTotals] = {}
         self._models: dict[tuple[int, str], str] = {}
+        self._processes: dict[tuple[int, str], str] = {}
         self.streams: dict[tuple[int, str], int] = {}   # (port, workload) -> streams under way (the tracer's)
 
     def saw_span(self, attributes) -> None:
-        """Remember the model a server's span named (the answer's, else the request's)."""
-        model = attributes.get(sc.GEN_AI_RESPONSE_MODEL) or attributes.get(sc.GEN_AI_REQUEST_MODEL)
-        if not model:
-            return
+        """Remember the model a server's span named (the answer's, else the request's) and its process."""
         key = (attributes.get(sc.SERVER_PORT, 0), workload(attributes))
-        self._models.pop(key, None)
-        self._models[key] = str(model)
-        if len(self._models) > MODELS_KEPT:
-            self._models.pop(next(iter(self._models)))
+        model = attributes.get(sc.GEN_AI_RESPONSE_MODEL) or attributes.get(sc.GEN_AI_REQUEST_MODEL)
+        for known, value in ((self._models, model), (self._processes, attributes.get(sc.PROCESS_EXECUTABLE_NAME))):
+            if value:
+                known.pop(key, None)
+                known[key] = str(value)
+                if len(known) > MODELS_KEPT:
+                    known.pop(next(iter(known)))
 
     def rows(self, points: Iterable, seconds: float) -> list[ServerRow]:
         """The servers' rows over the `seconds` since the previous call (busiest first); the first call
@@ -110,7 +112,7 @@ class ServerRates:
                 quantile(0.5, requests), quantile(0.95, requests), quantile(0.99, requests), quantile(0.5, ttft),
                 quantile(0.99, ttft), quantile(0.5, _since(now.tpot, before.tpot)),
                 (now.tokens - before.tokens) * per_second, (now.busy - before.busy) * per_second,
-                self.streams.get(key, 0), self._models.get(key, "")))
+                self.streams.get(key, 0), self._models.get(key, ""), self._processes.get(key, "")))
         self._before = seen
         return sorted(out, key=lambda r: -r.requests_per_second)
 
