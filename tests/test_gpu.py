@@ -369,7 +369,7 @@ def test_summary_json_has_the_headline_of_the_run_per_process(built, tmp_path):
     """--summary-json's gpu headline against what two workloads did through the fake driver: one still running
     at the end (its copies, its blocking time, what it holds), one that exited holding an allocation (a leak)."""
     figures = tmp_path / "summary.json"
-    tracer = EbpftoolProcess(["gpu", "--no-discover", "--lib", built["libcuda"], "--interval", "1", "--no-ui",
+    tracer = EbpftoolProcess(["gpu", "--no-discover", "--lib", built["libcuda"], "--interval", "1", "--ui",
                               "--summary-json", str(figures)]).start()
     try:
         with Workload(built["workload"], built["libcuda"]) as running, \
@@ -407,3 +407,8 @@ def test_summary_json_has_the_headline_of_the_run_per_process(built, tmp_path):
     gpu_rows = [r for r in rows if r]
     assert gpu_rows.index("calls per second") < gpu_rows.index("libraries traced")
     assert re.search(r"leaked \(exited processes\)\s*│\s*1 allocation, 2.0 kB", tracer.stdout), tracer.stdout
+    # The live view's last frame (200 columns): the running one holds 3.0 kB, the exited one leaked 2.0 kB.
+    view = tracer.stdout.split("ebpftool summary")[0].splitlines()
+    assert re.search(rf"^\s*{running.pid}\s+cuda_workload\s.*\s3\.0 kB\s+-\s*$", "\n".join(view), re.M), view
+    assert re.search(rf"^\s*{leaking.pid}\s+cuda_workload \(exited\)\s.*1 allocation, 2\.0 kB\s*$", "\n".join(view),
+                     re.M), view

@@ -43,6 +43,7 @@ DEFAULT_SPAN_THRESHOLD_S = 0.001
 DEFAULT_IOCTL_PREFIX = "/dev/nvidia"
 MAX_PREFIX_LEN = H["IOCTL_PATH_MAX"] - H["IOCTL_DEVICE_LEN"]
 BOUNDS = sc.GPU_CALL_DURATION_BUCKETS
+VIEW_ROWS, VIEW_LEAKS = 20, 5  # the live view's processes: the busiest, then the exited ones that leaked most
 NO_LIBRARY_HINT = (
     "no CUDA library found (looked in the maps of running processes and in /usr/local/cuda*/lib64, "
     "/usr/lib*/libcuda.so*): point at one with --lib PATH; still watching for processes that load one"
@@ -429,11 +430,11 @@ class GpuTracer(BpfTracer):
     # -- figures and summary -------------------------------------------------------------------------
     def figures(self) -> GpuView:
         """Running processes by calls over the last interval, then exited ones that left memory unfreed."""
-        rows = [ProcessRow(pid, self.exe(pid), r)
-                for pid, r in sorted(self.rates.items(), key=lambda kv: -kv[1].calls) if pid not in self.leaks]
-        rows += [ProcessRow(pid, pl.executable, self.rates.get(pid, ProcessRates()), pl.count, pl.bytes, pl.exited)
-                 for pid, pl in sorted(self.leaks.items(), key=lambda kv: -kv[1].bytes)]
-        return GpuView(rows)
+        leaked = [ProcessRow(pid, pl.executable, self.rates.get(pid, ProcessRates()), pl.count, pl.bytes, pl.exited)
+                  for pid, pl in sorted(self.leaks.items(), key=lambda kv: -kv[1].bytes)[:VIEW_LEAKS]]
+        busiest = [ProcessRow(pid, self.exe(pid), r)
+                   for pid, r in sorted(self.rates.items(), key=lambda kv: -kv[1].calls) if pid not in self.leaks]
+        return GpuView(busiest[:VIEW_ROWS - len(leaked)] + leaked)
 
     def headline(self, moved: dict[str, int], leaked: list[ProcessLeaks]) -> GpuHeadline:
         """The run's figures: calls and sync time from the maps and the processes retired from them."""
