@@ -21,7 +21,7 @@ EXE_CACHE_MAX = 4096  # processes whose executable name is remembered (pids come
 class InferenceSpans:
     """Mixed into InferenceTracer: its ring buffer's records to spans (state: _pending, _exe, spans_sent,
     unparsable_captures, _capture_t, _request_t, clock, cgroups, telemetry, _server_rates: the live view learns
-    each server's model from its spans)."""
+    each server's model and process from its spans)."""
 
     _pending: OrderedDict[tuple[int, int], list[tuple[int, bytes]]]
     _exe: dict[int, str]
