@@ -31,6 +31,20 @@ def http_receiver():
 
 
 @pytest.fixture
+def streaming_server(tmp_path):
+    """tests/servers/streaming_server.py on a free port: the port."""
+    from tests.servers.nginx import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port), str(tmp_path / "t.jsonl")],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
 def pod_cgroups():
     """A maker of made-up Pods: each call makes one Pod with one container and returns (Pod UID,
     container id, the container's cgroup directory), cgroup v2 directories named as the kubelet's

@@ -363,3 +363,52 @@ def test_pid_limits_tracing_to_one_process_tree(built, grpc_receiver):
         parent.kill()
         parent.wait()
         assert tracer.stop() == 0
+
+
+def test_summary_json_has_the_headline_of_the_run_per_process(built, tmp_path):
+    """--summary-json's gpu headline against what two workloads did through the fake driver: one still running
+    at the end (its copies, its blocking time, what it holds), one that exited holding an allocation (a leak)."""
+    figures = tmp_path / "summary.json"
+    tracer = EbpftoolProcess(["gpu", "--no-discover", "--lib", built["libcuda"], "--interval", "1", "--ui",
+                              "--summary-json", str(figures)]).start()
+    try:
+        with Workload(built["workload"], built["libcuda"]) as running, \
+                Workload(built["workload"], built["libcuda"]) as leaking:
+            for n in (1000, 3000):
+                running.do(f"cuMemAlloc_v2 {n}")
+            assert running.do("cuMemFree_v2 0") == ["0"]
+            for _ in range(3):
+                assert running.do("cuMemcpyHtoD_v2 4096") == ["0"]
+            for _ in range(2):
+                assert running.do("cuMemcpyDtoH_v2 1000") == ["0"]
+                assert running.do("cuStreamSynchronize 50000") == ["0"]  # the fake driver sleeps 50 ms
+            leaking.do("cuMemAlloc_v2 2000")
+            assert leaking.close() == 0
+            assert tracer.stop() == 0, tracer.stderr
+    finally:
+        if tracer.proc.poll() is None:
+            tracer.stop()
+    head = json.loads(figures.read_text())["tracers"]["gpu"]["headline"]
+    assert head["calls"] == 10 + 1
+    assert head["calls_per_second"] == pytest.approx(head["calls"] / head["seconds"])
+    assert (head["bytes_host_to_device"], head["bytes_device_to_host"]) == (3 * 4096, 2 * 1000)
+    assert head["outstanding_bytes"] == 3000            # the running one's; the exited one's is a leak
+    assert (head["leaked_allocations"], head["leaked_bytes"]) == (1, 2000)
+    assert 0.1 <= head["sync_seconds"] < head["seconds"]
+    assert head["sync_share"] == pytest.approx(head["sync_seconds"] / head["seconds"])
+    by_pid = {p["pid"]: p for p in head["processes"]}
+    mine = by_pid[running.pid]
+    assert mine["executable"] == "cuda_workload" and mine["calls"] == 10
+    assert (mine["bytes_host_to_device"], mine["bytes_device_to_host"], mine["outstanding_bytes"]) == \
+        (3 * 4096, 2 * 1000, 3000)
+    assert 0.1 <= mine["sync_seconds"] <= head["sync_seconds"]
+    # the table's headline comes first, in words
+    rows = [line.split("│")[2].strip() for line in tracer.stdout.splitlines() if line.count("│") >= 4]
+    gpu_rows = [r for r in rows if r]
+    assert gpu_rows.index("calls per second") < gpu_rows.index("libraries traced")
+    assert re.search(r"leaked \(exited processes\)\s*│\s*1 allocation, 2.0 kB", tracer.stdout), tracer.stdout
+    # The live view's last frame (200 columns): the running one holds 3.0 kB, the exited one leaked 2.0 kB.
+    view = tracer.stdout.split("ebpftool summary")[0].splitlines()
+    assert re.search(rf"^\s*{running.pid}\s+cuda_workload\s.*\s3\.0 kB\s+-\s*$", "\n".join(view), re.M), view
+    assert re.search(rf"^\s*{leaking.pid}\s+cuda_workload \(exited\)\s.*1 allocation, 2\.0 kB\s*$", "\n".join(view),
+                     re.M), view

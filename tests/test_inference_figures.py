@@ -70,3 +70,20 @@ def test_a_zone_pair_s_cost_per_hour_is_its_price_per_byte_at_the_interval_s_rat
     pv = PairView(inter_zone=True, total=2_000_000_000, rate=1_000_000.0, cost=0.02)  # $0.01 per GB
     assert pv.cost_per_hour == pytest.approx(0.01e-9 * 1e6 * 3600)
     assert PairView().cost_per_hour == 0.0
+
+
+def test_a_server_s_model_comes_from_its_spans_and_its_concurrency_from_summed_durations():
+    rates = ServerRates()
+    busy = histogram(sc.HTTP_SERVER_REQUEST_DURATION, "s", "", {sc.SERVER_PORT: 8000}, count=4, total=6.0,
+                     minimum=1.0, maximum=2.0, bucket_counts=[0, 0, 0, 4], bounds=BOUNDS)
+    rates.saw_span({sc.SERVER_PORT: 8000, sc.GEN_AI_REQUEST_MODEL: "asked"})
+    rates.saw_span({sc.SERVER_PORT: 8000, sc.GEN_AI_REQUEST_MODEL: "asked", sc.GEN_AI_RESPONSE_MODEL: "answered",
+                    sc.PROCESS_EXECUTABLE_NAME: "vllm"})
+    rates.saw_span({sc.SERVER_PORT: 9000})  # no model: nothing learnt
+    row = rates.rows([busy], seconds=3.0)[0]
+    assert (row.model, row.process) == ("answered", "vllm")
+    assert row.concurrency == pytest.approx(2.0)  # 6 s of requests in 3 s: two in flight on average
+    later = histogram(sc.HTTP_SERVER_REQUEST_DURATION, "s", "", {sc.SERVER_PORT: 8000}, count=5, total=7.5,
+                      minimum=1.0, maximum=2.0, bucket_counts=[0, 0, 0, 5], bounds=BOUNDS)
+    assert rates.rows([later], seconds=3.0)[0].concurrency == pytest.approx(0.5)
+    assert headline([later], seconds=5.0).concurrency == pytest.approx(1.5)

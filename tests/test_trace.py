@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,17 +28,6 @@ lib = ctypes.CDLL(sys.argv[1])
 for _ in range(int(sys.argv[2])):
     lib.cudaDeviceSynchronize()
 """
-
-
-@pytest.fixture
-def streaming_server(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.streaming_server", str(port), str(tmp_path / "t.jsonl")],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    yield port
-    proc.terminate()
-    proc.wait(10)
 
 
 def chat(port: int, n: int, secret: str = "sk-TRACE-SECRET") -> None:
@@ -182,6 +172,24 @@ def test_demo_ends_by_itself_and_leaves_nothing_behind(tmp_path):
     assert demo.TOKEN_INTERVAL_S <= head["tpot_p50"] and demo.TOKEN_INTERVAL_S <= head["ttft_p50"] <= head["ttft_p99"]
     assert head["duration_p50"] <= head["duration_p95"] <= head["duration_p99"]
     assert head["duration_p50"] >= demo.TOKENS_PER_ANSWER * demo.TOKEN_INTERVAL_S
+    # One client asks one stream at a time: at most one request in flight, and every request lasts at least
+    # TOKENS_PER_ANSWER token intervals.
+    assert head["requests"] * demo.TOKENS_PER_ANSWER * demo.TOKEN_INTERVAL_S <= head["concurrency"] * head["seconds"]
+    assert head["concurrency"] <= 1.0
+    tracers = json.loads(figures.read_text())["tracers"]
+    # The zone traffic: demo-a's client sends demo-b's server 16 x 64 KiB per connection, over TCP.
+    pairs = {(p["source"], p["destination"]): p for p in tracers["net"]["pairs"]}
+    across = pairs[("demo-a", "demo-b")]
+    assert across["inter_zone"] and across["bytes_sent"] >= 16 * 65536
+    assert across["bytes_sent"] == int(rows["bytes sent across zones"])
+    assert across["cost_usd"] > 0 and across["top_processes"][0][0].startswith("python")
+    assert 0 < across["rtt_p50"] <= across["rtt_p99"] < 1.0  # a veth pair: microseconds, but a busy host
+    # The CUDA loop: its calls, per process, every one through the probes (and failing: no driver here).
+    gpu = tracers["gpu"]
+    assert gpu["headline"]["calls"] == gpu["kernel"]["calls"] == int(rows["calls"])
+    assert gpu["headline"]["calls_per_second"] == pytest.approx(gpu["headline"]["calls"] / gpu["headline"]["seconds"])
+    assert [p["executable"] for p in gpu["headline"]["processes"]] == ["python"]
+    assert gpu["headline"]["leaked_allocations"] == 0  # every cudaMalloc failed: nothing to leak
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "ebt-demo" not in netns
     assert not orphans_still_loaded(before, "prog"), "demo left BPF programs loaded"
@@ -190,6 +198,27 @@ def test_demo_ends_by_itself_and_leaves_nothing_behind(tmp_path):
     assert not leftover, f"demo processes left: {leftover}"  # (a demo of another tree has its own cwd)
     assert not [a for a in perf_attachments() if a.get("fd_type") == "uprobe" and "libcudart" in a.get("filename", "")]
     assert "libcudart" not in uprobe_events()
+
+
+@pytest.mark.parametrize("columns", [80, 160])
+def test_demo_live_view_fits_the_terminal_and_shows_every_tracer(columns):
+    """The demo's last frame (a pipe gets the final one) at this width: no line longer, every row on one line,
+    the model the client asks for, RTT per zone pair, the CUDA loop; wider terminals get more columns."""
+    r = run_ebpftool(["demo", "--duration", "5", "--ui"], timeout=120, env={"COLUMNS": str(columns), "LINES": "100"})
+    assert r.returncode == 0, r.stderr
+    view = r.stdout.split("ebpftool summary")[0].splitlines()
+    assert view and max(len(line) for line in view) <= columns
+    assert any("ebpftool inference" in line for line in view)
+    shown = "\n".join(view)
+    inference = [line for line in view if "demo-llm" in line]  # the model, from the spans
+    assert len(inference) == 1 and re.search(r"\d+ms", inference[0]), shown
+    assert ("python" in inference[0]) == (columns >= 120), shown  # the server's process, from 120 columns
+    zone = [line for line in view if line.startswith("demo-a -> demo-b")]
+    assert len(zone) == 1 and re.search(r"\d+(\.\d+)?(µs|ms) ", zone[0]), shown  # RTT p50
+    header = next(line for line in view if line.startswith("zone pair"))
+    assert "RTT p50" in header and ("$/month" in header) == (columns >= 120) and ("RTT p99" in header) == (columns >= 120)
+    assert any(line.split()[1:2] == ["python"] for line in view if line.strip()[:1].isdigit())  # the CUDA loop's row
+    assert any("p95" in line and "TTFT p99" in line for line in view) == (columns >= 120)
 
 
 def test_victoriametrics_scrapes_cross_zone_bytes_and_request_durations(tmp_path, streaming_server):

@@ -5,6 +5,7 @@ from functools import singledispatch
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 
 from ebpftool.tracers.gpu.figures import GpuSummary, GpuView
@@ -15,6 +16,7 @@ from ebpftool.ui.units import human_bytes, human_seconds
 
 # --- live view ------------------------------------------------------------------------------------
 WIDE = 120  # columns from which a view shows more figures (it fits 80)
+PERCENTILES_NOTE = "percentiles interpolated within histogram buckets"
 
 
 def live_view(tracer, width: int = 80) -> Any:
@@ -28,23 +30,64 @@ def table_of(figures, width: int = 80) -> Any:
     raise TypeError(f"no view for {type(figures).__name__}")
 
 
+MIN_TEXT = 6  # columns kept for a text column however narrow the terminal (or its header's, if wider)
+
+
+def _table(title: str, caption: str, columns: list[tuple[str, str]], rows: list[list[str]], width: int) -> Table:
+    """A view's table: one line per row. Figures (right-justified) keep their width; text columns (left-justified:
+    names, zone pairs, models) share what is left and end in an ellipsis when it is not enough."""
+    natural = [max([cell_len(name), *(cell_len(r[i]) for r in rows)]) for i, (name, _j) in enumerate(columns)]
+    text = [i for i, (_n, justify) in enumerate(columns) if justify == "left"]
+    gaps = 2 * len(columns) - 1  # a right padding per column, a blank between two
+    left = width - gaps - sum(w for i, w in enumerate(natural) if i not in text)
+    widths = dict(enumerate(natural))
+    while text and sum(widths[i] for i in text) > left:  # the widest text column gives up a column at a time
+        widest = max(text, key=lambda i: widths[i] - max(MIN_TEXT, cell_len(columns[i][0])))
+        if widths[widest] <= max(MIN_TEXT, cell_len(columns[widest][0])):
+            break  # every text column at its floor: its header's width
+        widths[widest] -= 1
+    table = Table(title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                  padding=(0, 1, 0, 0))
+    for i, (name, justify) in enumerate(columns):
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis",
+                         width=widths[i] if i in text else None, min_width=natural[i] if i not in text else None)
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def allocations(n: int) -> str:
+    return f"{n:,} allocation" + ("" if n == 1 else "s")
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
+
 @table_of.register
 def _(v: InferenceView, width: int = 80) -> Table:
     wide = width >= WIDE
-    table = Table(title=f"ebpftool inference: {v.request_rate:,.0f} requests/s", box=box.SIMPLE_HEAD,
-                  caption="per server, last interval; TTFT, TPOT: p50; percentiles interpolated within the "
-                          "histograms' buckets")
-    columns = ["port", "pod / ctr", "req/s", "errors", "p50", *(["p95"] if wide else []), "p99", "TTFT",
-               *(["TTFT p99"] if wide else []), "TPOT", "tok/s"]
-    for col in columns:
-        table.add_column(col, justify="right")
+    models = any(r.model for r in v.servers)
+    pods = any(r.workload != "-" for r in v.servers) and (wide or not models)  # narrow: one of the two
+    processes = wide and any(r.process for r in v.servers)
+    rows = []
     for r in v.servers:
         t = [human_seconds(x, compact=True) for x in (r.duration_p50, r.duration_p95, r.duration_p99, r.ttft_p50,
                                                       r.ttft_p99, r.tpot_p50)]
-        table.add_row(str(r.port), r.workload, f"{r.requests_per_second:,.1f}",
-                      "-" if r.error_ratio is None else f"{r.error_ratio:.1%}", t[0], *([t[1]] if wide else []),
-                      t[2], t[3], *([t[4]] if wide else []), t[5], f"{r.tokens_per_second:,.1f}")
-    return table
+        rows.append([str(r.port), *([r.process or "-"] if processes else []), *([r.workload] if pods else []),
+                     *([r.model or "-"] if models else []),
+                     _rate(r.requests_per_second), "-" if r.error_ratio is None else f"{r.error_ratio:.1%}", t[0],
+                     *([t[1]] if wide else []), t[2], t[3], *([t[4]] if wide else []), t[5],
+                     _rate(r.tokens_per_second), str(r.streams), *([f"{r.concurrency:.1f}"] if wide else [])])
+    return _table(f"ebpftool inference: {v.request_rate:,.0f} requests/s",
+                   "per server, last interval; TTFT, TPOT: p50; streams: generative-AI requests under way now"
+                   + ("; conc.: requests in flight on average" if wide else "") + "; " + PERCENTILES_NOTE, [
+                       ("port", "right"), *([("process", "left")] if processes else []),
+                       *([("pod / ctr", "left")] if pods else []),
+                       *([("model", "left")] if models else []), ("req/s", "right"), ("errors", "right"),
+                       ("p50", "right"), *([("p95", "right")] if wide else []), ("p99", "right"), ("TTFT", "right"),
+                       *([("TTFT p99", "right")] if wide else []), ("TPOT", "right"), ("tok/s", "right"),
+                       ("streams", "right"), *([("conc.", "right")] if wide else [])], rows, width)
 
 
 HOURS_PER_MONTH = 730  # 365 * 24 / 12
@@ -53,34 +96,45 @@ HOURS_PER_MONTH = 730  # 365 * 24 / 12
 @table_of.register
 def _(v: NetView, width: int = 80) -> Table:
     wide = width >= WIDE
-    table = Table(title="ebpftool net: bytes sent, by zone pair (source -> destination)",
-                  caption="cost so far; $/hour at the last interval's rate" + ("; a month is 730 hours" if wide else ""))
-    columns = [("zone pair", "left"), ("bytes/s", "right"), ("total", "right"), ("cost", "right"),
-               ("$/hour", "right"), *([("$/month", "right")] if wide else []),
-               ("top processes" if wide else "top process", "left"), ("retrans.", "right")]
-    for col, justify in columns:
-        table.add_column(col, justify=justify)
+    rows = []
     for r in v.rows:
         pv = r.pair
-        top = [(name, b) for name, b in r.top_processes if b][:3 if wide else 1]
-        table.add_row(f"{r.source} -> {r.destination}", human_bytes(pv.rate) + "/s", human_bytes(pv.total),
-                      f"${pv.cost:.6f}", f"{pv.cost_per_hour:.4f}",
-                      *([f"{pv.cost_per_hour * HOURS_PER_MONTH:.2f}"] if wide else []),
-                      ", ".join(f"{name} {human_bytes(b)}" if wide else name for name, b in top),
-                      str(pv.retransmits))
-    return table
+        top = r.top_processes[:3 if wide else 1]
+        rows.append([f"{r.source} -> {r.destination}", human_bytes(pv.rate) + "/s",
+                     *([human_bytes(pv.total)] if wide else []),
+                     f"{pv.cost:.6f}", f"{pv.cost_per_hour:.4f}",
+                     *([f"{pv.cost_per_hour * HOURS_PER_MONTH:.2f}"] if wide else []),
+                     human_seconds(pv.rtt_p50, compact=True),
+                     *([human_seconds(pv.rtt_p99, compact=True)] if wide else []), str(pv.retransmits),
+                     ", ".join(f"{name} {human_bytes(b)}" if wide else name for name, b in top) or "-"])
+    return _table("ebpftool net: bytes sent, by zone pair (source -> destination)",
+                   "last interval; cost so far; $/hour at the last interval's rate"
+                   + ("; a month is 730 hours; " if wide else "; ") + "RTT smoothed, sampled; " + PERCENTILES_NOTE, [
+                       ("zone pair", "left"), ("bytes/s", "right"), *([("total", "right")] if wide else []),
+                       ("cost $", "right"),
+                       ("$/hour", "right"), *([("$/month", "right")] if wide else []), ("RTT p50", "right"),
+                       *([("RTT p99", "right")] if wide else []), ("retr.", "right"),
+                       ("top processes" if wide else "process", "left")], rows, width)
 
 
 @table_of.register
 def _(v: GpuView, width: int = 80) -> Table:
-    table = Table(title="ebpftool gpu: CUDA calls per process")
-    for col in ("pid", "process", "calls/s", "time in sync", "H2D/s", "D2H/s", "outstanding"):
-        table.add_column(col, justify="left" if col == "process" else "right")
+    wide = width >= WIDE
+    rows = []
     for row in v.rows:
         r = row.rates
-        table.add_row(str(row.pid), row.executable, f"{r.calls:,.0f}", f"{100 * r.sync_seconds:.1f}%",
-                      human_bytes(r.h2d), human_bytes(r.d2h), human_bytes(r.outstanding))
-    return table
+        leaked = "-" if not row.leaked_allocations else (
+            f"{allocations(row.leaked_allocations)}, {human_bytes(row.leaked_bytes)}" if wide
+            else human_bytes(row.leaked_bytes))
+        rows.append([str(row.pid), row.executable + (" (exited)" if row.exited and wide else ""), _rate(r.calls),
+                     f"{r.errors / r.calls:.0%}" if r.calls else "-", f"{r.sync_seconds:.1%}", human_bytes(r.h2d), human_bytes(r.d2h), human_bytes(r.outstanding),
+                     leaked])
+    return _table("ebpftool gpu: CUDA calls per process",
+                   "last interval; errors: calls that returned one; sync: share of time in blocking calls (all "
+                   "threads); leaked: unfreed at exit", [
+                       ("pid", "right"), ("process", "left"), ("calls/s", "right"), ("errors", "right"), ("sync", "right"),
+                       ("H2D/s", "right"), ("D2H/s", "right"), ("outstanding", "right"), ("leaked", "right")],
+                  rows, width)
 
 
 # --- exit summary ---------------------------------------------------------------------------------
@@ -125,17 +179,35 @@ def headline_rows(h) -> list[tuple[str, Any]]:
         rows += [("time to first token p50 / p99", f"{human_seconds(h.ttft_p50)} / {human_seconds(h.ttft_p99)}"),
                  ("time per output token p50", human_seconds(h.tpot_p50)),
                  ("output tokens (per second)", f"{h.output_tokens:,} ({h.tokens_per_second:,.1f}/s)")]
+    rows.append(("requests in flight on average", f"{h.concurrency:.2f}"))
     return rows
+
+
+PAIRS_SHOWN = 3  # zone pairs in the net headline (--summary-json has them all)
 
 
 @summary_rows.register
 def _(s: NetSummary) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = [
-        ("byte and RTT hooks", s.io_hooks),
-        ("bytes sent", s.bytes_sent),
         ("bytes sent across zones", s.bytes_sent_across_zones),
         ("est. cross-zone cost (USD, sent)", s.cross_zone_cost_usd),
+    ]
+    for p in [p for p in s.pairs if p.bytes_sent][:PAIRS_SHOWN]:
+        pair = f"{p.source} -> {p.destination}"
+        rows += [(f"sent {pair} (cost)", f"{human_bytes(p.bytes_sent)} (${p.cost_usd:.6f})"),
+                 (f"RTT p50 / p99 {pair}", f"{human_seconds(p.rtt_p50)} / {human_seconds(p.rtt_p99)}")]
+    rows.append(("TCP retransmits", sum(p.retransmits for p in s.pairs)))
+    top: dict[str, int] = {}
+    for p in s.pairs:
+        for name, b in p.top_processes:
+            top[name] = top.get(name, 0) + b
+    if top:
+        name, b = max(top.items(), key=lambda kv: kv[1])
+        rows.append(("top process (bytes sent)", f"{name} ({human_bytes(b)})"))
+    rows += [
+        ("bytes sent", s.bytes_sent),
         ("zone pairs", s.zone_pairs),
+        ("byte and RTT hooks", s.io_hooks),
         ("process series retired (process gone)", s.series_retired),
         ("bytes lost (kernel maps full)", s.bytes_lost),
         *((f"{name} map full (events)", n) for name, n in s.map_full.items()),
@@ -147,15 +219,23 @@ def _(s: NetSummary) -> list[tuple[str, Any]]:
 
 @summary_rows.register
 def _(s: GpuSummary) -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = [("libraries traced", s.libraries_traced), ("functions probed", s.functions_probed)]
-    k = s.kernel
+    k, h = s.kernel, s.headline
+    rows: list[tuple[str, Any]] = []
+    if k is not None and h is not None:
+        rows += [
+            ("calls", k.calls),
+            ("calls with an error", k.calls_with_error),
+            ("calls per second", f"{h.calls_per_second:,.1f}"),
+            ("time in blocking calls (share)", f"{human_seconds(h.sync_seconds)} ({h.sync_share:.1%})"),
+            ("copied host to device / to host",
+             f"{human_bytes(h.bytes_host_to_device)} / {human_bytes(h.bytes_device_to_host)}"),
+            ("outstanding at the end", human_bytes(h.outstanding_bytes)),
+            ("leaked (exited processes)", f"{allocations(h.leaked_allocations)}, {human_bytes(h.leaked_bytes)}"),
+        ]
+    rows += [("libraries traced", s.libraries_traced), ("functions probed", s.functions_probed)]
     if k is None:
         return rows
     rows += [
-        ("calls", k.calls),
-        ("calls with an error", k.calls_with_error),
-        ("bytes host to device", k.bytes_host_to_device),
-        ("bytes device to host", k.bytes_device_to_host),
         ("unfreed allocations", k.unfreed_allocations),
         ("unfreed bytes", k.unfreed_bytes),
         *((f"unfreed by pid {u.pid} ({u.executable}, {'exited' if u.exited else 'running'})",

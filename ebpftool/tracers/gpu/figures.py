@@ -10,10 +10,11 @@ class ProcessRates:
     """One process over the last interval."""
 
     calls: float = 0.0
-    sync_seconds: float = 0.0     # time spent in blocking calls per second
+    sync_seconds: float = 0.0     # time spent in blocking calls per second: the share of time in synchronisation
     h2d: float = 0.0              # bytes per second
     d2h: float = 0.0
     outstanding: int = 0
+    errors: float = 0.0           # calls per second that returned an error
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class ProcessRow:
     pid: int
     executable: str
     rates: ProcessRates
+    leaked_allocations: int = 0   # what it did not free before it exited (0 while it runs)
+    leaked_bytes: int = 0
+    exited: bool = False
 
 
 @dataclass
@@ -57,8 +61,39 @@ class GpuKernelCounts:
     allocations_at_remembered_address: int
 
 
+@dataclass(frozen=True)
+class ProcessTotals:
+    """One process over the run (those the kernel's maps still hold at the end: running, or gone recently)."""
+
+    pid: int
+    executable: str
+    calls: int
+    sync_seconds: float
+    bytes_host_to_device: int
+    bytes_device_to_host: int
+    outstanding_bytes: int
+
+
+@dataclass
+class GpuHeadline:
+    """What a person asks first, over the whole run: the live view's figures summed over processes."""
+
+    seconds: float
+    calls: int = 0
+    calls_per_second: float = 0.0
+    sync_seconds: float = 0.0          # time the host threads spent in blocking calls (synchronise, blocking copies)
+    sync_share: float = 0.0            # of the run's time (summed over threads: can pass 1)
+    bytes_host_to_device: int = 0
+    bytes_device_to_host: int = 0
+    outstanding_bytes: int = 0         # allocated by running processes and not freed at the end
+    leaked_allocations: int = 0        # not freed by processes that exited
+    leaked_bytes: int = 0
+    processes: list[ProcessTotals] = field(default_factory=list)   # most calls first, at most ten
+
+
 @dataclass
 class GpuSummary:
     libraries_traced: int
     functions_probed: int
     kernel: GpuKernelCounts | None = None
+    headline: GpuHeadline | None = None   # None when no program was loaded

@@ -35,7 +35,8 @@ from ebpftool.tracers.gpu.cuda_api import DIRECTIONS, FUNCTIONS, MEMORY_TYPES, C
 from ebpftool.tracers.gpu.cuda_libs import (
     CudaLibrary, SymbolResolver, file_identity, installed_libraries, libraries_in_processes,
 )
-from ebpftool.tracers.gpu.figures import GpuKernelCounts, GpuSummary, GpuView, ProcessRates, ProcessRow, UnfreedBy
+from ebpftool.tracers.gpu.figures import (GpuHeadline, GpuKernelCounts, GpuSummary, GpuView, ProcessRates, ProcessRow,
+                                          ProcessTotals, UnfreedBy)
 from ebpftool.tracers.gpu.leaks import Allocation, ProcessLeaks
 
 STRUCTS, H = load_header("gpu/gpu.h")
@@ -43,6 +44,7 @@ DEFAULT_SPAN_THRESHOLD_S = 0.001
 DEFAULT_IOCTL_PREFIX = "/dev/nvidia"
 MAX_PREFIX_LEN = H["IOCTL_PATH_MAX"] - H["IOCTL_DEVICE_LEN"]
 BOUNDS = sc.GPU_CALL_DURATION_BUCKETS
+VIEW_ROWS, VIEW_LEAKS = 20, 5  # the live view's processes: the busiest, then the exited ones that leaked most
 NO_LIBRARY_HINT = (
     "no CUDA library found (looked in the maps of running processes and in /usr/local/cuda*/lib64, "
     "/usr/lib*/libcuda.so*): point at one with --lib PATH; still watching for processes that load one"
@@ -58,6 +60,12 @@ class GpuOptions(TracerOptions):
     discover: bool = True            # look in /proc/*/maps and install paths, not only --lib
     ioctl_prefix: str = DEFAULT_IOCTL_PREFIX
     leak_report: str | None = None   # JSON file written at exit
+
+
+def _is_sync(k) -> bool:
+    """A call_hist key whose time counts as time in synchronisation: a blocking call, not nested in another."""
+    fn = by_id(k.fn)
+    return fn is not None and fn.blocking and not k.nested
 
 
 def errno_name(err: int) -> str:
@@ -85,6 +93,7 @@ class GpuTracer(BpfTracer):
         self._totals: dict[int, dict[str, float]] = {}
         self._totals_at = 0.0
         self.rates: dict[int, ProcessRates] = {}
+        self._started_at = time.monotonic()       # the headline's rates: over the time traced
         self._event_t = STRUCTS["gpu_call_event"]
         self._installed_checked = False
 
@@ -104,6 +113,7 @@ class GpuTracer(BpfTracer):
 
     def start(self) -> None:
         o = self.opts
+        self._started_at = time.monotonic()
         _ok, why_not = usable(plans.PLANS, {}, BpfProgram.tracepoint_exists, unknown_ok=True)
         if why_not:  # the one plan: uprobes are found out at the first attach
             raise EbpftoolError(f"this kernel cannot run the gpu tracer: {why_not[0]}")
@@ -272,7 +282,9 @@ class GpuTracer(BpfTracer):
                                             attrs, hist, BOUNDS))
             points.append(counter(sc.EBPFTOOL_GPU_CALLS, "{call}", "CUDA runtime and driver calls", hist.count, attrs))
             totals[k.pid]["calls"] += hist.count
-            if fn.blocking and not k.nested:
+            if k.rc:
+                totals[k.pid]["errors"] += hist.count
+            if _is_sync(k):
                 totals[k.pid]["sync_ns"] += hist.total
         for k, per_cpu in self.prog["call_bytes"].items():
             fn = by_id(k.fn)
@@ -328,6 +340,7 @@ class GpuTracer(BpfTracer):
             r = ProcessRates(outstanding=int(t.get("outstanding", 0)))
             if dt > 0:
                 r.calls = (t.get("calls", 0) - prev.get("calls", 0)) / dt
+                r.errors = (t.get("errors", 0) - prev.get("errors", 0)) / dt
                 r.sync_seconds = (t.get("sync_ns", 0) - prev.get("sync_ns", 0)) / 1e9 / dt
                 r.h2d = (t.get("host_to_device", 0) - prev.get("host_to_device", 0)) / dt
                 r.d2h = (t.get("device_to_host", 0) - prev.get("device_to_host", 0)) / dt
@@ -366,6 +379,8 @@ class GpuTracer(BpfTracer):
                 if k.pid in retire:
                     self._retired["calls"] += sum(v.count for v in per_cpu)
                     self._retired["errors"] += sum(v.count for v in per_cpu) if k.rc else 0
+                    if _is_sync(k):
+                        self._retired["sync_ns"] += sum(v.sum for v in per_cpu)
             for k, per_cpu in self.prog["call_bytes"].items():
                 fn = by_id(k.fn)
                 if k.pid in retire and fn is not None and fn.kind != H["ARG_ALLOC"] and k.rc == 0:
@@ -415,8 +430,35 @@ class GpuTracer(BpfTracer):
 
     # -- figures and summary -------------------------------------------------------------------------
     def figures(self) -> GpuView:
-        return GpuView([ProcessRow(pid, self.exe(pid), r)
-                        for pid, r in sorted(self.rates.items(), key=lambda kv: -kv[1].calls)])
+        """Running processes by calls over the last interval, then exited ones that left memory unfreed."""
+        leaked = [ProcessRow(pid, pl.executable, self.rates.get(pid, ProcessRates()), pl.count, pl.bytes, pl.exited)
+                  for pid, pl in sorted(self.leaks.items(), key=lambda kv: -kv[1].bytes)[:VIEW_LEAKS]]
+        busiest = [ProcessRow(pid, self.exe(pid), r)
+                   for pid, r in sorted(self.rates.items(), key=lambda kv: -kv[1].calls) if pid not in self.leaks]
+        return GpuView(busiest[:VIEW_ROWS - len(leaked)] + leaked)
+
+    def headline(self, moved: dict[str, int], leaked: list[ProcessLeaks]) -> GpuHeadline:
+        """The run's figures: calls and sync time from the maps and the processes retired from them."""
+        seconds = time.monotonic() - self._started_at
+        calls = sync_ns = 0
+        for k, per_cpu in self.prog["call_hist"].items():
+            calls += sum(v.count for v in per_cpu)
+            sync_ns += sum(v.sum for v in per_cpu) if _is_sync(k) else 0
+        calls += self._retired["calls"]
+        sync = (sync_ns + self._retired["sync_ns"]) / 1e9
+        exited = [pl for pl in leaked if pl.exited]
+        processes = [ProcessTotals(pid, self.exe(pid), int(t.get("calls", 0)), t.get("sync_ns", 0) / 1e9,
+                                   int(t.get("host_to_device", 0)), int(t.get("device_to_host", 0)),
+                                   int(t.get("outstanding", 0)))
+                     for pid, t in sorted(self._totals.items(), key=lambda kv: -kv[1].get("calls", 0))[:10]]
+        return GpuHeadline(
+            seconds=seconds, calls=calls, calls_per_second=calls / seconds if seconds > 0 else 0.0,
+            sync_seconds=sync, sync_share=sync / seconds if seconds > 0 else 0.0,
+            bytes_host_to_device=moved["host_to_device"], bytes_device_to_host=moved["device_to_host"],
+            outstanding_bytes=sum(sum(per_cpu) for k, per_cpu in self.prog["outstanding"].items()
+                                  if os.path.exists(f"/proc/{k.pid}")),  # an exited one's: leaked
+            leaked_allocations=sum(pl.count for pl in exited), leaked_bytes=sum(pl.bytes for pl in exited),
+            processes=processes)
 
     def summary(self) -> GpuSummary:
         """The exit summary (and the leak report written, with --leak-report)."""
@@ -434,6 +476,7 @@ class GpuTracer(BpfTracer):
             if fn is not None and fn.kind != H["ARG_ALLOC"] and k.rc == 0:
                 moved[DIRECTIONS.get(k.dir, "unknown")] += sum(per_cpu)
         report = self.leak_report()
+        out.headline = self.headline(moved, report)
         stats = self.prog.stats()
         out.kernel = GpuKernelCounts(
             calls=calls + self._retired["calls"],

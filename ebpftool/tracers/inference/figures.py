@@ -25,6 +25,10 @@ class ServerRow:
     ttft_p99: float | None
     tpot_p50: float | None
     tokens_per_second: float
+    concurrency: float = 0.0         # requests in flight on average: their durations summed over the interval
+    streams: int = 0                 # generative-AI requests and streamed answers under way at the last export
+    model: str = ""                  # the model its latest sampled span named ("": none seen)
+    process: str = ""                # the executable its latest sampled span named ("": none seen)
 
 
 @dataclass
@@ -38,13 +42,14 @@ class _ServerTotals:
     """A server's cumulative figures at one export: what the next interval subtracts."""
 
     requests: Histogram | None = None
+    busy: float = 0.0                        # the requests' durations summed (seconds)
     errors: int = 0
     ttft: Histogram | None = None
     tpot: Histogram | None = None
     tokens: float = 0.0
 
 
-def _workload(attributes) -> str:
+def workload(attributes) -> str:
     return attributes.get(sc.K8S_POD_UID, "")[:8] or attributes.get(sc.CONTAINER_ID, "")[:12] or "-"
 
 
@@ -55,11 +60,29 @@ def _since(now: Histogram | None, before: Histogram | None) -> Histogram | None:
     return Histogram(now.bounds, [a - b for a, b in zip(now.counts, before.counts)], now.minimum, now.maximum)
 
 
+MODELS_KEPT = 256  # servers whose model and process are remembered
+
+
 class ServerRates:
-    """Per server, the figures of each interval from the cumulative metric points of successive exports."""
+    """Per server, the figures of each interval from the cumulative metric points of successive exports; the
+    model from the spans (the kernel's metrics are not keyed by model)."""
 
     def __init__(self) -> None:
         self._before: dict[tuple[int, str], _ServerTotals] = {}
+        self._models: dict[tuple[int, str], str] = {}
+        self._processes: dict[tuple[int, str], str] = {}
+        self.streams: dict[tuple[int, str], int] = {}   # (port, workload) -> streams under way (the tracer's)
+
+    def saw_span(self, attributes) -> None:
+        """Remember the model a server's span named (the answer's, else the request's) and its process."""
+        key = (attributes.get(sc.SERVER_PORT, 0), workload(attributes))
+        model = attributes.get(sc.GEN_AI_RESPONSE_MODEL) or attributes.get(sc.GEN_AI_REQUEST_MODEL)
+        for known, value in ((self._models, model), (self._processes, attributes.get(sc.PROCESS_EXECUTABLE_NAME))):
+            if value:
+                known.pop(key, None)
+                known[key] = str(value)
+                if len(known) > MODELS_KEPT:
+                    known.pop(next(iter(known)))
 
     def rows(self, points: Iterable, seconds: float) -> list[ServerRow]:
         """The servers' rows over the `seconds` since the previous call (busiest first); the first call
@@ -67,12 +90,15 @@ class ServerRates:
         totals: dict[tuple[int, str], dict[str, list]] = {}
         for p in points:
             if p.name in _SERVER_METRICS:
-                key = (p.attributes.get(sc.SERVER_PORT, 0), _workload(p.attributes))
+                key = (p.attributes.get(sc.SERVER_PORT, 0), workload(p.attributes))
                 totals.setdefault(key, {}).setdefault(p.name, []).append(p)
+        for key in self.streams:  # a server whose first requests are still under way
+            totals.setdefault(key, {})
         out, seen = [], {}
         for key, by_name in totals.items():
             http = by_name.get(sc.HTTP_SERVER_REQUEST_DURATION, [])
-            now = _ServerTotals(merged(http), sum(p.count for p in http if sc.ERROR_TYPE in p.attributes),
+            now = _ServerTotals(merged(http), sum(p.sum for p in http),
+                                sum(p.count for p in http if sc.ERROR_TYPE in p.attributes),
                                 merged(by_name.get(sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, [])),
                                 merged(by_name.get(sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, [])),
                                 sum(p.value for p in by_name.get(sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS, [])))
@@ -85,7 +111,8 @@ class ServerRates:
                 key[0], key[1], n * per_second, (now.errors - before.errors) / n if n else None,
                 quantile(0.5, requests), quantile(0.95, requests), quantile(0.99, requests), quantile(0.5, ttft),
                 quantile(0.99, ttft), quantile(0.5, _since(now.tpot, before.tpot)),
-                (now.tokens - before.tokens) * per_second))
+                (now.tokens - before.tokens) * per_second, (now.busy - before.busy) * per_second,
+                self.streams.get(key, 0), self._models.get(key, ""), self._processes.get(key, "")))
         self._before = seen
         return sorted(out, key=lambda r: -r.requests_per_second)
 
@@ -112,6 +139,7 @@ class InferenceHeadline:
     tpot_p50: float | None = None
     output_tokens: int = 0
     tokens_per_second: float = 0.0
+    concurrency: float = 0.0                  # requests in flight on average (durations summed over the run's time)
 
 
 def headline(points: Iterable, seconds: float) -> InferenceHeadline:
@@ -134,7 +162,8 @@ def headline(points: Iterable, seconds: float) -> InferenceHeadline:
         gen_ai_requests=sum(p.count for p in named(sc.GEN_AI_SERVER_REQUEST_DURATION)),
         ttft_p50=quantile(0.5, ttft), ttft_p99=quantile(0.99, ttft),
         tpot_p50=quantile(0.5, merged(named(sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN))),
-        output_tokens=tokens, tokens_per_second=tokens / seconds if seconds > 0 else 0.0)
+        output_tokens=tokens, tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        concurrency=sum(p.sum for p in http) / seconds if seconds > 0 else 0.0)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from ebpftool.core.bpf import HistSum, merge_hist
 from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, counter, seconds_histogram
 from ebpftool.tracers.inference import parsers
+from ebpftool.tracers.inference.figures import workload
 from ebpftool.tracers.inference.records import H, METHOD_NAMES, NO_RESPONSE, OPERATIONS
 
 GEN_AI_METRIC_MAPS = ("genai_hist", "ttft_hist", "tpot_hist", "output_tokens")  # hash maps keyed by struct req_key
@@ -15,7 +16,7 @@ GEN_AI_METRIC_MAPS = ("genai_hist", "ttft_hist", "tpot_hist", "output_tokens")  
 
 class InferenceMetrics:
     """Mixed into InferenceTracer: collect() and what it needs (state: prog, hooks, cgroups,
-    _cgroups_in_maps, _cgroups_gone)."""
+    _cgroups_in_maps, _cgroups_gone; _server_rates, told the streams under way)."""
 
     def _key_attrs(self, k, gen_ai: bool) -> dict[str, Any]:
         attrs: dict[str, Any] = {sc.SERVER_PORT: k.port, **self.cgroups.workload_attributes(k.cgroup)}
@@ -58,6 +59,7 @@ class InferenceMetrics:
         if self.prog is None or self.prog.bpf is None:
             return []
         self._flush_idle_requests()
+        self._server_rates.streams = self._streams_in_flight()
         points = self._histograms(self._http_series(), sc.HTTP_SERVER_REQUEST_DURATION,
                                   "Duration of HTTP server requests", sc.HTTP_DURATION_BUCKETS, gen_ai=False)
         points += self._histograms(self.prog["genai_hist"].items(), sc.GEN_AI_SERVER_REQUEST_DURATION,
@@ -95,6 +97,17 @@ class InferenceMetrics:
         self._retire_gone_containers()
         self.last_points = points
         return points
+
+    def _streams_in_flight(self) -> dict[tuple[int, str], int]:
+        """Per server (port, workload as figures.workload names it): its generative-AI requests and streamed
+        answers under way now, from the kernel's state of every followed connection (a request is under way from
+        its first byte until it is finished, when the kernel clears its start)."""
+        out: dict[tuple[int, str], int] = {}
+        for c in self._followed_connections():
+            if c.req_start and (c.op != H["OP_NONE"] or c.flags & (H["REQ_SSE"] | H["REQ_NDJSON"])):
+                key = (int(c.port), workload(self.cgroups.workload_attributes(c.cgroup)))
+                out[key] = out.get(key, 0) + 1
+        return out
 
     def _retire_gone_containers(self) -> None:
         """A series per container means a key per container in the kernel's metric maps: those of containers

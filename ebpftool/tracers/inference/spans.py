@@ -20,7 +20,8 @@ EXE_CACHE_MAX = 4096  # processes whose executable name is remembered (pids come
 
 class InferenceSpans:
     """Mixed into InferenceTracer: its ring buffer's records to spans (state: _pending, _exe, spans_sent,
-    unparsable_captures, _capture_t, _request_t, clock, cgroups, telemetry)."""
+    unparsable_captures, _capture_t, _request_t, clock, cgroups, telemetry, _server_rates: the live view learns
+    each server's model and process from its spans)."""
 
     _pending: OrderedDict[tuple[int, int], list[tuple[int, bytes]]]
     _exe: dict[int, str]
@@ -39,7 +40,9 @@ class InferenceSpans:
         elif kind == H["EVENT_REQUEST"]:
             e = decode(self._request_t, data)
             parts = self._pending.pop((e.conn, e.seq), [])
-            self.telemetry.emit_span(self.span_of(e, parts))
+            span = self.span_of(e, parts)
+            self._server_rates.saw_span(span.attributes)
+            self.telemetry.emit_span(span)
             self.spans_sent += 1
 
     def exe(self, pid: int, comm: str = "") -> str:

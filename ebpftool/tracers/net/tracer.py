@@ -27,6 +27,7 @@ from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, HistSum, bucket_macro, ker
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.clock import kernel_hz
 from ebpftool.core.cstruct import cstring, decode
+from ebpftool.core.histograms import Histogram, quantile
 from ebpftool.core.plan import Plan, usable
 from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import TracerOptions
@@ -36,7 +37,8 @@ from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord, counter, seconds_histogram
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.net import plans
-from ebpftool.tracers.net.figures import NetSummary, NetView, PairView, ZonePairRow
+from ebpftool.tracers.net.figures import (NetSummary, NetView, PairSummary, PairView, ZonePairRow, rtt_histogram,
+                                         rtt_since, top_processes)
 from ebpftool.tracers.net.flows import (DEFINES, STRUCTS, FlowGroup, ProcessIdentity, Totals, address_from_bytes,
                                         direction_attrs, group_of, group_points, k8s_attrs, zone_attrs)
 from ebpftool.tracers.net.plans import IO_TRACEPOINTS, KPROBE_FUNCTIONS, OPTIONAL_TRACEPOINTS, RAW_TRACEPOINTS, \
@@ -97,6 +99,7 @@ class NetTracer(BpfTracer):
         self._stale: list[tuple[Any, FlowGroup, Any]] = []
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
+        self._rtt_seen: dict[tuple[str, str], Histogram] = {}   # zone pair's RTT histogram at the last view
         self.retirement = Retirement()           # when the groups of gone processes end
         self._retired_pairs: dict[tuple[str, str], PairView] = {}  # what retired groups sent, per zone pair
         self.series_retired = 0                 # groups retired because their process was gone
@@ -426,14 +429,29 @@ class NetTracer(BpfTracer):
         for key, pv in pairs.items():
             before = self._pairs.get(key)
             pv.rate = (pv.total - before.total) / elapsed if before else 0.0
-        self._pairs = pairs
+        rtt = self._rtt_by_name()
+        for key, hist in rtt.items():
+            pv = pairs.get(key)
+            if pv is not None:
+                interval = rtt_since(hist, self._rtt_seen.get(key))
+                pv.rtt_p50, pv.rtt_p99 = quantile(0.5, interval), quantile(0.99, interval)
+        self._pairs, self._rtt_seen = pairs, rtt
+
+    def _rtt_by_name(self) -> dict[tuple[str, str], Histogram]:
+        """The run's RTT histograms per zone pair (source, destination names: the view's keys), in seconds."""
+        by_name: dict[tuple[str, str], HistSum] = {}
+        for (lz, rz), h in self._rtt.items():
+            by_name.setdefault((lz.name, rz.name), HistSum()).add(h)
+        return {key: rtt_histogram(h, sc.TCP_RTT_BUCKETS) for key, h in by_name.items()}
 
     def figures(self) -> NetView:
-        rows = [ZonePairRow(src, dst, pv, sorted(pv.processes.items(), key=lambda kv: kv[1], reverse=True)[:3])
-                for (src, dst), pv in sorted(self._pairs.items(), key=lambda kv: kv[1].total, reverse=True)]
+        rows = [ZonePairRow(src, dst, pv, top_processes(pv))
+                for (src, dst), pv in sorted(self._pairs.items(), key=lambda kv: kv[1].total, reverse=True)
+                if pv.total or pv.retransmits or pv.rtt_p50 is not None]
         return NetView(rows)
 
     def summary(self) -> NetSummary:
+        rtt = self._rtt_by_name()
         return NetSummary(
             io_hooks=self.io_hooks or "-",
             bytes_sent=sum(pv.total for pv in self._pairs.values()),
@@ -444,4 +462,6 @@ class NetTracer(BpfTracer):
             bytes_lost=self._stats[DEFINES["NET_STAT_BYTES_LOST"]],
             map_full={map_name: self._stats[DEFINES[slot]] for map_name, slot in MAP_FULL_STATS.items()},
             connection_spans_sent=self.spans_sent if self.options.spans else None,
+            pairs=[PairSummary.of(src, dst, pv, rtt.get((src, dst)))
+                   for (src, dst), pv in sorted(self._pairs.items(), key=lambda kv: kv[1].total, reverse=True)],
         )
