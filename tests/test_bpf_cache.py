@@ -12,6 +12,7 @@ import pytest
 from ebpftool.core import bpf_cache
 from ebpftool.core.bpf import STAT_SPAN_BUDGET, BpfProgram
 from ebpftool.core.cstruct import decode, load_header
+from tests.conftest import ROOT
 from tests.test_core_bpf import FIXTURE, HEADER
 
 
@@ -178,3 +179,53 @@ def test_only_map_references_are_relocated_other_pseudo_loads_are_not_cached():
     value = struct.pack("<BBhi", 0x18, (2 << 4) | 1, 0, 7) + struct.pack("<BBhi", 0, 0, 0, 0)  # a map value
     with pytest.raises(bpf_cache.CacheError):
         bpf_cache._insns_refs(value)
+
+
+PEAK_RSS_OF_A_LOAD = """
+import os, sys
+sys.path.insert(0, os.getcwd())
+from tests.test_bpf_cache import probe
+probe().close()
+print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")][0])
+"""
+
+
+def _peak_rss_of_a_load_kb(env: dict) -> int:
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS_OF_A_LOAD], cwd=ROOT, env={**os.environ, **env},
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[-1])
+
+
+@pytest.mark.bpf
+def test_a_cold_start_compiles_in_a_child_and_compiles_ahead(cache_dir, tmp_path):
+    """clang runs in a child process (ebpftool.core.bpf_compile): this process loads the result from the cache
+    and never holds the compiler's memory; inside compiling_ahead() a load only starts that child, and the
+    later load waits for it."""
+    from ebpftool.core.bpf import CompiledAhead, compiling_ahead
+    with compiling_ahead(), pytest.raises(CompiledAhead):
+        probe()
+    prog = probe()
+    try:
+        assert prog.cache_state == "stored" and prog.compiled_in_child
+        assert exercise(prog)[1] == 50
+    finally:
+        prog.close()
+    assert len(entries(cache_dir)) == 1
+    # a process that compiled in itself holds clang's memory for good; one whose child compiled does not
+    in_child = _peak_rss_of_a_load_kb({bpf_cache.ENV: str(tmp_path / "fresh")})
+    in_process = _peak_rss_of_a_load_kb({bpf_cache.ENV: "off"})
+    assert in_process - in_child > 20_000, (in_child, in_process)
+
+
+@pytest.mark.bpf
+def test_a_compile_error_in_the_child_is_reported_as_before(cache_dir, tmp_path, capfd):
+    """The child's failure sends the compile to this process, whose clang says what is wrong on stderr."""
+    from ebpftool.errors import EbpftoolError
+    broken = tmp_path / "broken.bpf.c"
+    broken.write_text("int f(void *ctx) { return undefined_name; }\n")
+    with pytest.raises(EbpftoolError, match="refused"):
+        BpfProgram(str(broken), defines={}).load()
+    assert capfd.readouterr().err.count("use of undeclared identifier 'undefined_name'") == 1
+    assert entries(cache_dir) == []

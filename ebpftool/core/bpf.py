@@ -8,6 +8,7 @@ and the tracer's own layout header through -I.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -15,14 +16,15 @@ import os
 import platform
 import re
 import struct
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ebpftool.core import bpf_cache
+from ebpftool.core import bpf_cache, bpf_compile
 from ebpftool.core.bpf_cache import load_program
 from ebpftool.core.cstruct import BPF_DIR, load_header
 from ebpftool.errors import EbpftoolError
@@ -343,6 +345,24 @@ def joined_parts(path: Path, seen: set[Path] | None = None) -> str:
 
 _CACHE_NOTES_SHOWN: set[str] = set()
 _BCC_PROBE_COUNT = threading.Lock()
+_COMPILING: dict[str, subprocess.Popen] = {}   # cache key -> the child compiling it (BpfProgram.compile_ahead)
+_AHEAD = threading.local()
+
+
+class CompiledAhead(Exception):
+    """Raised by BpfProgram.load() inside compiling_ahead(), once its compile has started in a child."""
+
+
+@contextlib.contextmanager
+def compiling_ahead() -> Iterator[None]:
+    """Within: BpfProgram.load() starts the program's compile in a child process (compile_ahead) and raises
+    CompiledAhead instead of loading. The runner starts the later tracers this way first, so that their
+    programs compile beside the first one's, then starts each for real (their load() waits for the child)."""
+    _AHEAD.on = True
+    try:
+        yield
+    finally:
+        _AHEAD.on = False
 
 
 def _report_cache_notes(cache: "bpf_cache.BpfCache") -> None:
@@ -375,6 +395,7 @@ class BpfProgram:
         self.multi_programs: dict[str, int] = {}  # function -> fd of it loaded for uprobe_multi links
         self.uprobe_multi_refused = 0             # uprobes that went the per-probe way where links exist
         self.cache_state = ""   # "hit", "stored" (compiled, then cached), "off", or why it is not cacheable
+        self.compiled_in_child = False   # this start compiled it, in a child process, into the cache
 
     @property
     def path(self) -> Path:
@@ -391,18 +412,43 @@ class BpfProgram:
         lines = [f"#define {k} {v}" for k, v in self.defines.items()]
         return "\n".join([*lines, *self.macros, common, body])
 
+    def _cflags(self) -> list[str]:
+        return [f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"]
+
+    def compile_ahead(self) -> None:
+        """Start compiling this program into the compile cache in a child process (bpf_compile), unless the
+        cache holds it or is off; load() then waits for that child. Several programs compile side by side."""
+        cache = bpf_cache.BpfCache.from_env()
+        if cache is None:
+            return
+        text, cflags = self.text(), self._cflags()
+        key = bpf_cache.cache_key(text, cflags)
+        if key not in _COMPILING and not cache.path(key).exists():
+            _COMPILING[key] = bpf_compile.start_child(text, cflags, key)
+
     def load(self) -> "BpfProgram":
-        """Compile with BCC, or take what an earlier start compiled from the compile cache (bpf_cache)."""
+        """Take what an earlier start compiled from the compile cache (bpf_cache); else compile it there in a
+        child process (bpf_compile: clang's memory is never this process's), and load it from there; where
+        that fails or the cache is off, compile with BCC in this process."""
+        if getattr(_AHEAD, "on", False):
+            self.compile_ahead()
+            raise CompiledAhead(self.source)
         bcc = import_bcc()
         text = self.text()
-        cflags = [f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"]
+        cflags = self._cflags()
         cache = bpf_cache.BpfCache.from_env()
         key = bpf_cache.cache_key(text, cflags) if cache else ""
         compiled = cache.fetch(key) if cache else None
+        if cache is not None and compiled is None:
+            child = _COMPILING.pop(key, None) or bpf_compile.start_child(text, cflags, key)
+            why = bpf_compile.finished(child)
+            compiled = cache.fetch(key) if why is None else None
+            if compiled is not None:
+                self.compiled_in_child = True
         if compiled is not None:
             try:
                 self.bpf = bpf_cache.cached_bpf_class(bcc)(compiled, lambda why: cache.discard(key, why))
-                self.cache_state = "hit"
+                self.cache_state = "stored" if self.compiled_in_child else "hit"
                 return self
             except Exception as exc:  # a map or an autoloaded program refused: compile instead
                 cache.discard(key, str(exc))

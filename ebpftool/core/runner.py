@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ebpftool.core.bpf import CompiledAhead, compiling_ahead
 from ebpftool.core.btf import Btf
 from ebpftool.core.series import DEFAULT_MAX_SERIES
 from ebpftool.core.telemetry import SeriesLimit, Telemetry
@@ -70,6 +71,7 @@ def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: 
     running: list[Tracer] = []
     for t in tracers:
         t.validate()  # bad input stops the command; only what the kernel cannot run is skipped
+    compile_ahead(tracers[1:])
     for t in tracers:
         if stop is not None and stop.event.is_set():
             result.not_started.append(t.name)
@@ -93,6 +95,20 @@ def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: 
             on_start(t, result.started[t.name])
         running.append(t)
     return running
+
+
+def compile_ahead(tracers: Sequence[Tracer]) -> None:
+    """Start compiling these tracers' programs in child processes (core.bpf.compiling_ahead), where the
+    compile cache does not hold them yet, so that they compile while the first tracer starts. Each start
+    stops at its first load; whatever goes wrong is left for the real start to report."""
+    for t in tracers:
+        with compiling_ahead():
+            try:
+                t.start()
+            except CompiledAhead:
+                pass
+            except Exception:  # noqa: BLE001  (reported by the real start)
+                pass
 
 
 def stop_tracers(running: Sequence[Tracer]) -> list[str]:
