@@ -1,10 +1,12 @@
 """Shared fixtures: a real OTLP receiver, and ebpftool run as a real process."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -146,11 +148,21 @@ def doctor_report():
     return probe_kernel()
 
 
+SUMMARY_COMMANDS = ("inference", "net", "gpu", "trace")   # the commands with --summary-json
+
+
 class EbpftoolProcess:
     """`python -m ebpftool ARGS` in the background; ready once its probes are attached."""
 
     def __init__(self, args: list[str], env: dict | None = None, ready_marker: str = "probes attached",
                  ready_count: int = 1) -> None:
+        self._summary_path: str | None = None
+        self._summary: dict | None = None
+        if args and args[0] in SUMMARY_COMMANDS and "--summary-json" not in args:
+            fd, self._summary_path = tempfile.mkstemp(prefix="ebpftool-summary-", suffix=".json")
+            os.close(fd)
+            os.unlink(self._summary_path)   # ebpftool refuses to overwrite a file it did not make
+            args = [*args, "--summary-json", self._summary_path]
         self.args = args
         self.env = {**os.environ, "COLUMNS": "200", **(env or {})}
         self.ready_marker = ready_marker
@@ -181,6 +193,22 @@ class EbpftoolProcess:
                     return self
         self.stop()
         raise AssertionError(f"ebpftool did not get ready: rc={self.proc.returncode}\n{self.stderr}\n{self.stdout}")
+
+    def summary(self) -> dict:
+        """The run's --summary-json (after stop() or wait()): the figures, as scripts read them."""
+        assert self._summary_path, "no --summary-json for this command"
+        with open(self._summary_path) as f:
+            data = json.load(f)
+        os.unlink(self._summary_path)
+        self._summary_path = None
+        self._summary = data
+        return data
+
+    def figures(self, tracer: str) -> dict:
+        """One tracer's figures from the summary JSON (read once)."""
+        if self._summary is None:
+            self.summary()
+        return self._summary["tracers"][tracer]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:

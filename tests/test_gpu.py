@@ -286,7 +286,7 @@ def test_leak_report_lists_allocations_never_freed(built, tmp_path, grpc_receive
     assert {a["function"] for a in leaked["allocations"]} == {"cuMemAlloc_v2"}
     assert f"unfreed by pid {pid} (cuda_workload, exited)" in tracer.stdout
     assert "2 allocations, 8000 B" in tracer.stdout
-    assert re.search(r"allocations at a remembered address\s*│\s*1\b", tracer.stdout), tracer.stdout
+    assert tracer.figures("gpu")["kernel"]["allocations_at_remembered_address"] == 1, tracer.stdout
 
 
 def test_libraries_are_found_in_the_maps_of_processes_before_and_after_start(built, tmp_path, grpc_receiver):

@@ -322,7 +322,7 @@ def test_pid_mode_and_connections_open_before_start(hooks, watch):
                 assert receiver.wait_for(lambda: len([s for s in receiver.spans() if s.attributes.get("server.port") == port]) >= 4)
                 assert proc.stop() == 0
                 if hooks == "socket":  # found by the tcp_rcv_space_adjust program, then let go
-                    assert re.search(r"connections open at start, found\s*│\s*1\b", proc.stdout), proc.stdout
+                    assert proc.figures("inference")["connections_seeded"] == 1, proc.stdout
             spans = [s for s in receiver.spans() if s.attributes.get("server.port") == port]
             assert sorted(s.attributes["http.response.status_code"] for s in spans) == [200, 200, 200, 404]
         finally:
@@ -402,7 +402,7 @@ def test_framed_chunks_pipelining_after_a_chunked_answer_upgrades_and_a_slow_fir
         # the upgraded connection's frames are not requests; the body read after the 401 is what is left
         # of an answered request, not a connection of another protocol
         assert sum(unparsed) == 0, unparsed
-        assert re.search(r"requests closed without a response\s*│\s*0\b", proc.stdout), proc.stdout
+        assert proc.figures("inference")["requests_without_response"] == 0, proc.stdout
     finally:
         receiver.stop()
 
@@ -568,7 +568,7 @@ def test_connections_served_by_an_unwatched_process_are_let_go_at_their_first_re
         assert counts == [("GET", 3)], counts  # nginx's three; none of the other server's five
         assert held == ({}, 0), held  # let go at its first read, not at its close
         assert left == ({}, 0), left
-        assert re.search(r"connections accepted\s*│\s*1\b", proc.stdout), proc.stdout  # nginx's one
+        assert proc.figures("inference")["connections_accepted"] == 1, proc.stdout  # nginx's one
     finally:
         if other is not None:
             other.terminate()
@@ -685,6 +685,6 @@ def test_a_body_arriving_after_its_answer_is_no_request(hooks):
         spans = receiver.spans()
         assert sorted(s.attributes["http.response.status_code"] for s in spans) == [404] * 3, \
             [(s.name, s.attributes) for s in spans]
-        assert re.search(r"requests closed without a response\s*│\s*0\b", proc.stdout), proc.stdout
+        assert proc.figures("inference")["requests_without_response"] == 0, proc.stdout
     finally:
         receiver.stop()

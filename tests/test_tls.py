@@ -135,8 +135,8 @@ def test_nginx_over_tls_is_measured_as_https(certificate, hooks):
         assert sorted(s.attributes["http.response.status_code"] for s in spans) == sorted(statuses)
         assert {s.attributes["url.scheme"] for s in spans} == {"https"}
         assert {s.attributes.get("url.path") for s in spans} == {"/index.html", "/missing"}
-        assert re.search(r"connections not HTTP/1.x \(unparsed\)\s*│\s*0\b", proc.stdout), proc.stdout
-        assert re.search(r"connections in TLS\s*│\s*2\b", proc.stdout), proc.stdout
+        assert proc.figures("inference")["connections_unparsed"] == 0, proc.stdout
+        assert proc.figures("inference")["connections_tls"] == 2, proc.stdout
     finally:
         receiver.stop()
 
