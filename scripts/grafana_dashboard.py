@@ -27,11 +27,12 @@ TTFT = "gen_ai_server_time_to_first_token_seconds"
 TPOT = "gen_ai_server_time_per_output_token_seconds"
 PAIR = "source_cloud_availability_zone, destination_cloud_availability_zone"
 PROCESS = "process_pid, process_executable_name"
+MODEL = "gen_ai_response_model"   # the model the answers name (bpf/inference/model.bpf.h)
 
 
 def quantiles(metric: str, selector: str, by: str, qs=(0.5, 0.95, 0.99)) -> list[tuple[str, str]]:
     return [(f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{selector}}}[{RATE}])))",
-             f"p{round(q * 100)} {{{{{by.split(',')[0].strip()}}}}}") for q in qs]
+             f"p{round(q * 100)} " + " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(","))) for q in qs]
 
 
 # (section, [(title, unit, [(query, legend)])])
@@ -44,12 +45,12 @@ SECTIONS = [
              f"or (sum by (server_port) (rate({HTTP}_count{{{SERVER}}}[{RATE}])) * 0)) "
              f"/ sum by (server_port) (rate({HTTP}_count{{{SERVER}}}[{RATE}]))", "{{server_port}}")]),
         ("Request duration", "s", quantiles(HTTP, SERVER, "server_port")),
-        ("Time to first token", "s", quantiles(TTFT, SERVER, "server_port, gen_ai_operation_name", (0.5, 0.99))),
-        ("Time per output token", "s", quantiles(TPOT, SERVER, "server_port, gen_ai_operation_name", (0.5, 0.99))),
-        ("Output tokens per second", "short", [
-            (f"sum by (server_port, gen_ai_operation_name) "
+        ("Time to first token", "s", quantiles(TTFT, SERVER, f"server_port, {MODEL}", (0.5, 0.99))),
+        ("Time per output token", "s", quantiles(TPOT, SERVER, f"server_port, {MODEL}", (0.5, 0.99))),
+        ("Output tokens per second, by server and model", "short", [
+            (f"sum by (server_port, {MODEL}) "
              f"(rate(ebpftool_gen_ai_server_output_tokens_total{{{SERVER}}}[{RATE}]))",
-             "{{server_port}} {{gen_ai_operation_name}}")]),
+             "{{server_port}} {{gen_ai_response_model}}")]),
     ]),
     ("Network across zones", [
         ("Bytes sent per second, by zone pair", "Bps", [

@@ -371,6 +371,20 @@ def test_the_output_token_metric_sums_every_request_s_tokens(run):
                              f"({streamed} of them streamed); points {[(p.attributes, p.value) for p in run.tokens_metric]}")
 
 
+def test_the_output_token_metric_is_split_by_the_model_each_answer_names(run):
+    """The kernel reads the model an answer names (bpf/inference/model.bpf.h): the token metric per
+    gen_ai.response.model equals the wire's sums per the model of each answer."""
+    expected: dict[str | None, int] = {}
+    for x, _ in run.answered():
+        if x.expected_output_tokens:
+            expected[x.model] = expected.get(x.model, 0) + x.expected_output_tokens
+    got: dict[str | None, int] = {}
+    for p in run.tokens_metric:
+        model = p.attributes.get("gen_ai.response.model")
+        got[model] = got.get(model, 0) + int(p.value)
+    assert got == expected, f"per model: ebpftool {got} vs wire {expected}"
+
+
 def test_non_streamed_answers_carry_their_model(run):
     rows = [(x, s) for x, s in run.answered(streamed=False) if s is not None]  # (a lost span: another test)
     assert rows, "no non-streamed answer on the wire has a span"

@@ -111,6 +111,7 @@
 #include "requests.bpf.h"
 #include "sse.bpf.h"
 #include "http1.bpf.h"
+#include "model.bpf.h"
 #include "response_programs.bpf.h"
 #include "io.bpf.h"
 /* The connection table of the way in (each part is joined once, where it first appears: a part used by

@@ -106,6 +106,7 @@ struct conn_state {
     __u64 arrival;       /* the first byte of the next request arrived (sk_data_ready); 0: not seen */
     __u64 read_start;    /* the first read of the request returned (req_start is its arrival where known) */
     __u32 usage_tokens;  /* output tokens the response stated (valid with REQ_USAGE) */
+    __u32 model;         /* the model its answer names (model_names), MODEL_NONE where it names none; 0: not looked */
     __u8 line_len;       /* bytes of line */
     __u8 seeded;         /* open before the tracer started: its first bytes may be the middle of anything */
     __u8 end_after_scan; /* the write being scanned ends the response (its last chunk): finish it after the scan */
@@ -131,6 +132,17 @@ struct req_key {
     __u8 method;
     __u8 op;
     __u16 slot;
+    __u32 model;         /* the generative-AI metrics' model (conn_state.model); not part of an HTTP series */
+    __u32 pad;
+};
+
+/* conn_state.model, req_key.model: an id of the model name (a hash with the top bit set: never 0 or
+ * MODEL_NONE), its name in model_names. */
+#define MODEL_NONE 1
+#define MODEL_NAME_MAX 64
+struct model_name {
+    __u32 len;
+    char name[MODEL_NAME_MAX];
 };
 
 /* Bytes of a sampled request or response, sent while it happens. */

@@ -64,6 +64,7 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
     in->tail_pass = 0;
     in->scan = next != WRITE_HEAD;
     in->whole = whole;
+    in->model_looked = 0;
     next_scan(ctx, from_uprobe, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);
     return 0;
 }

@@ -85,7 +85,7 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
     u64 end = c->resp_end ? c->resp_end : now;
     u64 duration = end > start ? end - start : 0;
     struct req_key key = {.cgroup = c->cgroup, .port = c->port, .status = c->status, .method = c->method | (c->tls ? METHOD_TLS : 0),
-                          .op = c->op};
+                          .op = c->op, .model = c->model == MODEL_NONE ? 0 : c->model};
     stat_add(STAT_INF_REQUESTS, 1);
     if (c->status == 0)
         stat_add(STAT_INF_NO_RESPONSE, 1);
@@ -143,6 +143,7 @@ static __always_inline void begin_request(struct conn_state *c, u64 start)
     c->resp_start = 0;
     c->resp_end = 0;
     c->usage_tokens = 0;
+    c->model = 0;
     c->line_len = 0;
     c->end_after_scan = 0;
     c->body_counted = 0;

@@ -20,7 +20,8 @@ struct scan_args {
     u8 tail_pass;   /* this run looks at the buffer's last bytes, for the usage only */
     u8 scan;        /* (head) search the write for events after the head */
     u8 whole;       /* all the write's bytes went out (or will), not only asked to */
-    u8 pad[7];
+    u8 model_looked; /* this write was searched for the answer's model (SCAN_MODEL) */
+    u8 pad[6];
 };
 BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
 /* Programs reached by tail calls, in the order of SCAN_FUNCTIONS (ebpftool/tracers/inference.py). */
@@ -28,11 +29,13 @@ BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
 #define SCAN_MARKS 1
 #define SCAN_HEAD 2
 #define SCAN_FINISH 3
-BPF_PROG_ARRAY(scan_prog, 4);
+#define SCAN_MODEL 4
+#define SCAN_PROGRAMS 5
+BPF_PROG_ARRAY(scan_prog, SCAN_PROGRAMS);
 #if TLS_HOOKS
 /* The same programs loaded as uprobe programs (a tail call stays within a program type), in the same
  * order: reached from SSL_write's return, where a memory-BIO TLS write hands its plaintext on. */
-BPF_PROG_ARRAY(scan_prog_tls, 4);
+BPF_PROG_ARRAY(scan_prog_tls, SCAN_PROGRAMS);
 #endif
 
 /* The next program of a write's scan, in the array of the caller's program type. */
@@ -92,6 +95,8 @@ static __always_inline int scan_sse_events_in(void *ctx, int from_uprobe)
     struct conn_state *c = find_conn(a->key);
     if (!c)
         return 0;
+    if (c->model == 0 && !a->tail_pass && !a->model_looked && c->op != OP_NONE)
+        next_scan(ctx, from_uprobe, SCAN_MODEL);  /* once per answer (per write while only its head came), then back here */
     u32 len = a->len;
     u64 tail = a->tail_pass & (len > SSE_SCAN_MAX);
     u64 skip = (len - SSE_SCAN_MAX) & -tail;  /* a tail pass scans the buffer's last SSE_SCAN_MAX bytes */
@@ -165,16 +170,34 @@ static __always_inline int scan_sse_marks_in(void *ctx, int from_uprobe)
     return 0;
 }
 
+/* The model the answer names (model.bpf.h), looked for in the first buffer the event scan sees. */
+static __always_inline int scan_model_in(void *ctx, int from_uprobe)
+{
+    u32 zero = 0;
+    struct scan_args *a = scan_input.lookup(&zero);
+    if (!a)
+        return 0;
+    struct conn_state *c = find_conn(a->key);
+    if (!c)
+        return 0;
+    c->model = find_model(a->ptr, a->len);
+    a->model_looked = 1;
+    next_scan(ctx, from_uprobe, SCAN_EVENTS);
+    return 0;
+}
+
 /* The programs (SCAN_FUNCTIONS in ebpftool/tracers/inference/plans.py), and their uprobe twins. */
 int scan_sse_events(void *ctx) { return scan_sse_events_in(ctx, 0); }
 int scan_sse_marks(void *ctx) { return scan_sse_marks_in(ctx, 0); }
 int scan_response_head(void *ctx) { return scan_response_head_in(ctx, 0); }
 int finish_written_response(void *ctx) { return finish_written_response_in(ctx, 0); }
+int scan_model(void *ctx) { return scan_model_in(ctx, 0); }
 #if TLS_HOOKS
 int scan_sse_events_tls(struct pt_regs *ctx) { return scan_sse_events_in(ctx, 1); }
 int scan_sse_marks_tls(struct pt_regs *ctx) { return scan_sse_marks_in(ctx, 1); }
 int scan_response_head_tls(struct pt_regs *ctx) { return scan_response_head_in(ctx, 1); }
 int finish_written_response_tls(struct pt_regs *ctx) { return finish_written_response_in(ctx, 1); }
+int scan_model_tls(struct pt_regs *ctx) { return scan_model_in(ctx, 1); }
 #endif
 
 /* Run by user space (BPF_PROG_TEST_RUN) for a connection whose response went

@@ -16,12 +16,15 @@ GEN_AI_METRIC_MAPS = ("genai_hist", "ttft_hist", "tpot_hist", "output_tokens")  
 
 class InferenceMetrics:
     """Mixed into InferenceTracer: collect() and what it needs (state: prog, hooks, cgroups,
-    _cgroups_in_maps, _cgroups_gone; _server_rates, told the streams under way)."""
+    _cgroups_in_maps, _cgroups_gone, _model_names; _server_rates, told the streams under way)."""
 
     def _key_attrs(self, k, gen_ai: bool) -> dict[str, Any]:
         attrs: dict[str, Any] = {sc.SERVER_PORT: k.port, **self.cgroups.workload_attributes(k.cgroup)}
         if gen_ai:
             attrs[sc.GEN_AI_OPERATION_NAME] = OPERATIONS.get(k.op, "generate_content")
+            model = self._model_name(int(k.model))
+            if model:
+                attrs[sc.GEN_AI_RESPONSE_MODEL] = model
         else:
             attrs[sc.HTTP_REQUEST_METHOD] = METHOD_NAMES.get(k.method & ~H["METHOD_TLS"], parsers.OTHER_METHOD)
             attrs[sc.URL_SCHEME] = "https" if k.method & H["METHOD_TLS"] else "http"
@@ -30,6 +33,19 @@ class InferenceMetrics:
         if k.status >= 500 or k.status == 0:
             attrs[sc.ERROR_TYPE] = str(k.status) if k.status else NO_RESPONSE
         return attrs
+
+    def _model_name(self, model_id: int) -> str | None:
+        """The name of a model id of the kernel's (bpf/inference/model.bpf.h), read from model_names once."""
+        if not model_id:
+            return None
+        names = self._model_names
+        if model_id not in names:
+            entry = self.prog["model_names"].get(self.prog["model_names"].Key(model_id))
+            if entry is None:
+                return None   # its name did not fit the map: the series has no model
+            raw = bytes(entry.name[:min(int(entry.len), len(entry.name))])
+            names[model_id] = parsers.model_name(raw)
+        return names[model_id]
 
     def _http_series(self) -> list[tuple[Any, Any]]:
         """(struct req_key, per-CPU histogram) of each filled slot of the kernel's series table."""

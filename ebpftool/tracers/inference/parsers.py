@@ -148,3 +148,9 @@ def _json_string(raw: bytes) -> str | None:
     except ValueError:
         return None
     return _SAFE_PATH.sub("_", value)[:MAX_PATH] if isinstance(value, str) else None
+
+
+def model_name(raw: bytes) -> str | None:
+    """A model name as the kernel found it between the quotes of `"model":"..."` (no escapes), made safe
+    as the parsed ones are."""
+    return _json_string(raw)

@@ -102,6 +102,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         self.cgroups = k8s.CgroupPaths()                  # the serving processes' Pods and containers
         self._cgroups_in_maps: set[int] = set()           # cgroup ids of the metric maps' keys, as last read
         self._cgroups_gone: set[int] = set()              # of those, the ones found gone at the last collect
+        self._model_names: dict[int, str | None] = {}     # the kernel's model ids (model.bpf.h) -> names
 
     # -- start -----------------------------------------------------------------------------------
     def validate(self) -> None:
