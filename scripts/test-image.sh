@@ -29,6 +29,8 @@ CACHE=${EBPFTOOL_IMAGE_CACHE:-$LOG/cache}
 PODMAN=(podman --runtime runc)
 LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1000:1000)
 source "$ROOT/scripts/image-flags.sh"
+# another capability set for the least-privilege step, to find which are needed (e.g. "BPF PERFMON")
+[ -z "${EBPFTOOL_IMAGE_CAPS+x}" ] || read -ra CAPS <<< "$EBPFTOOL_IMAGE_CAPS"
 mkdir -p "$LOG" "$CACHE"
 : > "$LOG/summary.txt"
 STEPS=("$@"); [ ${#STEPS[@]} -gt 0 ] || STEPS=(build agent sidecar leastpriv)
@@ -100,6 +102,13 @@ NODE=$(hostname)
 agent_env=(K8S_NODE_NAME="$NODE" K8S_POD_NAME=ebpftool-test K8S_NAMESPACE_NAME=ebpftool EBPFTOOL_ZONE=us-east-1a
            EBPFTOOL_REGION=us-east-1 NODE_IP=127.0.0.1 OTEL_EXPORTER_OTLP_ENDPOINT='{otlp}'
            OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=image-test)
+same_names() {  # LIST_NAME, then NAME=VALUE...: the names must be the list's (scripts/image-flags.sh's)
+  local -n want_names=$1; shift
+  local got; got=$(printf '%s\n' "${@%%=*}" | sort | tr '\n' ' ')
+  [ "$got" = "$(printf '%s\n' "${want_names[@]}" | sort | tr '\n' ' ')" ] \
+    || { echo "test-image: env names '$got' are not $1's" >&2; exit 2; }
+}
+same_names AGENT_ENV "${agent_env[@]}"
 env_flags() { local e; for e in "$@"; do printf -- '-e\n%s\n' "$e"; done; }
 mapfile -t AGENT_V < <(mounts_of "${AGENT_MOUNTS[@]}")
 mapfile -t AGENT_E < <(env_flags "${agent_env[@]}")
@@ -135,8 +144,10 @@ if want sidecar; then
   sip=$("${PODMAN[@]}" inspect "$server" --format '{{.NetworkSettings.IPAddress}}')
   gw=$("${PODMAN[@]}" inspect "$server" --format '{{.NetworkSettings.Gateway}}')
   mapfile -t SIDE_V < <(mounts_of "${SIDECAR_MOUNTS[@]}")
-  mapfile -t SIDE_E < <(env_flags K8S_NODE_NAME="$NODE" K8S_POD_NAME=server-with-ebpftool K8S_NAMESPACE_NAME=default \
-    EBPFTOOL_ZONE=us-east-1a OTEL_SERVICE_NAME=server-ebpftool OTEL_EXPORTER_OTLP_ENDPOINT='{otlp}')
+  side_env=(K8S_NODE_NAME="$NODE" K8S_POD_NAME=server-with-ebpftool K8S_NAMESPACE_NAME=default
+            EBPFTOOL_ZONE=us-east-1a OTEL_SERVICE_NAME=server-ebpftool OTEL_EXPORTER_OTLP_ENDPOINT='{otlp}')
+  same_names SIDECAR_ENV "${side_env[@]}"
+  mapfile -t SIDE_E < <(env_flags "${side_env[@]}")
   containers+=(ebpftool-sidecar)
   # the sidecar's args: deploy/sidecar.yaml's, with an export every 2 s
   if (cd "$ROOT" && "$PY" scripts/image_check.py --server-addr "$sip:8000" --otlp-bind "$gw" --otlp-host "$gw" \
