@@ -31,6 +31,8 @@ LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1000:1000)
 source "$ROOT/scripts/image-flags.sh"
 # another capability set for the least-privilege step, to find which are needed (e.g. "BPF PERFMON")
 [ -z "${EBPFTOOL_IMAGE_CAPS+x}" ] || read -ra CAPS <<< "$EBPFTOOL_IMAGE_CAPS"
+# more `podman run` flags for that step (e.g. "--security-opt seccomp=unconfined")
+read -ra LEASTPRIV_OPTS <<< "${EBPFTOOL_IMAGE_LEASTPRIV_OPTS:-}"
 mkdir -p "$LOG" "$CACHE"
 : > "$LOG/summary.txt"
 STEPS=("$@"); [ ${#STEPS[@]} -gt 0 ] || STEPS=(build agent sidecar leastpriv)
@@ -162,11 +164,12 @@ fi
 # ---- least privilege: the manifests' capabilities instead of --privileged --------------------------------
 if want leastpriv; then
   cap_flags=(); for c in "${CAPS[@]}"; do cap_flags+=(--cap-add "$c"); done
+  cap_flags+=("${LEASTPRIV_OPTS[@]}")
   say "least privilege: ${cap_flags[*]}"
   containers+=(ebpftool-doctor)
   "${PODMAN[@]}" run --rm --name ebpftool-doctor "${cap_flags[@]}" --pid=host --network=host "${LIMITS[@]}" \
     "${AGENT_V[@]}" "$IMAGE" doctor > "$LOG/leastpriv-doctor.log" 2>&1 || true
-  if run_agent ebpftool-leastpriv "${cap_flags[@]}"; then summary "least privilege (${CAPS[*]}): ok, $(brief ebpftool-leastpriv)"
-  else summary "least privilege (${CAPS[*]}): FAILED (doctor: $LOG/leastpriv-doctor.log)"; fi
+  if run_agent ebpftool-leastpriv "${cap_flags[@]}"; then summary "least privilege (${cap_flags[*]}): ok, $(brief ebpftool-leastpriv)"
+  else summary "least privilege (${cap_flags[*]}): FAILED (doctor: $LOG/leastpriv-doctor.log)"; fi
 fi
 ! grep -q FAILED "$LOG/summary.txt"

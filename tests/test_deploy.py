@@ -148,3 +148,18 @@ def test_the_image_was_run_with_the_manifests_mounts_capabilities_and_env():
         assert used in script, used
     for script_name in ("test-image.sh", "image-flags.sh"):
         subprocess.run(["bash", "-n", str(ROOT / "scripts" / script_name)], check=True)
+
+
+def test_doctor_names_a_seccomp_filter_that_refuses_bpf(tmp_path):
+    """podman's default seccomp profile refuses bpf() without CAP_SYS_ADMIN, even with CAP_BPF and CAP_PERFMON
+    (scripts/test-image.sh's least-privilege step): BCC then fails with what reads like a compile error."""
+    from ebpftool.core.privileges import bpf_refusal_hint, seccomp_mode
+
+    status = tmp_path / "status"
+    caps = {"CAP_BPF": True, "CAP_PERFMON": True, "CAP_SYS_ADMIN": False}
+    status.write_text("Name:\tpython3\nSeccomp:\t2\nSeccomp_filters:\t1\n")
+    assert seccomp_mode(str(status)) == 2
+    assert "seccomp" in bpf_refusal_hint(caps, str(status)) and "CAP_SYS_ADMIN" in bpf_refusal_hint(caps, str(status))
+    assert bpf_refusal_hint({**caps, "CAP_SYS_ADMIN": True}, str(status)) == ""
+    status.write_text("Name:\tpython3\nSeccomp:\t0\n")
+    assert bpf_refusal_hint(caps, str(status)) == ""
