@@ -82,7 +82,8 @@ if want build; then
   fi
   say "building $IMAGE (log: $LOG/build.log)"
   t0=$(date +%s)
-  "${PODMAN[@]}" build "${build_mounts[@]}" "${LIMITS[@]}" -t "$IMAGE" "$ROOT" > "$LOG/build.log" 2>&1 \
+  read -ra build_opts <<< "${EBPFTOOL_IMAGE_BUILD_OPTS:-}"   # e.g. --no-cache, to time a whole build
+  "${PODMAN[@]}" build "${build_opts[@]}" "${build_mounts[@]}" "${LIMITS[@]}" -t "$IMAGE" "$ROOT" > "$LOG/build.log" 2>&1 \
     || { tail -20 "$LOG/build.log"; echo "test-image: the build failed" >&2; exit 1; }
   t1=$(date +%s)
   size=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')
