@@ -20,7 +20,7 @@ from ebpftool.core.bpf import (
 )
 from ebpftool.core.bpf_cache import ENV, BpfCache
 from ebpftool.core.btf import BtfError, sock_field_offsets
-from ebpftool.core.privileges import capability_report, has_privileges, missing_privileges
+from ebpftool.core.privileges import bpf_refusal_hint, capability_report, has_privileges, missing_privileges
 from ebpftool.errors import EbpftoolError
 from ebpftool.core.plan import Plan, usable
 from ebpftool.tracers.gpu.plans import PLANS as GPU_PLANS
@@ -211,7 +211,7 @@ def probe_kernel() -> Report:
             add(Check("bpf() syscall", True, "tracepoint program loaded"))
         except Exception as exc:
             features["bpf"] = False
-            add(Check("bpf() syscall", False, _short(exc)))
+            add(Check("bpf() syscall", False, _short(exc) + bpf_refusal_hint(caps)))
         if prog is not None:
             def ringbuf():
                 got = []

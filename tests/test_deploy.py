@@ -81,3 +81,85 @@ def test_dockerfile_installs_through_the_readme_script():
     assert "scripts/install.sh" in readme
     for script in ("install.sh", "prepare-node.sh", "entrypoint.sh", "test.sh"):
         subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], check=True)
+
+
+# --- what scripts/test-image.sh ran (podman) agrees with what the manifests ship --------------------------
+def _image_flags() -> dict[str, list[str]]:
+    """scripts/image-flags.sh's arrays, as bash reads them."""
+    names = ("AGENT_MOUNTS", "SIDECAR_MOUNTS", "CAPS", "AGENT_ENV", "SIDECAR_ENV")
+    script = f"source {ROOT / 'scripts' / 'image-flags.sh'}; " + "; ".join(
+        f'printf "%s\\t" {n}; printf "%s\\t" "${{{n}[@]}}"; echo' for n in names)
+    out = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout
+    flags = {}
+    for line in out.splitlines():
+        name, *values = [v for v in line.split("\t") if v]
+        flags[name] = values
+    assert set(flags) == set(names)
+    return flags
+
+
+def _ebpftool_container(name: str) -> tuple[dict, dict]:
+    for doc in _docs(name):
+        spec = doc.get("spec", {})
+        spec = spec.get("template", {}).get("spec", spec)
+        for c in spec.get("containers", []):
+            if c["name"] == "ebpftool":
+                return spec, c
+    raise AssertionError(f"no ebpftool container in {name}")
+
+
+def _host_mounts(spec: dict, container: dict) -> set[str]:
+    """host:container[:ro] of the container's hostPath volumes, as podman's -v takes them."""
+    host = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    return {f"{host[m['name']]}:{m['mountPath']}" + (":ro" if m.get("readOnly") else "")
+            for m in container["volumeMounts"] if m["name"] in host}
+
+
+def test_the_image_was_run_with_the_manifests_mounts_capabilities_and_env():
+    flags = _image_flags()
+    for manifest, prefix in (("daemonset.yaml", "AGENT"), ("sidecar.yaml", "SIDECAR")):
+        spec, c = _ebpftool_container(manifest)
+        assert set(flags[f"{prefix}_MOUNTS"]) == _host_mounts(spec, c), manifest
+        assert set(flags["CAPS"]) == set(c["securityContext"]["capabilities"]["add"]), manifest
+        assert set(flags[f"{prefix}_ENV"]) == set(_env(c)), manifest
+    # the DaemonSet's other volume (the zones ConfigMap) is mounted where its args read it
+    spec, c = _ebpftool_container("daemonset.yaml")
+    (zones,) = [m for m in c["volumeMounts"] if m["name"] == "zones"]
+    script = (ROOT / "scripts" / "test-image.sh").read_text()
+    assert f'-v "$LOG/zones:{zones["mountPath"]}:ro"' in script
+    # the DaemonSet's args, in the order it gives them, before the test's own (port, no GPU, interval)
+    args = c["args"]
+    assert " ".join(args[:4]) in " ".join(script.split()), args[:4]
+    assert "--prometheus-port" in args and "--prometheus-address" in args
+    # hostPID + hostNetwork: --pid=host --network=host; privileged, then the capabilities alone
+    assert spec["hostPID"] is True and spec["hostNetwork"] is True
+    assert "--pid=host --network=host" in script
+    assert c["securityContext"]["privileged"] is True and "run_agent ebpftool-agent --privileged" in script
+    assert 'cap_flags+=(--cap-add "$c")' in script
+    # the sidecar: the server's process (and, as in a Pod, network) namespace
+    (pod,) = _docs("sidecar.yaml")
+    assert pod["spec"]["shareProcessNamespace"] is True
+    assert '--pid "container:$server" --network "container:$server"' in script
+    spec, c = _ebpftool_container("sidecar.yaml")
+    assert c["args"][:2] == ["trace", "--no-ui"] and "--port" in c["args"] and "--no-net" in c["args"]
+    # the flags the script gives are these lists, and the env values it sets have these names
+    for used in ('mounts_of "${AGENT_MOUNTS[@]}"', 'mounts_of "${SIDECAR_MOUNTS[@]}"', "same_names AGENT_ENV",
+                 "same_names SIDECAR_ENV", 'source "$ROOT/scripts/image-flags.sh"'):
+        assert used in script, used
+    for script_name in ("test-image.sh", "image-flags.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "scripts" / script_name)], check=True)
+
+
+def test_doctor_names_a_seccomp_filter_that_refuses_bpf(tmp_path):
+    """podman's default seccomp profile refuses bpf() without CAP_SYS_ADMIN, even with CAP_BPF and CAP_PERFMON
+    (scripts/test-image.sh's least-privilege step): BCC then fails with what reads like a compile error."""
+    from ebpftool.core.privileges import bpf_refusal_hint, seccomp_mode
+
+    status = tmp_path / "status"
+    caps = {"CAP_BPF": True, "CAP_PERFMON": True, "CAP_SYS_ADMIN": False}
+    status.write_text("Name:\tpython3\nSeccomp:\t2\nSeccomp_filters:\t1\n")
+    assert seccomp_mode(str(status)) == 2
+    assert "seccomp" in bpf_refusal_hint(caps, str(status)) and "CAP_SYS_ADMIN" in bpf_refusal_hint(caps, str(status))
+    assert bpf_refusal_hint({**caps, "CAP_SYS_ADMIN": True}, str(status)) == ""
+    status.write_text("Name:\tpython3\nSeccomp:\t0\n")
+    assert bpf_refusal_hint(caps, str(status)) == ""

@@ -27,6 +27,29 @@ def capability_report() -> dict[str, bool]:
     }
 
 
+def seccomp_mode(status_path: str = "/proc/self/status") -> int:
+    """0 none, 1 strict, 2 a filter (a container runtime's default profile)."""
+    try:
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def bpf_refusal_hint(caps: dict[str, bool] | None = None, status_path: str = "/proc/self/status") -> str:
+    """Why bpf() may be refused although CAP_BPF is held: a seccomp filter. Container runtimes' default profiles
+    (podman 4.3's, measured by scripts/test-image.sh) allow bpf() only with CAP_SYS_ADMIN, and the refusal
+    (EPERM at the first map) reads like a compile failure. '' where that is not the case."""
+    caps = capability_report() if caps is None else caps
+    if caps["CAP_SYS_ADMIN"] or seccomp_mode(status_path) != 2:
+        return ""
+    return ("; a seccomp filter is on and CAP_SYS_ADMIN is not held: a runtime's default seccomp profile allows "
+            "bpf() only with CAP_SYS_ADMIN: add it, or run with seccomp unconfined (or a profile allowing bpf)")
+
+
 def has_privileges(caps: dict[str, bool] | None = None) -> bool:
     """Can this process load BPF programs and attach probes?"""
     caps = capability_report() if caps is None else caps

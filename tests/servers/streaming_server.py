@@ -1,6 +1,9 @@
 """An OpenAI-compatible streaming test server with known token timings, which logs its own timings.
 
-    python -m tests.servers.streaming_server PORT TIMINGS.jsonl
+    python -m tests.servers.streaming_server PORT TIMINGS.jsonl [ADDRESS]
+
+ADDRESS: where it listens (default 127.0.0.1; 0.0.0.0 in a container that others reach, as
+scripts/test-image.sh's server container).
 
 Standard library only (http.server). Endpoints:
 - POST /v1/chat/completions and /v1/completions: with "stream": true, Server-Sent Events, one
@@ -175,7 +178,8 @@ def running(timings: Path):
 def main() -> None:
     port, timings = int(sys.argv[1]), sys.argv[2]
     Handler.timings_path = timings
-    server = Server(("127.0.0.1", port), Handler)
+    address = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    server = Server((address, port), Handler)
     server.daemon_threads = True
     print("ready", flush=True)
     server.serve_forever()
