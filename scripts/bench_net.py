@@ -44,7 +44,7 @@ class Tracer:
 
     def __init__(self) -> None:
         self.jsonl = Path(tempfile.mkstemp(prefix="bench-net-", suffix=".jsonl")[1])
-        self.proc = start_ebpftool(["net", "--no-ui", "--interval", "1", "--jsonl", str(self.jsonl)],
+        self.proc = start_ebpftool(["net", "--no-ui", "--interval", "1", "--jsonl", str(self.jsonl), "--overwrite"],
                                    stdout=subprocess.DEVNULL)
 
     def stop(self) -> None:
