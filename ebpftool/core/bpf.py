@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ebpftool.core import bpf_cache, bpf_compile
@@ -505,11 +506,8 @@ class BpfProgram:
         else:
             path, offset = lib.encode(), file_offset
         try:
-            if fn_name not in self.multi_programs:
-                self.multi_programs[fn_name] = load_program(BPF_PROG_TYPE_KPROBE, self.bpf.dump_func(fn_name), fn_name,
-                                                            attach_type=BPF_TRACE_UPROBE_MULTI)
-            self.uprobe_links.append(attach_uprobe_multi(self.multi_programs[fn_name], path.decode(), [offset],
-                                                         ret=ret, pid=pid))
+            self.uprobe_links.append(attach_uprobe_multi(self.load_uprobe_multi_program(fn_name), path.decode(),
+                                                         [offset], ret=ret, pid=pid))
         except OSError:
             self.uprobe_multi_refused += 1
             return False
@@ -527,6 +525,23 @@ class BpfProgram:
         if fn_name not in self.btf_programs:
             self.btf_programs[fn_name] = load_btf_raw_tracepoint_program(self.bpf, fn_name, tracepoint)
         return self.btf_programs[fn_name]
+
+    def load_side_by_side(self, loads: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run these loads of this program's functions (each a bpf(BPF_PROG_LOAD): the verifier's work, done
+        in the calling thread with the GIL released) in threads, one per CPU, when the program came from the
+        compile cache (our own loader: no shared state but dicts); one after another otherwise (BCC's own
+        loader is not known to be safe in parallel). Their results in order; the first failure is raised."""
+        if self.cache_state not in ("hit", "stored") or len(loads) < 2:
+            return [load() for load in loads]
+        with ThreadPoolExecutor(max_workers=min(len(loads), os.cpu_count() or 1)) as pool:
+            return [f.result() for f in [pool.submit(load) for load in loads]]
+
+    def load_uprobe_multi_program(self, fn_name: str) -> int:
+        """fn_name loaded for uprobe_multi links (once); its fd."""
+        if fn_name not in self.multi_programs:
+            self.multi_programs[fn_name] = load_program(BPF_PROG_TYPE_KPROBE, self.bpf.dump_func(fn_name), fn_name,
+                                                        attach_type=BPF_TRACE_UPROBE_MULTI)
+        return self.multi_programs[fn_name]
 
     def attach_btf_tracepoint(self, tracepoint: str, fn_name: str) -> None:
         """fn_name on the BTF raw tracepoint `tracepoint` (loaded first if need be)."""

@@ -44,6 +44,9 @@ TLS_FUNCTIONS = (
     ("SSL_free", "tls_free_enter", None),
 )
 CALL_ARGUMENTS = (RDI, RSI, RDX, RCX)   # the most any of the programs reads
+# loaded at start, side by side: what the usual plan attaches (the others load when a library needs them)
+TLS_PROGRAMS = sorted({p for _, *programs in SHARED_IMPLEMENTATIONS for p in programs}
+                      | {enter for _, enter, leave in TLS_FUNCTIONS if leave is None})
 PROLOGUE_BYTES = 96
 
 

@@ -21,7 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ebpftool.core.bpf import BpfProgram, bucket_macro, run_raw_tracepoint_program, seconds_to_ns
+from ebpftool.core.bpf import (BpfProgram, bucket_macro, kernel_allows_uprobe_multi, run_raw_tracepoint_program,
+                               seconds_to_ns)
 from ebpftool.core.plan import Plan, usable
 from ebpftool.core.tracer import TracerOptions
 from ebpftool.enrich import k8s
@@ -37,7 +38,7 @@ from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_
                                               SYSCALL_TRACEPOINTS)
 from ebpftool.tracers.inference.records import H, STRUCTS
 from ebpftool.tracers.inference.spans import InferenceSpans
-from ebpftool.tracers.inference.tls_libs import TlsUprobes
+from ebpftool.tracers.inference.tls_libs import TLS_PROGRAMS, TlsUprobes
 from ebpftool.tracers.inference.watch import InferenceWatch
 
 # Seconds between scans of /proc for libssl copies not hooked yet (each reads every process's maps).
@@ -64,6 +65,16 @@ class InferenceOptions(TracerOptions):
     capture_bytes: int = DEFAULT_CAPTURE_BYTES
     hooks: str = "auto"   # socket | socket-raw | syscall | auto (socket where the kernel allows it)
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # followed at once (a power of two)
+
+
+def _may_fail(load: Callable[[], int]) -> int | None:
+    """A load ahead of need: a refusal is left for the attach to meet (e.g. tls_write_ex_exit, whose tail
+    call into the scans' uprobe twins the kernel refuses from a uprobe_multi program: it attaches as a
+    perf-event uprobe then)."""
+    try:
+        return load()
+    except OSError:
+        return None
 
 
 class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTracer):
@@ -174,15 +185,23 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         prog = BpfProgram("inference/inference.bpf.c", defines, macros).load()
         bpf = prog.bpf
         try:
-            for slot, function in enumerate(SCAN_FUNCTIONS):
+            def scan_program(function: str) -> Callable[[], int]:
                 if btf_hooks:
                     # A tail call stays within one program type and, for tracing programs, one attach point.
-                    bpf["scan_prog"][slot] = prog.load_btf_tracepoint(SEND_BTF_TRACEPOINT, function)
-                else:
-                    scan = bpf.load_func(function, bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT)
-                    bpf["scan_prog"][slot] = scan.fd
-                if defines["TLS_HOOKS"]:  # their twins, reached from the TLS uprobes (hooks_tls.bpf.h)
-                    bpf["scan_prog_tls"][slot] = bpf.load_func(f"{function}_tls", bpf.KPROBE).fd
+                    return lambda: prog.load_btf_tracepoint(SEND_BTF_TRACEPOINT, function)
+                kind = bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT
+                return lambda: bpf.load_func(function, kind).fd
+            loads = [scan_program(f) for f in SCAN_FUNCTIONS]
+            if defines["TLS_HOOKS"]:
+                # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h)
+                loads += [lambda f=f: bpf.load_func(f"{f}_tls", bpf.KPROBE).fd for f in SCAN_FUNCTIONS]
+                loads += [lambda f=f: _may_fail(lambda: prog.load_uprobe_multi_program(f)) for f in TLS_PROGRAMS
+                          if kernel_allows_uprobe_multi()]
+            fds = prog.load_side_by_side(loads)   # the verifier's work, on every CPU
+            for slot in range(len(SCAN_FUNCTIONS)):
+                bpf["scan_prog"][slot] = fds[slot]
+                if defines["TLS_HOOKS"]:
+                    bpf["scan_prog_tls"][slot] = fds[len(SCAN_FUNCTIONS) + slot]
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
             btf_attached = [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)] if btf_hooks else []
             if defines.get("RECV_HOOK_BTF"):
