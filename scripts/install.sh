@@ -30,7 +30,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(python3 python3-venv python3-bpfcc bpfcc-tools iproute2 curl ca-certificates sudo)
 if [ "$DEV" = 1 ]; then
-  PKGS+=(nginx-light wrk iperf3 victoria-metrics gcc libc6-dev bpftool tcpdump nghttp2-client nghttp2-server nghttp2-proxy)
+  PKGS+=(nginx-light wrk iperf3 victoria-metrics gcc libc6-dev bpftool tcpdump nghttp2-client nghttp2-server nghttp2-proxy
+        podman runc mmdebstrap uidmap)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -11,12 +11,13 @@
 #
 #   sudo scripts/test-image.sh [STEP...]     # STEPs: build agent sidecar leastpriv (default: all); ~5 min
 #
-# Results: $EBPFTOOL_IMAGE_LOG (default /tmp/ebpftool-test-image): build.log, *.json, *.log, summary.txt.
+# Results: $EBPFTOOL_IMAGE_LOG (default /tmp/ebpftool-test-image): build.log, *.json, *.log, summary.txt,
+# sbom.cdx.json (the image's software bill of materials, copied out of it).
 # Facts of these machines (../shared/notes/real-world.md): podman's default runtime crun refuses here, so
 # runc; rlimits are given, not raised; no registry: the base is made with mmdebstrap and tagged as the
 # Dockerfile's FROM; pip reaches PyPI through a TLS proxy whose CA the build gets where the host has one.
 # The flags given to the ebpftool container are in scripts/image-flags.sh (tests/test_deploy.py checks
-# them against the manifests). Not part of the unit tests (needs root, podman and ~1 GB of disk).
+# them against the manifests). Run by .ci/run after the test suite (needs root, podman and ~1 GB of disk).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG=${EBPFTOOL_IMAGE_LOG:-/tmp/ebpftool-test-image}
@@ -88,6 +89,9 @@ if want build; then
   t1=$(date +%s)
   size=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')
   summary "build: $((t1 - t0)) s, image $((size / 1000000)) MB ($IMAGE)"
+  # The SBOM the image ships, beside the image (and checked: BCC, the OpenTelemetry SDK, ebpftool, versioned)
+  "${PODMAN[@]}" run --rm "${LIMITS[@]}" --entrypoint cat "$IMAGE" /opt/ebpftool/sbom.cdx.json > "$LOG/sbom.cdx.json"
+  "$PY" "$ROOT/scripts/sbom_check.py" "$LOG/sbom.cdx.json" | tee -a "$LOG/summary.txt"
 fi
 
 # ---- the agent, as deploy/daemonset.yaml -----------------------------------------------------------------

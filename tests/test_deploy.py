@@ -163,3 +163,30 @@ def test_doctor_names_a_seccomp_filter_that_refuses_bpf(tmp_path):
     assert bpf_refusal_hint({**caps, "CAP_SYS_ADMIN": True}, str(status)) == ""
     status.write_text("Name:\tpython3\nSeccomp:\t0\n")
     assert bpf_refusal_hint(caps, str(status)) == ""
+
+
+def test_the_sbom_names_bcc_the_otel_sdk_and_ebpftool_with_versions(tmp_path):
+    """scripts/sbom.py, as the image runs it at build time (Dockerfile), on this machine's install: a
+    CycloneDX document that scripts/sbom_check.py (which test-image.sh runs on the image's copy) accepts."""
+    import json
+    import sys
+    assert "scripts/sbom.py --output /opt/ebpftool/sbom.cdx.json" in (ROOT / "Dockerfile").read_text()
+    out = tmp_path / "sbom.cdx.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "sbom.py"), "--output", str(out)], check=True)
+    bom = json.loads(out.read_text())
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from sbom_check import problems
+    assert problems(bom) == []
+    purls = {c["purl"] for c in bom["components"]}
+    assert not any(p.startswith("pkg:pypi/bcc@") for p in purls)   # Debian's binding, not PyPI's unrelated bcc
+    assert len({c["bom-ref"] for c in bom["components"]}) == len(bom["components"])
+
+
+def test_backstage_and_techdocs_cover_the_docs():
+    catalog = yaml.safe_load((ROOT / "catalog-info.yaml").read_text())
+    assert catalog["kind"] == "Component" and catalog["metadata"]["name"] == "ebpftool"
+    assert catalog["metadata"]["annotations"]["backstage.io/techdocs-ref"] == "dir:."
+    mkdocs = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    listed = {page for entry in mkdocs["nav"] for page in entry.values()}
+    on_disk = {p.name for p in (ROOT / mkdocs["docs_dir"]).glob("*.md")}
+    assert listed == on_disk, (listed ^ on_disk)
