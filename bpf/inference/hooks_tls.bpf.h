@@ -40,13 +40,13 @@ struct tls_call {
     u8 handed;     /* write: the plaintext went to the state machine */
     u8 active;     /* the call is under way (the entry's probe ran, its return's not yet) */
     u8 pad;
+    u64 last_read_key; /* the TLS connection this thread last read outside a call (a memory BIO's tie) */
 };
 
-/* Per thread: the library call under way. Task storage, not a hash keyed by thread id: no update and
- * delete per call, and a thread's entry goes with it. */
+/* Per thread: the library call under way, and the TLS connection it last read outside a call. Task
+ * storage, not hashes keyed by thread id: no update and delete per call, and a thread's entry goes with it. */
 BPF_TASK_STORAGE(tls_calls, struct tls_call);
 BPF_TABLE("lru_hash", u64, u64, tls_sockets, MAX_CONNS);     /* SSL object -> its connection's key */
-BPF_TABLE("lru_hash", u64, u64, tls_thread_socket, 16384);   /* per thread: the TLS socket it last read outside a call */
 
 static __always_inline int tls_enter(struct pt_regs *ctx, u8 is_write, int ex)
 {
@@ -92,8 +92,10 @@ static __always_inline int tls_read_outside_call(u64 key, struct conn_state *c)
     struct tls_call *call = tls_socket_seen(key, c);
     if (call && !call->is_write)
         return 0;
-    u64 tid = bpf_get_current_pid_tgid();
-    tls_thread_socket.update(&tid, &key);
+    struct tls_call *thread = call ? call : tls_calls.task_storage_get(bpf_get_current_task_btf(), 0,
+                                                                       BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (thread)
+        thread->last_read_key = key;
     return 1;
 }
 
@@ -187,11 +189,10 @@ int tls_write_ex_exit(struct pt_regs *ctx) { return tls_write_return(ctx, 1); }
 int tls_handshake_enter(struct pt_regs *ctx)
 {
     u64 ssl = PT_REGS_PARM1(ctx);
-    u64 tid = bpf_get_current_pid_tgid();
-    u64 *last = tls_thread_socket.lookup(&tid);
-    if (!last)
+    struct tls_call *thread = tls_calls.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!thread || thread->last_read_key == 0)
         return 0;
-    u64 key = *last;
+    u64 key = thread->last_read_key;
     struct conn_state *c = tls_conn(key);
     if (c && c->tls && c->tls != TLS_SOCKET_BIO)
         tls_sockets.update(&ssl, &key);
