@@ -50,15 +50,21 @@ static __always_inline void next_scan(void *ctx, int from_uprobe, u32 program)
     scan_prog.call(ctx, program);
 }
 
-/* A response head was written: the length of its body, if it says. Then the write's events, if asked. */
-static __always_inline int scan_response_head_in(void *ctx, int from_uprobe)
+/* What each tail-called program starts from: the write being scanned (*args) and its connection's state;
+ * NULL when either is gone. */
+static __always_inline struct conn_state *scanned_conn(struct scan_args **args)
 {
     u32 zero = 0;
     struct scan_args *a = scan_input.lookup(&zero);
-    if (!a)
-        return 0;
-    u64 k = a->key;
-    struct conn_state *c = find_conn(k);
+    *args = a;
+    return a ? find_conn(a->key) : 0;
+}
+
+/* A response head was written: the length of its body, if it says. Then the write's events, if asked. */
+static __always_inline int scan_response_head_in(void *ctx, int from_uprobe)
+{
+    struct scan_args *a;
+    struct conn_state *c = scanned_conn(&a);
     if (!c)
         return 0;
     int complete = head_written(c, c->status, a->ptr, a->len, a->len + a->remaining, a->whole);
@@ -75,24 +81,19 @@ static __always_inline int scan_response_head_in(void *ctx, int from_uprobe)
 /* The response of a->key is complete with the write just seen. */
 static __always_inline int finish_written_response_in(void *ctx, int from_uprobe)
 {
-    u32 zero = 0;
-    struct scan_args *a = scan_input.lookup(&zero);
-    if (!a)
+    struct scan_args *a;
+    struct conn_state *c = scanned_conn(&a);
+    if (!c)
         return 0;
     u64 k = a->key;
-    struct conn_state *c = find_conn(k);
-    if (c)
-        finish_request(&k, c, c->resp_end);
+    finish_request(&k, c, c->resp_end);
     return 0;
 }
 
 static __always_inline int scan_sse_events_in(void *ctx, int from_uprobe)
 {
-    u32 zero = 0;
-    struct scan_args *a = scan_input.lookup(&zero);
-    if (!a)
-        return 0;
-    struct conn_state *c = find_conn(a->key);
+    struct scan_args *a;
+    struct conn_state *c = scanned_conn(&a);
     if (!c)
         return 0;
     if (c->model == 0 && !a->tail_pass && !a->model_looked && c->op != OP_NONE)
@@ -173,11 +174,8 @@ static __always_inline int scan_sse_marks_in(void *ctx, int from_uprobe)
 /* The model the answer names (model.bpf.h), looked for in the first buffer the event scan sees. */
 static __always_inline int scan_model_in(void *ctx, int from_uprobe)
 {
-    u32 zero = 0;
-    struct scan_args *a = scan_input.lookup(&zero);
-    if (!a)
-        return 0;
-    struct conn_state *c = find_conn(a->key);
+    struct scan_args *a;
+    struct conn_state *c = scanned_conn(&a);
     if (!c)
         return 0;
     c->model = find_model(a->ptr, a->len);
