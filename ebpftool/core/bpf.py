@@ -235,8 +235,6 @@ def side_by_side(calls: Sequence[tuple[Callable[[int], Any], int]]) -> list[Any]
     so the waits overlap: 7 tracepoints detached in 0.25-0.31 s where one after another took 0.55 s."""
     if len(calls) < 3:
         return [fn(fd) for fn, fd in calls]
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
     with ThreadPoolExecutor(max_workers=min(16, len(calls))) as pool:
         return list(pool.map(lambda call: call[0](call[1]), calls))
 
@@ -477,22 +475,21 @@ class BpfProgram:
         """fn_name on the entry (or return) of sym in lib: as a BPF_TRACE_UPROBE_MULTI link (Linux 6.6+; no
         tracefs event to create, and close() detaches every link side by side, where a perf-event uprobe takes
         ~0.1 s each), the per-probe perf-event way where the kernel refuses it or multi is False."""
-        if not (multi and kernel_allows_uprobe_multi() and self._attach_uprobe_multi(lib, sym, fn_name, ret, pid)):
-            if ret:
-                self.bpf.attach_uretprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
-            else:
-                self.bpf.attach_uprobe(name=lib, sym=sym, fn_name=fn_name, pid=pid)
-        self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{sym}")
+        self._attach_uprobe(lib, fn_name, sym, {"sym": sym}, None, ret=ret, pid=pid, multi=multi)
 
     def attach_uprobe_at(self, lib: str, vaddr: int, file_offset: int, fn_name: str, label: str, *,
                          ret: bool = False, pid: int = -1) -> None:
         """fn_name at an instruction of lib given by its link-time address and file offset (a point inside a
         function, or a function without a symbol: ebpftool.core.uprobe_points); as attach_uprobe otherwise."""
-        if not (kernel_allows_uprobe_multi() and self._attach_uprobe_multi(lib, None, fn_name, ret, pid, file_offset)):
-            if ret:
-                self.bpf.attach_uretprobe(name=lib, addr=vaddr, fn_name=fn_name, pid=pid)
-            else:
-                self.bpf.attach_uprobe(name=lib, addr=vaddr, fn_name=fn_name, pid=pid)
+        self._attach_uprobe(lib, fn_name, label, {"addr": vaddr}, file_offset, ret=ret, pid=pid, multi=True)
+
+    def _attach_uprobe(self, lib: str, fn_name: str, label: str, bcc_where: dict, file_offset: int | None, *,
+                       ret: bool, pid: int, multi: bool) -> None:
+        """A link where the kernel has them, else BCC's perf-event uprobe at bcc_where (sym= or addr=)."""
+        if not (multi and kernel_allows_uprobe_multi()
+                and self._attach_uprobe_multi(lib, bcc_where.get("sym"), fn_name, ret, pid, file_offset)):
+            attach = self.bpf.attach_uretprobe if ret else self.bpf.attach_uprobe
+            attach(name=lib, fn_name=fn_name, pid=pid, **bcc_where)
         self.probes.append(f"{'uretprobe' if ret else 'uprobe'}:{lib}:{label}")
 
     def _attach_uprobe_multi(self, lib: str, sym: str | None, fn_name: str, ret: bool, pid: int,
