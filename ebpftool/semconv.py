@@ -48,6 +48,21 @@ HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 URL_PATH = "url.path"
 HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
+# --- RPC server (semantic conventions, release candidate: the names of v1.38+, not rpc.system /
+# rpc.service / rpc.server.duration in ms of v1.37 and before) ------------------------------------------
+RPC_SERVER_CALL_DURATION = "rpc.server.call.duration"
+RPC_SYSTEM_NAME = "rpc.system.name"
+RPC_METHOD = "rpc.method"                      # fully qualified: package.Service/Method
+RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"  # gRPC: the status code's name (OK, UNAVAILABLE, ...)
+RPC_SERVER_CALL_DURATION_BUCKETS = HTTP_DURATION_BUCKETS
+# ebpftool's own, for server-streaming RPCs (no convention measures them): the gRPC counterpart of time to
+# first token, and the messages a call answered with
+EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE = "ebpftool.rpc.server.time_to_first_message"
+EBPFTOOL_RPC_RESPONSES_PER_RPC = "ebpftool.rpc.server.responses_per_rpc"
+RPC_RESPONSES_PER_RPC_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+EBPFTOOL_RPC_RESPONSE_MESSAGES = "ebpftool.rpc.response_messages"        # span attribute
+EBPFTOOL_HTTP2_LOST_CONNECTIONS = "ebpftool.http2.server.lost_connections"
+
 # --- generative AI, server side (semantic conventions, development) -----------
 GEN_AI_SERVER_REQUEST_DURATION = "gen_ai.server.request.duration"
 GEN_AI_SERVER_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"

@@ -110,7 +110,7 @@ static __always_inline u64 read_time(u64 sk)
 #endif
 
 /* A read of socket sk returned ret (bytes, or an error) with these recv() flags. */
-static __always_inline int socket_read(u64 sk, int ret, u64 flags)
+static __always_inline int socket_read(void *ctx, u64 sk, int ret, u64 flags)
 {
     if (ret <= 0 && ret != -EAGAIN)
         return 0;
@@ -145,8 +145,11 @@ static __always_inline int socket_read(u64 sk, int ret, u64 flags)
     u64 now = read_time(sk);
     u64 arg = syscall_buffer(&how);
     u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
-    if (ptr && len && on_read(&sk, c, ptr, len, now) == READ_LET_GO)
+    int next = ptr && len ? on_read(&sk, c, ptr, len, now) : READ_DONE;
+    if (next == READ_LET_GO)
         forget_connection(sk);
+    else if (next == READ_H2)
+        h2_bytes(ctx, H2_VIA_READ, &sk, c, H2_FROM_CLIENT, ptr, len, ret, iov_array, 0, now);
 #if TLS_HOOKS
     else if (c->tls)
         tls_read_outside_call(sk, c);  /* its first bytes were a TLS handshake's (outside any library call) */
@@ -160,13 +163,28 @@ static __always_inline int socket_read(u64 sk, int ret, u64 flags)
 int recv_sock_recv_length(u64 *ctx)
 {
     u64 sk = address_of(ctx[0]);
-    return socket_read(sk, (int)ctx[1], ctx[2]);
+    return socket_read(ctx, sk, (int)ctx[1], ctx[2]);
 }
 #else
 RAW_TRACEPOINT_PROBE(sock_recv_length)
 {
     /* TP_PROTO(struct sock *sk, int ret, int flags) */
-    return socket_read(ctx->args[0], (int)ctx->args[1], ctx->args[2]);
+    return socket_read(ctx, ctx->args[0], (int)ctx->args[1], ctx->args[2]);
+}
+#endif
+
+#if SEND_HOOK_BTF && RECV_HOOK_BTF
+/* The BTF send hook sees a write before TCP takes its bytes, and a non-blocking write may take only some:
+ * the application writes the rest again, bytes the walk saw already. TCP's write_seq before each write
+ * tells how many of its first bytes were walked (h2_dup, skipped by h2_bytes). */
+static __always_inline void h2_write_seq(struct conn_state *c, u64 sk, u64 count)
+{
+    void *tp = rdonly_cast(sk, TCP_SOCK_BTF_ID);
+    u32 seq = *(u32 *)(tp + TCP_WRITE_SEQ_OFF);
+    s32 dup = c->h2_seq_known ? (s32)(c->h2_walked_seq - seq) : 0;
+    c->h2_dup = dup > 0 ? dup : 0;
+    c->h2_walked_seq = seq + (u32)count;
+    c->h2_seq_known = 1;
 }
 #endif
 
@@ -218,6 +236,10 @@ int send_tcp_sendmsg(u64 *ctx)
         len = first_len < count ? first_len : count;
         iov_array = p;
     }
+#if RECV_HOOK_BTF
+    if (c->proto == PROTO_H2)
+        h2_write_seq(c, sk, count);
+#endif
     u64 now = bpf_ktime_get_ns();  /* the write's bytes are being queued: start and end are one time */
     /* A write the send buffer has room for goes out whole; a larger one may go out in part, its rest
      * written again (and seen again): its length is then no count of the response's bytes. */
@@ -305,7 +327,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     struct conn_state *c = find_conn(sk);
     if (!c)
         return 0;
-    finish_request(&sk, c, bpf_ktime_get_ns());
+    u64 now = bpf_ktime_get_ns();
+    if (c->proto == PROTO_H2)
+        h2_conn_event(c, EVENT_H2_CLOSE, now);
+    finish_request(&sk, c, now);
     forget_connection(sk);
     return 0;
 }

@@ -179,7 +179,7 @@ static __always_inline struct conn_state *finished_io(int is_write, long ret, st
     return c;
 }
 
-static __always_inline int read_exit(long ret)
+static __always_inline int read_exit(void *ctx, long ret)
 {
     struct io_args a;
     u64 k;
@@ -201,8 +201,12 @@ static __always_inline int read_exit(long ret)
 #endif
     if (!ptr || len == 0)
         return 0;
-    if (on_read(&k, c, ptr, len, bpf_ktime_get_ns()) == READ_LET_GO)
+    u64 now = bpf_ktime_get_ns();
+    int next = on_read(&k, c, ptr, len, now);
+    if (next == READ_LET_GO)
         forget_conn(&k);
+    else if (next == READ_H2)
+        h2_bytes(ctx, H2_VIA_READ, &k, c, H2_FROM_CLIENT, ptr, len, ret, iov_array, 0, now);
 #if TLS_HOOKS
     else if (c->tls)
         tls_read_outside_call(k, c);  /* its first bytes were a TLS handshake's (outside any library call) */
@@ -225,19 +229,19 @@ static __always_inline int write_exit(void *ctx, long ret)
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(0, args->fd, (u64)args->buf, BUF_PLAIN); }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return read_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return read_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
 {
     return (args->flags & RECV_NOT_FROM_STREAM) ? 0 : io_enter(0, args->fd, (u64)args->ubuf, BUF_PLAIN);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return read_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return read_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return io_enter(0, args->fd, (u64)args->vec, BUF_IOV); }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return read_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return read_exit(args, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
 {
     return (args->flags & RECV_NOT_FROM_STREAM) ? 0 : io_enter(0, args->fd, (u64)args->msg, BUF_MSG);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return read_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return read_exit(args, args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(1, args->fd, (u64)args->buf, BUF_PLAIN); }
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return write_exit(args, args->ret); }
@@ -256,7 +260,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     struct conn_state *c = conns.lookup(&k);
     if (!c)
         return 0;
-    finish_request(&k, c, bpf_ktime_get_ns());
+    u64 now = bpf_ktime_get_ns();
+    if (c->proto == PROTO_H2)
+        h2_conn_event(c, EVENT_H2_CLOSE, now);
+    finish_request(&k, c, now);
     forget_conn(&k);
     return 0;
 }

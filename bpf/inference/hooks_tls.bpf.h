@@ -153,8 +153,12 @@ static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
             c->arrival = 0;
         return 0;
     }
-    if (on_read(&key, c, done.buf, (u32)moved, bpf_ktime_get_ns()) == READ_LET_GO)
+    u64 now = bpf_ktime_get_ns();
+    int next = on_read(&key, c, done.buf, (u32)moved, now);
+    if (next == READ_LET_GO)
         forget_conn(&key);
+    else if (next == READ_H2)
+        h2_bytes(ctx, H2_VIA_TLS, &key, c, H2_FROM_CLIENT, done.buf, moved, moved, 0, 0, now);
     return 0;
 }
 

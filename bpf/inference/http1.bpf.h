@@ -112,9 +112,12 @@ static __always_inline int classify_request(struct conn_state *c)
 /* What on_read() asks of its caller. */
 #define READ_DONE 0
 #define READ_LET_GO 1  /* the connection does not speak HTTP/1.x: stop following it */
+#define READ_H2 2      /* an HTTP/2 connection: the caller hands the read's bytes to h2_bytes() */
 
 static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 len, u64 now)
 {
+    if (c->proto == PROTO_H2)
+        return READ_H2;
     if (c->resp_start != 0)
         finish_request(k, c, now);  /* a read begun before the response ended (e.g. Go's background read) */
     if (c->req_start != 0 && c->resp_start == 0 && (c->flags & REQ_UNPARSED)) {
@@ -155,6 +158,10 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
         }
 #endif
         if (!classify_request(c)) {
+            if (c->seq == 1 && !c->seeded && h2_preface(c->line, c->line_len)) {
+                h2_begin(c, now);
+                return READ_H2;
+            }
             if (c->seq == 1 && !c->seeded) {
                 /* Its first bytes are not HTTP/1.x (TLS, HTTP/2, another protocol): counted once, let go. */
                 stat_add(STAT_INF_UNPARSED, 1);

@@ -32,6 +32,8 @@
  *   events.bpf.h         captures to user space
  *   requests.bpf.h       a request's life: begin, sample, finish into the histograms
  *   sse.bpf.h            tokens of streamed answers (SSE, newline-delimited JSON)
+ *   http2.bpf.h          HTTP/2: a connection that begins with the client preface, its frames walked and
+ *                        its bytes (DATA past its first bytes left out) sent to user space in order
  *   http1.bpf.h          HTTP/1.x: request line, response head, the read/write state machine
  *   response_programs.bpf.h  the tail-called programs of a response write, the idle flush
  *   io.bpf.h             a read's or write's buffer, a write handed on
@@ -110,6 +112,7 @@
 #include "events.bpf.h"
 #include "requests.bpf.h"
 #include "sse.bpf.h"
+#include "http2.bpf.h"
 #include "http1.bpf.h"
 #include "model.bpf.h"
 #include "response_programs.bpf.h"

@@ -48,6 +48,9 @@
 
 #define EVENT_CAPTURE 1
 #define EVENT_REQUEST 2
+#define EVENT_H2_OPEN 3       /* an HTTP/2 connection began (struct h2_open_event) */
+#define EVENT_H2_BYTES 4      /* bytes of an HTTP/2 connection, one direction (struct h2_bytes_event) */
+#define EVENT_H2_CLOSE 5      /* an HTTP/2 connection ended (struct h2_open_event, its flags) */
 
 /* Tracer-specific slots of the shared stats array (STAT_TRACER_BASE = 2). */
 #define STAT_INF_ACCEPTED 2      /* connections accepted on watched sockets */
@@ -57,6 +60,8 @@
 #define STAT_INF_SEEDED 6        /* connections open before the tracer, found at their first read since */
 #define STAT_INF_METRICS_FULL 7  /* finished requests a metric map had no room for (a series per container: Pods churn) */
 #define STAT_INF_TLS 8           /* connections that began with a TLS handshake (their plaintext: TLS_HOOKS) */
+#define STAT_INF_H2 9            /* connections that began with HTTP/2's client preface (their frames: http2.bpf.h) */
+#define STAT_INF_H2_LOST 10      /* HTTP/2 connection directions whose frames were lost (ring buffer full, walk bound) */
 
 /* conn_state.tls */
 #define TLS_BIO_UNKNOWN 1  /* TLS, how the library meets the socket not known yet */
@@ -115,6 +120,56 @@ struct conn_state {
     __u8 sock_known;     /* syscall hooks: its socket is in sock_conns (its arrivals are seen) */
     __u8 line[LINE_BUF]; /* the request's first bytes (line_len of them), to classify it */
     __u64 body_left;     /* bytes of the response's body still to come (valid with body_counted) */
+    /* HTTP/2 (proto PROTO_H2): per direction (H2_FROM_CLIENT, H2_FROM_SERVER), where the frames stand */
+    __u32 h2_next[2];    /* bytes until the next frame header (the rest of a frame, or of the client preface) */
+    __u32 h2_copy[2];    /* of them, the bytes still to copy to user space first (the rest are skipped) */
+    __u8 h2_hdr[16];     /* a frame header split between buffers: its first h2_have[dir] bytes at 8 * dir */
+    __u8 h2_have[2];
+    __u8 proto;          /* PROTO_HTTP1, PROTO_H2 */
+    __u8 h2_lost;        /* bit per direction: its frames were lost (nothing more is sent) */
+    __u32 h2_walked_seq; /* BTF send hook: TCP's sequence number after the bytes walked (valid with h2_seq_known) */
+    __u32 h2_dup;        /* BTF send hook: bytes at the start of this write walked already (a partial write's rest) */
+    __u8 h2_seq_known;
+    __u8 h2_pad[7];
+};
+
+/* conn_state.proto */
+#define PROTO_HTTP1 0
+#define PROTO_H2 1
+#define H2_FROM_CLIENT 0
+#define H2_FROM_SERVER 1
+#define H2_CHUNK 4096        /* bytes one h2_bytes_event can hold */
+#define H2_DATA_PEEK 512     /* bytes of each DATA frame sent to user space (gRPC message prefixes); the rest are skipped */
+
+/* An HTTP/2 connection began or ended: what names it (EVENT_H2_OPEN, EVENT_H2_CLOSE). */
+struct h2_open_event {
+    __u32 type;
+    __u32 pid;
+    __u64 conn;          /* conn_state.id */
+    __u64 ts;
+    __u64 cgroup;
+    __u16 port;
+    __u16 client_port;
+    __u8 family;
+    __u8 tls;
+    __u8 lost;           /* EVENT_H2_CLOSE: conn_state.h2_lost */
+    __u8 pad;
+    __u8 client_addr[16];
+    char comm[16];
+};
+
+/* Bytes of one direction of an HTTP/2 connection, in order: `len` bytes copied, then `skip` bytes that
+ * were not (DATA past its first H2_DATA_PEEK bytes). ts: the read's return or the write. */
+struct h2_bytes_event {
+    __u32 type;
+    __u32 pid;
+    __u64 conn;
+    __u64 ts;
+    __u32 len;
+    __u32 skip;
+    __u8 from_server;
+    __u8 pad[7];
+    __u8 data[H2_CHUNK];
 };
 
 /* Key of every metric map: one series per server cgroup (container), port,

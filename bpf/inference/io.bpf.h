@@ -44,6 +44,12 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
                                           int whole, u64 iov_array, int iov_in_kernel, u64 start, u64 now,
                                           int from_uprobe)
 {
+    if (c->proto == PROTO_H2) {
+        if (ptr)
+            h2_bytes(ctx, from_uprobe ? H2_VIA_TLS : H2_VIA_WRITE, k, c, H2_FROM_SERVER, ptr, len, ret, iov_array,
+                     iov_in_kernel, now);
+        return 0;
+    }
     int next = on_write(k, c, ptr, ptr ? len : (u32)ret, ret, whole, start, now, ptr != 0 && len > 0);
     if (next == WRITE_UPGRADED)
         forget_conn(k);

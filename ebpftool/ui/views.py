@@ -161,6 +161,9 @@ def _(s: InferenceSummary) -> list[tuple[str, Any]]:
         ("connections not HTTP/1.x (unparsed)", s.connections_unparsed),
         ("connections in TLS", s.connections_tls),
         ("TLS libraries hooked", s.tls_libraries),
+        ("connections in HTTP/2", s.connections_h2),
+        ("HTTP/2 streams and gRPC calls measured", s.h2_streams),
+        ("HTTP/2 connections lost (not measured further)", s.h2_connections_lost),
         ("spans sent", s.spans_sent),
     ]
     return rows + [(k, v) for k, v in optional if v is not None]

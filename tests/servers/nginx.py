@@ -64,9 +64,10 @@ def master_pid(port: int) -> int:
 
 
 @contextmanager
-def nginx_server(port: int | None = None, workers: int = 1, tls: tuple[str, str] | None = None):
+def nginx_server(port: int | None = None, workers: int = 1, tls: tuple[str, str] | None = None, http2: bool = False):
     """Yields the port of a running nginx serving /index.html (200) and nothing else (404); with tls (a
-    certificate and its key, PEM files), over TLS only."""
+    certificate and its key, PEM files), over TLS only; with http2, HTTP/2 (in clear text: prior knowledge
+    only; over TLS: ALPN h2)."""
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="ebpftool-nginx-") as d:
         www = Path(d) / "www"
@@ -74,7 +75,8 @@ def nginx_server(port: int | None = None, workers: int = 1, tls: tuple[str, str]
         (www / "index.html").write_bytes(PAGE)
         conf = Path(d) / "nginx.conf"
         conf.write_text(CONFIG.format(dir=d, port=port, workers=workers,
-                                       tls=f" ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}" if tls else ""))
+                                       tls=(" http2" if http2 else "") +
+                                       (f" ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}" if tls else "")))
         proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         MASTERS[port] = proc.pid  # daemon off, master_process on: the process started is the master
         try:

@@ -181,5 +181,8 @@ class InferenceSummary:
     connections_unparsed: int | None = None
     connections_tls: int | None = None        # began with a TLS handshake (socket hooks)
     tls_libraries: int | None = None          # libssl files with the TLS uprobes
+    connections_h2: int | None = None         # began with HTTP/2's client preface
+    h2_streams: int | None = None             # HTTP/2 streams (and gRPC calls) measured
+    h2_connections_lost: int | None = None    # HTTP/2 connection directions lost or given up (not measured further)
     spans_sent: int | None = None
     headline: InferenceHeadline | None = None  # None before the first export

@@ -81,6 +81,7 @@ class DataPiece:
     last: bool
     ts: int       # the piece holding the frame's first byte
     end_ts: int   # the piece holding these bytes (for the last piece: the frame's last byte)
+    skipped: int = 0  # data bytes of the frame not seen here (left out by the kernel), after `data`
 
 
 @dataclass
@@ -126,6 +127,33 @@ class FrameReader:
         out: list = []
         while self._step(out, ts):
             pass
+        return out
+
+    def skip(self, n: int, ts: int) -> list:
+        """n bytes of this direction not seen, sent at ts: only a DATA frame's data (and padding) may be left
+        out (the kernel sends a DATA frame's first bytes only); anything else is H2Error."""
+        out: list = []
+        if n <= 0:
+            return out
+        head = self._head
+        if self.buf or self.state != "frames" or head is None or head[1] != DATA or self._data_left < 0:
+            raise H2Error("bytes not seen outside a DATA frame's data")
+        length, _ftype, flags, sid, start_ts = head
+        data = min(self._data_left, n)
+        pad = min(self._pad_left, n - data)
+        if data + pad < n:
+            raise H2Error("bytes not seen past a DATA frame's end")
+        self.pieces.append((self.bytes_in, ts))
+        self.bytes_in += n
+        self.base += n
+        self._data_left -= data
+        self._pad_left -= pad
+        last = not self._data_left and not self._pad_left
+        data_len = length - 1 - self._pad if flags & FLAG_PADDED else length
+        out.append(DataPiece(sid, flags, data_len, b"", self._data_first, last, start_ts, ts, skipped=data))
+        self._data_first = False
+        if last:
+            self._head = None
         return out
 
     def _time_at(self, offset: int) -> int:
@@ -321,6 +349,7 @@ class H2Stream:
     response_messages: int = 0
     first_message_ns: int | None = None  # the DATA frame holding the first response message's first byte
     last_message_ns: int | None = None   # ... and the last's
+    messages_lost: bool = False        # a message's length prefix was in DATA not seen: its counts are too low
     pushed: bool = False               # a server push (PUSH_PROMISE)
     upgraded: bool = False             # stream 1 of an h2c Upgrade: its request was HTTP/1.1
     _messages: dict = field(default_factory=dict, repr=False, compare=False)
@@ -347,12 +376,27 @@ class _MessageCounter:
 
     def __init__(self) -> None:
         self.prefix = bytearray()
+        self.lost = False                  # a length prefix was among bytes not seen: counting stopped
         self.body_left = 0
         self.complete = 0
         self.first_ts: int | None = None   # the DATA frame holding the first message's first byte
         self.last_ts: int | None = None    # ... and the latest message's
 
+    def skip(self, n: int) -> None:
+        """n bytes of data not seen: inside a message's body they are counted down; where a length prefix
+        lay among them, the messages after it cannot be told apart (lost)."""
+        if self.lost or n <= 0:
+            return
+        if self.prefix or n > self.body_left:
+            self.lost = True
+            return
+        self.body_left -= n
+        if not self.body_left:
+            self.complete += 1
+
     def feed(self, data: bytes, ts: int) -> None:
+        if self.lost:
+            return
         pos = 0
         while pos < len(data):
             if self.body_left:
@@ -432,14 +476,19 @@ class Connection:
         self._block: dict[str, _HeaderBlock | None] = {CLIENT: None, SERVER: None}  # per sender
         self._highest = [0, 0]  # the highest stream id seen, even and odd
 
-    def feed(self, sender: str, data: bytes, ts: int) -> list[H2Stream]:
+    def feed(self, sender: str, data: bytes, ts: int, skipped: int = 0) -> list[H2Stream]:
+        """The streams that ended in these bytes; `skipped` bytes not seen follow them (DATA the kernel left
+        out: FrameReader.skip)."""
         if self.error is not None:
             return []
         if sender not in self.readers:
             raise ValueError(f"sender is {CLIENT!r} or {SERVER!r}")
         done: list[H2Stream] = []
         try:
-            for item in self.readers[sender].feed(data, ts):
+            reader = self.readers[sender]
+            for item in reader.feed(data, ts):
+                self._handle(sender, item, done)
+            for item in reader.skip(skipped, ts):
                 self._handle(sender, item, done)
         except H2Error as e:
             self.error = str(e)
@@ -660,22 +709,26 @@ class Connection:
         s = self._stream(piece.stream_id)
         if s is None:
             return
+        size = len(piece.data) + piece.skipped
         if sender == SERVER:
-            s.response_bytes += len(piece.data)
+            s.response_bytes += size
             if piece.first and piece.length and s.first_data_ns is None:
                 s.first_data_ns = piece.ts
         else:
-            s.request_bytes += len(piece.data)
-        if s.grpc and piece.data:
+            s.request_bytes += size
+        if s.grpc and size:
             counter = s._messages.get(sender)
             if counter is None:
                 counter = s._messages[sender] = _MessageCounter()
             counter.feed(piece.data, piece.ts)
+            counter.skip(piece.skipped)
             if sender == SERVER:
                 s.response_messages = counter.complete
                 s.first_message_ns, s.last_message_ns = counter.first_ts, counter.last_ts
             else:
                 s.request_messages = counter.complete
+            if counter.lost:
+                s.messages_lost = True
         if piece.last and piece.flags & FLAG_END_STREAM:
             if sender == SERVER:
                 self._finish(s, piece.end_ts, "end_stream", done)

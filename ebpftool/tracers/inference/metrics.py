@@ -110,6 +110,7 @@ class InferenceMetrics:
         points.append(counter(sc.EBPFTOOL_HTTP_METRICS_DROPPED, "{request}",
                               "Finished requests left out of a duration histogram: its kernel map was full",
                               self.prog.stats()[H["STAT_INF_METRICS_FULL"]], {}))
+        points += self._h2_points()
         self._retire_gone_containers()
         self.last_points = points
         return points

@@ -93,6 +93,7 @@ def recv_hook_btf_defines(btf: Btf | None = None) -> dict[str, int]:
     btf.type_id(KIND_FUNC, "bpf_rdonly_cast")
     return {"RECV_HOOK_BTF": 1, "TCP_SOCK_BTF_ID": btf.struct_id("tcp_sock"),
             "TCP_CLOCK_CACHE_OFF": btf.member("tcp_sock", "tcp_clock_cache").offset,
+            "TCP_WRITE_SEQ_OFF": btf.member("tcp_sock", "write_seq").offset,
             "PT_REGS_BTF_ID": btf.struct_id("pt_regs"), "TASK_STACK_OFF": btf.member("task_struct", "stack").offset,
             **kfunc_defines()}
 

@@ -44,6 +44,8 @@ class InferenceSpans:
             self._server_rates.saw_span(span.attributes)
             self.telemetry.emit_span(span)
             self.spans_sent += 1
+        elif kind in (H["EVENT_H2_OPEN"], H["EVENT_H2_BYTES"], H["EVENT_H2_CLOSE"]):
+            self._on_h2_record(kind, data)   # HTTP/2 (h2_streams.py)
 
     def exe(self, pid: int, comm: str = "") -> str:
         """process.executable.name: the base name of /proc/PID/exe (a thread's comm, such as Ray's

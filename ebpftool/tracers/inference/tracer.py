@@ -30,6 +30,7 @@ from ebpftool.errors import EbpftoolError
 from ebpftool import semconv as sc
 from ebpftool.tracers.base import BpfTracer
 from ebpftool.tracers.inference import plans
+from ebpftool.tracers.inference.h2_streams import InferenceHttp2
 from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView, ServerRates, headline
 from ebpftool.tracers.inference.metrics import InferenceMetrics
 from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_TRACEPOINT, ARRIVAL_TRACEPOINT,
@@ -77,7 +78,7 @@ def _may_fail(load: Callable[[], int]) -> int | None:
         return None
 
 
-class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTracer):
+class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceMetrics, BpfTracer):
     name = "inference"
 
     def __init__(self, telemetry, options: InferenceOptions | None = None,
@@ -114,6 +115,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         self._cgroups_in_maps: set[int] = set()           # cgroup ids of the metric maps' keys, as last read
         self._cgroups_gone: set[int] = set()              # of those, the ones found gone at the last collect
         self._model_names: dict[int, str | None] = {}     # the kernel's model ids (model.bpf.h) -> names
+        self._h2_init()                                   # HTTP/2 connections and their streams (h2_streams.py)
 
     # -- start -----------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -191,7 +193,17 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
                     return lambda: prog.load_btf_tracepoint(SEND_BTF_TRACEPOINT, function)
                 kind = bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT
                 return lambda: bpf.load_func(function, kind).fd
-            loads = [scan_program(f) for f in SCAN_FUNCTIONS]
+            def read_program(function: str) -> Callable[[], int]:
+                if defines.get("RECV_HOOK_BTF"):
+                    return lambda: prog.load_btf_tracepoint(RECV_BTF_TRACEPOINT, function)
+                kind = bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT
+                return lambda: bpf.load_func(function, kind).fd
+            # the HTTP/2 walk (http2.bpf.h), one per type of program that reaches it: the read hook's, the write
+            # hook's, the TLS uprobes'
+            h2_arrays = [("h2_prog_read", read_program("h2_walk_read")), ("h2_prog_write", scan_program("h2_walk_write"))]
+            if defines["TLS_HOOKS"]:
+                h2_arrays.append(("h2_prog_tls", lambda: bpf.load_func("h2_walk_tls", bpf.KPROBE).fd))
+            loads = [scan_program(f) for f in SCAN_FUNCTIONS] + [load for _array, load in h2_arrays]
             if defines["TLS_HOOKS"]:
                 # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h)
                 loads += [lambda f=f: bpf.load_func(f"{f}_tls", bpf.KPROBE).fd for f in SCAN_FUNCTIONS]
@@ -200,8 +212,12 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
             fds = prog.load_side_by_side(loads)   # the verifier's work, on every CPU
             for slot in range(len(SCAN_FUNCTIONS)):
                 bpf["scan_prog"][slot] = fds[slot]
-                if defines["TLS_HOOKS"]:
-                    bpf["scan_prog_tls"][slot] = fds[len(SCAN_FUNCTIONS) + slot]
+            for i, (array, _load) in enumerate(h2_arrays):
+                bpf[array][0] = fds[len(SCAN_FUNCTIONS) + i]
+            twins = len(SCAN_FUNCTIONS) + len(h2_arrays)
+            if defines["TLS_HOOKS"]:
+                for slot in range(len(SCAN_FUNCTIONS)):
+                    bpf["scan_prog_tls"][slot] = fds[twins + slot]
             self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
             btf_attached = [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)] if btf_hooks else []
             if defines.get("RECV_HOOK_BTF"):
@@ -349,6 +365,9 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceMetrics, BpfTrace
         if self.tls is not None:
             out.connections_tls = st[H["STAT_INF_TLS"]]
             out.tls_libraries = len(self.tls.attached)
+        out.connections_h2 = st[H["STAT_INF_H2"]]
+        out.h2_streams = self.h2_streams
+        out.h2_connections_lost = st[H["STAT_INF_H2_LOST"]] + self.h2_given_up
         out.spans_sent = self.spans_sent
         if self.last_points is not None:
             out.headline = headline(self.last_points, time.monotonic() - self._started_at)

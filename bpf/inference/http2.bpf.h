@@ -1,0 +1,353 @@
+/* HTTP/2 (prior knowledge h2c, or h2 inside TLS): a connection whose first read is the client preface is an
+ * HTTP/2 connection. Its header blocks can only be decoded in order and in full (HPACK: each block refers to
+ * the blocks before it, RFC 7541), so the kernel does not parse requests here: it walks the frame headers of
+ * every read and write and hands user space each direction's bytes in order, all of them but the DATA
+ * payload past its first H2_DATA_PEEK bytes (a skip count stands for those), in h2_bytes_event records.
+ * User space (ebpftool/tracers/inference/http2.py) decodes the streams, their times and gRPC messages.
+ * These records are not under the span budget: a lost one loses the connection's header table, and its
+ * streams are counted as lost (h2_lost, STAT_INF_H2_LOST), not guessed.
+ *
+ * A direction's walk state (conn_state.h2_*) carries across reads, writes and iovecs: the bytes still to
+ * come of the current frame, of them those to copy, and a frame header split between buffers. */
+
+#define H2_PREFACE_LEN 24
+#define H2_FRAME_HEADER 9
+#define H2_TYPE_DATA 0
+#define H2_TURNS 32          /* turns of one run of the walk program: frame headers, payload parts, buffers, records */
+#define H2_RUNS 8            /* runs of it (tail calls) for one read or write: H2_TURNS * H2_RUNS turns in all */
+#define H2_IOV_MAX 64        /* buffers of a vectored read or write walked (gRPC and nginx write many) */
+#define H2_FRAME_MAX (1 << 24)
+
+BPF_PERCPU_ARRAY(h2_scratch, struct h2_bytes_event, 1);
+struct h2_header {
+    u8 b[32];   /* a frame header being read: up to 8 bytes kept from the previous buffer, then the rest */
+};
+BPF_PERCPU_ARRAY(h2_header_buf, struct h2_header, 1);
+
+/* Whether the first bytes of a connection are HTTP/2's client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+ * as far as the 14 bytes of its request line. */
+static __always_inline int h2_preface(const u8 *line, u32 n)
+{
+    if (n < 14)
+        return 0;
+    u64 w0 = *(const u64 *)line, w1 = *(const u64 *)(line + 8);
+    return w0 == W8('P', 'R', 'I', ' ', '*', ' ', 'H', 'T') && LOW(w1, 6) == W6('T', 'P', '/', '2', '.', '0');
+}
+
+/* The connection's name and place, to user space (EVENT_H2_OPEN, EVENT_H2_CLOSE). */
+static __always_inline void h2_conn_event(struct conn_state *c, u32 type, u64 now)
+{
+    struct h2_open_event *e = events.ringbuf_reserve(sizeof(struct h2_open_event));
+    if (!e) {
+        count_ringbuf_full();
+        if (type == EVENT_H2_OPEN)
+            c->h2_lost = 3;  /* user space will not know this connection: nothing of it is sent */
+        return;
+    }
+    e->type = type;
+    e->pid = c->pid;
+    e->conn = c->id;
+    e->ts = now;
+    e->cgroup = c->cgroup;
+    e->port = c->port;
+    e->client_port = c->client_port;
+    e->family = c->family;
+    e->tls = c->tls != 0;
+    e->lost = c->h2_lost;
+    e->pad = 0;
+    __builtin_memcpy(e->client_addr, c->client_addr, sizeof(e->client_addr));
+    __builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+    events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
+}
+
+/* The connection's first read was the client preface: from now on an HTTP/2 connection. */
+static __always_inline void h2_begin(struct conn_state *c, u64 now)
+{
+    c->proto = PROTO_H2;
+    c->req_start = 0;
+    c->flags = 0;
+    c->h2_next[H2_FROM_CLIENT] = H2_PREFACE_LEN;  /* the preface is walked like a frame's payload, and copied */
+    c->h2_copy[H2_FROM_CLIENT] = H2_PREFACE_LEN;
+    c->h2_next[H2_FROM_SERVER] = 0;
+    c->h2_copy[H2_FROM_SERVER] = 0;
+    c->h2_have[0] = c->h2_have[1] = 0;
+    c->h2_lost = 0;
+    c->h2_dup = 0;
+    c->h2_seq_known = 0;
+    stat_add(STAT_INF_H2, 1);
+    h2_conn_event(c, EVENT_H2_OPEN, now);
+}
+
+/* A direction's frames are lost from here: counted once, nothing more of them is sent. */
+static __always_inline void h2_lose(struct conn_state *c, u32 dir)
+{
+    if (!(c->h2_lost & (1 << dir)))
+        stat_add(STAT_INF_H2_LOST, 1);
+    c->h2_lost |= 1 << dir;
+}
+
+/* len bytes at user address src, then skip bytes not copied, to user space; 0 when lost. */
+static __always_inline int h2_emit(struct conn_state *c, u32 dir, u64 src, u64 len, u64 skip, u64 now)
+{
+    u32 zero = 0;
+    struct h2_bytes_event *e = h2_scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    u64 n = bounded(len, H2_CHUNK);
+    e->type = EVENT_H2_BYTES;
+    e->pid = c->pid;
+    e->conn = c->id;
+    e->ts = now;
+    e->len = n;
+    e->skip = skip;
+    e->from_server = dir;
+    if (n > 0 && bpf_probe_read_user(e->data, n, (void *)src) != 0)
+        return 0;
+    u64 size = offsetof(struct h2_bytes_event, data) + n;
+    if (events.ringbuf_output(e, bounded(size, sizeof(*e)), ringbuf_wakeup_flags(size, RINGBUF_PAGES)) != 0) {
+        count_ringbuf_full();
+        return 0;
+    }
+    return 1;
+}
+
+/* The next buffer of a vectored read or write: its iovec at index i of iov_array (user memory, or the
+ * kernel's copy), at most `remaining` bytes of it. */
+static __always_inline u64 h2_iovec(u64 iov_array, int iov_in_kernel, u32 i, u64 remaining, u64 *len)
+{
+    struct user_iov iov = {};
+    void *at = (void *)(iov_array + (u64)i * sizeof(iov));
+    long err = iov_in_kernel ? bpf_probe_read_kernel(&iov, sizeof(iov), at) : bpf_probe_read_user(&iov, sizeof(iov), at);
+    if (err != 0)
+        return 0;
+    *len = iov.len < remaining ? iov.len : remaining;
+    return iov.base;
+}
+
+/* Where a walk stands, in a map value rather than in registers: at the head of each turn of its loop the
+ * verifier then finds the same state whichever way the turn before went (values it cannot know), and walks
+ * each turn once instead of once per way there. */
+struct h2_walk {
+    u64 p;          /* the buffer walked */
+    u64 n;          /* its bytes */
+    u64 pos;        /* the walk's place in it */
+    u64 win;        /* its first byte not sent yet */
+    u64 remaining;  /* bytes of the read or write after this buffer */
+    u64 next;       /* conn_state.h2_next, h2_copy, h2_have of the direction walked */
+    u64 copy;
+    u64 have;
+    u64 iov_i;      /* the index of the next iovec */
+    u64 done;       /* 1: every byte walked; 2: stopped (lost); 3: the next buffer is next_p, next_n */
+    u64 next_p;
+    u64 next_n;
+    u64 key;        /* the connection's (find_conn) */
+    u64 iov_array;  /* the read's or write's struct iovec array (0: one buffer) */
+    u64 iov_in_kernel;
+    u64 now;
+    u64 dir;
+    u64 runs;
+};
+BPF_PERCPU_ARRAY(h2_walks, struct h2_walk, 1);
+#define V(x) (*(volatile u64 *)&(x))
+
+/* One turn of a walk: walks a payload part or a frame header, or moves to the next buffer; what it has to
+ * send (bytes, or a count of bytes skipped) goes at its end, from one place (the verifier walks each
+ * turn's ways through once per turn: few ways, short ones). */
+static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_walk *w, u64 iov_array, int iov_in_kernel,
+                                    u64 now)
+{
+    u64 p = V(w->p), n = V(w->n), pos = V(w->pos), win = V(w->win);
+    u64 send = 0, skip = 0;  /* bytes from win to send, bytes after them skipped */
+    if (pos - win >= H2_CHUNK) {
+        send = H2_CHUNK;  /* a long run of bytes to send: one record's worth */
+    } else if (pos >= n) {
+        /* this buffer is walked: what is left of it is sent, then the next */
+        send = pos - win;
+        u64 remaining = V(w->remaining), i = V(w->iov_i);
+        if (remaining == 0) {
+            V(w->done) = 1;
+        } else if (iov_array == 0 || i >= H2_IOV_MAX) {
+            V(w->done) = 2;
+        } else {
+            u64 len = 0;
+            u64 next_p = h2_iovec(iov_array, iov_in_kernel, i, remaining, &len);
+            V(w->next_p) = next_p;
+            V(w->next_n) = len;
+            V(w->remaining) = remaining - len;
+            V(w->iov_i) = i + 1;
+            V(w->done) = next_p || !len ? 3 : 2;  /* 3: go on with the next buffer once this one is sent */
+        }
+    } else {
+        u64 avail = n - pos, next = V(w->next);
+        if (next > 0) {
+            /* inside a frame's payload (or the preface): its bytes to send, then those to skip */
+            u64 copy = V(w->copy);
+            if (copy > 0) {
+                u64 k = copy < avail ? copy : avail;
+                V(w->pos) = pos + k;
+                V(w->copy) = copy - k;
+                V(w->next) = next - k;
+                return;
+            }
+            skip = next < avail ? next : avail;
+            send = pos - win;
+            V(w->next) = next - skip;
+        } else {
+            /* a frame header at pos (its first `have` bytes in the previous buffer, kept in h2_hdr) */
+            u32 zero = 0;
+            struct h2_header *hdr = h2_header_buf.lookup(&zero);
+            if (!hdr) {
+                V(w->done) = 2;
+                return;
+            }
+            u64 have = V(w->have) & 7;
+            u64 take = H2_FRAME_HEADER - have;
+            if (take > avail)
+                take = avail;
+            take &= 15;
+            *(u64 *)hdr->b = *(u64 *)(c->h2_hdr + 8 * dir);
+            if (take == 0 || bpf_probe_read_user(hdr->b + have, take, (void *)(p + pos)) != 0) {
+                V(w->done) = 2;
+                return;
+            }
+            V(w->pos) = pos + take;
+            if (have + take < H2_FRAME_HEADER) {
+                /* the buffer ends inside the header: kept for the next */
+                *(u64 *)(c->h2_hdr + 8 * dir) = *(u64 *)hdr->b;
+                V(w->have) = have + take;
+                return;
+            }
+            V(w->have) = 0;
+            next = ((u64)hdr->b[0] << 16) | ((u64)hdr->b[1] << 8) | hdr->b[2];
+            V(w->next) = next;
+            V(w->copy) = hdr->b[3] == H2_TYPE_DATA ? (next < H2_DATA_PEEK ? next : H2_DATA_PEEK) : next;
+            return;
+        }
+    }
+    if ((send || skip) && !h2_emit(c, dir, p + win, send, skip, now)) {
+        V(w->done) = 2;
+        return;
+    }
+    if (V(w->done) == 3) {
+        V(w->p) = V(w->next_p);
+        V(w->n) = V(w->next_n);
+        V(w->pos) = 0;
+        V(w->win) = 0;
+        V(w->done) = 0;
+        return;
+    }
+    V(w->win) = win + send + skip;
+    V(w->pos) = pos + skip;
+}
+
+/* The walk runs in its own program, reached by a tail call (its loop is verified once, not once per way
+ * into it), loaded once per type of program that starts it: the read hook's, the write hook's, the TLS
+ * uprobes'. It tail-calls itself for more turns. Each program refers to one of the arrays only (via is a
+ * constant where it is used): the kernel ties a program array to the type of the first program that
+ * refers to it. */
+#define H2_VIA_READ 0
+#define H2_VIA_WRITE 1
+#define H2_VIA_TLS 2
+BPF_PROG_ARRAY(h2_prog_read, 1);
+BPF_PROG_ARRAY(h2_prog_write, 1);
+#if TLS_HOOKS
+BPF_PROG_ARRAY(h2_prog_tls, 1);
+#endif
+
+static __always_inline void h2_continue(void *ctx, u64 via)
+{
+    if (via == H2_VIA_READ)
+        h2_prog_read.call(ctx, 0);
+    else if (via == H2_VIA_WRITE)
+        h2_prog_write.call(ctx, 0);
+#if TLS_HOOKS
+    else
+        h2_prog_tls.call(ctx, 0);
+#endif
+}
+
+/* One read (dir H2_FROM_CLIENT) or write (H2_FROM_SERVER) of HTTP/2 connection *k: its first buffer (ptr,
+ * len), total bytes in all, and for vectored calls the struct iovec array (in user memory, or the kernel's
+ * copy). The walk program walks its frame headers and sends its bytes (h2_emit) in order. The caller's
+ * last act: the tail call does not come back. */
+static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_state *c, u32 dir, u64 ptr, u64 len,
+                                     u64 total, u64 iov_array, int iov_in_kernel, u64 now)
+{
+    dir &= 1;
+    if (c->h2_lost & (1 << dir))
+        return;
+    u32 zero = 0;
+    struct h2_walk *w = h2_walks.lookup(&zero);
+    if (!w)
+        return;
+    u64 n = len < total ? len : total, pos = 0;
+    if (dir == H2_FROM_SERVER && c->h2_dup) {
+        /* the rest of a partial write, walked and sent with it already (BTF send hook) */
+        u64 dup = c->h2_dup;
+        if (dup >= total) {
+            c->h2_dup = dup - total;
+            return;
+        }
+        c->h2_dup = 0;
+        if (dup >= n) {
+            h2_lose(c, dir);  /* a rest reaching past the first buffer: not followed */
+            return;
+        }
+        pos = dup;
+    }
+    w->p = ptr;
+    w->n = n;
+    w->pos = pos;
+    w->win = pos;
+    w->remaining = total - n;
+    w->next = c->h2_next[dir];
+    w->copy = c->h2_copy[dir];
+    w->have = c->h2_have[dir];
+    w->iov_i = 1;
+    w->done = 0;
+    w->key = *k;
+    w->iov_array = iov_array;
+    w->iov_in_kernel = iov_in_kernel;
+    w->now = now;
+    w->dir = dir;
+    w->runs = 0;
+    h2_continue(ctx, via);
+    h2_lose(c, dir);  /* no walk program: not loaded */
+}
+
+static __always_inline int h2_walk_in(void *ctx, u64 via)
+{
+    u32 zero = 0;
+    struct h2_walk *w = h2_walks.lookup(&zero);
+    if (!w)
+        return 0;
+    struct conn_state *c = find_conn(w->key);
+    if (!c)
+        return 0;
+    u32 dir = w->dir & 1;
+    u64 iov_array = w->iov_array, now = w->now;
+    int iov_in_kernel = w->iov_in_kernel != 0;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < H2_TURNS; i++) {
+        if (V(w->done))
+            break;
+        h2_turn(c, dir, w, iov_array, iov_in_kernel, now);
+    }
+    if (V(w->done) == 0 && ++w->runs < H2_RUNS)
+        h2_continue(ctx, via);  /* more turns (the tail call does not come back when it is made) */
+    if (V(w->done) != 1) {
+        h2_lose(c, dir);  /* more frames or buffers than a walk takes, or a record that found no room */
+        return 0;
+    }
+    c->h2_next[dir] = V(w->next);
+    c->h2_copy[dir] = V(w->copy);
+    c->h2_have[dir] = V(w->have);
+    return 0;
+}
+
+/* The walk programs (H2_FUNCTIONS in ebpftool/tracers/inference/plans.py), one per type of caller. */
+int h2_walk_read(void *ctx) { return h2_walk_in(ctx, H2_VIA_READ); }
+int h2_walk_write(void *ctx) { return h2_walk_in(ctx, H2_VIA_WRITE); }
+#if TLS_HOOKS
+int h2_walk_tls(struct pt_regs *ctx) { return h2_walk_in(ctx, H2_VIA_TLS); }
+#endif

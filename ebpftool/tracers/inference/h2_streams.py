@@ -1,0 +1,253 @@
+"""HTTP/2 and gRPC streams: the kernel's records of each HTTP/2 connection (bpf/inference/http2.bpf.h: the
+connection's name, then each direction's bytes in order, DATA past its first bytes left out) fed to an
+http2.Connection per connection. Each stream that ends is measured here, every one of them (HPACK can only be
+decoded in user space, so these metrics cannot come from kernel maps), and becomes a span within the span
+budget (a token bucket at --span-rate, as the kernel's is for HTTP/1)."""
+from __future__ import annotations
+
+import ctypes
+import time
+from bisect import bisect_left
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ebpftool.core.bpf import HistSum
+from ebpftool.core.cstruct import cstring, decode
+from ebpftool.core.netaddr import format_address
+from ebpftool import semconv as sc
+from ebpftool.export.model import MetricPoint, SpanEvent, SpanKind, SpanRecord, counter, histogram, seconds_histogram
+from ebpftool.tracers.inference import http2, parsers
+from ebpftool.tracers.inference.records import H, STRUCTS
+
+H2_CONNECTIONS_MAX = 4096   # HTTP/2 connections followed at once in user space (each holds two HPACK tables)
+
+# gRPC status codes (grpc/doc/statuscodes.md) and those that are errors on the server's side (the semantic
+# conventions' gRPC page: a server span's error.type and status ERROR)
+GRPC_STATUS = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+               "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+               "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+GRPC_SERVER_ERRORS = {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+NO_STATUS = "no_status"     # error.type of an RPC that ended without grpc-status (reset, connection closed)
+
+
+def grpc_status_name(code: int | None) -> str:
+    if code is None:
+        return NO_STATUS
+    return GRPC_STATUS[code] if 0 <= code < len(GRPC_STATUS) else str(code)
+
+
+@dataclass
+class H2Peer:
+    """What names one HTTP/2 connection (struct h2_open_event)."""
+    pid: int
+    port: int
+    cgroup: int
+    tls: bool
+    client: str | None
+    client_port: int
+    comm: str
+
+
+@dataclass
+class _Followed:
+    peer: H2Peer
+    conn: http2.Connection = field(default_factory=http2.Connection)
+
+
+class _Histograms:
+    """Cumulative histograms kept in user space: (metric, attributes) -> counts, in the kernel's units."""
+
+    def __init__(self) -> None:
+        self.series: dict[tuple, tuple[dict[str, Any], HistSum]] = {}
+
+    def add(self, metric: str, attrs: dict[str, Any], value: int, bounds) -> None:
+        key = (metric, tuple(sorted(attrs.items())))
+        entry = self.series.get(key)
+        if entry is None:
+            entry = self.series[key] = (attrs, HistSum(buckets=[0] * (len(bounds) + 1)))
+        h = entry[1]
+        h.minimum = value if not h.count else min(h.minimum, value)
+        h.maximum = max(h.maximum, value)
+        h.count += 1
+        h.total += value
+        h.buckets[bisect_left(bounds, value / 1e9 if metric != sc.EBPFTOOL_RPC_RESPONSES_PER_RPC else value)] += 1
+
+
+class InferenceHttp2:
+    """Mixed into InferenceTracer: HTTP/2 records to streams, metrics and spans (state: _h2, _h2_hist, h2_*
+    counters; uses exe(), clock, cgroups, telemetry, opts.span_rate, _server_rates)."""
+
+    def _h2_init(self) -> None:
+        self._h2: OrderedDict[int, _Followed] = OrderedDict()
+        self._h2_hist = _Histograms()
+        self._h2_open_t = STRUCTS["h2_open_event"]
+        self._h2_bytes_t = STRUCTS["h2_bytes_event"]
+        self._h2_head = STRUCTS["h2_bytes_event"].data.offset
+        self.h2_streams = 0               # streams measured
+        self.h2_given_up = 0              # connections whose bytes did not parse (H2Error): not measured further
+        self.h2_lost_streams = 0          # streams of connections whose records were lost (not measured)
+        self.h2_spans_over_budget = 0
+        self._h2_lost_by_port: dict[int, int] = {}
+        rate = getattr(self.opts, "span_rate", 0)
+        self._h2_tokens = float(rate)
+        self._h2_refilled = time.monotonic()
+
+    # -- records in --------------------------------------------------------------------------------------
+    def _on_h2_record(self, kind: int, data: bytes) -> None:
+        if kind == H["EVENT_H2_BYTES"]:
+            head = decode_head(self._h2_bytes_t, self._h2_head, data)
+            f = self._h2.get(head.conn)
+            if f is None or f.conn.error is not None:
+                return
+            sender = http2.SERVER if head.from_server else http2.CLIENT
+            payload = data[self._h2_head:self._h2_head + head.len]
+            try:
+                streams = f.conn.feed(sender, payload, head.ts, head.skip)
+            except http2.H2Error:
+                self.h2_given_up += 1
+                self._h2_drop(head.conn, f)
+                return
+            for s in streams:
+                self._h2_stream_done(f.peer, s)
+            return
+        e = decode(self._h2_open_t, data)
+        if kind == H["EVENT_H2_OPEN"]:
+            peer = H2Peer(e.pid, e.port, e.cgroup, bool(e.tls), format_address(bytes(e.client_addr), e.family),
+                          e.client_port, cstring(e.comm))
+            self._h2[e.conn] = _Followed(peer)
+            if len(self._h2) > H2_CONNECTIONS_MAX:
+                conn_id, oldest = self._h2.popitem(last=False)
+                self._h2_drop(conn_id, oldest, pop=False)
+        elif kind == H["EVENT_H2_CLOSE"]:
+            f = self._h2.pop(e.conn, None)
+            if f is None:
+                return
+            if e.lost or f.conn.error is not None:
+                self._h2_drop(e.conn, f, pop=False)
+                return
+            for s in f.conn.close():
+                if s.request_start_ns is not None:
+                    s.end_ns, s.end_reason = e.ts, "closed"
+                    self._h2_stream_done(f.peer, s)
+
+    def _h2_drop(self, conn_id: int, f: _Followed, pop: bool = True) -> None:
+        """A connection no longer followed: its open streams are counted as lost, not measured."""
+        if pop:
+            self._h2.pop(conn_id, None)
+        lost = len(f.conn.streams)
+        if f.conn.error is not None or lost:
+            self._h2_lost_by_port[f.peer.port] = self._h2_lost_by_port.get(f.peer.port, 0) + 1
+        self.h2_lost_streams += lost
+        f.conn.streams.clear()
+
+    # -- a stream ended ------------------------------------------------------------------------------------
+    def _h2_stream_done(self, peer: H2Peer, s: http2.H2Stream) -> None:
+        if s.request_start_ns is None or s.end_ns is None or s.pushed:
+            return  # its request was not seen (a push, or the connection picked up midway)
+        self.h2_streams += 1
+        duration = max(0, s.end_ns - s.request_start_ns)
+        workload = self.cgroups.workload_attributes(peer.cgroup)
+        rpc = s.rpc
+        attrs: dict[str, Any] = {sc.SERVER_PORT: peer.port, **workload}
+        if s.grpc:
+            status = grpc_status_name(s.grpc_status)
+            attrs[sc.RPC_SYSTEM_NAME] = "grpc"
+            attrs[sc.RPC_METHOD] = f"{rpc[0]}/{rpc[1]}" if rpc else parsers.OTHER_METHOD
+            attrs[sc.RPC_RESPONSE_STATUS_CODE] = status
+            error = status in GRPC_SERVER_ERRORS or status == NO_STATUS
+            if error:
+                attrs[sc.ERROR_TYPE] = status
+            self._h2_hist.add(sc.RPC_SERVER_CALL_DURATION, attrs, duration, sc.RPC_SERVER_CALL_DURATION_BUCKETS)
+            if s.response_messages and not s.messages_lost:
+                self._h2_hist.add(sc.EBPFTOOL_RPC_RESPONSES_PER_RPC, attrs, s.response_messages,
+                                  sc.RPC_RESPONSES_PER_RPC_BUCKETS)
+            if s.first_message_ns is not None:
+                ttfm = max(0, s.first_message_ns - s.request_start_ns)
+                self._h2_hist.add(sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE, attrs, ttfm, sc.GEN_AI_TTFT_BUCKETS)
+        else:
+            method = s.method if s.method in parsers.METHODS else parsers.OTHER_METHOD
+            attrs[sc.HTTP_REQUEST_METHOD] = method
+            attrs[sc.URL_SCHEME] = "https" if peer.tls else "http"
+            attrs[sc.NETWORK_PROTOCOL_VERSION] = "2"
+            if s.status:
+                attrs[sc.HTTP_RESPONSE_STATUS_CODE] = s.status
+            error = not s.status or s.status >= 500
+            if error:
+                attrs[sc.ERROR_TYPE] = str(s.status) if s.status else "no_response"
+            self._h2_hist.add(sc.HTTP_SERVER_REQUEST_DURATION, attrs, duration, sc.HTTP_DURATION_BUCKETS)
+        if self._h2_take_span():
+            self._h2_span(peer, s, attrs, error)
+        else:
+            self.h2_spans_over_budget += 1
+
+    def _h2_take_span(self) -> bool:
+        rate = getattr(self.opts, "span_rate", 0)
+        if rate <= 0:
+            return False
+        now = time.monotonic()
+        self._h2_tokens = min(float(rate), self._h2_tokens + (now - self._h2_refilled) * rate)
+        self._h2_refilled = now
+        if self._h2_tokens < 1:
+            return False
+        self._h2_tokens -= 1
+        return True
+
+    def _h2_span(self, peer: H2Peer, s: http2.H2Stream, metric_attrs: dict[str, Any], error: bool) -> None:
+        attrs = dict(metric_attrs)
+        attrs[sc.PROCESS_PID] = peer.pid
+        attrs[sc.PROCESS_EXECUTABLE_NAME] = self.exe(peer.pid, peer.comm)
+        attrs[sc.NETWORK_PROTOCOL_VERSION] = "2"
+        attrs[sc.URL_SCHEME] = "https" if peer.tls else "http"
+        if peer.client:
+            attrs[sc.CLIENT_ADDRESS] = peer.client
+            attrs[sc.CLIENT_PORT] = peer.client_port
+        if s.path:
+            attrs[sc.URL_PATH] = s.path
+        events = []
+        if s.grpc:
+            name = attrs[sc.RPC_METHOD]
+            attrs[sc.EBPFTOOL_RPC_RESPONSE_MESSAGES] = s.response_messages
+            if s.first_message_ns is not None:
+                attrs[sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE] = (s.first_message_ns - s.request_start_ns) / 1e9
+                events.append(SpanEvent("ebpftool.rpc.first_message", self.clock.to_wall_ns(s.first_message_ns)))
+            message = f"gRPC {attrs[sc.RPC_RESPONSE_STATUS_CODE]}"
+        else:
+            name = f"{attrs[sc.HTTP_REQUEST_METHOD]} {parsers.path_template(s.path)}" if s.path else \
+                attrs[sc.HTTP_REQUEST_METHOD]
+            message = f"HTTP {s.status}" if s.status else "closed without a response"
+        span = SpanRecord(name, self.clock.to_wall_ns(s.request_start_ns), self.clock.to_wall_ns(s.end_ns),
+                          kind=SpanKind.SERVER, attributes=attrs, events=events, error=error,
+                          status_message=message if error else "")
+        self._server_rates.saw_span(span.attributes)
+        self.telemetry.emit_span(span)
+        self.spans_sent += 1
+
+    # -- metrics ---------------------------------------------------------------------------------------------
+    def _h2_points(self) -> list[MetricPoint]:
+        points = []
+        descriptions = {
+            sc.HTTP_SERVER_REQUEST_DURATION: "Duration of HTTP server requests",
+            sc.RPC_SERVER_CALL_DURATION: "Duration of incoming remote procedure calls (gRPC)",
+            sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE: "Time from a gRPC call's request to its first response message",
+        }
+        bounds = {sc.HTTP_SERVER_REQUEST_DURATION: sc.HTTP_DURATION_BUCKETS,
+                  sc.RPC_SERVER_CALL_DURATION: sc.RPC_SERVER_CALL_DURATION_BUCKETS,
+                  sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE: sc.GEN_AI_TTFT_BUCKETS}
+        for (metric, _key), (attrs, h) in self._h2_hist.series.items():
+            if metric == sc.EBPFTOOL_RPC_RESPONSES_PER_RPC:
+                points.append(histogram(metric, "{message}", "Messages a gRPC call answered with", attrs,
+                                        count=h.count, total=h.total, minimum=h.minimum, maximum=h.maximum,
+                                        bucket_counts=h.buckets, bounds=sc.RPC_RESPONSES_PER_RPC_BUCKETS))
+            else:
+                points.append(seconds_histogram(metric, descriptions[metric], attrs, h, bounds[metric]))
+        for port, n in self._h2_lost_by_port.items():
+            points.append(counter(sc.EBPFTOOL_HTTP2_LOST_CONNECTIONS, "{connection}",
+                                  "HTTP/2 connections given up (records lost, or bytes that did not parse): "
+                                  "their streams not measured", n, {sc.SERVER_PORT: port}))
+        return points
+
+
+def decode_head(struct_type, head_size: int, data: bytes):
+    """The fixed part of a variable-length record (h2_bytes_event: its data is as long as its len says)."""
+    return struct_type.from_buffer_copy(data[:head_size].ljust(ctypes.sizeof(struct_type), b"\0"))

@@ -1,0 +1,220 @@
+"""HTTP/2 and gRPC: connections that begin with the client preface, their frames walked in the kernel
+(bpf/inference/http2.bpf.h) and their streams decoded in user space (http2.py, h2_streams.py).
+
+Servers and clients nobody here wrote: grpcio's server and client (gRPC's C core: its own HTTP/2, HPACK with
+the dynamic table, many streams on one connection) with unary, server-streaming and failing calls; nginx's
+HTTP/2 (h2c with prior knowledge, and h2 over TLS by ALPN) driven by nghttp2's h2load. What a real OTLP
+receiver decoded is compared with what the clients did and saw: counts, statuses and messages exact, times
+between the server's own and the client's."""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+
+from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
+from tests.otlp_receiver import GrpcReceiver
+from tests.servers.nginx import free_port, nginx_server, wait_listening
+
+pytestmark = pytest.mark.bpf
+
+SERVICE = "ebpftool.test.Infer"
+TOLERANCE_NS = 1_000_000   # the issue's max(1 ms, 2%): the spans here last a few ms
+
+
+@pytest.fixture(params=["socket", "syscall"])
+def hooks(request) -> list[str]:
+    args = ["--hooks", request.param]
+    skip_unless_kernel_offers(args)
+    return args
+
+
+@contextlib.contextmanager
+def grpc_server(tmp_path, tls: tuple[str, str] | None = None):
+    port = free_port()
+    log = tmp_path / "calls.jsonl"
+    args = [sys.executable, "-m", "tests.servers.grpc_server", str(port), str(log)]
+    if tls:
+        args += ["--tls", *tls]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        wait_listening(port)
+        yield port, log
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def tolerance(ns: int) -> int:
+    return max(TOLERANCE_NS, ns // 50)
+
+
+class Calls:
+    """The client's side of each call: wall-clock times around it (what the client waited) and what it got."""
+
+    def __init__(self) -> None:
+        self.done: list[dict] = []
+        self.lock = threading.Lock()
+
+    def unary(self, channel, payload: bytes) -> None:
+        start = time.time_ns()
+        answer = channel.unary_unary(f"/{SERVICE}/Unary")(payload)
+        end = time.time_ns()
+        assert answer == payload[::-1]
+        self._add("Unary", "OK", start, end, 1, None)
+
+    def stream(self, channel, messages: int, gap_ms: float, size: int) -> None:
+        start = time.time_ns()
+        first, got = None, 0
+        for _ in channel.unary_stream(f"/{SERVICE}/Generate")(
+                json.dumps({"messages": messages, "gap_ms": gap_ms, "size": size}).encode()):
+            got += 1
+            first = first or time.time_ns()
+        self._add("Generate", "OK", start, time.time_ns(), got, first)
+
+    def fail(self, channel, code: str) -> None:
+        start = time.time_ns()
+        with pytest.raises(grpc.RpcError) as err:
+            channel.unary_unary(f"/{SERVICE}/Fail")(code.encode())
+        assert err.value.code().name == code
+        self._add("Fail", code, start, time.time_ns(), 0, None)
+
+    def _add(self, method, status, start, end, messages, first) -> None:
+        with self.lock:
+            self.done.append({"method": method, "status": status, "start": start, "end": end,
+                              "messages": messages, "first": first})
+
+
+def rpc_spans(receiver, port):
+    return [s for s in receiver.spans() if s.attributes.get("server.port") == port
+            and s.attributes.get("rpc.system.name") == "grpc"]
+
+
+def test_grpc_calls_are_measured_with_their_status_and_messages(tmp_path, hooks):
+    """Unary, server-streaming (four at once on one connection) and failing calls of grpcio's client to
+    grpcio's server: one span per call with rpc.method, the status the client got and the messages it
+    received; the call-duration metric counts every call; times lie between the server's and the client's."""
+    receiver = GrpcReceiver()
+    calls = Calls()
+    try:
+        with grpc_server(tmp_path) as (port, log):
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+                grpc.channel_ready_future(channel).result(timeout=30)
+                for i in range(5):
+                    calls.unary(channel, b"question %d" % i)
+                streams = [threading.Thread(target=calls.stream, args=(channel, n, 4, size))
+                           for n, size in ((12, 20), (7, 300), (30, 8), (1, 64))]
+                for t in streams:
+                    t.start()
+                for t in streams:
+                    t.join()
+                calls.fail(channel, "UNAVAILABLE")
+                calls.fail(channel, "NOT_FOUND")
+                channel.close()
+                assert receiver.wait_for(lambda: len(rpc_spans(receiver, port)) >= len(calls.done)), proc.stderr
+                assert receiver.wait_for_exports_from_now("rpc.server.call.duration")
+                assert proc.stop() == 0, proc.stderr
+        server_side = [json.loads(line) for line in log.read_text().splitlines()]
+    finally:
+        receiver.stop()
+    spans = rpc_spans(receiver, port)
+    assert len(spans) == len(calls.done) == 11
+    seen = sorted((s.attributes["rpc.method"], s.attributes["rpc.response.status_code"],
+                   s.attributes["ebpftool.rpc.response_messages"]) for s in spans)
+    assert seen == sorted((f"{SERVICE}/{c['method']}", c["status"], c["messages"]) for c in calls.done)
+    for s in spans:
+        assert s.name == s.attributes["rpc.method"]
+        assert s.kind == "SERVER"
+        assert s.attributes["network.protocol.version"] == "2"
+        assert s.attributes["url.scheme"] == "http"
+        error = s.attributes["rpc.response.status_code"] == "UNAVAILABLE"   # a server error; NOT_FOUND is not
+        assert (s.status_code == 2) == error and (s.attributes.get("error.type") == "UNAVAILABLE") == error
+    # Times: each span within its client's wait and no shorter than its server's handler.
+    handler = {}
+    for rec in server_side:
+        handler.setdefault(rec["method"], []).append(int((rec["end"] - rec["start"]) * 1e9))
+    by_method: dict[str, list] = {}
+    for s in spans:
+        by_method.setdefault(s.attributes["rpc.method"].split("/")[1], []).append(s)
+    for method, group in by_method.items():
+        waits = sorted(c["end"] - c["start"] for c in calls.done if c["method"] == method)
+        durations = sorted(s.end_ns - s.start_ns for s in group)
+        handlers = sorted(handler[method])
+        for waited, measured, handled in zip(waits, durations, handlers):
+            assert handled - tolerance(handled) <= measured <= waited + tolerance(waited), (method, handled, measured, waited)
+    for c in (c for c in calls.done if c["method"] == "Generate"):
+        span = min((s for s in spans if s.attributes["ebpftool.rpc.response_messages"] == c["messages"]
+                    and s.attributes["rpc.method"].endswith("/Generate")), key=lambda s: abs(s.start_ns - c["start"]))
+        assert c["start"] - TOLERANCE_NS <= span.start_ns
+        first = span.start_ns + int(span.attributes["ebpftool.rpc.server.time_to_first_message"] * 1e9)
+        assert first <= c["first"] + TOLERANCE_NS
+    # Metrics: every call counted, messages per call summed exactly.
+    durations = receiver.latest("rpc.server.call.duration")
+    counted = {(p.attributes["rpc.method"], p.attributes["rpc.response.status_code"]): p.count for p in durations
+               if p.attributes.get("server.port") == port}
+    expected: dict = {}
+    for c in calls.done:
+        key = (f"{SERVICE}/{c['method']}", c["status"])
+        expected[key] = expected.get(key, 0) + 1
+    assert counted == expected
+    per_rpc = [p for p in receiver.latest("ebpftool.rpc.server.responses_per_rpc") if p.attributes.get("server.port") == port]
+    assert sum(p.sum for p in per_rpc) == sum(c["messages"] for c in calls.done)
+    first_message = [p for p in receiver.latest("ebpftool.rpc.server.time_to_first_message")
+                     if p.attributes.get("server.port") == port]
+    assert sum(p.count for p in first_message) == sum(1 for c in calls.done if c["messages"])
+    figures = proc.figures("inference")
+    assert figures["connections_h2"] == 1 and figures["h2_connections_lost"] == 0, proc.stdout
+    assert figures["connections_unparsed"] == 0
+
+
+def h2load(url: str, *args: str) -> dict[str, int]:
+    """nghttp2's load generator (HTTP/2, prior knowledge or ALPN h2): its own count of answers by status class."""
+    out = subprocess.run(["h2load", *args, url], capture_output=True, text=True, timeout=300).stdout
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    assert m, out
+    return {"2xx": int(m.group(1)), "3xx": int(m.group(2)), "4xx": int(m.group(3)), "5xx": int(m.group(4))}
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "h2-over-tls"])
+def test_nginx_http2_requests_are_counted_exactly(tls, hooks, tmp_path):
+    """h2load against nginx's HTTP/2, ten streams at a time on each of two connections, found and missing
+    pages: the request-duration metric counts each answer under its status with network.protocol.version 2,
+    exactly as h2load counted them; over TLS (ALPN h2) through the TLS uprobes, with url.scheme https."""
+    certificate = None
+    if tls:
+        cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+        certificate = (cert, key)
+    receiver = GrpcReceiver()
+    try:
+        with nginx_server(tls=certificate, http2=True) as port:
+            scheme = "https" if tls else "http"
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                found = h2load(f"{scheme}://127.0.0.1:{port}/index.html", "-n", "400", "-c", "2", "-m", "10")
+                missing = h2load(f"{scheme}://127.0.0.1:{port}/missing", "-n", "60", "-c", "1", "-m", "5")
+                assert receiver.wait_for_exports_from_now("http.server.request.duration")
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    assert found["2xx"] == 400 and missing["4xx"] == 60
+    points = [p for p in receiver.latest("http.server.request.duration") if p.attributes.get("server.port") == port]
+    counted = {(p.attributes.get("network.protocol.version"), p.attributes.get("http.response.status_code"),
+                p.attributes.get("url.scheme"), p.attributes.get("http.request.method")): p.count for p in points}
+    assert counted == {("2", 200, scheme, "GET"): 400, ("2", 404, scheme, "GET"): 60}
+    spans = [s for s in receiver.spans() if s.attributes.get("server.port") == port]
+    assert spans and {s.attributes.get("url.path") for s in spans} == {"/index.html", "/missing"}
+    assert {s.name for s in spans} == {"GET /index.html", "GET /missing"}
+    figures = proc.figures("inference")
+    assert figures["connections_h2"] == 3 and figures["h2_connections_lost"] == 0, proc.stdout
