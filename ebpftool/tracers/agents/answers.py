@@ -133,7 +133,10 @@ class AnswerReader:
         a = self.answer
         a.complete = a.complete or self._http.done and not self._http.failed
         if a.status is not None and a.status >= 400:
-            a.error_type = RATE_LIMITED if a.status == 429 else (a.error_type or str(a.status))
+            # The provider's error type where its body names one; else the status code (an untyped body,
+            # Ollama's free text, says no more than the status does).
+            typed = a.error_type not in (None, OTHER_ERROR)
+            a.error_type = RATE_LIMITED if a.status == 429 else (a.error_type if typed else str(a.status))
         return a
 
     # -- the format ---------------------------------------------------------------------------------

@@ -43,8 +43,8 @@ class ClientConnection:
     def __init__(self, capture: int = CAPTURE_BYTES) -> None:
         self.capture = capture
         self._in = b""                # request bytes not yet placed
-        self._cur: list | None = None  # the request being written: [captured bytes, body bytes left, start time]
-        self._waiting: deque[tuple[Call | None, float]] = deque()   # sent, not yet answered
+        self._cur: _Request | None = None        # the request being written
+        self._waiting: deque[list] = deque()     # [call, start]: sent (or being sent), not yet answered
         self._reader: AnswerReader | None = None
         self.finished: list[Exchange] = []
 
@@ -60,25 +60,33 @@ class ClientConnection:
                     return
                 head, self._in = self._in[:end + 4], self._in[end + 4:]
                 m = _LENGTH.search(head)
-                self._cur = [bytearray(head[:self.capture]), int(m.group(1)) if m else 0, t]
+                self._cur = _Request(bytearray(head[:self.capture]), int(m.group(1)) if m else 0, t)
             cur = self._cur
-            take, self._in = self._in[:cur[1]], self._in[cur[1]:]
-            room = self.capture - len(cur[0])
-            if room > 0:
-                cur[0] += take[:room]
-            cur[1] -= len(take)
-            if cur[1] > 0:
+            take, self._in = self._in[:cur.left], self._in[cur.left:]
+            room = self.capture - len(cur.captured)
+            if room > 0 and take:
+                cur.captured += take[:room]
+                if cur.entry is not None:       # answered early: what more the body says still counts
+                    self._recognised(cur.entry, recognise(bytes(cur.captured)))
+            cur.left -= len(take)
+            if cur.left > 0:
                 return
-            self._waiting.append((recognise(bytes(cur[0])), cur[2]))
+            if cur.entry is None:
+                self._waiting.append([recognise(bytes(cur.captured)), cur.start])
             self._cur = None
 
     def response(self, data: bytes, t: float) -> list[Exchange]:
         """Bytes the client read, at time t; the calls they finished."""
         done = []
+        if self._cur is not None and self._cur.entry is None:
+            # An answer before the request's body was all written (a 429 or 401 sent without reading the
+            # body): the request is answered as far as it was written.
+            self._cur.entry = [recognise(bytes(self._cur.captured)), self._cur.start]
+            self._waiting.append(self._cur.entry)
         while data:
             if self._reader is None:
                 if not self._waiting:
-                    return done           # an answer to no request seen: nothing to pair it with
+                    break                 # an answer to no request seen: nothing to pair it with
                 self._reader = AnswerReader(self._waiting[0][0])
             self._reader.feed(data, t)
             data = self._reader.leftover()
@@ -98,8 +106,23 @@ class ClientConnection:
         self.finished += done
         return done
 
+    def _recognised(self, entry: list, call: Call | None) -> None:
+        if call is None:
+            return
+        entry[0] = call
+        if self._reader is not None and self._waiting and self._waiting[0] is entry:
+            self._reader.call = call
+
     def _end(self, t: float, closed: bool) -> Exchange:
         call, start = self._waiting.popleft()
         answer = self._reader.finish(closed=closed)
         self._reader = None
         return Exchange(call, answer, start, t)
+
+
+@dataclass
+class _Request:
+    captured: bytearray       # its head and first body bytes, up to the capture bound
+    left: int                 # body bytes still to come (Content-Length)
+    start: float              # the time of its first byte
+    entry: list | None = None  # its place among the requests waiting for an answer, once it has one
