@@ -122,16 +122,20 @@ class AnswerReader:
 
     def finish(self, closed: bool = False) -> Answer:
         """The answer as far as it came. closed: the connection ended (a body without length ends)."""
+        cut = False
         try:
             if closed:
                 rest = self._http.end()
                 if rest:
                     self._body(rest)
+            # An event or line begun and never ended: the stream was cut, whatever the framing says (a
+            # body that ends with the connection has no length to tell).
+            cut = self._format in ("sse", "lines") and bool(self._buf.strip())
             self._flush()
         except Exception:
             pass
         a = self.answer
-        a.complete = a.complete or self._http.done and not self._http.failed
+        a.complete = a.complete or (self._http.done and not self._http.failed and not cut)
         if a.status is not None and a.status >= 400:
             # The provider's error type where its body names one; else the status code (an untyped body,
             # Ollama's free text, says no more than the status does).
@@ -189,7 +193,7 @@ class AnswerReader:
         elif self._format == "lines" and self._buf.strip():
             self._line(self._buf)
             self._buf = b""
-        elif self._format == "json" and self._json:
+        elif self._format == "json" and (self._json or self._json_over):
             self._whole()
             self._json = bytearray()
 

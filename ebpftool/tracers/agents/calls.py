@@ -113,7 +113,8 @@ def provider_of_host(host: str | None) -> str | None:
     if not host:
         return None
     for suffix, provider in HOST_PROVIDERS:
-        if host == suffix or host.endswith("." + suffix):
+        # regional endpoints: eu.api.openai.com, us-central1-aiplatform.googleapis.com
+        if host == suffix or host.endswith("." + suffix) or host.endswith("-" + suffix):
             return provider
     if "bedrock" in host and host.endswith(".amazonaws.com"):
         return "aws.bedrock"
