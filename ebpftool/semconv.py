@@ -173,3 +173,9 @@ MCP_RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"
 # and model, from the price table (ebpftool/tracers/agents/prices.yaml).
 EBPFTOOL_GEN_AI_CLIENT_COST = "ebpftool.gen_ai.client.cost"                            # counter, {USD}
 EBPFTOOL_GEN_AI_CLIENT_COST_UNIT = "{USD}"
+# ebpftool's own span attributes of a client call (no convention names them on a span) and a counter of
+# the calls whose answer gave no usage (compressed, cut, or a stream without a usage event).
+EBPFTOOL_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = "ebpftool.gen_ai.client.time_to_first_chunk"   # span, s
+EBPFTOOL_GEN_AI_CLIENT_CHUNKS = "ebpftool.gen_ai.client.chunks"                             # span, content chunks
+EBPFTOOL_GEN_AI_USAGE_COST = "ebpftool.gen_ai.usage.cost"                                   # span, USD
+EBPFTOOL_GEN_AI_CLIENT_CALLS_WITHOUT_USAGE = "ebpftool.gen_ai.client.calls_without_usage"   # counter, {call}
