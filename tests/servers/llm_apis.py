@@ -33,7 +33,7 @@ and SSL_read see, so tests feed them to the parsers of ebpftool.tracers.agents.
 `make_certificates(dir)` makes a CA and a certificate for 127.0.0.1/localhost signed by it (the openssl
 CLI, as tests/test_tls.py does), so clients verify the server as they would a real API.
 """
-# No `from __future__ import annotations`: Starlette does not need it and the handlers stay plain.
+# No `from __future__ import annotations`: the mcp package reads its tools' annotations at run time.
 import asyncio
 import base64
 import contextlib

@@ -332,13 +332,19 @@ class AnswerReader:
             self._finish(choice.get("finish_reason"))
         if output:
             self._chunk()
-        usage = obj.get("usage")
-        if isinstance(usage, dict):
-            a.input_tokens = _int(usage.get("prompt_tokens"))
-            a.output_tokens = _int(usage.get("completion_tokens"))
-            details = usage.get("prompt_tokens_details")
-            if isinstance(details, dict):
-                a.cache_read_tokens = _int(details.get("cached_tokens"))
+        self._openai_usage(obj.get("usage"), "prompt_tokens", "completion_tokens", "prompt_tokens_details")
+
+    def _openai_usage(self, usage: object, inp: str, out: str, details: str) -> None:
+        """An OpenAI usage object, by the key names of its API (the cached input tokens are counted in the
+        input there)."""
+        if not isinstance(usage, dict):
+            return
+        a = self.answer
+        a.input_tokens = _int(usage.get(inp))
+        a.output_tokens = _int(usage.get(out))
+        cached = usage.get(details)
+        if isinstance(cached, dict):
+            a.cache_read_tokens = _int(cached.get("cached_tokens"))
 
     def _responses(self, obj: dict) -> None:
         kind = obj.get("type")
@@ -362,13 +368,7 @@ class AnswerReader:
             err = response.get("error")
             if isinstance(err, dict):
                 self._failed(err.get("code") or err.get("type"))
-        usage = response.get("usage")
-        if isinstance(usage, dict):
-            a.input_tokens = _int(usage.get("input_tokens"))
-            a.output_tokens = _int(usage.get("output_tokens"))
-            details = usage.get("input_tokens_details")
-            if isinstance(details, dict):
-                a.cache_read_tokens = _int(details.get("cached_tokens"))
+        self._openai_usage(response.get("usage"), "input_tokens", "output_tokens", "input_tokens_details")
 
     def _anthropic(self, obj: dict) -> None:
         a = self.answer
