@@ -87,6 +87,23 @@ def drive_openai(base: str, ca: str) -> list[Expected]:
                                                if ch.choices and ch.choices[0].finish_reason),
                             client_first_chunk=first))
 
+    # An agent's turn: the model answers with a tool call, its arguments streamed in fragments.
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+                                               "parameters": {"type": "object",
+                                                              "properties": {"city": {"type": "string"}}}}}]
+    chunks = list(client.chat.completions.create(model="gpt-4.1-mini", messages=_messages(), tools=tools,
+                                                 stream=True, stream_options={"include_usage": True}))
+    calls = [tc for ch in chunks if ch.choices for tc in ch.choices[0].delta.tool_calls or ()]
+    assert calls[0].function.name == "get_weather" and "".join(tc.function.arguments for tc in calls) == \
+        '{"city": "Paris"}'
+    out.append(Expected("chat stream tool call", **chat, request_model="gpt-4.1-mini", stream=True,
+                        response_model=chunks[0].model, input_tokens=chunks[-1].usage.prompt_tokens,
+                        output_tokens=chunks[-1].usage.completion_tokens,
+                        chunks=sum(1 for ch in chunks if ch.choices and (ch.choices[0].delta.content
+                                                                         or ch.choices[0].delta.tool_calls)),
+                        finish_reason=next(ch.choices[0].finish_reason for ch in chunks
+                                           if ch.choices and ch.choices[0].finish_reason)))
+
     comp = dict(api="openai.completions", provider="openai", operation="text_completion")
     r = client.completions.create(model="gpt-3.5-turbo-instruct", prompt=PROMPT, max_tokens=3)
     out.append(Expected("completions", **comp, request_model="gpt-3.5-turbo-instruct", response_model=r.model,
@@ -116,6 +133,14 @@ def drive_openai(base: str, ca: str) -> list[Expected]:
                         input_tokens=final.usage.input_tokens, output_tokens=final.usage.output_tokens,
                         chunks=sum(1 for ev in events if ev.type == "response.output_text.delta"),
                         finish_reason=final.status, client_first_chunk=first))
+
+    events = list(client.responses.create(model="midstream-error", input=PROMPT, stream=True))
+    failed = events[-1].response
+    assert events[-1].type == "response.failed"
+    out.append(Expected("responses stream failed", **resp, request_model="midstream-error", stream=True,
+                        response_model=failed.model,
+                        chunks=sum(1 for ev in events if ev.type == "response.output_text.delta"),
+                        finish_reason=failed.status, error_type=failed.error.code))
 
     emb = dict(api="openai.embeddings", provider="openai", operation="embeddings")
     for fmt in ("float", None):          # the client asks for base64 when not told

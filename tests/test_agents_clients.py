@@ -72,3 +72,14 @@ def test_the_servers_are_a_process_of_their_own_speaking_tls_with_the_tests_ca(a
         urllib.request.urlopen(f"{apis.base}/v1/models", timeout=10,
                                context=ssl.create_default_context(cafile=apis.ca))
     assert answered.value.code == 404
+
+
+def test_cleartext_reads_the_same(apis, tmp_path):
+    """Without TLS (a local vLLM, a sidecar gateway) the same calls, the same bytes on the socket."""
+    log = tmp_path / "wire.jsonl"
+    port = free_port()
+    with llm_apis.running(port, str(log)):
+        expected = DRIVERS["openai"](f"http://127.0.0.1:{port}", apis.ca)
+    records = llm_apis.read_log(log)
+    assert records[0]["data"].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert [observed(ex) for ex in replay(records)] == [expected_view(asdict(e)) for e in expected]

@@ -53,7 +53,7 @@ def as_recorded(driver: str):
 
 def test_the_recording_holds_every_kind_of_call():
     names = [e["name"] for calls in EXPECTED.values() for e in calls["calls"]]
-    assert len(names) == 34
+    assert len(names) == 36
     apis = {e["api"] for calls in EXPECTED.values() for e in calls["calls"]}
     assert apis == set(c.APIS) - {c.GEMINI_EMBED}
     statuses = {e["status"] for calls in EXPECTED.values() for e in calls["calls"]}

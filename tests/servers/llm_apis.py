@@ -7,8 +7,9 @@ port, over TLS (with --tls) or cleartext. It answers:
 
 - OpenAI and compatible: POST /v1/chat/completions, /v1/completions, /v1/responses, /v1/embeddings
   (streamed as Server-Sent Events with `"stream": true`; chat's usage chunk with
-  `stream_options.include_usage`; the Responses API's typed events up to `response.completed`;
-  embeddings as floats or base64, as the client asks).
+  `stream_options.include_usage`; a streamed chat with `tools` calls the first one, its arguments in
+  fragments; the Responses API's typed events up to `response.completed` (`response.failed` for
+  `midstream-error`); embeddings as floats or base64, as the client asks).
 - Anthropic: POST /v1/messages (its SSE events message_start ... message_stop; usage with prompt-cache
   reads, as the real API reports them).
 - Gemini: POST /v1beta/models/MODEL:generateContent and :streamGenerateContent (with `?alt=sse` as
@@ -175,6 +176,15 @@ def build_app():
             return doc
 
         events = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": t}) for t in tokens(n)]
+        if body.get("tools"):
+            # An agent's turn: the model calls the first tool, its arguments streamed in fragments.
+            name = body["tools"][0]["function"]["name"]
+            fragments = ['{"city"', ': "Par', 'is"}'][:n]
+            events = [chunk({"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": _id("call_"), "type": "function", "function": {"name": name, "arguments": ""}}]})]
+            events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": f}}]}) for f in fragments]
+            finish = "tool_calls"
+            usage = {**usage, "completion_tokens": len(fragments) + 1, "total_tokens": prompt + len(fragments) + 1}
         if model == "midstream-error":
             events = events[:3] + [{"error": {"message": "The server had an error while processing your request",
                                               "type": "server_error", "param": None, "code": None}}]
@@ -245,6 +255,10 @@ def build_app():
                      part={**part, "text": ""})]
         events += [ev("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=t,
                       logprobs=[]) for t in tokens(n)]
+        if model == "midstream-error":
+            failed = {**response("failed", [], False),
+                      "error": {"code": "server_error", "message": "The model failed to generate a response"}}
+            return sse(events[:6] + [ev("response.failed", response=failed)], named=True)
         events += [ev("response.output_text.done", item_id=msg_id, output_index=0, content_index=0, text=text,
                       logprobs=[]),
                    ev("response.content_part.done", item_id=msg_id, output_index=0, content_index=0, part=part),
