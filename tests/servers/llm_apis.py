@@ -434,7 +434,7 @@ def build_app():
 def build_mcp_app():
     from mcp.server.mcpserver import MCPServer
 
-    server = MCPServer("ebpftool-test-tools")
+    server = MCPServer("ebpftool-test-tools", log_level="WARNING")
 
     @server.tool()
     def add(a: int, b: int) -> int:
@@ -533,14 +533,19 @@ def running(port: int, log_path: str, tls: tuple[str, str] | None = None, ready_
     args = [sys.executable, "-m", "tests.servers.llm_apis", str(port), str(log_path)]
     if tls:
         args += ["--tls", *tls]
-    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr to a file, not a pipe nobody reads while the servers run: a full pipe would block them.
+    errors = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=errors, text=True)
     try:
         line = _read_line(proc, ready_timeout)
         if not line.startswith("ready"):
             proc.kill()
-            raise RuntimeError(f"llm_apis did not start: {line!r} {proc.stderr.read()}")
+            proc.wait()
+            errors.seek(0)
+            raise RuntimeError(f"llm_apis did not start: {line!r} {errors.read()[-4000:]}")
         yield proc.pid
     finally:
+        errors.close()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)
