@@ -9,7 +9,8 @@ port, over TLS (with --tls) or cleartext. It answers:
   (streamed as Server-Sent Events with `"stream": true`; chat's usage chunk with
   `stream_options.include_usage`; a streamed chat with `tools` calls the first one, its arguments in
   fragments; the Responses API's typed events up to `response.completed` (`response.failed` for
-  `midstream-error`); embeddings as floats or base64, as the client asks).
+  `midstream-error`); embeddings as floats or base64, as the client asks, gzip-compressed when the
+  client accepts it, as a CDN in front of a real API compresses JSON).
 - Anthropic: POST /v1/messages (its SSE events message_start ... message_stop; usage with prompt-cache
   reads, as the real API reports them).
 - Gemini: POST /v1beta/models/MODEL:generateContent and :streamGenerateContent (with `?alt=sse` as
@@ -38,6 +39,7 @@ CLI, as tests/test_tls.py does), so clients verify the server as they would a re
 import asyncio
 import base64
 import contextlib
+import gzip
 import json
 import os
 import signal
@@ -280,8 +282,13 @@ def build_app():
             if body.get("encoding_format") == "base64":
                 vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "index": i, "embedding": vector})
-        return JSONResponse({"object": "list", "data": data, "model": model,
-                             "usage": {"prompt_tokens": prompt, "total_tokens": prompt}})
+        answer = JSONResponse({"object": "list", "data": data, "model": model,
+                               "usage": {"prompt_tokens": prompt, "total_tokens": prompt}})
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            # as a CDN in front of a real API compresses a JSON answer for a client that accepts it
+            return Response(gzip.compress(answer.body), media_type="application/json",
+                            headers={"content-encoding": "gzip"})
+        return answer
 
     # -- Anthropic -----------------------------------------------------------------------------------------
     def anthropic_error(model: str):
