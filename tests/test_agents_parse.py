@@ -60,6 +60,8 @@ def test_the_recording_holds_every_kind_of_call():
     assert statuses == {200, 400, 404, 429, 500, 529}
     wire = b"".join(r["data"] for r in WIRE)
     assert all(s.encode() in wire for s in SECRETS[:3])   # the keys were on the wire, in headers
+    assert b"content-encoding: gzip" in wire              # compressed answers the client decoded
+    assert b"mcp-session-id" in wire and b"event: message" in wire   # MCP's legacy sessions with SSE answers
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
