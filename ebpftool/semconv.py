@@ -157,3 +157,40 @@ EBPFTOOL_EXPORT_FAILURES = "ebpftool.export.failures"
 EBPFTOOL_TRACER = "ebpftool.tracer"
 EBPFTOOL_MAP = "ebpftool.map"
 EBPFTOOL_SIGNAL = "ebpftool.signal"
+
+# --- generative AI, client side: the calls agents make (issue 27) ----------------------------------------
+# Read 2026-12-06 from open-telemetry/semantic-conventions-genai (status Development): docs/gen-ai/
+# gen-ai-metrics.md and mcp.md. One block, kept together: the agents tracer (ebpftool/tracers/agents)
+# exports these; docs/agents.md lists each with its unit, buckets and attributes.
+GEN_AI_CLIENT_OPERATION_DURATION = "gen_ai.client.operation.duration"                  # histogram, s
+GEN_AI_CLIENT_TOKEN_USAGE = "gen_ai.client.token.usage"                                # histogram, {token}
+GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"      # histogram, s; streams only
+GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"  # histogram, s; streams only
+# The conventions give all three time metrics the same doubling boundaries (the server's request duration's).
+GEN_AI_CLIENT_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96,
+                                  81.92)
+GEN_AI_CLIENT_CHUNK_BUCKETS = GEN_AI_CLIENT_DURATION_BUCKETS
+GEN_AI_TOKEN_USAGE_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216,
+                              67108864)
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+SERVER_ADDRESS = "server.address"
+# MCP over streamable HTTP (docs/gen-ai/mcp.md)
+MCP_CLIENT_OPERATION_DURATION = "mcp.client.operation.duration"                        # histogram, s
+MCP_CLIENT_OPERATION_DURATION_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+MCP_METHOD_NAME = "mcp.method.name"
+# The JSON-RPC error code of an MCP answer; named apart from any rpc.* block of the RPC tracers.
+MCP_RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"
+# ebpftool's own: no convention prices a call. A counter of the estimated USD, by process, Pod, provider
+# and model, from the price table (ebpftool/tracers/agents/prices.yaml).
+EBPFTOOL_GEN_AI_CLIENT_COST = "ebpftool.gen_ai.client.cost"                            # counter, {USD}
+EBPFTOOL_GEN_AI_CLIENT_COST_UNIT = "{USD}"
+# ebpftool's own span attributes of a client call (no convention names them on a span) and a counter of
+# the calls whose answer gave no usage (compressed, cut, or a stream without a usage event).
+EBPFTOOL_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = "ebpftool.gen_ai.client.time_to_first_chunk"   # span, s
+EBPFTOOL_GEN_AI_CLIENT_CHUNKS = "ebpftool.gen_ai.client.chunks"                             # span, content chunks
+EBPFTOOL_GEN_AI_USAGE_COST = "ebpftool.gen_ai.usage.cost"                                   # span, USD
+EBPFTOOL_GEN_AI_CLIENT_CALLS_WITHOUT_USAGE = "ebpftool.gen_ai.client.calls_without_usage"   # counter, {call}

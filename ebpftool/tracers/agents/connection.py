@@ -1,0 +1,128 @@
+"""The calls on one client connection: the requests it wrote and the answers it read, paired in order
+(HTTP/1.1 keep-alive: one answer at a time, in the order of the requests).
+
+What the user-space side of the tracer will do with the plaintext the kernel hands it, and what the
+tests do with the test servers' logs. Each finished call comes out as an Exchange: its Call (None for a
+request that is no LLM or MCP call), its Answer, and the times of its first request byte and the answer's
+last byte.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+
+from ebpftool.tracers.agents.answers import Answer, AnswerReader
+from ebpftool.tracers.agents.calls import Call, recognise
+
+CAPTURE_BYTES = 4096      # of a request, the head and first body bytes read to recognise it
+MAX_HEAD = 16 << 10
+_LENGTH = re.compile(rb"\r?\ncontent-length:[ \t]*(\d{1,15})[ \t]*\r?\n", re.IGNORECASE)
+
+
+@dataclass
+class Exchange:
+    call: Call | None
+    answer: Answer | None     # None: the connection ended before an answer began
+    start: float              # the time of the request's first byte
+    end: float                # the time of the answer's last byte (or of the close)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the request's first byte to the answer's last (MCP: to its JSON-RPC answer)."""
+        end = self.answer.result_time if self.answer is not None and self.answer.result_time is not None else self.end
+        return max(0.0, end - self.start)
+
+    @property
+    def time_to_first_chunk(self) -> float | None:
+        a = self.answer
+        return None if a is None or a.first_chunk_time is None else max(0.0, a.first_chunk_time - self.start)
+
+
+class ClientConnection:
+    def __init__(self, capture: int = CAPTURE_BYTES) -> None:
+        self.capture = capture
+        self._in = b""                # request bytes not yet placed
+        self._cur: _Request | None = None        # the request being written
+        self._waiting: deque[list] = deque()     # [call, start]: sent (or being sent), not yet answered
+        self._reader: AnswerReader | None = None
+        self.finished: list[Exchange] = []
+
+    def request(self, data: bytes, t: float) -> None:
+        """Bytes the client wrote, at time t."""
+        self._in += data
+        while self._in:
+            if self._cur is None:
+                end = self._in.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self._in) > MAX_HEAD:
+                        self._in = b""
+                    return
+                head, self._in = self._in[:end + 4], self._in[end + 4:]
+                m = _LENGTH.search(head)
+                self._cur = _Request(bytearray(head[:self.capture]), int(m.group(1)) if m else 0, t)
+            cur = self._cur
+            take, self._in = self._in[:cur.left], self._in[cur.left:]
+            room = self.capture - len(cur.captured)
+            if room > 0 and take:
+                cur.captured += take[:room]
+                if cur.entry is not None:       # answered early: what more the body says still counts
+                    self._recognised(cur.entry, recognise(bytes(cur.captured)))
+            cur.left -= len(take)
+            if cur.left > 0:
+                return
+            if cur.entry is None:
+                self._waiting.append([recognise(bytes(cur.captured)), cur.start])
+            self._cur = None
+
+    def response(self, data: bytes, t: float) -> list[Exchange]:
+        """Bytes the client read, at time t; the calls they finished."""
+        done = []
+        if self._cur is not None and self._cur.entry is None:
+            # An answer before the request's body was all written (a 429 or 401 sent without reading the
+            # body): the request is answered as far as it was written.
+            self._cur.entry = [recognise(bytes(self._cur.captured)), self._cur.start]
+            self._waiting.append(self._cur.entry)
+        while data:
+            if self._reader is None:
+                if not self._waiting:
+                    break                 # an answer to no request seen: nothing to pair it with
+                self._reader = AnswerReader(self._waiting[0][0])
+            self._reader.feed(data, t)
+            data = self._reader.leftover()
+            if self._reader.done:
+                done.append(self._end(t, closed=False))
+        self.finished += done
+        return done
+
+    def close(self, t: float) -> list[Exchange]:
+        """The connection ended: an answer under way ends here, requests never answered end unanswered."""
+        done = []
+        if self._reader is not None:
+            done.append(self._end(t, closed=True))
+        while self._waiting:
+            call, start = self._waiting.popleft()
+            done.append(Exchange(call, None, start, t))
+        self.finished += done
+        return done
+
+    def _recognised(self, entry: list, call: Call | None) -> None:
+        if call is None:
+            return
+        entry[0] = call
+        if self._reader is not None and self._waiting and self._waiting[0] is entry:
+            self._reader.call = call
+
+    def _end(self, t: float, closed: bool) -> Exchange:
+        call, start = self._waiting.popleft()
+        answer = self._reader.finish(closed=closed)
+        self._reader = None
+        return Exchange(call, answer, start, t)
+
+
+@dataclass
+class _Request:
+    captured: bytearray       # its head and first body bytes, up to the capture bound
+    left: int                 # body bytes still to come (Content-Length)
+    start: float              # the time of its first byte
+    entry: list | None = None  # its place among the requests waiting for an answer, once it has one
