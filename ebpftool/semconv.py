@@ -80,6 +80,7 @@ GEN_AI_TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 
 # request; a plain counter of output tokens is what dashboards rate() over.
 EBPFTOOL_GEN_AI_OUTPUT_TOKENS = "ebpftool.gen_ai.server.output_tokens"
 EBPFTOOL_HTTP_UNPARSED_CONNECTIONS = "ebpftool.http.server.unparsed_connections"
+EBPFTOOL_UNPARSED_REASON = "ebpftool.unparsed.reason"   # why: unknown_protocol, tls_without_known_library
 EBPFTOOL_HTTP_CONNECTIONS = "ebpftool.http.server.connections"
 EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS = "ebpftool.http.server.untracked_connections"
 EBPFTOOL_HTTP_METRICS_DROPPED = "ebpftool.http.server.metrics_dropped"

@@ -242,3 +242,48 @@ def test_asyncio_tls_servers_are_measured_with_their_tokens(certificate, kind, t
         if answer["stream"]:
             assert span.attributes.get("ebpftool.gen_ai.time_to_first_token", 0) > 0, span.attributes
     assert sum(p.value for p in tokens) == sum(a["n"] for a in answers)
+
+
+def test_tls_that_no_hooked_library_reads_is_counted_with_its_reason(certificate, hooks, tmp_path):
+    """A TLS server whose libssl the tracer cannot find (a copy under another name, as a statically linked or
+    vendored TLS library would be): its requests are invisible, and each connection that carried data is
+    counted as unparsed with the reason tls_without_known_library, not lost silently."""
+    import glob
+    import os
+    import shutil
+    real = sorted(glob.glob("/usr/lib/x86_64-linux-gnu/libssl.so.3"))
+    if not real:
+        pytest.skip("no libssl.so.3 to copy")
+    hidden = tmp_path / "libs"
+    hidden.mkdir()
+    shutil.copy(real[0], hidden / "libvendoredtls.so.3")
+    os.symlink(hidden / "libvendoredtls.so.3", hidden / "libssl.so.3")   # maps show the file's own name
+    receiver = GrpcReceiver()
+    try:
+        port = free_port()
+        server = subprocess.Popen(["/usr/bin/python3", "-c", STDLIB_TLS_SERVER, str(port), *certificate],
+                                  env={**os.environ, "LD_LIBRARY_PATH": str(hidden)})
+        try:
+            wait_listening(port)
+            maps = open(f"/proc/{server.pid}/maps").read()
+            assert "libvendoredtls.so.3" in maps and "libssl.so" not in maps
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                for _ in range(3):
+                    conn = client(port)
+                    assert request(conn, "GET", "/v1/models")[0] == 200
+                    conn.close()
+
+                def counted() -> float:
+                    return sum(p.value for p in receiver.latest("ebpftool.http.server.unparsed_connections")
+                               if p.attributes.get("server.port") == port
+                               and p.attributes.get("ebpftool.unparsed.reason") == "tls_without_known_library")
+                assert receiver.wait_for(lambda: counted() == 3), proc.stderr
+                assert proc.stop() == 0, proc.stderr
+        finally:
+            server.terminate()
+            server.wait(10)
+        assert not spans_on(receiver, port)
+        assert proc.figures("inference")["connections_tls_unknown"] == 3, proc.stdout
+    finally:
+        receiver.stop()

@@ -132,12 +132,14 @@ static __always_inline int socket_read(void *ctx, u64 sk, int ret, u64 flags)
 #if TLS_HOOKS
     if (c->tls) {
         /* ciphertext: the plaintext comes at the library call's return */
-        if (ret > 0 && tls_read_outside_call(sk, c) && c->arrival != 0) {  /* (only a noted arrival may go) */
+        if (ret > 0 && tls_read_outside_call(sk, c) && (c->arrival != 0 || c->tls == TLS_BIO_UNKNOWN)) {
             u64 arg = syscall_buffer(&how);
             u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
             u8 record = 0;
-            if (ptr && bpf_probe_read_user(&record, 1, (void *)ptr) == 0 && record == TLS_RECORD_HANDSHAKE)
+            if (c->arrival != 0 && ptr && bpf_probe_read_user(&record, 1, (void *)ptr) == 0 &&
+                record == TLS_RECORD_HANDSHAKE)
                 c->arrival = 0;  /* the handshake's bytes arrived: not a request's */
+            tls_note_data(c, ptr);
         }
         return 0;
     }
@@ -330,6 +332,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     u64 now = bpf_ktime_get_ns();
     if (c->proto == PROTO_H2)
         h2_conn_event(c, EVENT_H2_CLOSE, now);
+#if TLS_HOOKS
+    tls_closed(c);
+#endif
     finish_request(&sk, c, now);
     forget_connection(sk);
     return 0;

@@ -193,9 +193,12 @@ static __always_inline int read_exit(void *ctx, long ret)
     if (c->tls) {
         /* ciphertext: the plaintext comes at the library call's return (as with the socket hooks) */
         u8 record = 0;
-        if (tls_read_outside_call(k, c) && c->arrival != 0 && ptr &&
-            bpf_probe_read_user(&record, 1, (void *)ptr) == 0 && record == TLS_RECORD_HANDSHAKE)
-            c->arrival = 0;  /* the handshake's bytes arrived: not a request's */
+        if (tls_read_outside_call(k, c)) {
+            if (c->arrival != 0 && ptr && bpf_probe_read_user(&record, 1, (void *)ptr) == 0 &&
+                record == TLS_RECORD_HANDSHAKE)
+                c->arrival = 0;  /* the handshake's bytes arrived: not a request's */
+            tls_note_data(c, ptr);
+        }
         return 0;
     }
 #endif
@@ -263,6 +266,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     u64 now = bpf_ktime_get_ns();
     if (c->proto == PROTO_H2)
         h2_conn_event(c, EVENT_H2_CLOSE, now);
+#if TLS_HOOKS
+    tls_closed(c);
+#endif
     finish_request(&k, c, now);
     forget_conn(&k);
     return 0;

@@ -99,6 +99,31 @@ static __always_inline int tls_read_outside_call(u64 key, struct conn_state *c)
     return 1;
 }
 
+#define TLS_RECORD_APPLICATION_DATA 0x17
+
+/* A ciphertext read of a TLS connection whose library is not known yet: an application-data record read
+ * outside any library call is noted (tls_closed counts the connection if no plaintext ever came). */
+static __always_inline void tls_note_data(struct conn_state *c, u64 ptr)
+{
+    u8 record = 0;
+    if (c->tls == TLS_BIO_UNKNOWN && !c->tls_data_seen && ptr &&
+        bpf_probe_read_user(&record, 1, (void *)ptr) == 0 && record == TLS_RECORD_APPLICATION_DATA)
+        c->tls_data_seen = 1;
+}
+
+/* A TLS connection ends: one that carried application data no library call ever met is counted per port
+ * (its requests were invisible: TLS without a known library). */
+static __always_inline void tls_closed(struct conn_state *c)
+{
+    if (c->tls != TLS_BIO_UNKNOWN || !c->tls_data_seen)
+        return;
+    u64 zero64 = 0;
+    u16 port = c->port;
+    u64 *n = tls_unknown.lookup_or_try_init(&port, &zero64);
+    if (n)
+        *n += 1;
+}
+
 /* A write on a TLS connection (socket BIO): the plaintext of the write call under way goes to the state
  * machine, once. */
 static __always_inline int tls_written(void *ctx, u64 key, struct conn_state *c, u64 now)

@@ -44,6 +44,9 @@ BPF_PERCPU_HASH(ttft_hist, struct req_key, struct hist_value, 1024);
 BPF_PERCPU_HASH(tpot_hist, struct req_key, struct hist_value, 1024);
 BPF_PERCPU_HASH(output_tokens, struct req_key, u64, 1024);
 BPF_PERCPU_HASH(unparsed, u16, u64, 1024);                /* per port */
+/* per port: TLS connections that carried application data but whose plaintext never came (no TLS library
+ * with ebpftool's uprobes met them: Go's crypto/tls, BoringSSL, rustls, a libssl not found) */
+BPF_PERCPU_HASH(tls_unknown, u16, u64, 1024);
 BPF_PERCPU_HASH(accepted, u16, u64, 1024);                /* per port */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 

@@ -161,6 +161,7 @@ def _(s: InferenceSummary) -> list[tuple[str, Any]]:
         ("connections not HTTP/1.x (unparsed)", s.connections_unparsed),
         ("connections in TLS", s.connections_tls),
         ("TLS libraries hooked", s.tls_libraries),
+        ("connections in TLS no hooked library read", s.connections_tls_unknown),
         ("connections in HTTP/2", s.connections_h2),
         ("HTTP/2 streams and gRPC calls measured", s.h2_streams),
         ("HTTP/2 connections lost (not measured further)", s.h2_connections_lost),

@@ -181,6 +181,7 @@ class InferenceSummary:
     connections_unparsed: int | None = None
     connections_tls: int | None = None        # began with a TLS handshake (socket hooks)
     tls_libraries: int | None = None          # libssl files with the TLS uprobes
+    connections_tls_unknown: int | None = None  # TLS with data that no hooked library decrypted
     connections_h2: int | None = None         # began with HTTP/2's client preface
     h2_streams: int | None = None             # HTTP/2 streams (and gRPC calls) measured
     h2_connections_lost: int | None = None    # HTTP/2 connection directions lost or given up (not measured further)

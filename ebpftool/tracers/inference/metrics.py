@@ -11,6 +11,8 @@ from ebpftool.tracers.inference import parsers
 from ebpftool.tracers.inference.figures import workload
 from ebpftool.tracers.inference.records import H, METHOD_NAMES, NO_RESPONSE, OPERATIONS
 
+UNKNOWN_PROTOCOL = "unknown_protocol"                     # first bytes neither HTTP/1.x nor HTTP/2
+TLS_WITHOUT_KNOWN_LIBRARY = "tls_without_known_library"   # TLS whose plaintext no hooked library gave
 GEN_AI_METRIC_MAPS = ("genai_hist", "ttft_hist", "tpot_hist", "output_tokens")  # hash maps keyed by struct req_key
 
 
@@ -95,18 +97,22 @@ class InferenceMetrics:
         points += [counter(sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS, "{token}",
                            "Output tokens streamed (`data:` events other than [DONE])", n, attrs)
                    for attrs, n in tokens.values()]
+        unparsed = "Connections whose requests were not read: not HTTP/1.x or HTTP/2 (reason unknown_protocol), " \
+                   "or TLS that no hooked library decrypted (reason tls_without_known_library)"
         per_port = [
-            ("unparsed", sc.EBPFTOOL_HTTP_UNPARSED_CONNECTIONS, "{connection}",
-             "Connections whose first bytes were not HTTP/1.x (TLS, HTTP/2, another protocol): not followed further"),
-            ("accepted", sc.EBPFTOOL_HTTP_CONNECTIONS, "{connection}", "Connections accepted on watched sockets"),
+            ("unparsed", sc.EBPFTOOL_HTTP_UNPARSED_CONNECTIONS, "{connection}", unparsed,
+             {sc.EBPFTOOL_UNPARSED_REASON: UNKNOWN_PROTOCOL}),
+            ("tls_unknown", sc.EBPFTOOL_HTTP_UNPARSED_CONNECTIONS, "{connection}", unparsed,
+             {sc.EBPFTOOL_UNPARSED_REASON: TLS_WITHOUT_KNOWN_LIBRARY}),
+            ("accepted", sc.EBPFTOOL_HTTP_CONNECTIONS, "{connection}", "Connections accepted on watched sockets", {}),
         ]
         if self.hooks == "socket":
             per_port.append(("untracked", sc.EBPFTOOL_HTTP_UNTRACKED_CONNECTIONS, "{connection}",
                              "Connections on watched ports not followed: no free slot in the connection table "
-                             "(--max-connections)"))
-        for name, metric, unit, description in per_port:
+                             "(--max-connections)", {}))
+        for name, metric, unit, description, extra in per_port:
             for k, per_cpu in self.prog[name].items():
-                points.append(counter(metric, unit, description, sum(per_cpu), {sc.SERVER_PORT: int(k.value)}))
+                points.append(counter(metric, unit, description, sum(per_cpu), {sc.SERVER_PORT: int(k.value), **extra}))
         points.append(counter(sc.EBPFTOOL_HTTP_METRICS_DROPPED, "{request}",
                               "Finished requests left out of a duration histogram: its kernel map was full",
                               self.prog.stats()[H["STAT_INF_METRICS_FULL"]], {}))

@@ -365,6 +365,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         if self.tls is not None:
             out.connections_tls = st[H["STAT_INF_TLS"]]
             out.tls_libraries = len(self.tls.attached)
+        out.connections_tls_unknown = sum(sum(v) for v in self.prog["tls_unknown"].values())
         out.connections_h2 = st[H["STAT_INF_H2"]]
         out.h2_streams = self.h2_streams
         out.h2_connections_lost = st[H["STAT_INF_H2_LOST"]] + self.h2_given_up
