@@ -529,3 +529,13 @@ def test_a_slowloris_client_is_closed_when_its_time_runs_out_not_kept_by_trickle
         assert status == 200
     finally:
         endpoint.close()
+
+
+@pytest.mark.bpf
+def test_the_null_device_is_written_not_refused():
+    """--jsonl /dev/null (measuring what the export itself costs) runs: the null device is written to, never
+    replaced or refused as an existing file, and stays the null device."""
+    r = run_ebpftool(["net", "--duration", "1", "--no-ui", "--jsonl", "/dev/null", "--summary-json", "/dev/null"])
+    assert r.returncode == 0, r.stderr
+    st = os.stat("/dev/null")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)

@@ -97,9 +97,12 @@ def create_private(path: str, overwrite: bool = False):
         try:
             fd = os.open(path, flags, 0o600)
         except FileExistsError:
+            st = os.lstat(path)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3):
+                # the null device (e.g. --jsonl /dev/null, to measure what the export costs): written, never replaced
+                return os.fdopen(os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "w", buffering=1)
             if not overwrite:
                 raise EbpftoolError(f"{path} already exists: give another path, or --overwrite to replace it") from None
-            st = os.lstat(path)
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 raise EbpftoolError(f"{path} exists and is not a regular file: --overwrite replaces only regular files") from None
             os.unlink(path)
