@@ -139,28 +139,63 @@ MAX_INTEGER = (1 << 32) - 1    # larger integers are refused (an attack, or byte
 MAX_HEADER_LIST = 256 * 1024   # decoded octets per block (names + values + 32 each): bounds an indexed-field bomb
 
 
+def _huffman_states() -> tuple[list[tuple[int, int]], frozenset[int]]:
+    """The Huffman code as a state machine over 4-bit steps (as nghttp2 decodes it): states are the code
+    tree's inner nodes (0 the root); step[state * 16 + nibble] is (next state, the symbol completed in the
+    step or -1; -2: EOS, an error). Each step completes at most one symbol (no code is shorter than 5
+    bits). Also the states a string may end in: the root, or 1 to 7 one-bits of the EOS code's prefix."""
+    children: list[list[int]] = [[-1, -1]]     # per inner node: child per bit (inner node index, or ~symbol)
+    for sym, (code, bits) in enumerate(HUFFMAN_CODES):
+        node = 0
+        for i in range(bits - 1, -1, -1):
+            bit = (code >> i) & 1
+            if i == 0:
+                children[node][bit] = ~sym
+            else:
+                if children[node][bit] < 0:
+                    children.append([-1, -1])
+                    children[node][bit] = len(children) - 1
+                node = children[node][bit]
+    steps = []
+    for state in range(len(children)):
+        for nibble in range(16):
+            node, emitted = state, -1
+            for shift in (3, 2, 1, 0):
+                nxt = children[node][(nibble >> shift) & 1]
+                if nxt < 0:
+                    emitted = -2 if ~nxt == EOS else ~nxt
+                    node = 0
+                else:
+                    node = nxt
+            steps.append((node, emitted))
+    ends, node = {0}, 0
+    for _ in range(7):
+        node = children[node][1]
+        ends.add(node)
+    return steps, frozenset(ends)
+
+
+_HUFFMAN_STEPS, _HUFFMAN_ENDS = _huffman_states()
+
+
 def huffman_decode(data: bytes) -> bytes:
     """The octets of a Huffman-coded string literal (RFC 7541 5.2): EOS inside, or padding longer than
     7 bits or not made of the EOS code's most significant (all one) bits, is an error."""
     out = bytearray()
-    acc = bits = 0
-    table = _HUFFMAN_DECODE
+    steps, state = _HUFFMAN_STEPS, 0
     for byte in data:
-        for shift in range(7, -1, -1):
-            acc = (acc << 1) | ((byte >> shift) & 1)
-            bits += 1
-            sym = table.get((bits, acc))
-            if sym is not None:
-                if sym == EOS:
-                    raise HpackError("EOS symbol inside a Huffman-coded string")
-                out.append(sym)
-                acc = bits = 0
-            elif bits >= 30:
-                raise HpackError("invalid Huffman code")
-    if bits > 7:
-        raise HpackError("Huffman padding longer than 7 bits")
-    if acc != (1 << bits) - 1:
-        raise HpackError("Huffman padding is not the EOS prefix")
+        state, sym = steps[state * 16 + (byte >> 4)]
+        if sym >= 0:
+            out.append(sym)
+        elif sym == -2:
+            raise HpackError("EOS symbol inside a Huffman-coded string")
+        state, sym = steps[state * 16 + (byte & 15)]
+        if sym >= 0:
+            out.append(sym)
+        elif sym == -2:
+            raise HpackError("EOS symbol inside a Huffman-coded string")
+    if state not in _HUFFMAN_ENDS:
+        raise HpackError("Huffman padding longer than 7 bits or not the EOS prefix")
     return bytes(out)
 
 
@@ -185,6 +220,16 @@ def decode_integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
             raise HpackError("integer too large")
         if not b & 0x80:
             return value, pos
+
+
+def skip_string(data: bytes, pos: int) -> int:
+    """The position after a string literal, not decoded."""
+    if pos >= len(data):
+        raise HpackError("truncated string")
+    length, pos = decode_integer(data, pos, 7)
+    if pos + length > len(data):
+        raise HpackError("string longer than the header block")
+    return pos + length
 
 
 def decode_string(data: bytes, pos: int) -> tuple[bytes, int]:
@@ -251,16 +296,18 @@ class Decoder:
             raise HpackError(f"index {index} beyond the tables ({len(STATIC_TABLE)} + {len(self.table)})")
         return self.table[i]
 
-    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        """The header fields of one complete header block, in order; the dynamic table updated."""
+    def decode(self, block: bytes, wanted: frozenset[bytes] | None = None) -> list[tuple[bytes, bytes]]:
+        """The header fields of one complete header block, in order; the dynamic table updated. With
+        `wanted`, the value of a literal that does not enter the table and whose name is not wanted is not
+        decoded (b"": Huffman decoding is most of HPACK's cost, and such values are dropped anyway)."""
         try:
-            return self._decode(bytes(block))
+            return self._decode(bytes(block), wanted)
         except HpackError:
             raise
         except Exception as e:  # a bug must not crash the caller's loop on bytes from the wire
             raise HpackError(f"undecodable header block: {type(e).__name__}: {e}") from e
 
-    def _decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
+    def _decode(self, data: bytes, wanted: frozenset[bytes] | None = None) -> list[tuple[bytes, bytes]]:
         fields: list[tuple[bytes, bytes]] = []
         pos, total, seen_field = 0, 0, False
         while pos < len(data):
@@ -278,7 +325,7 @@ class Decoder:
                 self._resize(size)
                 continue
             else:                                # 0000xxxx without indexing, 0001xxxx never indexed
-                name, value, pos = self._literal(data, pos, 4)
+                name, value, pos = self._literal(data, pos, 4, wanted)
             seen_field = True
             total += len(name) + len(value) + ENTRY_OVERHEAD
             if total > MAX_HEADER_LIST:
@@ -286,11 +333,14 @@ class Decoder:
             fields.append((name, value))
         return fields
 
-    def _literal(self, data: bytes, pos: int, prefix_bits: int) -> tuple[bytes, bytes, int]:
+    def _literal(self, data: bytes, pos: int, prefix_bits: int,
+                 wanted: frozenset[bytes] | None = None) -> tuple[bytes, bytes, int]:
         index, pos = decode_integer(data, pos, prefix_bits)
         if index:
             name = self.entry(index)[0]
         else:
             name, pos = decode_string(data, pos)
+        if wanted is not None and name not in wanted:
+            return name, b"", skip_string(data, pos)
         value, pos = decode_string(data, pos)
         return name, value, pos

@@ -54,6 +54,11 @@ _PRINTABLE = re.compile(r"[^\x20-\x7e]")
 _HEX2 = re.compile(rb"[0-9A-Fa-f]{2}")
 
 
+# The header fields whose values are read (the rest are decoded only where the dynamic table needs them).
+WANTED_HEADERS = frozenset((b":method", b":path", b":authority", b":scheme", b":status", b"content-type",
+                            b"grpc-status", b"grpc-message", b"host"))
+
+
 class H2Error(ValueError):
     """Bytes that are not (or no longer) HTTP/2 this parser can follow: the one exception of this module."""
 
@@ -643,7 +648,7 @@ class Connection:
         s.request_bytes = up.body_length
 
     def _header_block(self, sender: str, block: _HeaderBlock, end_ts: int, done: list) -> None:
-        fields = self.decoders[sender].decode(b"".join(block.fragments))
+        fields = self.decoders[sender].decode(b"".join(block.fragments), WANTED_HEADERS)
         ts, end_stream = block.ts, block.end_stream
         if block.type == PUSH_PROMISE:
             if sender != SERVER or not block.promised:
