@@ -177,6 +177,49 @@ def test_grpc_calls_are_measured_with_their_status_and_messages(tmp_path, hooks)
     assert figures["connections_unparsed"] == 0
 
 
+@contextlib.contextmanager
+def split_relay(upstream: int):
+    """tests/servers/split_relay.py in front of a server: 7-byte reads from the client, 5-byte writes to it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_frames_cut_at_every_point_between_syscalls_are_followed(tmp_path, hooks):
+    """The watched process (a relay in front of grpcio's server) reads 7 bytes at a time and writes 5: frame
+    headers span two or three reads (up to 8 of their 9 bytes before the last), payloads many. Every call is
+    still measured, with the status and messages the client got, and no connection is lost."""
+    receiver = GrpcReceiver()
+    calls = Calls()
+    try:
+        with grpc_server(tmp_path) as (upstream, _log), split_relay(upstream) as port:
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+                grpc.channel_ready_future(channel).result(timeout=30)
+                for i in range(12):
+                    calls.unary(channel, b"q" * (i * 7 + 1))
+                calls.stream(channel, 9, 1, 33)
+                calls.fail(channel, "UNAVAILABLE")
+                channel.close()
+                assert receiver.wait_for(lambda: len(rpc_spans(receiver, port)) >= len(calls.done)), proc.stderr
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    spans = rpc_spans(receiver, port)
+    assert sorted((s.attributes["rpc.method"], s.attributes["rpc.response.status_code"],
+                   s.attributes["ebpftool.rpc.response_messages"]) for s in spans) == \
+        sorted((f"{SERVICE}/{c['method']}", c["status"], c["messages"]) for c in calls.done)
+    figures = proc.figures("inference")
+    assert figures["h2_connections_lost"] == 0 and figures["h2_streams"] == len(calls.done), proc.stdout
+
+
 def h2load(url: str, *args: str) -> dict[str, int]:
     """nghttp2's load generator (HTTP/2, prior knowledge or ALPN h2): its own count of answers by status class."""
     out = subprocess.run(["h2load", *args, url], capture_output=True, text=True, timeout=300).stdout

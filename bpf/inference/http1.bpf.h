@@ -159,8 +159,14 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
 #endif
         if (!classify_request(c)) {
             if (c->seq == 1 && !c->seeded && h2_preface(c->line, c->line_len)) {
-                h2_begin(c, now);
+                h2_begin(c, now, H2_PREFACE_LEN);
                 return READ_H2;
+            }
+            if (c->seq == 1 && !c->seeded && h2_preface_start(c->line, c->line_len)) {
+                /* a first read shorter than the preface's line: classified again with the next */
+                c->flags |= REQ_LINE_PENDING | REQ_UNPARSED;
+                c->last_read = now;
+                return READ_DONE;
             }
             if (c->seq == 1 && !c->seeded) {
                 /* Its first bytes are not HTTP/1.x (TLS, HTTP/2, another protocol): counted once, let go. */
@@ -185,7 +191,13 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
         n &= LINE_MAX - 1;
         if (n > 0 && bpf_probe_read_user(c->line + have, n, (void *)ptr) == 0) {
             c->line_len = have + n;
-            if (!classify_request(c))
+            if (c->seq == 1 && !c->seeded && have < 14 && h2_preface(c->line, c->line_len)) {
+                h2_begin(c, now, H2_PREFACE_LEN - have);  /* the preface came in pieces */
+                return READ_H2;
+            }
+            if (c->seq == 1 && !c->seeded && h2_preface_start(c->line, c->line_len))
+                c->flags |= REQ_LINE_PENDING | REQ_UNPARSED;  /* more of it to come */
+            else if (!classify_request(c))
                 c->flags |= REQ_UNPARSED;  /* its line began like a method and went on otherwise */
         }
     }
@@ -394,6 +406,8 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
         bpf_probe_read_user(words, sizeof(words), (void *)ptr);
         status = status_line(words, len);
     }
+    if (status == 0 && c->seq == 1 && (c->flags & (REQ_UNPARSED | REQ_LINE_PENDING)) == (REQ_UNPARSED | REQ_LINE_PENDING))
+        return WRITE_DONE;  /* the client preface is still arriving in pieces: the server's own preface (SETTINGS) */
     if (c->req_start == 0) {
         /* No request open. A final status line answers one read earlier with the
          * one just answered (pipelined), whose end (a chunked body's last chunk,

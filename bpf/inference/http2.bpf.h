@@ -24,6 +24,9 @@ struct h2_header {
 };
 BPF_PERCPU_ARRAY(h2_header_buf, struct h2_header, 1);
 
+#define H2_PREFACE_0 W8('P', 'R', 'I', ' ', '*', ' ', 'H', 'T')
+#define H2_PREFACE_1 W6('T', 'P', '/', '2', '.', '0')
+
 /* Whether the first bytes of a connection are HTTP/2's client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
  * as far as the 14 bytes of its request line. */
 static __always_inline int h2_preface(const u8 *line, u32 n)
@@ -31,7 +34,18 @@ static __always_inline int h2_preface(const u8 *line, u32 n)
     if (n < 14)
         return 0;
     u64 w0 = *(const u64 *)line, w1 = *(const u64 *)(line + 8);
-    return w0 == W8('P', 'R', 'I', ' ', '*', ' ', 'H', 'T') && LOW(w1, 6) == W6('T', 'P', '/', '2', '.', '0');
+    return w0 == H2_PREFACE_0 && LOW(w1, 6) == H2_PREFACE_1;
+}
+
+/* Whether n (< 14) first bytes of a connection may begin the client preface (a first read cut short). */
+static __always_inline int h2_preface_start(const u8 *line, u32 n)
+{
+    if (n == 0 || n >= 14)
+        return 0;
+    u64 w0 = *(const u64 *)line, w1 = *(const u64 *)(line + 8);
+    u64 mask0 = n >= 8 ? ~0ULL : (1ULL << (8 * n)) - 1;
+    u64 mask1 = n <= 8 ? 0 : (1ULL << (8 * (n - 8))) - 1;
+    return (w0 & mask0) == (H2_PREFACE_0 & mask0) && (w1 & mask1) == (H2_PREFACE_1 & mask1);
 }
 
 /* The connection's name and place, to user space (EVENT_H2_OPEN, EVENT_H2_CLOSE). */
@@ -60,14 +74,17 @@ static __always_inline void h2_conn_event(struct conn_state *c, u32 type, u64 no
     events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
 }
 
-/* The connection's first read was the client preface: from now on an HTTP/2 connection. */
-static __always_inline void h2_begin(struct conn_state *c, u64 now)
+/* The connection began with the client preface, the last `in_read` bytes of it in the read under way:
+ * from now on an HTTP/2 connection. The preface is not sent to user space (its reader starts at the
+ * frames). */
+static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 in_read)
 {
     c->proto = PROTO_H2;
     c->req_start = 0;
     c->flags = 0;
-    c->h2_next[H2_FROM_CLIENT] = H2_PREFACE_LEN;  /* the preface is walked like a frame's payload, and copied */
-    c->h2_copy[H2_FROM_CLIENT] = H2_PREFACE_LEN;
+    c->h2_preface_left = in_read;
+    c->h2_next[H2_FROM_CLIENT] = 0;
+    c->h2_copy[H2_FROM_CLIENT] = 0;
     c->h2_next[H2_FROM_SERVER] = 0;
     c->h2_copy[H2_FROM_SERVER] = 0;
     c->h2_have[0] = c->h2_have[1] = 0;
@@ -200,7 +217,9 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
                 V(w->done) = 2;
                 return;
             }
-            u64 have = V(w->have) & 7;
+            u64 have = V(w->have);  /* 0 to 8 bytes of the header came before */
+            if (have > 8)
+                have = 8;
             u64 take = H2_FRAME_HEADER - have;
             if (take > avail)
                 take = avail;
@@ -281,6 +300,18 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     if (!w)
         return;
     u64 n = len < total ? len : total, pos = 0;
+    if (dir == H2_FROM_CLIENT && c->h2_preface_left) {
+        /* the client preface's bytes in this read: walked over, not sent */
+        u64 left = c->h2_preface_left;
+        c->h2_preface_left = left > total ? left - total : 0;
+        if (left >= total)
+            return;
+        if (left > n) {
+            h2_lose(c, dir);  /* a preface reaching past the first buffer: not followed */
+            return;
+        }
+        pos = left;
+    }
     if (dir == H2_FROM_SERVER && c->h2_dup) {
         /* the rest of a partial write, walked and sent with it already (BTF send hook) */
         u64 dup = c->h2_dup;

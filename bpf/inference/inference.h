@@ -131,7 +131,8 @@ struct conn_state {
     __u32 h2_dup;        /* BTF send hook: bytes at the start of this write walked already (a partial write's rest) */
     __u8 h2_seq_known;
     __u8 tls_data_seen;  /* a TLS application-data record was read outside any library call (see tls_unknown) */
-    __u8 h2_pad[6];
+    __u8 h2_preface_left; /* bytes of the client preface still to come (not sent to user space) */
+    __u8 h2_pad[5];
 };
 
 /* conn_state.proto */

@@ -52,7 +52,8 @@ class H2Peer:
 @dataclass
 class _Followed:
     peer: H2Peer
-    conn: http2.Connection = field(default_factory=http2.Connection)
+    # the kernel sends a connection's bytes from its first frame on (the client preface it checked is left out)
+    conn: http2.Connection = field(default_factory=lambda: http2.Connection(preface_seen=True))
 
 
 class _Histograms:

@@ -469,8 +469,11 @@ class Connection:
     request had not been seen (a connection picked up midway) come out with what was seen.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, preface_seen: bool = False) -> None:
+        """preface_seen: the client's bytes begin after its preface (checked by whoever feeds them)."""
         self.readers = {CLIENT: FrameReader(CLIENT), SERVER: FrameReader(SERVER)}
+        if preface_seen:
+            self.readers[CLIENT].state = self.readers[SERVER].state = "frames"
         self.decoders = {CLIENT: Decoder(), SERVER: Decoder()}
         self.streams: dict[int, H2Stream] = {}
         self.finished_count = 0
