@@ -12,7 +12,8 @@ directions fed, run by run in the order they were on the wire with the time of t
 each run, to ebpftool's own HTTP/2 parser (http2.Connection: tested on RFC vectors and grpcio), so the frames,
 HPACK, trailers and 5-byte message prefixes come from the wire's bytes, not from the kernel's records. Each
 call on the wire starts at the segment holding its request HEADERS' first byte and ends at the one holding
-its END_STREAM (trailers). Spans are paired with calls by client port, then in order of start.
+its END_STREAM (trailers) or RST_STREAM; its status is the trailers' grpc-status, or the one gRPC's spec gives
+the RST_STREAM's code (a client's CANCEL: CANCELLED). Spans are paired with calls by client port, then in order of start.
 
 Checked exactly: one span per call, method, status, messages per call; the metrics' latest points
 (rpc.server.call.duration counts by method and status, ebpftool.rpc.server.responses_per_rpc sum,
@@ -38,6 +39,19 @@ from ebpftool.tracers.inference.h2_streams import grpc_status_name  # noqa: E402
 from tests import wire  # noqa: E402
 
 MS = 1e6
+# A call ended by RST_STREAM before its trailers: the status gRPC gives it, written here from the spec
+# (grpc/doc/PROTOCOL-HTTP2.md, "Errors": CANCEL is the call's cancellation, REFUSED_STREAM unavailable, ...;
+# STREAM_CLOSED has none), not taken from ebpftool.
+SPEC_RST_STREAM = {7: "UNAVAILABLE", 8: "CANCELLED", 11: "RESOURCE_EXHAUSTED", 12: "PERMISSION_DENIED"}
+
+
+def status_on_wire(s: http2.H2Stream) -> str:
+    if s.grpc_status is None and s.end_reason == "rst_stream" and s.rst_error is not None:
+        if s.rst_error in SPEC_RST_STREAM:
+            return SPEC_RST_STREAM[s.rst_error]
+        if s.rst_error <= 12 and s.rst_error != 5:
+            return "INTERNAL"
+    return grpc_status_name(s.grpc_status)
 CALL_DURATION = "rpc.server.call.duration"
 PER_RPC = "ebpftool.rpc.server.responses_per_rpc"
 TTFM = "ebpftool.rpc.server.time_to_first_message"
@@ -80,7 +94,7 @@ def wire_calls(pcap: bytes, port: int) -> tuple[list[Call], list[str]]:
             if s.request_start_ns is None or not s.grpc:
                 continue
             calls.append(Call(c.client[1], s.stream_id, s.path.lstrip("/") if s.path else "?",
-                              grpc_status_name(s.grpc_status), s.response_messages, s.messages_lost,
+                              status_on_wire(s), s.response_messages, s.messages_lost,
                               s.request_start_ns, s.first_message_ns, s.end_ns, s.end_reason))
     calls.sort(key=lambda x: (x.start, x.client_port, x.stream_id))
     return calls, problems
@@ -125,31 +139,43 @@ def pair(calls: list[Call], spans: list[dict]) -> tuple[list[tuple[Call, dict | 
     return out, extra
 
 
+def inside(x: Call, r: dict) -> bool:
+    """The wire's call began, sent its first message and ended within what the client saw of it."""
+    return (r["start"] <= x.start and x.end is not None and x.end <= r["end"]
+            and (r["first"] is None or x.first is None or x.first <= r["first"]))
+
+
 def client_check(calls: list[Call], path: Path) -> dict:
     """Each call the client logged matched to the wire's call of its method that began within the client's
     wait: the status and responses the client got against the wire's, and the wire's times inside the client's."""
     client = sorted(records(path), key=lambda r: r["start"])
     free = list(calls)
-    wrong, unmatched, outside = [], [], []
+    wrong, unmatched, outside, ended = [], [], [], []
     for r in client:
-        # Calls at once overlap: among the wire's calls of the method that began within the client's wait,
-        # prefer those that also ended within it, then the nearest start.
+        # Calls at once overlap (and their threads start in any order): among the wire's calls of the method
+        # that began within the client's wait, prefer those whose first message and end came before the
+        # client's, then the nearest in first message and end.
         near = [x for x in free if x.method == r["method"] and r["start"] <= x.start <= r["end"]]
-        x = min(near, key=lambda x: (x.end is None or x.end > r["end"], x.start - r["start"]), default=None)
+        x = min(near, key=lambda x: (not inside(x, r), abs(r["end"] - (x.end or x.start))
+                                     + abs((r["first"] or 0) - (x.first or 0))), default=None)
         if x is None:
             unmatched.append(f"{r['kind']} {r['method']} at {r['start']}")
             continue
         free.remove(x)
-        if (r["status"], r["responses"]) != (x.status, x.messages):
+        if r.get("client_ended"):   # cancelled or past its deadline: the client's status is its own
+            ended.append((r["kind"], (r["status"], r["responses"]), (x.status, x.messages, x.end_reason)))
+        elif (r["status"], r["responses"]) != (x.status, x.messages):
             wrong.append((r["kind"], (r["status"], r["responses"]), (x.status, x.messages)))
-        if x.end is None or x.end > r["end"] or (r["first"] is not None and x.first is not None and x.first > r["first"]):
+        if not inside(x, r):
             outside.append((r["kind"], x.describe()))
     print(f"client: {len(client)} calls logged, {len(client) - len(unmatched)} found on the wire, "
           f"{len(free)} wire calls the client did not log; status and responses: {len(wrong)} differ"
           + (f" (kind, client's, wire's) {wrong[:5]}" if wrong else "")
           + f"; wire times outside the client's wait: {len(outside)}" + (f" {outside[:3]}" if outside else ""))
+    if ended:
+        print(f"  ended by the client (kind, client's status and responses, wire's and how it ended): {ended}")
     return {"logged": len(client), "unmatched": unmatched, "wire_not_logged": [x.describe() for x in free],
-            "wrong": wrong, "times_outside": outside}
+            "wrong": wrong, "times_outside": outside, "client_ended": ended}
 
 
 def figures(pairs) -> dict[tuple[str, str], list[tuple[float, float | None]]]:

@@ -14,12 +14,15 @@ unless said:
 - 3 ModelStreamInfer calls at once on the same connection (three clients whose channels share gRPC's
   subchannel), then 3 at once each on a connection of its own, 12 responses each;
 - 2 ModelStreamInfer calls whose 40 and 200 responses come in a burst (delay_ms 0);
+- 1 ModelStreamInfer call carrying three requests (5, 10, 15 responses) one after the other;
+- 2 ModelStreamInfer calls the client cancels after 5 of 40 responses, 2 unary calls past their deadline
+  (client_timeout 0.1 s for 0.5 s of work): the client ends these (its status is its own, "client_ended");
 - 1 ModelStreamInfer call to an unknown model (Triton answers in the stream: one message carrying the error);
 - failing unary calls, 2 each: an unknown model, an input the model does not have, ModelInfer to the
   decoupled model.
 DIR/grpc_client.jsonl gets one line per call: kind, method, model, start/end/first (time.time_ns() around
 the call and at the first response), responses (every message the client got, the empty final one
-included), status (the gRPC status's name), error. Exit 1 with one sentence when the server does not answer.
+included), status (the gRPC status's name), error, client_ended. Exit 1 with one sentence when the server does not answer.
 """
 from __future__ import annotations
 
@@ -88,19 +91,21 @@ def main() -> int:
             sys.exit(f"drive_triton_grpc: Triton's gRPC port {a.port} was not ready within {a.ready_timeout:.0f} s")
         time.sleep(0.2)
 
-    def unary(kind: str, model: str, ins) -> None:
+    def unary(kind: str, model: str, ins, timeout: float | None = None) -> None:
         start = time.time_ns()
         status, error = "OK", None
         try:
-            client.infer(model, ins)
+            client.infer(model, ins, client_timeout=timeout)
         except InferenceServerException as e:
             status, error = status_of(e), e.message()
         end = time.time_ns()
         write({"kind": kind, "method": f"{SERVICE}/ModelInfer", "model": model, "start": start, "end": end,
                "first": end if status == "OK" else None, "responses": 1 if status == "OK" else 0,
-               "status": status, "error": error})
+               "status": status, "error": error, "client_ended": timeout is not None})
 
-    def stream(c, kind: str, model: str, n: int, delay_ms: float | None = None) -> None:
+    def stream(c, kind: str, model: str, *ns: int, delay_ms: float | None = None, cancel_after: int = 0) -> None:
+        """One ModelStreamInfer call carrying a request per n in ns, each sent once the last one's final
+        response is in; with cancel_after, the client cancels the call after that many responses."""
         got: queue.Queue = queue.Queue()
 
         def callback(result, error):
@@ -108,22 +113,26 @@ def main() -> int:
 
         start = time.time_ns()
         c.start_stream(callback=callback)
-        c.async_stream_infer(model, inputs(n, delay_ms=delay_ms), enable_empty_final_response=True)
-        first, responses, errors, final = None, 0, [], False
-        while not final:
-            t, result, error = got.get(timeout=60)
-            first = first or t
-            responses += 1
-            if error is not None:
-                errors.append(error.message())
-                final = True   # an in-band error ends this request's responses
-            else:
-                final = result.get_response().parameters["triton_final_response"].bool_param
-        c.stop_stream()        # half-close: the server ends the call (trailers) once the request side is done
+        first, responses, errors = None, 0, []
+        for n in ns:
+            c.async_stream_infer(model, inputs(n, delay_ms=delay_ms), enable_empty_final_response=True)
+            final = False
+            while not final and not (cancel_after and responses >= cancel_after):
+                t, result, error = got.get(timeout=60)
+                first = first or t
+                responses += 1
+                if error is not None:
+                    errors.append(error.message())
+                    final = True   # an in-band error ends this request's responses
+                else:
+                    final = result.get_response().parameters["triton_final_response"].bool_param
+        # Half-close: the server ends the call (trailers) once the request side is done; or cancel (RST_STREAM).
+        c.stop_stream(cancel_requests=bool(cancel_after))
         end = time.time_ns()
         write({"kind": kind, "method": f"{SERVICE}/ModelStreamInfer", "model": model, "start": start, "end": end,
-               "first": first, "responses": responses, "requested": n, "status": "OK",
-               "error": errors[0] if errors else None})
+               "first": first, "responses": responses, "requested": list(ns),
+               "status": "CANCELLED" if cancel_after else "OK", "error": errors[0] if errors else None,
+               "client_ended": bool(cancel_after)})
 
     for i in range(20):
         unary("unary", "tiny_once", inputs(2))
@@ -143,9 +152,13 @@ def main() -> int:
             t.join()
         for c in others:
             c.close()
-    # Responses with no gap between them: gRPC packs many messages into one DATA frame.
+    # Responses with no gap between them (would gRPC pack many messages into one DATA frame?).
     for n in (40, 200):
         stream(client, "burst", "tiny", n, delay_ms=0)
+    stream(client, "three_requests", "tiny", 5, 10, 15)   # one call, three requests one after the other
+    for i in range(2):
+        stream(client, "cancelled", "tiny", 40, cancel_after=5)
+        unary("deadline", "tiny_once", inputs(50), timeout=0.1)   # 500 ms of work, 100 ms allowed
     stream(client, "stream_unknown_model", "no_such_model", 1)
     for i in range(2):
         unary("unknown_model", "no_such_model", inputs(1))
