@@ -13,7 +13,9 @@ each run, to ebpftool's own HTTP/2 parser (http2.Connection: tested on RFC vecto
 HPACK, trailers and 5-byte message prefixes come from the wire's bytes, not from the kernel's records. Each
 call on the wire starts at the segment holding its request HEADERS' first byte and ends at the one holding
 its END_STREAM (trailers) or RST_STREAM; its status is the trailers' grpc-status, or the one gRPC's spec gives
-the RST_STREAM's code (a client's CANCEL: CANCELLED). Spans are paired with calls by client port, then in order of start.
+the RST_STREAM's code (a client's CANCEL: CANCELLED), or, where the server's trailers crossed the client's reset
+on the wire, the trailers' (the server wrote them before it read the reset). Spans are paired with calls by
+client port and method, nearest in start and end.
 
 Checked exactly: one span per call, method, status, messages per call; the metrics' latest points
 (rpc.server.call.duration counts by method and status, ebpftool.rpc.server.responses_per_rpc sum,
@@ -69,9 +71,40 @@ class Call:
     first: int | None     # the segment holding the first response message's first byte
     end: int | None       # the segment holding the END_STREAM (trailers), RST_STREAM or GOAWAY
     end_reason: str | None
+    response_start: int | None = None   # the segment holding the first byte of the response's HEADERS
 
     def describe(self) -> str:
         return f"{self.method.rsplit('/', 1)[-1]} port {self.client_port} stream {self.stream_id}"
+
+
+class WireConnection(http2.Connection):
+    """http2.Connection that also keeps the trailers a server sent on a stream the client had already reset:
+    a race (a deadline: the client's RST_STREAM and the server's DEADLINE_EXCEEDED cross on the wire). The
+    server wrote them before it read the reset, so for the server the call ended with them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reset: dict[int, http2.H2Stream] = {}     # stream id -> a call the client's RST_STREAM ended
+        self.late: dict[int, tuple[int, int]] = {}    # stream id -> (grpc-status, time) of trailers after it
+        self._fields: list = []
+        decode = self.decoders[http2.SERVER].decode
+
+        def keep(block: bytes) -> list:
+            self._fields = decode(block)
+            return self._fields
+        self.decoders[http2.SERVER].decode = keep
+
+    def _finish(self, s, ts, reason, done) -> None:
+        if reason == "rst_stream" and s.rst_by == http2.CLIENT:
+            self.reset[s.stream_id] = s
+        super()._finish(s, ts, reason, done)
+
+    def _header_block(self, sender, block, end_ts, done) -> None:
+        super()._header_block(sender, block, end_ts, done)
+        if sender == http2.SERVER and block.stream_id in self.reset and block.end_stream:
+            status = dict(self._fields).get(b"grpc-status")
+            if status is not None and status.isdigit():
+                self.late[block.stream_id] = (int(status), end_ts)
 
 
 def wire_calls(pcap: bytes, port: int) -> tuple[list[Call], list[str]]:
@@ -82,7 +115,7 @@ def wire_calls(pcap: bytes, port: int) -> tuple[list[Call], list[str]]:
         pieces += [(ts, 1, http2.SERVER, c.down.data[a:b]) for a, b, ts in c.down.runs()]
         if c.up.gap or c.down.gap:
             problems.append(f"connection from port {c.client[1]}: bytes missing from the capture")
-        h2 = http2.Connection()
+        h2 = WireConnection()
         ended: list[http2.H2Stream] = []
         try:
             for ts, _, sender, data in sorted(pieces, key=lambda p: (p[0], p[1])):
@@ -93,9 +126,13 @@ def wire_calls(pcap: bytes, port: int) -> tuple[list[Call], list[str]]:
         for s in ended:
             if s.request_start_ns is None or not s.grpc:
                 continue
-            calls.append(Call(c.client[1], s.stream_id, s.path.lstrip("/") if s.path else "?",
-                              status_on_wire(s), s.response_messages, s.messages_lost,
-                              s.request_start_ns, s.first_message_ns, s.end_ns, s.end_reason))
+            status, end, reason = status_on_wire(s), s.end_ns, s.end_reason
+            if s.stream_id in h2.late:
+                code, end = h2.late[s.stream_id]
+                status, reason = grpc_status_name(code), "trailers_after_reset"
+            calls.append(Call(c.client[1], s.stream_id, s.path.lstrip("/") if s.path else "?", status,
+                              s.response_messages, s.messages_lost, s.request_start_ns, s.first_message_ns,
+                              end, reason, s.response_start_ns))
     calls.sort(key=lambda x: (x.start, x.client_port, x.stream_id))
     return calls, problems
 
@@ -125,23 +162,26 @@ def latest_points(recs: list[dict], port: int) -> dict[str, list[dict]]:
 
 
 def pair(calls: list[Call], spans: list[dict]) -> tuple[list[tuple[Call, dict | None]], list[dict]]:
-    by_port: dict[int, list[dict]] = defaultdict(list)
+    """Each call with the span of its client port and method nearest in start and end (calls at once on one
+    connection may begin in one read: their spans then start at the same time)."""
+    free: dict[int, list[dict]] = defaultdict(list)
     for s in sorted(spans, key=lambda s: s["start_time_unix_nano"]):
-        by_port[s["attributes"].get("client.port")].append(s)
-    used: dict[int, int] = Counter()
+        free[s["attributes"].get("client.port")].append(s)
     out = []
     for x in calls:
-        mine = by_port.get(x.client_port, [])
-        i = used[x.client_port]
-        out.append((x, mine[i] if i < len(mine) else None))
-        used[x.client_port] += 1
-    extra = [s for p, ss in by_port.items() for s in ss[used.get(p, 0):]]
-    return out, extra
+        mine = [s for s in free.get(x.client_port, []) if s["attributes"].get("rpc.method") == x.method] \
+            or free.get(x.client_port, [])
+        best = min(mine, key=lambda s: abs(s["start_time_unix_nano"] - x.start)
+                   + abs(s["end_time_unix_nano"] - (x.end or x.start)), default=None)
+        if best is not None:
+            free[x.client_port].remove(best)
+        out.append((x, best))
+    return out, [s for ss in free.values() for s in ss]
 
 
-def inside(x: Call, r: dict) -> bool:
+def inside(x: Call, r: dict, until_end: bool = True) -> bool:
     """The wire's call began, sent its first message and ended within what the client saw of it."""
-    return (r["start"] <= x.start and x.end is not None and x.end <= r["end"]
+    return (r["start"] <= x.start and (not until_end or (x.end is not None and x.end <= r["end"]))
             and (r["first"] is None or x.first is None or x.first <= r["first"]))
 
 
@@ -166,7 +206,7 @@ def client_check(calls: list[Call], path: Path) -> dict:
             ended.append((r["kind"], (r["status"], r["responses"]), (x.status, x.messages, x.end_reason)))
         elif (r["status"], r["responses"]) != (x.status, x.messages):
             wrong.append((r["kind"], (r["status"], r["responses"]), (x.status, x.messages)))
-        if not inside(x, r):
+        if not inside(x, r, until_end=not r.get("client_ended")):   # the client stops waiting at its deadline
             outside.append((r["kind"], x.describe()))
     print(f"client: {len(client)} calls logged, {len(client) - len(unmatched)} found on the wire, "
           f"{len(free)} wire calls the client did not log; status and responses: {len(wrong)} differ"
