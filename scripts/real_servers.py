@@ -23,7 +23,8 @@ Servers (each in its own venv under $REAL_SERVERS_DIR, default /opt/rw, made fro
   defaults to True: a new request cuts the running stream short (role event, then `[DONE]`); to measure
   concurrent streams, serve it with `-- --interrupt_requests False`.
 - `triton`: `nvidia-pytriton` 0.7 (bundles `tritonserver`), a decoupled Python model `tiny` that streams
-  max_tokens words, one every TOKEN_DELAY_S (`/v2/models/tiny/generate_stream`), and `tiny_once` answering
+  max_tokens words, one every TOKEN_DELAY_S or every `delay_ms` (an optional input of both models; 0: in a
+  burst) (`/v2/models/tiny/generate_stream`; gRPC: scripts/drive_triton_grpc.py), and `tiny_once` answering
   in one response (`/v2/models/tiny_once/generate`: `generate` refuses a decoupled model's several responses,
   with status 200 and an error body). HTTP on P, gRPC on P+1, metrics on P+2. The bundled Python-backend stub
   links the system's libpython3.11 (Debian's 3.11.2, whose C RLock lacks `_recursion_count`) but runs the
@@ -299,15 +300,22 @@ def triton_app(port: int) -> None:
     def infer(requests):
         for req in requests:
             n = int(np.asarray(req.data.get("max_tokens", np.array([MAX_TOKENS]))).reshape(-1)[0])
+            delay = TOKEN_DELAY_S
+            if "delay_ms" in req.data:   # optional: 0 sends the responses in a burst
+                delay = float(np.asarray(req.data["delay_ms"]).reshape(-1)[0]) / 1e3
             for i in range(n):
-                time.sleep(TOKEN_DELAY_S)
+                if delay:
+                    time.sleep(delay)
                 yield [{"text_output": np.array([(" " + words[i % len(words)]).encode()], dtype=object)}]
 
     def infer_once(requests):
         out = []
         for req in requests:
             n = int(np.asarray(req.data.get("max_tokens", np.array([MAX_TOKENS]))).reshape(-1)[0])
-            time.sleep(TOKEN_DELAY_S * n)
+            delay = TOKEN_DELAY_S
+            if "delay_ms" in req.data:
+                delay = float(np.asarray(req.data["delay_ms"]).reshape(-1)[0]) / 1e3
+            time.sleep(delay * n)
             out.append({"text_output": np.array(["".join(" " + words[i % len(words)] for i in range(n)).encode()],
                                                 dtype=object)})
         return out
@@ -317,14 +325,16 @@ def triton_app(port: int) -> None:
     with Triton(config=cfg) as triton:
         triton.bind(model_name=TRITON_MODEL, infer_func=infer,
                     inputs=[Tensor(name="text_input", dtype=bytes, shape=(1,)),
-                            Tensor(name="max_tokens", dtype=np.int32, shape=(1,), optional=True)],
+                            Tensor(name="max_tokens", dtype=np.int32, shape=(1,), optional=True),
+                            Tensor(name="delay_ms", dtype=np.float32, shape=(1,), optional=True)],
                     outputs=[Tensor(name="text_output", dtype=bytes, shape=(1,))],
                     config=ModelConfig(batching=False, decoupled=True), strict=False)
         # `generate` refuses a decoupled model that answers more than once ("generate expects model to produce
         # exactly 1 response", with status 200): the non-streamed requests go to this one-response model.
         triton.bind(model_name=TRITON_MODEL_ONCE, infer_func=infer_once,
                     inputs=[Tensor(name="text_input", dtype=bytes, shape=(1,)),
-                            Tensor(name="max_tokens", dtype=np.int32, shape=(1,), optional=True)],
+                            Tensor(name="max_tokens", dtype=np.int32, shape=(1,), optional=True),
+                            Tensor(name="delay_ms", dtype=np.float32, shape=(1,), optional=True)],
                     outputs=[Tensor(name="text_output", dtype=bytes, shape=(1,))],
                     config=ModelConfig(batching=False), strict=False)
         triton.serve()

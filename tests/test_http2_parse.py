@@ -216,6 +216,45 @@ def test_goaway_refuses_the_streams_above_its_last_and_1xx_is_not_the_status():
     assert conn.goaway == (h2.SERVER, 1, 0) and not conn.streams
 
 
+def test_a_grpc_call_reset_before_its_trailers_has_the_status_grpc_maps_the_code_to():
+    """gRPC's own reading of RST_STREAM (grpc/doc/PROTOCOL-HTTP2.md): a client's CANCEL (a cancelled call, as a
+    Triton client's stop_stream(cancel_requests=True) sends) is CANCELLED, not a call without a status (which
+    made it a server error: error.type no_status, span ERROR); REFUSED_STREAM is UNAVAILABLE; trailers win; a
+    closed connection has none. Checked on what h2_streams exports: the metric's attributes and the spans."""
+    from types import SimpleNamespace
+    from ebpftool.tracers.inference.h2_streams import H2Peer, InferenceHttp2
+    spans = []
+    tracer = InferenceHttp2()
+    tracer.opts = SimpleNamespace(span_rate=100)
+    tracer.cgroups = SimpleNamespace(workload_attributes=lambda cgroup: {})
+    tracer.clock = SimpleNamespace(to_wall_ns=lambda ns: ns)
+    tracer.telemetry = SimpleNamespace(emit_span=spans.append)
+    tracer.exe = lambda pid, comm: comm
+    tracer._server_rates = SimpleNamespace(saw_span=lambda attrs: None)
+    tracer.spans_sent = 0
+    tracer._h2_init()
+    peer = H2Peer(1, 8001, 0, False, "127.0.0.1", 40000, "tritonserver")
+    call = lambda sid: frame(h2.HEADERS, 0x4, sid, b"\x83\x86" + _lit(b":path", b"/p.S/M")   # noqa: E731
+                             + _lit(b"content-type", b"application/grpc"))
+    conn = h2.Connection()
+    ended = conn.feed(h2.CLIENT, h2.PREFACE + call(1) + call(3) + call(5) + call(7), 1)
+    ended += conn.feed(h2.SERVER, frame(h2.HEADERS, 0x4, 1, b"\x88") + frame(h2.DATA, 0, 1, b"\0\0\0\0\x01a"), 2)
+    ended += conn.feed(h2.CLIENT, frame(h2.RST_STREAM, 0, 1, struct.pack("!I", 8)), 3)      # CANCEL
+    ended += conn.feed(h2.SERVER, frame(h2.RST_STREAM, 0, 3, struct.pack("!I", 7)), 4)      # REFUSED_STREAM
+    ended += conn.feed(h2.SERVER, frame(h2.HEADERS, 0x5, 5, b"\x88" + _lit(b"grpc-status", b"0")), 5)
+    [closed] = conn.close()
+    closed.end_ns, closed.end_reason = 6, "closed"
+    for s in ended + [closed]:
+        tracer._h2_stream_done(peer, s)
+    got = [(sp.attributes["rpc.response.status_code"], sp.attributes.get("error.type"), sp.error) for sp in spans]
+    assert got == [("CANCELLED", None, False), ("UNAVAILABLE", "UNAVAILABLE", True), ("OK", None, False),
+                   ("no_status", "no_status", True)]
+    assert spans[0].attributes["ebpftool.rpc.response_messages"] == 1
+    counted = sorted(dict(k[1])["rpc.response.status_code"] for k in tracer._h2_hist.series
+                     if k[0] == "rpc.server.call.duration")
+    assert counted == ["CANCELLED", "OK", "UNAVAILABLE", "no_status"]
+
+
 @pytest.mark.parametrize("sender,data", [
     (h2.CLIENT, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),                       # HTTP/1 without Upgrade
     (h2.CLIENT, b"\x16\x03\x01\x02\x00"),                                    # TLS

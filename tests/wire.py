@@ -226,6 +226,10 @@ class Stream:
             pos = end
         self.data = bytes(buf[:pos])
 
+    def runs(self) -> list[tuple[int, int, int]]:
+        """(start, end, time) of each run of the stream's bytes first carried by one segment, in stream order."""
+        return list(zip(self._starts, self._ends, self._times))
+
     def time_at(self, offset: int) -> int:
         """When the byte at offset was first on the wire (ns since the epoch)."""
         i = bisect.bisect_right(self._starts, offset) - 1

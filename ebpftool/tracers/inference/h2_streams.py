@@ -31,10 +31,26 @@ GRPC_SERVER_ERRORS = {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL
 NO_STATUS = "no_status"     # error.type of an RPC that ended without grpc-status (reset, connection closed)
 
 
+# A call that an RST_STREAM ended before any trailers, read as gRPC reads it (grpc/doc/PROTOCOL-HTTP2.md,
+# "Errors"): CANCEL is the call's cancellation (a client's cancel or deadline; CANCELLED when the server sent
+# it), REFUSED_STREAM means nothing was processed; STREAM_CLOSED and codes the table lacks have no status.
+RST_STREAM_STATUS = {0: "INTERNAL", 1: "INTERNAL", 2: "INTERNAL", 3: "INTERNAL", 4: "INTERNAL", 6: "INTERNAL",
+                     7: "UNAVAILABLE", 8: "CANCELLED", 9: "INTERNAL", 10: "INTERNAL", 11: "RESOURCE_EXHAUSTED",
+                     12: "PERMISSION_DENIED"}
+
+
 def grpc_status_name(code: int | None) -> str:
     if code is None:
         return NO_STATUS
     return GRPC_STATUS[code] if 0 <= code < len(GRPC_STATUS) else str(code)
+
+
+def grpc_call_status(s: http2.H2Stream) -> str:
+    """The status of a gRPC call: its trailers' grpc-status; else, for a call ended by RST_STREAM, the status
+    gRPC maps its error code to; else `no_status` (the connection closed, a GOAWAY)."""
+    if s.grpc_status is None and s.end_reason == "rst_stream" and s.rst_error in RST_STREAM_STATUS:
+        return RST_STREAM_STATUS[s.rst_error]
+    return grpc_status_name(s.grpc_status)
 
 
 @dataclass
@@ -152,7 +168,7 @@ class InferenceHttp2:
         rpc = s.rpc
         attrs: dict[str, Any] = {sc.SERVER_PORT: peer.port, **workload}
         if s.grpc:
-            status = grpc_status_name(s.grpc_status)
+            status = grpc_call_status(s)
             attrs[sc.RPC_SYSTEM_NAME] = "grpc"
             attrs[sc.RPC_METHOD] = f"{rpc[0]}/{rpc[1]}" if rpc else parsers.OTHER_METHOD
             attrs[sc.RPC_RESPONSE_STATUS_CODE] = status
