@@ -393,6 +393,7 @@ class BpfProgram:
         self.uprobe_links: list[int] = []        # fds of BPF_TRACE_UPROBE_MULTI links
         self.multi_programs: dict[str, int] = {}  # function -> fd of it loaded for uprobe_multi links
         self.uprobe_multi_refused = 0             # uprobes that went the per-probe way where links exist
+        self.multi_refusals: dict[str, OSError] = {}  # function -> why the kernel refused it for uprobe_multi links
         self.cache_state = ""   # "hit", "stored" (compiled, then cached), "off", or why it is not cacheable
         self.compiled_in_child = False   # this start compiled it, in a child process, into the cache
 
@@ -534,11 +535,30 @@ class BpfProgram:
             return [f.result() for f in [pool.submit(load) for load in loads]]
 
     def load_uprobe_multi_program(self, fn_name: str) -> int:
-        """fn_name loaded for uprobe_multi links (once); its fd."""
+        """fn_name loaded for uprobe_multi links (once); its fd. A refusal (OSError) is remembered and raised
+        again without asking the verifier twice: each attach falls back to a perf-event uprobe, and a refused
+        5,000-instruction program costs the verifier ~0.1-0.2 s per try here."""
         if fn_name not in self.multi_programs:
-            self.multi_programs[fn_name] = load_program(BPF_PROG_TYPE_KPROBE, self.bpf.dump_func(fn_name), fn_name,
-                                                        attach_type=BPF_TRACE_UPROBE_MULTI)
+            if fn_name in self.multi_refusals:
+                raise self.multi_refusals[fn_name]
+            try:
+                self.multi_programs[fn_name] = load_program(BPF_PROG_TYPE_KPROBE, self.bpf.dump_func(fn_name),
+                                                            fn_name, attach_type=BPF_TRACE_UPROBE_MULTI,
+                                                            explain=False)
+            except OSError as exc:
+                self.multi_refusals[fn_name] = exc
+                raise
         return self.multi_programs[fn_name]
+
+    def load_uprobe_program(self, fn_name: str) -> int:
+        """fn_name loaded for the uprobes it will be attached as: a uprobe_multi program where the kernel has
+        such links and takes it, else the perf-event program BCC attaches (loaded once each); its fd."""
+        if kernel_allows_uprobe_multi():
+            try:
+                return self.load_uprobe_multi_program(fn_name)
+            except OSError:
+                pass
+        return self.bpf.load_func(fn_name, self.bpf.KPROBE).fd
 
     def attach_btf_tracepoint(self, tracepoint: str, fn_name: str) -> None:
         """fn_name on the BTF raw tracepoint `tracepoint` (loaded first if need be)."""
