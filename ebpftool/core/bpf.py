@@ -229,14 +229,57 @@ def kernel_allows_uprobe_multi() -> bool:
         os.close(fd)
 
 
+POOL_THREADS = 32   # the tracers' detaches run beside each other, each up to DETACH_THREADS wide
+DETACH_THREADS = 16
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def in_threads(calls: Sequence[Callable[[], Any]], width: int) -> list[Any]:
+    """Run calls on up to `width` threads at once, the calling thread one of them; their results in order.
+    Every call runs; then the first failure (in the calls' order) is raised. The threads are the process's one
+    pool (made at the first use): loads at start, detaches at stop, the tracers' detaches beside each other.
+    The calling thread takes calls too, so a call that itself runs calls in threads always progresses."""
+    global _POOL
+    calls = list(calls)
+    width = max(1, min(width, len(calls)))
+    if width == 1:
+        return [call() for call in calls]
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="ebpftool")
+        pool = _POOL
+    results: list[Any] = [None] * len(calls)
+    failures: dict[int, BaseException] = {}
+    todo = iter(enumerate(calls))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                nxt = next(todo, None)
+            if nxt is None:
+                return
+            i, call = nxt
+            try:
+                results[i] = call()
+            except BaseException as exc:  # noqa: BLE001  (raised below, after the rest ran)
+                failures[i] = exc
+
+    helpers = [pool.submit(work) for _ in range(width - 1)]
+    work()
+    for helper in helpers:
+        helper.result()
+    if failures:
+        raise failures[min(failures)]
+    return results
+
+
 def side_by_side(calls: Sequence[tuple[Callable[[int], Any], int]]) -> list[Any]:
     """Run close-like calls (function, fd) in threads; their results in order. Detaching waits in the kernel
     (an RCU grace period per perf event or uprobe link, ~0.07-0.13 s here) and a C call lets go of the GIL,
     so the waits overlap: 7 tracepoints detached in 0.25-0.31 s where one after another took 0.55 s."""
-    if len(calls) < 3:
-        return [fn(fd) for fn, fd in calls]
-    with ThreadPoolExecutor(max_workers=min(16, len(calls))) as pool:
-        return list(pool.map(lambda call: call[0](call[1]), calls))
+    return in_threads([functools.partial(fn, fd) for fn, fd in calls], DETACH_THREADS if len(calls) >= 3 else 1)
 
 
 def import_bcc():
@@ -529,10 +572,9 @@ class BpfProgram:
         in the calling thread with the GIL released) in threads, one per CPU, when the program came from the
         compile cache (our own loader: no shared state but dicts); one after another otherwise (BCC's own
         loader is not known to be safe in parallel). Their results in order; the first failure is raised."""
-        if self.cache_state not in ("hit", "stored") or len(loads) < 2:
+        if self.cache_state not in ("hit", "stored"):
             return [load() for load in loads]
-        with ThreadPoolExecutor(max_workers=min(len(loads), os.cpu_count() or 1)) as pool:
-            return [f.result() for f in [pool.submit(load) for load in loads]]
+        return in_threads(loads, os.cpu_count() or 1)
 
     def load_uprobe_multi_program(self, fn_name: str) -> int:
         """fn_name loaded for uprobe_multi links (once); its fd. A refusal (OSError) is remembered and raised

@@ -6,14 +6,14 @@ queued span flushed.
 """
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ebpftool.core.bpf import CompiledAhead, compiling_ahead
+from ebpftool.core.bpf import CompiledAhead, compiling_ahead, in_threads
 from ebpftool.core.btf import Btf
 from ebpftool.core.series import DEFAULT_MAX_SERIES
 from ebpftool.core.telemetry import SeriesLimit, Telemetry
@@ -121,11 +121,7 @@ def stop_tracers(running: Sequence[Tracer]) -> list[str]:
         except Exception as exc:
             return f"{t.name}: {exc}"
         return None
-    if len(running) < 2:
-        outcomes = [detach(t) for t in running]
-    else:
-        with ThreadPoolExecutor(max_workers=len(running)) as pool:
-            outcomes = list(pool.map(detach, running))
+    outcomes = in_threads([functools.partial(detach, t) for t in running], len(running))
     for t in running:
         try:
             t.stop()
