@@ -12,6 +12,7 @@ import pytest
 from ebpftool.core import bpf_cache
 from ebpftool.core.bpf import STAT_SPAN_BUDGET, BpfProgram
 from ebpftool.core.cstruct import decode, load_header
+from ebpftool.core.tracer import Tracer
 from tests.conftest import ROOT
 from tests.test_core_bpf import FIXTURE, HEADER
 
@@ -229,3 +230,66 @@ def test_a_compile_error_in_the_child_is_reported_as_before(cache_dir, tmp_path,
         BpfProgram(str(broken), defines={}).load()
     assert capfd.readouterr().err.count("use of undeclared identifier 'undefined_name'") == 1
     assert entries(cache_dir) == []
+
+
+class FixtureTracer(Tracer):
+    """A tracer of the fixture program (its own text per tag: a program of its own in the cache), counting
+    how often it was started."""
+
+    def __init__(self, name: str, tag: int) -> None:
+        super().__init__(None)
+        self.name, self.tag, self.starts = name, tag, 0
+
+    def start(self) -> None:
+        self.starts += 1
+        prog = BpfProgram(FIXTURE, defines={"TARGET_PID": os.getpid(), "RINGBUF_PAGES": 1, "SPAN_RATE_PER_CPU": 1,
+                                            "SPAN_BURST": 1, "FIXTURE_TAG": self.tag})
+        self.programs.append(prog.load())
+
+    def collect(self) -> list:
+        return []
+
+
+@pytest.mark.bpf
+def test_tracers_compile_side_by_side_once_and_a_warm_start_starts_each_once(cache_dir):
+    """Cold: every tracer's compile starts first (each tracer tried once inside compiling_ahead), then each
+    starts for real; warm: each starts once, its programs taken from the cache (no work done twice)."""
+    from ebpftool.core.runner import RunResult, start_tracers, stop_tracers
+
+    for expected_starts in (2, 1):   # cold, then warm
+        tracers = [FixtureTracer("a", 1), FixtureTracer("b", 2)]
+        result = RunResult()
+        running = start_tracers(tracers, result, skip_failed=False)
+        try:
+            assert sorted(t.name for t in running) == ["a", "b"] and not result.skipped
+            assert [t.starts for t in tracers] == [expected_starts] * 2
+            assert all(p.cache_state in ("stored", "hit") for t in running for p in t.programs)
+            assert exercise(running[0].programs[0])[1] == 50
+        finally:
+            stop_tracers(running)
+    assert len(entries(cache_dir)) == 2
+
+
+@pytest.mark.bpf
+def test_a_stop_during_start_up_ends_and_reaps_every_compile_ahead(cache_dir, monkeypatch):
+    from ebpftool.core import bpf_compile
+    from ebpftool.core.runner import RunResult, StopFlag, start_tracers
+
+    children = []
+    real_start_child = bpf_compile.start_child
+
+    def recorded(*args):
+        children.append(real_start_child(*args))
+        return children[-1]
+    monkeypatch.setattr(bpf_compile, "start_child", recorded)
+    stop = StopFlag()
+    tracers = [FixtureTracer("a", 3), FixtureTracer("b", 4)]
+    result = RunResult()
+    running = start_tracers(tracers, result, skip_failed=False, stop=stop,
+                            on_starting=lambda t: t.name == "b" and stop.set("SIGTERM"))
+    assert running == [] and result.not_started == ["a", "b"] and not result.started
+    assert len(children) == 2
+    for child in children:   # ended and reaped: no process, no zombie
+        assert child.returncode is not None
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)

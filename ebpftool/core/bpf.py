@@ -392,19 +392,38 @@ _AHEAD = threading.local()
 
 
 class CompiledAhead(Exception):
-    """Raised by BpfProgram.load() inside compiling_ahead(), once its compile has started in a child."""
+    """Raised by BpfProgram.load() inside compiling_ahead(), once its compile has started in a child (a program
+    the compile cache holds loads there as anywhere)."""
 
 
 @contextlib.contextmanager
-def compiling_ahead() -> Iterator[None]:
-    """Within: BpfProgram.load() starts the program's compile in a child process (compile_ahead) and raises
-    CompiledAhead instead of loading. The runner starts the later tracers this way first, so that their
-    programs compile beside the first one's, then starts each for real (their load() waits for the child)."""
+def compiling_ahead() -> Iterator[list[str]]:
+    """Within: BpfProgram.load() of a program the compile cache lacks starts its compile in a child process
+    (compile_ahead) and raises CompiledAhead instead of loading; the list given holds the cache keys of the
+    compiles under way. The runner starts every tracer this way first, so that their programs compile side by
+    side, then starts again those that raised, each once its compile has ended (core.runner.start_tracers)."""
     _AHEAD.on = True
+    _AHEAD.keys = []
     try:
-        yield
+        yield _AHEAD.keys
     finally:
         _AHEAD.on = False
+
+
+def compiles_pending(keys: Iterable[str]) -> bool:
+    """Whether a child started by compile_ahead() for one of these keys is still compiling."""
+    return any(key in _COMPILING and _COMPILING[key].poll() is None for key in keys)
+
+
+def end_compiles_ahead() -> None:
+    """Stop and reap every child compile_ahead() started that no load() took (its tracer did not start, or
+    a stop request ended the start-up): none is left running or unreaped."""
+    while _COMPILING:
+        _key, child = _COMPILING.popitem()
+        if child.poll() is None:
+            child.kill()
+        with contextlib.suppress(Exception):
+            child.communicate(timeout=10)
 
 
 def _report_cache_notes(cache: "bpf_cache.BpfCache") -> None:
@@ -458,24 +477,29 @@ class BpfProgram:
     def _cflags(self) -> list[str]:
         return [f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"]
 
-    def compile_ahead(self) -> None:
+    def compile_ahead(self) -> bool:
         """Start compiling this program into the compile cache in a child process (bpf_compile), unless the
-        cache holds it or is off; load() then waits for that child. Several programs compile side by side."""
+        cache holds it or is off; load() then waits for that child. Several programs compile side by side.
+        Whether a child compiles it (started now or before)."""
         cache = bpf_cache.BpfCache.from_env()
         if cache is None:
-            return
+            return False
         text, cflags = self.text(), self._cflags()
         key = bpf_cache.cache_key(text, cflags)
         if key not in _COMPILING and not cache.path(key).exists():
             _COMPILING[key] = bpf_compile.start_child(text, cflags, key)
+        if key not in _COMPILING:
+            return False
+        if getattr(_AHEAD, "on", False):
+            _AHEAD.keys.append(key)
+        return True
 
     def load(self) -> "BpfProgram":
         """Take what an earlier start compiled from the compile cache (bpf_cache); else compile it there in a
         child process (bpf_compile: clang's memory is never this process's), and load it from there; where
         that fails or the cache is off, compile with BCC in this process."""
-        if getattr(_AHEAD, "on", False):
-            self.compile_ahead()
-            raise CompiledAhead(self.source)
+        if getattr(_AHEAD, "on", False) and self.compile_ahead():
+            raise CompiledAhead(self.source)   # compiling now: the caller starts again once it is done
         bcc = import_bcc()
         text = self.text()
         cflags = self._cflags()
