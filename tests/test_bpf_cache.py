@@ -210,7 +210,9 @@ def test_a_cold_start_compiles_in_a_child_and_compiles_ahead(cache_dir, tmp_path
     prog = probe()
     try:
         assert prog.cache_state == "stored" and prog.compiled_in_child
-        assert exercise(prog)[1] == 50
+        events, uprobe_calls, _stats = exercise(prog)
+        # the child attached nothing; this process attached what BCC attaches as it builds (the tracepoint)
+        assert uprobe_calls == 50 and len(events) == 50
     finally:
         prog.close()
     assert len(entries(cache_dir)) == 1
