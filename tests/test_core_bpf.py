@@ -226,10 +226,11 @@ def test_in_threads_runs_every_call_keeps_order_and_raises_the_first_failure():
     def fail(i):
         ran.append(i)
         raise ValueError(f"call {i}")
-    ran.clear()
-    with pytest.raises(ValueError, match="call 3"):
-        in_threads([lambda i=i: fail(i) if i in (3, 7) else ran.append(i) for i in range(10)], 3)
-    assert sorted(ran) == list(range(10))   # the calls after a failure ran too
+    for width in (3, 1):   # one thread: the calling one alone, the same rule
+        ran.clear()
+        with pytest.raises(ValueError, match="call 3"):
+            in_threads([lambda i=i: fail(i) if i in (3, 7) else ran.append(i) for i in range(10)], width)
+        assert sorted(ran) == list(range(10))   # the calls after a failure ran too
 
 
 def test_in_threads_inside_in_threads_finishes_when_the_pool_is_full():

@@ -243,12 +243,12 @@ def in_threads(calls: Sequence[Callable[[], Any]], width: int) -> list[Any]:
     global _POOL
     calls = list(calls)
     width = max(1, min(width, len(calls)))
-    if width == 1:
-        return [call() for call in calls]
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="ebpftool")
-        pool = _POOL
+    pool = None
+    if width > 1:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="ebpftool")
+            pool = _POOL
     results: list[Any] = [None] * len(calls)
     failures: dict[int, BaseException] = {}
     todo = iter(enumerate(calls))
@@ -266,7 +266,7 @@ def in_threads(calls: Sequence[Callable[[], Any]], width: int) -> list[Any]:
             except BaseException as exc:  # noqa: BLE001  (raised below, after the rest ran)
                 failures[i] = exc
 
-    helpers = [pool.submit(work) for _ in range(width - 1)]
+    helpers = [pool.submit(work) for _ in range(width - 1)] if pool is not None else []
     work()
     for helper in helpers:
         helper.result()
