@@ -265,7 +265,9 @@ def test_tracers_compile_side_by_side_once_and_a_warm_start_starts_each_once(cac
         try:
             assert sorted(t.name for t in running) == ["a", "b"] and not result.skipped
             assert [t.starts for t in tracers] == [expected_starts] * 2
-            assert all(p.cache_state in ("stored", "hit") for t in running for p in t.programs)
+            cold = expected_starts == 2
+            assert all(p.cache_state == ("stored" if cold else "hit") and p.compiled_in_child == cold
+                       for t in running for p in t.programs)
             assert exercise(running[0].programs[0])[1] == 50
         finally:
             stop_tracers(running)
@@ -295,3 +297,32 @@ def test_a_stop_during_start_up_ends_and_reaps_every_compile_ahead(cache_dir, mo
         assert child.returncode is not None
         with pytest.raises(ChildProcessError):
             os.waitpid(child.pid, os.WNOHANG)
+
+
+@pytest.mark.bpf
+def test_compiles_ahead_beyond_the_limit_wait_for_a_free_cpu_and_all_start(cache_dir, monkeypatch):
+    """MAX_COMPILES children at once: the others are queued and started as children end; every tracer starts,
+    each from its own child's compile."""
+    from ebpftool.core import bpf as core_bpf
+    from ebpftool.core import bpf_compile
+    from ebpftool.core.runner import RunResult, start_tracers, stop_tracers
+
+    children, alive_at_spawn = [], []
+    real_start_child = bpf_compile.start_child
+
+    def recorded(*args):
+        alive_at_spawn.append(sum(1 for c in children if c.poll() is None))
+        children.append(real_start_child(*args))
+        return children[-1]
+    monkeypatch.setattr(bpf_compile, "start_child", recorded)
+    monkeypatch.setattr(core_bpf, "MAX_COMPILES", 1)
+    tracers = [FixtureTracer("a", 5), FixtureTracer("b", 6), FixtureTracer("c", 7)]
+    result = RunResult()
+    running = start_tracers(tracers, result, skip_failed=False)
+    try:
+        assert sorted(t.name for t in running) == ["a", "b", "c"]
+        assert all(p.compiled_in_child for t in running for p in t.programs)
+        assert len(children) == 3 and alive_at_spawn == [0, 0, 0]   # one child at a time
+    finally:
+        stop_tracers(running)
+    assert len(entries(cache_dir)) == 3
