@@ -261,7 +261,11 @@ def test_tracers_compile_side_by_side_once_and_a_warm_start_starts_each_once(cac
     for expected_starts in (2, 1):   # cold, then warm
         tracers = [FixtureTracer("a", 1), FixtureTracer("b", 2)]
         result = RunResult()
-        running = start_tracers(tracers, result, skip_failed=False)
+        calls = []
+        running = start_tracers(tracers, result, skip_failed=False, on_starting=lambda t: calls.append(t.name),
+                                on_start=lambda t, _s: calls.append(f"{t.name} started"))
+        started = [i for i, c in enumerate(calls) if c.endswith(" started")]
+        assert len(started) == 2 and all(calls[i - 1] + " started" == calls[i] for i in started)
         try:
             assert sorted(t.name for t in running) == ["a", "b"] and not result.skipped
             assert [t.starts for t in tracers] == [expected_starts] * 2

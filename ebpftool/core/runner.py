@@ -84,10 +84,15 @@ def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: 
     ahead = BpfCache.from_env() is not None   # off: BCC compiles in this process, one program after another
     waiting: list[tuple[Tracer, list[str]]] = []   # tracers whose compile runs ahead, with its cache keys
     first_try: dict[str, float] = {}
+    announced: list[Tracer] = []   # the tracer on_starting() was last called for
 
-    def attempt(t: Tracer, ahead: bool) -> None:
+    def announce(t: Tracer) -> None:
         if on_starting:
             on_starting(t)
+        announced[:] = [t]
+
+    def attempt(t: Tracer, ahead: bool) -> None:
+        announce(t)
         t0 = first_try.setdefault(t.name, time.monotonic())   # its start-up counts its compile too
         try:
             with compiling_ahead() if ahead else contextlib.nullcontext([]) as compiling:
@@ -122,6 +127,8 @@ def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: 
                 break
             ready = next((w for w in waiting if not compiles_pending(w[1])), None)
             if ready is None:
+                if announced != [waiting[0][0]]:
+                    announce(waiting[0][0])   # e.g. a terminal's spinner: what start-up waits for now
                 stop.event.wait(COMPILE_POLL_S)   # every one waits for its compile: look again soon
                 continue
             waiting.remove(ready)
