@@ -98,10 +98,15 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path,
                     help="another ebpftool checkout (e.g. `git archive` of an older commit) run in the same rounds, "
                          "as mode `base`: a before/after measured side by side")
+    ap.add_argument("--baseline-modes", default="",
+                    help="with --baseline: run it in these modes too (comma-separated, of " + ", ".join(MODES) +
+                         "), as `base-MODE`, each just before the same mode of this tree, with a compile cache "
+                         "of its own (--cache-dir + '-base'); without it, `base` runs once per round, cache as found")
     a = ap.parse_args()
     commands = [c.strip() for c in a.commands.split(",") if c.strip()]
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    bad = [c for c in commands if c not in COMMANDS] + [m for m in modes if m not in MODES]
+    base_modes = [m.strip() for m in a.baseline_modes.split(",") if m.strip()]
+    bad = [c for c in commands if c not in COMMANDS] + [m for m in modes + base_modes if m not in MODES]
     if bad:
         raise SystemExit(f"unknown command or mode: {', '.join(bad)}")
     if a.rounds < 1:
@@ -112,26 +117,36 @@ def main() -> None:
         modes.remove("warm")
         modes.insert(modes.index("cold") + 1, "warm")   # a warm start follows the cold one that filled the cache
     base_env = {**os.environ, "COLUMNS": "200"}
+    if base_modes and a.baseline is None:
+        raise SystemExit("--baseline-modes needs --baseline")
     if a.baseline is not None:
         if not (a.baseline / "ebpftool" / "__main__.py").is_file():
             raise SystemExit(f"--baseline {a.baseline}: not an ebpftool checkout")
-        modes.insert(0, "base")
+        if base_modes:   # base-cold just before cold, base-warm just before warm, ...
+            modes = [x for m in modes for x in ([f"base-{m}"] if m in base_modes else []) + [m]]
+            modes = [f"base-{m}" for m in base_modes if f"base-{m}" not in modes] + modes
+        else:
+            modes.insert(0, "base")
     runs: list[dict] = []
     for r in range(a.rounds):
         for cmd in commands:
             args, tracers = COMMANDS[cmd]
             for mode in modes:
-                if mode == "cold":
-                    shutil.rmtree(a.cache_dir, ignore_errors=True)
-                env = {**base_env, "EBPFTOOL_BPF_CACHE": "off" if mode == "off" else a.cache_dir}
-                tree = a.baseline.resolve() if mode == "base" else ROOT
+                is_base = mode.startswith("base")
+                cache_dir = a.cache_dir + "-base" if mode.startswith("base-") else a.cache_dir
+                if mode.removeprefix("base-") == "cold":
+                    shutil.rmtree(cache_dir, ignore_errors=True)
+                env = {**base_env, "EBPFTOOL_BPF_CACHE": "off" if mode.removeprefix("base-") == "off" else cache_dir}
+                tree = a.baseline.resolve() if is_base else ROOT
                 got = run_once(args, tracers, env, a.hold, a.timeout, tree)
                 runs.append({"round": r, "command": cmd, "mode": mode, **got})
                 print(f"round {r + 1} {cmd:9} {mode:4}: attached {got['attached_s']:.2f} s, stop {got['stop_s']:.2f} s, "
                       f"peak RSS {got['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
     if a.baseline is not None:
         print(f"\nbase: {a.baseline.resolve()}; the other modes: {ROOT}")
-    print(f"\nebpftool start-up and stop, {a.rounds} alternating rounds, hold {a.hold:g} s; medians (min–max)\n")
+    print(f"\nebpftool start-up and stop, {a.rounds} alternating rounds, hold {a.hold:g} s, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average at the end "
+          f"{os.getloadavg()[0]:.2f}; medians (min–max)\n")
     print("| command | mode | command start → all probes attached | SIGTERM → exit | peak RSS |")
     print("| --- | --- | --- | --- | --- |")
     for cmd in commands:

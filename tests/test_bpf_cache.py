@@ -12,6 +12,7 @@ import pytest
 from ebpftool.core import bpf_cache
 from ebpftool.core.bpf import STAT_SPAN_BUDGET, BpfProgram
 from ebpftool.core.cstruct import decode, load_header
+from ebpftool.core.tracer import Tracer
 from tests.conftest import ROOT
 from tests.test_core_bpf import FIXTURE, HEADER
 
@@ -209,7 +210,9 @@ def test_a_cold_start_compiles_in_a_child_and_compiles_ahead(cache_dir, tmp_path
     prog = probe()
     try:
         assert prog.cache_state == "stored" and prog.compiled_in_child
-        assert exercise(prog)[1] == 50
+        events, uprobe_calls, _stats = exercise(prog)
+        # the child attached nothing; this process attached what BCC attaches as it builds (the tracepoint)
+        assert uprobe_calls == 50 and len(events) == 50
     finally:
         prog.close()
     assert len(entries(cache_dir)) == 1
@@ -229,3 +232,101 @@ def test_a_compile_error_in_the_child_is_reported_as_before(cache_dir, tmp_path,
         BpfProgram(str(broken), defines={}).load()
     assert capfd.readouterr().err.count("use of undeclared identifier 'undefined_name'") == 1
     assert entries(cache_dir) == []
+
+
+class FixtureTracer(Tracer):
+    """A tracer of the fixture program (its own text per tag: a program of its own in the cache), counting
+    how often it was started."""
+
+    def __init__(self, name: str, tag: int) -> None:
+        super().__init__(None)
+        self.name, self.tag, self.starts = name, tag, 0
+
+    def start(self) -> None:
+        self.starts += 1
+        prog = BpfProgram(FIXTURE, defines={"TARGET_PID": os.getpid(), "RINGBUF_PAGES": 1, "SPAN_RATE_PER_CPU": 1,
+                                            "SPAN_BURST": 1, "FIXTURE_TAG": self.tag})
+        self.programs.append(prog.load())
+
+    def collect(self) -> list:
+        return []
+
+
+@pytest.mark.bpf
+def test_tracers_compile_side_by_side_once_and_a_warm_start_starts_each_once(cache_dir):
+    """Cold: every tracer's compile starts first (each tracer tried once inside compiling_ahead), then each
+    starts for real; warm: each starts once, its programs taken from the cache (no work done twice)."""
+    from ebpftool.core.runner import RunResult, start_tracers, stop_tracers
+
+    for expected_starts in (2, 1):   # cold, then warm
+        tracers = [FixtureTracer("a", 1), FixtureTracer("b", 2)]
+        result = RunResult()
+        calls = []
+        running = start_tracers(tracers, result, skip_failed=False, on_starting=lambda t: calls.append(t.name),
+                                on_start=lambda t, _s: calls.append(f"{t.name} started"))
+        started = [i for i, c in enumerate(calls) if c.endswith(" started")]
+        assert len(started) == 2 and all(calls[i - 1] + " started" == calls[i] for i in started)
+        try:
+            assert sorted(t.name for t in running) == ["a", "b"] and not result.skipped
+            assert [t.starts for t in tracers] == [expected_starts] * 2
+            cold = expected_starts == 2
+            assert all(p.cache_state == ("stored" if cold else "hit") and p.compiled_in_child == cold
+                       for t in running for p in t.programs)
+            assert exercise(running[0].programs[0])[1] == 50
+        finally:
+            stop_tracers(running)
+    assert len(entries(cache_dir)) == 2
+
+
+@pytest.mark.bpf
+def test_a_stop_during_start_up_ends_and_reaps_every_compile_ahead(cache_dir, monkeypatch):
+    from ebpftool.core import bpf_compile
+    from ebpftool.core.runner import RunResult, StopFlag, start_tracers
+
+    children = []
+    real_start_child = bpf_compile.start_child
+
+    def recorded(*args):
+        children.append(real_start_child(*args))
+        return children[-1]
+    monkeypatch.setattr(bpf_compile, "start_child", recorded)
+    stop = StopFlag()
+    tracers = [FixtureTracer("a", 3), FixtureTracer("b", 4)]
+    result = RunResult()
+    running = start_tracers(tracers, result, skip_failed=False, stop=stop,
+                            on_starting=lambda t: t.name == "b" and stop.set("SIGTERM"))
+    assert running == [] and result.not_started == ["a", "b"] and not result.started
+    assert len(children) == 2
+    for child in children:   # ended and reaped: no process, no zombie
+        assert child.returncode is not None
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)
+
+
+@pytest.mark.bpf
+def test_compiles_ahead_beyond_the_limit_wait_for_a_free_cpu_and_all_start(cache_dir, monkeypatch):
+    """MAX_COMPILES children at once: the others are queued and started as children end; every tracer starts,
+    each from its own child's compile."""
+    from ebpftool.core import bpf as core_bpf
+    from ebpftool.core import bpf_compile
+    from ebpftool.core.runner import RunResult, start_tracers, stop_tracers
+
+    children, alive_at_spawn = [], []
+    real_start_child = bpf_compile.start_child
+
+    def recorded(*args):
+        alive_at_spawn.append(sum(1 for c in children if c.poll() is None))
+        children.append(real_start_child(*args))
+        return children[-1]
+    monkeypatch.setattr(bpf_compile, "start_child", recorded)
+    monkeypatch.setattr(core_bpf, "MAX_COMPILES", 1)
+    tracers = [FixtureTracer("a", 5), FixtureTracer("b", 6), FixtureTracer("c", 7)]
+    result = RunResult()
+    running = start_tracers(tracers, result, skip_failed=False)
+    try:
+        assert sorted(t.name for t in running) == ["a", "b", "c"]
+        assert all(p.compiled_in_child for t in running for p in t.programs)
+        assert len(children) == 3 and alive_at_spawn == [0, 0, 0]   # one child at a time
+    finally:
+        stop_tracers(running)
+    assert len(entries(cache_dir)) == 3

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool.core.bpf import (STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro, kernel_allows_uprobe_multi,
-                               seconds_to_ns)
+from ebpftool.core.bpf import (BPF_PROG_TYPE_KPROBE, STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram, bucket_macro,
+                               kernel_allows_uprobe_multi, seconds_to_ns)
 from ebpftool.semconv import HTTP_DURATION_BUCKETS
 from ebpftool.core.cstruct import cstring, decode, load_header
 from tests.kernel_state import (bpf_ids_held_by, bpf_links_held_by, kernel_ids, perf_attachments, still_loaded,
@@ -214,3 +214,77 @@ def test_a_program_s_parts_are_joined_in_place_once_with_their_own_line_numbers(
     with pytest.raises(EbpftoolError):
         BpfProgram(str(main)).load()
     assert "count.bpf.h:3:12: error: use of undeclared identifier" in capfd.readouterr().err  # clang, via BCC
+
+
+def test_in_threads_runs_every_call_keeps_order_and_raises_the_first_failure():
+    from ebpftool.core.bpf import in_threads
+
+    ran = []
+    assert in_threads([lambda i=i: ran.append(i) or i * i for i in range(40)], 4) == [i * i for i in range(40)]
+    assert sorted(ran) == list(range(40))
+
+    def fail(i):
+        ran.append(i)
+        raise ValueError(f"call {i}")
+    for width in (3, 1):   # one thread: the calling one alone, the same rule
+        ran.clear()
+        with pytest.raises(ValueError, match="call 3"):
+            in_threads([lambda i=i: fail(i) if i in (3, 7) else ran.append(i) for i in range(10)], width)
+        assert sorted(ran) == list(range(10))   # the calls after a failure ran too
+
+
+def test_in_threads_inside_in_threads_finishes_when_the_pool_is_full():
+    """Every thread of the pool busy with a call that runs calls in threads itself: the callers take their
+    own calls, so nothing waits for a thread that never comes (as the tracers' detaches do at stop)."""
+    import threading
+
+    from ebpftool.core.bpf import POOL_THREADS, in_threads
+
+    outcome = []
+    inner = lambda: sum(in_threads([lambda i=i: i for i in range(20)], 16))  # noqa: E731
+    worker = threading.Thread(target=lambda: outcome.append(in_threads([inner] * (2 * POOL_THREADS), POOL_THREADS)),
+                              daemon=True)
+    worker.start()
+    worker.join(120)   # a liveness bound, not a measurement: a deadlock never ends
+    assert outcome == [[190] * (2 * POOL_THREADS)]
+
+
+@pytest.mark.bpf
+def test_a_refused_program_is_explained_only_when_asked():
+    from ebpftool.core.bpf_cache import load_program
+
+    exit_only = bytes([0x95, 0, 0, 0, 0, 0, 0, 0])   # exit, r0 never set: the verifier refuses it
+    with pytest.raises(OSError) as told:
+        load_program(BPF_PROG_TYPE_KPROBE, exit_only, "refused")
+    assert told.value.errno == 13 and "R0 !read_ok" in told.value.strerror
+    with pytest.raises(OSError) as short:
+        load_program(BPF_PROG_TYPE_KPROBE, exit_only, "refused", explain=False)
+    assert short.value.errno == 13 and "R0" not in short.value.strerror
+
+
+@pytest.mark.bpf
+def test_a_function_refused_for_uprobe_multi_links_is_tried_once_and_attaches_per_probe(monkeypatch):
+    """The kernel refuses some programs as uprobe_multi ones (a tail call into another type): the refusal is
+    remembered, so a second uprobe of the same function does not pay the verifier again."""
+    import ebpftool.core.bpf as core_bpf
+
+    tries = []
+    real = core_bpf.load_program
+
+    def refuse_multi(prog_type, insns, name, **kw):
+        if kw.get("attach_type") == core_bpf.BPF_TRACE_UPROBE_MULTI and name == "count_uprobe":
+            tries.append(name)
+            raise OSError(22, "Invalid argument")
+        return real(prog_type, insns, name, **kw)
+    assert kernel_allows_uprobe_multi()
+    monkeypatch.setattr(core_bpf, "load_program", refuse_multi)
+    prog = load_probe(pages=1)
+    try:
+        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe")
+        prog.attach_uprobe(CUDART, "cudaGetLastError", "count_uprobe", ret=True)
+        assert tries == ["count_uprobe"] and prog.uprobe_multi_refused == 2 and not prog.uprobe_links
+        assert prog.load_uprobe_program("count_uprobe") == prog.bpf.funcs[b"count_uprobe"].fd   # the perf-event one
+        ctypes.CDLL(CUDART).cudaGetLastError()
+        assert prog["uprobe_calls"][ctypes.c_int(0)].value == 2
+    finally:
+        prog.close()

@@ -229,14 +229,57 @@ def kernel_allows_uprobe_multi() -> bool:
         os.close(fd)
 
 
+POOL_THREADS = 32   # the tracers' detaches run beside each other, each up to DETACH_THREADS wide
+DETACH_THREADS = 16
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def in_threads(calls: Sequence[Callable[[], Any]], width: int) -> list[Any]:
+    """Run calls on up to `width` threads at once, the calling thread one of them; their results in order.
+    Every call runs; then the first failure (in the calls' order) is raised. The threads are the process's one
+    pool (made at the first use): loads at start, detaches at stop, the tracers' detaches beside each other.
+    The calling thread takes calls too, so a call that itself runs calls in threads always progresses."""
+    global _POOL
+    calls = list(calls)
+    width = max(1, min(width, len(calls)))
+    pool = None
+    if width > 1:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="ebpftool")
+            pool = _POOL
+    results: list[Any] = [None] * len(calls)
+    failures: dict[int, BaseException] = {}
+    todo = iter(enumerate(calls))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                nxt = next(todo, None)
+            if nxt is None:
+                return
+            i, call = nxt
+            try:
+                results[i] = call()
+            except BaseException as exc:  # noqa: BLE001  (raised below, after the rest ran)
+                failures[i] = exc
+
+    helpers = [pool.submit(work) for _ in range(width - 1)] if pool is not None else []
+    work()
+    for helper in helpers:
+        helper.result()
+    if failures:
+        raise failures[min(failures)]
+    return results
+
+
 def side_by_side(calls: Sequence[tuple[Callable[[int], Any], int]]) -> list[Any]:
     """Run close-like calls (function, fd) in threads; their results in order. Detaching waits in the kernel
     (an RCU grace period per perf event or uprobe link, ~0.07-0.13 s here) and a C call lets go of the GIL,
     so the waits overlap: 7 tracepoints detached in 0.25-0.31 s where one after another took 0.55 s."""
-    if len(calls) < 3:
-        return [fn(fd) for fn, fd in calls]
-    with ThreadPoolExecutor(max_workers=min(16, len(calls))) as pool:
-        return list(pool.map(lambda call: call[0](call[1]), calls))
+    return in_threads([functools.partial(fn, fd) for fn, fd in calls], DETACH_THREADS if len(calls) >= 3 else 1)
 
 
 def import_bcc():
@@ -345,23 +388,59 @@ def joined_parts(path: Path, seen: set[Path] | None = None) -> str:
 _CACHE_NOTES_SHOWN: set[str] = set()
 _BCC_PROBE_COUNT = threading.Lock()
 _COMPILING: dict[str, subprocess.Popen] = {}   # cache key -> the child compiling it (BpfProgram.compile_ahead)
+_QUEUED: dict[str, tuple[str, list[str]]] = {}  # cache key -> (text, cflags) of a compile ahead waiting for a CPU
+# Compiles ahead at once: one per CPU (at least two), the rest queued in the order asked. On these 2 CPUs (a busy
+# host, 2026-12-06), inference.bpf.c compiled beside the net and gpu programs at once took 5.45-7.76 s (median
+# 7.24, 4 runs), beside net then gpu one after the other 5.35-5.98 s (median 5.65), alternating.
+MAX_COMPILES = max(2, os.cpu_count() or 1)
 _AHEAD = threading.local()
 
 
 class CompiledAhead(Exception):
-    """Raised by BpfProgram.load() inside compiling_ahead(), once its compile has started in a child."""
+    """Raised by BpfProgram.load() inside compiling_ahead(), once its compile has started in a child (a program
+    the compile cache holds loads there as anywhere)."""
 
 
 @contextlib.contextmanager
-def compiling_ahead() -> Iterator[None]:
-    """Within: BpfProgram.load() starts the program's compile in a child process (compile_ahead) and raises
-    CompiledAhead instead of loading. The runner starts the later tracers this way first, so that their
-    programs compile beside the first one's, then starts each for real (their load() waits for the child)."""
+def compiling_ahead() -> Iterator[list[str]]:
+    """Within: BpfProgram.load() of a program the compile cache lacks starts its compile in a child process
+    (compile_ahead) and raises CompiledAhead instead of loading; the list given holds the cache keys of the
+    compiles under way. The runner starts every tracer this way first, so that their programs compile side by
+    side, then starts again those that raised, each once its compile has ended (core.runner.start_tracers)."""
     _AHEAD.on = True
+    _AHEAD.keys = []
     try:
-        yield
+        yield _AHEAD.keys
     finally:
         _AHEAD.on = False
+
+
+def _start_queued() -> None:
+    """Start the compiles ahead that wait for a CPU, in the order they were asked for, as children end."""
+    running = sum(1 for child in _COMPILING.values() if child.poll() is None)
+    while _QUEUED and running < MAX_COMPILES:
+        key = next(iter(_QUEUED))
+        text, cflags = _QUEUED.pop(key)
+        _COMPILING[key] = bpf_compile.start_child(text, cflags, key)
+        running += 1
+
+
+def compiles_pending(keys: Iterable[str]) -> bool:
+    """Whether a compile compile_ahead() started (or queued) for one of these keys is still to end."""
+    _start_queued()
+    return any(key in _QUEUED or (key in _COMPILING and _COMPILING[key].poll() is None) for key in keys)
+
+
+def end_compiles_ahead() -> None:
+    """Stop and reap every child compile_ahead() started that no load() took (its tracer did not start, or
+    a stop request ended the start-up): none is left running or unreaped."""
+    _QUEUED.clear()
+    while _COMPILING:
+        _key, child = _COMPILING.popitem()
+        if child.poll() is None:
+            child.kill()
+        with contextlib.suppress(Exception):
+            child.communicate(timeout=10)
 
 
 def _report_cache_notes(cache: "bpf_cache.BpfCache") -> None:
@@ -393,6 +472,7 @@ class BpfProgram:
         self.uprobe_links: list[int] = []        # fds of BPF_TRACE_UPROBE_MULTI links
         self.multi_programs: dict[str, int] = {}  # function -> fd of it loaded for uprobe_multi links
         self.uprobe_multi_refused = 0             # uprobes that went the per-probe way where links exist
+        self.multi_refusals: dict[str, OSError] = {}  # function -> why the kernel refused it for uprobe_multi links
         self.cache_state = ""   # "hit", "stored" (compiled, then cached), "off", or why it is not cacheable
         self.compiled_in_child = False   # this start compiled it, in a child process, into the cache
 
@@ -414,33 +494,42 @@ class BpfProgram:
     def _cflags(self) -> list[str]:
         return [f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"]
 
-    def compile_ahead(self) -> None:
+    def compile_ahead(self) -> bool:
         """Start compiling this program into the compile cache in a child process (bpf_compile), unless the
-        cache holds it or is off; load() then waits for that child. Several programs compile side by side."""
+        cache holds it or is off; load() then waits for that child. Several programs compile side by side.
+        Whether a child compiles it (started now or before)."""
         cache = bpf_cache.BpfCache.from_env()
         if cache is None:
-            return
+            return False
         text, cflags = self.text(), self._cflags()
         key = bpf_cache.cache_key(text, cflags)
-        if key not in _COMPILING and not cache.path(key).exists():
-            _COMPILING[key] = bpf_compile.start_child(text, cflags, key)
+        if key not in _COMPILING and key not in _QUEUED and not cache.path(key).exists():
+            _QUEUED[key] = (text, cflags)   # started at once where a CPU is free (MAX_COMPILES)
+            _start_queued()
+        if key not in _COMPILING and key not in _QUEUED:
+            return False
+        if getattr(_AHEAD, "on", False):
+            _AHEAD.keys.append(key)
+        return True
 
     def load(self) -> "BpfProgram":
         """Take what an earlier start compiled from the compile cache (bpf_cache); else compile it there in a
         child process (bpf_compile: clang's memory is never this process's), and load it from there; where
         that fails or the cache is off, compile with BCC in this process."""
-        if getattr(_AHEAD, "on", False):
-            self.compile_ahead()
-            raise CompiledAhead(self.source)
+        if getattr(_AHEAD, "on", False) and self.compile_ahead():
+            raise CompiledAhead(self.source)   # compiling now: the caller starts again once it is done
         bcc = import_bcc()
         text = self.text()
         cflags = self._cflags()
         cache = bpf_cache.BpfCache.from_env()
         key = bpf_cache.cache_key(text, cflags) if cache else ""
-        compiled = cache.fetch(key) if cache else None
+        child = _COMPILING.pop(key, None) if cache else None   # compiled ahead for this start (it may have ended)
+        compiled = cache.fetch(key) if cache and child is None else None
         if cache is not None and compiled is None:
-            child = _COMPILING.pop(key, None) or bpf_compile.start_child(text, cflags, key)
-            why = bpf_compile.finished(child)
+            if child is None:
+                _QUEUED.pop(key, None)   # still waiting for a CPU: this load waits for it, so it starts now
+                child = bpf_compile.start_child(text, cflags, key)
+            why = bpf_compile.finished(child)   # and reaped
             compiled = cache.fetch(key) if why is None else None
             if compiled is not None:
                 self.compiled_in_child = True
@@ -528,17 +617,35 @@ class BpfProgram:
         in the calling thread with the GIL released) in threads, one per CPU, when the program came from the
         compile cache (our own loader: no shared state but dicts); one after another otherwise (BCC's own
         loader is not known to be safe in parallel). Their results in order; the first failure is raised."""
-        if self.cache_state not in ("hit", "stored") or len(loads) < 2:
+        if self.cache_state not in ("hit", "stored"):
             return [load() for load in loads]
-        with ThreadPoolExecutor(max_workers=min(len(loads), os.cpu_count() or 1)) as pool:
-            return [f.result() for f in [pool.submit(load) for load in loads]]
+        return in_threads(loads, os.cpu_count() or 1)
 
     def load_uprobe_multi_program(self, fn_name: str) -> int:
-        """fn_name loaded for uprobe_multi links (once); its fd."""
+        """fn_name loaded for uprobe_multi links (once); its fd. A refusal (OSError) is remembered and raised
+        again without asking the verifier twice: each attach falls back to a perf-event uprobe, and a refused
+        5,000-instruction program costs the verifier ~0.1-0.2 s per try here."""
         if fn_name not in self.multi_programs:
-            self.multi_programs[fn_name] = load_program(BPF_PROG_TYPE_KPROBE, self.bpf.dump_func(fn_name), fn_name,
-                                                        attach_type=BPF_TRACE_UPROBE_MULTI)
+            if fn_name in self.multi_refusals:
+                raise self.multi_refusals[fn_name]
+            try:
+                self.multi_programs[fn_name] = load_program(BPF_PROG_TYPE_KPROBE, self.bpf.dump_func(fn_name),
+                                                            fn_name, attach_type=BPF_TRACE_UPROBE_MULTI,
+                                                            explain=False)
+            except OSError as exc:
+                self.multi_refusals[fn_name] = exc
+                raise
         return self.multi_programs[fn_name]
+
+    def load_uprobe_program(self, fn_name: str) -> int:
+        """fn_name loaded for the uprobes it will be attached as: a uprobe_multi program where the kernel has
+        such links and takes it, else the perf-event program BCC attaches (loaded once each); its fd."""
+        if kernel_allows_uprobe_multi():
+            try:
+                return self.load_uprobe_multi_program(fn_name)
+            except OSError:
+                pass
+        return self.bpf.load_func(fn_name, self.bpf.KPROBE).fd
 
     def attach_btf_tracepoint(self, tracepoint: str, fn_name: str) -> None:
         """fn_name on the BTF raw tracepoint `tracepoint` (loaded first if need be)."""

@@ -408,8 +408,9 @@ class _TableLib:
 
 
 def load_program(prog_type: int, insns: bytes, name: str, *, license_: str = "GPL", kern_version: int = 0,
-                 attach_type: int = 0, attach_btf_id: int = 0) -> int:
-    """bpf(BPF_PROG_LOAD): the fd, or OSError with the verifier's last lines (asked again with a log)."""
+                 attach_type: int = 0, attach_btf_id: int = 0, explain: bool = True) -> int:
+    """bpf(BPF_PROG_LOAD): the fd, or OSError with the verifier's last lines (asked again with a log: the
+    verifier's work twice; explain=False raises with errno's text alone, for a caller that falls back)."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license_.encode())
 
@@ -425,6 +426,8 @@ def load_program(prog_type: int, insns: bytes, name: str, *, license_: str = "GP
     fd = load(None)   # no verifier log: a long program's log can outgrow any buffer (ENOSPC)
     if fd >= 0:
         return fd
+    if not explain:
+        raise OSError(-fd, os.strerror(-fd))
     log = ctypes.create_string_buffer(VERIFIER_LOG_BYTES)
     load(log)   # again, for the verifier's reason
     detail = [line for line in log.value.decode(errors="replace").splitlines() if line.strip()][-3:]

@@ -57,8 +57,16 @@ def main() -> int:
         print("the compile cache is off", file=sys.stderr)
         return 1
     bcc = import_bcc()
+
+    class CompileOnly(bcc.BPF):
+        """BCC's module, compiled, with its maps, and nothing attached: the tracer's process loads and attaches
+        the functions BCC would attach as it builds the module (tracepoint__*, see bpf_cache.CachedBPF)."""
+
+        def _trace_autoload(self) -> None:
+            pass
+
     try:
-        compiled = bcc.BPF(text=request["text"], cflags=request["cflags"])
+        compiled = CompileOnly(text=request["text"], cflags=request["cflags"])
         entry = bpf_cache.capture(compiled, bcc.lib)
     except Exception as exc:  # BCC raises bare Exception; the parent compiles again and reports it
         print(f"compile failed: {str(exc).strip()[-300:]}", file=sys.stderr)
@@ -67,7 +75,10 @@ def main() -> int:
     if cache.notes:
         print(cache.notes[-1], file=sys.stderr)
         return 1
-    return 0
+    # The parent waits for this exit: skip BCC's cleanup of the module (LLVM's memory freed piece by piece) and
+    # Python's own; the kernel closes the maps' fds. The net program's child ended 0.3 s sooner so (0.6 s in all).
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ queued span flushed.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ebpftool.core.bpf import CompiledAhead, compiling_ahead
+from ebpftool.core.bpf import (CompiledAhead, compiles_pending, compiling_ahead, end_compiles_ahead,
+                              in_threads)
+from ebpftool.core.bpf_cache import BpfCache
 from ebpftool.core.btf import Btf
 from ebpftool.core.series import DEFAULT_MAX_SERIES
 from ebpftool.core.telemetry import SeriesLimit, Telemetry
@@ -21,6 +24,7 @@ from ebpftool.core.tracer import Tracer
 from ebpftool.errors import EbpftoolError
 
 POLL_MS = 100  # how long one pass waits for ring-buffer records, split over tracers
+COMPILE_POLL_S = 0.02  # how often start-up looks whether a compile ahead has ended, when every tracer waits
 
 
 @dataclass
@@ -64,23 +68,39 @@ class StopFlag:
 
 def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: bool, on_start=None,
                   stop: StopFlag | None = None, on_starting=None) -> list[Tracer]:
-    """Start each tracer in turn (on_starting(tracer) before, on_start(tracer, seconds) once it runs). A
-    stop request (SIGINT/SIGTERM) that arrives meanwhile ends the start:
-    a compile in progress finishes (the signal is handled when it returns), no further tracer starts,
-    and those started are returned, for the caller to detach."""
+    """Start every tracer (on_starting(tracer) before each try, on_start(tracer, seconds) once it runs).
+
+    Where the compile cache is on, each is first started inside core.bpf.compiling_ahead(): one whose programs
+    the cache holds starts there and then, once; one whose program is not cached yet has its compile started
+    in a child process and is started again later. So the programs of every tracer compile side by side and
+    the tracers waiting for them start in the order their compiles end: one whose program is at hand starts
+    while another's still compiles. A stop request (SIGINT/SIGTERM) that arrives meanwhile ends the start: no
+    further tracer starts, a compile under way is stopped, and those started are returned, for the caller to
+    detach."""
     running: list[Tracer] = []
+    stop = stop or StopFlag()
     for t in tracers:
         t.validate()  # bad input stops the command; only what the kernel cannot run is skipped
-    compile_ahead(tracers[1:])
-    for t in tracers:
-        if stop is not None and stop.event.is_set():
-            result.not_started.append(t.name)
-            continue
+    ahead = BpfCache.from_env() is not None   # off: BCC compiles in this process, one program after another
+    waiting: list[tuple[Tracer, list[str]]] = []   # tracers whose compile runs ahead, with its cache keys
+    first_try: dict[str, float] = {}
+    announced: list[Tracer] = []   # the tracer on_starting() was last called for
+
+    def announce(t: Tracer) -> None:
         if on_starting:
             on_starting(t)
-        t0 = time.monotonic()
+        announced[:] = [t]
+
+    def attempt(t: Tracer, ahead: bool) -> None:
+        announce(t)
+        t0 = first_try.setdefault(t.name, time.monotonic())   # its start-up counts its compile too
         try:
-            t.start()
+            with compiling_ahead() if ahead else contextlib.nullcontext([]) as compiling:
+                t.start()
+        except CompiledAhead:
+            t.stop()   # whatever it had loaded before the program now compiling
+            waiting.append((t, list(compiling)))
+            return
         except EbpftoolError as exc:
             t.stop()
             if not skip_failed:
@@ -88,27 +108,34 @@ def start_tracers(tracers: Sequence[Tracer], result: RunResult, *, skip_failed: 
                     r.stop()
                 raise
             result.skipped[t.name] = str(exc)
-            continue
+            return
         result.started[t.name] = time.monotonic() - t0
         result.probes[t.name] = [p for prog in t.programs for p in prog.probes]
         if on_start:
             on_start(t, result.started[t.name])
         running.append(t)
+
+    try:
+        for t in tracers:
+            if stop.event.is_set():
+                result.not_started.append(t.name)
+            else:
+                attempt(t, ahead)
+        while waiting:
+            if stop.event.is_set():
+                result.not_started.extend(t.name for t, _keys in waiting)
+                break
+            ready = next((w for w in waiting if not compiles_pending(w[1])), None)
+            if ready is None:
+                if announced != [waiting[0][0]]:
+                    announce(waiting[0][0])   # e.g. a terminal's spinner: what start-up waits for now
+                stop.event.wait(COMPILE_POLL_S)   # every one waits for its compile: look again soon
+                continue
+            waiting.remove(ready)
+            attempt(ready[0], False)
+    finally:
+        end_compiles_ahead()   # a compile that no start took (a stop request, an error) ends here
     return running
-
-
-def compile_ahead(tracers: Sequence[Tracer]) -> None:
-    """Start compiling these tracers' programs in child processes (core.bpf.compiling_ahead), where the
-    compile cache does not hold them yet, so that they compile while the first tracer starts. Each start
-    stops at its first load; whatever goes wrong is left for the real start to report."""
-    for t in tracers:
-        with compiling_ahead():
-            try:
-                t.start()
-            except CompiledAhead:
-                pass
-            except Exception:  # noqa: BLE001  (reported by the real start)
-                pass
 
 
 def stop_tracers(running: Sequence[Tracer]) -> list[str]:
@@ -121,11 +148,7 @@ def stop_tracers(running: Sequence[Tracer]) -> list[str]:
         except Exception as exc:
             return f"{t.name}: {exc}"
         return None
-    if len(running) < 2:
-        outcomes = [detach(t) for t in running]
-    else:
-        with ThreadPoolExecutor(max_workers=len(running)) as pool:
-            outcomes = list(pool.map(detach, running))
+    outcomes = in_threads([functools.partial(detach, t) for t in running], len(running))
     for t in running:
         try:
             t.stop()

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ebpftool.core.bpf import (BpfProgram, bucket_macro, kernel_allows_uprobe_multi, run_raw_tracepoint_program,
+from ebpftool.core.bpf import (BpfProgram, bucket_macro, run_raw_tracepoint_program,
                                seconds_to_ns)
 from ebpftool.core.plan import Plan, usable
 from ebpftool.core.tracer import TracerOptions
@@ -69,12 +69,10 @@ class InferenceOptions(TracerOptions):
 
 
 def _may_fail(load: Callable[[], int]) -> int | None:
-    """A load ahead of need: a refusal is left for the attach to meet (e.g. tls_write_ex_exit, whose tail
-    call into the scans' uprobe twins the kernel refuses from a uprobe_multi program: it attaches as a
-    perf-event uprobe then)."""
+    """A load ahead of need: a refusal is left for the attach to meet."""
     try:
         return load()
-    except OSError:
+    except Exception:  # OSError from our loader, bare Exception from BCC's
         return None
 
 
@@ -198,6 +196,11 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                     return lambda: prog.load_btf_tracepoint(RECV_BTF_TRACEPOINT, function)
                 kind = bpf.RAW_TRACEPOINT if socket_hooks else bpf.TRACEPOINT
                 return lambda: bpf.load_func(function, kind).fd
+            btf_attached = [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)] if btf_hooks else []
+            if defines.get("RECV_HOOK_BTF"):
+                btf_attached.append((RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION))
+                if defines["ARRIVAL_HOOK"]:  # timed by TCP's clock, as reads are
+                    btf_attached.append((ARRIVAL_RAW_TRACEPOINT, ARRIVAL_BTF_FUNCTION))
             # the HTTP/2 walk (http2.bpf.h), one per type of program that reaches it: the read hook's, the write
             # hook's, the TLS uprobes'
             h2_arrays = [("h2_prog_read", read_program("h2_walk_read")), ("h2_prog_write", scan_program("h2_walk_write"))]
@@ -205,11 +208,20 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                 h2_arrays.append(("h2_prog_tls", lambda: bpf.load_func("h2_walk_tls", bpf.KPROBE).fd))
             loads = [scan_program(f) for f in SCAN_FUNCTIONS] + [load for _array, load in h2_arrays]
             if defines["TLS_HOOKS"]:
-                # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h)
+                # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h):
+                # each as the uprobes it will be attached as (those with tail calls, which the kernel refuses
+                # from a uprobe_multi program into these KPROBE-typed twins: the memory-BIO write return into the
+                # scans, the read returns into the HTTP/2 walk, as perf-event uprobes' programs)
                 loads += [lambda f=f: bpf.load_func(f"{f}_tls", bpf.KPROBE).fd for f in SCAN_FUNCTIONS]
-                loads += [lambda f=f: _may_fail(lambda: prog.load_uprobe_multi_program(f)) for f in TLS_PROGRAMS
-                          if kernel_allows_uprobe_multi()]
-            fds = prog.load_side_by_side(loads)   # the verifier's work, on every CPU
+                loads += [lambda f=f: _may_fail(lambda: prog.load_uprobe_program(f)) for f in TLS_PROGRAMS]
+            # every other program loaded here, in the same batch: the verifier's work on every CPU at once
+            flush_at = len(loads)
+            loads.append(lambda: bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd)
+            if defines.get("RECV_HOOK_BTF"):
+                loads.append(lambda: bpf.load_func("calibrate_syscall_regs", bpf.RAW_TRACEPOINT).fd)
+            # the hooks' own programs first: the largest (the send hook's ~11,000 instructions) end last otherwise
+            hooks_first = [lambda tp=tp, f=f: prog.load_btf_tracepoint(tp, f) for tp, f in btf_attached]
+            fds = prog.load_side_by_side(hooks_first + loads)[len(hooks_first):]
             for slot in range(len(SCAN_FUNCTIONS)):
                 bpf["scan_prog"][slot] = fds[slot]
             for i, (array, _load) in enumerate(h2_arrays):
@@ -218,14 +230,10 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
             if defines["TLS_HOOKS"]:
                 for slot in range(len(SCAN_FUNCTIONS)):
                     bpf["scan_prog_tls"][slot] = fds[twins + slot]
-            self._flush_fd = bpf.load_func("flush_idle_request", bpf.RAW_TRACEPOINT).fd
-            btf_attached = [(SEND_BTF_TRACEPOINT, SEND_BTF_FUNCTION)] if btf_hooks else []
+            self._flush_fd = fds[flush_at]
             if defines.get("RECV_HOOK_BTF"):
                 # where syscall registers lie from a task's stack, measured before any hook runs (see there)
-                run_raw_tracepoint_program(bpf.load_func("calibrate_syscall_regs", bpf.RAW_TRACEPOINT).fd, [0])
-                btf_attached.append((RECV_BTF_TRACEPOINT, RECV_BTF_FUNCTION))
-                if defines["ARRIVAL_HOOK"]:  # timed by TCP's clock, as reads are
-                    btf_attached.append((ARRIVAL_RAW_TRACEPOINT, ARRIVAL_BTF_FUNCTION))
+                run_raw_tracepoint_program(fds[flush_at + 1], [0])
             for tracepoint, function in btf_attached:
                 prog.attach_btf_tracepoint(tracepoint, function)
         except Exception as exc:
