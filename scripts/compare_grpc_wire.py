@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ebpftool.tracers.inference import http2  # noqa: E402
-from ebpftool.tracers.inference.h2_streams import grpc_status_name  # noqa: E402
+from ebpftool.tracers.inference.h2_streams import asked_at, grpc_status_name  # noqa: E402
 from tests import wire  # noqa: E402
 
 MS = 1e6
@@ -72,6 +72,7 @@ class Call:
     end: int | None       # the segment holding the END_STREAM (trailers), RST_STREAM or GOAWAY
     end_reason: str | None
     response_start: int | None = None   # the segment holding the first byte of the response's HEADERS
+    asked: int | None = None   # when it asked for its first answer (h2_streams.asked_at: time to first message's start)
 
     def describe(self) -> str:
         return f"{self.method.rsplit('/', 1)[-1]} port {self.client_port} stream {self.stream_id}"
@@ -132,7 +133,7 @@ def wire_calls(pcap: bytes, port: int) -> tuple[list[Call], list[str]]:
                 status, reason = grpc_status_name(code), "trailers_after_reset"
             calls.append(Call(c.client[1], s.stream_id, s.path.lstrip("/") if s.path else "?", status,
                               s.response_messages, s.messages_lost, s.request_start_ns, s.first_message_ns,
-                              end, reason, s.response_start_ns))
+                              end, reason, s.response_start_ns, asked_at(s)))
     calls.sort(key=lambda x: (x.start, x.client_port, x.stream_id))
     return calls, problems
 
@@ -233,7 +234,7 @@ def figures(pairs) -> dict[tuple[str, str], list[tuple[float, float | None]]]:
             rows["duration", m].append((((end - start) - (x.end - x.start)) / MS, (x.end - x.start) / MS))
         ttfm = s["attributes"].get(TTFM)
         if x.first is not None and ttfm is not None:
-            rows["time to first message", m].append((ttfm * 1e3 - (x.first - x.start) / MS, (x.first - x.start) / MS))
+            rows["time to first message", m].append((ttfm * 1e3 - (x.first - x.asked) / MS, (x.first - x.asked) / MS))
     return rows
 
 

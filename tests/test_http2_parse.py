@@ -682,3 +682,37 @@ def test_h2c_upgrade_through_nghttpx(docroot, tmp_path):
     assert s1.request_start_ns == c.up.time_at(0)   # the HTTP/1.1 request's first byte
     other = [s for s in streams.values() if s.stream_id != 1]
     assert [(s.method, s.path, s.status, s.response_bytes) for s in other] == [("GET", "/b.txt", 200, 3000)]
+
+
+def test_time_to_first_message_starts_at_the_request_message_of_a_stream_that_asks_later():
+    """A bidirectional call (Triton's ModelStreamInfer through tritonclient) opens with HEADERS and sends its
+    request message later: its time to first message starts at that message, not at the HEADERS (the wait in
+    between is the client's). A call whose request message came with its HEADERS is unchanged."""
+    from types import SimpleNamespace
+    from ebpftool.tracers.inference.h2_streams import H2Peer, InferenceHttp2
+    spans = []
+    tracer = InferenceHttp2()
+    tracer.opts = SimpleNamespace(span_rate=100)
+    tracer.cgroups = SimpleNamespace(workload_attributes=lambda cgroup: {})
+    tracer.clock = SimpleNamespace(to_wall_ns=lambda ns: ns)
+    tracer.telemetry = SimpleNamespace(emit_span=spans.append)
+    tracer.exe = lambda pid, comm: comm
+    tracer._server_rates = SimpleNamespace(saw_span=lambda attrs: None)
+    tracer.spans_sent = 0
+    tracer._h2_init()
+    headers = lambda sid: frame(h2.HEADERS, 0x4, sid, b"\x83\x86" + _lit(b":path", b"/p.S/Stream")   # noqa: E731
+                                + _lit(b"content-type", b"application/grpc"))
+    message = b"\0\0\0\0\x01a"
+    conn = h2.Connection()
+    ended = conn.feed(h2.CLIENT, h2.PREFACE + headers(1), 1_000)                     # opens, asks nothing yet
+    ended += conn.feed(h2.CLIENT, headers(3) + frame(h2.DATA, 0x1, 3, message), 2_000)  # asks at once
+    ended += conn.feed(h2.CLIENT, frame(h2.DATA, 0, 1, message), 50_000)              # asks 49 us after opening
+    ended += conn.feed(h2.SERVER, frame(h2.HEADERS, 0x4, 1, b"\x88") + frame(h2.HEADERS, 0x4, 3, b"\x88"), 60_000)
+    ended += conn.feed(h2.SERVER, frame(h2.DATA, 0, 1, message) + frame(h2.DATA, 0, 3, message), 70_000)
+    ended += conn.feed(h2.SERVER, frame(h2.HEADERS, 0x5, 1, b"\x88" + _lit(b"grpc-status", b"0"))
+                       + frame(h2.HEADERS, 0x5, 3, b"\x88" + _lit(b"grpc-status", b"0")), 80_000)
+    for s in ended:
+        tracer._h2_stream_done(H2Peer(1, 8001, 0, False, "127.0.0.1", 40000, "x"), s)
+    ttfm = {sp.start_ns: sp.attributes["ebpftool.rpc.server.time_to_first_message"]
+            for sp in spans}
+    assert ttfm == {1_000: (70_000 - 50_000) / 1e9, 2_000: (70_000 - 2_000) / 1e9}

@@ -180,7 +180,7 @@ class InferenceHttp2:
                 self._h2_hist.add(sc.EBPFTOOL_RPC_RESPONSES_PER_RPC, attrs, s.response_messages,
                                   sc.RPC_RESPONSES_PER_RPC_BUCKETS)
             if s.first_message_ns is not None:
-                ttfm = max(0, s.first_message_ns - s.request_start_ns)
+                ttfm = max(0, s.first_message_ns - asked_at(s))
                 self._h2_hist.add(sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE, attrs, ttfm, sc.GEN_AI_TTFT_BUCKETS)
         else:
             method = s.method if s.method in parsers.METHODS else parsers.OTHER_METHOD
@@ -226,7 +226,7 @@ class InferenceHttp2:
             name = attrs[sc.RPC_METHOD]
             attrs[sc.EBPFTOOL_RPC_RESPONSE_MESSAGES] = s.response_messages
             if s.first_message_ns is not None:
-                attrs[sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE] = (s.first_message_ns - s.request_start_ns) / 1e9
+                attrs[sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE] = max(0, s.first_message_ns - asked_at(s)) / 1e9
                 events.append(SpanEvent("ebpftool.rpc.first_message", self.clock.to_wall_ns(s.first_message_ns)))
             message = f"gRPC {attrs[sc.RPC_RESPONSE_STATUS_CODE]}"
         else:
@@ -263,6 +263,16 @@ class InferenceHttp2:
                                   "HTTP/2 connections given up (records lost, or bytes that did not parse): "
                                   "their streams not measured", n, {sc.SERVER_PORT: port}))
         return points
+
+
+def asked_at(s: http2.H2Stream) -> int:
+    """When a call asked for its first answer: its first request message where that came before the first
+    response message (a bidirectional stream such as Triton's ModelStreamInfer opens with HEADERS and sends its
+    request later: the wait in between is the client's, not the server's), else its HEADERS."""
+    asked = s.first_request_message_ns
+    if asked is not None and s.request_start_ns <= asked <= (s.first_message_ns or asked):
+        return asked
+    return s.request_start_ns
 
 
 def decode_head(struct_type, head_size: int, data: bytes):

@@ -352,6 +352,7 @@ class H2Stream:
     response_bytes: int = 0
     request_messages: int = 0          # gRPC messages (5-byte length prefix) complete in the DATA
     response_messages: int = 0
+    first_request_message_ns: int | None = None  # the DATA frame holding the first request message's first byte
     first_message_ns: int | None = None  # the DATA frame holding the first response message's first byte
     last_message_ns: int | None = None   # ... and the last's
     messages_lost: bool = False        # a message's length prefix was in DATA not seen: its counts are too low
@@ -735,6 +736,7 @@ class Connection:
                 s.first_message_ns, s.last_message_ns = counter.first_ts, counter.last_ts
             else:
                 s.request_messages = counter.complete
+                s.first_request_message_ns = counter.first_ts
             if counter.lost:
                 s.messages_lost = True
         if piece.last and piece.flags & FLAG_END_STREAM:
