@@ -178,10 +178,11 @@ def test_grpc_calls_are_measured_with_their_status_and_messages(tmp_path, hooks)
 
 
 @contextlib.contextmanager
-def split_relay(upstream: int):
-    """tests/servers/split_relay.py in front of a server: 7-byte reads from the client, 5-byte writes to it."""
+def split_relay(upstream: int, *args: str):
+    """tests/servers/split_relay.py in front of a server: by default 7-byte reads from the client, 5-byte
+    writes to it (args: READ_SIZE WRITE_SIZE READ_DELAY_MS)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream), *args],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
@@ -218,6 +219,32 @@ def test_frames_cut_at_every_point_between_syscalls_are_followed(tmp_path, hooks
         sorted((f"{SERVICE}/{c['method']}", c["status"], c["messages"]) for c in calls.done)
     figures = proc.figures("inference")
     assert figures["h2_connections_lost"] == 0 and figures["h2_streams"] == len(calls.done), proc.stdout
+
+
+def test_a_call_starts_when_its_request_arrived_not_when_the_server_read_it(tmp_path, hooks):
+    """The watched process reads each request 300 ms after it arrived (it waits in the socket's queue, as at a
+    busy server): the span starts at the arrival, so it lasts at least those 300 ms (the client waited them
+    too), not the few ms from the late read to the answer."""
+    delay_ms = 300
+    receiver = GrpcReceiver()
+    calls = Calls()
+    try:
+        with grpc_server(tmp_path) as (upstream, _log), split_relay(upstream, "65536", "65536", str(delay_ms)) as port:
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+                grpc.channel_ready_future(channel).result(timeout=30)
+                for i in range(3):
+                    calls.unary(channel, b"late %d" % i)
+                channel.close()
+                assert receiver.wait_for(lambda: len(rpc_spans(receiver, port)) >= 3), proc.stderr
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    durations = sorted(s.end_ns - s.start_ns for s in rpc_spans(receiver, port))
+    waits = sorted(c["end"] - c["start"] for c in calls.done)
+    for measured, waited in zip(durations, waits):
+        assert delay_ms * 1_000_000 - TOLERANCE_NS <= measured <= waited + tolerance(waited), (durations, waits)
 
 
 def h2load(url: str, *args: str) -> dict[str, int]:

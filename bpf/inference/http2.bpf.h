@@ -104,7 +104,7 @@ static __always_inline void h2_lose(struct conn_state *c, u32 dir)
 }
 
 /* len bytes at user address src, then skip bytes not copied, to user space; 0 when lost. */
-static __always_inline int h2_emit(struct conn_state *c, u32 dir, u64 src, u64 len, u64 skip, u64 now)
+static __always_inline int h2_emit(struct conn_state *c, u32 dir, u64 src, u64 len, u64 skip, u64 now, u64 arrival)
 {
     u32 zero = 0;
     struct h2_bytes_event *e = h2_scratch.lookup(&zero);
@@ -118,6 +118,7 @@ static __always_inline int h2_emit(struct conn_state *c, u32 dir, u64 src, u64 l
     e->len = n;
     e->skip = skip;
     e->from_server = dir;
+    e->arrival = arrival;
     if (n > 0 && bpf_probe_read_user(e->data, n, (void *)src) != 0)
         return 0;
     u64 size = offsetof(struct h2_bytes_event, data) + n;
@@ -163,6 +164,7 @@ struct h2_walk {
     u64 now;
     u64 dir;
     u64 runs;
+    u64 arrival;    /* client bytes: when the first of them arrived (0: not known) */
 };
 BPF_PERCPU_ARRAY(h2_walks, struct h2_walk, 1);
 #define V(x) (*(volatile u64 *)&(x))
@@ -243,7 +245,7 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
             return;
         }
     }
-    if ((send || skip) && !h2_emit(c, dir, p + win, send, skip, now)) {
+    if ((send || skip) && !h2_emit(c, dir, p + win, send, skip, now, V(w->arrival))) {
         V(w->done) = 2;
         return;
     }
@@ -342,6 +344,14 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     w->now = now;
     w->dir = dir;
     w->runs = 0;
+    /* The client's bytes began to arrive (sk_data_ready) before this read returned: a stream whose request
+     * begins in them started then, though the server read it later. The next arrival is noted afresh. */
+    u64 arrival = 0;
+    if (dir == H2_FROM_CLIENT) {
+        arrival = c->arrival <= now ? c->arrival : 0;
+        c->arrival = 0;
+    }
+    w->arrival = arrival;
     h2_continue(ctx, via);
     h2_lose(c, dir);  /* no walk program: not loaded */
 }

@@ -161,7 +161,7 @@ struct h2_open_event {
 };
 
 /* Bytes of one direction of an HTTP/2 connection, in order: `len` bytes copied, then `skip` bytes that
- * were not (DATA past its first H2_DATA_PEEK bytes). ts: the read's return or the write. */
+ * were not (DATA past its first H2_DATA_PEEK bytes). ts: the read's return or the write; arrival: see there. */
 struct h2_bytes_event {
     __u32 type;
     __u32 pid;
@@ -171,6 +171,7 @@ struct h2_bytes_event {
     __u32 skip;
     __u8 from_server;
     __u8 pad[7];
+    __u64 arrival;       /* client bytes: when the first of them arrived (sk_data_ready), where known; else 0 */
     __u8 data[H2_CHUNK];
 };
 

@@ -1,25 +1,31 @@
 """A TCP relay that splits what it forwards into small reads and writes, so that a tracer watching it sees
 HTTP/2 frames (and their 9-byte headers) cut at every point between its syscalls.
 
-    python -m tests.servers.split_relay LISTEN_PORT UPSTREAM_PORT [READ_SIZE] [WRITE_SIZE]
+    python -m tests.servers.split_relay LISTEN_PORT UPSTREAM_PORT [READ_SIZE] [WRITE_SIZE] [READ_DELAY_MS]
 
 Each accepted connection gets its own connection to 127.0.0.1:UPSTREAM_PORT, made once the client's first
 24 bytes (HTTP/2's client preface, itself read in pieces) are in. From the client it reads READ_SIZE bytes at
 a time (default 7: a frame header then spans two or three reads, up to 8 of its bytes in the earlier ones);
-what the upstream answers goes back in writes of WRITE_SIZE bytes (default 5). Prints "ready" once
-listening.
+what the upstream answers goes back in writes of WRITE_SIZE bytes (default 5). READ_DELAY_MS: each read
+from the client waits that long after its bytes are there (they wait in the socket's queue). Prints "ready"
+once listening.
 """
 from __future__ import annotations
 
+import select
 import selectors
 import socket
 import sys
 import threading
+import time
 
 
-def pump(src: socket.socket, dst: socket.socket, read_size: int, write_size: int) -> None:
+def pump(src: socket.socket, dst: socket.socket, read_size: int, write_size: int, read_delay: float = 0.0) -> None:
     try:
         while True:
+            if read_delay:
+                select.select([src], [], [])
+                time.sleep(read_delay)   # the bytes wait in the socket's queue, as at a busy server
             data = src.recv(read_size)
             if not data:
                 break
@@ -39,6 +45,7 @@ def main() -> None:
     port, upstream = int(sys.argv[1]), int(sys.argv[2])
     read_size = int(sys.argv[3]) if len(sys.argv) > 3 else 7
     write_size = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    read_delay = float(sys.argv[5]) / 1000 if len(sys.argv) > 5 else 0.0
     server = socket.create_server(("127.0.0.1", port))
     print("ready", flush=True)
     # Waits in select(), not in accept(), as event-loop servers do: a tracer's syscall hooks started while a
@@ -48,10 +55,10 @@ def main() -> None:
     while True:
         waiting.select()
         client, _ = server.accept()
-        threading.Thread(target=relay, args=(client, upstream, read_size, write_size), daemon=True).start()
+        threading.Thread(target=relay, args=(client, upstream, read_size, write_size, read_delay), daemon=True).start()
 
 
-def relay(client: socket.socket, upstream: int, read_size: int, write_size: int) -> None:
+def relay(client: socket.socket, upstream: int, read_size: int, write_size: int, read_delay: float) -> None:
     # The client's first 24 bytes (HTTP/2's preface) are read in pieces too, before the upstream is reached:
     # its own preface (SETTINGS) then comes after the client's, as from a server that reads first.
     first = b""
@@ -66,7 +73,7 @@ def relay(client: socket.socket, upstream: int, read_size: int, write_size: int)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     up.sendall(first)
     threading.Thread(target=pump, args=(up, client, 65536, write_size), daemon=True).start()
-    pump(client, up, read_size, 65536)
+    pump(client, up, read_size, 65536, read_delay)
 
 
 if __name__ == "__main__":

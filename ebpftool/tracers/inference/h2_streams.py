@@ -119,8 +119,11 @@ class InferenceHttp2:
                 return
             sender = http2.SERVER if head.from_server else http2.CLIENT
             payload = data[self._h2_head:self._h2_head + head.len]
+            # the client's bytes are timed by their arrival where the kernel saw it (a request the server read late
+            # began when it arrived), else by the read
+            ts = head.arrival if sender == http2.CLIENT and 0 < head.arrival <= head.ts else head.ts
             try:
-                streams = f.conn.feed(sender, payload, head.ts, head.skip)
+                streams = f.conn.feed(sender, payload, ts, head.skip)
             except http2.H2Error:
                 self.h2_given_up += 1
                 self._h2_drop(head.conn, f)
