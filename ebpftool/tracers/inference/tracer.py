@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ebpftool.core.bpf import (BpfProgram, bucket_macro, run_raw_tracepoint_program,
+from ebpftool.core.bpf import (BpfProgram, bucket_macro, kernel_allows_uprobe_multi, run_raw_tracepoint_program,
                                seconds_to_ns)
 from ebpftool.core.plan import Plan, usable
 from ebpftool.core.tracer import TracerOptions
@@ -203,16 +203,21 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                     btf_attached.append((ARRIVAL_RAW_TRACEPOINT, ARRIVAL_BTF_FUNCTION))
             # the HTTP/2 walk (http2.bpf.h), one per type of program that reaches it: the read hook's, the write
             # hook's, the TLS uprobes'
+            def tls_twin(function: str) -> Callable[[], int]:
+                # Reached by tail calls from the TLS uprobes' programs, which the kernel allows only between
+                # programs of one expected attach type: uprobe_multi where the kernel has its links (all the TLS
+                # programs are then links), else the perf-event uprobes' plain type.
+                if kernel_allows_uprobe_multi():
+                    return lambda: prog.load_uprobe_multi_program(function)
+                return lambda: bpf.load_func(function, bpf.KPROBE).fd
             h2_arrays = [("h2_prog_read", read_program("h2_walk_read")), ("h2_prog_write", scan_program("h2_walk_write"))]
             if defines["TLS_HOOKS"]:
-                h2_arrays.append(("h2_prog_tls", lambda: bpf.load_func("h2_walk_tls", bpf.KPROBE).fd))
+                h2_arrays.append(("h2_prog_tls", tls_twin("h2_walk_tls")))
             loads = [scan_program(f) for f in SCAN_FUNCTIONS] + [load for _array, load in h2_arrays]
             if defines["TLS_HOOKS"]:
-                # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h):
-                # each as the uprobes it will be attached as (those with tail calls, which the kernel refuses
-                # from a uprobe_multi program into these KPROBE-typed twins: the memory-BIO write return into the
-                # scans, the read returns into the HTTP/2 walk, as perf-event uprobes' programs)
-                loads += [lambda f=f: bpf.load_func(f"{f}_tls", bpf.KPROBE).fd for f in SCAN_FUNCTIONS]
+                # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h),
+                # each as the uprobes it will be attached as
+                loads += [tls_twin(f"{f}_tls") for f in SCAN_FUNCTIONS]
                 loads += [lambda f=f: _may_fail(lambda: prog.load_uprobe_program(f)) for f in TLS_PROGRAMS]
             # every other program loaded here, in the same batch: the verifier's work on every CPU at once
             flush_at = len(loads)
