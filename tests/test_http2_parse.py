@@ -716,3 +716,13 @@ def test_time_to_first_message_starts_at_the_request_message_of_a_stream_that_as
     ttfm = {sp.start_ns: sp.attributes["ebpftool.rpc.server.time_to_first_message"]
             for sp in spans}
     assert ttfm == {1_000: (70_000 - 50_000) / 1e9, 2_000: (70_000 - 2_000) / 1e9}
+
+
+def test_a_block_decoded_again_gives_the_same_fields_until_the_table_changes():
+    """Decoder remembers blocks that left its table as it was: the same block decodes the same while the
+    table is unchanged, and afresh once an entry was added (its dynamic indices then name other fields)."""
+    d = Decoder()
+    d.decode(b"\x40\x03x-a\x01A")                  # adds ("x-a", "A"): index 62
+    assert d.decode(b"\xbe") == d.decode(b"\xbe") == [(b"x-a", b"A")]
+    d.decode(b"\x40\x03x-b\x01B")                  # adds ("x-b", "B"): now 62, and x-a is 63
+    assert d.decode(b"\xbe") == [(b"x-b", b"B")] and d.decode(b"\xbf") == [(b"x-a", b"A")]

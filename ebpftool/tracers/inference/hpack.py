@@ -133,6 +133,7 @@ HUFFMAN_CODES: tuple[tuple[int, int], ...] = tuple(
 EOS = 256
 _HUFFMAN_DECODE = {(bits, code): sym for sym, (code, bits) in enumerate(HUFFMAN_CODES)}
 
+SAME_BLOCKS_MAX = 256         # blocks remembered per decoder (Decoder._same)
 ENTRY_OVERHEAD = 32            # RFC 7541 4.1: an entry's size is its name's and value's octets plus 32
 DEFAULT_TABLE_SIZE = 4096      # SETTINGS_HEADER_TABLE_SIZE's initial value
 MAX_INTEGER = (1 << 32) - 1    # larger integers are refused (an attack, or bytes that are not HPACK)
@@ -258,6 +259,10 @@ class Decoder:
         self.max_size = max_allowed
         self.size = 0
         self.table: list[tuple[bytes, bytes]] = []
+        # A block that leaves the table as it was decodes the same while the table stays the same: the same
+        # request or trailers again (h2load's, a gRPC method's once its names are in the table) is looked up.
+        self.version = 0                  # changes whenever the table does
+        self._same: dict[tuple[int, frozenset[bytes] | None, bytes], list[tuple[bytes, bytes]]] = {}
 
     def set_max_allowed(self, value: int) -> None:
         """The decoding side announced SETTINGS_HEADER_TABLE_SIZE = value. The table itself changes when
@@ -270,6 +275,7 @@ class Decoder:
             self.size -= len(name) + len(value) + ENTRY_OVERHEAD
 
     def _add(self, name: bytes, value: bytes) -> None:
+        self.version += 1
         need = len(name) + len(value) + ENTRY_OVERHEAD
         if need > self.max_size:  # RFC 7541 4.4: an entry larger than the table empties it, and is not added
             self.table.clear()
@@ -280,6 +286,7 @@ class Decoder:
         self.size += need
 
     def _resize(self, new_size: int) -> None:
+        self.version += 1
         if new_size > self.max_allowed:
             raise HpackError(f"dynamic table size update to {new_size} above the announced {self.max_allowed}")
         self.max_size = new_size
@@ -300,8 +307,19 @@ class Decoder:
         """The header fields of one complete header block, in order; the dynamic table updated. With
         `wanted`, the value of a literal that does not enter the table and whose name is not wanted is not
         decoded (b"": Huffman decoding is most of HPACK's cost, and such values are dropped anyway)."""
+        data = bytes(block)
+        key = (self.version, wanted, data)
+        known = self._same.get(key)
+        if known is not None:
+            return list(known)
+        version = self.version
         try:
-            return self._decode(bytes(block), wanted)
+            fields = self._decode(data, wanted)
+            if self.version == version:   # the block changed nothing: the same bytes decode the same next time
+                if len(self._same) >= SAME_BLOCKS_MAX:
+                    self._same.clear()
+                self._same[key] = fields
+            return list(fields)
         except HpackError:
             raise
         except Exception as e:  # a bug must not crash the caller's loop on bytes from the wire
