@@ -187,8 +187,7 @@ MCP_METHOD_NAME = "mcp.method.name"
 MCP_RPC_RESPONSE_STATUS_CODE = "rpc.response.status_code"
 # ebpftool's own: no convention prices a call. A counter of the estimated USD, by process, Pod, provider
 # and model, from the price table (ebpftool/tracers/agents/prices.yaml).
-EBPFTOOL_GEN_AI_CLIENT_COST = "ebpftool.gen_ai.client.cost"                            # counter, {USD}
-EBPFTOOL_GEN_AI_CLIENT_COST_UNIT = "{USD}"
+EBPFTOOL_GEN_AI_CLIENT_COST = "ebpftool.gen_ai.client.cost"                            # counter, unit {USD}
 # ebpftool's own span attributes of a client call (no convention names them on a span) and a counter of
 # the calls whose answer gave no usage (compressed, cut, or a stream without a usage event).
 EBPFTOOL_GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = "ebpftool.gen_ai.client.time_to_first_chunk"   # span, s
