@@ -13,12 +13,22 @@
 #define H2_PREFACE_LEN 24
 #define H2_FRAME_HEADER 9
 #define H2_TYPE_DATA 0
+#define H2_TYPE_PRIORITY 2
+#define H2_TYPE_PING 6
+#define H2_TYPE_WINDOW_UPDATE 8
 #define H2_TURNS 32          /* turns of one run of the walk program: frame headers, payload parts, buffers, records */
 #define H2_RUNS 8            /* runs of it (tail calls) for one read or write: H2_TURNS * H2_RUNS turns in all */
 #define H2_IOV_MAX 64        /* buffers of a vectored read or write walked (gRPC and nginx write many) */
 #define H2_FRAME_MAX (1 << 24)
 
-BPF_PERCPU_ARRAY(h2_scratch, struct h2_bytes_event, 1);
+/* The record being filled: what a walk sends gathers here and goes out when it is full, when a skip count
+ * ends it, and when the walk ends (one record per read or write mostly, whatever frames are left out of it).
+ * The spill room lets the verifier see that bytes added at any fill below H2_CHUNK stay inside. */
+struct h2_record {
+    struct h2_bytes_event e;
+    u8 spill[H2_CHUNK];
+};
+BPF_PERCPU_ARRAY(h2_scratch, struct h2_record, 1);
 struct h2_header {
     u8 b[32];   /* a frame header being read: up to 8 bytes kept from the previous buffer, then the rest */
 };
@@ -88,6 +98,7 @@ static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 in_read)
     c->h2_next[H2_FROM_SERVER] = 0;
     c->h2_copy[H2_FROM_SERVER] = 0;
     c->h2_have[0] = c->h2_have[1] = 0;
+    c->h2_drop[0] = c->h2_drop[1] = 0;
     c->h2_lost = 0;
     c->h2_dup = 0;
     c->h2_seq_known = 0;
@@ -101,32 +112,6 @@ static __always_inline void h2_lose(struct conn_state *c, u32 dir)
     if (!(c->h2_lost & (1 << dir)))
         stat_add(STAT_INF_H2_LOST, 1);
     c->h2_lost |= 1 << dir;
-}
-
-/* len bytes at user address src, then skip bytes not copied, to user space; 0 when lost. */
-static __always_inline int h2_emit(struct conn_state *c, u32 dir, u64 src, u64 len, u64 skip, u64 now, u64 arrival)
-{
-    u32 zero = 0;
-    struct h2_bytes_event *e = h2_scratch.lookup(&zero);
-    if (!e)
-        return 0;
-    u64 n = bounded(len, H2_CHUNK);
-    e->type = EVENT_H2_BYTES;
-    e->pid = c->pid;
-    e->conn = c->id;
-    e->ts = now;
-    e->len = n;
-    e->skip = skip;
-    e->from_server = dir;
-    e->arrival = arrival;
-    if (n > 0 && bpf_probe_read_user(e->data, n, (void *)src) != 0)
-        return 0;
-    u64 size = offsetof(struct h2_bytes_event, data) + n;
-    if (events.ringbuf_output(e, bounded(size, sizeof(*e)), ringbuf_wakeup_flags(size, RINGBUF_PAGES)) != 0) {
-        count_ringbuf_full();
-        return 0;
-    }
-    return 1;
 }
 
 /* The next buffer of a vectored read or write: its iovec at index i of iov_array (user memory, or the
@@ -165,9 +150,58 @@ struct h2_walk {
     u64 dir;
     u64 runs;
     u64 arrival;    /* client bytes: when the first of them arrived (0: not known) */
+    u64 drop;       /* the current frame is left out whole (conn_state.h2_drop) */
+    u64 drop_from;  /* where in this buffer the bytes to send end: the left-out frame's header (or the buffer's start) */
+    u64 fill;       /* bytes in the record being filled (h2_scratch) */
 };
 BPF_PERCPU_ARRAY(h2_walks, struct h2_walk, 1);
 #define V(x) (*(volatile u64 *)&(x))
+
+/* The record filled so far goes to user space, with `skip` bytes not copied after it; 0 when lost. */
+static __always_inline int h2_flush(struct conn_state *c, u32 dir, struct h2_walk *w, u64 skip)
+{
+    u32 zero = 0;
+    struct h2_record *r = h2_scratch.lookup(&zero);
+    if (!r)
+        return 0;
+    u64 fill = bounded(V(w->fill), H2_CHUNK);
+    V(w->fill) = 0;
+    struct h2_bytes_event *e = &r->e;
+    e->type = EVENT_H2_BYTES;
+    e->pid = c->pid;
+    e->conn = c->id;
+    e->ts = V(w->now);
+    e->len = fill;
+    e->skip = skip;
+    e->from_server = dir;
+    e->arrival = V(w->arrival);
+    u64 size = offsetof(struct h2_bytes_event, data) + fill;
+    if (events.ringbuf_output(e, bounded(size, sizeof(*e)), ringbuf_wakeup_flags(size, RINGBUF_PAGES)) != 0) {
+        count_ringbuf_full();
+        return 0;
+    }
+    return 1;
+}
+
+/* len (<= H2_CHUNK) bytes at user address src added to the record (sent first if they do not fit); 0 when
+ * lost. */
+static __always_inline int h2_append(struct conn_state *c, u32 dir, struct h2_walk *w, u64 src, u64 len)
+{
+    if (len == 0)
+        return 1;
+    if (V(w->fill) + len > H2_CHUNK && !h2_flush(c, dir, w, 0))
+        return 0;
+    u32 zero = 0;
+    struct h2_record *r = h2_scratch.lookup(&zero);
+    if (!r)
+        return 0;
+    u64 fill = V(w->fill) & (H2_CHUNK - 1);
+    u64 n = bounded(len, H2_CHUNK);
+    if (bpf_probe_read_user(r->e.data + fill, n, (void *)src) != 0)
+        return 0;
+    V(w->fill) = fill + n;
+    return 1;
+}
 
 /* One turn of a walk: walks a payload part or a frame header, or moves to the next buffer; what it has to
  * send (bytes, or a count of bytes skipped) goes at its end, from one place (the verifier walks each
@@ -177,11 +211,12 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
 {
     u64 p = V(w->p), n = V(w->n), pos = V(w->pos), win = V(w->win);
     u64 send = 0, skip = 0;  /* bytes from win to send, bytes after them skipped */
+    u64 dropped = 0;         /* bytes of a frame left out whole, passed over after the bytes sent */
     if (pos - win >= H2_CHUNK) {
         send = H2_CHUNK;  /* a long run of bytes to send: one record's worth */
     } else if (pos >= n) {
-        /* this buffer is walked: what is left of it is sent, then the next */
-        send = pos - win;
+        /* this buffer is walked: what is left of it is sent (up to a frame left out), then the next */
+        send = V(w->drop) ? V(w->drop_from) - win : pos - win;
         u64 remaining = V(w->remaining), i = V(w->iov_i);
         if (remaining == 0) {
             V(w->done) = 1;
@@ -209,8 +244,17 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
                 return;
             }
             skip = next < avail ? next : avail;
-            send = pos - win;
             V(w->next) = next - skip;
+            if (V(w->drop)) {
+                /* a frame left out whole: the bytes before its header are sent, its own are passed over */
+                send = V(w->drop_from) - win;
+                dropped = skip;
+                skip = 0;
+                if (next == dropped)
+                    V(w->drop) = 0;
+            } else {
+                send = pos - win;
+            }
         } else {
             /* a frame header at pos (its first `have` bytes in the previous buffer, kept in h2_hdr) */
             u32 zero = 0;
@@ -240,12 +284,22 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
             }
             V(w->have) = 0;
             next = ((u64)hdr->b[0] << 16) | ((u64)hdr->b[1] << 8) | hdr->b[2];
+            u8 type = hdr->b[3];
             V(w->next) = next;
-            V(w->copy) = hdr->b[3] == H2_TYPE_DATA ? (next < H2_DATA_PEEK ? next : H2_DATA_PEEK) : next;
+            V(w->copy) = type == H2_TYPE_DATA ? (next < H2_DATA_PEEK ? next : H2_DATA_PEEK) : next;
+            /* Flow control, pings and priorities say nothing of a stream's request or answer (gRPC sends a
+             * WINDOW_UPDATE and a PING or two per call): left out whole, header too, where the header lies
+             * in this buffer and the bytes before it fit one record. User space reads the frames around. */
+            if ((type == H2_TYPE_WINDOW_UPDATE || type == H2_TYPE_PING || type == H2_TYPE_PRIORITY) && have == 0 &&
+                next > 0 && pos + H2_FRAME_HEADER - win < H2_CHUNK) {
+                V(w->drop) = 1;
+                V(w->drop_from) = pos;
+                V(w->copy) = 0;
+            }
             return;
         }
     }
-    if ((send || skip) && !h2_emit(c, dir, p + win, send, skip, now, V(w->arrival))) {
+    if (!h2_append(c, dir, w, p + win, send) || (skip && !h2_flush(c, dir, w, skip))) {
         V(w->done) = 2;
         return;
     }
@@ -254,7 +308,14 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
         V(w->n) = V(w->next_n);
         V(w->pos) = 0;
         V(w->win) = 0;
+        V(w->drop_from) = 0;
         V(w->done) = 0;
+        return;
+    }
+    if (dropped) {
+        V(w->pos) = pos + dropped;
+        V(w->win) = pos + dropped;
+        V(w->drop_from) = pos + dropped;  /* (a frame left out that goes on in the next buffer starts it) */
         return;
     }
     V(w->win) = win + send + skip;
@@ -289,7 +350,7 @@ static __always_inline void h2_continue(void *ctx, u64 via)
 
 /* One read (dir H2_FROM_CLIENT) or write (H2_FROM_SERVER) of HTTP/2 connection *k: its first buffer (ptr,
  * len), total bytes in all, and for vectored calls the struct iovec array (in user memory, or the kernel's
- * copy). The walk program walks its frame headers and sends its bytes (h2_emit) in order. The caller's
+ * copy). The walk program walks its frame headers and sends its bytes (h2_append, h2_flush) in order. The caller's
  * last act: the tail call does not come back. */
 static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_state *c, u32 dir, u64 ptr, u64 len,
                                      u64 total, u64 iov_array, int iov_in_kernel, u64 now)
@@ -338,6 +399,9 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     w->have = c->h2_have[dir];
     w->iov_i = 1;
     w->done = 0;
+    w->drop = c->h2_drop[dir];
+    w->drop_from = pos;
+    w->fill = 0;
     w->key = *k;
     w->iov_array = iov_array;
     w->iov_in_kernel = iov_in_kernel;
@@ -376,6 +440,8 @@ static __always_inline int h2_walk_in(void *ctx, u64 via)
     }
     if (V(w->done) == 0 && ++w->runs < H2_RUNS)
         h2_continue(ctx, via);  /* more turns (the tail call does not come back when it is made) */
+    if (V(w->done) == 1 && V(w->fill) && !h2_flush(c, dir, w, 0))
+        V(w->done) = 2;
     if (V(w->done) != 1) {
         h2_lose(c, dir);  /* more frames or buffers than a walk takes, or a record that found no room */
         return 0;
@@ -383,6 +449,7 @@ static __always_inline int h2_walk_in(void *ctx, u64 via)
     c->h2_next[dir] = V(w->next);
     c->h2_copy[dir] = V(w->copy);
     c->h2_have[dir] = V(w->have);
+    c->h2_drop[dir] = V(w->drop) != 0;
     return 0;
 }
 

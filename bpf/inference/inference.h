@@ -132,7 +132,8 @@ struct conn_state {
     __u8 h2_seq_known;
     __u8 tls_data_seen;  /* a TLS application-data record was read outside any library call (see tls_unknown) */
     __u8 h2_preface_left; /* bytes of the client preface still to come (not sent to user space) */
-    __u8 h2_pad[5];
+    __u8 h2_drop[2];     /* per direction: the rest of the current frame is left out (a frame user space needs not) */
+    __u8 h2_pad[3];
 };
 
 /* conn_state.proto */
