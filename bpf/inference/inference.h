@@ -118,6 +118,7 @@ struct conn_state {
     __u8 body_counted;   /* body_left counts the bytes still to come of a body whose length the head stated */
     __u8 tls;            /* its bytes are TLS (TLS_BIO_UNKNOWN, TLS_SOCKET_BIO, TLS_MEMORY_BIO): the plaintext comes from the library's hooks */
     __u8 sock_known;     /* syscall hooks: its socket is in sock_conns (its arrivals are seen) */
+    __u8 proto;          /* PROTO_HTTP1, PROTO_H2 (beside the fields every request touches: one cache line less) */
     __u8 line[LINE_BUF]; /* the request's first bytes (line_len of them), to classify it */
     __u64 body_left;     /* bytes of the response's body still to come (valid with body_counted) */
     /* HTTP/2 (proto PROTO_H2): per direction (H2_FROM_CLIENT, H2_FROM_SERVER), where the frames stand */
@@ -125,7 +126,6 @@ struct conn_state {
     __u32 h2_copy[2];    /* of them, the bytes still to copy to user space first (the rest are skipped) */
     __u8 h2_hdr[16];     /* a frame header split between buffers: its first h2_have[dir] bytes at 8 * dir */
     __u8 h2_have[2];
-    __u8 proto;          /* PROTO_HTTP1, PROTO_H2 */
     __u8 h2_lost;        /* bit per direction: its frames were lost (nothing more is sent) */
     __u32 h2_walked_seq; /* BTF send hook: TCP's sequence number after the bytes walked (valid with h2_seq_known) */
     __u32 h2_dup;        /* BTF send hook: bytes at the start of this write walked already (a partial write's rest) */
@@ -133,7 +133,7 @@ struct conn_state {
     __u8 tls_data_seen;  /* a TLS application-data record was read outside any library call (see tls_unknown) */
     __u8 h2_preface_left; /* bytes of the client preface still to come (not sent to user space) */
     __u8 h2_drop[2];     /* per direction: the rest of the current frame is left out (a frame user space needs not) */
-    __u8 h2_pad[3];
+    __u8 h2_pad[4];
 };
 
 /* conn_state.proto */
