@@ -26,11 +26,13 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ebpftool.tracers.inference import http2 as h2
+from ebpftool.tracers.inference.h2_streams import H2Peer, InferenceHttp2
 from ebpftool.tracers.inference.hpack import (HUFFMAN_CODES, STATIC_TABLE, Decoder, HpackError, decode_integer,
                                               huffman_decode)
 from tests import wire
@@ -216,14 +218,8 @@ def test_goaway_refuses_the_streams_above_its_last_and_1xx_is_not_the_status():
     assert conn.goaway == (h2.SERVER, 1, 0) and not conn.streams
 
 
-def test_a_grpc_call_reset_before_its_trailers_has_the_status_grpc_maps_the_code_to():
-    """gRPC's own reading of RST_STREAM (grpc/doc/PROTOCOL-HTTP2.md): a client's CANCEL (a cancelled call, as a
-    Triton client's stop_stream(cancel_requests=True) sends) is CANCELLED, not a call without a status (which
-    made it a server error: error.type no_status, span ERROR); REFUSED_STREAM is UNAVAILABLE; trailers win; a
-    closed connection has none. Checked on what h2_streams exports: the metric's attributes and the spans."""
-    from types import SimpleNamespace
-    from ebpftool.tracers.inference.h2_streams import H2Peer, InferenceHttp2
-    spans = []
+def exporting_tracer(spans: list):
+    """h2_streams' stream-to-metrics-and-spans code alone (no BPF): its spans go to `spans`."""
     tracer = InferenceHttp2()
     tracer.opts = SimpleNamespace(span_rate=100)
     tracer.cgroups = SimpleNamespace(workload_attributes=lambda cgroup: {})
@@ -233,6 +229,16 @@ def test_a_grpc_call_reset_before_its_trailers_has_the_status_grpc_maps_the_code
     tracer._server_rates = SimpleNamespace(saw_span=lambda attrs: None)
     tracer.spans_sent = 0
     tracer._h2_init()
+    return tracer
+
+
+def test_a_grpc_call_reset_before_its_trailers_has_the_status_grpc_maps_the_code_to():
+    """gRPC's own reading of RST_STREAM (grpc/doc/PROTOCOL-HTTP2.md): a client's CANCEL (a cancelled call, as a
+    Triton client's stop_stream(cancel_requests=True) sends) is CANCELLED, not a call without a status (which
+    made it a server error: error.type no_status, span ERROR); REFUSED_STREAM is UNAVAILABLE; trailers win; a
+    closed connection has none. Checked on what h2_streams exports: the metric's attributes and the spans."""
+    spans: list = []
+    tracer = exporting_tracer(spans)
     peer = H2Peer(1, 8001, 0, False, "127.0.0.1", 40000, "tritonserver")
     call = lambda sid: frame(h2.HEADERS, 0x4, sid, b"\x83\x86" + _lit(b":path", b"/p.S/M")   # noqa: E731
                              + _lit(b"content-type", b"application/grpc"))
@@ -688,18 +694,8 @@ def test_time_to_first_message_starts_at_the_request_message_of_a_stream_that_as
     """A bidirectional call (Triton's ModelStreamInfer through tritonclient) opens with HEADERS and sends its
     request message later: its time to first message starts at that message, not at the HEADERS (the wait in
     between is the client's). A call whose request message came with its HEADERS is unchanged."""
-    from types import SimpleNamespace
-    from ebpftool.tracers.inference.h2_streams import H2Peer, InferenceHttp2
-    spans = []
-    tracer = InferenceHttp2()
-    tracer.opts = SimpleNamespace(span_rate=100)
-    tracer.cgroups = SimpleNamespace(workload_attributes=lambda cgroup: {})
-    tracer.clock = SimpleNamespace(to_wall_ns=lambda ns: ns)
-    tracer.telemetry = SimpleNamespace(emit_span=spans.append)
-    tracer.exe = lambda pid, comm: comm
-    tracer._server_rates = SimpleNamespace(saw_span=lambda attrs: None)
-    tracer.spans_sent = 0
-    tracer._h2_init()
+    spans: list = []
+    tracer = exporting_tracer(spans)
     headers = lambda sid: frame(h2.HEADERS, 0x4, sid, b"\x83\x86" + _lit(b":path", b"/p.S/Stream")   # noqa: E731
                                 + _lit(b"content-type", b"application/grpc"))
     message = b"\0\0\0\0\x01a"

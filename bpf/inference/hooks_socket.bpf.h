@@ -329,14 +329,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     struct conn_state *c = find_conn(sk);
     if (!c)
         return 0;
-    u64 now = bpf_ktime_get_ns();
-    if (c->proto == PROTO_H2)
-        h2_conn_event(c, EVENT_H2_CLOSE, now);
-#if TLS_HOOKS
-    tls_closed(c);
-#endif
-    finish_request(&sk, c, now);
-    forget_connection(sk);
+    connection_closed(&sk, c);
     return 0;
 }
 

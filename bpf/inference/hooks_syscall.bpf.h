@@ -263,13 +263,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     struct conn_state *c = conns.lookup(&k);
     if (!c)
         return 0;
-    u64 now = bpf_ktime_get_ns();
-    if (c->proto == PROTO_H2)
-        h2_conn_event(c, EVENT_H2_CLOSE, now);
-#if TLS_HOOKS
-    tls_closed(c);
-#endif
-    finish_request(&k, c, now);
-    forget_conn(&k);
+    connection_closed(&k, c);
     return 0;
 }

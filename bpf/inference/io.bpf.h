@@ -33,6 +33,23 @@ static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len, u6
 }
 
 static __always_inline void forget_conn(u64 *k);  /* per way in, below */
+#if TLS_HOOKS
+static __always_inline void tls_closed(struct conn_state *c);  /* hooks_tls.bpf.h */
+#endif
+
+/* The server closed connection *k (or reset it): an HTTP/2 connection's end goes to user space, a TLS one no
+ * library read is counted, the request in progress is finished, and the connection is forgotten. */
+static __always_inline void connection_closed(u64 *k, struct conn_state *c)
+{
+    u64 now = bpf_ktime_get_ns();
+    if (c->proto == PROTO_H2)
+        h2_conn_event(c, EVENT_H2_CLOSE, now);
+#if TLS_HOOKS
+    tls_closed(c);
+#endif
+    finish_request(k, c, now);
+    forget_conn(k);
+}
 
 /* A write that went out: the state machine, then the event count (tail call) if needed.
  * start: when the write began (syscall entry, or the socket hook's own time); now: when it ended.
