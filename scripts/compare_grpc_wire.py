@@ -90,8 +90,8 @@ class WireConnection(http2.Connection):
         self._fields: list = []
         decode = self.decoders[http2.SERVER].decode
 
-        def keep(block: bytes) -> list:
-            self._fields = decode(block)
+        def keep(block: bytes, wanted=None) -> list:
+            self._fields = decode(block, wanted)
             return self._fields
         self.decoders[http2.SERVER].decode = keep
 
