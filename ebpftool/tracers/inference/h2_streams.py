@@ -5,7 +5,7 @@ decoded in user space, so these metrics cannot come from kernel maps), and becom
 budget (a token bucket at --span-rate, as the kernel's is for HTTP/1)."""
 from __future__ import annotations
 
-import ctypes
+import struct
 import time
 from bisect import bisect_left
 from collections import OrderedDict
@@ -99,7 +99,6 @@ class InferenceHttp2:
         self._h2: OrderedDict[int, _Followed] = OrderedDict()
         self._h2_hist = _Histograms()
         self._h2_open_t = STRUCTS["h2_open_event"]
-        self._h2_bytes_t = STRUCTS["h2_bytes_event"]
         self._h2_head = STRUCTS["h2_bytes_event"].data.offset
         self.h2_streams = 0               # streams measured
         self.h2_given_up = 0              # connections whose bytes did not parse (H2Error): not measured further
@@ -113,20 +112,21 @@ class InferenceHttp2:
     # -- records in --------------------------------------------------------------------------------------
     def _on_h2_record(self, kind: int, data: bytes) -> None:
         if kind == H["EVENT_H2_BYTES"]:
-            head = decode_head(self._h2_bytes_t, self._h2_head, data)
-            f = self._h2.get(head.conn)
+            conn_id, ts, length, skip, from_server, arrival = BYTES_HEAD.unpack_from(data)
+            f = self._h2.get(conn_id)
             if f is None or f.conn.error is not None:
                 return
-            sender = http2.SERVER if head.from_server else http2.CLIENT
-            payload = data[self._h2_head:self._h2_head + head.len]
+            sender = http2.SERVER if from_server else http2.CLIENT
+            payload = data[self._h2_head:self._h2_head + length]
             # the client's bytes are timed by their arrival where the kernel saw it (a request the server read late
             # began when it arrived), else by the read
-            ts = head.arrival if sender == http2.CLIENT and 0 < head.arrival <= head.ts else head.ts
+            if sender == http2.CLIENT and 0 < arrival <= ts:
+                ts = arrival
             try:
-                streams = f.conn.feed(sender, payload, ts, head.skip)
+                streams = f.conn.feed(sender, payload, ts, skip)
             except http2.H2Error:
                 self.h2_given_up += 1
-                self._h2_drop(head.conn, f)
+                self._h2_drop(conn_id, f)
                 return
             for s in streams:
                 self._h2_stream_done(f.peer, s)
@@ -278,6 +278,17 @@ def asked_at(s: http2.H2Stream) -> int:
     return s.request_start_ns
 
 
-def decode_head(struct_type, head_size: int, data: bytes):
-    """The fixed part of a variable-length record (h2_bytes_event: its data is as long as its len says)."""
-    return struct_type.from_buffer_copy(data[:head_size].ljust(ctypes.sizeof(struct_type), b"\0"))
+def _head_struct(struct_type, fields: tuple[tuple[str, str], ...]) -> struct.Struct:
+    """A struct.Struct reading these fields (name, struct code) of a record at the offsets its C header gives
+    (one unpack per record, where a ctypes copy of the whole header was made for a few of its fields)."""
+    fmt, at = "<", 0
+    for name, code in sorted(fields, key=lambda f: getattr(struct_type, f[0]).offset):
+        offset = getattr(struct_type, name).offset
+        fmt += f"{offset - at}x{code}" if offset > at else code
+        at = offset + struct.calcsize("<" + code)
+    return struct.Struct(fmt)
+
+
+# conn, ts, len, skip, from_server, arrival of an h2_bytes_event
+BYTES_HEAD = _head_struct(STRUCTS["h2_bytes_event"], (("conn", "Q"), ("ts", "Q"), ("len", "I"), ("skip", "I"),
+                                                       ("from_server", "B"), ("arrival", "Q")))
