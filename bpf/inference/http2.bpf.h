@@ -19,7 +19,6 @@
 #define H2_TURNS 32          /* turns of one run of the walk program: frame headers, payload parts, buffers, records */
 #define H2_RUNS 8            /* runs of it (tail calls) for one read or write: H2_TURNS * H2_RUNS turns in all */
 #define H2_IOV_MAX 64        /* buffers of a vectored read or write walked (gRPC and nginx write many) */
-#define H2_FRAME_MAX (1 << 24)
 
 /* The record being filled: what a walk sends gathers here and goes out when it is full, when a skip count
  * ends it, and when the walk ends (one record per read or write mostly, whatever frames are left out of it).
@@ -112,19 +111,6 @@ static __always_inline void h2_lose(struct conn_state *c, u32 dir)
     if (!(c->h2_lost & (1 << dir)))
         stat_add(STAT_INF_H2_LOST, 1);
     c->h2_lost |= 1 << dir;
-}
-
-/* The next buffer of a vectored read or write: its iovec at index i of iov_array (user memory, or the
- * kernel's copy), at most `remaining` bytes of it. */
-static __always_inline u64 h2_iovec(u64 iov_array, int iov_in_kernel, u32 i, u64 remaining, u64 *len)
-{
-    struct user_iov iov = {};
-    void *at = (void *)(iov_array + (u64)i * sizeof(iov));
-    long err = iov_in_kernel ? bpf_probe_read_kernel(&iov, sizeof(iov), at) : bpf_probe_read_user(&iov, sizeof(iov), at);
-    if (err != 0)
-        return 0;
-    *len = iov.len < remaining ? iov.len : remaining;
-    return iov.base;
 }
 
 /* Where a walk stands, in a map value rather than in registers: at the head of each turn of its loop the
@@ -224,7 +210,7 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
             V(w->done) = 2;
         } else {
             u64 len = 0;
-            u64 next_p = h2_iovec(iov_array, iov_in_kernel, i, remaining, &len);
+            u64 next_p = nth_iovec(iov_array, iov_in_kernel, i, remaining, &len);
             V(w->next_p) = next_p;
             V(w->next_n) = len;
             V(w->remaining) = remaining - len;

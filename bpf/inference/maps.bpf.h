@@ -6,6 +6,19 @@ struct user_iov {
     u64 len;
 };
 
+/* The buffer of iovec i of a vectored read or write (iov_array: in user memory, or the kernel's copy) and
+ * *len, at most `remaining` of its bytes; 0, *len untouched, where it cannot be read. */
+static __always_inline u64 nth_iovec(u64 iov_array, int iov_in_kernel, u32 i, u64 remaining, u64 *len)
+{
+    struct user_iov iov = {};
+    void *at = (void *)(iov_array + (u64)i * sizeof(iov));
+    long err = iov_in_kernel ? bpf_probe_read_kernel(&iov, sizeof(iov), at) : bpf_probe_read_user(&iov, sizeof(iov), at);
+    if (err != 0)
+        return 0;
+    *len = iov.len < remaining ? iov.len : remaining;
+    return iov.base;
+}
+
 /* The scanned write lies at data[SCAN_LEAD]: before it, zeros and the '\n' that makes its first byte a
  * line start, room for the usage check's look-back; after it, zeros and room for the last loads. */
 #define SCAN_LEAD 16

@@ -149,13 +149,10 @@ static __always_inline int scan_sse_marks_in(void *ctx, int from_uprobe)
         a->tail_pass = 1;
         next_scan(ctx, from_uprobe, SCAN_EVENTS);
     } else if (a->iov_array != 0 && a->remaining != 0 && a->iov_next < IOV_SCAN_MAX) {
-        struct user_iov iov = {};
-        void *at = (void *)(a->iov_array + (u64)a->iov_next * sizeof(struct user_iov));
-        long err = a->iov_in_kernel ? bpf_probe_read_kernel(&iov, sizeof(iov), at)
-                                    : bpf_probe_read_user(&iov, sizeof(iov), at);
-        u64 n = iov.len < a->remaining ? iov.len : a->remaining;
-        if (err == 0 && n > 0) {
-            a->ptr = iov.base;
+        u64 n = 0;
+        u64 base = nth_iovec(a->iov_array, a->iov_in_kernel, a->iov_next, a->remaining, &n);
+        if (n > 0) {
+            a->ptr = base;
             a->len = n;
             a->remaining -= n;
             a->iov_next++;
