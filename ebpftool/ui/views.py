@@ -165,6 +165,7 @@ def _(s: InferenceSummary) -> list[tuple[str, Any]]:
         ("connections in HTTP/2", s.connections_h2),
         ("HTTP/2 streams and gRPC calls measured", s.h2_streams),
         ("HTTP/2 connections lost (not measured further)", s.h2_connections_lost),
+        ("HTTP/2 streams lost with them", s.h2_streams_lost),
         ("spans sent", s.spans_sent),
     ]
     return rows + [(k, v) for k, v in optional if v is not None]

@@ -185,5 +185,6 @@ class InferenceSummary:
     connections_h2: int | None = None         # began with HTTP/2's client preface
     h2_streams: int | None = None             # HTTP/2 streams (and gRPC calls) measured
     h2_connections_lost: int | None = None    # HTTP/2 connection directions lost or given up (not measured further)
+    h2_streams_lost: int | None = None        # streams open on those connections when they were given up
     spans_sent: int | None = None
     headline: InferenceHeadline | None = None  # None before the first export

@@ -72,13 +72,26 @@ class _Followed:
     conn: http2.Connection = field(default_factory=lambda: http2.Connection(preface_seen=True))
 
 
+# The metrics measured here: (unit, description, bounds, nanoseconds: the values are ns, exported as seconds).
+H2_METRICS: dict[str, tuple[str, str, tuple, bool]] = {
+    sc.HTTP_SERVER_REQUEST_DURATION: ("s", "Duration of HTTP server requests", sc.HTTP_DURATION_BUCKETS, True),
+    sc.RPC_SERVER_CALL_DURATION: ("s", "Duration of incoming remote procedure calls (gRPC)",
+                                  sc.RPC_SERVER_CALL_DURATION_BUCKETS, True),
+    sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE: ("s", "Time from a gRPC call's request to its first response message",
+                                            sc.GEN_AI_TTFT_BUCKETS, True),
+    sc.EBPFTOOL_RPC_RESPONSES_PER_RPC: ("{message}", "Messages a gRPC call answered with",
+                                        sc.RPC_RESPONSES_PER_RPC_BUCKETS, False),
+}
+
+
 class _Histograms:
-    """Cumulative histograms kept in user space: (metric, attributes) -> counts, in the kernel's units."""
+    """Cumulative histograms of H2_METRICS kept in user space: (metric, attributes) -> counts."""
 
     def __init__(self) -> None:
         self.series: dict[tuple, tuple[dict[str, Any], HistSum]] = {}
 
-    def add(self, metric: str, attrs: dict[str, Any], value: int, bounds) -> None:
+    def add(self, metric: str, attrs: dict[str, Any], value: int) -> None:
+        _unit, _description, bounds, nanoseconds = H2_METRICS[metric]
         key = (metric, tuple(sorted(attrs.items())))
         entry = self.series.get(key)
         if entry is None:
@@ -88,7 +101,18 @@ class _Histograms:
         h.maximum = max(h.maximum, value)
         h.count += 1
         h.total += value
-        h.buckets[bisect_left(bounds, value / 1e9 if metric != sc.EBPFTOOL_RPC_RESPONSES_PER_RPC else value)] += 1
+        h.buckets[bisect_left(bounds, value / 1e9 if nanoseconds else value)] += 1
+
+    def points(self) -> list[MetricPoint]:
+        out = []
+        for (metric, _key), (attrs, h) in self.series.items():
+            unit, description, bounds, nanoseconds = H2_METRICS[metric]
+            if nanoseconds:
+                out.append(seconds_histogram(metric, description, attrs, h, bounds))
+            else:
+                out.append(histogram(metric, unit, description, attrs, count=h.count, total=h.total,
+                                     minimum=h.minimum, maximum=h.maximum, bucket_counts=h.buckets, bounds=bounds))
+        return out
 
 
 class InferenceHttp2:
@@ -178,13 +202,11 @@ class InferenceHttp2:
             error = status in GRPC_SERVER_ERRORS or status == NO_STATUS
             if error:
                 attrs[sc.ERROR_TYPE] = status
-            self._h2_hist.add(sc.RPC_SERVER_CALL_DURATION, attrs, duration, sc.RPC_SERVER_CALL_DURATION_BUCKETS)
+            self._h2_hist.add(sc.RPC_SERVER_CALL_DURATION, attrs, duration)
             if s.response_messages and not s.messages_lost:
-                self._h2_hist.add(sc.EBPFTOOL_RPC_RESPONSES_PER_RPC, attrs, s.response_messages,
-                                  sc.RPC_RESPONSES_PER_RPC_BUCKETS)
+                self._h2_hist.add(sc.EBPFTOOL_RPC_RESPONSES_PER_RPC, attrs, s.response_messages)
             if s.first_message_ns is not None:
-                ttfm = max(0, s.first_message_ns - asked_at(s))
-                self._h2_hist.add(sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE, attrs, ttfm, sc.GEN_AI_TTFT_BUCKETS)
+                self._h2_hist.add(sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE, attrs, time_to_first_message(s))
         else:
             method = s.method if s.method in parsers.METHODS else parsers.OTHER_METHOD
             attrs[sc.HTTP_REQUEST_METHOD] = method
@@ -195,11 +217,17 @@ class InferenceHttp2:
             error = not s.status or s.status >= 500
             if error:
                 attrs[sc.ERROR_TYPE] = str(s.status) if s.status else "no_response"
-            self._h2_hist.add(sc.HTTP_SERVER_REQUEST_DURATION, attrs, duration, sc.HTTP_DURATION_BUCKETS)
+            self._h2_hist.add(sc.HTTP_SERVER_REQUEST_DURATION, attrs, duration)
         if self._h2_take_span():
             self._h2_span(peer, s, attrs, error)
         else:
             self.h2_spans_over_budget += 1
+
+    def drops(self) -> dict[str, int]:
+        """The kernel's drops, and the HTTP/2 spans the user-space budget refused (ebpftool.spans.unsampled)."""
+        out = super().drops()
+        out["spans_unsampled"] += self.h2_spans_over_budget
+        return out
 
     def _h2_take_span(self) -> bool:
         rate = getattr(self.opts, "span_rate", 0)
@@ -229,7 +257,7 @@ class InferenceHttp2:
             name = attrs[sc.RPC_METHOD]
             attrs[sc.EBPFTOOL_RPC_RESPONSE_MESSAGES] = s.response_messages
             if s.first_message_ns is not None:
-                attrs[sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE] = max(0, s.first_message_ns - asked_at(s)) / 1e9
+                attrs[sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE] = time_to_first_message(s) / 1e9
                 events.append(SpanEvent("ebpftool.rpc.first_message", self.clock.to_wall_ns(s.first_message_ns)))
             message = f"gRPC {attrs[sc.RPC_RESPONSE_STATUS_CODE]}"
         else:
@@ -245,27 +273,17 @@ class InferenceHttp2:
 
     # -- metrics ---------------------------------------------------------------------------------------------
     def _h2_points(self) -> list[MetricPoint]:
-        points = []
-        descriptions = {
-            sc.HTTP_SERVER_REQUEST_DURATION: "Duration of HTTP server requests",
-            sc.RPC_SERVER_CALL_DURATION: "Duration of incoming remote procedure calls (gRPC)",
-            sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE: "Time from a gRPC call's request to its first response message",
-        }
-        bounds = {sc.HTTP_SERVER_REQUEST_DURATION: sc.HTTP_DURATION_BUCKETS,
-                  sc.RPC_SERVER_CALL_DURATION: sc.RPC_SERVER_CALL_DURATION_BUCKETS,
-                  sc.EBPFTOOL_RPC_TIME_TO_FIRST_MESSAGE: sc.GEN_AI_TTFT_BUCKETS}
-        for (metric, _key), (attrs, h) in self._h2_hist.series.items():
-            if metric == sc.EBPFTOOL_RPC_RESPONSES_PER_RPC:
-                points.append(histogram(metric, "{message}", "Messages a gRPC call answered with", attrs,
-                                        count=h.count, total=h.total, minimum=h.minimum, maximum=h.maximum,
-                                        bucket_counts=h.buckets, bounds=sc.RPC_RESPONSES_PER_RPC_BUCKETS))
-            else:
-                points.append(seconds_histogram(metric, descriptions[metric], attrs, h, bounds[metric]))
+        points = self._h2_hist.points()
         for port, n in self._h2_lost_by_port.items():
             points.append(counter(sc.EBPFTOOL_HTTP2_LOST_CONNECTIONS, "{connection}",
                                   "HTTP/2 connections given up (records lost, or bytes that did not parse): "
                                   "their streams not measured", n, {sc.SERVER_PORT: port}))
         return points
+
+
+def time_to_first_message(s: http2.H2Stream) -> int:
+    """ns from when the call asked (asked_at) to its first response message (first_message_ns set)."""
+    return max(0, s.first_message_ns - asked_at(s))
 
 
 def asked_at(s: http2.H2Stream) -> int:

@@ -382,6 +382,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         out.connections_h2 = st[H["STAT_INF_H2"]]
         out.h2_streams = self.h2_streams
         out.h2_connections_lost = st[H["STAT_INF_H2_LOST"]] + self.h2_given_up
+        out.h2_streams_lost = self.h2_lost_streams
         out.spans_sent = self.spans_sent
         if self.last_points is not None:
             out.headline = headline(self.last_points, time.monotonic() - self._started_at)
