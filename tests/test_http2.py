@@ -290,3 +290,58 @@ def test_nginx_http2_requests_are_counted_exactly(tls, hooks, tmp_path):
     assert {s.name for s in spans} == {"GET /index.html", "GET /missing"}
     figures = proc.figures("inference")
     assert figures["connections_h2"] == 3 and figures["h2_connections_lost"] == 0, proc.stdout
+
+
+@contextlib.contextmanager
+def nghttpx_h2c(backend_port: int):
+    """nghttp2's proxy with a cleartext frontend (HTTP/1.1, HTTP/2 with prior knowledge, and the h2c Upgrade)
+    in front of an HTTP/1 backend; yields the frontend's port."""
+    port = free_port()
+    proc = subprocess.Popen(["nghttpx", f"--frontend=127.0.0.1,{port};no-tls", f"--backend=127.0.0.1,{backend_port}",
+                             "--workers=1", "--log-level=WARN", "--errorlog-file=/dev/stderr",
+                             "--accesslog-file=/dev/null", "--no-ocsp", "--conf=/dev/null"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_listening(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_h2c_upgrade_requests_are_measured_as_http2(hooks, tmp_path):
+    """The h2c Upgrade (RFC 7540 3.2) that curl --http2 and nghttp -u make over http:// to nghttpx: the
+    HTTP/1.1 request that asks becomes stream 1, answered in HTTP/2 after the 101, and the streams after it
+    on the connection follow. Each answer is counted once, under HTTP/2 and the status the clients got (not
+    as an HTTP/1 request answered 101), with its path on the span."""
+    receiver = GrpcReceiver()
+    got: list[tuple[str, str]] = []
+    try:
+        with nginx_server() as backend, nghttpx_h2c(backend) as port:
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                for _ in range(3):
+                    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} %{response_code}",
+                                          "--http2", f"http://127.0.0.1:{port}/index.html"],
+                                         capture_output=True, text=True, timeout=30, check=True).stdout
+                    got.append(tuple(out.split()))
+                out = subprocess.run(["nghttp", "-u", "-v", "-n", f"http://127.0.0.1:{port}/missing",
+                                      f"http://127.0.0.1:{port}/index.html", f"http://127.0.0.1:{port}/gone"],
+                                     capture_output=True, text=True, timeout=30, check=True).stdout
+                assert "HTTP Upgrade success" in out, out
+                got += [("2", status) for status in re.findall(r"^HTTP/1\.1 (\d{3}) ", out, re.M) if status != "101"]
+                got += [("2", status) for status in re.findall(r":status: (\d{3})", out)]
+                assert receiver.wait_for_exports_from_now("http.server.request.duration")
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    # what the clients saw: every answer over HTTP/2, the Upgrade's own included
+    assert sorted(got) == [("2", "200")] * 4 + [("2", "404")] * 2, got
+    points = [p for p in receiver.latest("http.server.request.duration") if p.attributes.get("server.port") == port]
+    counted = {(p.attributes.get("network.protocol.version"), p.attributes.get("http.response.status_code"),
+                p.attributes.get("http.request.method")): p.count for p in points}
+    assert counted == {("2", 200, "GET"): 4, ("2", 404, "GET"): 2}, counted
+    spans = [s for s in receiver.spans() if s.attributes.get("server.port") == port]
+    assert sorted(s.name for s in spans) == ["GET /gone"] + ["GET /index.html"] * 4 + ["GET /missing"]
+    figures = proc.figures("inference")
+    assert figures["connections_h2"] == 4 and figures["h2_connections_lost"] == 0, proc.stdout

@@ -77,3 +77,13 @@ def test_proc_net_tcp_lines():
     v6 = parse_proc_net_tcp("header\n 0: 00000000000000000000000001000000:1F90 0000000000000000FFFF00000100007F:C000 01 0:0 0:0 0 0 0 77\n")
     assert v6[77].remote_addr == "127.0.0.1"  # v4-mapped shown as IPv4
     assert format_address(bytes(16), 0) == ""
+
+
+def test_request_line_start_reads_a_line_cut_anywhere():
+    """The kernel's first 64 bytes of a request (an h2c Upgrade's, sent with its open event): method and
+    target, the target cut where the bytes end; None for bytes that begin no request line."""
+    assert hp.request_line_start(b"GET /v1/models?key=x HTTP/1.1\r\nHost: a\r\n") == ("GET", "/v1/models?key=x")
+    assert hp.request_line_start(b"POST /v1/chat/compl") == ("POST", "/v1/chat/compl")
+    assert hp.request_line_start(b"BREW /pot HTTP/1.1\r\n") == ("_OTHER", "/pot")
+    for cut in (b"", b"GET", b"GET ", b"\x16\x03\x01", b"get / HTTP/1.1"):
+        assert hp.request_line_start(cut) is None

@@ -178,13 +178,13 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
 #if SEND_HOOK_BTF && RECV_HOOK_BTF
 /* The BTF send hook sees a write before TCP takes its bytes, and a non-blocking write may take only some:
  * the application writes the rest again, bytes the walk saw already. TCP's write_seq before each write
- * tells how many of its first bytes were walked (h2_dup, skipped by h2_bytes). */
+ * tells how many of its first bytes were walked (h2_pass, passed over by h2_bytes). */
 static __always_inline void h2_write_seq(struct conn_state *c, u64 sk, u64 count)
 {
     void *tp = rdonly_cast(sk, TCP_SOCK_BTF_ID);
     u32 seq = *(u32 *)(tp + TCP_WRITE_SEQ_OFF);
     s32 dup = c->h2_seq_known ? (s32)(c->h2_walked_seq - seq) : 0;
-    c->h2_dup = dup > 0 ? dup : 0;
+    c->h2_pass[H2_FROM_SERVER] = dup > 0 ? dup : 0;
     c->h2_walked_seq = seq + (u32)count;
     c->h2_seq_known = 1;
 }

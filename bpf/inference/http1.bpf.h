@@ -159,7 +159,7 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
 #endif
         if (!classify_request(c)) {
             if (c->seq == 1 && !c->seeded && h2_preface(c->line, c->line_len)) {
-                h2_begin(c, now, H2_PREFACE_LEN);
+                h2_begin(c, now, H2_PREFACE_LEN, 0);
                 return READ_H2;
             }
             if (c->seq == 1 && !c->seeded && h2_preface_start(c->line, c->line_len)) {
@@ -192,7 +192,7 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
         if (n > 0 && bpf_probe_read_user(c->line + have, n, (void *)ptr) == 0) {
             c->line_len = have + n;
             if (c->seq == 1 && !c->seeded && have < 14 && h2_preface(c->line, c->line_len)) {
-                h2_begin(c, now, H2_PREFACE_LEN - have);  /* the preface came in pieces */
+                h2_begin(c, now, H2_PREFACE_LEN - have, 0);  /* the preface came in pieces */
                 return READ_H2;
             }
             if (c->seq == 1 && !c->seeded && h2_preface_start(c->line, c->line_len))
@@ -330,7 +330,7 @@ static __always_inline struct response_head read_head(u64 ptr, u32 len)
 /* What written() does after on_write(). */
 #define WRITE_DONE 0
 #define WRITE_SCAN 1      /* search the write for `data:` events */
-#define WRITE_UPGRADED 2  /* 101 Switching Protocols: what follows is not HTTP/1.x, stop following */
+#define WRITE_SWITCHED 2  /* 101 Switching Protocols: an h2c Upgrade goes on as HTTP/2, any other is let go */
 #define WRITE_HEAD 3      /* a response head: read what it says of the body's length (scan_response_head) */
 #define WRITE_HEAD_SCAN 4 /* the same, then search the write for events */
 #define STATUS_SWITCHING_PROTOCOLS 101
@@ -434,11 +434,11 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
     c->resp_end = now;
     c->resp_bytes += total;
     if (status == STATUS_SWITCHING_PROTOCOLS) {
-        /* WebSocket and other upgrades: the request ends with its 101; the frames after it are not requests */
+        /* the request ends with its 101 (WebSocket and other upgrades) or goes on as HTTP/2's stream 1 (h2c):
+         * which, the caller's switched_protocols() tells */
         if (c->flags & REQ_SAMPLED)
             emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
-        finish_request(k, c, now);
-        return WRITE_UPGRADED;
+        return WRITE_SWITCHED;
     }
     int complete = 0;
     if (status != 0) {

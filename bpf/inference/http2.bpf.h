@@ -1,5 +1,5 @@
 /* HTTP/2 (prior knowledge h2c, or h2 inside TLS): a connection whose first read is the client preface is an
- * HTTP/2 connection. Its header blocks can only be decoded in order and in full (HPACK: each block refers to
+ * HTTP/2 connection; so is one whose HTTP/1.1 request asked for an h2c Upgrade that the server's 101 took. Its header blocks can only be decoded in order and in full (HPACK: each block refers to
  * the blocks before it, RFC 7541), so the kernel does not parse requests here: it walks the frame headers of
  * every read and write and hands user space each direction's bytes in order, all of them but the DATA
  * payload past its first H2_DATA_PEEK bytes (a skip count stands for those), in h2_bytes_event records.
@@ -57,8 +57,9 @@ static __always_inline int h2_preface_start(const u8 *line, u32 n)
     return (w0 & mask0) == (H2_PREFACE_0 & mask0) && (w1 & mask1) == (H2_PREFACE_1 & mask1);
 }
 
-/* The connection's name and place, to user space (EVENT_H2_OPEN, EVENT_H2_CLOSE). */
-static __always_inline void h2_conn_event(struct conn_state *c, u32 type, u64 now)
+/* The connection's name and place, to user space (EVENT_H2_OPEN, EVENT_H2_CLOSE); upgrade_start: when the
+ * request of an h2c Upgrade began (0: none), its seq and first bytes (c->line) go with it. */
+static __always_inline void h2_conn_event(struct conn_state *c, u32 type, u64 now, u64 upgrade_start)
 {
     struct h2_open_event *e = events.ringbuf_reserve(sizeof(struct h2_open_event));
     if (!e) {
@@ -77,21 +78,31 @@ static __always_inline void h2_conn_event(struct conn_state *c, u32 type, u64 no
     e->family = c->family;
     e->tls = c->tls != 0;
     e->lost = c->h2_lost;
-    e->pad = 0;
     __builtin_memcpy(e->client_addr, c->client_addr, sizeof(e->client_addr));
     __builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+    e->upgrade_start = upgrade_start;
+    e->upgrade_seq = c->seq;
+    e->pad = 0;
+    if (upgrade_start) {
+        e->line_len = c->line_len < LINE_MAX ? c->line_len : LINE_MAX;
+        __builtin_memcpy(e->line, c->line, LINE_MAX);
+    } else {
+        e->line_len = 0;
+        __builtin_memset(e->line, 0, LINE_MAX);
+    }
     events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
 }
 
-/* The connection began with the client preface, the last `in_read` bytes of it in the read under way:
- * from now on an HTTP/2 connection. The preface is not sent to user space (its reader starts at the
- * frames). */
-static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 in_read)
+/* From now on an HTTP/2 connection, the client preface's last `preface_left` bytes still to come (in the
+ * read under way, or the next): the preface is not sent to user space (its reader starts at the frames).
+ * upgrade_start: see h2_conn_event(). */
+static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 preface_left, u64 upgrade_start)
 {
     c->proto = PROTO_H2;
     c->req_start = 0;
     c->flags = 0;
-    c->h2_preface_left = in_read;
+    c->h2_pass[H2_FROM_CLIENT] = preface_left;
+    c->h2_pass[H2_FROM_SERVER] = 0;
     c->h2_next[H2_FROM_CLIENT] = 0;
     c->h2_copy[H2_FROM_CLIENT] = 0;
     c->h2_next[H2_FROM_SERVER] = 0;
@@ -99,10 +110,9 @@ static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 in_read)
     c->h2_have[0] = c->h2_have[1] = 0;
     c->h2_drop[0] = c->h2_drop[1] = 0;
     c->h2_lost = 0;
-    c->h2_dup = 0;
     c->h2_seq_known = 0;
     stat_add(STAT_INF_H2, 1);
-    h2_conn_event(c, EVENT_H2_OPEN, now);
+    h2_conn_event(c, EVENT_H2_OPEN, now, upgrade_start);
 }
 
 /* A direction's frames are lost from here: counted once, nothing more of them is sent. */
@@ -349,31 +359,17 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     if (!w)
         return;
     u64 n = len < total ? len : total, pos = 0;
-    if (dir == H2_FROM_CLIENT && c->h2_preface_left) {
-        /* the client preface's bytes in this read: walked over, not sent */
-        u64 left = c->h2_preface_left;
-        c->h2_preface_left = left > total ? left - total : 0;
-        if (left >= total)
+    u64 pass = c->h2_pass[dir];
+    if (pass) {
+        /* bytes of this call that are no frames (see conn_state.h2_pass): walked over, not sent */
+        c->h2_pass[dir] = pass > total ? pass - total : 0;
+        if (pass >= total)
             return;
-        if (left > n) {
-            h2_lose(c, dir);  /* a preface reaching past the first buffer: not followed */
-            return;
-        }
-        pos = left;
-    }
-    if (dir == H2_FROM_SERVER && c->h2_dup) {
-        /* the rest of a partial write, walked and sent with it already (BTF send hook) */
-        u64 dup = c->h2_dup;
-        if (dup >= total) {
-            c->h2_dup = dup - total;
+        if (pass > n) {
+            h2_lose(c, dir);  /* reaching past the first buffer: not followed */
             return;
         }
-        c->h2_dup = 0;
-        if (dup >= n) {
-            h2_lose(c, dir);  /* a rest reaching past the first buffer: not followed */
-            return;
-        }
-        pos = dup;
+        pos = pass;
     }
     w->p = ptr;
     w->n = n;

@@ -60,7 +60,7 @@
 #define STAT_INF_SEEDED 6        /* connections open before the tracer, found at their first read since */
 #define STAT_INF_METRICS_FULL 7  /* finished requests a metric map had no room for (a series per container: Pods churn) */
 #define STAT_INF_TLS 8           /* connections that began with a TLS handshake (their plaintext: TLS_HOOKS) */
-#define STAT_INF_H2 9            /* connections that began with HTTP/2's client preface (their frames: http2.bpf.h) */
+#define STAT_INF_H2 9            /* HTTP/2 connections: begun with the client preface, or by an h2c Upgrade (http2.bpf.h) */
 #define STAT_INF_H2_LOST 10      /* HTTP/2 connection directions whose frames were lost (ring buffer full, walk bound) */
 
 /* conn_state.tls */
@@ -128,10 +128,11 @@ struct conn_state {
     __u8 h2_have[2];
     __u8 h2_lost;        /* bit per direction: its frames were lost (nothing more is sent) */
     __u32 h2_walked_seq; /* BTF send hook: TCP's sequence number after the bytes walked (valid with h2_seq_known) */
-    __u32 h2_dup;        /* BTF send hook: bytes at the start of this write walked already (a partial write's rest) */
+    /* per direction: bytes to come that are no frames, passed over and not sent: the client preface; a
+     * 101's head (h2c Upgrade); the rest of a partial write, walked already (BTF send hook) */
+    __u32 h2_pass[2];
     __u8 h2_seq_known;
     __u8 tls_data_seen;  /* a TLS application-data record was read outside any library call (see tls_unknown) */
-    __u8 h2_preface_left; /* bytes of the client preface still to come (not sent to user space) */
     __u8 h2_drop[2];     /* per direction: the rest of the current frame is left out (a frame user space needs not) */
     __u8 h2_pad[4];
 };
@@ -156,9 +157,15 @@ struct h2_open_event {
     __u8 family;
     __u8 tls;
     __u8 lost;           /* EVENT_H2_CLOSE: conn_state.h2_lost */
-    __u8 pad;
+    __u8 line_len;       /* EVENT_H2_OPEN of an h2c Upgrade: bytes of line */
     __u8 client_addr[16];
     char comm[16];
+    /* EVENT_H2_OPEN of an h2c Upgrade (RFC 7540 3.2): the HTTP/1.1 request that asked for it is stream 1;
+     * when it began (req_start), its place on the connection (seq) and its first bytes (conn_state.line) */
+    __u64 upgrade_start; /* 0: the connection began with the client preface */
+    __u32 upgrade_seq;
+    __u32 pad;
+    __u8 line[LINE_MAX];
 };
 
 /* Bytes of one direction of an HTTP/2 connection, in order: `len` bytes copied, then `skip` bytes that

@@ -32,7 +32,6 @@ static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len, u6
     return iov.base;
 }
 
-static __always_inline void forget_conn(u64 *k);  /* per way in, below */
 #if TLS_HOOKS
 static __always_inline void tls_closed(struct conn_state *c);  /* hooks_tls.bpf.h */
 #endif
@@ -43,7 +42,7 @@ static __always_inline void connection_closed(u64 *k, struct conn_state *c)
 {
     u64 now = bpf_ktime_get_ns();
     if (c->proto == PROTO_H2)
-        h2_conn_event(c, EVENT_H2_CLOSE, now);
+        h2_conn_event(c, EVENT_H2_CLOSE, now, 0);
 #if TLS_HOOKS
     tls_closed(c);
 #endif
@@ -68,9 +67,14 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
         return 0;
     }
     int next = on_write(k, c, ptr, ptr ? len : (u32)ret, ret, whole, start, now, ptr != 0 && len > 0);
-    if (next == WRITE_UPGRADED)
-        forget_conn(k);
-    if (next != WRITE_SCAN && next != WRITE_HEAD && next != WRITE_HEAD_SCAN)
+    /* A 101 whose head may name h2c (cleartext only: over TLS, HTTP/2 is chosen by ALPN): read by a program
+     * of its own. Any other 101 ends its request and lets the connection go. */
+    int upgrade = next == WRITE_SWITCHED && !from_uprobe && ptr && whole;
+    if (next == WRITE_SWITCHED && !upgrade) {
+        switched_protocols_elsewhere(k, c, now);
+        return 0;
+    }
+    if (next != WRITE_SCAN && next != WRITE_HEAD && next != WRITE_HEAD_SCAN && !upgrade)
         return 0;
     u32 zero = 0;
     struct scan_args *in = scan_input.lookup(&zero);
@@ -88,6 +92,11 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
     in->scan = next != WRITE_HEAD;
     in->whole = whole;
     in->model_looked = 0;
+    if (upgrade) {
+        scan_prog.call(ctx, SCAN_SWITCHED);
+        switched_protocols_elsewhere(k, c, now);  /* no such program loaded */
+        return 0;
+    }
     next_scan(ctx, from_uprobe, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);
     return 0;
 }

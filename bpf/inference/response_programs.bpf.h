@@ -24,13 +24,15 @@ struct scan_args {
     u8 pad[6];
 };
 BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
-/* Programs reached by tail calls, in the order of SCAN_FUNCTIONS (ebpftool/tracers/inference.py). */
+/* Programs reached by tail calls, in the order of SCAN_FUNCTIONS (ebpftool/tracers/inference/plans.py), then
+ * SWITCHED_FUNCTION (not from the TLS uprobes: their slot stays empty). */
 #define SCAN_EVENTS 0
 #define SCAN_MARKS 1
 #define SCAN_HEAD 2
 #define SCAN_FINISH 3
 #define SCAN_MODEL 4
-#define SCAN_PROGRAMS 5
+#define SCAN_SWITCHED 5
+#define SCAN_PROGRAMS 6
 BPF_PROG_ARRAY(scan_prog, SCAN_PROGRAMS);
 #if TLS_HOOKS
 /* The same programs loaded as uprobe programs (a tail call stays within a program type), in the same
@@ -181,12 +183,70 @@ static __always_inline int scan_model_in(void *ctx, int from_uprobe)
     return 0;
 }
 
+static __always_inline void forget_conn(u64 *k);  /* per way in (conn_table*.bpf.h) */
+
+/* A 101 Switching Protocols that takes no h2c Upgrade (WebSocket, another protocol): its request ends with
+ * it, and what follows is no request: the connection is let go. */
+static __always_inline void switched_protocols_elsewhere(u64 *k, struct conn_state *c, u64 now)
+{
+    finish_request(k, c, now);
+    forget_conn(k);
+}
+
+/* Whether a response head (its first `length` bytes in s->data: read_head()) names h2c, as the 101 of an
+ * h2c Upgrade does in its Upgrade header (protocol names are case-insensitive). */
+static __always_inline int head_names_h2c(struct scratch *s, u64 length)
+{
+    *(volatile u64 *)&s->limit = length;
+#pragma clang loop unroll(disable)
+    for (u64 at = 0; at < HEAD_SCAN_MAX; at += 8) {
+        if (at >= *(volatile u64 *)&s->limit)
+            break;
+        u64 h2c = ZERO_BYTES((head_word(s, at) | LOWER_CASE) ^ EVERY_BYTE('h')) &
+                  ZERO_BYTES(head_word(s, at + 1) ^ EVERY_BYTE('2')) &
+                  ZERO_BYTES((head_word(s, at + 2) | LOWER_CASE) ^ EVERY_BYTE('c'));
+        if (h2c) {
+            u64 p = at + first_byte(h2c);  /* its first candidate, checked exactly, inside the head */
+            if (p + 3 <= *(volatile u64 *)&s->limit && LOW(head_word(s, p) | LOWER_CASE, 3) == W3('h', '2', 'c'))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* A 101 went out on a cleartext connection (written_buffer(): WRITE_SWITCHED). If its head names h2c, the
+ * h2c Upgrade (RFC 7540 3.2) is taken: the connection is HTTP/2 from the end of that head on (the server's
+ * SETTINGS often follow it in the same write), the client's frames come after its preface, and the request
+ * that asked is stream 1, answered in HTTP/2: user space learns it from the open event. Else the request
+ * ends here and the connection is let go. */
+static __always_inline int switched_protocols_in(void *ctx)
+{
+    struct scan_args *a;
+    struct conn_state *c = scanned_conn(&a);
+    if (!c)
+        return 0;
+    u64 k = a->key, now = c->resp_end;
+    struct response_head head = read_head(a->ptr, a->len);
+    u32 zero = 0;
+    struct scratch *s = scratch_buf.lookup(&zero);
+    if (!s || head.length == 0 || !head_names_h2c(s, head.length)) {
+        switched_protocols_elsewhere(&k, c, now);
+        return 0;
+    }
+    h2_begin(c, now, H2_PREFACE_LEN, c->req_start);
+    c->h2_pass[H2_FROM_SERVER] = head.length;  /* the 101's head: passed over, not frames */
+    h2_bytes(ctx, H2_VIA_WRITE, &k, c, H2_FROM_SERVER, a->ptr, a->len, a->len + a->remaining, a->iov_array,
+             a->iov_in_kernel, now);
+    return 0;
+}
+
 /* The programs (SCAN_FUNCTIONS in ebpftool/tracers/inference/plans.py), and their uprobe twins. */
 int scan_sse_events(void *ctx) { return scan_sse_events_in(ctx, 0); }
 int scan_sse_marks(void *ctx) { return scan_sse_marks_in(ctx, 0); }
 int scan_response_head(void *ctx) { return scan_response_head_in(ctx, 0); }
 int finish_written_response(void *ctx) { return finish_written_response_in(ctx, 0); }
 int scan_model(void *ctx) { return scan_model_in(ctx, 0); }
+int switched_protocols(void *ctx) { return switched_protocols_in(ctx); }
 #if TLS_HOOKS
 int scan_sse_events_tls(struct pt_regs *ctx) { return scan_sse_events_in(ctx, 1); }
 int scan_sse_marks_tls(struct pt_regs *ctx) { return scan_sse_marks_in(ctx, 1); }

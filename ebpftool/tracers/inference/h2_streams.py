@@ -159,7 +159,9 @@ class InferenceHttp2:
         if kind == H["EVENT_H2_OPEN"]:
             peer = H2Peer(e.pid, e.port, e.cgroup, bool(e.tls), format_address(bytes(e.client_addr), e.family),
                           e.client_port, cstring(e.comm))
-            self._h2[e.conn] = _Followed(peer)
+            followed = self._h2[e.conn] = _Followed(peer)
+            if e.upgrade_start:
+                self._h2_upgraded(followed, e)
             if len(self._h2) > H2_CONNECTIONS_MAX:
                 conn_id, oldest = self._h2.popitem(last=False)
                 self._h2_drop(conn_id, oldest, pop=False)
@@ -174,6 +176,17 @@ class InferenceHttp2:
                 if s.request_start_ns is not None:
                     s.end_ns, s.end_reason = e.ts, "closed"
                     self._h2_stream_done(f.peer, s)
+
+    def _h2_upgraded(self, f: _Followed, e) -> None:
+        """An h2c Upgrade: its HTTP/1.1 request (the kernel read it as HTTP/1 and sent its first bytes) is
+        stream 1, begun when that request did; the captures of it sent as an HTTP/1 request are dropped (its
+        answer is HTTP/2's)."""
+        self._pending.pop((e.conn, e.upgrade_seq), None)
+        line = parsers.request_line_start(bytes(e.line[:min(int(e.line_len), len(e.line))]))
+        method, target = line if line else (parsers.OTHER_METHOD, "")
+        stream = f.conn.upgraded_request(method, target, e.upgrade_start)
+        if not target:
+            stream.path = None
 
     def _h2_drop(self, conn_id: int, f: _Followed, pop: bool = True) -> None:
         """A connection no longer followed: its open streams are counted as lost, not measured."""

@@ -510,6 +510,13 @@ class Connection:
             raise H2Error(self.error) from e
         return done
 
+    def upgraded_request(self, method: str, target: str, ts: int) -> H2Stream:
+        """Stream 1 of an h2c Upgrade whose HTTP/1.1 request was read by someone else (the kernel read it as
+        HTTP/1 and passes over the 101 and the client preface): its method, target and start. Its answer
+        comes in the frames fed after."""
+        self._upgrade(CLIENT, Upgrade(True, method, target, ts=ts, end_ts=ts))
+        return self.streams[1]
+
     def close(self) -> list[H2Stream]:
         """The streams still open (the connection closed before they ended), their end unknown."""
         left = list(self.streams.values())

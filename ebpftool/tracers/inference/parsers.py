@@ -18,6 +18,7 @@ OTHER_METHOD = "_OTHER"  # the conventions' value for a method outside the known
 MAX_PATH = 256           # longer paths are cut (a span attribute, not a log line)
 
 _REQUEST_LINE = re.compile(rb"^([A-Z]{1,16}) (\S{1,8192}) HTTP/(\d)\.(\d)\r?\n")
+_LINE_START = re.compile(rb"^([A-Z]{1,16}) ([\x21-\x7e]{1,8192})")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # A JSON string value: quotes and escapes inside are allowed, a cut-off string is not matched.
 _JSON_STR = rb'"((?:[^"\\\x00-\x1f]|\\.){1,256})"'
@@ -85,6 +86,16 @@ def parse_request(data: bytes) -> Request | None:
         return req
     except Exception:  # bytes from the wire: never let them crash the tracer
         return None
+
+
+def request_line_start(data: bytes) -> tuple[str, str] | None:
+    """(method, target) of a request's first bytes, the target possibly cut where the bytes end (the kernel
+    keeps a request's first LINE_MAX bytes); None when they do not begin a request line."""
+    m = _LINE_START.match(data)
+    if not m:
+        return None
+    method = m.group(1).decode("ascii")
+    return (method if method in METHODS else OTHER_METHOD), m.group(2).decode("latin-1")
 
 
 def fill_body_fields(req: Request, data: bytes) -> None:

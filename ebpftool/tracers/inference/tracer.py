@@ -36,7 +36,7 @@ from ebpftool.tracers.inference.metrics import InferenceMetrics
 from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_TRACEPOINT, ARRIVAL_TRACEPOINT,
                                               RECV_BTF_FUNCTION, RECV_BTF_TRACEPOINT, SCAN_FUNCTIONS, SEED_TRACEPOINT,
                                               SEND_BTF_FUNCTION, SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS,
-                                              SYSCALL_TRACEPOINTS)
+                                              SYSCALL_TRACEPOINTS, WRITE_PROGRAMS)
 from ebpftool.tracers.inference.records import H, STRUCTS
 from ebpftool.tracers.inference.spans import InferenceSpans
 from ebpftool.tracers.inference.tls_libs import TLS_PROGRAMS, TlsUprobes
@@ -213,7 +213,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
             h2_arrays = [("h2_prog_read", read_program("h2_walk_read")), ("h2_prog_write", scan_program("h2_walk_write"))]
             if defines["TLS_HOOKS"]:
                 h2_arrays.append(("h2_prog_tls", tls_twin("h2_walk_tls")))
-            loads = [scan_program(f) for f in SCAN_FUNCTIONS] + [load for _array, load in h2_arrays]
+            loads = [scan_program(f) for f in WRITE_PROGRAMS] + [load for _array, load in h2_arrays]
             if defines["TLS_HOOKS"]:
                 # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h),
                 # each as the uprobes it will be attached as
@@ -227,11 +227,11 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
             # the hooks' own programs first: the largest (the send hook's ~11,000 instructions) end last otherwise
             hooks_first = [lambda tp=tp, f=f: prog.load_btf_tracepoint(tp, f) for tp, f in btf_attached]
             fds = prog.load_side_by_side(hooks_first + loads)[len(hooks_first):]
-            for slot in range(len(SCAN_FUNCTIONS)):
+            for slot in range(len(WRITE_PROGRAMS)):
                 bpf["scan_prog"][slot] = fds[slot]
             for i, (array, _load) in enumerate(h2_arrays):
-                bpf[array][0] = fds[len(SCAN_FUNCTIONS) + i]
-            twins = len(SCAN_FUNCTIONS) + len(h2_arrays)
+                bpf[array][0] = fds[len(WRITE_PROGRAMS) + i]
+            twins = len(WRITE_PROGRAMS) + len(h2_arrays)
             if defines["TLS_HOOKS"]:
                 for slot in range(len(SCAN_FUNCTIONS)):
                     bpf["scan_prog_tls"][slot] = fds[twins + slot]
