@@ -26,7 +26,7 @@ from ebpftool.core.plan import Plan, usable
 from ebpftool.tracers.gpu.plans import PLANS as GPU_PLANS
 from ebpftool.tracers.inference.plans import PLANS as INFERENCE_PLANS
 from ebpftool.tracers.inference.plans import RECV_BTF_TRACEPOINT, SEND_BTF_TRACEPOINT, recv_hook_btf_defines
-from ebpftool.tracers.inference.tls_libs import libssl_candidates
+from ebpftool.tracers.inference.tls_libs import tls_library_candidates
 from ebpftool.tracers.net.plans import PLANS as NET_PLANS
 
 # Each tracer's attach plans, in its order of preference: the same lists its start() walks.
@@ -316,10 +316,11 @@ def probe_kernel() -> Report:
 def inference_ways_in(features: dict[str, bool]) -> list[Check]:
     """The inference tracer's ways in beside the socket or syscall hooks, and what each needs."""
     uprobes = bool(features.get("uprobe"))
-    found = libssl_candidates() if uprobes else []
-    tls = Check("inference: TLS (OpenSSL's libssl)", uprobes,
-                (f"uprobes on SSL_read/SSL_write (and _ex) of every libssl a process maps; {len(found)} "
-                 "mapped now" if uprobes else "needs uprobes: TLS connections are counted, not parsed"))
+    found = tls_library_candidates() if uprobes else []
+    tls = Check("inference: TLS (OpenSSL)", uprobes,
+                (f"uprobes on SSL_read/SSL_write (and _ex) of every libssl a process maps, and of executables "
+                 f"that export OpenSSL (Node.js); {len(found)} found now" if uprobes
+                 else "needs uprobes: TLS connections are counted, not parsed"))
     h2 = Check("inference: HTTP/2 and gRPC", bool(features.get("ringbuf")),
                "a connection that begins with the client preface (h2c, or h2 inside TLS through the TLS "
                "uprobes): frames walked in the kernel, headers (HPACK) decoded in user space"

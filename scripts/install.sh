@@ -32,6 +32,8 @@ PKGS=(python3 python3-venv python3-bpfcc bpfcc-tools iproute2 curl ca-certificat
 if [ "$DEV" = 1 ]; then
   PKGS+=(nginx-light wrk iperf3 victoria-metrics gcc libc6-dev bpftool tcpdump nghttp2-client nghttp2-server nghttp2-proxy
         podman runc mmdebstrap uidmap)
+  # Node.js's TLS and HTTP/2 servers (tests/test_tls.py): Debian's where the machine has none of its own
+  command -v node >/dev/null || PKGS+=(nodejs)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -287,3 +288,68 @@ def test_tls_that_no_hooked_library_reads_is_counted_with_its_reason(certificate
         assert proc.figures("inference")["connections_tls_unknown"] == 3, proc.stdout
     finally:
         receiver.stop()
+
+
+# -- Node.js: OpenSSL inside its executable (NodeSource's and nodejs.org's builds export it), memory BIOs ------
+
+@contextlib.contextmanager
+def node_server(mode: str, cert: str, key: str):
+    port = free_port()
+    proc = subprocess.Popen(["node", str(Path(__file__).parent / "servers" / "node_server.js"), mode, str(port),
+                             cert, key], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def curl(*args: str) -> str:
+    return subprocess.run(["curl", "-sk", *args], capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def test_node_https_and_http2_are_measured_with_their_tokens(certificate, hooks):
+    """Node.js's https and http2 servers (its own TLS: SSL_read and SSL_write on memory BIOs, and no
+    SSL_do_handshake of its own on the server side: the first SSL_read ties the object to its socket), driven
+    by curl: every answer counted under its status with url.scheme https, the HTTP/2 ones with version 2, the
+    streamed answers' tokens as curl received them, no TLS connection left unread."""
+    receiver = GrpcReceiver()
+    seen: list[tuple[str, str]] = []
+    tokens = 0
+    try:
+        with node_server("https", *certificate) as h1, node_server("http2", *certificate) as h2:
+            with EbpftoolProcess(["inference", "--port", str(h1), "--port", str(h2), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                for port, version in ((h1, "--http1.1"), (h2, "--http2")):
+                    for path in ("/", "/nope", "/"):
+                        seen.append(tuple(curl(version, "-o", "/dev/null", "-w", "%{http_version} %{response_code}",
+                                               f"https://127.0.0.1:{port}{path}").split()))
+                    for n in (3, 6):
+                        out = curl(version, "-N", "-w", "\n%{http_version} %{response_code}", "-d",
+                                   json.dumps({"model": "m", "stream": True, "max_tokens": n}),
+                                   f"https://127.0.0.1:{port}/v1/chat/completions")
+                        *events, status = out.strip().split("\n")
+                        seen.append(tuple(status.split()))
+                        tokens += sum(1 for e in events if e.startswith("data: {") and '"content":"tok' in e)
+                assert receiver.wait_for_exports_from_now("http.server.request.duration")
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    assert sorted(seen) == sorted([("1.1", "200")] * 4 + [("1.1", "404")] + [("2", "200")] * 4 + [("2", "404")])
+    assert tokens == 18
+    points = receiver.latest("http.server.request.duration")
+    counted = {(p.attributes["server.port"], p.attributes.get("network.protocol.version"),
+                p.attributes["http.request.method"], p.attributes.get("http.response.status_code"),
+                p.attributes.get("url.scheme")): p.count
+               for p in points if p.attributes.get("server.port") in (h1, h2)}
+    assert counted == {(h1, None, "GET", 200, "https"): 2, (h1, None, "GET", 404, "https"): 1,
+                       (h1, None, "POST", 200, "https"): 2, (h2, "2", "GET", 200, "https"): 2,
+                       (h2, "2", "GET", 404, "https"): 1, (h2, "2", "POST", 200, "https"): 2}, counted
+    # the HTTP/1 streams' tokens, from the kernel's count (HTTP/2 answers carry no gen-AI metrics yet)
+    streamed = [p for p in receiver.latest("ebpftool.gen_ai.server.output_tokens") if p.attributes.get("server.port") == h1]
+    assert sum(p.value for p in streamed) == 9
+    figures = proc.figures("inference")
+    assert figures["connections_tls_unknown"] == 0 and figures["connections_tls"] == 10, proc.stdout
+    node = subprocess.run(["sh", "-c", "readlink -f $(command -v node)"], capture_output=True, text=True).stdout.strip()
+    assert f"uprobes on {node}" in proc.stderr + proc.stdout or "libssl" in proc.stderr + proc.stdout

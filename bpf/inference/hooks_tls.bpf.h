@@ -155,6 +155,22 @@ static __always_inline u64 tls_call_done(struct pt_regs *ctx, int ex, struct tls
     return moved <= done->len ? moved : 0;
 }
 
+/* A memory BIO's first read call on an SSL object no handshake call tied (Node.js drives the server's
+ * handshake with SSL_read itself): the application fed it the ciphertext it just read on this thread, so
+ * the object is that connection's. 0 where this thread read no TLS connection outside a call. */
+static __always_inline u64 tls_tie_at_first_read(u64 ssl)
+{
+    struct tls_call *thread = tls_calls.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!thread || thread->last_read_key == 0)
+        return 0;
+    u64 key = thread->last_read_key;
+    struct conn_state *c = tls_conn(key);
+    if (!c || c->tls != TLS_BIO_UNKNOWN)
+        return 0;
+    tls_sockets.update(&ssl, &key);
+    return key;
+}
+
 /* SSL_read / SSL_read_ex returned: the plaintext it gave goes to the state machine. */
 static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
 {
@@ -163,9 +179,12 @@ static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
     u64 key = done.key;
     if (key == 0) {
         u64 *known = tls_sockets.lookup(&done.ssl);  /* records read earlier, or a memory BIO's */
-        if (!known)
+        if (known)
+            key = *known;
+        else
+            key = tls_tie_at_first_read(done.ssl);
+        if (key == 0)
             return 0;
-        key = *known;
     }
     struct conn_state *c = tls_conn(key);
     if (!c || !c->tls)

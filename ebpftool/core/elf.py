@@ -38,7 +38,8 @@ class ElfFile:
     _index: tuple[list[int], list[tuple[int, int, str]]] | None = field(default=None, repr=False)
 
     @classmethod
-    def read(cls, path: str) -> "ElfFile":
+    def read(cls, path: str, static: bool = True) -> "ElfFile":
+        """static False: .symtab is not read (a large executable's dynamic symbols only, cheaply)."""
         with open(path, "rb") as f:
             ident = f.read(64)
             if len(ident) < 64 or ident[:4] != b"\x7fELF":
@@ -59,6 +60,8 @@ class ElfFile:
             sections = [struct.unpack_from("<IIQQQQIIQQ", sh, i * e_shentsize) for i in range(e_shnum)]
             for _name, sh_type, _f, _a, sh_offset, sh_size, sh_link, _info, _al, sh_entsize in sections:
                 if sh_type not in (_SHT_SYMTAB, _SHT_DYNSYM) or not sh_entsize or sh_link >= len(sections):
+                    continue
+                if sh_type == _SHT_SYMTAB and not static:
                     continue
                 str_off, str_size = sections[sh_link][4], sections[sh_link][5]
                 f.seek(str_off)
@@ -144,3 +147,22 @@ def read_elf(path: str) -> ElfFile:
     """ElfFile.read, cached per file identity (a replaced file is read again)."""
     st = os.stat(path)
     return _elf_by_identity(path, st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=1024)
+def _exports_by_identity(path: str, names: frozenset[str], _dev: int, _ino: int, _mtime: int) -> bool:
+    try:
+        exported = ElfFile.read(path, static=False).function_names()
+    except (OSError, ElfError, struct.error):
+        return False
+    return names <= exported
+
+
+def exports_all(path: str, names: frozenset[str]) -> bool:
+    """Whether an ELF file exports every one of these functions (cached per file identity; False for a file
+    that cannot be read or is no ELF file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return _exports_by_identity(path, names, st.st_dev, st.st_ino, st.st_mtime_ns)

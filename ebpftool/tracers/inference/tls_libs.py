@@ -1,4 +1,5 @@
-"""OpenSSL's libssl on this node, and the inference tracer's uprobes on it (bpf/inference/hooks_tls.bpf.h).
+"""OpenSSL on this node (libssl, and executables that carry OpenSSL and export it, as Node.js does), and the
+inference tracer's uprobes on it (bpf/inference/hooks_tls.bpf.h).
 
 A uprobe belongs to a file (an inode), so one attach covers every process that maps that file, also those
 started later. Files are found in the maps of running processes (a container's own copy through
@@ -11,11 +12,14 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ebpftool.core.elf import ElfError, ElfFile, read_elf
+from ebpftool.core.elf import ElfError, ElfFile, exports_all, read_elf
 from ebpftool.core.procfs import host_path, pids, read_maps
 from ebpftool.core.uprobe_points import RCX, RDI, RDX, RSI, forwarding_call, probe_point
 
-LIBSSL_NAME = re.compile(r"libssl\.so(\.\d+)*$")
+# libssl, also a copy a Python wheel bundles (auditwheel names it libssl-<hash>.so.N)
+LIBSSL_NAME = re.compile(r"libssl(-[0-9a-f]+)?\.so(\.\d+)*$")
+# An executable with OpenSSL linked in that exports its functions (Node.js: its addons link against them)
+OPENSSL_EXPORTS = frozenset({"SSL_read", "SSL_write"})
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
                 "/usr/lib64", "/usr/lib", "/lib64", "/usr/local/lib", "/usr/local/ssl/lib")
 
@@ -109,12 +113,17 @@ def probe_plan(elf: ElfFile) -> list[TlsProbe]:
     return plan
 
 
-def libssl_candidates(proc: str = "/proc") -> list[str]:
-    """Openable paths of every libssl mapped by a running process, then those in the library directories."""
+def tls_library_candidates(proc: str = "/proc") -> list[str]:
+    """Openable paths of every OpenSSL a running process maps (a libssl, or its executable where that exports
+    OpenSSL's functions), then the libssl files in the library directories."""
     found = []
     for pid in pids(proc):
         # a library is mapped in several segments: each path once per process
-        for path in sorted({m.path for m in read_maps(pid, proc) if LIBSSL_NAME.search(m.path)}):
+        paths = {m.path for m in read_maps(pid, proc) if LIBSSL_NAME.search(m.path)}
+        exe = _executable(pid, proc)
+        if exe and exports_all(host_path(pid, exe, proc), OPENSSL_EXPORTS):
+            paths.add(exe)
+        for path in sorted(paths):
             inside = host_path(pid, path, proc)
             found.append(path if _same_file(path, inside) else inside)
     for d in LIBRARY_DIRS:
@@ -124,6 +133,15 @@ def libssl_candidates(proc: str = "/proc") -> list[str]:
             continue
         found.extend(os.path.join(d, n) for n in names if LIBSSL_NAME.fullmatch(n))
     return found
+
+
+def _executable(pid: int, proc: str) -> str | None:
+    """The path of a process's executable as it sees it (None: a kernel thread, gone, or deleted since)."""
+    try:
+        path = os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        return None
+    return None if path.endswith(" (deleted)") else path
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -143,7 +161,7 @@ class TlsUprobes:
     def attach_new(self, prog, proc: str = "/proc") -> list[str]:
         """Attach the TLS uprobes to every libssl file not attached yet; the paths newly attached."""
         new = []
-        for path in libssl_candidates(proc):
+        for path in tls_library_candidates(proc):
             try:
                 st = os.stat(path)
             except OSError:
