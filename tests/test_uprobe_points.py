@@ -99,3 +99,33 @@ def test_plan_of_a_real_libssl(path):
             # a uretprobe on an emulated instruction where the stack pointer still holds the return address
             assert insn is not None and insn.emulated, probe
         assert elf.file_offset(probe.vaddr) == probe.file_offset
+
+
+def test_openssl_is_found_in_bundled_copies_and_in_executables_that_export_it(tmp_path):
+    """Where the TLS uprobes look (a /proc of our own making, pointing at this machine's real files): a
+    libssl a wheel bundled under auditwheel's name, and a process's executable only where it exports
+    SSL_read and SSL_write (Node.js's does; python's does not)."""
+    import os
+    import shutil
+    import sys
+
+    from ebpftool.tracers.inference.tls_libs import tls_library_candidates
+    if not LIBSSL:
+        pytest.skip("no libssl on this machine")
+    exporting = str(tmp_path / "bin" / "server")            # an executable exporting SSL_read and SSL_write
+    os.makedirs(os.path.dirname(exporting))
+    shutil.copy(LIBSSL[0], exporting)                       # (libssl's code and symbols, under no libssl name)
+    bundled = tmp_path / "site-packages" / "pkg.libs" / "libssl-57118d4e.so.3"
+    bundled.parent.mkdir(parents=True)
+    bundled.write_bytes(b"")
+    proc = tmp_path / "proc"
+    for pid, exe, mapped in ((10, exporting, ""), (11, os.path.realpath(sys.executable), str(bundled))):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "root").symlink_to("/")
+        (proc / str(pid) / "exe").symlink_to(exe)
+        (proc / str(pid) / "maps").write_text(
+            f"7f0000000000-7f0000001000 r--p 00000000 08:01 99 {mapped}\n" if mapped else "")
+    found = tls_library_candidates(str(proc))
+    assert exporting in found                       # pid 10's executable exports OpenSSL
+    assert str(bundled) in found                    # pid 11 maps a bundled copy
+    assert os.path.realpath(sys.executable) not in found
