@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -345,3 +347,37 @@ def test_h2c_upgrade_requests_are_measured_as_http2(hooks, tmp_path):
     assert sorted(s.name for s in spans) == ["GET /gone"] + ["GET /index.html"] * 4 + ["GET /missing"]
     figures = proc.figures("inference")
     assert figures["connections_h2"] == 4 and figures["h2_connections_lost"] == 0, proc.stdout
+
+
+def test_streams_of_connections_whose_records_were_lost_are_measured_in_the_kernel(hooks, tmp_path):
+    """The tracer stopped (SIGSTOP: nothing drains its ring buffer) while h2load runs against nginx's HTTP/2:
+    the records of its connections soon find no room, and those connections are muted, their later streams
+    measured in the kernel (start, end, the static-table method and :status that nginx and h2load use); a
+    connection opened while the ring buffer is full is measured there from its start. Every stream h2load
+    counted is in the duration metric under its status, or counted as open when its connection was muted;
+    none twice."""
+    receiver = GrpcReceiver()
+    try:
+        with nginx_server(http2=True) as port:
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                os.kill(proc.proc.pid, signal.SIGSTOP)
+                try:
+                    found = h2load(f"http://127.0.0.1:{port}/index.html", "-n", "20000", "-c", "2", "-m", "10")
+                    missing = h2load(f"http://127.0.0.1:{port}/missing", "-n", "2000", "-c", "1", "-m", "5")
+                finally:
+                    os.kill(proc.proc.pid, signal.SIGCONT)
+                assert receiver.wait_for_exports_from_now("http.server.request.duration")
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    assert found["2xx"] == 20000 and missing["4xx"] == 2000
+    figures = proc.figures("inference")
+    assert figures["h2_streams_kernel"] > 0, proc.stdout      # the kernel took over
+    points = [p for p in receiver.latest("http.server.request.duration") if p.attributes.get("server.port") == port]
+    counted = {(p.attributes.get("network.protocol.version"), p.attributes.get("http.response.status_code"),
+                p.attributes.get("http.request.method")): p.count for p in points}
+    assert set(counted) <= {("2", 200, "GET"), ("2", 404, "GET")}, counted
+    assert counted.get(("2", 404, "GET")) == 2000, counted    # a connection muted from its start: all of it
+    assert counted[("2", 200, "GET")] + figures["h2_streams_lost"] == 20000, (counted, figures)
+    assert figures["h2_streams"] + figures["h2_streams_kernel"] == sum(counted.values()), figures

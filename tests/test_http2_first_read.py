@@ -7,7 +7,7 @@ on_read() (bpf/inference/http1.bpf.h) takes it for an HTTP/1 request (`begin_req
 `c->arrival = 0`) before it finds the preface and hands the read to the HTTP/2 walk (`h2_begin`, READ_H2),
 whose records then carry no arrival: the streams in that first read start when it returned.
 
-Expected to fail until the kernel side keeps the arrival for the walk (strict: it says so once fixed).
+h2_begin() now gives that arrival back to the walk.
 A raw h2c client (preface, SETTINGS and one GET in one write) and a server that waits DELAY_S after each
 accept before its first read: the span should start when the client sent the request, not DELAY_S later."""
 from __future__ import annotations
@@ -58,7 +58,6 @@ def late_reader(listener: socket.socket, stop: threading.Event) -> None:
                 pass
 
 
-@pytest.mark.xfail(strict=True, reason="kernel: on_read() consumes the arrival before h2_begin (see the module)")
 @pytest.mark.parametrize("hooks", ["socket", "syscall"])
 def test_the_first_stream_read_with_the_preface_starts_at_its_arrival(hooks):
     args = ["--hooks", hooks]

@@ -93,8 +93,11 @@ static __always_inline void follow_socket(u64 sk, u64 k, struct conn_state *c, u
     struct early_arrival *early = early_arrivals.lookup(&sk);
     if (!early)
         return;
-    if (early->ports == socket_ports(sk) && early->ts <= now && c->arrival == 0)
+    if (early->ports == socket_ports(sk) && early->ts <= now && c->arrival == 0) {
         c->arrival = early->ts;
+        if (c->arrival_last == 0)
+            c->arrival_last = early->ts;  /* (the first arrival before the accept: the only one kept) */
+    }
     early_arrivals.delete(&sk);
 }
 

@@ -367,8 +367,17 @@ static __always_inline int bytes_arrived(u64 sk)
     if (!maybe_watched(sk))
         return 0;
     struct conn_state *c = find_conn(sk);
-    if (c && c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0))
-        c->arrival = read_time(sk);  /* TCP's clock of the socket: refreshed as it took the segment in */
+    if (!c)
+        return 0;
+    int first = c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0);
+    int last = c->seq == 0 || c->proto == PROTO_H2;  /* (conn_state.arrival_last) */
+    if (!first && !last)
+        return 0;
+    u64 t = read_time(sk);  /* TCP's clock of the socket: refreshed as it took the segment in */
+    if (first)
+        c->arrival = t;
+    if (last)
+        c->arrival_last = t;
     return 0;
 }
 

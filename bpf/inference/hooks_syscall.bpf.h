@@ -47,6 +47,8 @@ RAW_TRACEPOINT_PROBE(sk_data_ready)
      * are the next request's first. */
     if (c && c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0))
         c->arrival = now;
+    if (c && (c->seq == 0 || c->proto == PROTO_H2))
+        c->arrival_last = now;  /* (conn_state.arrival_last) */
     return 0;
 }
 #endif

@@ -4,8 +4,10 @@
  * every read and write and hands user space each direction's bytes in order, all of them but the DATA
  * payload past its first H2_DATA_PEEK bytes (a skip count stands for those), in h2_bytes_event records.
  * User space (ebpftool/tracers/inference/http2.py) decodes the streams, their times and gRPC messages.
- * These records are not under the span budget: a lost one loses the connection's header table, and its
- * streams are counted as lost (h2_lost, STAT_INF_H2_LOST), not guessed.
+ * These records are not under the span budget: a lost one loses the connection's header table for user
+ * space. From then on nothing more of it is sent (H2_MUTED) and its streams are measured here instead, with
+ * what the kernel can read without the header table (h2_kernel_frame): start, end, a static-table method and
+ * :status. The streams open at that moment are counted as lost in user space.
  *
  * A direction's walk state (conn_state.h2_*) carries across reads, writes and iovecs: the bytes still to
  * come of the current frame, of them those to copy, and a frame header split between buffers. */
@@ -13,12 +15,20 @@
 #define H2_PREFACE_LEN 24
 #define H2_FRAME_HEADER 9
 #define H2_TYPE_DATA 0
+#define H2_TYPE_HEADERS 1
 #define H2_TYPE_PRIORITY 2
+#define H2_TYPE_RST_STREAM 3
+#define H2_FLAG_END_STREAM 0x1
+#define H2_FLAG_PADDED 0x8
+#define H2_FLAG_PRIORITY 0x20
+#define H2_MUTED 3                  /* conn_state.h2_lost: records lost, nothing more sent, streams measured here */
+#define H2_UNWALKED(dir) (4 << (dir))  /* conn_state.h2_lost: the direction's frames are no longer found */
 #define H2_TYPE_PING 6
 #define H2_TYPE_WINDOW_UPDATE 8
 #define H2_TURNS 32          /* turns of one run of the walk program: frame headers, payload parts, buffers, records */
 #define H2_RUNS 8            /* runs of it (tail calls) for one read or write: H2_TURNS * H2_RUNS turns in all */
 #define H2_IOV_MAX 64        /* buffers of a vectored read or write walked (gRPC and nginx write many) */
+#define H2_NOTES 32          /* frames of muted connections one run notes (a frame takes two turns at least) */
 
 /* The record being filled: what a walk sends gathers here and goes out when it is full, when a skip count
  * ends it, and when the walk ends (one record per read or write mostly, whatever frames are left out of it).
@@ -65,7 +75,7 @@ static __always_inline void h2_conn_event(struct conn_state *c, u32 type, u64 no
     if (!e) {
         count_ringbuf_full();
         if (type == EVENT_H2_OPEN)
-            c->h2_lost = 3;  /* user space will not know this connection: nothing of it is sent */
+            c->h2_lost = H2_MUTED;  /* user space will not know this connection: measured here */
         return;
     }
     e->type = type;
@@ -98,6 +108,10 @@ static __always_inline void h2_conn_event(struct conn_state *c, u32 type, u64 no
  * upgrade_start: see h2_conn_event(). */
 static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 preface_left, u64 upgrade_start)
 {
+    /* The streams of the read that found the preface are timed by arrival_last, noted since the connection
+     * began; after an Upgrade, arrivals are noted from now on. */
+    if (upgrade_start)
+        c->arrival_last = 0;
     c->proto = PROTO_H2;
     c->req_start = 0;
     c->flags = 0;
@@ -115,13 +129,67 @@ static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 preface_
     h2_conn_event(c, EVENT_H2_OPEN, now, upgrade_start);
 }
 
-/* A direction's frames are lost from here: counted once, nothing more of them is sent. */
+/* A record of the connection was lost: nothing more of it is sent (user space gives it up), its streams are
+ * measured here from now on. Counted once. */
+static __always_inline void h2_mute(struct conn_state *c)
+{
+    if (!(c->h2_lost & H2_MUTED))
+        stat_add(STAT_INF_H2_LOST, 1);
+    c->h2_lost |= H2_MUTED;
+}
+
+/* A direction's frames are no longer found (a walk bound): muted, and that direction not walked again. */
 static __always_inline void h2_lose(struct conn_state *c, u32 dir)
 {
-    if (!(c->h2_lost & (1 << dir)))
-        stat_add(STAT_INF_H2_LOST, 1);
-    c->h2_lost |= 1 << dir;
+    h2_mute(c);
+    if (!(c->h2_lost & H2_UNWALKED(dir)))
+        stat_add(STAT_INF_H2_UNWALKED, 1);
+    c->h2_lost |= H2_UNWALKED(dir);
 }
+
+/* Streams of muted connections, measured here: from the client's HEADERS to the server's END_STREAM (or an
+ * RST_STREAM). Without the header table, the method is read where the block begins with a static-table
+ * :method (GET 0x82, POST 0x83: clients put :method first) and the status where the server's block begins
+ * with a static-table :status (0x88-0x8e) or a literal one of three plain digits; else _OTHER and
+ * H2_STATUS_UNKNOWN. */
+struct h2_stream_key {
+    u64 conn;
+    u32 stream;
+    u32 pad;
+};
+struct h2_stream_state {
+    u64 start;
+    u16 status;   /* 0: no final status yet */
+    u8 method;
+    u8 pad[5];
+};
+BPF_TABLE("lru_hash", struct h2_stream_key, struct h2_stream_state, h2_kernel_streams, MAX_CONNS);
+
+/* The :status at the start of a response header block (its first bytes, little-endian), 0 for a 1xx. */
+static __always_inline u16 h2_block_status(u64 b)
+{
+    u8 first = b & 0xff;
+    /* the static table's :status entries (RFC 7541 appendix A: indexes 8-14) */
+    if (first == 0x88) return 200;
+    if (first == 0x89) return 204;
+    if (first == 0x8a) return 206;
+    if (first == 0x8b) return 304;
+    if (first == 0x8c) return 400;
+    if (first == 0x8d) return 404;
+    if (first == 0x8e) return 500;
+    /* literal, its name :status (static index 8), with incremental indexing / without / never indexed, a
+     * plain (not Huffman) value of 3 bytes */
+    if ((first == 0x48 || first == 0x08 || first == 0x18) && ((b >> 8) & 0xff) == 3) {
+        u8 d0 = (b >> 16) & 0xff, d1 = (b >> 24) & 0xff, d2 = (b >> 32) & 0xff;
+        if (d0 >= '1' && d0 <= '5' && d1 >= '0' && d1 <= '9' && d2 >= '0' && d2 <= '9') {
+            u16 v = (d0 - '0') * 100 + (d1 - '0') * 10 + (d2 - '0');
+            return v < 200 ? 0 : v;
+        }
+    }
+    return H2_STATUS_UNKNOWN;
+}
+
+
 
 /* Where a walk stands, in a map value rather than in registers: at the head of each turn of its loop the
  * verifier then finds the same state whichever way the turn before went (values it cannot know), and walks
@@ -149,9 +217,115 @@ struct h2_walk {
     u64 drop;       /* the current frame is left out whole (conn_state.h2_drop) */
     u64 drop_from;  /* where in this buffer the bytes to send end: the left-out frame's header (or the buffer's start) */
     u64 fill;       /* bytes in the record being filled (h2_scratch) */
+    u64 mute;       /* the connection is muted (H2_MUTED): nothing is sent, streams are measured here */
+    u64 peek;       /* muted: a frame header just read, to be measured at the next turn where its payload
+                     * begins (nginx writes a frame's header and its payload as two iovecs): 1 | type << 8 |
+                     * flags << 16, its stream id, where its header block begins in its payload, how long */
+    u64 peek_sid;
+    u64 peek_off;
+    u64 peek_len;
+    u64 notes_n;    /* muted: frames of this run to measure after its turns (h2_measure_notes) */
+    struct h2_note {
+        u64 block;  /* where its header block's first bytes are (0: not looked at) */
+        u32 sid;
+        u8 type;
+        u8 flags;
+        u8 room;
+        u8 pad;
+    } notes[H2_NOTES];
 };
 BPF_PERCPU_ARRAY(h2_walks, struct h2_walk, 1);
 #define V(x) (*(volatile u64 *)&(x))
+
+#define H2_BLOCK_PEEK 64  /* bytes of a request header block looked at for its :method */
+#define H2_BLOCK_FIELDS 6 /* fields looked at */
+struct h2_block_peek {
+    u8 b[H2_BLOCK_PEEK * 2];
+};
+BPF_PERCPU_ARRAY(h2_block_buf, struct h2_block_peek, 1);
+
+/* The :method of a request header block whose first bytes (room of them, <= H2_BLOCK_PEEK) are at user
+ * address block: the static GET (0x82) or POST (0x83) among its first fields, passing over indexed fields
+ * and literals with an indexed name and a value of under 127 bytes (what clients put before :method:
+ * h2load its :path, :scheme and :authority); else METHOD_OTHER. Branch-free, as the scans are: it runs in
+ * each turn of the walk's loop, where every jump is a state the verifier keeps. */
+static __always_inline u8 h2_block_method(u64 block, u64 room)
+{
+    u32 zero = 0;
+    struct h2_block_peek *buf = h2_block_buf.lookup(&zero);
+    room = bounded(room, H2_BLOCK_PEEK);
+    if (!buf || room == 0 || bpf_probe_read_user(buf->b, room, (void *)block) != 0)
+        return METHOD_OTHER;
+    u64 at = 0, method = METHOD_OTHER, done = 0;
+#pragma unroll
+    for (int i = 0; i < H2_BLOCK_FIELDS; i++) {
+        done |= ((room - at - 1) >> 63) ^ 0;   /* at >= room (both < 2^63) */
+        asm volatile("" : "+r"(done));
+        u64 x = buf->b[at & (H2_BLOCK_PEEK - 1)];
+        u64 len = buf->b[(at + 1) & (H2_BLOCK_PEEK - 1)] & 0x7f;
+        u64 get = is_zero(x ^ 0x82), post = is_zero(x ^ 0x83);
+        u64 hit = (get | post) & (done ^ 1);
+        method += hit * (get * METHOD_GET + post * METHOD_POST - METHOD_OTHER);
+        done |= hit;
+        /* a literal with an indexed name: 01nnnnnn (incremental indexing), 0000nnnn / 0001nnnn (without
+         * indexing / never indexed), then the value's length (7 bits, H flag) and the value; a literal name,
+         * :method as a literal, a longer index or value end the look */
+        u64 indexed = x >> 7;
+        u64 incremental = is_zero((x & 0xc0) ^ 0x40), plain = is_zero(x & 0xe0);
+        u64 name = (x & 0x3f) * incremental + (x & 0x0f) * plain;
+        u64 stop = is_zero(name) | is_zero(name ^ 2) | is_zero(name ^ 0x3f) | (plain & is_zero(name ^ 0x0f)) |
+                   is_zero(len ^ 0x7f);
+        done |= (indexed ^ 1) & stop;
+        at += indexed + (indexed ^ 1) * (2 + len);
+        at &= 2 * H2_BLOCK_PEEK - 1;
+        asm volatile("" : "+r"(at));
+    }
+    return method;
+}
+
+/* A frame header of a muted connection (type, flags, stream id); block: where its header block's first bytes
+ * are in user memory (0: not in this buffer), room: how many of them are there. */
+static __always_inline void h2_kernel_frame(struct conn_state *c, u32 dir, struct h2_walk *w, u64 type, u64 flags,
+                                            u32 sid, u64 block, u64 room)
+{
+    if (type != H2_TYPE_HEADERS && type != H2_TYPE_RST_STREAM && !(type == H2_TYPE_DATA && (flags & H2_FLAG_END_STREAM)))
+        return;
+    struct h2_stream_key key = {.conn = c->id, .stream = sid, .pad = 0};
+    u64 now = V(w->now);
+    if (dir == H2_FROM_CLIENT && type == H2_TYPE_HEADERS) {
+        if (h2_kernel_streams.lookup(&key))
+            return;  /* the request's trailers */
+        u64 arrival = V(w->arrival);
+        struct h2_stream_state st = {.start = arrival ? arrival : now, .status = 0,
+                                     .method = block ? h2_block_method(block, room) : METHOD_OTHER};
+        h2_kernel_streams.update(&key, &st);
+        return;
+    }
+    u64 first = 0;
+    if (type == H2_TYPE_HEADERS && block) {
+        u64 n = bounded(room, 8);
+        if (n == 0 || bpf_probe_read_user(&first, n, (void *)block) != 0)
+            first = 0;
+    }
+    struct h2_stream_state *st = h2_kernel_streams.lookup(&key);
+    if (!st)
+        return;  /* begun before the connection was muted (counted lost in user space), or pushed */
+    if (dir == H2_FROM_SERVER && type == H2_TYPE_HEADERS && st->status == 0)
+        st->status = block ? h2_block_status(first) : H2_STATUS_UNKNOWN;
+    if (type != H2_TYPE_RST_STREAM && (dir != H2_FROM_SERVER || !(flags & H2_FLAG_END_STREAM)))
+        return;
+    u64 duration = now > st->start ? now - st->start : 0;
+    struct req_key k = {.cgroup = c->cgroup, .port = c->port, .status = st->status,
+                        .method = st->method | METHOD_H2 | (c->tls ? METHOD_TLS : 0), .op = OP_NONE};
+    u32 series = http_series(&k);
+    struct hist_value *h = http_hist.lookup(&series);
+    if (h)
+        hist_add(h, HTTP_BUCKET(duration), duration);
+    else
+        stat_add(STAT_INF_METRICS_FULL, 1);
+    stat_add(STAT_INF_H2_KERNEL, 1);
+    h2_kernel_streams.delete(&key);
+}
 
 /* The record filled so far goes to user space, with `skip` bytes not copied after it; 0 when lost. */
 static __always_inline int h2_flush(struct conn_state *c, u32 dir, struct h2_walk *w, u64 skip)
@@ -199,6 +373,35 @@ static __always_inline int h2_append(struct conn_state *c, u32 dir, struct h2_wa
     return 1;
 }
 
+/* A muted frame noted (peek: see h2_walk.peek) for h2_measure_notes. */
+static __always_inline void h2_note(struct h2_walk *w, u64 peek, u64 block, u64 room)
+{
+    u64 i = V(w->notes_n);
+    if (i >= H2_NOTES)
+        return;  /* (a run's turns cannot walk more frames) */
+    struct h2_note *note = &w->notes[i & (H2_NOTES - 1)];
+    note->block = block;
+    note->sid = V(w->peek_sid);
+    note->type = (peek >> 8) & 0xff;
+    note->flags = (peek >> 16) & 0xff;
+    note->room = room;
+    note->pad = 0;
+    V(w->notes_n) = i + 1;
+}
+
+/* The frames a run noted, measured (h2_kernel_frame), in order. */
+static __always_inline void h2_measure_notes(struct conn_state *c, u32 dir, struct h2_walk *w)
+{
+#pragma clang loop unroll(disable)
+    for (u64 i = 0; i < H2_NOTES; i++) {
+        if (i >= V(w->notes_n))
+            break;
+        struct h2_note *note = &w->notes[i & (H2_NOTES - 1)];
+        h2_kernel_frame(c, dir, w, note->type, note->flags, note->sid, note->block, note->room);
+    }
+    V(w->notes_n) = 0;
+}
+
 /* One turn of a walk: walks a payload part or a frame header, or moves to the next buffer; what it has to
  * send (bytes, or a count of bytes skipped) goes at its end, from one place (the verifier walks each
  * turn's ways through once per turn: few ways, short ones). */
@@ -206,6 +409,15 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
                                     u64 now)
 {
     u64 p = V(w->p), n = V(w->n), pos = V(w->pos), win = V(w->win);
+    if (V(w->peek) && pos < n) {
+        /* a muted connection's frame whose payload begins here: noted, to be measured after the run's turns
+         * (h2_measure_notes; in the loop, its ways would multiply the verifier's), with where its header
+         * block's first bytes are in this buffer */
+        u64 peek = V(w->peek), at = pos + V(w->peek_off), len = V(w->peek_len);
+        V(w->peek) = 0;
+        u64 room = len < H2_BLOCK_PEEK ? len : H2_BLOCK_PEEK;
+        h2_note(w, peek, len && at < n ? p + at : 0, at + room <= n ? room : n - at);
+    }
     u64 send = 0, skip = 0;  /* bytes from win to send, bytes after them skipped */
     u64 dropped = 0;         /* bytes of a frame left out whole, passed over after the bytes sent */
     if (pos - win >= H2_CHUNK) {
@@ -282,6 +494,20 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
             next = ((u64)hdr->b[0] << 16) | ((u64)hdr->b[1] << 8) | hdr->b[2];
             u8 type = hdr->b[3];
             V(w->next) = next;
+            if (V(w->mute)) {
+                /* nothing to send: the frame is passed over, its stream measured at the next turn */
+                u64 flags = hdr->b[4];
+                u64 off = ((flags & H2_FLAG_PADDED) ? 1 : 0) + ((flags & H2_FLAG_PRIORITY) ? 5 : 0);
+                V(w->peek) = 1 | ((u64)type << 8) | (flags << 16);
+                V(w->peek_sid) = (((u32)hdr->b[5] << 24) | ((u32)hdr->b[6] << 16) | ((u32)hdr->b[7] << 8) |
+                                  hdr->b[8]) & 0x7fffffff;
+                V(w->peek_off) = off;
+                V(w->peek_len) = next > off ? next - off : 0;
+                V(w->copy) = 0;
+                return;
+            }
+            if (dir == H2_FROM_CLIENT && type == H2_TYPE_HEADERS)
+                stat_add(STAT_INF_H2_BEGUN, 1);  /* (unless the record holding it is lost: see there) */
             V(w->copy) = type == H2_TYPE_DATA ? (next < H2_DATA_PEEK ? next : H2_DATA_PEEK) : next;
             /* Flow control, pings and priorities say nothing of a stream's request or answer (gRPC sends a
              * WINDOW_UPDATE and a PING or two per call): left out whole, header too, where the header lies
@@ -295,9 +521,11 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
             return;
         }
     }
-    if (!h2_append(c, dir, w, p + win, send) || (skip && !h2_flush(c, dir, w, skip))) {
-        V(w->done) = 2;
-        return;
+    if (!V(w->mute) && (!h2_append(c, dir, w, p + win, send) || (skip && !h2_flush(c, dir, w, skip)))) {
+        /* a record found no room: user space gives the connection up, the walk goes on measuring here */
+        h2_mute(c);
+        V(w->mute) = 1;
+        V(w->fill) = 0;
     }
     if (V(w->done) == 3) {
         V(w->p) = V(w->next_p);
@@ -326,21 +554,25 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
 #define H2_VIA_READ 0
 #define H2_VIA_WRITE 1
 #define H2_VIA_TLS 2
-BPF_PROG_ARRAY(h2_prog_read, 1);
-BPF_PROG_ARRAY(h2_prog_write, 1);
+/* Each array: the walk (slot 0), and the measuring of a muted connection's frames a run noted (slot 1, its
+ * loop verified apart from the walk's). */
+#define H2_SLOT_WALK 0
+#define H2_SLOT_MEASURE 1
+BPF_PROG_ARRAY(h2_prog_read, 2);
+BPF_PROG_ARRAY(h2_prog_write, 2);
 #if TLS_HOOKS
-BPF_PROG_ARRAY(h2_prog_tls, 1);
+BPF_PROG_ARRAY(h2_prog_tls, 2);
 #endif
 
-static __always_inline void h2_continue(void *ctx, u64 via)
+static __always_inline void h2_continue(void *ctx, u64 via, u32 slot)
 {
     if (via == H2_VIA_READ)
-        h2_prog_read.call(ctx, 0);
+        h2_prog_read.call(ctx, slot);
     else if (via == H2_VIA_WRITE)
-        h2_prog_write.call(ctx, 0);
+        h2_prog_write.call(ctx, slot);
 #if TLS_HOOKS
     else
-        h2_prog_tls.call(ctx, 0);
+        h2_prog_tls.call(ctx, slot);
 #endif
 }
 
@@ -352,7 +584,7 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
                                      u64 total, u64 iov_array, int iov_in_kernel, u64 now)
 {
     dir &= 1;
-    if (c->h2_lost & (1 << dir))
+    if (c->h2_lost & H2_UNWALKED(dir))
         return;
     u32 zero = 0;
     struct h2_walk *w = h2_walks.lookup(&zero);
@@ -384,22 +616,56 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     w->drop = c->h2_drop[dir];
     w->drop_from = pos;
     w->fill = 0;
+    w->mute = (c->h2_lost & H2_MUTED) != 0;
+    w->peek = 0;
+    w->notes_n = 0;
     w->key = *k;
     w->iov_array = iov_array;
     w->iov_in_kernel = iov_in_kernel;
     w->now = now;
     w->dir = dir;
     w->runs = 0;
-    /* The client's bytes began to arrive (sk_data_ready) before this read returned: a stream whose request
-     * begins in them started then, though the server read it later. The next arrival is noted afresh. */
+    /* The client's bytes arrived (sk_data_ready) before this read returned: a stream whose request is in them
+     * started then, though the server read it later. A read may hold frames that arrived apart (a preface
+     * sent at connect and the first call's HEADERS, a PING and then HEADERS): it is timed by the latest
+     * arrival, so that no stream starts before its bytes came (it may start a little after). The next
+     * arrival is noted afresh. */
     u64 arrival = 0;
     if (dir == H2_FROM_CLIENT) {
-        arrival = c->arrival <= now ? c->arrival : 0;
+        u64 last = c->arrival_last;
+        arrival = last && last <= now ? last : (c->arrival <= now ? c->arrival : 0);
         c->arrival = 0;
+        c->arrival_last = 0;
     }
     w->arrival = arrival;
-    h2_continue(ctx, via);
+    h2_continue(ctx, via, H2_SLOT_WALK);
     h2_lose(c, dir);  /* no walk program: not loaded */
+}
+
+/* The end of a run of the walk: its noted frames measured (by the measuring program, which comes back here),
+ * then more turns, or the walk's end: its last record sent and where the frames stand kept. */
+static __always_inline int h2_run_end(void *ctx, u64 via, struct conn_state *c, u32 dir, struct h2_walk *w)
+{
+    if (V(w->done) == 1 && V(w->peek)) {
+        h2_note(w, V(w->peek), 0, 0);  /* its payload is in the next read or write: its header block not looked at */
+        V(w->peek) = 0;
+    }
+    if (V(w->notes_n))
+        h2_continue(ctx, via, H2_SLOT_MEASURE);  /* (the tail call does not come back when it is made) */
+    V(w->notes_n) = 0;  /* no measuring program: not loaded */
+    if (V(w->done) == 0 && ++w->runs < H2_RUNS)
+        h2_continue(ctx, via, H2_SLOT_WALK);  /* more turns */
+    if (V(w->done) == 1 && V(w->fill) && !V(w->mute) && !h2_flush(c, dir, w, 0))
+        h2_mute(c);  /* the last record found no room */
+    if (V(w->done) != 1) {
+        h2_lose(c, dir);  /* more frames or buffers than a walk takes: where the next frame begins is lost */
+        return 0;
+    }
+    c->h2_next[dir] = V(w->next);
+    c->h2_copy[dir] = V(w->copy);
+    c->h2_have[dir] = V(w->have);
+    c->h2_drop[dir] = V(w->drop) != 0;
+    return 0;
 }
 
 static __always_inline int h2_walk_in(void *ctx, u64 via)
@@ -420,24 +686,29 @@ static __always_inline int h2_walk_in(void *ctx, u64 via)
             break;
         h2_turn(c, dir, w, iov_array, iov_in_kernel, now);
     }
-    if (V(w->done) == 0 && ++w->runs < H2_RUNS)
-        h2_continue(ctx, via);  /* more turns (the tail call does not come back when it is made) */
-    if (V(w->done) == 1 && V(w->fill) && !h2_flush(c, dir, w, 0))
-        V(w->done) = 2;
-    if (V(w->done) != 1) {
-        h2_lose(c, dir);  /* more frames or buffers than a walk takes, or a record that found no room */
+    return h2_run_end(ctx, via, c, dir, w);
+}
+
+static __always_inline int h2_measure_in(void *ctx, u64 via)
+{
+    u32 zero = 0;
+    struct h2_walk *w = h2_walks.lookup(&zero);
+    if (!w)
         return 0;
-    }
-    c->h2_next[dir] = V(w->next);
-    c->h2_copy[dir] = V(w->copy);
-    c->h2_have[dir] = V(w->have);
-    c->h2_drop[dir] = V(w->drop) != 0;
-    return 0;
+    struct conn_state *c = find_conn(w->key);
+    if (!c)
+        return 0;
+    u32 dir = w->dir & 1;
+    h2_measure_notes(c, dir, w);
+    return h2_run_end(ctx, via, c, dir, w);
 }
 
 /* The walk programs (H2_FUNCTIONS in ebpftool/tracers/inference/plans.py), one per type of caller. */
 int h2_walk_read(void *ctx) { return h2_walk_in(ctx, H2_VIA_READ); }
 int h2_walk_write(void *ctx) { return h2_walk_in(ctx, H2_VIA_WRITE); }
+int h2_measure_read(void *ctx) { return h2_measure_in(ctx, H2_VIA_READ); }
+int h2_measure_write(void *ctx) { return h2_measure_in(ctx, H2_VIA_WRITE); }
 #if TLS_HOOKS
 int h2_walk_tls(struct pt_regs *ctx) { return h2_walk_in(ctx, H2_VIA_TLS); }
+int h2_measure_tls(struct pt_regs *ctx) { return h2_measure_in(ctx, H2_VIA_TLS); }
 #endif

@@ -21,6 +21,8 @@
 #define METHOD_CONNECT 8
 #define METHOD_TRACE 9
 #define METHOD_TLS 0x80        /* with a method, in req_key and request_event: the request came over TLS */
+#define METHOD_H2 0x40         /* with a method, in req_key: an HTTP/2 stream measured in the kernel (http2.bpf.h) */
+#define H2_STATUS_UNKNOWN 1    /* req_key.status of such a stream whose :status the kernel could not read */
 
 /* Generative-AI operation, from the request path (or a streamed answer on another path). */
 #define OP_NONE 0
@@ -61,7 +63,11 @@
 #define STAT_INF_METRICS_FULL 7  /* finished requests a metric map had no room for (a series per container: Pods churn) */
 #define STAT_INF_TLS 8           /* connections that began with a TLS handshake (their plaintext: TLS_HOOKS) */
 #define STAT_INF_H2 9            /* HTTP/2 connections: begun with the client preface, or by an h2c Upgrade (http2.bpf.h) */
-#define STAT_INF_H2_LOST 10      /* HTTP/2 connection directions whose frames were lost (ring buffer full, walk bound) */
+#define STAT_INF_H2_LOST 10      /* HTTP/2 connections whose records were lost (ring buffer full): measured in the kernel after */
+#define STAT_INF_H2_KERNEL 11    /* HTTP/2 streams measured in the kernel (on connections whose records were lost) */
+#define STAT_INF_H2_UNWALKED 12  /* HTTP/2 connection directions whose frames were no longer found (walk bounds) */
+#define STAT_INF_H2_BEGUN 13     /* the client's HEADERS frames walked and sent to user space (streams begun there,
+                                  * but for a request's trailers): what it did not measure was lost */
 
 /* conn_state.tls */
 #define TLS_BIO_UNKNOWN 1  /* TLS, how the library meets the socket not known yet */
@@ -126,7 +132,7 @@ struct conn_state {
     __u32 h2_copy[2];    /* of them, the bytes still to copy to user space first (the rest are skipped) */
     __u8 h2_hdr[16];     /* a frame header split between buffers: its first h2_have[dir] bytes at 8 * dir */
     __u8 h2_have[2];
-    __u8 h2_lost;        /* bit per direction: its frames were lost (nothing more is sent) */
+    __u8 h2_lost;        /* H2_MUTED: records lost, nothing more is sent; H2_UNWALKED(dir): frames no longer found */
     __u32 h2_walked_seq; /* BTF send hook: TCP's sequence number after the bytes walked (valid with h2_seq_known) */
     /* per direction: bytes to come that are no frames, passed over and not sent: the client preface; a
      * 101's head (h2c Upgrade); the rest of a partial write, walked already (BTF send hook) */
@@ -135,6 +141,9 @@ struct conn_state {
     __u8 tls_data_seen;  /* a TLS application-data record was read outside any library call (see tls_unknown) */
     __u8 h2_drop[2];     /* per direction: the rest of the current frame is left out (a frame user space needs not) */
     __u8 h2_pad[4];
+    __u64 arrival_last;  /* the latest bytes arrived (sk_data_ready) before the next read, kept only before the
+                          * connection's first request began and on HTTP/2 connections: a read of many frames
+                          * is timed by its last bytes, so that no stream in it starts before it was sent */
 };
 
 /* conn_state.proto */

@@ -164,8 +164,10 @@ def _(s: InferenceSummary) -> list[tuple[str, Any]]:
         ("connections in TLS no hooked library read", s.connections_tls_unknown),
         ("connections in HTTP/2", s.connections_h2),
         ("HTTP/2 streams and gRPC calls measured", s.h2_streams),
-        ("HTTP/2 connections lost (not measured further)", s.h2_connections_lost),
-        ("HTTP/2 streams lost with them", s.h2_streams_lost),
+        ("HTTP/2 connections given up (records lost, bytes unparsed)", s.h2_connections_lost),
+        ("HTTP/2 streams open then (not measured)", s.h2_streams_lost),
+        ("HTTP/2 streams measured in the kernel after", s.h2_streams_kernel),
+        ("HTTP/2 directions whose frames were lost", s.h2_directions_unwalked),
         ("spans sent", s.spans_sent),
     ]
     return rows + [(k, v) for k, v in optional if v is not None]

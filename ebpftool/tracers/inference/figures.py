@@ -184,7 +184,9 @@ class InferenceSummary:
     connections_tls_unknown: int | None = None  # TLS with data that no hooked library decrypted
     connections_h2: int | None = None         # began with HTTP/2's client preface
     h2_streams: int | None = None             # HTTP/2 streams (and gRPC calls) measured
-    h2_connections_lost: int | None = None    # HTTP/2 connection directions lost or given up (not measured further)
+    h2_connections_lost: int | None = None    # HTTP/2 connections whose records were lost, or given up
     h2_streams_lost: int | None = None        # streams open on those connections when they were given up
+    h2_streams_kernel: int | None = None      # streams of connections whose records were lost, measured in the kernel
+    h2_directions_unwalked: int | None = None  # connection directions whose frames were no longer found
     spans_sent: int | None = None
     headline: InferenceHeadline | None = None  # None before the first export

@@ -103,9 +103,15 @@ class _Histograms:
         h.total += value
         h.buckets[bisect_left(bounds, value / 1e9 if nanoseconds else value)] += 1
 
-    def points(self) -> list[MetricPoint]:
+    def of(self, metric: str) -> list[tuple[dict[str, Any], HistSum]]:
+        """The series of one metric: (attributes, histogram)."""
+        return [entry for (name, _key), entry in self.series.items() if name == metric]
+
+    def points(self, leave_out: tuple[str, ...] = ()) -> list[MetricPoint]:
         out = []
         for (metric, _key), (attrs, h) in self.series.items():
+            if metric in leave_out:
+                continue
             unit, description, bounds, nanoseconds = H2_METRICS[metric]
             if nanoseconds:
                 out.append(seconds_histogram(metric, description, attrs, h, bounds))
@@ -126,7 +132,8 @@ class InferenceHttp2:
         self._h2_head = STRUCTS["h2_bytes_event"].data.offset
         self.h2_streams = 0               # streams measured
         self.h2_given_up = 0              # connections whose bytes did not parse (H2Error): not measured further
-        self.h2_lost_streams = 0          # streams of connections whose records were lost (not measured)
+        self.h2_from_headers = 0          # of them, those begun by the client's HEADERS (not an h2c Upgrade)
+        self._h2_unseen: set[int] = set()  # followed connections the kernel's table lacked at the last look
         self.h2_spans_over_budget = 0
         self._h2_lost_by_port: dict[int, int] = {}
         rate = getattr(self.opts, "span_rate", 0)
@@ -189,20 +196,34 @@ class InferenceHttp2:
             stream.path = None
 
     def _h2_drop(self, conn_id: int, f: _Followed, pop: bool = True) -> None:
-        """A connection no longer followed: its open streams are counted as lost, not measured."""
+        """A connection no longer followed: its open streams are not measured (h2_streams_lost counts them)."""
         if pop:
             self._h2.pop(conn_id, None)
-        lost = len(f.conn.streams)
-        if f.conn.error is not None or lost:
+        if f.conn.error is not None or f.conn.streams:
             self._h2_lost_by_port[f.peer.port] = self._h2_lost_by_port.get(f.peer.port, 0) + 1
-        self.h2_lost_streams += lost
         f.conn.streams.clear()
+
+    def _h2_forget_gone(self, alive: set[int]) -> None:
+        """Connections followed here that the kernel no longer follows, at two looks in a row (their end was
+        lost with the ring buffer full, or is still on its way at the first look): given up."""
+        gone = {conn_id for conn_id in self._h2 if conn_id not in alive}
+        for conn_id in gone & self._h2_unseen:
+            self._h2_drop(conn_id, self._h2[conn_id])
+        self._h2_unseen = gone - self._h2_unseen
+
+    def h2_streams_lost(self, begun: int) -> int:
+        """Streams begun by a client's HEADERS that user space was sent (begun: the kernel's count) and neither
+        measured nor holds open now: in records lost, open on connections given up or whose end was lost."""
+        open_now = sum(len(f.conn.streams) for f in self._h2.values() if f.conn.error is None)
+        return max(0, begun - self.h2_from_headers - open_now)
 
     # -- a stream ended ------------------------------------------------------------------------------------
     def _h2_stream_done(self, peer: H2Peer, s: http2.H2Stream) -> None:
         if s.request_start_ns is None or s.end_ns is None or s.pushed:
             return  # its request was not seen (a push, or the connection picked up midway)
         self.h2_streams += 1
+        if not s.upgraded:
+            self.h2_from_headers += 1
         duration = max(0, s.end_ns - s.request_start_ns)
         workload = self.cgroups.workload_attributes(peer.cgroup)
         rpc = s.rpc
@@ -286,11 +307,13 @@ class InferenceHttp2:
 
     # -- metrics ---------------------------------------------------------------------------------------------
     def _h2_points(self) -> list[MetricPoint]:
-        points = self._h2_hist.points()
+        """The metrics measured here but the request duration, which collect() merges with the kernel's."""
+        points = self._h2_hist.points(leave_out=(sc.HTTP_SERVER_REQUEST_DURATION,))
         for port, n in self._h2_lost_by_port.items():
             points.append(counter(sc.EBPFTOOL_HTTP2_LOST_CONNECTIONS, "{connection}",
-                                  "HTTP/2 connections given up (records lost, or bytes that did not parse): "
-                                  "their streams not measured", n, {sc.SERVER_PORT: port}))
+                                  "HTTP/2 connections given up in user space (records lost, or bytes that did "
+                                  "not parse): their open streams not measured; after a loss of records the "
+                                  "kernel measures the streams that begin", n, {sc.SERVER_PORT: port}))
         return points
 
 

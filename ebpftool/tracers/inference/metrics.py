@@ -28,8 +28,14 @@ class InferenceMetrics:
             if model:
                 attrs[sc.GEN_AI_RESPONSE_MODEL] = model
         else:
-            attrs[sc.HTTP_REQUEST_METHOD] = METHOD_NAMES.get(k.method & ~H["METHOD_TLS"], parsers.OTHER_METHOD)
+            attrs[sc.HTTP_REQUEST_METHOD] = METHOD_NAMES.get(k.method & ~(H["METHOD_TLS"] | H["METHOD_H2"]),
+                                                             parsers.OTHER_METHOD)
             attrs[sc.URL_SCHEME] = "https" if k.method & H["METHOD_TLS"] else "http"
+            if k.method & H["METHOD_H2"]:
+                # an HTTP/2 stream the kernel measured (its connection's records were lost: http2.bpf.h)
+                attrs[sc.NETWORK_PROTOCOL_VERSION] = "2"
+                if k.status == H["H2_STATUS_UNKNOWN"]:
+                    return attrs   # answered, with a :status the kernel could not read without the header table
             if k.status:
                 attrs[sc.HTTP_RESPONSE_STATUS_CODE] = k.status
         if k.status >= 500 or k.status == 0:
@@ -55,10 +61,16 @@ class InferenceMetrics:
         return [(k, hist[hist.Key(slot)]) for slot, k in self.prog.batch_items("series_keys")
                 if k.slot == H["SERIES_USED"]]
 
-    def _histograms(self, series, metric: str, description: str, bounds, gen_ai: bool) -> list[MetricPoint]:
+    def _histograms(self, series, metric: str, description: str, bounds, gen_ai: bool,
+                    also: list[tuple[dict[str, Any], HistSum]] = ()) -> list[MetricPoint]:
         """One point per attribute set from (struct req_key, per-CPU histogram) pairs; kernel keys that differ
-        only in what is not exported (or slots of one key) are merged."""
+        only in what is not exported (or slots of one key) are merged, and with them the series measured in
+        user space (also: (attributes, histogram), left unchanged)."""
         merged: dict[tuple, tuple[dict[str, Any], HistSum]] = {}
+        for attrs, hist in also:
+            copy = HistSum(buckets=[0] * (len(bounds) + 1))
+            copy.add(hist)
+            merged[tuple(sorted(attrs.items()))] = (attrs, copy)
         nb = len(bounds) + 1
         for k, per_cpu in series:
             self._cgroups_in_maps.add(int(k.cgroup))
@@ -77,9 +89,14 @@ class InferenceMetrics:
         if self.prog is None or self.prog.bpf is None:
             return []
         self._flush_idle_requests()
-        self._server_rates.streams = self._streams_in_flight()
+        followed = self._followed_connections()
+        self._server_rates.streams = self._streams_in_flight(followed)
+        self._h2_forget_gone({int(c.id) for c in followed})
+        # HTTP/2 streams are measured in user space, and in the kernel on connections whose records were lost:
+        # one point per attribute set from both
         points = self._histograms(self._http_series(), sc.HTTP_SERVER_REQUEST_DURATION,
-                                  "Duration of HTTP server requests", sc.HTTP_DURATION_BUCKETS, gen_ai=False)
+                                  "Duration of HTTP server requests", sc.HTTP_DURATION_BUCKETS, gen_ai=False,
+                                  also=self._h2_hist.of(sc.HTTP_SERVER_REQUEST_DURATION))
         points += self._histograms(self.prog["genai_hist"].items(), sc.GEN_AI_SERVER_REQUEST_DURATION,
                                    "Generative AI server request duration", sc.GEN_AI_REQUEST_DURATION_BUCKETS,
                                    gen_ai=True)
@@ -121,12 +138,12 @@ class InferenceMetrics:
         self.last_points = points
         return points
 
-    def _streams_in_flight(self) -> dict[tuple[int, str], int]:
+    def _streams_in_flight(self, followed: list) -> dict[tuple[int, str], int]:
         """Per server (port, workload as figures.workload names it): its generative-AI requests and streamed
         answers under way now, from the kernel's state of every followed connection (a request is under way from
         its first byte until it is finished, when the kernel clears its start)."""
         out: dict[tuple[int, str], int] = {}
-        for c in self._followed_connections():
+        for c in followed:
             if c.req_start and (c.op != H["OP_NONE"] or c.flags & (H["REQ_SSE"] | H["REQ_NDJSON"])):
                 key = (int(c.port), workload(self.cgroups.workload_attributes(c.cgroup)))
                 out[key] = out.get(key, 0) + 1

@@ -210,10 +210,14 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                 if kernel_allows_uprobe_multi():
                     return lambda: prog.load_uprobe_multi_program(function)
                 return lambda: bpf.load_func(function, bpf.KPROBE).fd
-            h2_arrays = [("h2_prog_read", read_program("h2_walk_read")), ("h2_prog_write", scan_program("h2_walk_write"))]
+            # (array, slot, program): the walk in slot 0, the measuring of a muted connection's frames in slot 1
+            h2_arrays = [("h2_prog_read", 0, read_program("h2_walk_read")),
+                         ("h2_prog_read", 1, read_program("h2_measure_read")),
+                         ("h2_prog_write", 0, scan_program("h2_walk_write")),
+                         ("h2_prog_write", 1, scan_program("h2_measure_write"))]
             if defines["TLS_HOOKS"]:
-                h2_arrays.append(("h2_prog_tls", tls_twin("h2_walk_tls")))
-            loads = [scan_program(f) for f in WRITE_PROGRAMS] + [load for _array, load in h2_arrays]
+                h2_arrays += [("h2_prog_tls", 0, tls_twin("h2_walk_tls")), ("h2_prog_tls", 1, tls_twin("h2_measure_tls"))]
+            loads = [scan_program(f) for f in WRITE_PROGRAMS] + [load for _array, _slot, load in h2_arrays]
             if defines["TLS_HOOKS"]:
                 # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h),
                 # each as the uprobes it will be attached as
@@ -229,8 +233,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
             fds = prog.load_side_by_side(hooks_first + loads)[len(hooks_first):]
             for slot in range(len(WRITE_PROGRAMS)):
                 bpf["scan_prog"][slot] = fds[slot]
-            for i, (array, _load) in enumerate(h2_arrays):
-                bpf[array][0] = fds[len(WRITE_PROGRAMS) + i]
+            for i, (array, slot, _load) in enumerate(h2_arrays):
+                bpf[array][slot] = fds[len(WRITE_PROGRAMS) + i]
             twins = len(WRITE_PROGRAMS) + len(h2_arrays)
             if defines["TLS_HOOKS"]:
                 for slot in range(len(SCAN_FUNCTIONS)):
@@ -382,7 +386,9 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         out.connections_h2 = st[H["STAT_INF_H2"]]
         out.h2_streams = self.h2_streams
         out.h2_connections_lost = st[H["STAT_INF_H2_LOST"]] + self.h2_given_up
-        out.h2_streams_lost = self.h2_lost_streams
+        out.h2_streams_lost = self.h2_streams_lost(st[H["STAT_INF_H2_BEGUN"]])
+        out.h2_streams_kernel = st[H["STAT_INF_H2_KERNEL"]]
+        out.h2_directions_unwalked = st[H["STAT_INF_H2_UNWALKED"]]
         out.spans_sent = self.spans_sent
         if self.last_points is not None:
             out.headline = headline(self.last_points, time.monotonic() - self._started_at)
