@@ -236,3 +236,77 @@ def test_garbage_never_raises_and_counts_stay_sane(pieces, ndjson):
     assert r.unseen_bytes == sum(s for i, (_, s) in enumerate(pieces) if i % 3 == 0)
     # nothing but counts, times and a model name is kept
     assert len(r._tail) == 0 and len(r._head) == 0 and not r._model_window and not r._request_carry
+
+
+# -- wired: http2.Connection gives a generative-AI stream's DATA to the reader, h2_streams exports it ---------
+
+def _streams_made(events: list[bytes], path: bytes = b"/v1/chat/completions", ctype: bytes = b"text/event-stream",
+                  body: bytes = b'{"model":"req-model","stream":true}', cut: int | None = None):
+    """A connection carrying one POST (HEADERS, then its body) answered by `events`, one DATA frame each at
+    times 100, 101, ...; cut: each response frame's bytes past `cut` left out, as the kernel does."""
+    from ebpftool.tracers.inference import http2 as h2
+    from tests.test_http2_parse import _lit, frame
+    conn = h2.Connection()
+    block = b"\x83\x86" + _lit(b":path", path) + _lit(b"content-type", b"application/json")   # POST, http
+    conn.feed(h2.CLIENT, h2.PREFACE + frame(h2.SETTINGS, 0, 0, b"") + frame(h2.HEADERS, 0x4, 1, block), 10)
+    conn.feed(h2.CLIENT, frame(h2.DATA, 0x1, 1, body), 11)
+    conn.feed(h2.SERVER, frame(h2.SETTINGS, 0, 0, b"") + frame(h2.HEADERS, 0x4, 1, b"\x88" + _lit(b"content-type", ctype)), 50)
+    done = []
+    for i, e in enumerate(events):
+        f = frame(h2.DATA, 0, 1, e)
+        if cut is not None and len(e) > cut:
+            done += conn.feed(h2.SERVER, f[:9 + cut], 100 + i, skipped=len(e) - cut)
+        else:
+            done += conn.feed(h2.SERVER, f, 100 + i)
+    done += conn.feed(h2.SERVER, frame(h2.DATA, 0x1, 1, b""), 200)
+    return done
+
+
+def test_a_streamed_chat_over_http2_gives_the_gen_ai_metrics_and_span():
+    from tests.test_http2_parse import exporting_tracer
+    from ebpftool.tracers.inference.h2_streams import H2Peer
+    n = 4
+    events = openai_events("/v1/chat/completions", n, True, model="resp-model")
+    [s] = _streams_made(events)
+    g = s.gen_ai
+    assert (g.operation, g.request_model, g.stream, g.tokens, g.stated_output_tokens, g.response_model,
+            g.first_token_ns, g.last_token_ns) == ("chat", "req-model", True, n, n, "resp-model", 101, 100 + n)
+    spans: list = []
+    tracer = exporting_tracer(spans)
+    tracer._h2_stream_done(H2Peer(1, 8000, 0, False, "127.0.0.1", 5000, "srv"), s)
+    points = {p.name: p for p in tracer._h2_points()}
+    attrs = {"server.port": 8000, "gen_ai.operation.name": "chat", "gen_ai.response.model": "resp-model",
+             "network.protocol.version": "2"}
+    duration = points["gen_ai.server.request.duration"]
+    assert (duration.attributes, duration.count, duration.sum) == (attrs, 1, (200 - 10) / 1e9)
+    assert (points["gen_ai.server.time_to_first_token"].sum, points["gen_ai.server.time_to_first_token"].bounds) == (
+        (101 - 10) / 1e9, (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0))
+    assert points["gen_ai.server.time_per_output_token"].sum == (n - 1) / (n - 1) / 1e9
+    tokens = points["ebpftool.gen_ai.server.output_tokens"]
+    assert (tokens.value, tokens.attributes, tokens.unit) == (n, {**attrs, "gen_ai.token.type": "output"}, "{token}")
+    assert points["http.server.request.duration"].count == 1
+    [span] = spans
+    a = span.attributes
+    assert (span.name, a["gen_ai.operation.name"], a["gen_ai.request.model"], a["gen_ai.response.model"],
+            a["gen_ai.usage.output_tokens"], a["ebpftool.gen_ai.time_to_first_token"],
+            a["ebpftool.gen_ai.time_per_output_token"], a["http.response.status_code"]) == (
+        "POST /v1/chat/completions", "chat", "req-model", "resp-model", n, 91e-9, 1e-9, 200)
+    assert "ebpftool.gen_ai.response.unseen_bytes" not in a
+    assert [(e.name, e.time_ns) for e in span.events] == [("ebpftool.gen_ai.first_token", 101)]
+
+
+def test_frames_cut_by_the_kernel_count_what_was_seen_and_say_what_was_not():
+    events = [b'data: {"choices":[{"delta":{"content":"' + b"w" * 700 + b'"}}]}\n\n',
+              b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n']
+    [s] = _streams_made(events, cut=512)
+    assert (s.gen_ai.tokens, s.gen_ai.unseen_bytes, s.response_bytes) == (2, len(events[0]) - 512, sum(map(len, events)))
+
+
+def test_other_streams_get_no_reader_and_events_on_another_path_are_generate_content():
+    [s] = _streams_made([b'{"ok":1}'], path=b"/v1/models", ctype=b"application/json")
+    assert s.gen_ai is None
+    [s] = _streams_made([b"data: a\n\n", b"data: b\n\n"], path=b"/events", ctype=b"text/event-stream; charset=utf-8")
+    assert (s.gen_ai.operation, s.gen_ai.tokens, s.gen_ai.request_model) == ("generate_content", 2, None)
+    [s] = _streams_made([b'{"response":"a","done":false}\n{"response":"","done":true,"eval_count":3}\n'],
+                        path=b"/api/generate", ctype=b"application/x-ndjson")
+    assert (s.gen_ai.operation, s.gen_ai.tokens, s.gen_ai.output_tokens) == ("text_completion", 1, 3)

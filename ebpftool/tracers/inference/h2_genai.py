@@ -41,6 +41,7 @@ COUNT_MAX = 0xFFFFFFFF     # the kernel's counts are u32
 
 NDJSON_PATHS = ("/api/chat", "/api/generate")   # Ollama: its answers are JSON lines (classify_path's OP_NDJSON)
 SSE_CONTENT_TYPE = b"text/event-stream"
+STREAM_OPERATION = "generate_content"   # an answer of events on another path (parsers.operation_name, streamed)
 
 _MARKS = (b'oices":[]', b'oices": []', b'ontent":""', b'ntent": ""', b'"text":""', b'"text": ""', b'sponse":""',
           b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'pecial":t', b'ssistant"}')
