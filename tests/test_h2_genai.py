@@ -119,7 +119,8 @@ def test_a_long_answer_cut_at_512_bytes_says_so():
 
 
 def test_events_after_a_gap_are_read_from_the_next_frame():
-    """Frames of a stream cut by the kernel: each frame's bytes after a gap begin a line, as writes do."""
+    """Frames of a stream cut by the kernel: each frame's bytes after a gap begin a line, as writes do; the event
+    the gap cut is not counted (whether it carried text is not known)."""
     events = openai_events("/v1/chat/completions", 3, False, sep=b"\n")
     r = GenAiReader("chat")
     long_token = b'data: {"choices":[{"delta":{"content":"' + b"z" * 600 + b'"}}]}\n\n'
@@ -128,7 +129,32 @@ def test_events_after_a_gap_are_read_from_the_next_frame():
     for i, e in enumerate(events[1:], 3):
         r.response(e, i)
     r.finish()
-    assert (r.tokens, r.first_token_ns, r.last_token_ns, r.unseen_bytes) == (4, 2, 5, len(long_token) - 512)
+    assert (r.tokens, r.first_token_ns, r.last_token_ns, r.unseen_bytes, r.cut_events) == (
+        3, 3, 5, len(long_token) - 512, 1)
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_proxy_writing_the_last_chunks_in_one_frame_is_never_overcounted(include_usage):
+    """nghttpx in front of sse-starlette writes the last token, the finish-only chunk, the usage-only one and
+    [DONE] in one DATA frame when they reach it together: past its first 512 bytes the kernel sends nothing.
+    The tokens counted are those whose lines lie whole in the bytes seen (the client's reading of them, JSON
+    decoded), never the cut usage-only chunk; the stated usage past 512 bytes is not read."""
+    n = 6
+    events = openai_events("/v1/chat/completions", n, include_usage, model="a-longer-model-name")
+    head, burst = events[:-4], b"".join(events[-4:])   # the last token(s), finish, usage (or not), [DONE]
+    assert len(burst) > 512
+    r = GenAiReader("chat")
+    for i, e in enumerate(head):
+        r.response(e, i)
+    r.response(burst[:512], 99, skipped=len(burst) - 512)
+    r.finish()
+    def tokens(lines):
+        chunks = [json.loads(line[5:]) for line in lines if line.startswith(b"data: {")]
+        return sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content"))
+    seen_whole = burst[:512].split(b"\n")[:-1]
+    assert r.tokens == tokens(b"".join(head).split(b"\n")) + tokens(seen_whole) <= n
+    assert r.stated_output_tokens is None and r.unseen_bytes == len(burst) - 512
+    assert r.output_tokens <= n
 
 
 @pytest.mark.parametrize("make,path,stated", [(ollama_chat, "/api/chat", lambda n: n + 1),
@@ -299,7 +325,8 @@ def test_frames_cut_by_the_kernel_count_what_was_seen_and_say_what_was_not():
     events = [b'data: {"choices":[{"delta":{"content":"' + b"w" * 700 + b'"}}]}\n\n',
               b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n']
     [s] = _streams_made(events, cut=512)
-    assert (s.gen_ai.tokens, s.gen_ai.unseen_bytes, s.response_bytes) == (2, len(events[0]) - 512, sum(map(len, events)))
+    assert (s.gen_ai.tokens, s.gen_ai.cut_events, s.gen_ai.unseen_bytes, s.response_bytes) == (
+        1, 1, len(events[0]) - 512, sum(map(len, events)))
 
 
 def test_other_streams_get_no_reader_and_events_on_another_path_are_generate_content():

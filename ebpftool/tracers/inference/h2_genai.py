@@ -23,8 +23,11 @@ reader is not: it reads every byte it is given.
 
 What the kernel left out (each HTTP/2 DATA frame past its first 512 bytes: `DataPiece.skipped`) is counted in
 `unseen_bytes`: events there are not counted, a usage stated there is not read (a JSON answer longer than 512
-bytes states its usage at its end). The bytes after a gap are read as beginning a line (as HTTP/1's kernel
-reads each write: servers write whole events).
+bytes states its usage at its end). An event whose line the gap cut (`cut_events`) is not a token either: its
+mark may lie in the bytes not seen (a proxy that writes the last token, the finish-only and the usage-only
+chunks in one DATA frame cuts the usage-only one, whose `"choices":[]` then lies past the 512 bytes), so the
+tokens counted are never more than the answer's, only fewer where bytes were not seen. The bytes after a gap
+are read as beginning a line (as HTTP/1's kernel reads each write: servers write whole events).
 """
 from __future__ import annotations
 
@@ -82,7 +85,7 @@ class GenAiReader:
 
     __slots__ = ("operation", "ndjson", "request_model", "stream", "events", "tokens", "first_token_ns",
                  "last_token_ns", "stated_output_tokens", "stated_input_tokens", "response_model", "unseen_bytes",
-                 "unseen_request_bytes", "_request_carry", "_model_window", "_model_done", "_head", "_kind",
+                 "unseen_request_bytes", "cut_events", "_request_carry", "_model_window", "_model_done", "_head", "_kind",
                  "_line_ts", "_tail", "_open", "_open_ts", "_open_marked", "_finished")
 
     def __init__(self, operation: str, ndjson: bool = False) -> None:
@@ -99,6 +102,7 @@ class GenAiReader:
         self.response_model: str | None = None
         self.unseen_bytes = 0                    # answer bytes not seen (DATA past a frame's first 512 bytes)
         self.unseen_request_bytes = 0
+        self.cut_events = 0                      # events whose line went on in bytes not seen: not counted
         self._request_carry = b""
         self._model_window = bytearray()
         self._model_done = False
@@ -120,7 +124,7 @@ class GenAiReader:
     def result(self) -> tuple:
         return (self.operation, self.request_model, self.stream, self.events, self.tokens, self.first_token_ns,
                 self.last_token_ns, self.stated_output_tokens, self.stated_input_tokens, self.response_model,
-                self.unseen_bytes, self.unseen_request_bytes)
+                self.unseen_bytes, self.unseen_request_bytes, self.cut_events)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GenAiReader) and self.result() == other.result()
@@ -162,8 +166,11 @@ class GenAiReader:
                 if not self._model_done:
                     self._model_done = True   # the model's window went on in bytes not seen
                     self._model_window = bytearray()
-                # the next bytes are read as a line's start; the current event stays open (counted, unless a
-                # mark was seen)
+                # an event whose line goes on in the bytes not seen is not known to be a token (its mark may
+                # be there); the next bytes are read as a line's start
+                if self._open and self._kind is not None and not self._open_marked:
+                    self._open = False
+                    self.cut_events += 1
                 self._end_line()
         except Exception:  # never raise on the wire's bytes: what was counted stays
             self._end_line()
