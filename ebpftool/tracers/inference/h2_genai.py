@@ -49,6 +49,8 @@ STREAM_OPERATION = "generate_content"   # an answer of events on another path (p
 _MARKS = (b'oices":[]', b'oices": []', b'ontent":""', b'ntent": ""', b'"text":""', b'"text": ""', b'sponse":""',
           b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'pecial":t', b'ssistant"}')
 _MARK = re.compile(b"|".join(re.escape(m) for m in _MARKS))
+# what every mark holds (the kernel's triggers, sse.bpf.h): most token lines hold none, and skip the regex
+_MARK_HINTS = (b'""', b"[]", b"{}", b'":t', b't"}')
 # a count's number: one optional space, then up to 10 digits (longer: the first 10, as the kernel reads them)
 _OUTPUT_COUNT = re.compile(rb'(?:mpletion_tokens|enerated_tokens|"output_tokens|"eval_count)": ?(\d{1,10})')
 _INPUT_COUNT = re.compile(rb'(?:"prompt_tokens|"input_tokens)": ?(\d{1,10})')
@@ -242,17 +244,18 @@ class GenAiReader:
             if len(self._head) >= LINE_HEAD or line_ended:
                 self._classify(line_ended)
         # a mark or count (never before a line's 9th byte) in the line's bytes so far
-        window = self._tail + seg
-        if self._open and not self._open_marked and _MARK.search(window):
+        window = self._tail + seg if self._tail else seg
+        if self._open and not self._open_marked and any(h in window for h in _MARK_HINTS) and _MARK.search(window):
             self._open_marked = True
-        for m in _OUTPUT_COUNT.finditer(window):
-            v = _number(window, m, line_ended)
-            if v is not None:
-                self.stated_output_tokens = v
-        for m in _INPUT_COUNT.finditer(window):
-            v = _number(window, m, line_ended)
-            if v is not None:
-                self.stated_input_tokens = v
+        if b'_tokens"' in window or b'_count"' in window:
+            for m in _OUTPUT_COUNT.finditer(window):
+                v = _number(window, m, line_ended)
+                if v is not None:
+                    self.stated_output_tokens = v
+            for m in _INPUT_COUNT.finditer(window):
+                v = _number(window, m, line_ended)
+                if v is not None:
+                    self.stated_input_tokens = v
         if line_ended:
             self._end_line()
         else:
