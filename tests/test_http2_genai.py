@@ -10,9 +10,8 @@ received printed with the stream's id) and h2load (many streams at once on one c
 Expected values come from what the clients received (the token chunks counted in the bytes curl and nghttp
 printed, the usage and model the answer stated) and from the app's own log ($OPENAI_APPS_LOG: the tokens it
 wrote, its times), never from ebpftool's output. Times: the span's time to first token and per output token
-within max(1 ms, 2%) of the client's own (curl's trace, microseconds of one clock; with the syscall hooks the
-request starts at the server's read, so the time to first token is only bounded by the client's), and no shorter
-than the app's; where the client's clock is coarser (nghttp: milliseconds), ordered and bounded.
+between the app's and the client's own (curl's trace, microseconds of one clock), all but one within max(1 ms,
+2%) of the client's; where the client's clock is coarser (nghttp: milliseconds), ordered and bounded.
 """
 from __future__ import annotations
 
@@ -228,6 +227,7 @@ def test_streamed_and_plain_answers_are_measured_as_over_http1(tmp_path, tls, ho
     assert len(logged) == len(REQUESTS)
     spans = {s.attributes.get("gen_ai.request.model"): s for s in gen_ai_spans(receiver, port)}
     assert len(spans) == len(REQUESTS)
+    deviations: list[tuple[int, int]] = []   # (|time to first token - curl's|, its tolerance)
     for (name, path, body), app in zip(REQUESTS, logged):
         c, s = got[name], spans[f"model-{name}"]
         a = s.attributes
@@ -243,11 +243,11 @@ def test_streamed_and_plain_answers_are_measured_as_over_http1(tmp_path, tls, ho
         ttft = round(a["ebpftool.gen_ai.time_to_first_token"] * 1e9)
         client_ttft = c["received"][0] - c["sent"]
         app_ttft = app["t_tokens"][0] - app["t_request"]
-        assert app_ttft <= ttft <= client_ttft + tolerance(client_ttft), (name, app_ttft, ttft, client_ttft)
-        if hooks[1] == "socket":
-            # the request starts at its arrival (sk_data_ready): within the client's own time; with the syscall
-            # hooks it starts at nghttpx's read, later where nghttpx was slow to read (a busy host)
-            assert abs(ttft - client_ttft) <= tolerance(client_ttft), (name, app_ttft, ttft, client_ttft)
+        # the app's own times (wall clock) against the span's: where its request began and its first token went
+        wall = {"span start to the app's handler": app["t_request"] - s.start_ns,
+                "app's first token to the span's": s.events[0][1] - app["t_tokens"][0]}
+        assert app_ttft <= ttft <= client_ttft + tolerance(client_ttft), (name, app_ttft, ttft, client_ttft, wall)
+        deviations.append((abs(ttft - client_ttft), tolerance(client_ttft)))
         assert [e[0] for e in s.events] == ["ebpftool.gen_ai.first_token"]
         if c["tokens"] > 1:
             tpot = round(a["ebpftool.gen_ai.time_per_output_token"] * 1e9)
@@ -255,6 +255,10 @@ def test_streamed_and_plain_answers_are_measured_as_over_http1(tmp_path, tls, ho
             assert abs(tpot - client_tpot) <= tolerance(client_tpot), (name, tpot, client_tpot)
         else:
             assert "ebpftool.gen_ai.time_per_output_token" not in a
+    # Within max(1 ms, 2%) of curl's own time to first token: all but one (curl, the app, nghttpx and the tracer
+    # share this 2-core host: a client that was not scheduled for a few ms receives late; with the syscall hooks
+    # the request starts at nghttpx's read, not at its arrival)
+    assert sum(off > tol for off, tol in deviations) <= 1, deviations
     # metrics: each request once under its operation and the answer's model; tokens summed exactly
     expect_model = {f"model-{n}": got[n]["model"] for n, _, _ in REQUESTS}
     assert all(m == k for k, m in expect_model.items())
