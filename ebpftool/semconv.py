@@ -90,6 +90,8 @@ CLIENT_PORT = "client.port"
 EBPFTOOL_GEN_AI_TIME_TO_FIRST_TOKEN = "ebpftool.gen_ai.time_to_first_token"
 EBPFTOOL_GEN_AI_TIME_PER_OUTPUT_TOKEN = "ebpftool.gen_ai.time_per_output_token"
 EBPFTOOL_GEN_AI_FIRST_TOKEN_EVENT = "ebpftool.gen_ai.first_token"
+# HTTP/2: bytes of the answer's DATA not seen (each frame's past its first 512): events and a usage there are not counted
+EBPFTOOL_GEN_AI_RESPONSE_UNSEEN_BYTES = "ebpftool.gen_ai.response.unseen_bytes"
 EBPFTOOL_HTTP_PIPELINED = "ebpftool.http.pipelined"
 # seconds from the arrival of a request's first byte (the span's start) to the server's first read of it
 EBPFTOOL_HTTP_QUEUE_TIME = "ebpftool.http.server.queue_time"

@@ -346,9 +346,11 @@ def test_node_https_and_http2_are_measured_with_their_tokens(certificate, hooks)
     assert counted == {(h1, None, "GET", 200, "https"): 2, (h1, None, "GET", 404, "https"): 1,
                        (h1, None, "POST", 200, "https"): 2, (h2, "2", "GET", 200, "https"): 2,
                        (h2, "2", "GET", 404, "https"): 1, (h2, "2", "POST", 200, "https"): 2}, counted
-    # the HTTP/1 streams' tokens, from the kernel's count (HTTP/2 answers carry no gen-AI metrics yet)
-    streamed = [p for p in receiver.latest("ebpftool.gen_ai.server.output_tokens") if p.attributes.get("server.port") == h1]
-    assert sum(p.value for p in streamed) == 9
+    # the streams' tokens: HTTP/1's counted in the kernel, HTTP/2's in user space (network.protocol.version 2)
+    streamed = receiver.latest("ebpftool.gen_ai.server.output_tokens")
+    assert sum(p.value for p in streamed if p.attributes.get("server.port") == h1) == 9
+    assert sum(p.value for p in streamed if p.attributes.get("server.port") == h2
+               and p.attributes.get("network.protocol.version") == "2") == 9
     figures = proc.figures("inference")
     assert figures["connections_tls_unknown"] == 0 and figures["connections_tls"] == 10, proc.stdout
     node = subprocess.run(["sh", "-c", "readlink -f $(command -v node)"], capture_output=True, text=True).stdout.strip()

@@ -11,7 +11,8 @@ servers do (vLLM, llama-cpp-python, the OpenAI API):
   token (`max_tokens` of them, the first after `ttft_ms`, the next `tpot_ms` apart, jittered by the
   token's index), then a finish-only chunk (empty delta, `finish_reason`), a usage-only chunk
   (`"choices":[]`) when `stream_options.include_usage` is true (every chunk then carries `"usage":null`,
-  as OpenAI's do), and `data: [DONE]`.
+  as OpenAI's do), and `data: [DONE]`; these last ones right after the last token, or `end_gap_ms` apart
+  (so that a proxy in front writes each in a frame of its own).
 - Not streamed: one JSON object, `model` near its start and `usage` at its end (longer than 1,500 bytes
   when `max_tokens` is large).
 
@@ -60,10 +61,16 @@ class Plan:
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.ttft = float(body.get("ttft_ms", 30)) / 1000
         self.tpot = float(body.get("tpot_ms", 10)) / 1000
+        self.end_gap = float(body.get("end_gap_ms", 0)) / 1000
         self.prompt_tokens = len(json.dumps(body.get("messages") or body.get("prompt") or "").split())
         self.created = int(time.time())
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{time.monotonic_ns():x}"
         self.object = "chat.completion" if self.chat else "text_completion"
+
+    async def end_pause(self) -> None:
+        """The wait before each chunk after the last token (none by default)."""
+        if self.end_gap:
+            await asyncio.sleep(self.end_gap)
 
     def token(self, i: int) -> str:
         return f"tok{i} "
@@ -161,9 +168,12 @@ def make_fastapi(sse_starlette: bool = True):
                 await asyncio.sleep(plan.gap(i))
                 entry["t_tokens"].append(time.time_ns())
                 yield plan.content(i)
+            await plan.end_pause()
             yield plan.finish()
             if plan.include_usage:
+                await plan.end_pause()
                 yield plan.usage_chunk()
+            await plan.end_pause()
             yield "[DONE]"
             entry["t_end"] = time.time_ns()
             log(entry)
@@ -241,9 +251,12 @@ def _aiohttp_app():
             await asyncio.sleep(plan.gap(i))
             entry["t_tokens"].append(time.time_ns())
             await resp.write(event(plan.content(i)))
+        await plan.end_pause()
         await resp.write(event(plan.finish()))
         if plan.include_usage:
+            await plan.end_pause()
             await resp.write(event(plan.usage_chunk()))
+        await plan.end_pause()
         await resp.write(event("[DONE]"))
         await resp.write_eof()
         entry["t_end"] = time.time_ns()

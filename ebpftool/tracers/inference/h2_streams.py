@@ -17,7 +17,7 @@ from ebpftool.core.cstruct import cstring, decode
 from ebpftool.core.netaddr import format_address
 from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanEvent, SpanKind, SpanRecord, counter, histogram, seconds_histogram
-from ebpftool.tracers.inference import http2, parsers
+from ebpftool.tracers.inference import h2_genai, http2, parsers
 from ebpftool.tracers.inference.records import H, STRUCTS
 
 H2_CONNECTIONS_MAX = 4096   # HTTP/2 connections followed at once in user space (each holds two HPACK tables)
@@ -72,8 +72,10 @@ class _Followed:
     conn: http2.Connection = field(default_factory=lambda: http2.Connection(preface_seen=True))
 
 
-# The metrics measured here: (unit, description, bounds, nanoseconds: the values are ns, exported as seconds).
-H2_METRICS: dict[str, tuple[str, str, tuple, bool]] = {
+# The metrics measured here: (unit, description, bounds, nanoseconds: the values are ns, exported as seconds);
+# bounds None: a counter. The generative-AI ones are HTTP/1's (metrics.py, from the kernel's maps): the same
+# names, units, descriptions and bounds.
+H2_METRICS: dict[str, tuple[str, str, tuple | None, bool]] = {
     sc.HTTP_SERVER_REQUEST_DURATION: ("s", "Duration of HTTP server requests", sc.HTTP_DURATION_BUCKETS, True),
     sc.RPC_SERVER_CALL_DURATION: ("s", "Duration of incoming remote procedure calls (gRPC)",
                                   sc.RPC_SERVER_CALL_DURATION_BUCKETS, True),
@@ -81,14 +83,30 @@ H2_METRICS: dict[str, tuple[str, str, tuple, bool]] = {
                                             sc.GEN_AI_TTFT_BUCKETS, True),
     sc.EBPFTOOL_RPC_RESPONSES_PER_RPC: ("{message}", "Messages a gRPC call answered with",
                                         sc.RPC_RESPONSES_PER_RPC_BUCKETS, False),
+    sc.GEN_AI_SERVER_REQUEST_DURATION: ("s", "Generative AI server request duration",
+                                        sc.GEN_AI_REQUEST_DURATION_BUCKETS, True),
+    sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN: ("s", "Time to generate the first token (first `data:` event written)",
+                                           sc.GEN_AI_TTFT_BUCKETS, True),
+    sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN: ("s", "Time per output token after the first (between `data:` events)",
+                                             sc.GEN_AI_TPOT_BUCKETS, True),
+    sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS: ("{token}", "Output tokens streamed (`data:` events other than [DONE])",
+                                       None, False),
 }
 
 
 class _Histograms:
-    """Cumulative histograms of H2_METRICS kept in user space: (metric, attributes) -> counts."""
+    """Cumulative histograms (and counters) of H2_METRICS kept in user space: (metric, attributes) -> counts."""
 
     def __init__(self) -> None:
         self.series: dict[tuple, tuple[dict[str, Any], HistSum]] = {}
+        self.counters: dict[tuple, list] = {}   # (metric, attributes) -> [attributes, total]
+
+    def count(self, metric: str, attrs: dict[str, Any], value: int) -> None:
+        key = (metric, tuple(sorted(attrs.items())))
+        entry = self.counters.get(key)
+        if entry is None:
+            entry = self.counters[key] = [attrs, 0]
+        entry[1] += value
 
     def add(self, metric: str, attrs: dict[str, Any], value: int) -> None:
         _unit, _description, bounds, nanoseconds = H2_METRICS[metric]
@@ -118,6 +136,9 @@ class _Histograms:
             else:
                 out.append(histogram(metric, unit, description, attrs, count=h.count, total=h.total,
                                      minimum=h.minimum, maximum=h.maximum, bucket_counts=h.buckets, bounds=bounds))
+        for (metric, _key), (attrs, total) in self.counters.items():
+            unit, description, _bounds, _nanoseconds = H2_METRICS[metric]
+            out.append(counter(metric, unit, description, total, attrs))
         return out
 
 
@@ -252,10 +273,28 @@ class InferenceHttp2:
             if error:
                 attrs[sc.ERROR_TYPE] = str(s.status) if s.status else "no_response"
             self._h2_hist.add(sc.HTTP_SERVER_REQUEST_DURATION, attrs, duration)
+            if s.gen_ai is not None:
+                self._h2_gen_ai_metrics(s, s.gen_ai, attrs, workload, duration)
         if self._h2_take_span():
             self._h2_span(peer, s, attrs, error)
         else:
             self.h2_spans_over_budget += 1
+
+    def _h2_gen_ai_metrics(self, s: http2.H2Stream, g: h2_genai.GenAiReader, http_attrs: dict[str, Any],
+                           workload: dict[str, Any], duration: int) -> None:
+        """A generative-AI request's histograms and token count, as the kernel's add_gen_ai_metrics() makes
+        them for HTTP/1 (requests.bpf.h), with network.protocol.version 2: a port that speaks both has two
+        series, not one point twice."""
+        g.finish()
+        attrs = gen_ai_attributes(g, http_attrs, workload)
+        self._h2_hist.add(sc.GEN_AI_SERVER_REQUEST_DURATION, attrs, duration)
+        if g.tokens > 0:
+            self._h2_hist.add(sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, attrs, time_to_first_token(s, g))
+        if g.output_tokens > 0:
+            self._h2_hist.count(sc.EBPFTOOL_GEN_AI_OUTPUT_TOKENS, {**attrs, sc.GEN_AI_TOKEN_TYPE: "output"},
+                                g.output_tokens)
+        if g.tokens > 1:
+            self._h2_hist.add(sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, attrs, time_per_output_token(g))
 
     def drops(self) -> dict[str, int]:
         """The kernel's drops, and the HTTP/2 spans the user-space budget refused (ebpftool.spans.unsampled)."""
@@ -298,6 +337,25 @@ class InferenceHttp2:
             name = f"{attrs[sc.HTTP_REQUEST_METHOD]} {parsers.path_template(s.path)}" if s.path else \
                 attrs[sc.HTTP_REQUEST_METHOD]
             message = f"HTTP {s.status}" if s.status else "closed without a response"
+            g = s.gen_ai
+            if g is not None:   # as spans.py gives an HTTP/1 generative-AI request
+                g.finish()
+                attrs[sc.GEN_AI_OPERATION_NAME] = g.operation
+                if g.request_model:
+                    attrs[sc.GEN_AI_REQUEST_MODEL] = g.request_model
+                if g.response_model:
+                    attrs[sc.GEN_AI_RESPONSE_MODEL] = g.response_model
+                if g.stated_input_tokens is not None:
+                    attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = g.stated_input_tokens
+                if g.stated_output_tokens is not None or g.tokens:
+                    attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = g.output_tokens
+                if g.tokens:
+                    attrs[sc.EBPFTOOL_GEN_AI_TIME_TO_FIRST_TOKEN] = time_to_first_token(s, g) / 1e9
+                    events.append(SpanEvent(sc.EBPFTOOL_GEN_AI_FIRST_TOKEN_EVENT, self.clock.to_wall_ns(g.first_token_ns)))
+                if g.tokens > 1:
+                    attrs[sc.EBPFTOOL_GEN_AI_TIME_PER_OUTPUT_TOKEN] = time_per_output_token(g) / 1e9
+                if g.unseen_bytes:
+                    attrs[sc.EBPFTOOL_GEN_AI_RESPONSE_UNSEEN_BYTES] = g.unseen_bytes
         span = SpanRecord(name, self.clock.to_wall_ns(s.request_start_ns), self.clock.to_wall_ns(s.end_ns),
                           kind=SpanKind.SERVER, attributes=attrs, events=events, error=error,
                           status_message=message if error else "")
@@ -315,6 +373,28 @@ class InferenceHttp2:
                                   "not parse): their open streams not measured; after a loss of records the "
                                   "kernel measures the streams that begin", n, {sc.SERVER_PORT: port}))
         return points
+
+
+def gen_ai_attributes(g: h2_genai.GenAiReader, http_attrs: dict[str, Any], workload: dict[str, Any]) -> dict[str, Any]:
+    """The attributes of a generative-AI request's metrics: HTTP/1's (metrics.py _key_attrs: port, workload,
+    operation, the answer's model, error.type) and network.protocol.version."""
+    attrs: dict[str, Any] = {sc.SERVER_PORT: http_attrs[sc.SERVER_PORT], **workload,
+                             sc.GEN_AI_OPERATION_NAME: g.operation, sc.NETWORK_PROTOCOL_VERSION: "2"}
+    if g.response_model:
+        attrs[sc.GEN_AI_RESPONSE_MODEL] = g.response_model
+    if sc.ERROR_TYPE in http_attrs:
+        attrs[sc.ERROR_TYPE] = http_attrs[sc.ERROR_TYPE]
+    return attrs
+
+
+def time_to_first_token(s: http2.H2Stream, g: h2_genai.GenAiReader) -> int:
+    """ns from the request's start to the first token event (g.tokens > 0)."""
+    return max(0, g.first_token_ns - s.request_start_ns)
+
+
+def time_per_output_token(g: h2_genai.GenAiReader) -> int:
+    """ns between token events after the first, on average (g.tokens > 1)."""
+    return (g.last_token_ns - g.first_token_ns) // (g.tokens - 1)
 
 
 def time_to_first_message(s: http2.H2Stream) -> int:

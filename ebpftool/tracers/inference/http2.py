@@ -11,7 +11,9 @@ The kernel side (finding h2 connections, forwarding their bytes) comes later; th
   streams they carry: `feed(sender, data, ts)` returns the streams that ended in that piece (END_STREAM on the
   response, RST_STREAM, or refused by a GOAWAY), each an `H2Stream` with what may leave the node: method,
   path (no query), authority, content type, `:status`, gRPC status and message, DATA bytes each way, gRPC
-  messages each way, and times. Times are whatever the caller passes with each piece (the times of the reads).
+  messages each way, and times; for a generative-AI request (its path, or an answer of Server-Sent Events) its
+  tokens, their times, the stated usage and the model (`H2Stream.gen_ai`, h2_genai.py). Times are whatever the
+  caller passes with each piece (the times of the reads).
 
 Every malformed input raises `H2Error` (HPACK errors included) and nothing else; the connection is then
 given up (`Connection.error` says why) and later pieces are ignored: HTTP/2 makes such errors fatal to the
@@ -25,6 +27,7 @@ import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from ebpftool.tracers.inference import h2_genai
 from ebpftool.tracers.inference.hpack import Decoder, HpackError
 from ebpftool.tracers.inference.parsers import MAX_PATH, METHODS, OTHER_METHOD, clean_path
 
@@ -358,6 +361,9 @@ class H2Stream:
     messages_lost: bool = False        # a message's length prefix was in DATA not seen: its counts are too low
     pushed: bool = False               # a server push (PUSH_PROMISE)
     upgraded: bool = False             # stream 1 of an h2c Upgrade: its request was HTTP/1.1
+    # a generative-AI request (its path, as over HTTP/1; or an answer of Server-Sent Events): its DATA read for
+    # tokens, their times, the stated usage and the model (h2_genai.py); None for other streams
+    gen_ai: h2_genai.GenAiReader | None = None
     _messages: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -521,6 +527,9 @@ class Connection:
         """The streams still open (the connection closed before they ended), their end unknown."""
         left = list(self.streams.values())
         self.streams.clear()
+        for s in left:
+            if s.gen_ai is not None:
+                s.gen_ai.finish()
         return left
 
     # -- frames ----------------------------------------------------------------------------------------
@@ -538,6 +547,8 @@ class Connection:
         if s.ended:
             return
         s.end_ns, s.end_reason = ts, reason
+        if s.gen_ai is not None:
+            s.gen_ai.finish()
         self.streams.pop(s.stream_id, None)
         self.finished_count += 1
         done.append(s)
@@ -657,6 +668,7 @@ class Connection:
         s.scheme = "http"
         s.request_start_ns, s.request_end_ns = up.ts, up.end_ts
         s.request_bytes = up.body_length
+        _gen_ai_begin(s)
 
     def _header_block(self, sender: str, block: _HeaderBlock, end_ts: int, done: list) -> None:
         fields = self.decoders[sender].decode(b"".join(block.fragments), WANTED_HEADERS)
@@ -675,13 +687,16 @@ class Connection:
         if sender == CLIENT:
             if s.request_start_ns is None:
                 self._request_fields(s, fields, ts)
+                _gen_ai_begin(s)
             if end_stream:
                 s.request_end_ns = end_ts
             return
-        status = grpc_status = grpc_message = None
+        status = grpc_status = grpc_message = content_type = None
         for name, value in fields:
             if name == b":status":
                 status = value
+            elif name == b"content-type":
+                content_type = value
             elif name == b"grpc-status":
                 grpc_status = value
             elif name == b"grpc-message":
@@ -695,6 +710,10 @@ class Connection:
                 raise H2Error("bad :status")
             if code >= 200 and s.status is None:
                 s.status, s.response_start_ns = code, ts
+                if (s.gen_ai is None and content_type is not None and not s.grpc and not s.pushed
+                        and content_type.lower().startswith(h2_genai.SSE_CONTENT_TYPE)):
+                    # a stream of events on a path not known as generative AI (HTTP/1: OP_STREAM)
+                    s.gen_ai = h2_genai.GenAiReader(h2_genai.STREAM_OPERATION)
         if grpc_status is not None:
             try:
                 s.grpc_status = int(grpc_status)
@@ -732,6 +751,11 @@ class Connection:
                 s.first_data_ns = piece.ts
         else:
             s.request_bytes += size
+        if s.gen_ai is not None and size:
+            if sender == SERVER:
+                s.gen_ai.response(piece.data, piece.end_ts, piece.skipped)
+            else:
+                s.gen_ai.request(piece.data, piece.skipped)
         if s.grpc and size:
             counter = s._messages.get(sender)
             if counter is None:
@@ -751,6 +775,15 @@ class Connection:
                 self._finish(s, piece.end_ts, "end_stream", done)
             else:
                 s.request_end_ns = piece.end_ts
+
+
+def _gen_ai_begin(s: H2Stream) -> None:
+    """A reader for a request whose path names a generative-AI operation (not gRPC, not a push): decided once,
+    at its request headers, so that other streams' DATA costs nothing more."""
+    if s.gen_ai is None and not s.grpc and not s.pushed:
+        op = h2_genai.operation(s.method, s.path)
+        if op is not None:
+            s.gen_ai = h2_genai.GenAiReader(op, h2_genai.is_ndjson(s.path))
 
 
 def _authority(value: bytes) -> str:
