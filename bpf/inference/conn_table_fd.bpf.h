@@ -86,10 +86,9 @@ static __always_inline u32 socket_ports(u64 sk)
     return ports;
 }
 
-static __always_inline void follow_socket(u64 sk, u64 k, struct conn_state *c, u64 now)
+/* The first arrival on socket sk noted before its connection's state could be found, taken by that state. */
+static __always_inline void take_early_arrival(u64 sk, struct conn_state *c, u64 now)
 {
-    sock_conns.update(&sk, &k);
-    c->sock_known = 1;
     struct early_arrival *early = early_arrivals.lookup(&sk);
     if (!early)
         return;
@@ -99,6 +98,13 @@ static __always_inline void follow_socket(u64 sk, u64 k, struct conn_state *c, u
             c->arrival_last = early->ts;  /* (the first arrival before the accept: the only one kept) */
     }
     early_arrivals.delete(&sk);
+}
+
+static __always_inline void follow_socket(u64 sk, u64 k, struct conn_state *c, u64 now)
+{
+    sock_conns.update(&sk, &k);
+    c->sock_known = 1;
+    take_early_arrival(sk, c, now);
 }
 
 #endif

@@ -37,17 +37,19 @@ RAW_TRACEPOINT_PROBE(sk_data_ready)
         return 0;  /* not a served port, or a listening socket (no remote port) */
     u64 now = bpf_ktime_get_ns();
     u64 *k = sock_conns.lookup(&sk);
-    if (!k) {
+    struct conn_state *c = k ? conns.lookup(k) : 0;
+    if (!c) {
+        /* not accepted yet, or accepted and its state not stored yet (accept_exit ties the socket first):
+         * the connection takes it when it is */
         struct early_arrival early = {.ts = now, .ports = ports};
         early_arrivals.insert(&sk, &early);  /* the first arrival stays */
         return 0;
     }
-    struct conn_state *c = conns.lookup(k);
     /* As with the socket hooks: bytes arriving while no request is open, or after its answer began,
      * are the next request's first. */
-    if (c && c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0))
+    if (c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0))
         c->arrival = now;
-    if (c && (c->seq == 0 || c->proto == PROTO_H2))
+    if (c->seq == 0 || c->proto == PROTO_H2)
         c->arrival_last = now;  /* (conn_state.arrival_last) */
     return 0;
 }
@@ -118,6 +120,15 @@ static __always_inline int accept_exit(long ret)
         follow_socket(sk, k, &c, bpf_ktime_get_ns());  /* on the new state, before it is stored */
 #endif
     conns.update(&k, &c);
+#if SYSCALL_SOCKETS && ARRIVAL_HOOK
+    if (sk) {
+        /* bytes that arrived between tying the socket and storing the state found no state: noted as an
+         * early arrival, taken now */
+        struct conn_state *stored = conns.lookup(&k);
+        if (stored)
+            take_early_arrival(sk, stored, bpf_ktime_get_ns());
+    }
+#endif
     last_writes.delete(&k);
     count_accepted(c.port);
     return 0;
