@@ -2,7 +2,8 @@
  * HTTP/2 connection; so is one whose HTTP/1.1 request asked for an h2c Upgrade that the server's 101 took. Its header blocks can only be decoded in order and in full (HPACK: each block refers to
  * the blocks before it, RFC 7541), so the kernel does not parse requests here: it walks the frame headers of
  * every read and write and hands user space each direction's bytes in order, all of them but the DATA
- * payload past its first H2_DATA_PEEK bytes (a skip count stands for those), in h2_bytes_event records.
+ * payload past its first H2_DATA_PEEK bytes (and, from the server, before its last H2_DATA_TAIL: a skip count
+ * stands for those), in h2_bytes_event records.
  * User space (ebpftool/tracers/inference/http2.py) decodes the streams, their times and gRPC messages.
  * These records are not under the span budget: a lost one loses the connection's header table for user
  * space. From then on nothing more of it is sent (H2_MUTED) and its streams are measured here instead, with
@@ -121,6 +122,7 @@ static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 preface_
     c->h2_copy[H2_FROM_CLIENT] = 0;
     c->h2_next[H2_FROM_SERVER] = 0;
     c->h2_copy[H2_FROM_SERVER] = 0;
+    c->h2_tail[0] = c->h2_tail[1] = 0;
     c->h2_have[0] = c->h2_have[1] = 0;
     c->h2_drop[0] = c->h2_drop[1] = 0;
     c->h2_lost = 0;
@@ -200,9 +202,10 @@ struct h2_walk {
     u64 pos;        /* the walk's place in it */
     u64 win;        /* its first byte not sent yet */
     u64 remaining;  /* bytes of the read or write after this buffer */
-    u64 next;       /* conn_state.h2_next, h2_copy, h2_have of the direction walked */
+    u64 next;       /* conn_state.h2_next, h2_copy, h2_have, h2_tail of the direction walked */
     u64 copy;
     u64 have;
+    u64 tail;
     u64 iov_i;      /* the index of the next iovec */
     u64 done;       /* 1: every byte walked; 2: stopped (lost); 3: the next buffer is next_p, next_n */
     u64 next_p;
@@ -451,8 +454,13 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
                 V(w->next) = next - k;
                 return;
             }
-            skip = next < avail ? next : avail;
+            u64 tail = V(w->tail);  /* a server DATA frame's last bytes, copied after those skipped */
+            skip = next - tail < avail ? next - tail : avail;
             V(w->next) = next - skip;
+            if (tail && next - skip == tail) {
+                V(w->copy) = tail;
+                V(w->tail) = 0;
+            }
             if (V(w->drop)) {
                 /* a frame left out whole: the bytes before its header are sent, its own are passed over */
                 send = V(w->drop_from) - win;
@@ -504,11 +512,17 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
                 V(w->peek_off) = off;
                 V(w->peek_len) = next > off ? next - off : 0;
                 V(w->copy) = 0;
+                V(w->tail) = 0;
                 return;
             }
             if (dir == H2_FROM_CLIENT && type == H2_TYPE_HEADERS)
                 stat_add(STAT_INF_H2_BEGUN, 1);  /* (unless the record holding it is lost: see there) */
             V(w->copy) = type == H2_TYPE_DATA ? (next < H2_DATA_PEEK ? next : H2_DATA_PEEK) : next;
+            /* from the server, a longer DATA frame's last bytes too; one a little longer is sent whole */
+            if (type == H2_TYPE_DATA && dir == H2_FROM_SERVER && next > H2_DATA_PEEK)
+                V(w->copy) = next <= H2_DATA_PEEK + H2_DATA_TAIL ? next : H2_DATA_PEEK;
+            V(w->tail) = type == H2_TYPE_DATA && dir == H2_FROM_SERVER && next > H2_DATA_PEEK + H2_DATA_TAIL ?
+                         H2_DATA_TAIL : 0;
             /* Flow control, pings and priorities say nothing of a stream's request or answer (gRPC sends a
              * WINDOW_UPDATE and a PING or two per call): left out whole, header too, where the header lies
              * in this buffer and the bytes before it fit one record. User space reads the frames around. */
@@ -610,6 +624,7 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     w->remaining = total - n;
     w->next = c->h2_next[dir];
     w->copy = c->h2_copy[dir];
+    w->tail = c->h2_tail[dir];
     w->have = c->h2_have[dir];
     w->iov_i = 1;
     w->done = 0;
@@ -663,6 +678,7 @@ static __always_inline int h2_run_end(void *ctx, u64 via, struct conn_state *c, 
     }
     c->h2_next[dir] = V(w->next);
     c->h2_copy[dir] = V(w->copy);
+    c->h2_tail[dir] = V(w->tail);
     c->h2_have[dir] = V(w->have);
     c->h2_drop[dir] = V(w->drop) != 0;
     return 0;

@@ -140,7 +140,7 @@ struct conn_state {
     __u8 h2_seq_known;
     __u8 tls_data_seen;  /* a TLS application-data record was read outside any library call (see tls_unknown) */
     __u8 h2_drop[2];     /* per direction: the rest of the current frame is left out (a frame user space needs not) */
-    __u8 h2_pad[4];
+    __u16 h2_tail[2];    /* per direction: the current DATA frame's last bytes to copy after those skipped */
     __u64 arrival_last;  /* the latest bytes arrived (sk_data_ready) before the next read, kept only before the
                           * connection's first request began and on HTTP/2 connections: a read of many frames
                           * is timed by its last bytes, so that no stream in it starts before it was sent */
@@ -153,6 +153,8 @@ struct conn_state {
 #define H2_FROM_SERVER 1
 #define H2_CHUNK 4096        /* bytes one h2_bytes_event can hold */
 #define H2_DATA_PEEK 512     /* bytes of each DATA frame sent to user space (gRPC message prefixes); the rest are skipped */
+#define H2_DATA_TAIL 512     /* and the last bytes of each DATA frame from the server (a stream's usage chunk, a JSON
+                              * answer's usage: where answers state their tokens) */
 
 /* An HTTP/2 connection began or ended: what names it (EVENT_H2_OPEN, EVENT_H2_CLOSE). */
 struct h2_open_event {
@@ -178,7 +180,7 @@ struct h2_open_event {
 };
 
 /* Bytes of one direction of an HTTP/2 connection, in order: `len` bytes copied, then `skip` bytes that
- * were not (DATA past its first H2_DATA_PEEK bytes). ts: the read's return or the write; arrival: see there. */
+ * were not (DATA past its first H2_DATA_PEEK bytes, and before a server frame's last H2_DATA_TAIL). ts: the read's return or the write; arrival: see there. */
 struct h2_bytes_event {
     __u32 type;
     __u32 pid;
