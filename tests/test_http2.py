@@ -23,7 +23,8 @@ import pytest
 
 from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
-from tests.servers.nginx import free_port, nginx_server, wait_listening
+from tests.servers.nginx import free_port, nginx_server
+from tests.servers.process import serving
 
 pytestmark = pytest.mark.bpf
 
@@ -45,14 +46,8 @@ def grpc_server(tmp_path, tls: tuple[str, str] | None = None):
     args = [sys.executable, "-m", "tests.servers.grpc_server", str(port), str(log)]
     if tls:
         args += ["--tls", *tls]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        wait_listening(port)
+    with serving(args, port, ready_line=True):
         yield port, log
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def tolerance(ns: int) -> int:
@@ -184,14 +179,9 @@ def split_relay(upstream: int, *args: str):
     """tests/servers/split_relay.py in front of a server: by default 7-byte reads from the client, 5-byte
     writes to it (args: READ_SIZE WRITE_SIZE READ_DELAY_MS)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream), *args],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
+    with serving([sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream), *args], port,
+                 ready_line=True):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_frames_cut_at_every_point_between_syscalls_are_followed(tmp_path, hooks):
@@ -299,16 +289,10 @@ def nghttpx_h2c(backend_port: int):
     """nghttp2's proxy with a cleartext frontend (HTTP/1.1, HTTP/2 with prior knowledge, and the h2c Upgrade)
     in front of an HTTP/1 backend; yields the frontend's port."""
     port = free_port()
-    proc = subprocess.Popen(["nghttpx", f"--frontend=127.0.0.1,{port};no-tls", f"--backend=127.0.0.1,{backend_port}",
-                             "--workers=1", "--log-level=WARN", "--errorlog-file=/dev/stderr",
-                             "--accesslog-file=/dev/null", "--no-ocsp", "--conf=/dev/null"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_listening(port)
+    with serving(["nghttpx", f"--frontend=127.0.0.1,{port};no-tls", f"--backend=127.0.0.1,{backend_port}",
+                  "--workers=1", "--log-level=WARN", "--errorlog-file=/dev/stderr", "--accesslog-file=/dev/null",
+                  "--no-ocsp", "--conf=/dev/null"], port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_h2c_upgrade_requests_are_measured_as_http2(hooks, tmp_path):

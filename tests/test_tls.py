@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server, wait_listening
+from tests.servers.process import serving
 
 pytestmark = pytest.mark.bpf
 
@@ -93,13 +94,8 @@ def certificate(tmp_path_factory):
 @contextlib.contextmanager
 def stdlib_tls_server(cert: str, key: str):
     port = free_port()
-    proc = subprocess.Popen(["/usr/bin/python3", "-c", STDLIB_TLS_SERVER, str(port), cert, key])
-    try:
-        wait_listening(port)
+    with serving(["/usr/bin/python3", "-c", STDLIB_TLS_SERVER, str(port), cert, key], port):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def client(port: int) -> http.client.HTTPSConnection:
@@ -295,14 +291,9 @@ def test_tls_that_no_hooked_library_reads_is_counted_with_its_reason(certificate
 @contextlib.contextmanager
 def node_server(mode: str, cert: str, key: str):
     port = free_port()
-    proc = subprocess.Popen(["node", str(Path(__file__).parent / "servers" / "node_server.js"), mode, str(port),
-                             cert, key], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
+    script = str(Path(__file__).parent / "servers" / "node_server.js")
+    with serving(["node", script, mode, str(port), cert, key], port, ready_line=True):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def curl(*args: str) -> str:
