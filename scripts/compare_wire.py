@@ -104,10 +104,14 @@ def pair(exchanges: list[wire.Exchange], spans: list[dict]) -> list[tuple[wire.E
     by_port: dict[int, list[dict]] = defaultdict(list)
     for s in sorted(spans, key=lambda s: s["start_time_unix_nano"]):
         by_port[s["attributes"].get("client.port")].append(s)
+    # A client port may be used again by a later connection in one run (a run of llama.cpp did: two
+    # connections from one port 255 ms apart): the k-th request from a port, in time, has the k-th span.
+    seen: dict[int, int] = defaultdict(int)
     out = []
-    for x in exchanges:
-        mine = by_port.get(x.client[1], [])
-        out.append((x, mine[x.index] if x.index < len(mine) else None))
+    for x in sorted(exchanges, key=lambda x: (x.client[1], x.request_first_ns)):
+        mine, k = by_port.get(x.client[1], []), seen[x.client[1]]
+        seen[x.client[1]] += 1
+        out.append((x, mine[k] if k < len(mine) else None))
     return out
 
 
@@ -148,7 +152,7 @@ def main() -> int:
     if args.dropped:
         print(f"the capture dropped {args.dropped} packets (tcpdump): the wire's truth is incomplete")
         ok = False
-    extra = len(spans) - (len(pairs) - len(lost))
+    extra = len(spans) - len({id(s) for _, s in pairs if s is not None})
     print(f"{len(exchanges)} requests on the wire, {len(exchanges) - len(lost)} with a span; {len(spans)} spans, "
           f"{extra} for no request" + (f"; no span for {[describe(x) for x in lost[:5]]}" if lost else ""))
     ok &= not lost and not extra
