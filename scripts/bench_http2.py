@@ -143,12 +143,14 @@ def main() -> None:
                     tracer.terminate()
                     tracer.communicate(timeout=60)
                 figures = json.loads(summary.read_text())["tracers"]["inference"]
-                measured.append((figures["h2_streams"], streams, figures["h2_connections_lost"]))
+                measured.append((figures["h2_streams"], streams, figures["h2_connections_lost"],
+                                 figures.get("h2_streams_kernel") or 0, figures.get("h2_streams_lost") or 0))
                 pairs.append((without, with_rps))
                 print(f"round {i + 1}: without {without:,.0f} req/s, with {with_rps:,.0f} req/s, ratio "
                       f"{with_rps / without:.3f}; tracer CPU {cpu_per_1000[-1] * 1000:.1f} ms per 1,000 streams; "
-                      f"streams measured {measured[-1][0]:,} of {measured[-1][1]:,} (connections lost: "
-                      f"{measured[-1][2]})", flush=True)
+                      f"of {measured[-1][1]:,} streams {measured[-1][0]:,} measured in user space, "
+                      f"{measured[-1][3]:,} in the kernel (connections muted or given up: {measured[-1][2]}), "
+                      f"{measured[-1][4]:,} not measured", flush=True)
     ratios = [w / wo for wo, w in pairs]
     bpf_ns = sum(c["ns_per_stream"] for c in costs.values())
     result = {"protocol": "grpc" if args.grpc else "h2" if args.tls else "h2c", "rounds": len(pairs), "seconds": args.seconds,
