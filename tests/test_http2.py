@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server
+from ebpftool.tracers.inference.tracer import LATER_PROGRAMS_LOADED
 from tests.servers.process import serving
 
 pytestmark = pytest.mark.bpf
@@ -305,7 +306,8 @@ def test_h2c_upgrade_requests_are_measured_as_http2(hooks, tmp_path):
     try:
         with nginx_server() as backend, nghttpx_h2c(backend) as port:
             with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks],
+                                 ready_marker=LATER_PROGRAMS_LOADED) as proc:
                 for _ in range(3):
                     out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version} %{response_code}",
                                           "--http2", f"http://127.0.0.1:{port}/index.html"],
@@ -344,7 +346,8 @@ def test_streams_of_connections_whose_records_were_lost_are_measured_in_the_kern
     try:
         with nginx_server(http2=True) as port:
             with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks],
+                                 ready_marker=LATER_PROGRAMS_LOADED) as proc:
                 os.kill(proc.proc.pid, signal.SIGSTOP)
                 try:
                     found = h2load(f"http://127.0.0.1:{port}/index.html", "-n", "20000", "-c", "2", "-m", "10")

@@ -228,6 +228,7 @@ struct h2_walk {
     u64 peek_off;
     u64 peek_len;
     u64 notes_n;    /* muted: frames of this run to measure after its turns (h2_measure_notes) */
+    u64 notes_begun; /* of them, the client's HEADERS (streams begun) */
     struct h2_note {
         u64 block;  /* where its header block's first bytes are (0: not looked at) */
         u32 sid;
@@ -390,6 +391,8 @@ static __always_inline void h2_note(struct h2_walk *w, u64 peek, u64 block, u64 
     note->room = room;
     note->pad = 0;
     V(w->notes_n) = i + 1;
+    if (V(w->dir) == H2_FROM_CLIENT && note->type == H2_TYPE_HEADERS)
+        V(w->notes_begun) += 1;
 }
 
 /* The frames a run noted, measured (h2_kernel_frame), in order. */
@@ -403,6 +406,7 @@ static __always_inline void h2_measure_notes(struct conn_state *c, u32 dir, stru
         h2_kernel_frame(c, dir, w, note->type, note->flags, note->sid, note->block, note->room);
     }
     V(w->notes_n) = 0;
+    V(w->notes_begun) = 0;
 }
 
 /* One turn of a walk: walks a payload part or a frame header, or moves to the next buffer; what it has to
@@ -634,6 +638,7 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     w->mute = (c->h2_lost & H2_MUTED) != 0;
     w->peek = 0;
     w->notes_n = 0;
+    w->notes_begun = 0;
     w->key = *k;
     w->iov_array = iov_array;
     w->iov_in_kernel = iov_in_kernel;
@@ -667,7 +672,13 @@ static __always_inline int h2_run_end(void *ctx, u64 via, struct conn_state *c, 
     }
     if (V(w->notes_n))
         h2_continue(ctx, via, H2_SLOT_MEASURE);  /* (the tail call does not come back when it is made) */
-    V(w->notes_n) = 0;  /* no measuring program: not loaded */
+    if (V(w->notes_n)) {
+        /* no measuring program (loaded after the start): the streams begun in these frames are not measured,
+         * counted as begun for user space, which did not measure them */
+        stat_add(STAT_INF_H2_BEGUN, V(w->notes_begun));
+        V(w->notes_n) = 0;
+        V(w->notes_begun) = 0;
+    }
     if (V(w->done) == 0 && ++w->runs < H2_RUNS)
         h2_continue(ctx, via, H2_SLOT_WALK);  /* more turns */
     if (V(w->done) == 1 && V(w->fill) && !V(w->mute) && !h2_flush(c, dir, w, 0))

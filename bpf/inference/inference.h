@@ -67,7 +67,10 @@
 #define STAT_INF_H2_KERNEL 11    /* HTTP/2 streams measured in the kernel (on connections whose records were lost) */
 #define STAT_INF_H2_UNWALKED 12  /* HTTP/2 connection directions whose frames were no longer found (walk bounds) */
 #define STAT_INF_H2_BEGUN 13     /* the client's HEADERS frames walked and sent to user space (streams begun there,
-                                  * but for a request's trailers): what it did not measure was lost */
+                                  * but for a request's trailers), or noted and not measured (no measuring program
+                                  * yet): what user space did not measure was lost */
+#define STAT_INF_SWITCH_UNREAD 14 /* 101s written before the program that reads them was loaded (the start's first
+                                   * moments): an h2c Upgrade among them not followed */
 
 /* conn_state.tls */
 #define TLS_BIO_UNKNOWN 1  /* TLS, how the library meets the socket not known yet */

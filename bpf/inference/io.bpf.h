@@ -94,7 +94,8 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
     in->model_looked = 0;
     if (upgrade) {
         scan_prog.call(ctx, SCAN_SWITCHED);
-        switched_protocols_elsewhere(k, c, now);  /* no such program loaded */
+        stat_add(STAT_INF_SWITCH_UNREAD, 1);  /* not loaded yet */
+        switched_protocols_elsewhere(k, c, now);
         return 0;
     }
     next_scan(ctx, from_uprobe, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);

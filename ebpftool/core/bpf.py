@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ebpftool.core import bpf_cache, bpf_compile
@@ -273,6 +273,15 @@ def in_threads(calls: Sequence[Callable[[], Any]], width: int) -> list[Any]:
     if failures:
         raise failures[min(failures)]
     return results
+
+
+def in_background(call: Callable[[], Any]) -> Future:
+    """Run call on a thread of the process's pool (in_threads'), returning at once."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="ebpftool")
+        return _POOL.submit(call)
 
 
 def side_by_side(calls: Sequence[tuple[Callable[[int], Any], int]]) -> list[Any]:

@@ -168,6 +168,7 @@ def _(s: InferenceSummary) -> list[tuple[str, Any]]:
         ("HTTP/2 streams open then (not measured)", s.h2_streams_lost),
         ("HTTP/2 streams measured in the kernel after", s.h2_streams_kernel),
         ("HTTP/2 directions whose frames were lost", s.h2_directions_unwalked),
+        ("101s before their program loaded (h2c Upgrade not followed)", s.switches_unread),
         ("spans sent", s.spans_sent),
     ]
     return rows + [(k, v) for k, v in optional if v is not None]

@@ -188,5 +188,6 @@ class InferenceSummary:
     h2_streams_lost: int | None = None        # streams open on those connections when they were given up
     h2_streams_kernel: int | None = None      # streams of connections whose records were lost, measured in the kernel
     h2_directions_unwalked: int | None = None  # connection directions whose frames were no longer found
+    switches_unread: int | None = None         # 101s written before their program loaded (None: none)
     spans_sent: int | None = None
     headline: InferenceHeadline | None = None  # None before the first export

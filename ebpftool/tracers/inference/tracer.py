@@ -21,8 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ebpftool.core.bpf import (BpfProgram, bucket_macro, kernel_allows_uprobe_multi, run_raw_tracepoint_program,
-                               seconds_to_ns)
+from ebpftool.core.bpf import (BpfProgram, bucket_macro, in_background, in_threads, kernel_allows_uprobe_multi,
+                               run_raw_tracepoint_program, seconds_to_ns)
 from ebpftool.core.plan import Plan, usable
 from ebpftool.core.tracer import TracerOptions
 from ebpftool.enrich import k8s
@@ -74,6 +74,10 @@ def _may_fail(load: Callable[[], int]) -> int | None:
         return load()
     except Exception:  # OSError from our loader, bare Exception from BCC's
         return None
+
+
+# said once the rare paths' programs are in place (tests that need them wait for it)
+LATER_PROGRAMS_LOADED = "h2c Upgrade and muted HTTP/2 connections followed"
 
 
 class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceMetrics, BpfTracer):
@@ -217,7 +221,14 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                          ("h2_prog_write", 1, scan_program("h2_measure_write"))]
             if defines["TLS_HOOKS"]:
                 h2_arrays += [("h2_prog_tls", 0, tls_twin("h2_walk_tls")), ("h2_prog_tls", 1, tls_twin("h2_measure_tls"))]
-            loads = [scan_program(f) for f in WRITE_PROGRAMS] + [load for _array, _slot, load in h2_arrays]
+            # Programs of rare paths (an h2c Upgrade's 101, a muted HTTP/2 connection's frames) load after the
+            # probes are attached, off the start's path; until then those paths fall back (the connection let go;
+            # the frames unmeasured, the streams counted as not measured)
+            later = [("scan_prog", WRITE_PROGRAMS.index("switched_protocols"), scan_program("switched_protocols"))]
+            later += [entry for entry in h2_arrays if entry[1] == 1]
+            h2_arrays = [entry for entry in h2_arrays if entry[1] == 0]
+            self._later_programs = later
+            loads = [scan_program(f) for f in SCAN_FUNCTIONS] + [load for _array, _slot, load in h2_arrays]
             if defines["TLS_HOOKS"]:
                 # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h),
                 # each as the uprobes it will be attached as
@@ -231,11 +242,11 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
             # the hooks' own programs first: the largest (the send hook's ~11,000 instructions) end last otherwise
             hooks_first = [lambda tp=tp, f=f: prog.load_btf_tracepoint(tp, f) for tp, f in btf_attached]
             fds = prog.load_side_by_side(hooks_first + loads)[len(hooks_first):]
-            for slot in range(len(WRITE_PROGRAMS)):
+            for slot in range(len(SCAN_FUNCTIONS)):
                 bpf["scan_prog"][slot] = fds[slot]
             for i, (array, slot, _load) in enumerate(h2_arrays):
-                bpf[array][slot] = fds[len(WRITE_PROGRAMS) + i]
-            twins = len(WRITE_PROGRAMS) + len(h2_arrays)
+                bpf[array][slot] = fds[len(SCAN_FUNCTIONS) + i]
+            twins = len(SCAN_FUNCTIONS) + len(h2_arrays)
             if defines["TLS_HOOKS"]:
                 for slot in range(len(SCAN_FUNCTIONS)):
                     bpf["scan_prog_tls"][slot] = fds[twins + slot]
@@ -252,6 +263,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
             raise EbpftoolError(f"the kernel refused the SSE event counter of bpf/inference: {exc}") from exc
         self.prog = prog
         self.programs.append(prog)
+        self._later_loaded = in_background(self._load_later_programs)
         self.plan = plan
         self.hooks = "socket" if socket_hooks else "syscall"
         self.btf_hooks = btf_attached
@@ -310,6 +322,24 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                 bits ^= low
         states = (conns[conns.Key(slot)] for slot in slots)
         return [c for c in states if c.key > H["CONN_CLAIMED"]]
+
+    def _load_later_programs(self) -> None:
+        """The rare paths' programs (_load), loaded side by side once the probes are attached."""
+        bpf = self.prog.bpf
+        try:
+            fds = in_threads([load for _array, _slot, load in self._later_programs], 2)
+        except Exception as exc:  # BCC raises bare Exception: those paths keep their fallbacks
+            self.notify(f"HTTP/2's h2c Upgrade and muted-connection programs not loaded: {str(exc)[-200:]}")
+            return
+        for (array, slot, _load), fd in zip(self._later_programs, fds):
+            bpf[array][slot] = fd
+        self.notify(LATER_PROGRAMS_LOADED)
+
+    def stop(self) -> None:
+        later = getattr(self, "_later_loaded", None)
+        if later is not None:
+            later.result()   # not closed under a load still running
+        super().stop()
 
     def finish_pending(self) -> None:
         """Tracing ends: every request whose response has begun is finished now (it ends at its last
@@ -389,6 +419,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         out.h2_streams_lost = self.h2_streams_lost(st[H["STAT_INF_H2_BEGUN"]])
         out.h2_streams_kernel = st[H["STAT_INF_H2_KERNEL"]]
         out.h2_directions_unwalked = st[H["STAT_INF_H2_UNWALKED"]]
+        out.switches_unread = st[H["STAT_INF_SWITCH_UNREAD"]] or None
         out.spans_sent = self.spans_sent
         if self.last_points is not None:
             out.headline = headline(self.last_points, time.monotonic() - self._started_at)
