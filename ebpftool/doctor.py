@@ -323,7 +323,8 @@ def inference_ways_in(features: dict[str, bool]) -> list[Check]:
                  else "needs uprobes: TLS connections are counted, not parsed"))
     h2 = Check("inference: HTTP/2 and gRPC", bool(features.get("ringbuf")),
                "a connection that begins with the client preface (h2c, or h2 inside TLS through the TLS "
-               "uprobes): frames walked in the kernel, headers (HPACK) decoded in user space"
+               "uprobes) or takes an h2c Upgrade: frames walked in the kernel, headers (HPACK) decoded in user "
+               "space, streams measured in the kernel when user space falls behind"
                if features.get("ringbuf") else "needs BPF ring buffers")
     return [tls, h2]
 
