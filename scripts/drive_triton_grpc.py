@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True, help="Triton's gRPC port")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ready-timeout", type=float, default=60)
+    ap.add_argument("--tls-ca", type=Path, help="TLS (the server's certificate's CA, a PEM file): the calls over TLS")
     a = ap.parse_args()
     try:
         import numpy as np
@@ -73,8 +74,9 @@ def main() -> int:
     def status_of(e: InferenceServerException) -> str:
         return (e.status() or "UNKNOWN").replace("StatusCode.", "")
 
-    url = f"127.0.0.1:{a.port}"
-    client = grpcclient.InferenceServerClient(url)
+    url = "localhost:%d" % a.port if a.tls_ca else f"127.0.0.1:{a.port}"
+    tls = {"ssl": True, "root_certificates": str(a.tls_ca)} if a.tls_ca else {}
+    client = grpcclient.InferenceServerClient(url, **tls)
     # Readiness on the traced connection: a logged call of its own (ServerReady), polled until true.
     deadline = time.monotonic() + a.ready_timeout
     while True:
@@ -144,7 +146,7 @@ def main() -> int:
     # at once on it; then three with a subchannel pool of their own each, so three connections more.
     for kind, args in (("concurrent_one_connection", None),
                        ("concurrent_own_connection", [("grpc.use_local_subchannel_pool", 1)])):
-        others = [grpcclient.InferenceServerClient(url, channel_args=args) for _ in range(3)]
+        others = [grpcclient.InferenceServerClient(url, channel_args=args, **tls) for _ in range(3)]
         threads = [threading.Thread(target=stream, args=(c, kind, "tiny", 12)) for c in others]
         for t in threads:
             t.start()

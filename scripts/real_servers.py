@@ -320,8 +320,11 @@ def triton_app(port: int) -> None:
                                                 dtype=object)})
         return out
 
+    # EBPFTOOL_TRITON_GRPC_TLS=CERT:KEY (PEM files): the gRPC frontend over TLS (Triton's own OpenSSL)
+    tls = os.environ.get("EBPFTOOL_TRITON_GRPC_TLS", "")
+    grpc_tls = dict(zip(("grpc_server_cert", "grpc_server_key"), tls.split(":"))) if tls else {}
     cfg = TritonConfig(http_address="127.0.0.1", http_port=port, grpc_address="127.0.0.1", grpc_port=port + 1,
-                       metrics_port=port + 2)
+                       metrics_port=port + 2, grpc_use_ssl=bool(tls), **grpc_tls)
     with Triton(config=cfg) as triton:
         triton.bind(model_name=TRITON_MODEL, infer_func=infer,
                     inputs=[Tensor(name="text_input", dtype=bytes, shape=(1,)),
