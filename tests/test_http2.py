@@ -368,3 +368,42 @@ def test_streams_of_connections_whose_records_were_lost_are_measured_in_the_kern
     assert counted.get(("2", 404, "GET")) == 2000, counted    # a connection muted from its start: all of it
     assert counted[("2", 200, "GET")] + figures["h2_streams_lost"] == 20000, (counted, figures)
     assert figures["h2_streams"] + figures["h2_streams_kernel"] == sum(counted.values()), figures
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "h2-over-tls"])
+def test_secrets_in_http2_headers_and_queries_never_leave(tls, tmp_path):
+    """h2load's requests to nginx's HTTP/2 carry a bearer token, a cookie and a query secret (HPACK-coded on the
+    wire, plain once decoded): the spans, metrics, JSONL, record file and the tracer's own output show the
+    requests and their paths, and never a secret (header values, query strings stay on the node), in clear
+    text as over TLS."""
+    certificate = None
+    if tls:
+        cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+        certificate = (cert, key)
+    secrets = ("sk-H2-LIVE-SECRET", "H2COOKIESECRET", "QH2SECRET")
+    record, jsonl = tmp_path / "run.rec", tmp_path / "out.jsonl"
+    receiver = GrpcReceiver()
+    try:
+        with nginx_server(tls=certificate, http2=True) as port:
+            scheme = "https" if tls else "http"
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", "--record", str(record),
+                                  "--jsonl", str(jsonl)]) as proc:
+                got = h2load(f"{scheme}://127.0.0.1:{port}/index.html?token={secrets[2]}", "-n", "20", "-c", "1",
+                             "-m", "2", "-H", f"authorization: Bearer {secrets[0]}", "-H", f"cookie: s={secrets[1]}")
+                assert receiver.wait_for(lambda: len([s for s in receiver.spans()
+                                                      if s.attributes.get("server.port") == port]) >= 20)
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    assert got["2xx"] == 20
+    exported = repr(receiver.spans()) + repr([receiver.latest(m) for m in receiver.metric_names()])
+    outputs = {"otlp": exported, "record": record.read_bytes().decode("latin-1"), "jsonl": jsonl.read_text(),
+               "stdout": proc.stdout, "stderr": proc.stderr}
+    for name in ("otlp", "jsonl"):
+        assert "/index.html" in outputs[name], name      # the checks look at the requests' own data
+    for name, text in outputs.items():
+        for secret in (*secrets, "Bearer", "token="):
+            assert secret not in text, f"{secret!r} found in {name}"
