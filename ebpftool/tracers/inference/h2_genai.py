@@ -21,9 +21,10 @@ The rules are sse.bpf.h's, so that one answer gives the same figures over HTTP/1
 Where the kernel's scan is bounded (the first 1,024 bytes of each write, 8 words with marks per write) this
 reader is not: it reads every byte it is given.
 
-What the kernel left out (each HTTP/2 DATA frame past its first 512 bytes: `DataPiece.skipped`) is counted in
-`unseen_bytes`: events there are not counted, a usage stated there is not read (a JSON answer longer than 512
-bytes states its usage at its end). An event whose line the gap cut (`cut_events`) is not a token either: its
+What the kernel left out (a DATA frame's bytes between its first 512 and, from the server, its last 512:
+`DataPiece.skipped`) is counted in `unseen_bytes`: events there are not counted, a usage stated there is not
+read (one stated at an answer's end, in the last 512 bytes, is). An event whose line the gap cut
+(`cut_events`) is not a token either: its
 mark may lie in the bytes not seen (a proxy that writes the last token, the finish-only and the usage-only
 chunks in one DATA frame cuts the usage-only one, whose `"choices":[]` then lies past the 512 bytes), so the
 tokens counted are never more than the answer's, only fewer where bytes were not seen. The bytes after a gap
