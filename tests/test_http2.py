@@ -242,6 +242,14 @@ def test_a_call_starts_when_its_request_arrived_not_when_the_server_read_it(tmp_
     assert min(waits) > delay_ms * 1_000_000 // 2
 
 
+def self_signed(tmp_path) -> tuple[str, str]:
+    """A self-signed certificate for localhost and its key (PEM files in tmp_path)."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                    "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
 def h2load(url: str, *args: str) -> dict[str, int]:
     """nghttp2's load generator (HTTP/2, prior knowledge or ALPN h2): its own count of answers by status class."""
     out = subprocess.run(["h2load", *args, url], capture_output=True, text=True, timeout=300).stdout
@@ -255,12 +263,7 @@ def test_nginx_http2_requests_are_counted_exactly(tls, hooks, tmp_path):
     """h2load against nginx's HTTP/2, ten streams at a time on each of two connections, found and missing
     pages: the request-duration metric counts each answer under its status with network.protocol.version 2,
     exactly as h2load counted them; over TLS (ALPN h2) through the TLS uprobes, with url.scheme https."""
-    certificate = None
-    if tls:
-        cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                        "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
-        certificate = (cert, key)
+    certificate = self_signed(tmp_path) if tls else None
     receiver = GrpcReceiver()
     try:
         with nginx_server(tls=certificate, http2=True) as port:
@@ -376,12 +379,7 @@ def test_secrets_in_http2_headers_and_queries_never_leave(tls, tmp_path):
     wire, plain once decoded): the spans, metrics, JSONL, record file and the tracer's own output show the
     requests and their paths, and never a secret (header values, query strings stay on the node), in clear
     text as over TLS."""
-    certificate = None
-    if tls:
-        cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                        "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
-        certificate = (cert, key)
+    certificate = self_signed(tmp_path) if tls else None
     secrets = ("sk-H2-LIVE-SECRET", "H2COOKIESECRET", "QH2SECRET")
     record, jsonl = tmp_path / "run.rec", tmp_path / "out.jsonl"
     receiver = GrpcReceiver()
