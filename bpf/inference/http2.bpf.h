@@ -252,7 +252,7 @@ BPF_PERCPU_ARRAY(h2_block_buf, struct h2_block_peek, 1);
  * address block: the static GET (0x82) or POST (0x83) among its first fields, passing over indexed fields
  * and literals with an indexed name and a value of under 127 bytes (what clients put before :method:
  * h2load its :path, :scheme and :authority); else METHOD_OTHER. Branch-free, as the scans are: it runs in
- * each turn of the walk's loop, where every jump is a state the verifier keeps. */
+ * each turn of h2_measure_notes' loop, where every jump is a state the verifier keeps. */
 static __always_inline u8 h2_block_method(u64 block, u64 room)
 {
     u32 zero = 0;
@@ -263,7 +263,7 @@ static __always_inline u8 h2_block_method(u64 block, u64 room)
     u64 at = 0, method = METHOD_OTHER, done = 0;
 #pragma unroll
     for (int i = 0; i < H2_BLOCK_FIELDS; i++) {
-        done |= ((room - at - 1) >> 63) ^ 0;   /* at >= room (both < 2^63) */
+        done |= (room - at - 1) >> 63;   /* at >= room (both < 2^63) */
         asm volatile("" : "+r"(done));
         u64 x = buf->b[at & (H2_BLOCK_PEEK - 1)];
         u64 len = buf->b[(at + 1) & (H2_BLOCK_PEEK - 1)] & 0x7f;
@@ -305,28 +305,22 @@ static __always_inline void h2_kernel_frame(struct conn_state *c, u32 dir, struc
         h2_kernel_streams.update(&key, &st);
         return;
     }
-    u64 first = 0;
-    if (type == H2_TYPE_HEADERS && block) {
-        u64 n = bounded(room, 8);
-        if (n == 0 || bpf_probe_read_user(&first, n, (void *)block) != 0)
-            first = 0;
-    }
     struct h2_stream_state *st = h2_kernel_streams.lookup(&key);
     if (!st)
         return;  /* begun before the connection was muted (counted lost in user space), or pushed */
-    if (dir == H2_FROM_SERVER && type == H2_TYPE_HEADERS && st->status == 0)
-        st->status = block ? h2_block_status(first) : H2_STATUS_UNKNOWN;
+    if (dir == H2_FROM_SERVER && type == H2_TYPE_HEADERS && st->status == 0) {
+        /* the response's block: its first bytes read for the :status */
+        u64 first = 0, n = bounded(room, 8);
+        if (block && n && bpf_probe_read_user(&first, n, (void *)block) == 0)
+            st->status = h2_block_status(first);
+        else
+            st->status = H2_STATUS_UNKNOWN;
+    }
     if (type != H2_TYPE_RST_STREAM && (dir != H2_FROM_SERVER || !(flags & H2_FLAG_END_STREAM)))
         return;
-    u64 duration = now > st->start ? now - st->start : 0;
     struct req_key k = {.cgroup = c->cgroup, .port = c->port, .status = st->status,
                         .method = st->method | METHOD_H2 | (c->tls ? METHOD_TLS : 0), .op = OP_NONE};
-    u32 series = http_series(&k);
-    struct hist_value *h = http_hist.lookup(&series);
-    if (h)
-        hist_add(h, HTTP_BUCKET(duration), duration);
-    else
-        stat_add(STAT_INF_METRICS_FULL, 1);
+    http_duration_add(&k, now > st->start ? now - st->start : 0);
     stat_add(STAT_INF_H2_KERNEL, 1);
     h2_kernel_streams.delete(&key);
 }

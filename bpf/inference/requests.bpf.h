@@ -30,6 +30,18 @@ static __always_inline u32 http_series(const struct req_key *key)
     return SERIES_SLOTS;
 }
 
+/* A finished request's duration into its series of http.server.request.duration (counted when the series
+ * table has no room). */
+static __always_inline void http_duration_add(const struct req_key *key, u64 duration)
+{
+    u32 series = http_series(key);
+    struct hist_value *h = http_hist.lookup(&series);
+    if (h)
+        hist_add(h, HTTP_BUCKET(duration), duration);
+    else
+        stat_add(STAT_INF_METRICS_FULL, 1);
+}
+
 /* Output tokens of the request in progress: what its answer stated, else its token events. */
 static __always_inline u32 output_tokens_of(struct conn_state *c)
 {
@@ -89,12 +101,7 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
     stat_add(STAT_INF_REQUESTS, 1);
     if (c->status == 0)
         stat_add(STAT_INF_NO_RESPONSE, 1);
-    u32 series = http_series(&key);
-    struct hist_value *h = http_hist.lookup(&series);
-    if (h)
-        hist_add(h, HTTP_BUCKET(duration), duration);
-    else
-        stat_add(STAT_INF_METRICS_FULL, 1);
+    http_duration_add(&key, duration);
     if (c->op != OP_NONE)
         add_gen_ai_metrics(&key, c, start, duration);
     if (!(c->flags & REQ_SAMPLED))
