@@ -36,7 +36,7 @@ from ebpftool.tracers.inference.metrics import InferenceMetrics
 from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_TRACEPOINT, ARRIVAL_TRACEPOINT,
                                               RECV_BTF_FUNCTION, RECV_BTF_TRACEPOINT, SCAN_FUNCTIONS, SEED_TRACEPOINT,
                                               SEND_BTF_FUNCTION, SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS,
-                                              SYSCALL_TRACEPOINTS, WRITE_PROGRAMS)
+                                              SWITCHED_FUNCTION, SYSCALL_TRACEPOINTS)
 from ebpftool.tracers.inference.records import H, STRUCTS
 from ebpftool.tracers.inference.spans import InferenceSpans
 from ebpftool.tracers.inference.tls_libs import TLS_PROGRAMS, TlsUprobes
@@ -110,6 +110,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         self._preexisting: dict[str, set[int]] = {}       # netns -> inodes of connections open at start
         self._seeding = False
         self._flush_fd = -1
+        self._later_programs: list = []                   # (array, slot, load) of the rare paths' programs
+        self._later_loaded = None                         # their loading, once the probes are attached
         self._last_rate_at = 0.0
         self._last_requests = 0
         self.request_rate = 0.0
@@ -214,20 +216,19 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                 if kernel_allows_uprobe_multi():
                     return lambda: prog.load_uprobe_multi_program(function)
                 return lambda: bpf.load_func(function, bpf.KPROBE).fd
-            # (array, slot, program): the walk in slot 0, the measuring of a muted connection's frames in slot 1
+            # (array, slot, program): the walk in slot 0 of each array
             h2_arrays = [("h2_prog_read", 0, read_program("h2_walk_read")),
-                         ("h2_prog_read", 1, read_program("h2_measure_read")),
-                         ("h2_prog_write", 0, scan_program("h2_walk_write")),
-                         ("h2_prog_write", 1, scan_program("h2_measure_write"))]
+                         ("h2_prog_write", 0, scan_program("h2_walk_write"))]
             if defines["TLS_HOOKS"]:
-                h2_arrays += [("h2_prog_tls", 0, tls_twin("h2_walk_tls")), ("h2_prog_tls", 1, tls_twin("h2_measure_tls"))]
-            # Programs of rare paths (an h2c Upgrade's 101, a muted HTTP/2 connection's frames) load after the
-            # probes are attached, off the start's path; until then those paths fall back (the connection let go;
-            # the frames unmeasured, the streams counted as not measured)
-            later = [("scan_prog", WRITE_PROGRAMS.index("switched_protocols"), scan_program("switched_protocols"))]
-            later += [entry for entry in h2_arrays if entry[1] == 1]
-            h2_arrays = [entry for entry in h2_arrays if entry[1] == 0]
-            self._later_programs = later
+                h2_arrays.append(("h2_prog_tls", 0, tls_twin("h2_walk_tls")))
+            # Programs of rare paths (an h2c Upgrade's 101; a muted HTTP/2 connection's frames, slot 1 of the walk
+            # arrays) load after the probes are attached, off the start's path; until then those paths fall back
+            # (the connection let go; the frames unmeasured, the streams counted as not measured)
+            self._later_programs = [("scan_prog", len(SCAN_FUNCTIONS), scan_program(SWITCHED_FUNCTION)),
+                                    ("h2_prog_read", 1, read_program("h2_measure_read")),
+                                    ("h2_prog_write", 1, scan_program("h2_measure_write"))]
+            if defines["TLS_HOOKS"]:
+                self._later_programs.append(("h2_prog_tls", 1, tls_twin("h2_measure_tls")))
             loads = [scan_program(f) for f in SCAN_FUNCTIONS] + [load for _array, _slot, load in h2_arrays]
             if defines["TLS_HOOKS"]:
                 # the scans' twins, reached from the TLS uprobes, and those uprobes' programs (hooks_tls.bpf.h),
@@ -336,9 +337,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         self.notify(LATER_PROGRAMS_LOADED)
 
     def stop(self) -> None:
-        later = getattr(self, "_later_loaded", None)
-        if later is not None:
-            later.result()   # not closed under a load still running
+        if self._later_loaded is not None:
+            self._later_loaded.result()   # not closed under a load still running
         super().stop()
 
     def finish_pending(self) -> None:
