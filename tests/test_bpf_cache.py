@@ -222,6 +222,74 @@ def test_a_cold_start_compiles_in_a_child_and_compiles_ahead(cache_dir, tmp_path
     assert in_process - in_child > 20_000, (in_child, in_process)
 
 
+def probe_in_parts(**extra) -> BpfProgram:
+    """The fixture compiled as two parts, the tracepoint's and the uprobe's: they share the ring buffer, the
+    stats and the uprobe's counter, which the test reads through the first part's maps."""
+    return BpfProgram(FIXTURE, defines={"TARGET_PID": os.getpid(), "RINGBUF_PAGES": 64,
+                                        "SPAN_RATE_PER_CPU": 1_000_000, "SPAN_BURST": 1_000_000},
+                      parts=[{"UPROBE_PART": 0}, {"TRACEPOINT_PART": 0, **extra}]).load()
+
+
+@pytest.mark.bpf
+def test_a_program_in_parts_compiles_each_apart_and_loads_them_as_one_module(cache_dir):
+    """Each part is compiled in a child of its own, side by side, and kept apart in the cache; the parts load
+    as one module whose functions share one set of maps, cold as warm, and behave as the whole program."""
+    from ebpftool.core.bpf import CompiledAhead, compiling_ahead
+    with compiling_ahead() as keys, pytest.raises(CompiledAhead):
+        probe_in_parts()
+    assert len(keys) == 2   # both parts compiling at once
+    results = []
+    for state in ("stored", "hit"):
+        prog = probe_in_parts()
+        try:
+            assert prog.cache_state == state and prog.compiled_in_child == (state == "stored")
+            assert sorted(prog.bpf.compiled.functions) == ["count_uprobe", "tracepoint__syscalls__sys_enter_getppid"]
+            results.append(exercise(prog))
+        finally:
+            prog.close()
+        assert len(entries(cache_dir)) == 2
+    whole = probe()
+    try:
+        results.append(exercise(whole))
+    finally:
+        whole.close()
+    assert results[0] == results[1] == results[2]
+    assert results[0][0] == list(range(50)) and results[0][1] == 50   # the uprobe's part counted in the shared map
+
+
+@pytest.mark.bpf
+def test_parts_that_declare_a_map_otherwise_are_compiled_whole_here(cache_dir):
+    """A part whose maps differ from the first's cannot share them: the whole text is compiled in this process
+    (and works), and the parts' entries are removed."""
+    prog = probe_in_parts(RINGBUF_PAGES=128)
+    try:
+        assert prog.cache_state.startswith("compiled whole here")
+        events, uprobe_calls, _stats = exercise(prog)
+        assert uprobe_calls == 50 and len(events) == 50
+    finally:
+        prog.close()
+    assert entries(cache_dir) == []
+
+
+def test_merging_parts_keeps_the_first_parts_maps_and_every_function():
+    def spec(name, value_size=8):
+        return bpf_cache.MapSpec(name, 2, 4, value_size, 1, 0, 0, 0, 0, '"int"', '"unsigned long long"')
+
+    def part(maps, functions):
+        return bpf_cache.Compiled("GPL", 0, maps, {f: bpf_cache.Function(b"", [(0, m.name)]) for f, m in functions})
+
+    a, b = spec("a"), spec("b")
+    first, second = part([a, b], [("f", a)]), part([b], [("g", b)])
+    both = bpf_cache.merged([first, second])
+    assert both.maps == [a, b] and sorted(both.functions) == ["f", "g"]
+    with pytest.raises(bpf_cache.CacheError, match="not declared alike"):
+        bpf_cache.merged([first, part([spec("b", 16)], [("g", b)])])
+    with pytest.raises(bpf_cache.CacheError, match="not declared alike"):
+        bpf_cache.merged([first, part([spec("c")], [("g", b)])])
+    with pytest.raises(bpf_cache.CacheError, match="in two parts"):
+        bpf_cache.merged([first, part([a], [("f", a)])])
+
+
 @pytest.mark.bpf
 def test_a_compile_error_in_the_child_is_reported_as_before(cache_dir, tmp_path, capfd):
     """The child's failure sends the compile to this process, whose clang says what is wrong on stderr."""

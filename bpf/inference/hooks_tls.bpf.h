@@ -64,10 +64,12 @@ static __always_inline int tls_enter(struct pt_regs *ctx, u8 is_write, int ex)
     return 0;
 }
 
+#if TLS_PROGRAMS
 int tls_read_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0, 0); }
 int tls_read_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0, 1); }
 int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 0); }
 int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 1); }
+#endif
 
 /* A socket hook on a TLS connection: what it saw is ciphertext. Ties the library's call under way on this
  * thread, if any, to the socket; the call, or NULL. */
@@ -206,8 +208,10 @@ static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
     return 0;
 }
 
+#if TLS_PROGRAMS
 int tls_read_exit(struct pt_regs *ctx) { return tls_read_return(ctx, 0); }
 int tls_read_ex_exit(struct pt_regs *ctx) { return tls_read_return(ctx, 1); }
+#endif
 
 /* SSL_write / SSL_write_ex returned. With a socket BIO its plaintext went on at its first socket write;
  * with a memory BIO it goes on now. */
@@ -228,6 +232,7 @@ static __always_inline int tls_write_return(struct pt_regs *ctx, int ex)
     return written_buffer(ctx, &key, c, done.buf, (u32)moved, moved, 1, 0, 0, now, now, 1);
 }
 
+#if TLS_PROGRAMS
 int tls_write_exit(struct pt_regs *ctx) { return tls_write_return(ctx, 0); }
 int tls_write_ex_exit(struct pt_regs *ctx) { return tls_write_return(ctx, 1); }
 
@@ -254,3 +259,4 @@ int tls_free_enter(struct pt_regs *ctx)
     tls_sockets.delete(&ssl);
     return 0;
 }
+#endif

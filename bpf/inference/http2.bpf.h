@@ -725,11 +725,13 @@ static __always_inline int h2_measure_in(void *ctx, u64 via)
 }
 
 /* The walk programs (H2_FUNCTIONS in ebpftool/tracers/inference/plans.py), one per type of caller. */
+#if H2_PROGRAMS
 int h2_walk_read(void *ctx) { return h2_walk_in(ctx, H2_VIA_READ); }
 int h2_walk_write(void *ctx) { return h2_walk_in(ctx, H2_VIA_WRITE); }
 int h2_measure_read(void *ctx) { return h2_measure_in(ctx, H2_VIA_READ); }
 int h2_measure_write(void *ctx) { return h2_measure_in(ctx, H2_VIA_WRITE); }
-#if TLS_HOOKS
+#endif
+#if TLS_PROGRAMS
 int h2_walk_tls(struct pt_regs *ctx) { return h2_walk_in(ctx, H2_VIA_TLS); }
 int h2_measure_tls(struct pt_regs *ctx) { return h2_measure_in(ctx, H2_VIA_TLS); }
 #endif

@@ -52,6 +52,11 @@
  *                  FILES_FDT_OFF, FDT_FD_OFF, FDT_MAX_FDS_OFF, FILE_PRIVATE_DATA_OFF, SOCKET_SK_OFF and
  *                  the SK_*_OFFSET of ebpftool/core/btf.py, from the kernel's BTF)
  *   TLS_HOOKS      1: TLS connections' plaintext from the TLS library's uprobes (socket hooks)
+ *   IO_PROGRAMS, TLS_PROGRAMS  which programs this text defines (both by default): the hooks' and the
+ *                  programs they tail-call (1, 0), or the TLS uprobes' and their tail-called twins (0, 1).
+ *                  With the compile cache the loader compiles the two halves side by side, each in a
+ *                  process of its own, and loads them as one module: the maps are the same declarations
+ *                  (ebpftool/core/bpf.py, BpfProgram's parts)
  *   SEND_HOOK_BTF  1: writes seen on the tcp_sendmsg_locked BTF tracepoint, not sock_send_length (socket
  *                  hooks; with MSG_ITER_*_OFF, SKB_LEN_OFF, SK_WMEM_QUEUED_OFF, SK_SNDBUF_OFF, ITER_*_TYPE)
  *   RECV_HOOK_BTF  1: reads seen on the sock_recv_length BTF tracepoint, timed by TCP's clock of the socket
@@ -81,6 +86,15 @@
 #endif
 #ifndef TLS_HOOKS
 #define TLS_HOOKS 0
+#endif
+#ifndef IO_PROGRAMS
+#define IO_PROGRAMS 1
+#endif
+#ifndef H2_PROGRAMS
+#define H2_PROGRAMS IO_PROGRAMS
+#endif
+#ifndef TLS_PROGRAMS
+#define TLS_PROGRAMS TLS_HOOKS
 #endif
 #ifndef SEND_HOOK_BTF
 #define SEND_HOOK_BTF 0
@@ -127,8 +141,8 @@
 #if TLS_HOOKS
 #include "hooks_tls.bpf.h"
 #endif
-#if IO_HOOKS_SOCK
+#if IO_PROGRAMS && IO_HOOKS_SOCK
 #include "hooks_socket.bpf.h"
-#else
+#elif IO_PROGRAMS
 #include "hooks_syscall.bpf.h"
 #endif

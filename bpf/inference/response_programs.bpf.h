@@ -241,13 +241,15 @@ static __always_inline int switched_protocols_in(void *ctx)
 }
 
 /* The programs (SCAN_FUNCTIONS in ebpftool/tracers/inference/plans.py), and their uprobe twins. */
+#if IO_PROGRAMS
 int scan_sse_events(void *ctx) { return scan_sse_events_in(ctx, 0); }
 int scan_sse_marks(void *ctx) { return scan_sse_marks_in(ctx, 0); }
 int scan_response_head(void *ctx) { return scan_response_head_in(ctx, 0); }
 int finish_written_response(void *ctx) { return finish_written_response_in(ctx, 0); }
 int scan_model(void *ctx) { return scan_model_in(ctx, 0); }
 int switched_protocols(void *ctx) { return switched_protocols_in(ctx); }
-#if TLS_HOOKS
+#endif
+#if TLS_PROGRAMS
 int scan_sse_events_tls(struct pt_regs *ctx) { return scan_sse_events_in(ctx, 1); }
 int scan_sse_marks_tls(struct pt_regs *ctx) { return scan_sse_marks_in(ctx, 1); }
 int scan_response_head_tls(struct pt_regs *ctx) { return scan_response_head_in(ctx, 1); }
@@ -259,6 +261,7 @@ int scan_model_tls(struct pt_regs *ctx) { return scan_model_in(ctx, 1); }
  * quiet (args: key, the resp_end user space saw): a server that neither reads
  * again nor closes after a Content-Length answer would otherwise hold its last
  * request until the connection's next request. Only if nothing moved since. */
+#if IO_PROGRAMS
 int flush_idle_request(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 k = ctx->args[0];
@@ -268,3 +271,4 @@ int flush_idle_request(struct bpf_raw_tracepoint_args *ctx)
     finish_request(&k, c, bpf_ktime_get_ns());
     return 1;
 }
+#endif

@@ -462,17 +462,25 @@ def _report_cache_notes(cache: "bpf_cache.BpfCache") -> None:
 
 
 class BpfProgram:
-    """One BCC module built from bpf/<source>, with its probes and ring buffers."""
+    """One BCC module built from bpf/<source>, with its probes and ring buffers.
+
+    parts: where the compile cache is on, the text is compiled once per part (each with the part's extra
+    defines, in a child process of its own, side by side) and the parts are loaded as one module: the first
+    part's maps, every part's functions (bpf_cache.merged). Each part must define other functions and declare
+    its maps as the first does (the same text: a part's defines choose which functions it defines). Without
+    the cache, or where the parts do not merge, the whole text (no part's defines) is compiled here."""
 
     def __init__(
         self,
         source: str,
         defines: Mapping[str, object] | None = None,
         macros: Sequence[str] = (),
+        parts: Sequence[Mapping[str, object]] = (),
     ) -> None:
         self.source = source
         self.defines = dict(defines or {})
         self.macros = list(macros)
+        self.parts = [dict(part) for part in parts]
         self.bpf = None
         self._ring_buffers: list[str] = []
         self.probes: list[str] = []  # what was attached, for the start-up report
@@ -490,73 +498,110 @@ class BpfProgram:
         """bpf/<source>, or an absolute path (test fixtures keep their programs beside the tests)."""
         return Path(self.source) if os.path.isabs(self.source) else BPF_DIR / self.source
 
-    def text(self) -> str:
+    def text(self, part: Mapping[str, object] | None = None) -> str:
+        """The whole text, or one part's (the part's defines after the program's)."""
         path = self.path
         try:
             body = joined_parts(path)
             common = (BPF_DIR / COMMON_HEADER).read_text()
         except OSError as exc:
             raise EbpftoolError(f"cannot read the BPF program {path}: {exc.strerror}") from exc
-        lines = [f"#define {k} {v}" for k, v in self.defines.items()]
+        lines = [f"#define {k} {v}" for k, v in {**self.defines, **(part or {})}.items()]
         return "\n".join([*lines, *self.macros, common, body])
 
     def _cflags(self) -> list[str]:
         return [f"-I{self.path.parent}", f"-I{BPF_DIR}", "-Wno-macro-redefined"]
 
+    def _units(self) -> list[tuple[str, str]]:
+        """(text, cache key) of what the compile cache holds for this program: one per part, or the whole."""
+        cflags = self._cflags()
+        texts = [self.text(part) for part in self.parts] or [self.text()]
+        return [(text, bpf_cache.cache_key(text, cflags)) for text in texts]
+
     def compile_ahead(self) -> bool:
-        """Start compiling this program into the compile cache in a child process (bpf_compile), unless the
-        cache holds it or is off; load() then waits for that child. Several programs compile side by side.
-        Whether a child compiles it (started now or before)."""
+        """Start compiling this program (each part) into the compile cache in child processes (bpf_compile),
+        unless the cache holds it or is off; load() then waits for those children. Several programs compile
+        side by side. Whether a child compiles some of it (started now or before)."""
         cache = bpf_cache.BpfCache.from_env()
         if cache is None:
             return False
-        text, cflags = self.text(), self._cflags()
-        key = bpf_cache.cache_key(text, cflags)
-        if key not in _COMPILING and key not in _QUEUED and not cache.path(key).exists():
-            _QUEUED[key] = (text, cflags)   # started at once where a CPU is free (MAX_COMPILES)
-            _start_queued()
-        if key not in _COMPILING and key not in _QUEUED:
-            return False
-        if getattr(_AHEAD, "on", False):
-            _AHEAD.keys.append(key)
-        return True
+        compiling = False
+        for text, key in self._units():
+            if key not in _COMPILING and key not in _QUEUED and not cache.path(key).exists():
+                _QUEUED[key] = (text, self._cflags())   # started at once where a CPU is free (MAX_COMPILES)
+                _start_queued()
+            if key in _COMPILING or key in _QUEUED:
+                compiling = True
+                if getattr(_AHEAD, "on", False):
+                    _AHEAD.keys.append(key)
+        return compiling
+
+    def _from_cache(self, cache: "bpf_cache.BpfCache", units: list[tuple[str, str]]) -> "bpf_cache.Compiled | None":
+        """Every unit's entry, those the cache lacks compiled first in children (all started before any is
+        waited for); None when one could not be compiled there."""
+        children = {key: _COMPILING.pop(key, None) for _text, key in units}   # compiled ahead for this start
+        entries: dict[str, bpf_cache.Compiled] = {}
+        for text, key in units:
+            if children[key] is None:
+                entry = cache.fetch(key)
+                if entry is not None:
+                    entries[key] = entry
+                    continue
+                _QUEUED.pop(key, None)   # still waiting for a CPU: this load waits for it, so it starts now
+                children[key] = bpf_compile.start_child(text, self._cflags(), key)
+        for _text, key in units:
+            if key in entries:
+                continue
+            why = bpf_compile.finished(children[key])   # and reaped
+            entry = cache.fetch(key) if why is None else None
+            if entry is None:
+                for _t, other in units:   # the others are reaped too
+                    if other not in entries and other != key:
+                        bpf_compile.finished(children[other])
+                return None
+            entries[key] = entry
+            self.compiled_in_child = True
+        try:
+            return bpf_cache.merged([entries[key] for _text, key in units])
+        except bpf_cache.CacheError as exc:
+            for _text, key in units:
+                cache.discard(key, str(exc))
+            return None
 
     def load(self) -> "BpfProgram":
         """Take what an earlier start compiled from the compile cache (bpf_cache); else compile it there in a
-        child process (bpf_compile: clang's memory is never this process's), and load it from there; where
-        that fails or the cache is off, compile with BCC in this process."""
+        child process (bpf_compile: clang's memory is never this process's), a child per part, and load it
+        from there; where that fails or the cache is off, compile the whole text with BCC in this process."""
         if getattr(_AHEAD, "on", False) and self.compile_ahead():
             raise CompiledAhead(self.source)   # compiling now: the caller starts again once it is done
         bcc = import_bcc()
-        text = self.text()
-        cflags = self._cflags()
         cache = bpf_cache.BpfCache.from_env()
-        key = bpf_cache.cache_key(text, cflags) if cache else ""
-        child = _COMPILING.pop(key, None) if cache else None   # compiled ahead for this start (it may have ended)
-        compiled = cache.fetch(key) if cache and child is None else None
-        if cache is not None and compiled is None:
-            if child is None:
-                _QUEUED.pop(key, None)   # still waiting for a CPU: this load waits for it, so it starts now
-                child = bpf_compile.start_child(text, cflags, key)
-            why = bpf_compile.finished(child)   # and reaped
-            compiled = cache.fetch(key) if why is None else None
-            if compiled is not None:
-                self.compiled_in_child = True
+        units = self._units() if cache else []
+        compiled = self._from_cache(cache, units) if cache else None
         if compiled is not None:
+            keys = [key for _text, key in units]
+
+            def refused(why: str) -> None:
+                for key in keys:
+                    cache.discard(key, why)
             try:
-                self.bpf = bpf_cache.cached_bpf_class(bcc)(compiled, lambda why: cache.discard(key, why))
+                self.bpf = bpf_cache.cached_bpf_class(bcc)(compiled, refused)
                 self.cache_state = "stored" if self.compiled_in_child else "hit"
                 return self
             except Exception as exc:  # a map or an autoloaded program refused: compile instead
-                cache.discard(key, str(exc))
+                refused(str(exc))
+        text, cflags = self.text(), self._cflags()
         try:
             self.bpf = bcc.BPF(text=text, cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
             raise EbpftoolError(f"the kernel or BCC refused {self.source}: {exc}") from exc
         self.cache_state = "off"
-        if cache:
+        if cache and self.parts:
+            self.cache_state = "compiled whole here: its parts did not compile or merge"
+            _report_cache_notes(cache)
+        elif cache:
             try:
-                cache.store(key, bpf_cache.capture(self.bpf, bcc.lib))
+                cache.store(units[0][1], bpf_cache.capture(self.bpf, bcc.lib))
                 self.cache_state = "stored"
             except bpf_cache.CacheError as exc:
                 self.cache_state = f"not cacheable: {exc}"

@@ -123,6 +123,29 @@ class Compiled:
                    base64.b64decode(d["btf"]))
 
 
+def _map_shape(m: MapSpec) -> tuple:
+    """What two parts' declarations of one map must agree on (not their BTF type ids: each part has its BTF)."""
+    return (m.type, m.key_size, m.value_size, m.max_entries, m.flags, m.map_extra, m.key_desc, m.leaf_desc)
+
+
+def merged(parts: Sequence[Compiled]) -> Compiled:
+    """One module out of parts compiled apart from one text (each with its own functions, all with the same map
+    declarations): the first part's maps and BTF, every part's functions, whose relocations name maps. A map
+    of a later part that the first lacks or declares otherwise, or a function in two parts, is a CacheError."""
+    first = parts[0]
+    maps = {m.name: m for m in first.maps}
+    functions = dict(first.functions)
+    for part in parts[1:]:
+        for m in part.maps:
+            if m.name not in maps or _map_shape(maps[m.name]) != _map_shape(m):
+                raise CacheError(f"map {m.name} is not declared alike in every part")
+        for name, fn in part.functions.items():
+            if name in functions:
+                raise CacheError(f"function {name} is in two parts")
+            functions[name] = fn
+    return Compiled(first.license, first.kern_version, first.maps, functions, first.btf)
+
+
 def _map_info(fd: int) -> dict[str, int]:
     """struct bpf_map_info (include/uapi/linux/bpf.h) of a map fd, the fields a map is created from."""
     raw = _obj_info(fd, 88)

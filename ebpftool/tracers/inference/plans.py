@@ -47,6 +47,11 @@ RECV_BTF_FUNCTION = "recv_sock_recv_length"
 SCAN_FUNCTIONS = ("scan_sse_events", "scan_sse_marks", "scan_response_head", "finish_written_response", "scan_model")
 # ... and after them (SCAN_SWITCHED), the reading of a 101's head for an h2c Upgrade (cleartext only: no TLS twin)
 SWITCHED_FUNCTION = "switched_protocols"
+# The program compiled in two halves side by side where the compile cache is on (BpfProgram's parts; clang
+# takes seconds per half): the hooks with the programs they tail-call, then the TLS uprobes' programs with
+# their tail-called twins and the HTTP/2 walks (which half is only a matter of balance: the walks are reached
+# through prog arrays). Figures in docs/performance.md.
+PROGRAM_PARTS = ({"TLS_PROGRAMS": 0, "H2_PROGRAMS": 0}, {"IO_PROGRAMS": 0, "H2_PROGRAMS": 1})
 
 SOCKET_BTF = Plan(
     "socket",

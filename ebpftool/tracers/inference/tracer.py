@@ -36,7 +36,7 @@ from ebpftool.tracers.inference.metrics import InferenceMetrics
 from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_TRACEPOINT, ARRIVAL_TRACEPOINT,
                                               RECV_BTF_FUNCTION, RECV_BTF_TRACEPOINT, SCAN_FUNCTIONS, SEED_TRACEPOINT,
                                               SEND_BTF_FUNCTION, SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS,
-                                              SWITCHED_FUNCTION, SYSCALL_TRACEPOINTS)
+                                              PROGRAM_PARTS, SWITCHED_FUNCTION, SYSCALL_TRACEPOINTS)
 from ebpftool.tracers.inference.records import H, STRUCTS
 from ebpftool.tracers.inference.spans import InferenceSpans
 from ebpftool.tracers.inference.tls_libs import TLS_PROGRAMS, TlsUprobes
@@ -188,7 +188,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
             bucket_macro("TTFT_BUCKET", seconds_to_ns(sc.GEN_AI_TTFT_BUCKETS)),
             bucket_macro("TPOT_BUCKET", seconds_to_ns(sc.GEN_AI_TPOT_BUCKETS)),
         ]
-        prog = BpfProgram("inference/inference.bpf.c", defines, macros).load()
+        prog = BpfProgram("inference/inference.bpf.c", defines, macros, parts=PROGRAM_PARTS).load()
         bpf = prog.bpf
         try:
             def scan_program(function: str) -> Callable[[], int]:
