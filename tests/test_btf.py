@@ -117,3 +117,34 @@ def test_the_kernel_btf_is_parsed_once_per_process_until_forgotten():
     again = Btf.vmlinux()
     assert again is not first and again.raw == first.raw
     assert again.type_id(KIND_STRUCT, "sock") == first.type_id(KIND_STRUCT, "sock")
+
+
+def test_a_second_start_answers_from_what_the_first_asked_without_indexing_the_btf(tmp_path, monkeypatch):
+    """The answers (and the errors) of the kernel's BTF are kept in the compile cache's folder at
+    forget_vmlinux(), keyed by the BTF's SHA-256: the next process answers the same questions alike without
+    indexing the BTF; a question it did not ask indexes it. A damaged file is removed and not believed."""
+    from ebpftool.core import bpf_cache
+    monkeypatch.setenv(bpf_cache.ENV, str(tmp_path / "cache"))
+
+    def ask(btf):
+        with pytest.raises(BtfError) as missing:
+            btf.type_id(KIND_TYPEDEF, "btf_trace_no_such_tracepoint")
+        return (btf.struct_id("sock"), btf.member("sock", "__sk_common.skc_family"),
+                btf.enum_value("iter_type", "ITER_IOVEC"), sock_field_offsets(), str(missing.value))
+
+    Btf.forget_vmlinux()
+    first = Btf.vmlinux()
+    answers = ask(first)
+    Btf.forget_vmlinux()
+    (kept,) = (tmp_path / "cache").glob(f"*{bpf_cache.BTF_ANSWERS_SUFFIX}")
+    second = Btf.vmlinux()
+    assert ask(second) == answers and second._btf is None   # nothing indexed
+    assert second.struct_id("tcp_sock") == Btf(second.raw).struct_id("tcp_sock") and second._btf is not None
+    Btf.forget_vmlinux()
+
+    data = kept.read_bytes()
+    kept.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))   # its SHA-256 no longer matches
+    third = Btf.vmlinux()
+    assert ask(third) == answers and third._btf is not None
+    Btf.forget_vmlinux()
+    assert kept.exists()   # written again, whole

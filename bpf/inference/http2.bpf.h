@@ -26,10 +26,11 @@
 #define H2_UNWALKED(dir) (4 << (dir))  /* conn_state.h2_lost: the direction's frames are no longer found */
 #define H2_TYPE_PING 6
 #define H2_TYPE_WINDOW_UPDATE 8
-#define H2_TURNS 32          /* turns of one run of the walk program: frame headers, payload parts, buffers, records */
-#define H2_RUNS 8            /* runs of it (tail calls) for one read or write: H2_TURNS * H2_RUNS turns in all */
+#define H2_TURNS 16          /* turns of one run of the walk program: frame headers, payload parts, buffers, records */
+#define H2_RUNS 15           /* runs of it (tail calls) for one read or write: H2_TURNS * H2_RUNS turns in all; with
+                              * the measuring program between runs, 2 tail calls a run: within the kernel's 33 */
 #define H2_IOV_MAX 64        /* buffers of a vectored read or write walked (gRPC and nginx write many) */
-#define H2_NOTES 32          /* frames of muted connections one run notes (a frame takes two turns at least) */
+#define H2_NOTES 16          /* frames of muted connections one run notes (a frame takes two turns at least) */
 
 /* The record being filled: what a walk sends gathers here and goes out when it is full, when a skip count
  * ends it, and when the walk ends (one record per read or write mostly, whatever frames are left out of it).

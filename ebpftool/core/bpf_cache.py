@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ebpftool.core.btf import VMLINUX_BTF
+from ebpftool.core.btf import vmlinux_sha256
 
 DEFAULT_DIR = "/var/cache/ebpftool/bpf"
 ENV = "EBPFTOOL_BPF_CACHE"
@@ -41,6 +41,10 @@ FORMAT = 1
 MAGIC = b"ebpftool-bpf-cache"
 MAX_ENTRIES = 64           # the oldest go first
 SUFFIX = ".bpfc"
+# Beside the programs: what start-up asked of a kernel's BTF, and the answers (ebpftool.core.btf.vmlinux).
+BTF_ANSWERS_PREFIX = "btf-"
+BTF_ANSWERS_SUFFIX = ".answers"
+MAX_BTF_ANSWERS = 4
 
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 BPF_MAP_CREATE, BPF_PROG_LOAD, BPF_OBJ_GET_INFO_BY_FD, BPF_BTF_LOAD, BPF_BTF_GET_FD_BY_ID = 0, 5, 15, 18, 19
@@ -239,10 +243,7 @@ def _file_stamp(path: str) -> list:
 def _node_key() -> str:
     """What belongs to this node and this BCC, the same for every program (computed once per process)."""
     uname = os.uname()
-    try:
-        btf = hashlib.sha256(VMLINUX_BTF.read_bytes()).hexdigest()
-    except OSError:
-        btf = None
+    btf = vmlinux_sha256()
     import bcc  # noqa: PLC0415
     libs = set()
     try:
@@ -335,7 +336,42 @@ class BpfCache:
 
     def fetch(self, key: str) -> Compiled | None:
         """The entry for key, checked; a bad one is deleted (and noted)."""
-        path = self.path(key)
+        body = self._read(self.path(key), key)
+        if body is None:
+            return None
+        try:
+            return Compiled.from_json(body)
+        except (CacheError, ValueError, KeyError, TypeError) as exc:
+            self.discard(key, str(exc))
+            return None
+
+    def store(self, key: str, compiled: Compiled) -> None:
+        if self._write(self.path(key), compiled.to_json()):
+            self._prune()
+
+    def fetch_btf_answers(self, btf_sha256: str) -> dict:
+        """What an earlier start asked of the kernel's BTF with this SHA-256 and its answers ({} if none)."""
+        name = f"{BTF_ANSWERS_PREFIX}{btf_sha256}"
+        body = self._read(self.directory / f"{name}{BTF_ANSWERS_SUFFIX}", name)
+        try:
+            answers = json.loads(body) if body is not None else {}
+        except ValueError:
+            answers = None
+        if not isinstance(answers, dict):
+            self.discard(name, "not a table of answers", BTF_ANSWERS_SUFFIX)
+            return {}
+        return answers
+
+    def store_btf_answers(self, btf_sha256: str, answers: dict) -> None:
+        if self._write(self.directory / f"{BTF_ANSWERS_PREFIX}{btf_sha256}{BTF_ANSWERS_SUFFIX}",
+                       json.dumps(answers, sort_keys=True).encode()):
+            old = sorted(self.directory.glob(f"*{BTF_ANSWERS_SUFFIX}"), key=lambda p: p.stat().st_mtime_ns)
+            for path in old[:-MAX_BTF_ANSWERS]:   # the kernels booted before
+                path.unlink(missing_ok=True)
+
+    def _read(self, path: Path, key: str) -> bytes | None:
+        """An entry's content, its file and SHA-256 checked; a bad one is deleted (and noted)."""
+        suffix = path.name[len(key):]
         if not self._ready():
             return None
         try:
@@ -343,7 +379,7 @@ class BpfCache:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self.discard(key, f"unreadable ({exc.strerror})")
+            self.discard(key, f"unreadable ({exc.strerror})", suffix)
             return None
         try:
             st = os.fstat(fd)
@@ -357,28 +393,29 @@ class BpfCache:
                 raise CacheError("not an entry of this format")
             if hashlib.sha256(body).hexdigest().encode() != parts[2]:
                 raise CacheError("its SHA-256 does not match its content")
-            return Compiled.from_json(body)
-        except (CacheError, ValueError, KeyError, TypeError, OSError) as exc:
-            self.discard(key, str(exc))
+            return body
+        except (CacheError, OSError) as exc:
+            self.discard(key, str(exc), suffix)
             return None
         finally:
             os.close(fd)
 
-    def store(self, key: str, compiled: Compiled) -> None:
+    def _write(self, path: Path, body: bytes) -> bool:
+        """Write an entry (0600, with its SHA-256) in one rename; whether it was written."""
         if not self._ready():
-            return
-        body = compiled.to_json()
+            return False
         data = b"%s %d %s\n" % (MAGIC, FORMAT, hashlib.sha256(body).hexdigest().encode()) + body
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".new-", suffix=SUFFIX)   # 0600
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".new-", suffix=path.suffix)   # 0600
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, self.path(key))
+            os.replace(tmp, path)
             tmp = None
-            self._prune()
+            return True
         except OSError as exc:
             self._note(f"cannot write to the compile cache {self.directory}: {exc.strerror}")
+            return False
         finally:
             if tmp is not None:
                 try:
@@ -391,14 +428,15 @@ class BpfCache:
         for old in entries[:-MAX_ENTRIES]:
             old.unlink(missing_ok=True)
 
-    def discard(self, key: str, why: str) -> None:
+    def discard(self, key: str, why: str, suffix: str = SUFFIX) -> None:
         self._note(f"compile cache entry {key[:12]} removed: {why}")
+        path = self.directory / f"{key}{suffix}"
         try:
-            self.path(key).unlink()
+            path.unlink()
         except FileNotFoundError:
             pass
         except OSError as exc:
-            self._note(f"cannot remove {self.path(key)}: {exc.strerror}")
+            self._note(f"cannot remove {path}: {exc.strerror}")
 
 
 # -- loading from an entry ------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ decoded; every other type is skipped by its size.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import struct
 import threading
 from array import array
@@ -46,7 +49,7 @@ class Btf:
     of its extra data, in four arrays of 32-bit words (about 2 MB for a kernel's 125,000 types, where a
     tuple per type took 28 MB). The kernel's own BTF is parsed once per process: Btf.vmlinux()."""
 
-    _vmlinux: "Btf | None" = None
+    _vmlinux: "RememberedBtf | None" = None
     _vmlinux_lock = threading.Lock()
 
     def __init__(self, data: bytes) -> None:
@@ -66,21 +69,25 @@ class Btf:
         self._index()
 
     @classmethod
-    def vmlinux(cls) -> "Btf":
-        """The running kernel's BTF, read and indexed at the first call of the process (see forget_vmlinux)."""
+    def vmlinux(cls) -> "RememberedBtf":
+        """The running kernel's BTF, read at the first call of the process (see forget_vmlinux); indexed when
+        a question comes that an earlier start did not ask (RememberedBtf)."""
         with cls._vmlinux_lock:
             if cls._vmlinux is None:
                 try:
-                    cls._vmlinux = cls(VMLINUX_BTF.read_bytes())
+                    data = VMLINUX_BTF.read_bytes()
                 except OSError as exc:
                     raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
+                cls._vmlinux = RememberedBtf(data)
             return cls._vmlinux
 
     @classmethod
     def forget_vmlinux(cls) -> None:
-        """Drop the kernel's BTF (about 8 MB with its index) once start-up no longer needs it; a later
-        Btf.vmlinux() reads it again."""
+        """Drop the kernel's BTF (about 8 MB with its index) once start-up no longer needs it, keeping the new
+        answers for the next start; a later Btf.vmlinux() reads it again."""
         with cls._vmlinux_lock:
+            if cls._vmlinux is not None:
+                cls._vmlinux.keep_answers()
             cls._vmlinux = None
 
     @property
@@ -205,6 +212,77 @@ class Btf:
                 raise BtfError(f"struct {struct_name}'s {path} is {m.size} bytes wide, not {size}")
             offsets[define] = m.offset
         return offsets
+
+
+@functools.lru_cache(maxsize=1)
+def vmlinux_sha256() -> str | None:
+    """The SHA-256 of the running kernel's BTF (None where it cannot be read); it changes only with a boot."""
+    try:
+        return hashlib.sha256(VMLINUX_BTF.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class RememberedBtf:
+    """The kernel's BTF as start-up asks it: the questions it may ask (type_id, struct_id, enum_value, member,
+    field_offsets) are answered from what an earlier start asked of the same BTF (its SHA-256), kept in the
+    compile cache's folder (ebpftool.core.bpf_cache, checked as its entries are); only a new question indexes
+    the BTF (~0.2 s of Python on a kernel's 150,000 types), and its answer, or the BtfError it raised, is
+    kept at forget_vmlinux(). With the cache off every question is asked of the BTF itself."""
+
+    def __init__(self, data: bytes) -> None:
+        self.raw = data
+        self._sha256 = vmlinux_sha256() or hashlib.sha256(data).hexdigest()
+        self._btf: Btf | None = None
+        self._lock = threading.Lock()
+        self._cache = self._cache_folder()
+        self._answers: dict = self._cache.fetch_btf_answers(self._sha256) if self._cache else {}
+        self._new = False
+
+    @staticmethod
+    def _cache_folder():
+        from ebpftool.core.bpf_cache import BpfCache  # noqa: PLC0415  (it imports this module)
+        return BpfCache.from_env()
+
+    def _ask(self, question: str, *args):
+        key = json.dumps([question, *args])
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is None:
+                if self._btf is None:
+                    self._btf = Btf(self.raw)
+                try:
+                    value = getattr(self._btf, question)(*args)
+                    answer = {"value": [value.offset, value.size] if isinstance(value, Member) else value}
+                except BtfError as exc:
+                    answer = {"error": str(exc)}
+                self._answers[key] = answer
+                self._new = True
+        if "error" in answer:
+            raise BtfError(answer["error"])
+        return Member(*answer["value"]) if question == "member" else answer["value"]
+
+    def type_id(self, kind: int, name: str) -> int:
+        return self._ask("type_id", kind, name)
+
+    def struct_id(self, name: str) -> int:
+        return self._ask("struct_id", name)
+
+    def enum_value(self, enum_name: str, name: str) -> int:
+        return self._ask("enum_value", enum_name, name)
+
+    def member(self, struct_name: str, path: str) -> Member:
+        return self._ask("member", struct_name, path)
+
+    def field_offsets(self, fields) -> dict[str, int]:
+        return self._ask("field_offsets", [list(f) for f in fields])
+
+    def keep_answers(self) -> None:
+        """Write the answers to the cache if this process asked something new."""
+        with self._lock:
+            if self._new and self._cache is not None:
+                self._cache.store_btf_answers(self._sha256, self._answers)
+                self._new = False
 
 
 # (#define, struct, member path, size in bytes) of the fields the raw socket tracepoint programs read.
