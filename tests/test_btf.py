@@ -130,7 +130,8 @@ def test_a_second_start_answers_from_what_the_first_asked_without_indexing_the_b
         with pytest.raises(BtfError) as missing:
             btf.type_id(KIND_TYPEDEF, "btf_trace_no_such_tracepoint")
         return (btf.struct_id("sock"), btf.member("sock", "__sk_common.skc_family"),
-                btf.enum_value("iter_type", "ITER_IOVEC"), sock_field_offsets(), str(missing.value))
+                btf.enum_value("iter_type", "ITER_IOVEC"), list(sock_field_offsets().items()), str(missing.value))
+        # (in their order: the defines of a program's text, whose order is its compile cache key's)
 
     Btf.forget_vmlinux()
     first = Btf.vmlinux()

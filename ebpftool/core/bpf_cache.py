@@ -364,7 +364,7 @@ class BpfCache:
 
     def store_btf_answers(self, btf_sha256: str, answers: dict) -> None:
         if self._write(self.directory / f"{BTF_ANSWERS_PREFIX}{btf_sha256}{BTF_ANSWERS_SUFFIX}",
-                       json.dumps(answers, sort_keys=True).encode()):
+                       json.dumps(answers).encode()):   # not sorted: an answer's own order (field_offsets) is kept
             old = sorted(self.directory.glob(f"*{BTF_ANSWERS_SUFFIX}"), key=lambda p: p.stat().st_mtime_ns)
             for path in old[:-MAX_BTF_ANSWERS]:   # the kernels booted before
                 path.unlink(missing_ok=True)
