@@ -6,7 +6,8 @@
  *  - stats: a per-CPU array of counters. Slots below STAT_TRACER_BASE are the
  *    core's (ring-buffer drops, span budget refusals); tracers use the rest.
  *  - span_budget_take(): an in-kernel rate limit (SPAN_RATE_PER_CPU per second,
- *    bursts of SPAN_BURST, per CPU) that bounds spans sent to user space.
+ *    bursts of SPAN_BURST, per CPU) that bounds spans sent to user space, divided
+ *    by 2^span_shift[0] while user space thins spans (its own CPU over --max-cpu).
  *  - struct hist_value: count, sum and buckets of one histogram series.
  *  - CURRENT_SYSCALL_REGS() and x86-64 syscall numbers, for programs that run
  *    inside a socket call and need its user-space arguments; the recv() flags
@@ -54,6 +55,9 @@ struct span_schedule {
     u64 due;   /* when the next span is due; 0: none sent yet */
 };
 BPF_PERCPU_ARRAY(span_budget, struct span_schedule, 1);
+/* Set by user space (ebpftool/core/cpu_budget.py): spans are due 2^shift intervals apart while the tracer's
+ * own CPU is over its share; the burst stays a second's worth of the rate so reduced. */
+BPF_ARRAY(span_shift, u32, 1);
 #define SPAN_INTERVAL_NS (SPAN_RATE_PER_CPU ? NSEC_PER_SEC / SPAN_RATE_PER_CPU : 0)
 #define SPAN_EARLY_NS ((SPAN_BURST > 1 ? SPAN_BURST - 1 : 0) * SPAN_INTERVAL_NS)
 
@@ -69,7 +73,9 @@ static __always_inline int span_budget_take(u64 now)
     u64 due = b->due;
     if (due > now + SPAN_EARLY_NS)
         goto refused;
-    b->due = (due > now ? due : now) + SPAN_INTERVAL_NS;
+    u32 *shift = span_shift.lookup(&zero);
+    u32 s = shift ? (*shift & 31) : 0;
+    b->due = (due > now ? due : now) + (SPAN_INTERVAL_NS << s);
     return 1;
 refused:
     stat_add(STAT_SPAN_BUDGET, 1);

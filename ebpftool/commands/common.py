@@ -18,7 +18,8 @@ from rich.live import Live
 from rich.status import Status
 from rich.table import Table
 
-from ebpftool.commands.options import DEFAULT_INTERVAL, DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE
+from ebpftool.commands.options import (DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_SERIES,
+                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE)
 from ebpftool.core.privileges import require_privileges
 from ebpftool.core.runner import RunResult, StopFlag, run
 from ebpftool.core.series import Retirement, Scrapes
@@ -52,6 +53,7 @@ class CommonOptions:
     overwrite: bool = False
     flush_timeout: float | None = None  # None: the pipeline's default (replay); tracing commands: --flush-timeout
     max_series: int = DEFAULT_MAX_SERIES
+    max_cpu: float = DEFAULT_MAX_CPU_PERCENT   # percent of one core (--max-cpu)
     summary_json: str | None = None  # also write the exit summary's figures there
 
     @classmethod
@@ -187,7 +189,8 @@ def _run_and_report(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts:
     try:
         result = run(tracers, telemetry, duration=opts.duration, interval=opts.interval, skip_failed=skip_failed,
                      on_start=on_start, on_starting=on_starting, on_interval=on_interval,
-                     after_start=after_start, stop=stop, max_series=opts.max_series)
+                     after_start=after_start, stop=stop, max_series=opts.max_series,
+                     max_cpu=opts.max_cpu / 100, on_cpu_budget=cpu_budget_moved(opts.max_cpu))
     finally:
         end_spinner()
         if live is not None:
@@ -219,6 +222,15 @@ HEALTH_LINE = "health: losses, refusals, failures"
 ALL_WELL = "none"
 
 
+def cpu_budget_moved(max_cpu_percent: float) -> Callable[[int, float], None]:
+    """What the user reads when --max-cpu thins spans, or lets them all through again."""
+    def say(shift: int, used: float) -> None:
+        at = f"1/{1 << shift} of --span-rate" if shift else "--span-rate again"
+        console.print(f"[yellow]ebpftool used {used:.0%} of a core over the last second (--max-cpu "
+                      f"{max_cpu_percent:g}%): spans now at {at}; metrics stay exact[/]")
+    return say
+
+
 def is_health_figure(label: str) -> bool:
     return any(word in label for word in HEALTH_FIGURES)
 
@@ -238,6 +250,8 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telem
         rows += [(t.name, k.replace("_", " "), v) for k, v in result.drops.get(t.name, {}).items()]
         if t.name in result.series_folded:
             rows.append((t.name, "series folded into overflow (--max-series)", result.series_folded[t.name]))
+    if result.span_shift_max:
+        rows.append(("ebpftool", "spans thinned for --max-cpu, at most to", f"1/{1 << result.span_shift_max}"))
     rows += [("export", k.replace("_", " "), v) for k, v in result.pipeline.items()
              if telemetry is None or k not in _PER_SINK]
     if telemetry is not None and result.pipeline:
@@ -268,6 +282,7 @@ def summary_document(result: RunResult, tracers: Sequence[Tracer], telemetry: Te
             **(dataclasses.asdict(summary) if dataclasses.is_dataclass(summary) else {}),
             "drops": dict(result.drops.get(t.name, {})),
             "series_folded": result.series_folded.get(t.name, 0)}
+    doc["spans_thinned_to"] = 1 / (1 << result.span_shift_max)   # of --span-rate at most, for --max-cpu
     doc["export"] = dict(result.pipeline)
     if telemetry is not None and result.pipeline:
         doc["export_by_sink"] = telemetry.sink_counters()

@@ -7,10 +7,11 @@ from ebpftool.commands.common import CommonOptions, console, execute
 from ebpftool.commands.gpu import gpu_tracer
 from ebpftool.commands.inference import inference_tracer
 from ebpftool.commands.net import net_tracer
-from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS,
-                                       DEFAULT_SPAN_RATE, FlushTimeout, Interval, JsonlPath, MaxSeries, OtlpEndpoint,
-                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
-                                       ServiceName, SpanRate, SummaryJson, Ui, Zone, finite)
+from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_SERIES,
+                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, FlushTimeout, Interval,
+                                       JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
+                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate,
+                                       SummaryJson, Ui, Zone, finite)
 
 DEMO_DURATION = 10.0   # seconds: a few exports, then everything the demo started is removed
 DEMO_INTERVAL = 1.0    # seconds: a short demo shows several refreshes
@@ -38,6 +39,7 @@ def demo(
     overwrite: Overwrite = False,
     flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
     max_series: MaxSeries = DEFAULT_MAX_SERIES,
+    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
     summary_json: SummaryJson = None,
 ) -> None:
     """Trace a demo workload for a few seconds: a streaming OpenAI-compatible server and its client, two

@@ -5,11 +5,11 @@ from typing import Annotated, List, Optional
 import typer
 
 from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
-                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Duration, FlushTimeout,
-                                       Interval, JsonlPath, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
-                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate,
-                                       SummaryJson, Ui, Zone, finite)
+from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
+                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
+                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
+                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
+                                       ServiceName, SpanRate, SummaryJson, Ui, Zone, finite)
 from ebpftool.tracers.gpu import DEFAULT_IOCTL_PREFIX, DEFAULT_SPAN_THRESHOLD_S, GpuOptions, GpuTracer
 
 Lib = Annotated[Optional[List[str]], typer.Option(
@@ -54,6 +54,7 @@ def gpu(
     overwrite: Overwrite = False,
     flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
     max_series: MaxSeries = DEFAULT_MAX_SERIES,
+    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
     summary_json: SummaryJson = None,
 ) -> None:
     """Trace CUDA runtime and driver calls (uprobes) and NVIDIA device ioctls: calls, durations, bytes

@@ -5,11 +5,11 @@ from typing import Annotated, List, Optional
 import typer
 
 from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
-                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Duration, FlushTimeout,
-                                       Interval, JsonlPath, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
-                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate,
-                                       SummaryJson, Ui, Zone)
+from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
+                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
+                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
+                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
+                                       ServiceName, SpanRate, SummaryJson, Ui, Zone)
 from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS, InferenceOptions, InferenceTracer
 
 Port = Annotated[Optional[List[int]], typer.Option(
@@ -57,6 +57,7 @@ def inference(
     overwrite: Overwrite = False,
     flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
     max_series: MaxSeries = DEFAULT_MAX_SERIES,
+    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
     summary_json: SummaryJson = None,
 ) -> None:
     """Measure every HTTP/1.x request a server answers (any language, unchanged): duration, status and,

@@ -4,9 +4,10 @@ from typing import Annotated, Optional
 import typer
 
 from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
+from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
+                                       DEFAULT_MAX_SERIES,
                                        DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Duration, FlushTimeout,
-                                       Interval, JsonlPath, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
+                                       Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
                                        PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate,
                                        SummaryJson, Ui, Zone, finite)
 
@@ -46,6 +47,7 @@ def net(
     overwrite: Overwrite = False,
     flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
     max_series: MaxSeries = DEFAULT_MAX_SERIES,
+    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
     summary_json: SummaryJson = None,
 ) -> None:
     """Bytes per availability-zone pair and process, cross-zone cost, TCP retransmits and RTT."""

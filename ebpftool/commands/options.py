@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ebpftool.core.cpu_budget import DEFAULT_MAX_CPU_PERCENT
 from ebpftool.core.series import DEFAULT_MAX_SERIES
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE
 from ebpftool.errors import EbpftoolError
@@ -17,9 +18,9 @@ from ebpftool.export.pipeline import EXIT_FLUSH_SECONDS
 from ebpftool.export.sinks import DEFAULT_PROMETHEUS_ADDRESS
 
 __all__ = [
-    "DEFAULT_FLUSH_TIMEOUT", "DEFAULT_INTERVAL", "DEFAULT_MAX_SERIES", "DEFAULT_PROMETHEUS_ADDRESS",
-    "DEFAULT_SPAN_RATE", "MAX_SPAN_RATE", "Config", "Duration", "FlushTimeout", "Interval", "JsonlPath",
-    "MaxSeries", "OtlpEndpoint", "OtlpProtocol", "Overwrite", "PrometheusAddress", "PrometheusPort", "Record",
+    "DEFAULT_FLUSH_TIMEOUT", "DEFAULT_INTERVAL", "DEFAULT_MAX_CPU_PERCENT", "DEFAULT_MAX_SERIES",
+    "DEFAULT_PROMETHEUS_ADDRESS", "DEFAULT_SPAN_RATE", "MAX_SPAN_RATE", "Config", "Duration", "FlushTimeout",
+    "Interval", "JsonlPath", "MaxCpu", "MaxSeries", "OtlpEndpoint", "OtlpProtocol", "Overwrite", "PrometheusAddress", "PrometheusPort", "Record",
     "Region", "ServiceName", "SpanRate", "SummaryJson", "Ui", "Zone", "finite",
 ]
 
@@ -62,6 +63,10 @@ ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="serv
 Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
 Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
 SpanRate = Annotated[int, typer.Option("--span-rate", min=0, max=MAX_SPAN_RATE, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+MaxCpu = Annotated[float, typer.Option(
+    "--max-cpu", min=0, max=100_000,
+    help="ebpftool's own CPU, in percent of one core, above which it sends fewer spans (halved each second "
+         "it stays over; counted as unsampled); metrics stay exact. 0: no limit.")]
 MaxSeries = Annotated[int, typer.Option(
     "--max-series", min=2, max=1_000_000,
     help="Most series per metric and tracer; further attribute sets (e.g. more processes) are folded into one "

@@ -7,11 +7,11 @@ from ebpftool.commands.common import CommonOptions
 from ebpftool.commands.gpu import Discover, IoctlPrefix, LeakReport, Lib, SampleCalls, SpanThreshold
 from ebpftool.commands.inference import CaptureBytes, Comm, Hooks, MaxConnections, Port
 from ebpftool.commands.net import PricePerGb, TopFlows, ZonesFile
-from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
-                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Duration, FlushTimeout,
-                                       Interval, JsonlPath, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
-                                       PrometheusAddress, PrometheusPort, Region, ServiceName, SpanRate, SummaryJson,
-                                       Ui, Zone)
+from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
+                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
+                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
+                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Region,
+                                       ServiceName, SpanRate, SummaryJson, Ui, Zone)
 from ebpftool.commands.trace import GpuOn, GpuPid, InferenceOn, InferencePid, NetOn, NetSpans, run_trace, trace_params
 from ebpftool.tracers.gpu import DEFAULT_IOCTL_PREFIX, DEFAULT_SPAN_THRESHOLD_S
 from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS
@@ -58,6 +58,7 @@ def record(
     overwrite: Overwrite = False,
     flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
     max_series: MaxSeries = DEFAULT_MAX_SERIES,
+    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
     summary_json: SummaryJson = None,
 ) -> None:
     """Trace like `trace` and save spans and metric snapshots to FILE, for `ebpftool replay`."""

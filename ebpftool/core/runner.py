@@ -18,6 +18,7 @@ from ebpftool.core.bpf import (CompiledAhead, compiles_pending, compiling_ahead,
                               in_threads)
 from ebpftool.core.bpf_cache import BpfCache
 from ebpftool.core.btf import Btf
+from ebpftool.core.cpu_budget import CpuBudget
 from ebpftool.core.series import DEFAULT_MAX_SERIES
 from ebpftool.core.telemetry import SeriesLimit, Telemetry
 from ebpftool.core.tracer import Tracer
@@ -39,6 +40,7 @@ class RunResult:
     interrupted_by: str | None = None
     not_started: list[str] = field(default_factory=list)   # tracers a stop request kept from starting
     series_folded: dict[str, int] = field(default_factory=dict)  # tracer -> series folded into overflow series
+    span_shift_max: int = 0   # spans were thinned to 1/2**this of the span rate at most (--max-cpu)
 
 
 class StopFlag:
@@ -170,9 +172,13 @@ def run(
     after_start: Callable[[], None] | None = None,
     stop: StopFlag | None = None,
     max_series: int = DEFAULT_MAX_SERIES,
+    max_cpu: float = 0.0,
+    on_cpu_budget: Callable[[int, float], None] | None = None,
 ) -> RunResult:
-    """Run tracers until duration elapses or a signal arrives; always detach and flush."""
+    """Run tracers until duration elapses or a signal arrives; always detach and flush. max_cpu: the share of
+    one core (0.25: 25%) above which the process thins its spans (core.cpu_budget; 0: never)."""
     result = RunResult()
+    budget = CpuBudget(max_cpu, on_change=on_cpu_budget)
     stop = stop or StopFlag()
     stop.install()
     running: list[Tracer] = []
@@ -195,6 +201,7 @@ def run(
         while not stop.event.is_set():
             for t in running:
                 t.poll(per_tracer_ms)
+            budget.check(running)
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 stop.set("duration")
@@ -206,6 +213,7 @@ def run(
     finally:
         stop.restore()
         result.interrupted_by = stop.reason
+        result.span_shift_max = budget.max_shift_seen
         for t in running:
             try:
                 t.finish_pending()  # answers already given end now, not at a next interval that never comes

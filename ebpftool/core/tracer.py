@@ -1,6 +1,7 @@
 """What every tracer is to the runner: start, poll, collect, stop; plus its drop accounting."""
 from __future__ import annotations
 
+import ctypes
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Tracer(ABC):
         self.clock = KernelClock()
         self.programs: list[BpfProgram] = []
         self.compile_seconds = 0.0
+        self.span_shift = 0   # spans thinned to 1/2**span_shift of the span rate (ebpftool.core.cpu_budget)
 
     def validate(self) -> None:
         """Check the options given by the user: raise EbpftoolError with one sentence when one is wrong.
@@ -70,6 +72,14 @@ class Tracer(ABC):
     def finish_pending(self) -> None:
         """Called once when tracing ends, before the last poll and collect: finish in the kernel what is
         complete but would only have been finished later (e.g. an answered request on a quiet connection)."""
+
+    def set_span_shift(self, shift: int) -> None:
+        """Thin spans to 1/2**shift of the span rate: the kernel's budget (common.bpf.h's span_shift) in every
+        program, and user-space budgets that read self.span_shift."""
+        self.span_shift = shift
+        for p in self.programs:
+            if p.bpf is not None:
+                p["span_shift"][ctypes.c_int(0)] = ctypes.c_uint(shift)
 
     def drops(self) -> dict[str, int]:
         """Events lost in the kernel: ring buffer full, and spans refused by the budget."""

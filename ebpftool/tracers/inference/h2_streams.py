@@ -303,7 +303,7 @@ class InferenceHttp2:
         return out
 
     def _h2_take_span(self) -> bool:
-        rate = getattr(self.opts, "span_rate", 0)
+        rate = getattr(self.opts, "span_rate", 0) / (1 << self.span_shift)   # thinned as the kernel's (cpu_budget)
         if rate <= 0:
             return False
         now = time.monotonic()
