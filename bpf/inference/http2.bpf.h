@@ -3,7 +3,8 @@
  * the blocks before it, RFC 7541), so the kernel does not parse requests here: it walks the frame headers of
  * every read and write and hands user space each direction's bytes in order, all of them but the DATA
  * payload past its first H2_DATA_PEEK bytes (and, from the server, before its last H2_DATA_TAIL: a skip count
- * stands for those), in h2_bytes_event records.
+ * stands for those), in h2_bytes_event records. A connection user space put in h2_whole_data (one that carries
+ * a generative-AI stream: its events are counted in user space) has its server DATA sent whole.
  * User space (ebpftool/tracers/inference/http2.py) decodes the streams, their times and gRPC messages.
  * These records are not under the span budget: a lost one loses the connection's header table for user
  * space. From then on nothing more of it is sent (H2_MUTED) and its streams are measured here instead, with
@@ -228,6 +229,7 @@ struct h2_walk {
     u64 peek_sid;
     u64 peek_off;
     u64 peek_len;
+    u64 whole;      /* server bytes of a connection in h2_whole_data: DATA frames sent whole */
     u64 notes_n;    /* muted: frames of this run to measure after its turns (h2_measure_notes) */
     u64 notes_begun; /* of them, the client's HEADERS (streams begun) */
     struct h2_note {
@@ -240,6 +242,11 @@ struct h2_walk {
     } notes[H2_NOTES];
 };
 BPF_PERCPU_ARRAY(h2_walks, struct h2_walk, 1);
+/* Connections (conn_state.id, as the records name them) whose server DATA frames go to user space whole, set
+ * by user space once a stream of theirs is a generative-AI request (ebpftool/tracers/inference/h2_streams.py):
+ * a stream's events packed into one long frame (a proxy relaying tokens that came back to back) are all
+ * counted there. */
+BPF_TABLE("lru_hash", u64, u8, h2_whole_data, 4096);
 #define V(x) (*(volatile u64 *)&(x))
 
 #define H2_BLOCK_PEEK 64  /* bytes of a request header block looked at for its :method */
@@ -517,11 +524,13 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
             if (dir == H2_FROM_CLIENT && type == H2_TYPE_HEADERS)
                 stat_add(STAT_INF_H2_BEGUN, 1);  /* (unless the record holding it is lost: see there) */
             V(w->copy) = type == H2_TYPE_DATA ? (next < H2_DATA_PEEK ? next : H2_DATA_PEEK) : next;
-            /* from the server, a longer DATA frame's last bytes too; one a little longer is sent whole */
+            /* from the server, a longer DATA frame's last bytes too; one a little longer is sent whole, as is
+             * every one of a connection in h2_whole_data */
+            u64 whole = V(w->whole);
             if (type == H2_TYPE_DATA && dir == H2_FROM_SERVER && next > H2_DATA_PEEK)
-                V(w->copy) = next <= H2_DATA_PEEK + H2_DATA_TAIL ? next : H2_DATA_PEEK;
-            V(w->tail) = type == H2_TYPE_DATA && dir == H2_FROM_SERVER && next > H2_DATA_PEEK + H2_DATA_TAIL ?
-                         H2_DATA_TAIL : 0;
+                V(w->copy) = next <= H2_DATA_PEEK + H2_DATA_TAIL || whole ? next : H2_DATA_PEEK;
+            V(w->tail) = type == H2_TYPE_DATA && dir == H2_FROM_SERVER && next > H2_DATA_PEEK + H2_DATA_TAIL &&
+                         !whole ? H2_DATA_TAIL : 0;
             /* Flow control, pings and priorities say nothing of a stream's request or answer (gRPC sends a
              * WINDOW_UPDATE and a PING or two per call): left out whole, header too, where the header lies
              * in this buffer and the bytes before it fit one record. User space reads the frames around. */
@@ -631,6 +640,8 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     w->drop_from = pos;
     w->fill = 0;
     w->mute = (c->h2_lost & H2_MUTED) != 0;
+    u64 id = c->id;
+    w->whole = dir == H2_FROM_SERVER && h2_whole_data.lookup(&id) != NULL;
     w->peek = 0;
     w->notes_n = 0;
     w->notes_begun = 0;

@@ -155,7 +155,8 @@ struct conn_state {
 #define H2_FROM_CLIENT 0
 #define H2_FROM_SERVER 1
 #define H2_CHUNK 4096        /* bytes one h2_bytes_event can hold */
-#define H2_DATA_PEEK 512     /* bytes of each DATA frame sent to user space (gRPC message prefixes); the rest are skipped */
+#define H2_DATA_PEEK 512     /* bytes of each DATA frame sent to user space (gRPC message prefixes); the rest are skipped
+                              * (but on connections in h2_whole_data: http2.bpf.h) */
 #define H2_DATA_TAIL 512     /* and the last bytes of each DATA frame from the server (a stream's usage chunk, a JSON
                               * answer's usage: where answers state their tokens) */
 

@@ -5,6 +5,7 @@ decoded in user space, so these metrics cannot come from kernel maps), and becom
 budget (a token bucket at --span-rate, as the kernel's is for HTTP/1)."""
 from __future__ import annotations
 
+import ctypes
 import struct
 import time
 from bisect import bisect_left
@@ -70,6 +71,7 @@ class _Followed:
     peer: H2Peer
     # the kernel sends a connection's bytes from its first frame on (the client preface it checked is left out)
     conn: http2.Connection = field(default_factory=lambda: http2.Connection(preface_seen=True))
+    whole_data: bool = False   # put in the kernel's h2_whole_data: its server DATA frames come whole
 
 
 # The metrics measured here: (unit, description, bounds, nanoseconds: the values are ns, exported as seconds);
@@ -144,7 +146,11 @@ class _Histograms:
 
 class InferenceHttp2:
     """Mixed into InferenceTracer: HTTP/2 records to streams, metrics and spans (state: _h2, _h2_hist, h2_*
-    counters; uses exe(), clock, cgroups, telemetry, opts.span_rate, _server_rates)."""
+    counters; uses exe(), clock, cgroups, telemetry, opts.span_rate, _server_rates, and the tracer's
+    span_shift and prog, whose defaults below serve a mixin used alone: no kernel, spans not thinned)."""
+
+    span_shift = 0
+    prog = None
 
     def _h2_init(self) -> None:
         self._h2: OrderedDict[int, _Followed] = OrderedDict()
@@ -182,6 +188,8 @@ class InferenceHttp2:
                 return
             for s in streams:
                 self._h2_stream_done(f.peer, s)
+            if not f.whole_data and any(s.gen_ai is not None for s in (*streams, *f.conn.streams.values())):
+                self._h2_whole_data(conn_id, f, True)
             return
         e = decode(self._h2_open_t, data)
         if kind == H["EVENT_H2_OPEN"]:
@@ -197,6 +205,7 @@ class InferenceHttp2:
             f = self._h2.pop(e.conn, None)
             if f is None:
                 return
+            self._h2_whole_data(e.conn, f, False)
             if e.lost or f.conn.error is not None:
                 self._h2_drop(e.conn, f, pop=False)
                 return
@@ -216,8 +225,21 @@ class InferenceHttp2:
         if not target:
             stream.path = None
 
+    def _h2_whole_data(self, conn_id: int, f: _Followed, whole: bool) -> None:
+        """Ask the kernel for a connection's server DATA frames whole (a generative-AI stream's events may be
+        packed into frames longer than the first and last 512 bytes it sends otherwise), or no longer."""
+        if f.whole_data == whole or self.prog is None:
+            return
+        f.whole_data = whole
+        table, key = self.prog["h2_whole_data"], ctypes.c_ulonglong(conn_id)
+        if whole:
+            table[key] = ctypes.c_ubyte(1)
+        else:
+            table.pop(key, None)
+
     def _h2_drop(self, conn_id: int, f: _Followed, pop: bool = True) -> None:
         """A connection no longer followed: its open streams are not measured (h2_streams_lost counts them)."""
+        self._h2_whole_data(conn_id, f, False)
         if pop:
             self._h2.pop(conn_id, None)
         if f.conn.error is not None or f.conn.streams:
