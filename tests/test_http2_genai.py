@@ -22,6 +22,7 @@ import subprocess
 
 import pytest
 
+from ebpftool.tracers.inference.tracer import LATER_PROGRAMS_LOADED
 from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, wait_listening
@@ -182,9 +183,10 @@ def points(receiver, metric: str, port: int) -> list:
     return [p for p in receiver.latest(metric) if p.attributes.get("server.port") == port]
 
 
-def tracer(port: int, receiver, hooks) -> EbpftoolProcess:
+def tracer(port: int, receiver, hooks, ready_marker: str = "probes attached") -> EbpftoolProcess:
     return EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint, "--otlp-protocol",
-                            "grpc", "--interval", "1", "--no-ui", "--span-rate", "1000", *hooks])
+                            "grpc", "--interval", "1", "--no-ui", "--span-rate", "1000", *hooks],
+                           ready_marker=ready_marker)
 
 
 # The app waits END_GAP_MS between its last chunks (the last token, finish-only, usage-only, [DONE]): nghttpx then
@@ -460,3 +462,27 @@ def test_a_connection_with_generative_ai_streams_has_its_data_sent_whole(tmp_pat
     print(f"\n{len(lengths)} DATA frames, {sum(n > H2_DATA_PEEK + H2_DATA_TAIL for n in lengths)} longer than "
           f"{H2_DATA_PEEK + H2_DATA_TAIL} B (largest {max(lengths)} B)")
 
+
+
+def test_an_h2c_upgrade_request_has_its_model_and_tokens(tmp_path, hooks):
+    """curl --http2 over http:// asks for an h2c Upgrade with its POST (RFC 7540 3.2): the HTTP/1.1 request,
+    read by the kernel as HTTP/1, becomes stream 1 of the HTTP/2 connection, its body's model read from the
+    request's first bytes, its answer's tokens counted from the HTTP/2 frames after the 101."""
+    receiver = GrpcReceiver()
+    try:
+        with stack(tmp_path, None) as (port, _log, base):
+            with tracer(port, receiver, hooks, LATER_PROGRAMS_LOADED) as proc:   # the 101's program
+                done = subprocess.run(["curl", "-sS", "--http2", "-o", str(tmp_path / "up.body"), "-v",
+                                       "-H", "content-type: application/json", "-d",
+                                       json.dumps({"model": "upgrade-model", "max_tokens": 5, "stream": True}),
+                                       base + "/v1/chat/completions"], capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0 and "101 Switching Protocols" in done.stderr, done.stderr
+                assert receiver.wait_for(lambda: gen_ai_spans(receiver, port)), proc.stderr
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    answer = answer_of((tmp_path / "up.body").read_bytes())
+    [span] = gen_ai_spans(receiver, port)
+    a = span.attributes
+    assert a["network.protocol.version"] == "2" and a["gen_ai.request.model"] == "upgrade-model", a
+    assert a["gen_ai.response.model"] == answer["model"] and a["gen_ai.usage.output_tokens"] == answer["tokens"], a

@@ -196,8 +196,8 @@ class InferenceHttp2:
             peer = H2Peer(e.pid, e.port, e.cgroup, bool(e.tls), format_address(bytes(e.client_addr), e.family),
                           e.client_port, cstring(e.comm))
             followed = self._h2[e.conn] = _Followed(peer)
-            if e.upgrade_start:
-                self._h2_upgraded(followed, e)
+            if e.upgrade_start and self._h2_upgraded(followed, e).gen_ai is not None:
+                self._h2_whole_data(e.conn, followed, True)
             if len(self._h2) > H2_CONNECTIONS_MAX:
                 conn_id, oldest = self._h2.popitem(last=False)
                 self._h2_drop(conn_id, oldest, pop=False)
@@ -214,16 +214,22 @@ class InferenceHttp2:
                     s.end_ns, s.end_reason = e.ts, "closed"
                     self._h2_stream_done(f.peer, s)
 
-    def _h2_upgraded(self, f: _Followed, e) -> None:
+    def _h2_upgraded(self, f: _Followed, e) -> http2.H2Stream:
         """An h2c Upgrade: its HTTP/1.1 request (the kernel read it as HTTP/1 and sent its first bytes) is
-        stream 1, begun when that request did; the captures of it sent as an HTTP/1 request are dropped (its
-        answer is HTTP/2's)."""
-        self._pending.pop((e.conn, e.upgrade_seq), None)
+        stream 1, begun when that request did; the captures of it sent as an HTTP/1 request (when it took a
+        span) give a generative-AI request's model from the body's first bytes, and are not a span of their
+        own (its answer is HTTP/2's)."""
+        captures = self._pending.pop((e.conn, e.upgrade_seq), None) or []
         line = parsers.request_line_start(bytes(e.line[:min(int(e.line_len), len(e.line))]))
         method, target = line if line else (parsers.OTHER_METHOD, "")
         stream = f.conn.upgraded_request(method, target, e.upgrade_start)
         if not target:
             stream.path = None
+        head = b"".join(d for part, d in captures if part == H["PART_REQUEST_HEAD"])
+        body = head.partition(b"\r\n\r\n")[2]
+        if stream.gen_ai is not None and body:
+            stream.gen_ai.request(body)
+        return stream
 
     def _h2_whole_data(self, conn_id: int, f: _Followed, whole: bool) -> None:
         """Ask the kernel for a connection's server DATA frames whole (a generative-AI stream's events may be
