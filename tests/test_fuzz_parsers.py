@@ -12,7 +12,7 @@ import string
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from ebpftool.config import check_keys, load_config_file
 from ebpftool.core.netaddr import AF_INET, AF_INET6, format_address
@@ -37,6 +37,8 @@ wire = st.one_of(st.binary(max_size=600), st.lists(st.sampled_from(TOKENS) | st.
 
 @FUZZ
 @given(wire)
+@example(b"A \x00 HTTP/0.0\n")   # a target with no path (found here once): url.path "/"
+@example(b"OPTIONS * HTTP/1.1\r\n\r\n")
 def test_http_parsers_never_raise_and_return_bounded_printable_values(data):
     req = hp.parse_request(data)
     if req is not None:

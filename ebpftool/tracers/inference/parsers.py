@@ -62,8 +62,9 @@ def clean_path(target: str) -> str:
     if "://" in target:  # absolute-form (a proxy request): keep the path part
         target = "/" + target.split("://", 1)[1].partition("/")[2]
     path = target.split("?", 1)[0].split("#", 1)[0]
-    path = _SAFE_PATH.sub("_", path)[:MAX_PATH]
-    return path or "/"
+    if not path.startswith("/"):
+        return "/"   # asterisk-form (OPTIONS *), authority-form (CONNECT host:443) or not a target: no path
+    return _SAFE_PATH.sub("_", path)[:MAX_PATH]
 
 
 def path_template(path: str) -> str:
