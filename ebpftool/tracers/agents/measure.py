@@ -132,7 +132,8 @@ class CallMetrics:
         self.calls_failed += error is not None
         cost = None
         if a is not None:
-            output = a.output_tokens_or_chunks
+            # a stream without usage: its content chunks, unless it failed (what it cost is unknown then)
+            output = a.output_tokens if a.output_tokens is not None or error else a.output_tokens_or_chunks
             if a.input_tokens is not None:
                 self._observe(sc.GEN_AI_CLIENT_TOKEN_USAGE, {**attrs, sc.GEN_AI_TOKEN_TYPE: "input"}, a.input_tokens)
                 self.input_tokens += a.input_tokens
