@@ -251,10 +251,11 @@ int tls_read_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 0, 1); }
 int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 0); }
 int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 1); }
 
-static __always_inline int tls_return(struct pt_regs *ctx, int ex)
+/* is_write: a constant in each program, so each verifies only its own direction's path */
+static __always_inline int tls_return(struct pt_regs *ctx, int ex, u8 is_write)
 {
     struct tls_args *a = tls_calls.task_storage_get(bpf_get_current_task_btf(), 0, 0);
-    if (!a || !a->active)
+    if (!a || !a->active || a->is_write != is_write)
         return 0;
     a->active = 0;
     long ret = PT_REGS_RC(ctx);
@@ -269,17 +270,17 @@ static __always_inline int tls_return(struct pt_regs *ctx, int ex)
     if (moved == 0 || moved > a->len)
         return 0;
     struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_TLS, .id = a->ssl};
-    if (a->is_write)
+    if (is_write)
         on_write(&k, a->buf, moved);
     else
         on_read(&k, a->buf, moved);
     return 0;
 }
 
-int tls_read_exit(struct pt_regs *ctx) { return tls_return(ctx, 0); }
-int tls_read_ex_exit(struct pt_regs *ctx) { return tls_return(ctx, 1); }
-int tls_write_exit(struct pt_regs *ctx) { return tls_return(ctx, 0); }
-int tls_write_ex_exit(struct pt_regs *ctx) { return tls_return(ctx, 1); }
+int tls_read_exit(struct pt_regs *ctx) { return tls_return(ctx, 0, 0); }
+int tls_read_ex_exit(struct pt_regs *ctx) { return tls_return(ctx, 1, 0); }
+int tls_write_exit(struct pt_regs *ctx) { return tls_return(ctx, 0, 1); }
+int tls_write_ex_exit(struct pt_regs *ctx) { return tls_return(ctx, 1, 1); }
 
 /* SSL_free: the connection ends, and the object's address will be another's. */
 int tls_free_enter(struct pt_regs *ctx)
@@ -355,16 +356,17 @@ static __always_inline int io_enter(u32 fd, u64 buf, u8 is_write)
     return 0;
 }
 
-static __always_inline int io_exit(long ret)
+/* is_write: a constant in each program (see tls_return) */
+static __always_inline int io_exit(long ret, u8 is_write)
 {
     struct io_args *io = inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
-    if (!io || !io->active)
+    if (!io || !io->active || io->is_write != is_write)
         return 0;
     io->active = 0;
     if (ret <= 0)
         return 0;
     struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_SOCKET, .id = io->fd};
-    if (io->is_write)
+    if (is_write)
         on_write(&k, io->buf, ret);
     else
         on_read(&k, io->buf, ret);
@@ -373,18 +375,18 @@ static __always_inline int io_exit(long ret)
 
 #define MSG_PEEK_ 2
 TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(args->fd, (u64)args->buf, 1); }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret, 1); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return io_enter(args->fd, (u64)args->buff, 1); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret, 1); }
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(args->fd, (u64)args->buf, 0); }
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret, 0); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
 {
     if (args->flags & MSG_PEEK_)
         return 0;   /* read again later */
     return io_enter(args->fd, (u64)args->ubuf, 0);
 }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret, 0); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
