@@ -250,3 +250,21 @@ def test_pid_filter_follows_only_that_process(tmp_path):
         if waiting.poll() is None:
             waiting.kill()
         receiver.stop()
+
+
+def test_trace_runs_the_agents_tracer_when_asked(tmp_path):
+    """`trace --agents` (off by default): the agents tracer beside the others, its calls exported the same."""
+    receiver = GrpcReceiver()
+    port = free_port()
+    try:
+        with llm_apis.running(port, str(tmp_path / "wire.jsonl")):
+            with EbpftoolProcess(["trace", "--agents", "--no-inference", "--no-gpu", "--otlp-endpoint",
+                                  receiver.endpoint, "--otlp-protocol", "grpc", "--interval", "1", "--no-ui",
+                                  "--summary-json", str(tmp_path / "summary.json")], ready_count=2) as proc:
+                run = drive("ollama", f"http://127.0.0.1:{port}", "", tmp_path)
+                assert receiver.wait_for(lambda: sum(p.count for p in mine(receiver.latest(
+                    "gen_ai.client.operation.duration"), run.pid)) == len(run.calls), timeout=30)
+                assert proc.stop() == 0, proc.stderr
+        assert set(json.loads((tmp_path / "summary.json").read_text())["tracers"]) == {"net", "agents"}
+    finally:
+        receiver.stop()
