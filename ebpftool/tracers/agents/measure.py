@@ -145,7 +145,8 @@ class CallMetrics:
                 for gap in a.chunk_gaps:
                     self._observe(sc.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK, attrs, gap)
             if error is None and a.input_tokens is None and a.output_tokens is None:
-                k = _key({k: attrs[k] for k in (sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_PROVIDER_NAME)})
+                k = _key({**process.attributes(), sc.GEN_AI_OPERATION_NAME: call.operation,
+                          sc.GEN_AI_PROVIDER_NAME: call.provider})
                 self._no_usage[k] = self._no_usage.get(k, 0) + 1
             if self.prices is not None and (a.input_tokens is not None or a.output_tokens is not None):
                 cost = self.prices.cost(call.provider, a.response_model or call.request_model, a.input_tokens,
