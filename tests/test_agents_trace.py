@@ -194,6 +194,51 @@ def test_mcp_tool_calls_over_tls(world, tmp_path):
     assert {"initialize", "tools/list", "tools/call"} <= methods
 
 
+# A client that writes its request with sendmsg() (head and body in two buffers, as Node and Rust's hyper
+# write) and reads the answer with readv() and recvmsg(): the vectored syscalls.
+VECTORED = """
+import json, os, socket, sys
+from tests.agents_drive import PROMPT
+port, out = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port))
+body = json.dumps({"model": "qwen3", "messages": [{"role": "user", "content": PROMPT}], "stream": False}).encode()
+head = (f"POST /api/chat HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nContent-Type: application/json\\r\\n"
+        f"Content-Length: {len(body)}\\r\\n\\r\\n").encode()
+assert s.sendmsg([head, body]) == len(head) + len(body)
+data, turn = b"", 0
+while True:
+    end = data.find(b"\\r\\n\\r\\n")
+    if end >= 0:
+        length = int([l.split(b":")[1] for l in data[:end].split(b"\\r\\n") if l.lower().startswith(b"content-length:")][0])
+        if len(data) >= end + 4 + length:
+            break
+    if turn % 2 == 1:
+        a, b = bytearray(7), bytearray(65536)
+        n = os.readv(s.fileno(), [a, b])
+        data += (bytes(a) + bytes(b))[:n]
+    else:
+        data += s.recvmsg(9 if turn == 0 else 65536)[0]   # the first read cuts the status line
+    turn += 1
+answer = json.loads(data[end + 4:])
+json.dump({"pid": os.getpid(), "model": answer["model"], "input": answer["prompt_eval_count"],
+           "output": answer["eval_count"]}, open(out, "w"))
+"""
+
+
+def test_vectored_writes_and_reads_over_cleartext(world, tmp_path):
+    out = tmp_path / "vectored.json"
+    subprocess.run([sys.executable, "-c", VECTORED, str(world.plain_port), str(out)], cwd=ROOT, check=True,
+                   timeout=60)
+    got = json.loads(out.read_text())
+    r = world.receiver
+    assert r.wait_for(lambda: len(llm_spans(r, got["pid"])) == 1, timeout=30)
+    (span,) = llm_spans(r, got["pid"])
+    a = span.attributes
+    assert (a["gen_ai.request.model"], a["gen_ai.response.model"], a["gen_ai.usage.input_tokens"],
+            a["gen_ai.usage.output_tokens"], a["server.port"]) == ("qwen3", got["model"], got["input"], got["output"],
+                                                                   world.plain_port)
+
+
 def test_no_secret_leaves_and_nothing_was_lost(world, tmp_path):
     # a call of each kind first (this test may run alone)
     drive("openai", world.tls, world.ca, tmp_path)
@@ -268,3 +313,4 @@ def test_trace_runs_the_agents_tracer_when_asked(tmp_path):
         assert set(json.loads((tmp_path / "summary.json").read_text())["tracers"]) == {"net", "agents"}
     finally:
         receiver.stop()
+

@@ -13,7 +13,8 @@
  *    one whose first plaintext was read (a server's side) or written as anything else is ignored.
  *  - cleartext (Ollama, vLLM on a local port): syscall tracepoints. connect() of an AF_INET/AF_INET6 socket
  *    makes (tgid, fd) a candidate; its first write decides as above (a TLS handshake is not HTTP: such a
- *    socket is ignored, its plaintext comes through the uprobes). Its write/sendto and read/recvfrom follow.
+ *    socket is ignored, its plaintext comes through the uprobes). Its write/sendto/writev/sendmsg and
+ *    read/recvfrom/readv/recvmsg follow (of an iovec array, the first AGENTS_IOV_PARTS buffers).
  * A client connection is in a call from a write that begins with `POST `; from then on its writes (up to
  * AGENTS_REQUEST_BYTES of a request) and reads (up to AGENTS_READ_CHUNKS * AGENTS_CHUNK of each) go to user
  * space with their lengths and times. User space lets go of a call that is no LLM or MCP call (drop_calls);
@@ -89,11 +90,14 @@ static __always_inline int http_method(u64 buf, u64 len)
     return METHOD_NONE;
 }
 
-/* `copy` bytes at user address buf (of `len` moved) to user space, in events of up to AGENTS_CHUNK bytes;
- * at least one event (size 0 when nothing is copied), the last one marked. */
+/* `copy` bytes at user address buf to user space, in events of up to AGENTS_CHUNK bytes, the first at `at`
+ * in the read or write (of `len` bytes moved in all: a vectored one sends a buffer at a time). `final`: no
+ * buffer follows, so the last event is marked; a final send of nothing is one empty event. */
 static __always_inline void send_bytes(struct conn_key *k, struct conn_state *c, u8 kind, u8 starts, u64 buf,
-                                       u32 len, u32 copy, u64 now, u32 max_chunks)
+                                       u32 len, u32 copy, u32 at, u8 final, u64 now, u32 max_chunks)
 {
+    if (copy == 0 && !final)
+        return;
     u32 zero = 0;
     struct agent_event *e = scratch.lookup(&zero);
     if (!e)
@@ -109,16 +113,14 @@ static __always_inline void send_bytes(struct conn_key *k, struct conn_state *c,
     e->starts = starts;
     e->port = c->port;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
-    if (len > copy)
-        stat_add(STAT_AGENTS_BYTES_NOT_COPIED, len - copy);
     u32 off = 0;
     for (u32 i = 0; i < max_chunks; i++) {
         u32 n = copy - off;
         if (n > AGENTS_CHUNK)
             n = AGENTS_CHUNK;
-        e->offset = off;
+        e->offset = at + off;
         e->size = n;
-        e->last = off + n >= copy;
+        e->last = final && off + n >= copy;
         e->seq = c->seq++;
         if (n && bpf_probe_read_user(e->data, bounded(n, AGENTS_CHUNK), (void *)(buf + off)) != 0)
             e->size = 0;   /* unreadable: user space fills the gap as not copied */
@@ -146,45 +148,42 @@ static __always_inline int let_go(struct conn_key *k, struct conn_state *c)
     return 1;
 }
 
-/* A write of `moved` bytes at buf returned on connection k. */
-static __always_inline void on_write(struct conn_key *k, u64 buf, u64 moved)
+/* A write returned on connection k, its first bytes at buf (first_len of them in that buffer): the
+ * connection's state when the write is to be sent (the connection is in a call), else NULL. *starts: this
+ * write began the call. */
+static __always_inline struct conn_state *write_in_call(struct conn_key *k, u64 buf, u64 first_len, u8 *starts)
 {
     struct conn_state *c = conns.lookup(k);
     if (c && c->state == CONN_IGNORED)
-        return;   /* the common case for every connection that is not a client's HTTP/1 */
-    int method = http_method(buf, moved);
+        return 0;   /* the common case for every connection that is not a client's HTTP/1 */
+    int method = http_method(buf, first_len);
     if (!c) {
         if (k->via != VIA_TLS)
-            return;   /* a socket is followed from its connect() only */
+            return 0;   /* a socket is followed from its connect() only */
         struct conn_state fresh = {.state = method != METHOD_NONE && watched(k->tgid) ? CONN_CLIENT : CONN_IGNORED};
         conns.update(k, &fresh);
         c = conns.lookup(k);
         if (!c || c->state == CONN_IGNORED)
-            return;
+            return 0;
     } else if (c->state == CONN_NEW) {
         c->state = method != METHOD_NONE ? CONN_CLIENT : CONN_IGNORED;
         if (c->state == CONN_IGNORED)
-            return;
+            return 0;
     }
-    u8 starts = 0;
     if (method == METHOD_POST) {
         c->state = CONN_IN_CALL;
         c->call++;
         c->request_left = AGENTS_REQUEST_BYTES;
-        starts = 1;
+        *starts = 1;
         stat_add(STAT_AGENTS_CALLS_STARTED, 1);
     }
     if (c->state != CONN_IN_CALL || let_go(k, c))
-        return;
-    u32 copy = (u32)bounded(moved, c->request_left);
-    copy = (u32)bounded(copy, AGENTS_WRITE_CHUNKS * AGENTS_CHUNK);
-    c->request_left -= copy;
-    send_bytes(k, c, EV_WRITE, starts, buf, (u32)bounded(moved, 0xffffffff), copy, bpf_ktime_get_ns(),
-               AGENTS_WRITE_CHUNKS);
+        return 0;
+    return c;
 }
 
-/* A read of `moved` bytes into buf returned on connection k. */
-static __always_inline void on_read(struct conn_key *k, u64 buf, u64 moved)
+/* A read returned on connection k: its state when the read is to be sent (in a call), else NULL. */
+static __always_inline struct conn_state *read_in_call(struct conn_key *k)
 {
     struct conn_state *c = conns.lookup(k);
     if (!c) {
@@ -193,17 +192,51 @@ static __always_inline void on_read(struct conn_key *k, u64 buf, u64 moved)
             struct conn_state ignored = {.state = CONN_IGNORED};
             conns.update(k, &ignored);
         }
-        return;
+        return 0;
     }
     if (c->state == CONN_NEW) {
         c->state = CONN_IGNORED;   /* the server spoke first: not HTTP */
-        return;
+        return 0;
     }
     if (c->state != CONN_IN_CALL || let_go(k, c))
+        return 0;
+    return c;
+}
+
+/* Of a request's write of `moved` bytes, how many to copy (what is left of the request's bound, at most max). */
+static __always_inline u32 request_copy(struct conn_state *c, u64 moved, u32 max)
+{
+    u32 copy = (u32)bounded(moved, c->request_left);
+    copy = (u32)bounded(copy, max);
+    c->request_left -= copy;
+    return copy;
+}
+
+/* A write of `moved` bytes from one buffer returned on connection k. */
+static __always_inline void on_write(struct conn_key *k, u64 buf, u64 moved)
+{
+    u8 starts = 0;
+    struct conn_state *c = write_in_call(k, buf, moved, &starts);
+    if (!c)
         return;
+    u32 len = (u32)bounded(moved, 0xffffffff);
+    u32 copy = request_copy(c, moved, AGENTS_WRITE_CHUNKS * AGENTS_CHUNK);
+    if (len > copy)
+        stat_add(STAT_AGENTS_BYTES_NOT_COPIED, len - copy);
+    send_bytes(k, c, EV_WRITE, starts, buf, len, copy, 0, 1, bpf_ktime_get_ns(), AGENTS_WRITE_CHUNKS);
+}
+
+/* A read of `moved` bytes into one buffer returned on connection k. */
+static __always_inline void on_read(struct conn_key *k, u64 buf, u64 moved)
+{
+    struct conn_state *c = read_in_call(k);
+    if (!c)
+        return;
+    u32 len = (u32)bounded(moved, 0xffffffff);
     u32 copy = (u32)bounded(moved, AGENTS_READ_CHUNKS * AGENTS_CHUNK);
-    send_bytes(k, c, EV_READ, 0, buf, (u32)bounded(moved, 0xffffffff), copy, bpf_ktime_get_ns(),
-               AGENTS_READ_CHUNKS);
+    if (len > copy)
+        stat_add(STAT_AGENTS_BYTES_NOT_COPIED, len - copy);
+    send_bytes(k, c, EV_READ, 0, buf, len, copy, 0, 1, bpf_ktime_get_ns(), AGENTS_READ_CHUNKS);
 }
 
 /* Connection k ended (close(), SSL_free): a call under way ends with it. */
@@ -213,7 +246,7 @@ static __always_inline void on_close(struct conn_key *k)
     if (!c)
         return;
     if (c->state == CONN_IN_CALL)
-        send_bytes(k, c, EV_CLOSE, 0, 0, 0, 0, bpf_ktime_get_ns(), 1);
+        send_bytes(k, c, EV_CLOSE, 0, 0, 0, 0, 0, 1, bpf_ktime_get_ns(), 1);
     conns.delete(k);
     drop_calls.delete(k);
 }
@@ -330,17 +363,24 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     return 0;
 }
 
+/* How a syscall gives its buffer. */
+#define BUF_PLAIN 0   /* write, read, sendto, recvfrom: one buffer */
+#define BUF_IOV 1     /* writev, readv: an iovec array and its count */
+#define BUF_MSG 2     /* sendmsg, recvmsg: a user_msghdr, whose msg_iov and msg_iovlen are at 16 and 24 */
+
 struct io_args {
     u64 buf;
+    u64 count;    /* BUF_IOV: the iovecs */
     u32 fd;
     u8 is_write;
     u8 active;
-    u16 pad;
+    u8 how;
+    u8 pad;
 };
 /* Per thread: a read or write on a followed socket in flight (the exit of every such syscall looks here). */
 BPF_TASK_STORAGE(inflight, struct io_args);
 
-static __always_inline int io_enter(u32 fd, u64 buf, u8 is_write)
+static __always_inline int io_enter(u32 fd, u64 buf, u64 count, u8 is_write, u8 how)
 {
     struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_SOCKET, .id = fd};
     struct conn_state *c = conns.lookup(&k);
@@ -350,20 +390,29 @@ static __always_inline int io_enter(u32 fd, u64 buf, u8 is_write)
     if (!io)
         return 0;
     io->buf = buf;
+    io->count = count;
     io->fd = fd;
     io->is_write = is_write;
+    io->how = how;
     io->active = 1;
     return 0;
 }
 
-/* is_write: a constant in each program (see tls_return) */
-static __always_inline int io_exit(long ret, u8 is_write)
+/* The syscall in flight on this thread, ended with `ret`: its arguments, or NULL (none followed, failed, or
+ * another kind: is_write and vectored are constants in each program, so each verifies only its own path). */
+static __always_inline struct io_args *io_done(long ret, u8 is_write, u8 vectored)
 {
     struct io_args *io = inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
-    if (!io || !io->active || io->is_write != is_write)
+    if (!io || !io->active || io->is_write != is_write || (io->how != BUF_PLAIN) != vectored)
         return 0;
     io->active = 0;
-    if (ret <= 0)
+    return ret > 0 ? io : 0;
+}
+
+static __always_inline int io_exit(long ret, u8 is_write)
+{
+    struct io_args *io = io_done(ret, is_write, 0);
+    if (!io)
         return 0;
     struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_SOCKET, .id = io->fd};
     if (is_write)
@@ -373,20 +422,88 @@ static __always_inline int io_exit(long ret, u8 is_write)
     return 0;
 }
 
+/* Vectored I/O (writev, sendmsg, readv, recvmsg): the first AGENTS_IOV_PARTS buffers, each clipped to what
+ * the call moved (a short one fills them in order), up to AGENTS_IOV_CHUNKS events each; the rest is sent as
+ * not copied. */
+#define AGENTS_IOV_PARTS 2
+#define AGENTS_IOV_CHUNKS 4
+
+struct user_iovec {
+    u64 base;
+    u64 len;
+};
+
+static __always_inline int iov_exit(long ret, u8 is_write)
+{
+    struct io_args *io = io_done(ret, is_write, 1);
+    if (!io)
+        return 0;
+    u64 iov = io->buf, count = io->count;
+    if (io->how == BUF_MSG &&
+        (bpf_probe_read_user(&iov, sizeof(iov), (void *)io->buf + 16) != 0 ||
+         bpf_probe_read_user(&count, sizeof(count), (void *)io->buf + 24) != 0))
+        return 0;
+    struct user_iovec v[AGENTS_IOV_PARTS] = {};
+    #pragma unroll
+    for (int i = 0; i < AGENTS_IOV_PARTS; i++) {
+        if (i >= count || bpf_probe_read_user(&v[i], sizeof(v[i]), (void *)(iov + i * sizeof(v[i]))) != 0)
+            break;
+    }
+    struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_SOCKET, .id = io->fd};
+    u8 starts = 0;
+    struct conn_state *c = is_write ? write_in_call(&k, v[0].base, v[0].len < (u64)ret ? v[0].len : (u64)ret, &starts)
+                                    : read_in_call(&k);
+    if (!c)
+        return 0;
+    u32 len = (u32)bounded(ret, 0xffffffff);
+    u32 max = AGENTS_IOV_PARTS * AGENTS_IOV_CHUNKS * AGENTS_CHUNK;
+    u32 budget = is_write ? request_copy(c, ret, max) : (u32)bounded(ret, max);
+    if (len > budget)
+        stat_add(STAT_AGENTS_BYTES_NOT_COPIED, len - budget);
+    u64 now = bpf_ktime_get_ns();
+    u32 done = 0;
+    #pragma unroll
+    for (int i = 0; i < AGENTS_IOV_PARTS; i++) {
+        u32 take = (u32)bounded(v[i].len, AGENTS_IOV_CHUNKS * AGENTS_CHUNK);
+        if (take > budget - done)
+            take = budget - done;
+        u8 final = i == AGENTS_IOV_PARTS - 1 || done + take >= budget;
+        send_bytes(&k, c, is_write ? EV_WRITE : EV_READ, starts, v[i].base, len, take, done, final, now,
+                   AGENTS_IOV_CHUNKS);
+        done += take;
+        if (final)
+            break;
+    }
+    return 0;
+}
+
 #define MSG_PEEK_ 2
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(args->fd, (u64)args->buf, 1); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(args->fd, (u64)args->buf, 0, 1, BUF_PLAIN); }
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret, 1); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return io_enter(args->fd, (u64)args->buff, 1); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return io_enter(args->fd, (u64)args->buff, 0, 1, BUF_PLAIN); }
 TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret, 1); }
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(args->fd, (u64)args->buf, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return io_enter(args->fd, (u64)args->vec, args->vlen, 1, BUF_IOV); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return iov_exit(args->ret, 1); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return io_enter(args->fd, (u64)args->msg, 0, 1, BUF_MSG); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return iov_exit(args->ret, 1); }
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(args->fd, (u64)args->buf, 0, 0, BUF_PLAIN); }
 TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret, 0); }
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
 {
     if (args->flags & MSG_PEEK_)
         return 0;   /* read again later */
-    return io_enter(args->fd, (u64)args->ubuf, 0);
+    return io_enter(args->fd, (u64)args->ubuf, 0, 0, BUF_PLAIN);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return io_enter(args->fd, (u64)args->vec, args->vlen, 0, BUF_IOV); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return iov_exit(args->ret, 0); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{
+    if (args->flags & MSG_PEEK_)
+        return 0;
+    return io_enter(args->fd, (u64)args->msg, 0, 0, BUF_MSG);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return iov_exit(args->ret, 0); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {

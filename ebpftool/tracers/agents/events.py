@@ -45,6 +45,8 @@ class _Pending:
     """A read or write whose events are coming."""
     head: _Header
     parts: list[bytes] = field(default_factory=list)
+    size: int = 0          # bytes placed so far (copied or filler)
+    copied: int = 0
 
 
 class Reassembler:
@@ -75,13 +77,19 @@ class Reassembler:
             if p is not None:
                 lost = True          # a read or write whose last event never came
             p = self._pending[key] = _Pending(h)
-        p.parts.append(raw[HEADER_BYTES:HEADER_BYTES + h.size])
+        if h.offset > p.size:   # a vectored call's buffer cut short: the rest of it was not copied
+            p.parts.append(b"\0" * (h.offset - p.size))
+            p.size = h.offset
+        piece = raw[HEADER_BYTES:HEADER_BYTES + h.size]
+        p.parts.append(piece)
+        p.size += len(piece)
+        p.copied += len(piece)
         if not h.last:
             return key, None, lost
         del self._pending[key]
         data = b"".join(p.parts)
         filler = max(0, int(h.len) - len(data))
-        return key, self._io(p.head, key, data + b"\0" * filler, filler), lost
+        return key, self._io(p.head, key, data + b"\0" * filler, max(0, int(h.len) - p.copied)), lost
 
     def forget(self, key: tuple[int, int, int]) -> None:
         self._next_seq.pop(key, None)

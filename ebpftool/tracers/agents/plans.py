@@ -1,7 +1,7 @@
 """How the agents tracer hooks into the kernel: its one attach plan (doctor walks it as the others').
 
-OpenSSL's SSL_read/SSL_write (and _ex) by uprobes for TLS, and the connect/read/write/sendto/recvfrom/close
-syscall tracepoints for cleartext (bpf/agents/agents.bpf.c). No kprobe, no fentry, no kernel struct read:
+OpenSSL's SSL_read/SSL_write (and _ex) by uprobes for TLS, and the connect, write/sendto/writev/sendmsg,
+read/recvfrom/readv/recvmsg and close syscall tracepoints for cleartext (bpf/agents/agents.bpf.c). No kprobe, no fentry, no kernel struct read:
 what every kernel with tracepoints, uprobes and ring buffers allows.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from ebpftool.core.plan import Plan
 
 SYSCALL_TRACEPOINTS = tuple(
     f"syscalls:sys_{side}_{call}"
-    for call in ("connect", "write", "sendto", "read", "recvfrom")
+    for call in ("connect", "write", "sendto", "writev", "sendmsg", "read", "recvfrom", "readv", "recvmsg")
     for side in ("enter", "exit")
 ) + ("syscalls:sys_enter_close",)
 
