@@ -82,6 +82,7 @@ class AgentsTracer(BpfTracer):
         self.spans_unsampled = 0
         self.calls_lost = 0
         self.let_go = 0
+        self.events_unhandled = 0
         self._recent: deque[tuple[float, Measured]] = deque()   # calls finished since the last view
         self._view = AgentsView()
         self._last_view = time.monotonic()
@@ -156,6 +157,12 @@ class AgentsTracer(BpfTracer):
 
     # -- the kernel's events -----------------------------------------------------------------
     def _on_event(self, raw: bytes) -> None:
+        try:
+            self._handle(raw)
+        except Exception:  # bytes from the wire: one bad event must not stop the ring buffer's reading
+            self.events_unhandled += 1
+
+    def _handle(self, raw: bytes) -> None:
         key, io, lost = self._wire.feed(raw)
         conn = self._conns.get(key)
         if lost and conn is not None and conn.parser is not None:
@@ -315,7 +322,7 @@ class AgentsTracer(BpfTracer):
         return AgentsSummary(
             calls=m.calls, calls_failed=m.calls_failed, mcp_requests=m.mcp_calls, input_tokens=m.input_tokens,
             output_tokens=m.output_tokens, cost_usd=m.cost_usd, libraries_traced=len(self._libraries),
-            calls_lost=self.calls_lost,
+            calls_lost=self.calls_lost + self.events_unhandled,
             bytes_not_copied=stats[H["STAT_AGENTS_BYTES_NOT_COPIED"]] if stats else 0,
             connections_let_go=self.let_go)
 
