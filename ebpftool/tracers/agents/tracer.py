@@ -176,7 +176,7 @@ class AgentsTracer(BpfTracer):
             self._conns.pop(key, None)
             return
         if conn is None:
-            conn = self._conns[key] = _Conn()
+            conn = self._conns[key] = _Conn(last_t=time.monotonic())
         if io.call <= conn.let_go_at:
             return                # events of a call let go of, sent before the kernel knew
         conn.last_t = time.monotonic()
@@ -270,10 +270,11 @@ class AgentsTracer(BpfTracer):
     def _forget_idle(self) -> None:
         """Connections quiet for IDLE_SECONDS, and the idlest past MAX_CONNECTIONS, are given up."""
         now = time.monotonic()
-        idle = [k for k, c in self._conns.items() if c.last_t and now - c.last_t > IDLE_SECONDS]
-        if len(self._conns) - len(idle) > MAX_CONNECTIONS:
-            by_age = sorted((c.last_t, k) for k, c in self._conns.items() if k not in set(idle))
-            idle += [k for _t, k in by_age[:len(self._conns) - len(idle) - MAX_CONNECTIONS]]
+        idle = {k for k, c in self._conns.items() if now - c.last_t > IDLE_SECONDS}
+        over = len(self._conns) - len(idle) - MAX_CONNECTIONS
+        if over > 0:
+            by_age = sorted((c.last_t, k) for k, c in self._conns.items() if k not in idle)
+            idle.update(k for _t, k in by_age[:over])
         for k in idle:
             self._conns.pop(k, None)
             self._wire.forget(k)
