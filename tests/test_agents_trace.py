@@ -194,6 +194,46 @@ def test_mcp_tool_calls_over_tls(world, tmp_path):
     assert {"initialize", "tools/list", "tools/call"} <= methods
 
 
+def test_gemini_over_tls(world, tmp_path):
+    """Gemini's shapes (a plain HTTP client: no official one here): SSE with alt=sse, a streamed JSON array."""
+    run = drive("gemini", world.tls, world.ca, tmp_path)
+    check_llm_calls(world, run, world.tls_port)
+
+
+# One kept-alive connection: a POST that is no LLM call (a webhook, an API of another kind), a GET, then an
+# LLM call. The tracer lets the connection go after the first (the kernel stops copying it) and takes it
+# up again at the next `POST `.
+KEEP_ALIVE = """
+import json, os, ssl, sys
+import httpx2
+from tests.agents_drive import PROMPT
+base, ca, out = sys.argv[1:4]
+with httpx2.Client(base_url=base, verify=ssl.create_default_context(cafile=ca), timeout=30) as http:
+    assert http.post("/hooks/deploy", json={"text": PROMPT}).status_code == 404
+    assert http.get("/healthz").status_code == 404
+    r = http.post("/api/chat", json={"model": "qwen3", "messages": [{"role": "user", "content": PROMPT}],
+                                     "stream": False})
+    answer = r.json()
+json.dump({"pid": os.getpid(), "model": answer["model"], "input": answer["prompt_eval_count"],
+           "output": answer["eval_count"]}, open(out, "w"))
+"""
+
+
+def test_a_connection_with_other_requests_is_let_go_and_taken_up_again(world, tmp_path):
+    out = tmp_path / "keepalive.json"
+    subprocess.run([sys.executable, "-c", KEEP_ALIVE, world.tls, world.ca, str(out)], cwd=ROOT, check=True,
+                   timeout=60)
+    got = json.loads(out.read_text())
+    r = world.receiver
+    assert r.wait_for(lambda: len(llm_spans(r, got["pid"])) == 1, timeout=30)
+    (span,) = llm_spans(r, got["pid"])
+    a = span.attributes
+    assert (a["gen_ai.request.model"], a["gen_ai.response.model"], a["gen_ai.usage.input_tokens"],
+            a["gen_ai.usage.output_tokens"]) == ("qwen3", got["model"], got["input"], got["output"])
+    assert r.wait_for(lambda: sum(p.count for p in mine(r.latest("gen_ai.client.operation.duration"), got["pid"]))
+                      == 1)
+
+
 # A client that writes its request with sendmsg() (head and body in two buffers, as Node and Rust's hyper
 # write) and reads the answer with readv() and recvmsg(): the vectored syscalls.
 VECTORED = """
@@ -253,6 +293,7 @@ def test_no_secret_leaves_and_nothing_was_lost(world, tmp_path):
     figures = json.loads((world.dir / "summary.json").read_text())["tracers"]["agents"]
     assert figures["calls"] > 0 and figures["libraries_traced"] >= 1
     assert figures["drops"]["events_lost"] == 0 and figures["calls_lost"] == 0
+    assert figures["connections_let_go"] >= 1     # the kept-alive connection's other requests
 
 
 def test_a_bad_price_table_is_one_sentence(tmp_path):
