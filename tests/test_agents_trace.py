@@ -234,6 +234,35 @@ def test_a_connection_with_other_requests_is_let_go_and_taken_up_again(world, tm
                       == 1)
 
 
+# A client killed in the middle of a streamed answer: its process never closes the connection itself.
+KILLED = """
+import json, os, signal, socket, sys
+from tests.agents_drive import PROMPT
+port, out = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port))
+body = json.dumps({"model": "llama3.2", "prompt": PROMPT, "options": {"num_predict": 50}}).encode()
+s.sendall((f"POST /api/generate HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nContent-Type: application/json\\r\\n"
+           f"Content-Length: {len(body)}\\r\\n\\r\\n").encode() + body)
+data = b""
+while b'"done":false' not in data.replace(b" ", b""):
+    data += s.recv(65536)
+json.dump({"pid": os.getpid()}, open(out, "w"))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_call_whose_process_was_killed_ends_as_cut(world, tmp_path):
+    out = tmp_path / "killed.json"
+    done = subprocess.run([sys.executable, "-c", KILLED, str(world.plain_port), str(out)], cwd=ROOT, timeout=60)
+    assert done.returncode == -9
+    pid = json.loads(out.read_text())["pid"]
+    r = world.receiver
+    assert r.wait_for(lambda: len(llm_spans(r, pid)) == 1, timeout=30)
+    (span,) = llm_spans(r, pid)
+    assert span.attributes["gen_ai.request.model"] == "llama3.2" and span.attributes["error.type"] == "_OTHER"
+    assert span.attributes["ebpftool.gen_ai.client.chunks"] >= 1
+
+
 # A client that writes its request with sendmsg() (head and body in two buffers, as Node and Rust's hyper
 # write) and reads the answer with readv() and recvmsg(): the vectored syscalls.
 VECTORED = """

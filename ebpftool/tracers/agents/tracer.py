@@ -184,6 +184,7 @@ class AgentsTracer(BpfTracer):
             if not (io.kind == EV_WRITE and io.starts):
                 return            # mid-call (its start was lost or let go of): wait for the next `POST `
             conn.parser = ClientConnection(capture=REQUEST_CAPTURE)
+            self._process(io)     # named now, while it runs (it may be gone when its call ends)
         if io.kind == EV_WRITE:
             if io.starts:
                 conn.port = self._port_of(io)
@@ -264,8 +265,26 @@ class AgentsTracer(BpfTracer):
             self._watch()
         if time.monotonic() - self._last_library_scan >= LIBRARY_SCAN_SECONDS:
             self._attach_libraries()
+        self._end_calls_of_gone_processes()
         self._forget_idle()
         self._processes = {pid: p for pid, p in self._processes.items() if os.path.exists(f"/proc/{pid}")}
+
+    def _end_calls_of_gone_processes(self) -> None:
+        """A process that exited (or was killed) in a call: its calls end now, as a close would end them (an
+        answer under way is cut, a request never answered has no answer), rather than never."""
+        alive: dict[int, bool] = {}
+        now = time.monotonic()   # CLOCK_MONOTONIC, the kernel's event clock
+        for key, conn in list(self._conns.items()):
+            tgid = key[0]
+            if tgid not in alive:
+                alive[tgid] = os.path.exists(f"/proc/{tgid}")
+            if alive[tgid]:
+                continue
+            if conn.parser is not None:
+                io = Io(EV_CLOSE, key, conn.let_go_at, False, now, b"", 0, conn.port, tgid, "")
+                self._finished(io, conn, conn.parser.close(now))
+            del self._conns[key]
+            self._wire.forget(key)
 
     def _forget_idle(self) -> None:
         """Connections quiet for IDLE_SECONDS, and the idlest past MAX_CONNECTIONS, are given up."""
