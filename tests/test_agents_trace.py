@@ -384,3 +384,26 @@ def test_trace_runs_the_agents_tracer_when_asked(tmp_path):
     finally:
         receiver.stop()
 
+
+def test_comm_filter_follows_processes_of_that_name(tmp_path):
+    """--comm: a process that takes the name after the tracer started is followed from its first connection
+    (the kernel matches the name itself); one of another name beside it is not."""
+    port = free_port()
+    receiver = GrpcReceiver()
+    named = "import sys\nopen('/proc/self/comm', 'w').write('agent-in-test')\n" + DRIVE
+    try:
+        with llm_apis.running(port, str(tmp_path / "wire.jsonl")):
+            with EbpftoolProcess(["agents", "--comm", "agent-in-test", "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                subprocess.run([sys.executable, "-c", named, "ollama", f"http://127.0.0.1:{port}", "",
+                                str(tmp_path / "named.json")], cwd=ROOT, check=True, timeout=180)
+                other = drive("ollama", f"http://127.0.0.1:{port}", "", tmp_path)
+                watched = json.loads((tmp_path / "named.json").read_text())
+                assert receiver.wait_for(lambda: sum(p.count for p in receiver.latest(
+                    "gen_ai.client.operation.duration")) == len(watched["calls"]), timeout=30)
+                assert proc.stop() == 0, proc.stderr
+        points = receiver.latest("gen_ai.client.operation.duration")
+        assert {p.attributes["process.pid"] for p in points} == {watched["pid"]} != {other.pid}
+        assert {p.attributes["process.executable.name"] for p in points} == {"agent-in-test"}
+    finally:
+        receiver.stop()

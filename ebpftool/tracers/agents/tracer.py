@@ -43,6 +43,7 @@ MAX_CONNECTIONS = 4096      # connections parsed at once; past it the idlest is 
 LIBRARY_SCAN_SECONDS = 10   # how often new libssl files (a container started since) are looked for
 _HOST_PORT = re.compile(rb"\r\nhost:[ \t]*(?:\[[^\]\r\n]*\]|[^:\r\n]*):(\d{1,5})[ \t]*\r\n", re.IGNORECASE)
 HTTPS_PORT = 443
+COMM_LEN = 15               # bytes of a process name the kernel keeps (TASK_COMM_LEN less its NUL)
 
 
 @dataclass
@@ -144,7 +145,7 @@ class AgentsTracer(BpfTracer):
         o = self.options
         roots = set(o.pids)
         if o.comms:
-            wanted = set(o.comms)
+            wanted = {name[:COMM_LEN] for name in o.comms}   # the kernel keeps 15 bytes of a name
             for pid in procfs.pids():
                 comm = procfs.read_text(f"/proc/{pid}/comm")
                 if comm and comm.strip() in wanted:
@@ -153,7 +154,7 @@ class AgentsTracer(BpfTracer):
         comms = self.prog["watched_comms"]
         if o.comms and len(comms) == 0:
             for name in o.comms:
-                comms[comms.Key(name.encode()[:15])] = comms.Leaf(1)
+                comms[comms.Key(name.encode()[:COMM_LEN])] = comms.Leaf(1)
 
     # -- the kernel's events -----------------------------------------------------------------
     def _on_event(self, raw: bytes) -> None:
