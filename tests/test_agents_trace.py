@@ -407,3 +407,24 @@ def test_comm_filter_follows_processes_of_that_name(tmp_path):
         assert {p.attributes["process.executable.name"] for p in points} == {"agent-in-test"}
     finally:
         receiver.stop()
+
+
+def test_tls_only_leaves_cleartext_and_the_syscalls_alone(tmp_path):
+    """--no-cleartext: no syscall tracepoint (they cost every read and write of the node); TLS calls are
+    followed as before, cleartext ones are not."""
+    certs = llm_apis.make_certificates(tmp_path)
+    tls_port, plain_port = free_port(), free_port()
+    receiver = GrpcReceiver()
+    try:
+        with llm_apis.running(tls_port, str(tmp_path / "tls.jsonl"), tls=(certs["cert"], certs["key"])), \
+                llm_apis.running(plain_port, str(tmp_path / "plain.jsonl")):
+            with EbpftoolProcess(["agents", "--no-cleartext", "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                plain = drive("ollama", f"http://127.0.0.1:{plain_port}", "", tmp_path)
+                tls = drive("ollama", f"https://127.0.0.1:{tls_port}", certs["ca"], tmp_path)
+                assert receiver.wait_for(lambda: sum(p.count for p in mine(receiver.latest(
+                    "gen_ai.client.operation.duration"), tls.pid)) == len(tls.calls), timeout=30)
+                assert proc.stop() == 0, proc.stderr
+        assert mine(receiver.latest("gen_ai.client.operation.duration"), plain.pid) == []
+    finally:
+        receiver.stop()

@@ -18,12 +18,17 @@ AgentComm = Annotated[Optional[List[str]], typer.Option(
 Prices = Annotated[Optional[str], typer.Option(
     "--prices", help="Price table (YAML) for the cost of each call (default: the shipped table, "
                      "ebpftool/tracers/agents/prices.yaml; copy and edit it).")]
+Cleartext = Annotated[bool, typer.Option(
+    "--cleartext/--no-cleartext", help="Also follow cleartext HTTP connections (a local Ollama or vLLM) through "
+                                       "syscall tracepoints, which cost every read and write of the node about "
+                                       "0.2-0.35 us; --no-cleartext: TLS (OpenSSL) only.")]
 
 
 def agents(
     pid: AgentPid = None,
     comm: AgentComm = None,
     prices: Prices = None,
+    cleartext: Cleartext = True,
     *,
     duration: Duration = None,
     interval: Interval = DEFAULT_INTERVAL,
@@ -48,11 +53,11 @@ def agents(
     processes make over HTTP/1 (TLS through OpenSSL, or cleartext): duration, tokens, time to first chunk,
     cost; no key, prompt or answer leaves the node."""
     common = CommonOptions.from_params(locals())
-    make = agents_tracer(common, pid, comm, prices)   # a bad price table stops here, before any probe
+    make = agents_tracer(common, pid, comm, prices, cleartext)   # a bad price table stops here, before any probe
     execute(lambda telemetry: [make(telemetry)], common)
 
 
-def agents_tracer(common: CommonOptions, pid=None, comm=None, prices: str | None = None):
+def agents_tracer(common: CommonOptions, pid=None, comm=None, prices: str | None = None, cleartext: bool = True):
     """A factory of the tracer these flags describe (shared with `ebpftool trace`); reads the price table
     now (EbpftoolError, one sentence, for a bad one)."""
     from ebpftool.tracers.agents.prices import DEFAULT_PRICES, load_price_table
@@ -61,7 +66,7 @@ def agents_tracer(common: CommonOptions, pid=None, comm=None, prices: str | None
     table = load_price_table(prices or DEFAULT_PRICES)
     base = common.tracer_options()
     opts = AgentsOptions(span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages, pids=list(pid or []),
-                         comms=list(comm or []), prices=table)
+                         comms=list(comm or []), prices=table, cleartext=cleartext)
     return lambda telemetry: AgentsTracer(telemetry, opts)
 
 

@@ -21,9 +21,13 @@ TLS_PROGRAMS = frozenset({"tls_read_enter", "tls_read_ex_enter", "tls_write_ente
                           "tls_read_exit", "tls_read_ex_exit", "tls_write_exit", "tls_write_ex_exit",
                           "tls_free_enter"})
 
+TLS_ONLY = Plan(
+    "uprobes",
+    "uprobes on OpenSSL's SSL_read/SSL_write (TLS only, --no-cleartext), plaintext of outgoing HTTP/1 calls to "
+    "user space", (), ("uprobe", "ringbuf"), defines={"AGENTS_CLEARTEXT": 0})
 UPROBES_AND_SYSCALLS = Plan(
     "uprobes+syscalls",
     "uprobes on OpenSSL's SSL_read/SSL_write (TLS) + connect/read/write syscall tracepoints (cleartext), "
     "plaintext of outgoing HTTP/1 calls to user space",
-    SYSCALL_TRACEPOINTS, ("uprobe", "ringbuf"))
-PLANS = (UPROBES_AND_SYSCALLS,)
+    SYSCALL_TRACEPOINTS, ("uprobe", "ringbuf"), defines={"AGENTS_CLEARTEXT": 1})
+PLANS = (UPROBES_AND_SYSCALLS,)   # what doctor walks: the default (TLS_ONLY needs only less)

@@ -51,6 +51,7 @@ class AgentsOptions(TracerOptions):
     pids: list[int] = field(default_factory=list)     # only these processes (and their children) ...
     comms: list[str] = field(default_factory=list)    # ... or processes of these names; neither: all
     prices: PriceTable | None = None                  # None: no cost
+    cleartext: bool = True                            # also cleartext connections (syscall tracepoints)
 
 
 @dataclass
@@ -90,13 +91,14 @@ class AgentsTracer(BpfTracer):
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
-        ok, why_not = usable(plans.PLANS, {"uprobe": True, "ringbuf": True}, BpfProgram.tracepoint_exists,
+        wanted = plans.UPROBES_AND_SYSCALLS if self.options.cleartext else plans.TLS_ONLY
+        ok, why_not = usable((wanted,), {"uprobe": True, "ringbuf": True}, BpfProgram.tracepoint_exists,
                              unknown_ok=True)
         if not ok:
             raise EbpftoolError(f"the agents tracer cannot run here: {'; '.join(why_not)}")
         self.plan = ok[0]
         filtered = bool(self.options.pids or self.options.comms)
-        prog = BpfProgram("agents/agents.bpf.c", {"FILTER_PROCESSES": int(filtered),
+        prog = BpfProgram("agents/agents.bpf.c", {**self.plan.defines, "FILTER_PROCESSES": int(filtered),
                                                   "RINGBUF_PAGES": self.options.ringbuf_pages,
                                                   **self.options.budget_defines()})
         t0 = time.monotonic()
@@ -104,7 +106,7 @@ class AgentsTracer(BpfTracer):
         self.compile_seconds = time.monotonic() - t0
         self.prog = prog
         self.programs.append(prog)
-        prog.probes.extend(f"tracepoint:{tp}" for tp in plans.SYSCALL_TRACEPOINTS)  # BCC attached them at load
+        prog.probes.extend(f"tracepoint:{tp}" for tp in self.plan.tracepoints)  # BCC attached them at load
         if filtered:
             self._watch()
         prog.open_ring_buffer("agent_events", self._on_event)
