@@ -11,7 +11,6 @@ close before it); and no key or prompt may be in anything the tracer wrote.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
