@@ -5,11 +5,11 @@ from typing import Annotated, List, Optional
 import typer
 
 from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_SERIES,
-                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Duration, FlushTimeout,
-                                       Interval, JsonlPath, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
-                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate,
-                                       SummaryJson, Ui, Zone)
+from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
+                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
+                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
+                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
+                                       ServiceName, SpanRate, SummaryJson, Ui, Zone)
 
 AgentPid = Annotated[Optional[List[int]], typer.Option(
     "--pid", help="Follow the calls of this process (and its children) only; repeatable (default: every process).")]
@@ -47,6 +47,7 @@ def agents(
     overwrite: Overwrite = False,
     flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
     max_series: MaxSeries = DEFAULT_MAX_SERIES,
+    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
     summary_json: SummaryJson = None,
 ) -> None:
     """Every LLM API call (OpenAI and compatible, Anthropic, Gemini, Ollama) and MCP request the node's

@@ -243,7 +243,7 @@ class AgentsTracer(BpfTracer):
         """A CLIENT span within --span-rate (a token bucket here: the kernel sends every call's bytes, the
         metrics need them all); the rest are counted."""
         now = time.monotonic()
-        rate = self.options.span_rate
+        rate = self.options.span_rate / (1 << self.span_shift)   # thinned under --max-cpu (core/cpu_budget.py)
         self._span_allowance = min(float(rate), self._span_allowance + (now - self._span_clock) * rate)
         self._span_clock = now
         if self._span_allowance < 1:
