@@ -71,9 +71,9 @@ def doctor(
 
 def _register_commands() -> None:
     """Each command lives in ebpftool/commands/<command>.py with a register(app); `doctor` is above."""
-    from ebpftool.commands import config, demo, gpu, inference, net, record, replay, trace
+    from ebpftool.commands import agents, config, demo, gpu, inference, net, record, replay, trace
 
-    for module in (inference, net, gpu, trace, record, config, demo, replay):
+    for module in (inference, net, gpu, agents, trace, record, config, demo, replay):
         module.register(app)
 
 

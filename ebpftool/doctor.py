@@ -23,6 +23,7 @@ from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.privileges import bpf_refusal_hint, capability_report, has_privileges, missing_privileges
 from ebpftool.errors import EbpftoolError
 from ebpftool.core.plan import Plan, usable
+from ebpftool.tracers.agents.plans import PLANS as AGENTS_PLANS
 from ebpftool.tracers.gpu.plans import PLANS as GPU_PLANS
 from ebpftool.tracers.inference.plans import PLANS as INFERENCE_PLANS
 from ebpftool.tracers.inference.plans import RECV_BTF_TRACEPOINT, SEND_BTF_TRACEPOINT, recv_hook_btf_defines
@@ -30,7 +31,8 @@ from ebpftool.tracers.inference.tls_libs import tls_library_candidates
 from ebpftool.tracers.net.plans import PLANS as NET_PLANS
 
 # Each tracer's attach plans, in its order of preference: the same lists its start() walks.
-TRACER_PLANS: dict[str, tuple[Plan, ...]] = {"inference": INFERENCE_PLANS, "net": NET_PLANS, "gpu": GPU_PLANS}
+TRACER_PLANS: dict[str, tuple[Plan, ...]] = {"inference": INFERENCE_PLANS, "net": NET_PLANS, "gpu": GPU_PLANS,
+                                              "agents": AGENTS_PLANS}
 
 
 @dataclass

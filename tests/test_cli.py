@@ -36,7 +36,8 @@ def expected_plans(checks: dict) -> dict:
             net = "sock tracepoints (bytes only)"
     else:   # before Linux 6.3: kprobes on the protocols' sendmsg/recvmsg, if the kernel has them
         net = "kprobes on" if ok("kprobes") and ok("struct sock offsets (BTF)") else None
-    return {"inference": inference, "net": net, "gpu": "uprobes + ioctl tracepoints"}
+    agents = "uprobes on OpenSSL's" if ok("uprobes") and ok("ring buffer") else None
+    return {"inference": inference, "net": net, "gpu": "uprobes + ioctl tracepoints", "agents": agents}
 
 
 @pytest.mark.bpf
@@ -60,7 +61,7 @@ def test_doctor_probes_the_kernel_and_plans_what_it_offers():
     assert checks["lockdown"]["detail"] in ("none", "integrity", "confidentiality", "no LSM lockdown interface")
 
     plans = {t["tracer"]: t for t in report["tracers"]}
-    assert set(plans) == {"inference", "net", "gpu"}
+    assert set(plans) == {"inference", "net", "gpu", "agents"}
     for tracer, method in expected_plans(checks).items():
         if method is None:
             assert not plans[tracer]["can_run"], plans[tracer]

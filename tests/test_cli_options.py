@@ -13,7 +13,7 @@ from ebpftool.commands import demo as demo_command
 from ebpftool.commands.common import CommonOptions
 from ebpftool.commands.options import DEFAULT_FLUSH_TIMEOUT
 
-TRACING = ("inference", "net", "gpu", "trace", "record", "demo")
+TRACING = ("inference", "net", "gpu", "agents", "trace", "record", "demo")
 COMMANDS = get_command(app).commands
 
 

@@ -6,6 +6,7 @@ import pytest
 from ebpftool.core.plan import usable
 from ebpftool.doctor import TRACER_PLANS
 from ebpftool.tracers import gpu, inference, net
+from ebpftool.tracers.agents import plans as agents_plans
 from ebpftool.tracers.inference import plans as inference_plans
 from ebpftool.tracers.net import plans as net_plans
 
@@ -18,7 +19,7 @@ def every_tracepoint(_tp: str) -> bool:
 
 
 def test_doctor_walks_the_tracers_own_plan_lists():
-    assert TRACER_PLANS == {"inference": inference.PLANS, "net": net.PLANS, "gpu": gpu.PLANS}
+    assert TRACER_PLANS == {"inference": inference.PLANS, "net": net.PLANS, "gpu": gpu.PLANS, "agents": agents_plans.PLANS}
     for plans in TRACER_PLANS.values():
         assert len({p.description for p in plans}) == len(plans)  # doctor tells them apart
 

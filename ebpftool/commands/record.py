@@ -12,7 +12,9 @@ from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, 
                                        Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
                                        OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Region,
                                        ServiceName, SpanRate, SummaryJson, Ui, Zone)
-from ebpftool.commands.trace import GpuOn, GpuPid, InferenceOn, InferencePid, NetOn, NetSpans, run_trace, trace_params
+from ebpftool.commands.agents import Prices
+from ebpftool.commands.trace import (AGENTS_BY_DEFAULT, AgentsOn, GpuOn, GpuPid, InferenceOn, InferencePid, NetOn,
+                                     NetSpans, run_trace, trace_params)
 from ebpftool.tracers.gpu import DEFAULT_IOCTL_PREFIX, DEFAULT_SPAN_THRESHOLD_S
 from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS
 
@@ -24,6 +26,8 @@ def record(
     inference: InferenceOn = True,
     net: NetOn = True,
     gpu: GpuOn = True,
+    agents: AgentsOn = AGENTS_BY_DEFAULT,
+    prices: Prices = None,
     port: Port = None,
     pid: InferencePid = None,
     comm: Comm = None,

@@ -4,6 +4,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from ebpftool.commands.common import CommonOptions, execute
+from ebpftool.commands.agents import Prices, agents_tracer
 from ebpftool.commands.gpu import Discover, IoctlPrefix, LeakReport, Lib, SampleCalls, SpanThreshold, gpu_tracer
 from ebpftool.commands.inference import CaptureBytes, Comm, Hooks, MaxConnections, Port, inference_tracer
 from ebpftool.commands.net import PricePerGb, TopFlows, ZonesFile, net_tracer
@@ -18,10 +19,16 @@ from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNEC
 # Where inference servers listen by default: vLLM, Ray Serve, Triton (8000), TGI (8080),
 # Ollama (11434), SGLang (30000). Used by `trace` when no --port/--pid/--comm is given.
 DEFAULT_INFERENCE_PORTS = (8000, 8080, 11434, 30000)
+# The agents tracer in `trace`: off unless asked for. Its start-up is small (0.4-0.5 s), but it hooks every
+# process's read/write syscalls and every OpenSSL call on the node, which the other tracers do not (see
+# docs/agents.md, "In `ebpftool trace`").
+AGENTS_BY_DEFAULT = False
 
 InferenceOn = Annotated[bool, typer.Option("--inference/--no-inference", help="Trace HTTP inference requests.")]
 NetOn = Annotated[bool, typer.Option("--net/--no-net", help="Trace network flows by zone pair.")]
 GpuOn = Annotated[bool, typer.Option("--gpu/--no-gpu", help="Trace CUDA calls and NVIDIA ioctls.")]
+AgentsOn = Annotated[bool, typer.Option("--agents/--no-agents", help="Trace the LLM API and MCP calls every process "
+                                                                      "makes (client side; `ebpftool agents`).")]
 InferencePid = Annotated[Optional[List[int]], typer.Option(
     "--pid", help="inference: watch the sockets this process (and its children) accepts; repeatable.")]
 GpuPid = Annotated[Optional[int], typer.Option("--gpu-pid", help="gpu: trace only this process and its descendants.")]
@@ -32,6 +39,8 @@ def trace(
     inference: InferenceOn = True,
     net: NetOn = True,
     gpu: GpuOn = True,
+    agents: AgentsOn = AGENTS_BY_DEFAULT,
+    prices: Prices = None,
     port: Port = None,
     pid: InferencePid = None,
     comm: Comm = None,
@@ -70,7 +79,8 @@ def trace(
     max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
     summary_json: SummaryJson = None,
 ) -> None:
-    """Run the inference, network and GPU tracers together: one pipeline, one view, one shutdown.
+    """Run the inference, network and GPU tracers (and with --agents the agents tracer) together: one pipeline,
+    one view, one shutdown.
 
     A tracer this kernel cannot run is reported and skipped; the others go on."""
     run_trace(CommonOptions.from_params(locals()), **trace_params(locals()))
@@ -81,12 +91,12 @@ def trace_params(params) -> dict:
     return {name: params[name] for name in TRACER_FLAGS}
 
 
-TRACER_FLAGS = ("inference", "net", "gpu", "port", "pid", "comm", "capture_bytes", "hooks", "max_connections", "zones",
+TRACER_FLAGS = ("inference", "net", "gpu", "agents", "prices", "port", "pid", "comm", "capture_bytes", "hooks", "max_connections", "zones",
                 "price_per_gb", "flows", "net_spans", "lib", "gpu_pid", "span_threshold", "sample_calls", "discover",
                 "ioctl_path_prefix", "leak_report")
 
 
-def run_trace(common: CommonOptions, *, inference, net, gpu, port, pid, comm, capture_bytes, hooks, max_connections,
+def run_trace(common: CommonOptions, *, inference, net, gpu, agents, prices, port, pid, comm, capture_bytes, hooks, max_connections,
               zones, price_per_gb, flows, net_spans, lib, gpu_pid, span_threshold, sample_calls, discover,
               ioctl_path_prefix, leak_report) -> None:
     """What `trace` and `record` do once their flags are read."""
@@ -100,8 +110,11 @@ def run_trace(common: CommonOptions, *, inference, net, gpu, port, pid, comm, ca
     if gpu:
         factories.append(gpu_tracer(common, lib, gpu_pid, span_threshold, sample_calls, discover,
                                     ioctl_path_prefix, leak_report))
+    if agents:
+        factories.append(agents_tracer(common, prices=prices))
     if not factories:
-        raise typer.BadParameter("every tracer is switched off: leave at least one of --inference, --net, --gpu")
+        raise typer.BadParameter("every tracer is switched off: leave at least one of --inference, --net, --gpu, "
+                                 "--agents")
     execute(lambda telemetry: [make(telemetry) for make in factories], common, skip_failed=True)
 
 

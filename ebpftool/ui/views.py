@@ -8,6 +8,7 @@ from rich import box
 from rich.cells import cell_len
 from rich.table import Table
 
+from ebpftool.tracers.agents.figures import AgentsSummary, AgentsView
 from ebpftool.tracers.gpu.figures import GpuSummary, GpuView
 from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView
 from ebpftool.tracers.net.figures import NetSummary, NetView
@@ -137,6 +138,18 @@ def _(v: GpuView, width: int = 80) -> Table:
                   rows, width)
 
 
+@table_of.register
+def _(v: AgentsView, width: int = 80) -> Table:
+    rows = [[r.process, _rate(r.calls_per_second), str(r.errors),
+             *(human_seconds(x, compact=True) for x in (r.duration_p50, r.duration_p99, r.ttfc_p50)),
+             _rate(r.tokens_per_second), f"${r.cost_per_hour:,.2f}"] for r in v.rows]
+    return _table(f"ebpftool agents: {v.call_rate:,.1f} LLM calls/s",
+                  "per calling process, last interval; TTFC: time to first chunk of streamed calls, p50; "
+                  "cost/h: at the interval's rate, from the price table", [
+                      ("process", "left"), ("calls/s", "right"), ("errors", "right"), ("p50", "right"),
+                      ("p99", "right"), ("TTFC", "right"), ("tok/s", "right"), ("cost/h", "right")], rows, width)
+
+
 # --- exit summary ---------------------------------------------------------------------------------
 @singledispatch
 def summary_rows(summary) -> list[tuple[str, Any]]:
@@ -255,3 +268,13 @@ def _(s: GpuSummary) -> list[tuple[str, Any]]:
         ("allocations at a remembered address", k.allocations_at_remembered_address),
     ]
     return rows
+
+
+@summary_rows.register
+def _(s: AgentsSummary) -> list[tuple[str, Any]]:
+    return [("LLM calls", s.calls), ("LLM calls with an error", s.calls_failed), ("MCP requests", s.mcp_requests),
+            ("input / output tokens", f"{s.input_tokens:,} / {s.output_tokens:,}"),
+            ("estimated cost (price table)", f"${s.cost_usd:,.4f}"), ("libssl files traced", s.libraries_traced),
+            ("connections let go (no LLM or MCP call)", s.connections_let_go),
+            ("calls given up: events lost", s.calls_lost),
+            ("bytes not copied (over the copy bounds)", s.bytes_not_copied)]

@@ -1,7 +1,9 @@
 """Agents: the LLM API calls (and MCP tool calls) a node's processes make, seen from the client side.
 
-The pure-Python half, fed bytes, so the kernel side can be plugged in (docs/agents.md, "Plan: the kernel
-side"):
+tracer: the tracer (bpf/agents/agents.bpf.c hands it the plaintext of calls; docs/agents.md, "How the kernel
+side works"), with events (the kernel's events put back together), measure (a finished call into metrics
+and a span's attributes), plans (its attach plan) and figures (the live view and exit summary). The parsers
+are pure Python, fed bytes:
 
 calls: which call a request is (provider, operation, request model, stream), from its first bytes;
 http1: an HTTP/1.x answer's status and body, unframed; answers: what the answer says (model, tokens,

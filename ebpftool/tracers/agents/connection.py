@@ -106,6 +106,11 @@ class ClientConnection:
         self.finished += done
         return done
 
+    def waiting_calls(self) -> list[Call | None]:
+        """The requests written and not yet (fully) answered, in order: their Call, None for one that is no
+        LLM or MCP call. The tracer lets go of a connection whose waiting requests are all None."""
+        return [entry[0] for entry in self._waiting]
+
     def _recognised(self, entry: list, call: Call | None) -> None:
         if call is None:
             return

@@ -1,0 +1,75 @@
+"""`ebpftool agents`: the LLM API calls and MCP requests the node's processes make, with tokens, time to
+first chunk and cost, as OpenTelemetry."""
+from typing import Annotated, List, Optional
+
+import typer
+
+from ebpftool.commands.common import CommonOptions, execute
+from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
+                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
+                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
+                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
+                                       ServiceName, SpanRate, SummaryJson, Ui, Zone)
+
+AgentPid = Annotated[Optional[List[int]], typer.Option(
+    "--pid", help="Follow the calls of this process (and its children) only; repeatable (default: every process).")]
+AgentComm = Annotated[Optional[List[str]], typer.Option(
+    "--comm", help="Follow the calls of processes with this name (as in /proc/PID/comm); repeatable.")]
+Prices = Annotated[Optional[str], typer.Option(
+    "--prices", help="Price table (YAML) for the cost of each call (default: the shipped table, "
+                     "ebpftool/tracers/agents/prices.yaml; copy and edit it).")]
+Cleartext = Annotated[bool, typer.Option(
+    "--cleartext/--no-cleartext", help="Also follow cleartext HTTP connections (a local Ollama or vLLM) through "
+                                       "syscall tracepoints, which cost every read and write of the node about "
+                                       "0.2-0.35 us; --no-cleartext: TLS (OpenSSL) only.")]
+
+
+def agents(
+    pid: AgentPid = None,
+    comm: AgentComm = None,
+    prices: Prices = None,
+    cleartext: Cleartext = True,
+    *,
+    duration: Duration = None,
+    interval: Interval = DEFAULT_INTERVAL,
+    otlp_endpoint: OtlpEndpoint = None,
+    otlp_protocol: OtlpProtocol = None,
+    jsonl: JsonlPath = None,
+    prometheus_port: PrometheusPort = None,
+    service_name: ServiceName = None,
+    zone: Zone = None,
+    region: Region = None,
+    span_rate: SpanRate = DEFAULT_SPAN_RATE,
+    ui: Ui = None,
+    record: Record = None,
+    config: Config = None,
+    prometheus_address: PrometheusAddress = DEFAULT_PROMETHEUS_ADDRESS,
+    overwrite: Overwrite = False,
+    flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
+    max_series: MaxSeries = DEFAULT_MAX_SERIES,
+    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
+    summary_json: SummaryJson = None,
+) -> None:
+    """Every LLM API call (OpenAI and compatible, Anthropic, Gemini, Ollama) and MCP request the node's
+    processes make over HTTP/1 (TLS through OpenSSL, or cleartext): duration, tokens, time to first chunk,
+    cost; no key, prompt or answer leaves the node."""
+    common = CommonOptions.from_params(locals())
+    make = agents_tracer(common, pid, comm, prices, cleartext)   # a bad price table stops here, before any probe
+    execute(lambda telemetry: [make(telemetry)], common)
+
+
+def agents_tracer(common: CommonOptions, pid=None, comm=None, prices: str | None = None, cleartext: bool = True):
+    """A factory of the tracer these flags describe (shared with `ebpftool trace`); reads the price table
+    now (EbpftoolError, one sentence, for a bad one)."""
+    from ebpftool.tracers.agents.prices import DEFAULT_PRICES, load_price_table
+    from ebpftool.tracers.agents.tracer import AgentsOptions, AgentsTracer
+
+    table = load_price_table(prices or DEFAULT_PRICES)
+    base = common.tracer_options()
+    opts = AgentsOptions(span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages, pids=list(pid or []),
+                         comms=list(comm or []), prices=table, cleartext=cleartext)
+    return lambda telemetry: AgentsTracer(telemetry, opts)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="agents")(agents)
