@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from ebpftool.core import procfs
 from ebpftool.core.bpf import STAT_RINGBUF_FULL, BpfProgram
-from ebpftool.core.elf import ElfError, read_elf
 from ebpftool.core.histograms import Histogram, quantile
 from ebpftool.core.plan import usable
 from ebpftool.core.tracer import TracerOptions
@@ -35,7 +34,7 @@ from ebpftool.tracers.agents.figures import AgentsSummary, AgentsView, CallerRow
 from ebpftool.tracers.agents.measure import CallMetrics, Measured, Process, span_attributes, span_name
 from ebpftool.tracers.agents.prices import PriceTable
 from ebpftool.tracers.base import BpfTracer
-from ebpftool.tracers.inference.tls_libs import probe_plan, tls_library_candidates
+from ebpftool.tracers.inference.tls_libs import TlsUprobes
 
 REQUEST_CAPTURE = H["AGENTS_REQUEST_BYTES"]   # of a request, what the parsers read (what the kernel copies)
 IDLE_SECONDS = 600          # a connection in a call with no event this long is given up (memory bound)
@@ -75,8 +74,7 @@ class AgentsTracer(BpfTracer):
         self._wire = Reassembler()
         self._conns: dict[tuple[int, int, int], _Conn] = {}
         self._processes: dict[int, Process] = {}
-        self._libraries: dict[tuple[int, int], str] = {}
-        self._refused_libraries: set[str] = set()
+        self._tls = TlsUprobes()   # the libssl files attached (the inference tracer's bookkeeping)
         self._last_library_scan = 0.0
         self._span_allowance = float(self.options.span_rate)
         self._span_clock = time.monotonic()
@@ -113,33 +111,9 @@ class AgentsTracer(BpfTracer):
         self._attach_libraries()
 
     def _attach_libraries(self) -> None:
-        """The TLS uprobes on every libssl (and OpenSSL-exporting executable) not attached yet: by file, so the
-        processes that map it later are covered too."""
+        """The TLS uprobes on every libssl (and OpenSSL-exporting executable) not attached yet."""
         self._last_library_scan = time.monotonic()
-        for path in tls_library_candidates():
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            identity = (st.st_dev, st.st_ino)
-            if identity in self._libraries or path in self._refused_libraries:
-                continue
-            try:
-                probes = [p for p in probe_plan(read_elf(path)) if p.program in plans.TLS_PROGRAMS]
-            except (OSError, ElfError):
-                self._refused_libraries.add(path)
-                continue
-            attached = 0
-            for p in probes:
-                try:
-                    self.prog.attach_uprobe_at(path, p.vaddr, p.file_offset, p.program, p.label, ret=p.ret)
-                    attached += 1
-                except Exception:  # BCC raises bare Exception; the library's other probes may still attach
-                    continue
-            if attached:
-                self._libraries[identity] = path
-            else:
-                self._refused_libraries.add(path)
+        self._tls.attach_new(self.prog, programs=plans.TLS_PROGRAMS)
 
     def _watch(self) -> None:
         """--pid/--comm: the processes whose new connections the kernel follows (it also matches a new
@@ -344,7 +318,7 @@ class AgentsTracer(BpfTracer):
         m = self.metrics
         return AgentsSummary(
             calls=m.calls, calls_failed=m.calls_failed, mcp_requests=m.mcp_calls, input_tokens=m.input_tokens,
-            output_tokens=m.output_tokens, cost_usd=m.cost_usd, libraries_traced=len(self._libraries),
+            output_tokens=m.output_tokens, cost_usd=m.cost_usd, libraries_traced=len(self._tls.attached),
             calls_lost=self.calls_lost + self.events_unhandled,
             bytes_not_copied=stats[H["STAT_AGENTS_BYTES_NOT_COPIED"]] if stats else 0,
             connections_let_go=self.let_go)

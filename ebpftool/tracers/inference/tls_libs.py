@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Collection
 
 from ebpftool.core.elf import ElfError, ElfFile, exports_all, read_elf
 from ebpftool.core.procfs import host_path, pids, read_maps
@@ -158,8 +159,10 @@ class TlsUprobes:
     attached: dict[tuple[int, int], str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
 
-    def attach_new(self, prog, proc: str = "/proc") -> list[str]:
-        """Attach the TLS uprobes to every libssl file not attached yet; the paths newly attached."""
+    def attach_new(self, prog, proc: str = "/proc", programs: Collection[str] | None = None) -> list[str]:
+        """Attach the TLS uprobes to every libssl file not attached yet (by file: processes that map it later
+        are covered too); the paths newly attached. programs: only the probes of these functions of prog (a
+        tracer with fewer hooks than the inference tracer's plan, the agents tracer's)."""
         new = []
         for path in tls_library_candidates(proc):
             try:
@@ -176,6 +179,8 @@ class TlsUprobes:
                 continue
             attached_any = False
             for probe in plan:
+                if programs is not None and probe.program not in programs:
+                    continue
                 try:
                     prog.attach_uprobe_at(path, probe.vaddr, probe.file_offset, probe.program, probe.label,
                                           ret=probe.ret)
