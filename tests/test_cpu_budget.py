@@ -18,8 +18,6 @@ from tests.servers.nginx import nginx_server
 
 
 class Thinned:
-    name = "t"
-
     def __init__(self) -> None:
         self.shifts: list[int] = []
 

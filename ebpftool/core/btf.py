@@ -70,15 +70,14 @@ class Btf:
 
     @classmethod
     def vmlinux(cls) -> "RememberedBtf":
-        """The running kernel's BTF, read at the first call of the process (see forget_vmlinux); indexed when
-        a question comes that an earlier start did not ask (RememberedBtf)."""
+        """The running kernel's BTF as this process asks it (see forget_vmlinux): read and indexed only when a
+        question comes that an earlier start did not ask (RememberedBtf)."""
         with cls._vmlinux_lock:
             if cls._vmlinux is None:
-                try:
-                    data = VMLINUX_BTF.read_bytes()
-                except OSError as exc:
-                    raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
-                cls._vmlinux = RememberedBtf(data)
+                sha256 = vmlinux_sha256()
+                if sha256 is None:
+                    raise BtfError(f"cannot read {VMLINUX_BTF}")
+                cls._vmlinux = RememberedBtf(sha256)
             return cls._vmlinux
 
     @classmethod
@@ -216,7 +215,8 @@ class Btf:
 
 @functools.lru_cache(maxsize=1)
 def vmlinux_sha256() -> str | None:
-    """The SHA-256 of the running kernel's BTF (None where it cannot be read); it changes only with a boot."""
+    """The SHA-256 of the running kernel's BTF (None where it cannot be read); it changes only with a boot.
+    The compile cache's key and the remembered BTF answers share this one read."""
     try:
         return hashlib.sha256(VMLINUX_BTF.read_bytes()).hexdigest()
     except OSError:
@@ -230,14 +230,24 @@ class RememberedBtf:
     the BTF (~0.2 s of Python on a kernel's 150,000 types), and its answer, or the BtfError it raised, is
     kept at forget_vmlinux(). With the cache off every question is asked of the BTF itself."""
 
-    def __init__(self, data: bytes) -> None:
-        self.raw = data
-        self._sha256 = vmlinux_sha256() or hashlib.sha256(data).hexdigest()
+    def __init__(self, sha256: str) -> None:
+        self._sha256 = sha256
+        self._raw: bytes | None = None
         self._btf: Btf | None = None
         self._lock = threading.Lock()
         self._cache = self._cache_folder()
         self._answers: dict = self._cache.fetch_btf_answers(self._sha256) if self._cache else {}
         self._new = False
+
+    @property
+    def raw(self) -> bytes:
+        """The BTF's bytes, read at the first need."""
+        if self._raw is None:
+            try:
+                self._raw = VMLINUX_BTF.read_bytes()
+            except OSError as exc:
+                raise BtfError(f"cannot read {VMLINUX_BTF}: {exc.strerror}") from exc
+        return self._raw
 
     @staticmethod
     def _cache_folder():

@@ -25,8 +25,6 @@ SETTLE_S = 2.0
 
 
 class ThinsSpans(Protocol):
-    name: str
-
     def set_span_shift(self, shift: int) -> None: ...
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -13,6 +14,30 @@ from ebpftool.core.telemetry import Telemetry
 
 DEFAULT_SPAN_RATE = 1000      # spans per second a tracer may send to user space
 DEFAULT_RINGBUF_PAGES = 256   # 1 MiB per ring buffer
+
+
+class SpanAllowance:
+    """A span budget kept in user space, for records the kernel sends whatever the budget (every HTTP/2
+    stream's bytes, every agent call's: their metrics need them all): --span-rate spans a second with a
+    second's burst, thinned to 1/2**shift as the kernel's is while over --max-cpu (core.cpu_budget)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._tokens = float(rate)
+        self._at = time.monotonic()
+
+    def take(self, shift: int = 0) -> bool:
+        """Whether one more span may go now."""
+        rate = self.rate / (1 << shift)
+        if rate <= 0:
+            return False
+        now = time.monotonic()
+        self._tokens = min(rate, self._tokens + (now - self._at) * rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 @dataclass

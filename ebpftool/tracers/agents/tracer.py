@@ -22,7 +22,7 @@ from ebpftool.core import procfs
 from ebpftool.core.bpf import STAT_RINGBUF_FULL, BpfProgram
 from ebpftool.core.histograms import Histogram, quantile
 from ebpftool.core.plan import usable
-from ebpftool.core.tracer import TracerOptions
+from ebpftool.core.tracer import SpanAllowance, TracerOptions
 from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
 from ebpftool import semconv as sc
@@ -76,8 +76,7 @@ class AgentsTracer(BpfTracer):
         self._processes: dict[int, Process] = {}
         self._tls = TlsUprobes()   # the libssl files attached (the inference tracer's bookkeeping)
         self._last_library_scan = 0.0
-        self._span_allowance = float(self.options.span_rate)
-        self._span_clock = time.monotonic()
+        self._spans = SpanAllowance(self.options.span_rate)
         self.spans_sent = 0
         self.spans_unsampled = 0
         self.calls_lost = 0
@@ -216,14 +215,9 @@ class AgentsTracer(BpfTracer):
     def _span(self, m: Measured) -> None:
         """A CLIENT span within --span-rate (a token bucket here: the kernel sends every call's bytes, the
         metrics need them all); the rest are counted."""
-        now = time.monotonic()
-        rate = self.options.span_rate / (1 << self.span_shift)   # thinned under --max-cpu (core/cpu_budget.py)
-        self._span_allowance = min(float(rate), self._span_allowance + (now - self._span_clock) * rate)
-        self._span_clock = now
-        if self._span_allowance < 1:
+        if not self._spans.take(self.span_shift):   # thinned under --max-cpu (core/cpu_budget.py)
             self.spans_unsampled += 1
             return
-        self._span_allowance -= 1
         ex = m.exchange
         end = ex.start + ex.duration
         self.telemetry.emit_span(SpanRecord(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import time
 from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 from ebpftool.core.bpf import HistSum
 from ebpftool.core.cstruct import cstring, decode
 from ebpftool.core.netaddr import format_address
+from ebpftool.core.tracer import SpanAllowance
 from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanEvent, SpanKind, SpanRecord, counter, histogram, seconds_histogram
 from ebpftool.tracers.inference import h2_genai, http2, parsers
@@ -163,9 +163,7 @@ class InferenceHttp2:
         self._h2_unseen: set[int] = set()  # followed connections the kernel's table lacked at the last look
         self.h2_spans_over_budget = 0
         self._h2_lost_by_port: dict[int, int] = {}
-        rate = getattr(self.opts, "span_rate", 0)
-        self._h2_tokens = float(rate)
-        self._h2_refilled = time.monotonic()
+        self._h2_spans = SpanAllowance(getattr(self.opts, "span_rate", 0))   # the kernel sends every stream
 
     # -- records in --------------------------------------------------------------------------------------
     def _on_h2_record(self, kind: int, data: bytes) -> None:
@@ -188,7 +186,7 @@ class InferenceHttp2:
                 return
             for s in streams:
                 self._h2_stream_done(f.peer, s)
-            if not f.whole_data and any(s.gen_ai is not None for s in (*streams, *f.conn.streams.values())):
+            if f.conn.carries_gen_ai and not f.whole_data:
                 self._h2_whole_data(conn_id, f, True)
             return
         e = decode(self._h2_open_t, data)
@@ -196,8 +194,10 @@ class InferenceHttp2:
             peer = H2Peer(e.pid, e.port, e.cgroup, bool(e.tls), format_address(bytes(e.client_addr), e.family),
                           e.client_port, cstring(e.comm))
             followed = self._h2[e.conn] = _Followed(peer)
-            if e.upgrade_start and self._h2_upgraded(followed, e).gen_ai is not None:
-                self._h2_whole_data(e.conn, followed, True)
+            if e.upgrade_start:
+                self._h2_upgraded(followed, e)
+                if followed.conn.carries_gen_ai:
+                    self._h2_whole_data(e.conn, followed, True)
             if len(self._h2) > H2_CONNECTIONS_MAX:
                 conn_id, oldest = self._h2.popitem(last=False)
                 self._h2_drop(conn_id, oldest, pop=False)
@@ -214,7 +214,7 @@ class InferenceHttp2:
                     s.end_ns, s.end_reason = e.ts, "closed"
                     self._h2_stream_done(f.peer, s)
 
-    def _h2_upgraded(self, f: _Followed, e) -> http2.H2Stream:
+    def _h2_upgraded(self, f: _Followed, e) -> None:
         """An h2c Upgrade: its HTTP/1.1 request (the kernel read it as HTTP/1 and sent its first bytes) is
         stream 1, begun when that request did; the captures of it sent as an HTTP/1 request (when it took a
         span) give a generative-AI request's model from the body's first bytes, and are not a span of their
@@ -229,7 +229,6 @@ class InferenceHttp2:
         body = head.partition(b"\r\n\r\n")[2]
         if stream.gen_ai is not None and body:
             stream.gen_ai.request(body)
-        return stream
 
     def _h2_whole_data(self, conn_id: int, f: _Followed, whole: bool) -> None:
         """Ask the kernel for a connection's server DATA frames whole (a generative-AI stream's events may be
@@ -303,7 +302,7 @@ class InferenceHttp2:
             self._h2_hist.add(sc.HTTP_SERVER_REQUEST_DURATION, attrs, duration)
             if s.gen_ai is not None:
                 self._h2_gen_ai_metrics(s, s.gen_ai, attrs, workload, duration)
-        if self._h2_take_span():
+        if self._h2_spans.take(self.span_shift):
             self._h2_span(peer, s, attrs, error)
         else:
             self.h2_spans_over_budget += 1
@@ -329,18 +328,6 @@ class InferenceHttp2:
         out = super().drops()
         out["spans_unsampled"] += self.h2_spans_over_budget
         return out
-
-    def _h2_take_span(self) -> bool:
-        rate = getattr(self.opts, "span_rate", 0) / (1 << self.span_shift)   # thinned as the kernel's (cpu_budget)
-        if rate <= 0:
-            return False
-        now = time.monotonic()
-        self._h2_tokens = min(float(rate), self._h2_tokens + (now - self._h2_refilled) * rate)
-        self._h2_refilled = now
-        if self._h2_tokens < 1:
-            return False
-        self._h2_tokens -= 1
-        return True
 
     def _h2_span(self, peer: H2Peer, s: http2.H2Stream, metric_attrs: dict[str, Any], error: bool) -> None:
         attrs = dict(metric_attrs)

@@ -486,6 +486,7 @@ class Connection:
         self.finished_count = 0
         self.goaway: tuple[str, int, int] | None = None   # (sender, last stream id, error code)
         self.upgraded = False
+        self.carries_gen_ai = False   # a stream of it has been a generative-AI request or an event stream
         self.error: str | None = None
         self.frames: Counter = Counter()   # (sender, frame type) -> frames read (DATA counted once per frame)
         self._block: dict[str, _HeaderBlock | None] = {CLIENT: None, SERVER: None}  # per sender
@@ -668,7 +669,7 @@ class Connection:
         s.scheme = "http"
         s.request_start_ns, s.request_end_ns = up.ts, up.end_ts
         s.request_bytes = up.body_length
-        _gen_ai_begin(s)
+        self.carries_gen_ai |= _gen_ai_begin(s)
 
     def _header_block(self, sender: str, block: _HeaderBlock, end_ts: int, done: list) -> None:
         fields = self.decoders[sender].decode(b"".join(block.fragments), WANTED_HEADERS)
@@ -687,7 +688,7 @@ class Connection:
         if sender == CLIENT:
             if s.request_start_ns is None:
                 self._request_fields(s, fields, ts)
-                _gen_ai_begin(s)
+                self.carries_gen_ai |= _gen_ai_begin(s)
             if end_stream:
                 s.request_end_ns = end_ts
             return
@@ -714,6 +715,7 @@ class Connection:
                         and content_type.lower().startswith(h2_genai.SSE_CONTENT_TYPE)):
                     # a stream of events on a path not known as generative AI (HTTP/1: OP_STREAM)
                     s.gen_ai = h2_genai.GenAiReader(h2_genai.STREAM_OPERATION)
+                    self.carries_gen_ai = True
         if grpc_status is not None:
             try:
                 s.grpc_status = int(grpc_status)
@@ -777,13 +779,14 @@ class Connection:
                 s.request_end_ns = piece.end_ts
 
 
-def _gen_ai_begin(s: H2Stream) -> None:
+def _gen_ai_begin(s: H2Stream) -> bool:
     """A reader for a request whose path names a generative-AI operation (not gRPC, not a push): decided once,
-    at its request headers, so that other streams' DATA costs nothing more."""
+    at its request headers, so that other streams' DATA costs nothing more. Whether the stream has one."""
     if s.gen_ai is None and not s.grpc and not s.pushed:
         op = h2_genai.operation(s.method, s.path)
         if op is not None:
             s.gen_ai = h2_genai.GenAiReader(op, h2_genai.is_ndjson(s.path))
+    return s.gen_ai is not None
 
 
 def _authority(value: bytes) -> str:
