@@ -92,7 +92,7 @@ def test_plan_of_a_real_libssl(path):
     elf = read_elf(path)
     plan = probe_plan(elf)
     programs = {p.program for p in plan}
-    assert {"tls_read_ex_exit", "tls_write_ex_exit"} <= programs
+    assert {"tls_read_ex_enter", "tls_read_exit", "tls_write_ex_enter", "tls_write_exit"} <= programs
     for probe in plan:
         insn = decode_one(elf.code_at(probe.vaddr, 16), 0)
         if probe.ret and "implementation" in probe.label:

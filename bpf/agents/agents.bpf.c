@@ -289,7 +289,7 @@ int tls_write_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 0); }
 int tls_write_ex_enter(struct pt_regs *ctx) { return tls_enter(ctx, 1, 1); }
 
 /* is_write: a constant in each program, so each verifies only its own direction's path */
-static __always_inline int tls_return(struct pt_regs *ctx, int ex, u8 is_write)
+static __always_inline int tls_return(struct pt_regs *ctx, u8 is_write)
 {
     struct tls_args *a = tls_calls.task_storage_get(bpf_get_current_task_btf(), 0, 0);
     if (!a || !a->active || a->is_write != is_write)
@@ -297,8 +297,9 @@ static __always_inline int tls_return(struct pt_regs *ctx, int ex, u8 is_write)
     a->active = 0;
     long ret = PT_REGS_RC(ctx);
     u64 moved = 0;
-    if (ex) {
-        /* SSL_*_ex return 1 and store the count; their shared implementation returns > 0 */
+    if (a->count_at) {
+        /* SSL_*_ex return 1 and store the count where their entry noted; their shared implementation returns
+         * > 0. The others return it: one return program serves both. */
         if (ret <= 0 || bpf_probe_read_user(&moved, sizeof(moved), (void *)a->count_at) != 0)
             return 0;
     } else if (ret > 0) {
@@ -314,10 +315,8 @@ static __always_inline int tls_return(struct pt_regs *ctx, int ex, u8 is_write)
     return 0;
 }
 
-int tls_read_exit(struct pt_regs *ctx) { return tls_return(ctx, 0, 0); }
-int tls_read_ex_exit(struct pt_regs *ctx) { return tls_return(ctx, 1, 0); }
-int tls_write_exit(struct pt_regs *ctx) { return tls_return(ctx, 0, 1); }
-int tls_write_ex_exit(struct pt_regs *ctx) { return tls_return(ctx, 1, 1); }
+int tls_read_exit(struct pt_regs *ctx) { return tls_return(ctx, 0); }
+int tls_write_exit(struct pt_regs *ctx) { return tls_return(ctx, 1); }
 
 /* SSL_free: the connection ends, and the object's address will be another's. */
 int tls_free_enter(struct pt_regs *ctx)

@@ -220,32 +220,41 @@ int send_tcp_sendmsg(u64 *ctx)
     int queued = *(int *)(sock + SK_WMEM_QUEUED_OFF), limit = *(int *)(sock + SK_SNDBUF_OFF);
     if (room <= 0 && queued >= limit)
         return 0;  /* this turn waits for space: seen when the write goes, or again when it is retried */
+    u64 ptr = 0, iov_array = 0, count;
+    u32 len;
+    int whole = 1;
 #if TLS_HOOKS
-    if (c->tls)
-        return tls_written(ctx, sk, c, bpf_ktime_get_ns());  /* ciphertext: the library call's plaintext instead */
+    /* ciphertext: the library call's plaintext instead (one call of written_buffer below for both: each
+     * inlined call is thousands of instructions to compile and verify) */
+    if (c->tls) {
+        if (!tls_write_plaintext(sk, c, &ptr, &count))
+            return 0;
+        len = count;
+    } else
 #endif
-    u8 type = *(u8 *)(msg + MSG_ITER_TYPE_OFF);
-    u64 count = *(u64 *)(msg + MSG_ITER_COUNT_OFF);
-    u64 p = *(u64 *)(msg + MSG_ITER_UBUF_OFF);  /* ITER_UBUF: the buffer; ITER_IOVEC: the kernel's iovec array */
-    u64 ptr = 0, iov_array = 0;
-    u32 len = count;
-    if (type == ITER_UBUF_TYPE) {
-        ptr = p;
-    } else if (type == ITER_IOVEC_TYPE) {
-        /* a typed pointer to the kernel's copy of the iovec array: loaded directly */
-        ptr = *(u64 *)p;
-        u64 first_len = *(u64 *)(p + 8);
-        len = first_len < count ? first_len : count;
-        iov_array = p;
-    }
+    {
+        u8 type = *(u8 *)(msg + MSG_ITER_TYPE_OFF);
+        count = *(u64 *)(msg + MSG_ITER_COUNT_OFF);
+        u64 p = *(u64 *)(msg + MSG_ITER_UBUF_OFF);  /* ITER_UBUF: the buffer; ITER_IOVEC: the kernel's iovec array */
+        len = count;
+        if (type == ITER_UBUF_TYPE) {
+            ptr = p;
+        } else if (type == ITER_IOVEC_TYPE) {
+            /* a typed pointer to the kernel's copy of the iovec array: loaded directly */
+            ptr = *(u64 *)p;
+            u64 first_len = *(u64 *)(p + 8);
+            len = first_len < count ? first_len : count;
+            iov_array = p;
+        }
 #if RECV_HOOK_BTF
-    if (c->proto == PROTO_H2)
-        h2_write_seq(c, sk, count);
+        if (c->proto == PROTO_H2)
+            h2_write_seq(c, sk, count);
 #endif
+        /* A write the send buffer has room for goes out whole; a larger one may go out in part, its rest
+         * written again (and seen again): its length is then no count of the response's bytes. */
+        whole = (s64)count <= (s64)limit - queued;
+    }
     u64 now = bpf_ktime_get_ns();  /* the write's bytes are being queued: start and end are one time */
-    /* A write the send buffer has room for goes out whole; a larger one may go out in part, its rest
-     * written again (and seen again): its length is then no count of the response's bytes. */
-    int whole = (s64)count <= (s64)limit - queued;
     return written_buffer(ctx, &sk, c, ptr, len, count, whole, iov_array, 1, now, now, 0);
 }
 #else
@@ -259,12 +268,19 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
     if (!c)
         return 0;
     u64 now = bpf_ktime_get_ns();  /* the hook runs once the bytes went out: start and end are one time */
-#if TLS_HOOKS
-    if (c->tls)
-        return tls_written(ctx, sk, c, now);  /* ciphertext: the library call's plaintext instead */
-#endif
     u32 how;
-    u64 arg = syscall_buffer(&how);
+    u64 arg;
+#if TLS_HOOKS
+    if (c->tls) {
+        /* ciphertext: the library call's plaintext instead (one call of written() below for both) */
+        u64 plain = 0;
+        if (!tls_write_plaintext(sk, c, &arg, &plain))
+            return 0;
+        how = BUF_PLAIN;
+        ret = plain;
+    } else
+#endif
+    arg = syscall_buffer(&how);
     return written(ctx, &sk, c, how, arg, ret, now, now);
 }
 #endif

@@ -237,11 +237,19 @@ static __always_inline int write_exit(void *ctx, long ret)
     struct conn_state *c = finished_io(1, ret, &a, &k);
     if (!c)
         return 0;
+    u64 now = bpf_ktime_get_ns();
 #if TLS_HOOKS
-    if (c->tls)
-        return tls_written(ctx, k, c, bpf_ktime_get_ns());  /* ciphertext: the library call's plaintext instead */
+    if (c->tls) {
+        /* ciphertext: the library call's plaintext instead (one call of written() below for both) */
+        u64 plain = 0;
+        if (!tls_write_plaintext(k, c, &a.ptr, &plain))
+            return 0;
+        a.how = BUF_PLAIN;
+        a.ts = now;
+        ret = plain;
+    }
 #endif
-    return written(ctx, &k, c, a.how, a.ptr, ret, a.ts, bpf_ktime_get_ns());
+    return written(ctx, &k, c, a.how, a.ptr, ret, a.ts, now);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(0, args->fd, (u64)args->buf, BUF_PLAIN); }

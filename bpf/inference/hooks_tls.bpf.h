@@ -4,7 +4,7 @@
  * the socket hooks never parse its bytes (they are ciphertext) but tell which socket a library call uses.
  * The probes sit where the kernel emulates the probed instruction (ebpftool/tracers/inference/tls_libs.py):
  * for OpenSSL 1.1.1 and 3.x on the implementation SSL_read and SSL_read_ex share (and SSL_write's), with
- * SSL_read_ex's arguments, so tls_read_ex_* see the calls of both.
+ * SSL_read_ex's arguments, so tls_read_ex_enter and tls_read_exit see the calls of both.
  * Two ways a library meets its socket:
  *  - socket BIO (nginx, Python's ssl sockets): the library reads and writes the socket inside its calls.
  *    A read: SSL_read's entry notes the call; the socket reads inside it tie the SSL object to its socket;
@@ -126,19 +126,23 @@ static __always_inline void tls_closed(struct conn_state *c)
         *n += 1;
 }
 
-/* A write on a TLS connection (socket BIO): the plaintext of the write call under way goes to the state
- * machine, once. */
-static __always_inline int tls_written(void *ctx, u64 key, struct conn_state *c, u64 now)
+/* A write on a TLS connection (socket BIO): the plaintext of the write call under way (*buf, *len) goes to
+ * the state machine, once: 1 when it is to go now. */
+static __always_inline int tls_write_plaintext(u64 key, struct conn_state *c, u64 *buf, u64 *len)
 {
     struct tls_call *call = tls_socket_seen(key, c);
     if (!call || !call->is_write || call->handed)
         return 0;  /* the handshake, an alert, a memory BIO's ciphertext, or more records of a write handed on */
     call->handed = 1;
-    return written_buffer(ctx, &key, c, call->buf, call->len, call->len, 1, 0, 0, now, now, 0);
+    *buf = call->buf;
+    *len = call->len;
+    return 1;
 }
 
-/* The call under way on this thread, ended: a copy in *done, and the bytes it moved (0: none or failed). */
-static __always_inline u64 tls_call_done(struct pt_regs *ctx, int ex, struct tls_call *done)
+/* The call under way on this thread, ended: a copy in *done, and the bytes it moved (0: none or failed).
+ * The _ex calls (and their shared implementation) store the count where their entry noted (count_at); the
+ * others return it: one return program serves both (each is thousands of instructions to compile). */
+static __always_inline u64 tls_call_done(struct pt_regs *ctx, struct tls_call *done)
 {
     struct tls_call *call = tls_calls.task_storage_get(bpf_get_current_task_btf(), 0, 0);
     if (!call || !call->active)
@@ -147,7 +151,7 @@ static __always_inline u64 tls_call_done(struct pt_regs *ctx, int ex, struct tls
     call->active = 0;
     long ret = PT_REGS_RC(ctx);
     u64 moved = 0;
-    if (ex) {
+    if (done->count_at) {
         /* SSL_*_ex return 1; the internal function that SSL_read and SSL_read_ex share (tls_libs.py), > 0 */
         if (ret <= 0 || bpf_probe_read_user(&moved, sizeof(moved), (void *)done->count_at) != 0)
             return 0;
@@ -174,10 +178,10 @@ static __always_inline u64 tls_tie_at_first_read(u64 ssl)
 }
 
 /* SSL_read / SSL_read_ex returned: the plaintext it gave goes to the state machine. */
-static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
+static __always_inline int tls_read_return(struct pt_regs *ctx)
 {
     struct tls_call done = {};
-    u64 moved = tls_call_done(ctx, ex, &done);
+    u64 moved = tls_call_done(ctx, &done);
     u64 key = done.key;
     if (key == 0) {
         u64 *known = tls_sockets.lookup(&done.ssl);  /* records read earlier, or a memory BIO's */
@@ -209,16 +213,15 @@ static __always_inline int tls_read_return(struct pt_regs *ctx, int ex)
 }
 
 #if TLS_PROGRAMS
-int tls_read_exit(struct pt_regs *ctx) { return tls_read_return(ctx, 0); }
-int tls_read_ex_exit(struct pt_regs *ctx) { return tls_read_return(ctx, 1); }
+int tls_read_exit(struct pt_regs *ctx) { return tls_read_return(ctx); }  /* SSL_read's and SSL_read_ex's */
 #endif
 
 /* SSL_write / SSL_write_ex returned. With a socket BIO its plaintext went on at its first socket write;
  * with a memory BIO it goes on now. */
-static __always_inline int tls_write_return(struct pt_regs *ctx, int ex)
+static __always_inline int tls_write_return(struct pt_regs *ctx)
 {
     struct tls_call done = {};
-    u64 moved = tls_call_done(ctx, ex, &done);
+    u64 moved = tls_call_done(ctx, &done);
     if (moved == 0 || done.key != 0 || done.handed)
         return 0;
     u64 *known = tls_sockets.lookup(&done.ssl);
@@ -233,8 +236,7 @@ static __always_inline int tls_write_return(struct pt_regs *ctx, int ex)
 }
 
 #if TLS_PROGRAMS
-int tls_write_exit(struct pt_regs *ctx) { return tls_write_return(ctx, 0); }
-int tls_write_ex_exit(struct pt_regs *ctx) { return tls_write_return(ctx, 1); }
+int tls_write_exit(struct pt_regs *ctx) { return tls_write_return(ctx); }  /* SSL_write's and SSL_write_ex's */
 
 /* SSL_do_handshake / SSL_accept: with a memory BIO, the application fed the library the ciphertext it just
  * read from the socket, on this thread; the later calls on this SSL object (whose reads may be deferred

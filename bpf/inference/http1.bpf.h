@@ -333,6 +333,9 @@ static __always_inline struct response_head read_head(u64 ptr, u32 len)
 #define WRITE_SWITCHED 2  /* 101 Switching Protocols: an h2c Upgrade goes on as HTTP/2, any other is let go */
 #define WRITE_HEAD 3      /* a response head: read what it says of the body's length (scan_response_head) */
 #define WRITE_HEAD_SCAN 4 /* the same, then search the write for events */
+#define WRITE_FINISH 5    /* the response is complete with this write: finished by finish_written_response, a
+                           * program of its own (inlined at every end found, the request's finish would make the
+                           * write hooks several times larger to compile and verify) */
 #define STATUS_SWITCHING_PROTOCOLS 101
 #define STATUS_NO_CONTENT 204
 #define STATUS_NOT_MODIFIED 304
@@ -451,16 +454,12 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
              * next request, which may be long in coming on a kept-alive connection */
             if (c->writes < 2 && (c->flags & REQ_SAMPLED))
                 emit_capture(c, PART_RESPONSE_HEAD, ptr, len, 0);
-            finish_request(k, c, now);
-            return WRITE_DONE;
+            return WRITE_FINISH;
         }
         complete = 1;  /* the last events and the last chunk in one write: counted first, then finished */
     }
-    if (!has_bytes) {
-        if (complete)
-            finish_request(k, c, now);
-        return WRITE_DONE;
-    }
+    if (!has_bytes)
+        return complete ? WRITE_FINISH : WRITE_DONE;
     /* Server-Sent Events: scanned on gen-AI paths and once a response showed them;
      * elsewhere only a write that begins with an event (after a chunk-size line) is. */
     int scan = c->op != OP_NONE || (c->flags & REQ_SSE);
@@ -491,8 +490,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
             c->end_after_scan = 1;  /* finished by the scan's last program, once the events are counted */
             return WRITE_SCAN;
         }
-        finish_request(k, c, now);
-        return WRITE_DONE;
+        return WRITE_FINISH;
     }
     return scan ? WRITE_SCAN : WRITE_DONE;
 }

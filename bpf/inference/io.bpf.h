@@ -67,19 +67,15 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
         return 0;
     }
     int next = on_write(k, c, ptr, ptr ? len : (u32)ret, ret, whole, start, now, ptr != 0 && len > 0);
-    /* A 101 whose head may name h2c (cleartext only: over TLS, HTTP/2 is chosen by ALPN): read by a program
-     * of its own. Any other 101 ends its request and lets the connection go. */
-    int upgrade = next == WRITE_SWITCHED && !from_uprobe && ptr && whole;
-    if (next == WRITE_SWITCHED && !upgrade) {
-        switched_protocols_elsewhere(k, c, now);
-        return 0;
-    }
-    if (next != WRITE_SCAN && next != WRITE_HEAD && next != WRITE_HEAD_SCAN && !upgrade)
+    if (next == WRITE_DONE)
         return 0;
     u32 zero = 0;
     struct scan_args *in = scan_input.lookup(&zero);
-    if (!in)
-        return 0;
+    if (!in) {
+        if (next == WRITE_SWITCHED)
+            switched_protocols_elsewhere(k, c, now);
+        return 0;  /* (a complete response: finished by what comes next on the connection) */
+    }
     in->key = *k;
     in->ptr = ptr;
     in->start = start;
@@ -92,13 +88,20 @@ static __always_inline int written_buffer(void *ctx, u64 *k, struct conn_state *
     in->scan = next != WRITE_HEAD;
     in->whole = whole;
     in->model_looked = 0;
-    if (upgrade) {
-        scan_prog.call(ctx, SCAN_SWITCHED);
-        stat_add(STAT_INF_SWITCH_UNREAD, 1);  /* not loaded yet */
+    if (next == WRITE_SWITCHED) {
+        /* A 101 whose head may name h2c (cleartext only: over TLS, HTTP/2 is chosen by ALPN): read by a program
+         * of its own. Any other 101 ends its request and lets the connection go. */
+        if (!from_uprobe && ptr && whole) {
+            scan_prog.call(ctx, SCAN_SWITCHED);
+            stat_add(STAT_INF_SWITCH_UNREAD, 1);  /* not loaded yet */
+        }
         switched_protocols_elsewhere(k, c, now);
         return 0;
     }
-    next_scan(ctx, from_uprobe, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);
+    if (next == WRITE_FINISH)
+        next_scan(ctx, from_uprobe, SCAN_FINISH);  /* if it fails, the next read, write or close finishes it */
+    else
+        next_scan(ctx, from_uprobe, next == WRITE_SCAN ? SCAN_EVENTS : SCAN_HEAD);
     return 0;
 }
 

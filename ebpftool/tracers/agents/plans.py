@@ -18,7 +18,7 @@ SYSCALL_TRACEPOINTS = tuple(
 # places that this tracer has no use for (the handshake's: the agents tracer keys a connection by its SSL
 # object, not by its socket).
 TLS_PROGRAMS = frozenset({"tls_read_enter", "tls_read_ex_enter", "tls_write_enter", "tls_write_ex_enter",
-                          "tls_read_exit", "tls_read_ex_exit", "tls_write_exit", "tls_write_ex_exit",
+                          "tls_read_exit", "tls_write_exit",
                           "tls_free_enter"})
 
 TLS_ONLY = Plan(

@@ -36,14 +36,14 @@ LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/
 # most of OpenSSL 3's users call them. The handshake's calls tie an SSL object to its socket (memory BIOs);
 # SSL_free forgets it.
 SHARED_IMPLEMENTATIONS = (
-    (("SSL_read", "SSL_read_ex"), "tls_read_ex_enter", "tls_read_ex_exit"),
-    (("SSL_write", "SSL_write_ex"), "tls_write_ex_enter", "tls_write_ex_exit"),
+    (("SSL_read", "SSL_read_ex"), "tls_read_ex_enter", "tls_read_exit"),
+    (("SSL_write", "SSL_write_ex"), "tls_write_ex_enter", "tls_write_exit"),
 )
 TLS_FUNCTIONS = (
     ("SSL_read", "tls_read_enter", "tls_read_exit"),
-    ("SSL_read_ex", "tls_read_ex_enter", "tls_read_ex_exit"),
+    ("SSL_read_ex", "tls_read_ex_enter", "tls_read_exit"),
     ("SSL_write", "tls_write_enter", "tls_write_exit"),
-    ("SSL_write_ex", "tls_write_ex_enter", "tls_write_ex_exit"),
+    ("SSL_write_ex", "tls_write_ex_enter", "tls_write_exit"),
     ("SSL_do_handshake", "tls_handshake_enter", None),
     ("SSL_accept", "tls_handshake_enter", None),
     ("SSL_free", "tls_free_enter", None),
