@@ -24,6 +24,12 @@
 
 #define NSEC_PER_SEC 1000000000ULL
 
+/* bpf_probe_read_user() and bpf_probe_read_user_str() under other names. BCC 0.26 checks, at every call it
+ * compiles by those names, whether the kernel has them by reading all of /proc/kallsyms into a new symbol
+ * table: ~50 ms per call site here, most of a compile (docs/performance.md). The helpers are the same. */
+static long (*read_user)(void *dst, u32 size, const void *unsafe_ptr) = (void *)BPF_FUNC_probe_read_user;
+static long (*read_user_str)(void *dst, u32 size, const void *unsafe_ptr) = (void *)BPF_FUNC_probe_read_user_str;
+
 /* Address families as the kernel numbers them (AF_INET, AF_INET6). */
 #define FAMILY_INET 2
 #define FAMILY_INET6 10

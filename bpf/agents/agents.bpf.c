@@ -84,7 +84,7 @@ static __always_inline int watched(u32 tgid)
 static __always_inline int http_method(u64 buf, u64 len)
 {
     u64 w = 0;
-    if (len < 4 || bpf_probe_read_user(&w, bounded(len, 8), (void *)buf) != 0)
+    if (len < 4 || read_user(&w, bounded(len, 8), (void *)buf) != 0)
         return METHOD_NONE;
     if (HAS(w, 0x2054534f50ULL, 5))              /* "POST " */
         return METHOD_POST;
@@ -126,7 +126,7 @@ static __always_inline void send_bytes(struct conn_key *k, struct conn_state *c,
         e->size = n;
         e->last = final && off + n >= copy;
         e->seq = c->seq++;
-        if (n && bpf_probe_read_user(e->data, bounded(n, AGENTS_CHUNK), (void *)(buf + off)) != 0)
+        if (n && read_user(e->data, bounded(n, AGENTS_CHUNK), (void *)(buf + off)) != 0)
             e->size = 0;   /* unreadable: user space fills the gap as not copied */
         u64 size = __builtin_offsetof(struct agent_event, data) + e->size;
         if (agent_events.ringbuf_output(e, bounded(size, sizeof(*e)), ringbuf_wakeup_flags(size, RINGBUF_PAGES)) != 0)
@@ -300,7 +300,7 @@ static __always_inline int tls_return(struct pt_regs *ctx, u8 is_write)
     if (a->count_at) {
         /* SSL_*_ex return 1 and store the count where their entry noted; their shared implementation returns
          * > 0. The others return it: one return program serves both. */
-        if (ret <= 0 || bpf_probe_read_user(&moved, sizeof(moved), (void *)a->count_at) != 0)
+        if (ret <= 0 || read_user(&moved, sizeof(moved), (void *)a->count_at) != 0)
             return 0;
     } else if (ret > 0) {
         moved = ret;
@@ -342,13 +342,13 @@ BPF_HASH(connecting, u64, struct connect_args, 4096);   /* per thread: a TCP con
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
     u16 family = 0, port = 0;
-    if (bpf_probe_read_user(&family, sizeof(family), args->uservaddr) != 0 ||
+    if (read_user(&family, sizeof(family), args->uservaddr) != 0 ||
         (family != AF_INET_ && family != AF_INET6_))
         return 0;
     u64 id = bpf_get_current_pid_tgid();
     if (!watched(id >> 32))
         return 0;
-    bpf_probe_read_user(&port, sizeof(port), (void *)args->uservaddr + 2);   /* sin_port, sin6_port */
+    read_user(&port, sizeof(port), (void *)args->uservaddr + 2);   /* sin_port, sin6_port */
     struct connect_args a = {.fd = (u32)args->fd, .port = (u16)((port >> 8) | (port << 8))};
     connecting.update(&id, &a);
     return 0;
@@ -447,13 +447,13 @@ static __always_inline int iov_exit(long ret, u8 is_write)
         return 0;
     u64 iov = io->buf, count = io->count;
     if (io->how == BUF_MSG &&
-        (bpf_probe_read_user(&iov, sizeof(iov), (void *)io->buf + 16) != 0 ||
-         bpf_probe_read_user(&count, sizeof(count), (void *)io->buf + 24) != 0))
+        (read_user(&iov, sizeof(iov), (void *)io->buf + 16) != 0 ||
+         read_user(&count, sizeof(count), (void *)io->buf + 24) != 0))
         return 0;
     struct user_iovec v[AGENTS_IOV_PARTS] = {};
     #pragma unroll
     for (int i = 0; i < AGENTS_IOV_PARTS; i++) {
-        if (i >= count || bpf_probe_read_user(&v[i], sizeof(v[i]), (void *)(iov + i * sizeof(v[i]))) != 0)
+        if (i >= count || read_user(&v[i], sizeof(v[i]), (void *)(iov + i * sizeof(v[i]))) != 0)
             break;
     }
     struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_SOCKET, .id = io->fd};

@@ -14,7 +14,7 @@ static __always_inline u64 read_arg(struct pt_regs *ctx, u32 n)
     case 5: return PT_REGS_PARM6(ctx);
     }
     u64 v = 0;
-    bpf_probe_read_user(&v, sizeof(v), (void *)(PT_REGS_SP(ctx) + 8 * (n - 5)));
+    read_user(&v, sizeof(v), (void *)(PT_REGS_SP(ctx) + 8 * (n - 5)));
     return v;
 }
 

@@ -9,7 +9,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat)
     if (!pid_watched(pid))
         return 0;
     char path[IOCTL_PATH_MAX] = {};
-    if (bpf_probe_read_user_str(path, sizeof(path), args->filename) < IOCTL_PREFIX_LEN)
+    if (read_user_str(path, sizeof(path), args->filename) < IOCTL_PREFIX_LEN)
         return 0;
 #pragma unroll
     for (int i = 0; i < IOCTL_PREFIX_LEN; i++) {

@@ -15,7 +15,7 @@ static __always_inline void add_outstanding(u32 pid, u32 mem, s64 n)
 static __always_inline void record_alloc(u32 pid, u32 tid, u32 fn, u32 mem, struct frame *f, u64 now)
 {
     u64 ptr = 0;
-    if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)f->arg) != 0 || ptr == 0)
+    if (read_user(&ptr, sizeof(ptr), (void *)f->arg) != 0 || ptr == 0)
         return;
     struct alloc_key key = {.pid = pid, .ptr = ptr};
     struct alloc_value *old = allocations.lookup(&key);

@@ -32,7 +32,7 @@ static __always_inline void emit_capture(struct conn_state *c, u32 part, u64 ptr
         return;
     u64 n = capture_len(len);
     u64 src = tail ? ptr + len - n : ptr;
-    if (bpf_probe_read_user(e->data, n, (void *)src) == 0)
+    if (read_user(e->data, n, (void *)src) == 0)
         e->len = n;
     events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
 }
@@ -54,7 +54,7 @@ static __always_inline void remember_last_write(u64 *k, struct conn_state *c, u6
     u64 n = capture_len(len);
     w->seq = c->seq;
     w->len = 0;
-    if (bpf_probe_read_user(w->data, n, (void *)(ptr + len - n)) == 0)
+    if (read_user(w->data, n, (void *)(ptr + len - n)) == 0)
         w->len = n;
 }
 

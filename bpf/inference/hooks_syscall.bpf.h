@@ -103,16 +103,16 @@ static __always_inline int accept_exit(long ret)
     if (args.sockaddr) {
 #endif
         u16 family = 0;
-        bpf_probe_read_user(&family, sizeof(family), (void *)args.sockaddr);
+        read_user(&family, sizeof(family), (void *)args.sockaddr);
         u16 port_be = 0;
-        bpf_probe_read_user(&port_be, sizeof(port_be), (void *)(args.sockaddr + 2));
+        read_user(&port_be, sizeof(port_be), (void *)(args.sockaddr + 2));
         c.client_port = (port_be >> 8) | ((port_be & 0xff) << 8);
         if (family == FAMILY_INET) {
             c.family = 2;
-            bpf_probe_read_user(c.client_addr, 4, (void *)(args.sockaddr + 4));
+            read_user(c.client_addr, 4, (void *)(args.sockaddr + 4));
         } else if (family == FAMILY_INET6) {
             c.family = 10;
-            bpf_probe_read_user(c.client_addr, 16, (void *)(args.sockaddr + 8));
+            read_user(c.client_addr, 16, (void *)(args.sockaddr + 8));
         }
     }
 #if SYSCALL_SOCKETS && ARRIVAL_HOOK
@@ -207,7 +207,7 @@ static __always_inline int read_exit(void *ctx, long ret)
         /* ciphertext: the plaintext comes at the library call's return (as with the socket hooks) */
         u8 record = 0;
         if (tls_read_outside_call(k, c)) {
-            if (c->arrival != 0 && ptr && bpf_probe_read_user(&record, 1, (void *)ptr) == 0 &&
+            if (c->arrival != 0 && ptr && read_user(&record, 1, (void *)ptr) == 0 &&
                 record == TLS_RECORD_HANDSHAKE)
                 c->arrival = 0;  /* the handshake's bytes arrived: not a request's */
             tls_note_data(c, ptr);

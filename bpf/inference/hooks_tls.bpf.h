@@ -109,7 +109,7 @@ static __always_inline void tls_note_data(struct conn_state *c, u64 ptr)
 {
     u8 record = 0;
     if (c->tls == TLS_BIO_UNKNOWN && !c->tls_data_seen && ptr &&
-        bpf_probe_read_user(&record, 1, (void *)ptr) == 0 && record == TLS_RECORD_APPLICATION_DATA)
+        read_user(&record, 1, (void *)ptr) == 0 && record == TLS_RECORD_APPLICATION_DATA)
         c->tls_data_seen = 1;
 }
 
@@ -153,7 +153,7 @@ static __always_inline u64 tls_call_done(struct pt_regs *ctx, struct tls_call *d
     u64 moved = 0;
     if (done->count_at) {
         /* SSL_*_ex return 1; the internal function that SSL_read and SSL_read_ex share (tls_libs.py), > 0 */
-        if (ret <= 0 || bpf_probe_read_user(&moved, sizeof(moved), (void *)done->count_at) != 0)
+        if (ret <= 0 || read_user(&moved, sizeof(moved), (void *)done->count_at) != 0)
             return 0;
     } else if (ret > 0) {
         moved = ret;

@@ -127,7 +127,7 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
          * the next request instead of joining them. */
         u64 line = 0;
         int line_path_off = 0;
-        bpf_probe_read_user(&line, sizeof(line), (void *)ptr);
+        read_user(&line, sizeof(line), (void *)ptr);
         if (parse_method(line, len, &line_path_off) != METHOD_OTHER)
             c->req_start = 0;
     }
@@ -142,7 +142,7 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
         if (arrived)
             c->flags |= REQ_ARRIVAL;
         u64 n = bounded(len, LINE_MAX);
-        if (bpf_probe_read_user(c->line, n, (void *)ptr) == 0)
+        if (read_user(c->line, n, (void *)ptr) == 0)
             c->line_len = n;
 #if TLS_HOOKS
         /* A TLS record (a handshake; mid-stream, application data), whose first read may be its 5-byte
@@ -189,7 +189,7 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
         if (n > len)
             n = len;
         n &= LINE_MAX - 1;
-        if (n > 0 && bpf_probe_read_user(c->line + have, n, (void *)ptr) == 0) {
+        if (n > 0 && read_user(c->line + have, n, (void *)ptr) == 0) {
             c->line_len = have + n;
             if (c->seq == 1 && !c->seeded && have < 14 && h2_preface(c->line, c->line_len)) {
                 h2_begin(c, now, H2_PREFACE_LEN - have, 0);  /* the preface came in pieces */
@@ -278,7 +278,7 @@ static __always_inline struct response_head read_head(u64 ptr, u32 len)
     if (!s)
         return head;
     u64 n = bounded(len, HEAD_SCAN_MAX);
-    if (n < 16 || bpf_probe_read_user(s->data, n, (void *)ptr) != 0)
+    if (n < 16 || read_user(s->data, n, (void *)ptr) != 0)
         return head;
     u32 last = *(u32 *)(s->data + ((n - 4) & (SSE_SCAN_MAX - 1)));
     u64 head_alone = last == W4('\r', '\n', '\r', '\n') && n == len;  /* the head in a buffer of its own */
@@ -357,7 +357,7 @@ static __always_inline u16 status_line(const u64 *words, u32 len)
 static __always_inline int ends_with_last_chunk(u64 ptr, u32 len)
 {
     u64 end = 0;
-    return len >= 5 && bpf_probe_read_user(&end, 5, (void *)(ptr + len - 5)) == 0 && end == LAST_CHUNK;
+    return len >= 5 && read_user(&end, 5, (void *)(ptr + len - 5)) == 0 && end == LAST_CHUNK;
 }
 
 /* A response head went out in a write (its first buffer: ptr, len; total bytes in all; whole: all of them
@@ -406,7 +406,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
     u64 words[2] = {};
     u16 status = 0;
     if (has_bytes) {
-        bpf_probe_read_user(words, sizeof(words), (void *)ptr);
+        read_user(words, sizeof(words), (void *)ptr);
         status = status_line(words, len);
     }
     if (status == 0 && c->seq == 1 && (c->flags & (REQ_UNPARSED | REQ_LINE_PENDING)) == (REQ_UNPARSED | REQ_LINE_PENDING))

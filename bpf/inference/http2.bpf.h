@@ -266,7 +266,7 @@ static __always_inline u8 h2_block_method(u64 block, u64 room)
     u32 zero = 0;
     struct h2_block_peek *buf = h2_block_buf.lookup(&zero);
     room = bounded(room, H2_BLOCK_PEEK);
-    if (!buf || room == 0 || bpf_probe_read_user(buf->b, room, (void *)block) != 0)
+    if (!buf || room == 0 || read_user(buf->b, room, (void *)block) != 0)
         return METHOD_OTHER;
     u64 at = 0, method = METHOD_OTHER, done = 0;
 #pragma unroll
@@ -319,7 +319,7 @@ static __always_inline void h2_kernel_frame(struct conn_state *c, u32 dir, struc
     if (dir == H2_FROM_SERVER && type == H2_TYPE_HEADERS && st->status == 0) {
         /* the response's block: its first bytes read for the :status */
         u64 first = 0, n = bounded(room, 8);
-        if (block && n && bpf_probe_read_user(&first, n, (void *)block) == 0)
+        if (block && n && read_user(&first, n, (void *)block) == 0)
             st->status = h2_block_status(first);
         else
             st->status = H2_STATUS_UNKNOWN;
@@ -373,7 +373,7 @@ static __always_inline int h2_append(struct conn_state *c, u32 dir, struct h2_wa
         return 0;
     u64 fill = V(w->fill) & (H2_CHUNK - 1);
     u64 n = bounded(len, H2_CHUNK);
-    if (bpf_probe_read_user(r->e.data + fill, n, (void *)src) != 0)
+    if (read_user(r->e.data + fill, n, (void *)src) != 0)
         return 0;
     V(w->fill) = fill + n;
     return 1;
@@ -493,7 +493,7 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
                 take = avail;
             take &= 15;
             *(u64 *)hdr->b = *(u64 *)(c->h2_hdr + 8 * dir);
-            if (take == 0 || bpf_probe_read_user(hdr->b + have, take, (void *)(p + pos)) != 0) {
+            if (take == 0 || read_user(hdr->b + have, take, (void *)(p + pos)) != 0) {
                 V(w->done) = 2;
                 return;
             }

@@ -20,12 +20,12 @@ static __always_inline u64 first_buffer(u32 how, u64 ptr, long ret, u32 *len, u6
     u64 iov_ptr = ptr;
     if (how == BUF_MSG) {
         /* struct user_msghdr: msg_name, msg_namelen (+pad), msg_iov */
-        if (bpf_probe_read_user(&iov_ptr, sizeof(iov_ptr), (void *)(ptr + 16)) != 0)
+        if (read_user(&iov_ptr, sizeof(iov_ptr), (void *)(ptr + 16)) != 0)
             return 0;
     }
     *iov_array = iov_ptr;
     struct user_iov iov = {};
-    if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iov_ptr) != 0)
+    if (read_user(&iov, sizeof(iov), (void *)iov_ptr) != 0)
         return 0;
     if (iov.len < *len)
         *len = iov.len;

@@ -12,7 +12,7 @@ static __always_inline u64 nth_iovec(u64 iov_array, int iov_in_kernel, u32 i, u6
 {
     struct user_iov iov = {};
     void *at = (void *)(iov_array + (u64)i * sizeof(iov));
-    long err = iov_in_kernel ? bpf_probe_read_kernel(&iov, sizeof(iov), at) : bpf_probe_read_user(&iov, sizeof(iov), at);
+    long err = iov_in_kernel ? bpf_probe_read_kernel(&iov, sizeof(iov), at) : read_user(&iov, sizeof(iov), at);
     if (err != 0)
         return 0;
     *len = iov.len < remaining ? iov.len : remaining;

@@ -25,7 +25,7 @@ static __always_inline u32 find_model(u64 ptr, u32 len)
     if (!s)
         return MODEL_NONE;
     u64 n = bounded(len, MODEL_SCAN_MAX);
-    if (n < 16 || bpf_probe_read_user(s->data, n, (void *)ptr) != 0)
+    if (n < 16 || read_user(s->data, n, (void *)ptr) != 0)
         return MODEL_NONE;
     /* the loop's bound and result live in the map (see read_head in http1.bpf.h) */
     *(volatile u64 *)&s->end = n;

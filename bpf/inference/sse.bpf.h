@@ -54,7 +54,7 @@ static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
     s->end = SCAN_LEAD;
     *(u64 *)&s->data[0] = 0;
     *(u64 *)&s->data[8] = (u64)'\n' << 56;  /* data[SCAN_LEAD - 1] */
-    if (bpf_probe_read_user(&s->data[SCAN_LEAD], n, (void *)ptr) != 0)
+    if (read_user(&s->data[SCAN_LEAD], n, (void *)ptr) != 0)
         return 0;
     *(u64 *)&s->data[SCAN_LEAD + n] = 0;  /* bytes past the buffer read as 0, not as an earlier write's */
     *(u64 *)&s->data[SCAN_LEAD + n + 8] = 0;

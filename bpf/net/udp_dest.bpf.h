@@ -14,7 +14,7 @@ static __always_inline void udp_destination(u16 family, u8 *raddr)
     if (nr == NR_SENDTO)
         name = regs->r8;                  /* sendto(fd, buf, len, flags, dest_addr, addrlen) */
     else if (nr == NR_SENDMSG)
-        bpf_probe_read_user(&name, sizeof(name), (void *)regs->si);  /* struct user_msghdr: msg_name first */
+        read_user(&name, sizeof(name), (void *)regs->si);  /* struct user_msghdr: msg_name first */
     if (!name)
         return;
     struct {
@@ -22,7 +22,7 @@ static __always_inline void udp_destination(u16 family, u8 *raddr)
         u16 port;
         u8 v4[4];                         /* sockaddr_in's address; sockaddr_in6's flowinfo */
     } head = {};
-    if (bpf_probe_read_user(&head, sizeof(head), (void *)name) != 0)
+    if (read_user(&head, sizeof(head), (void *)name) != 0)
         return;
     if (head.family == NET_AF_INET && family == NET_AF_INET) {
         __builtin_memcpy(raddr, head.v4, 4);
@@ -31,7 +31,7 @@ static __always_inline void udp_destination(u16 family, u8 *raddr)
         raddr[11] = 0xff;
         __builtin_memcpy(raddr + 12, head.v4, 4);
     } else if (head.family == NET_AF_INET6 && family == NET_AF_INET6) {
-        bpf_probe_read_user(raddr, NET_ADDR_LEN, (void *)(name + 8));  /* sin6_addr */
+        read_user(raddr, NET_ADDR_LEN, (void *)(name + 8));  /* sin6_addr */
     }
 }
 #endif
