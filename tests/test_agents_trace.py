@@ -11,6 +11,7 @@ close before it); and no key or prompt may be in anything the tracer wrote.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -386,25 +387,36 @@ def test_trace_runs_the_agents_tracer_when_asked(tmp_path):
 
 def test_comm_filter_follows_processes_of_that_name(tmp_path):
     """--comm: a process that takes the name after the tracer started is followed from its first connection
-    (the kernel matches the name itself); one of another name beside it is not."""
+    (the kernel matches the name itself); one of another name beside it is not. Its process.executable.name
+    is its executable's (the conventions' base name of /proc/PID/exe), not the name it gave its thread."""
     port = free_port()
     receiver = GrpcReceiver()
-    named = "import sys\nopen('/proc/self/comm', 'w').write('agent-in-test')\n" + DRIVE
+    # it stays alive until its calls are exported: the executable of a process gone is no longer known
+    named = ("import sys\nopen('/proc/self/comm', 'w').write('agent-in-test')\n" + DRIVE
+             + "\nprint('driven', flush=True)\nsys.stdin.readline()\n")
+    named_proc = None
     try:
         with llm_apis.running(port, str(tmp_path / "wire.jsonl")):
             with EbpftoolProcess(["agents", "--comm", "agent-in-test", "--otlp-endpoint", receiver.endpoint,
                                   "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
-                subprocess.run([sys.executable, "-c", named, "ollama", f"http://127.0.0.1:{port}", "",
-                                str(tmp_path / "named.json")], cwd=ROOT, check=True, timeout=180)
+                named_proc = subprocess.Popen([sys.executable, "-c", named, "ollama", f"http://127.0.0.1:{port}",
+                                               "", str(tmp_path / "named.json")], cwd=ROOT, stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, text=True)
+                assert named_proc.stdout.readline().strip() == "driven"
                 other = drive("ollama", f"http://127.0.0.1:{port}", "", tmp_path)
                 watched = json.loads((tmp_path / "named.json").read_text())
                 assert receiver.wait_for(lambda: sum(p.count for p in receiver.latest(
                     "gen_ai.client.operation.duration")) == len(watched["calls"]), timeout=30)
+                named_proc.stdin.close()
+                assert named_proc.wait(60) == 0
                 assert proc.stop() == 0, proc.stderr
         points = receiver.latest("gen_ai.client.operation.duration")
         assert {p.attributes["process.pid"] for p in points} == {watched["pid"]} != {other.pid}
-        assert {p.attributes["process.executable.name"] for p in points} == {"agent-in-test"}
+        executable = os.path.basename(os.path.realpath(sys.executable))
+        assert {p.attributes["process.executable.name"] for p in points} == {executable} != {"agent-in-test"}
     finally:
+        if named_proc is not None and named_proc.poll() is None:
+            named_proc.kill()
         receiver.stop()
 
 

@@ -28,6 +28,21 @@ def read_text(path: str) -> str | None:
         return None
 
 
+def executable_name(pid: int, recorded: str = "", proc: str = "/proc") -> str:
+    """process.executable.name as the conventions define it: the base name of /proc/PID/exe. A comm names a
+    thread (Ray's `ray::IDLE`, a gRPC worker) or whatever the process wrote there; recorded (the comm the
+    kernel saw) stands in when the process is gone, its main thread's comm when it has no executable (a
+    kernel thread) or cannot be read."""
+    try:
+        name = os.path.basename(os.readlink(f"{proc}/{pid}/exe")).removesuffix(" (deleted)")
+    except OSError:
+        name = ""
+    if name:
+        return name
+    comm = read_text(f"{proc}/{pid}/comm") if not recorded else None
+    return recorded or (comm.strip() if comm else "")
+
+
 def fd_targets(pid: int, proc: str = "/proc") -> dict[int, str]:
     """fd -> what it is open on (a path, `socket:[inode]`, ...) for the fds pid holds now."""
     try:

@@ -206,8 +206,7 @@ class AgentsTracer(BpfTracer):
         pid = io.key[0]
         p = self._processes.get(pid)
         if p is None:
-            name = procfs.read_text(f"/proc/{pid}/comm")
-            p = self._processes[pid] = Process(pid, name.strip() if name else io.comm,
+            p = self._processes[pid] = Process(pid, procfs.executable_name(pid, io.comm),
                                                k8s.workload_attributes_of_process(pid))
         return p
 

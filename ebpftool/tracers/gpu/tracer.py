@@ -211,16 +211,18 @@ class GpuTracer(BpfTracer):
 
     # -- naming ----------------------------------------------------------------------------------
     def exe(self, pid: int) -> str:
-        """The process's command name, as the kernel saw it at its first traced call."""
+        """process.executable.name (procfs.executable_name); the command name the kernel saw at the process's
+        first traced call stands in once it is gone."""
         if pid not in self._exe:
             table = self.prog["process_names"] if self.prog is not None and self.prog.bpf is not None else None
             try:
-                self._exe[pid] = cstring(table[table.Key(pid)].comm) if table is not None else ""
-            except KeyError:  # only seen at ioctls: ask /proc
-                comm = procfs.read_text(f"/proc/{pid}/comm")
-                if comm is None:
-                    return ""
-                self._exe[pid] = comm.strip()
+                recorded = cstring(table[table.Key(pid)].comm) if table is not None else ""
+            except KeyError:  # only seen at ioctls
+                recorded = ""
+            name = procfs.executable_name(pid, recorded)
+            if not name:
+                return ""
+            self._exe[pid] = name
         return self._exe[pid]
 
     def kernel_name(self, pid: int, fn: CudaFunction, addr: int) -> str:

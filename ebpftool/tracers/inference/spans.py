@@ -2,13 +2,12 @@
 SERVER span (path, model and usage parsed from the captures by ebpftool.tracers.inference.parsers)."""
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from typing import Any
 
 from ebpftool.core.cstruct import cstring, decode
 from ebpftool.core.netaddr import format_address
-from ebpftool.core.procfs import read_text
+from ebpftool.core import procfs
 from ebpftool import semconv as sc
 from ebpftool.export.model import SpanEvent, SpanKind, SpanRecord
 from ebpftool.tracers.inference import parsers
@@ -51,11 +50,7 @@ class InferenceSpans:
         """process.executable.name: the base name of /proc/PID/exe (a thread's comm, such as Ray's
         `ray::IDLE`, names a thread, not the program); the comm only when the process is gone."""
         if pid not in self._exe:
-            try:
-                name = os.path.basename(os.readlink(f"/proc/{pid}/exe")).removesuffix(" (deleted)")
-            except OSError:
-                name = ""
-            self._exe[pid] = name or comm or (read_text(f"/proc/{pid}/comm") or "").strip()
+            self._exe[pid] = procfs.executable_name(pid, comm)
             if len(self._exe) > EXE_CACHE_MAX:
                 self._exe.pop(next(iter(self._exe)))
         return self._exe[pid]

@@ -210,18 +210,18 @@ class NetTracer(BpfTracer):
 
     # -- reading the maps --------------------------------------------------------------------
     def _process(self, pid: int, comm) -> ProcessIdentity:
-        """The process's name: its main thread's comm while it runs (the kernel saw the comm of
-        whichever thread did the I/O, e.g. a gRPC worker), else the comm the kernel recorded;
-        and the Pod it runs in, from its cgroup. Read once per pid while the kernel's maps hold records
-        of it: a record regrouped at every collect must land in the same group each time."""
+        """The process's executable name while it runs (procfs.executable_name: the kernel saw the comm of
+        whichever thread did the I/O, e.g. a gRPC worker), else the comm the kernel recorded; and the Pod it
+        runs in, from its cgroup. Read once per pid while the kernel's maps hold records of it: a record
+        regrouped at every collect must land in the same group each time."""
         self._seen_pids.add(pid)
         known = self._processes.get(pid)
         if known is None:
-            name, cgroup = procfs.read_text(f"/proc/{pid}/comm"), procfs.read_text(f"/proc/{pid}/cgroup")
-            if name is None or cgroup is None:  # gone
+            cgroup = procfs.read_text(f"/proc/{pid}/cgroup")
+            if cgroup is None:  # gone
                 known = ProcessIdentity(cstring(comm), None)
             else:
-                known = ProcessIdentity(name.strip(), k8s.pod_uid_of_cgroup(cgroup))
+                known = ProcessIdentity(procfs.executable_name(pid, cstring(comm)), k8s.pod_uid_of_cgroup(cgroup))
             self._processes[pid] = known
         return known
 
