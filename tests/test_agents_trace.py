@@ -53,9 +53,10 @@ def drive(name: str, base: str, ca: str, tmp: Path) -> SimpleNamespace:
     return SimpleNamespace(**json.loads(out.read_text()))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """The servers (TLS and cleartext), an OTLP receiver and the tracer, once for the module."""
+@pytest.fixture(scope="module", params=["socket", "syscall"])
+def world(request, tmp_path_factory):
+    """The servers (TLS and cleartext), an OTLP receiver and the tracer, once for the module per way in of
+    cleartext calls (--hooks)."""
     d = tmp_path_factory.mktemp("agents-trace")
     certs = llm_apis.make_certificates(d)
     receiver = GrpcReceiver()
@@ -64,13 +65,14 @@ def world(tmp_path_factory):
     try:
         with llm_apis.running(tls_port, str(d / "tls.jsonl"), tls=(certs["cert"], certs["key"])), \
                 llm_apis.running(plain_port, str(d / "plain.jsonl")):
-            proc = EbpftoolProcess(["agents", "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
+            proc = EbpftoolProcess(["agents", "--hooks", request.param, "--otlp-endpoint", receiver.endpoint,
+                                    "--otlp-protocol", "grpc",
                                     "--interval", "1", "--no-ui", "--jsonl", str(jsonl),
                                     "--summary-json", str(d / "summary.json")]).start()
             try:
                 yield SimpleNamespace(tls=f"https://127.0.0.1:{tls_port}", plain=f"http://127.0.0.1:{plain_port}",
                                       tls_port=tls_port, plain_port=plain_port, ca=certs["ca"], dir=d,
-                                      receiver=receiver, proc=proc, jsonl=jsonl)
+                                      receiver=receiver, proc=proc, jsonl=jsonl, hooks=request.param)
             finally:
                 proc.stop()
     finally:
@@ -321,6 +323,7 @@ def test_no_secret_leaves_and_nothing_was_lost(world, tmp_path):
     assert "ebpftool.gen_ai.client.cost" in r.metric_names()
     figures = json.loads((world.dir / "summary.json").read_text())["tracers"]["agents"]
     assert figures["calls"] > 0 and figures["libraries_traced"] >= 1
+    assert figures["hooks"] == {"socket": "uprobes+sockets", "syscall": "uprobes+syscalls"}[world.hooks]
     assert figures["drops"]["events_lost"] == 0 and figures["calls_lost"] == 0
     assert figures["connections_let_go"] >= 1     # the kept-alive connection's other requests
 

@@ -11,10 +11,15 @@
  *    they share: ebpftool/tracers/inference/tls_libs.py places them), in every libssl on the node. A
  *    connection is (tgid, SSL object). It is a client's when its first plaintext write is an HTTP/1 request;
  *    one whose first plaintext was read (a server's side) or written as anything else is ignored.
- *  - cleartext (Ollama, vLLM on a local port): syscall tracepoints. connect() of an AF_INET/AF_INET6 socket
- *    makes (tgid, fd) a candidate; its first write decides as above (a TLS handshake is not HTTP: such a
- *    socket is ignored, its plaintext comes through the uprobes). Its write/sendto/writev/sendmsg and
- *    read/recvfrom/readv/recvmsg follow (of an iovec array, the first AGENTS_IOV_PARTS buffers).
+ *  - cleartext (Ollama, vLLM on a local port), one of two hooks (the plan, ebpftool/tracers/agents/plans.py):
+ *    the socket hooks (Linux 6.3+, x86-64): a TCP socket entering SYN_SENT (sock:inet_sock_set_state, in the
+ *    context of the connect() that sent it) makes (tgid, socket) a candidate; the raw sock_send_length /
+ *    sock_recv_length tracepoints fire at each socket write and read, whose buffer is the syscall's (its
+ *    saved registers), and nothing else of the node's syscalls pays. Or the syscall tracepoints: connect()
+ *    of an AF_INET/AF_INET6 socket makes (tgid, fd) a candidate; write/sendto/writev/sendmsg and
+ *    read/recvfrom/readv/recvmsg follow. Either way its first write decides as above (a TLS handshake is not
+ *    HTTP: such a socket is ignored, its plaintext comes through the uprobes); of an iovec array, the first
+ *    AGENTS_IOV_PARTS buffers are read.
  * A client connection is in a call from a write that begins with `POST `; from then on its writes (up to
  * AGENTS_REQUEST_BYTES of a request) and reads (up to AGENTS_READ_CHUNKS * AGENTS_CHUNK of each) go to user
  * space with their lengths and times. User space lets go of a call that is no LLM or MCP call (drop_calls);
@@ -23,7 +28,8 @@
  *
  * Compile-time parameters (ebpftool/tracers/agents/tracer.py):
  *   FILTER_PROCESSES  1: only processes in watched_pids or with a name in watched_comms make connections
- *   AGENTS_CLEARTEXT  1: the syscall tracepoints for cleartext connections too (0: TLS only)
+ *   AGENTS_CLEARTEXT  cleartext connections too: 2 through the socket hooks, 1 the syscall tracepoints (0: TLS
+ *                     only)
  *   RINGBUF_PAGES     size of the ring buffer
  */
 #include <uapi/linux/ptrace.h>
@@ -326,11 +332,142 @@ int tls_free_enter(struct pt_regs *ctx)
     return 0;
 }
 
+#if AGENTS_CLEARTEXT
+/* -- cleartext: what both ways in share ------------------------------------------------------------- */
+/* How a syscall gives its buffer. */
+#define BUF_PLAIN 0   /* write, read, sendto, recvfrom: one buffer */
+#define BUF_IOV 1     /* writev, readv: an iovec array and its count */
+#define BUF_MSG 2     /* sendmsg, recvmsg: a user_msghdr, whose msg_iov and msg_iovlen are at 16 and 24 */
+#define MSG_PEEK_ 2
+
+/* Vectored I/O (writev, sendmsg, readv, recvmsg) of `ret` bytes on connection k: the first AGENTS_IOV_PARTS
+ * buffers, each clipped to what the call moved (a short one fills them in order), up to AGENTS_IOV_CHUNKS
+ * events each; the rest is sent as not copied. buf: the iovec array (BUF_IOV, count of them) or the
+ * user_msghdr (BUF_MSG). */
+#define AGENTS_IOV_PARTS 2
+#define AGENTS_IOV_CHUNKS 4
+
+struct user_iovec {
+    u64 base;
+    u64 len;
+};
+
+static __always_inline void vectored_io(struct conn_key *k, u8 how, u64 buf, u64 count, long ret, u8 is_write)
+{
+    u64 iov = buf;
+    if (how == BUF_MSG &&
+        (read_user(&iov, sizeof(iov), (void *)buf + 16) != 0 ||
+         read_user(&count, sizeof(count), (void *)buf + 24) != 0))
+        return;
+    struct user_iovec v[AGENTS_IOV_PARTS] = {};
+    #pragma unroll
+    for (int i = 0; i < AGENTS_IOV_PARTS; i++) {
+        if (i >= count || read_user(&v[i], sizeof(v[i]), (void *)(iov + i * sizeof(v[i]))) != 0)
+            break;
+    }
+    u8 starts = 0;
+    struct conn_state *c = is_write ? write_in_call(k, v[0].base, v[0].len < (u64)ret ? v[0].len : (u64)ret, &starts)
+                                    : read_in_call(k);
+    if (!c)
+        return;
+    u32 len = (u32)bounded(ret, 0xffffffff);
+    u32 max = AGENTS_IOV_PARTS * AGENTS_IOV_CHUNKS * AGENTS_CHUNK;
+    u32 budget = is_write ? request_copy(c, ret, max) : (u32)bounded(ret, max);
+    if (len > budget)
+        stat_add(STAT_AGENTS_BYTES_NOT_COPIED, len - budget);
+    u64 now = bpf_ktime_get_ns();
+    u32 done = 0;
+    #pragma unroll
+    for (int i = 0; i < AGENTS_IOV_PARTS; i++) {
+        u32 take = (u32)bounded(v[i].len, AGENTS_IOV_CHUNKS * AGENTS_CHUNK);
+        if (take > budget - done)
+            take = budget - done;
+        u8 final = i == AGENTS_IOV_PARTS - 1 || done + take >= budget;
+        send_bytes(k, c, is_write ? EV_WRITE : EV_READ, starts, v[i].base, len, take, done, final, now,
+                   AGENTS_IOV_CHUNKS);
+        done += take;
+        if (final)
+            break;
+    }
+}
+#endif
+
+#if AGENTS_CLEARTEXT == 2
+/* -- cleartext: the socket hooks ------------------------------------------------------------------- */
+/* Socket reads and writes only (not every syscall of the node, as an enabled syscall tracepoint makes them):
+ * a socket that is no candidate leaves after one lookup. */
+#define TCP_SYN_SENT_ 2
+#define TCP_FIN_WAIT1_ 4
+#define TCP_CLOSE_ 7
+#define TCP_LAST_ACK_ 9
+#define IPPROTO_TCP_ 6
+
+/* SYN_SENT: tcp_v4_connect() / tcp_v6_connect() set it in the task that called connect(), so the current
+ * process is the connection's. Our side's close (FIN_WAIT1, or LAST_ACK after the peer's FIN) runs in the
+ * task that closes; a connect() that failed goes from SYN_SENT to CLOSE. A socket whose end the kernel saw
+ * elsewhere (a reset, in softirq) is left to the table's LRU, and to the next connect() of its address. */
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP_)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct conn_key k = {.tgid = tgid, .via = VIA_SOCKET, .id = (u64)args->skaddr};
+    if (args->newstate == TCP_SYN_SENT_) {
+        if (!watched(tgid))
+            return 0;
+        struct conn_state fresh = {.state = CONN_NEW, .port = args->dport};
+        conns.update(&k, &fresh);
+    } else if (args->newstate == TCP_FIN_WAIT1_ || args->newstate == TCP_LAST_ACK_ ||
+               (args->newstate == TCP_CLOSE_ && args->oldstate == TCP_SYN_SENT_)) {
+        on_close(&k);
+    }
+    return 0;
+}
+
+/* A read or write of `ret` bytes on socket sk returned, inside the syscall whose buffer its saved registers
+ * give (sendfile, splice and io_uring have none: not followed). */
+static __always_inline int socket_io(u64 sk, int ret, u8 is_write)
+{
+    struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_SOCKET, .id = sk};
+    struct conn_state *c = conns.lookup(&k);
+    if (!c || c->state == CONN_IGNORED || (!is_write && c->state == CONN_CLIENT))
+        return 0;   /* every socket that is not a client's HTTP/1 in a call (or before its first write) */
+    struct pt_regs *regs = CURRENT_SYSCALL_REGS();
+    u64 nr = regs->orig_ax, buf = regs->si;
+    if (nr == (is_write ? NR_WRITE : NR_READ) || nr == (is_write ? NR_SENDTO : NR_RECVFROM)) {
+        if (is_write)
+            on_write(&k, buf, ret);
+        else
+            on_read(&k, buf, ret);
+    } else if (nr == (is_write ? NR_WRITEV : NR_READV)) {
+        vectored_io(&k, BUF_IOV, buf, regs->dx, ret, is_write);
+    } else if (nr == (is_write ? NR_SENDMSG : NR_RECVMSG)) {
+        vectored_io(&k, BUF_MSG, buf, 0, ret, is_write);
+    }
+    return 0;
+}
+
+/* TP_PROTO(struct sock *sk, int ret, int flags) */
+RAW_TRACEPOINT_PROBE(sock_send_length)
+{
+    int ret = (int)ctx->args[1];
+    return ret > 0 ? socket_io(ctx->args[0], ret, 1) : 0;
+}
+
+RAW_TRACEPOINT_PROBE(sock_recv_length)
+{
+    int ret = (int)ctx->args[1];
+    if (ret <= 0 || ((int)ctx->args[2] & RECV_NOT_FROM_STREAM))
+        return 0;   /* a peek's bytes are read again; the error queue holds the socket's own timestamps */
+    return socket_io(ctx->args[0], ret, 0);
+}
+#endif /* AGENTS_CLEARTEXT == 2 */
+
 /* -- cleartext: syscalls ----------------------------------------------------------------------------- */
-/* Compiled in with AGENTS_CLEARTEXT only (--cleartext, the default): an enabled syscall tracepoint costs every
+/* Where the socket hooks are missing (before Linux 6.3, not x86-64): an enabled syscall tracepoint costs every
  * write and read of the node ~0.2 us here, whatever the program does; the TLS uprobes cost only the calls of
  * OpenSSL. */
-#if AGENTS_CLEARTEXT
+#if AGENTS_CLEARTEXT == 1
 
 struct connect_args {
     u32 fd;
@@ -369,11 +506,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     conns.update(&k, &fresh);
     return 0;
 }
-
-/* How a syscall gives its buffer. */
-#define BUF_PLAIN 0   /* write, read, sendto, recvfrom: one buffer */
-#define BUF_IOV 1     /* writev, readv: an iovec array and its count */
-#define BUF_MSG 2     /* sendmsg, recvmsg: a user_msghdr, whose msg_iov and msg_iovlen are at 16 and 24 */
 
 struct io_args {
     u64 buf;
@@ -429,62 +561,16 @@ static __always_inline int io_exit(long ret, u8 is_write)
     return 0;
 }
 
-/* Vectored I/O (writev, sendmsg, readv, recvmsg): the first AGENTS_IOV_PARTS buffers, each clipped to what
- * the call moved (a short one fills them in order), up to AGENTS_IOV_CHUNKS events each; the rest is sent as
- * not copied. */
-#define AGENTS_IOV_PARTS 2
-#define AGENTS_IOV_CHUNKS 4
-
-struct user_iovec {
-    u64 base;
-    u64 len;
-};
-
 static __always_inline int iov_exit(long ret, u8 is_write)
 {
     struct io_args *io = io_done(ret, is_write, 1);
     if (!io)
         return 0;
-    u64 iov = io->buf, count = io->count;
-    if (io->how == BUF_MSG &&
-        (read_user(&iov, sizeof(iov), (void *)io->buf + 16) != 0 ||
-         read_user(&count, sizeof(count), (void *)io->buf + 24) != 0))
-        return 0;
-    struct user_iovec v[AGENTS_IOV_PARTS] = {};
-    #pragma unroll
-    for (int i = 0; i < AGENTS_IOV_PARTS; i++) {
-        if (i >= count || read_user(&v[i], sizeof(v[i]), (void *)(iov + i * sizeof(v[i]))) != 0)
-            break;
-    }
     struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_SOCKET, .id = io->fd};
-    u8 starts = 0;
-    struct conn_state *c = is_write ? write_in_call(&k, v[0].base, v[0].len < (u64)ret ? v[0].len : (u64)ret, &starts)
-                                    : read_in_call(&k);
-    if (!c)
-        return 0;
-    u32 len = (u32)bounded(ret, 0xffffffff);
-    u32 max = AGENTS_IOV_PARTS * AGENTS_IOV_CHUNKS * AGENTS_CHUNK;
-    u32 budget = is_write ? request_copy(c, ret, max) : (u32)bounded(ret, max);
-    if (len > budget)
-        stat_add(STAT_AGENTS_BYTES_NOT_COPIED, len - budget);
-    u64 now = bpf_ktime_get_ns();
-    u32 done = 0;
-    #pragma unroll
-    for (int i = 0; i < AGENTS_IOV_PARTS; i++) {
-        u32 take = (u32)bounded(v[i].len, AGENTS_IOV_CHUNKS * AGENTS_CHUNK);
-        if (take > budget - done)
-            take = budget - done;
-        u8 final = i == AGENTS_IOV_PARTS - 1 || done + take >= budget;
-        send_bytes(&k, c, is_write ? EV_WRITE : EV_READ, starts, v[i].base, len, take, done, final, now,
-                   AGENTS_IOV_CHUNKS);
-        done += take;
-        if (final)
-            break;
-    }
+    vectored_io(&k, io->how, io->buf, io->count, ret, is_write);
     return 0;
 }
 
-#define MSG_PEEK_ 2
 TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(args->fd, (u64)args->buf, 0, 1, BUF_PLAIN); }
 TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret, 1); }
 TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return io_enter(args->fd, (u64)args->buff, 0, 1, BUF_PLAIN); }
@@ -518,4 +604,4 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     on_close(&k);
     return 0;
 }
-#endif /* AGENTS_CLEARTEXT */
+#endif /* AGENTS_CLEARTEXT == 1 */

@@ -9,7 +9,7 @@
 
 /* How a connection's plaintext is seen. */
 #define VIA_TLS 1      /* OpenSSL's SSL_read / SSL_write: the connection is its SSL object */
-#define VIA_SOCKET 2   /* read/write syscalls on a connect()ed TCP socket: the connection is its fd */
+#define VIA_SOCKET 2   /* a connect()ed TCP socket: the connection is its fd (syscall hooks) or its address (socket hooks) */
 
 /* What an event is. */
 #define EV_WRITE 1     /* bytes the client wrote */
@@ -37,7 +37,7 @@ struct conn_state {
     __u32 call;           /* calls begun on the connection (`POST ` writes): user space names a call by it */
     __u32 seq;            /* events sent for the connection: a gap tells user space one was lost */
     __u32 request_left;   /* bytes of the current request still to be copied */
-    __u16 port;           /* the server's port (sockets: from connect(); TLS: 0, unknown here) */
+    __u16 port;           /* the server's port (sockets: from connect() or SYN_SENT; TLS: 0, unknown here) */
     __u16 pad;
     __u32 pad2;
 };

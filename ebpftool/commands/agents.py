@@ -19,9 +19,13 @@ Prices = Annotated[Optional[str], typer.Option(
     "--prices", help="Price table (YAML) for the cost of each call (default: the shipped table, "
                      "ebpftool/tracers/agents/prices.yaml; copy and edit it).")]
 Cleartext = Annotated[bool, typer.Option(
-    "--cleartext/--no-cleartext", help="Also follow cleartext HTTP connections (a local Ollama or vLLM) through "
-                                       "syscall tracepoints, which cost every read and write of the node about "
-                                       "0.2-0.35 us; --no-cleartext: TLS (OpenSSL) only.")]
+    "--cleartext/--no-cleartext", help="Also follow cleartext HTTP connections (a local Ollama or vLLM); "
+                                       "--no-cleartext: TLS (OpenSSL) only.")]
+AgentHooks = Annotated[str, typer.Option(
+    "--hooks", help="Where cleartext calls are seen: 'socket' (socket tracepoints: only socket reads and writes "
+                    "pay, one lookup each; Linux 6.3+, x86-64), 'syscall' (connect/read/write syscall "
+                    "tracepoints, any kernel: every read and write of the node pays about 0.2-0.35 us) or "
+                    "'auto' (socket where the kernel allows it).")]
 
 
 def agents(
@@ -29,6 +33,7 @@ def agents(
     comm: AgentComm = None,
     prices: Prices = None,
     cleartext: Cleartext = True,
+    hooks: AgentHooks = "auto",
     *,
     duration: Duration = None,
     interval: Interval = DEFAULT_INTERVAL,
@@ -54,20 +59,26 @@ def agents(
     processes make over HTTP/1 (TLS through OpenSSL, or cleartext): duration, tokens, time to first chunk,
     cost; no key, prompt or answer leaves the node."""
     common = CommonOptions.from_params(locals())
-    make = agents_tracer(common, pid, comm, prices, cleartext)   # a bad price table stops here, before any probe
+    make = agents_tracer(common, pid, comm, prices, cleartext, hooks)   # a bad price table stops here, before any probe
     execute(lambda telemetry: [make(telemetry)], common)
 
 
-def agents_tracer(common: CommonOptions, pid=None, comm=None, prices: str | None = None, cleartext: bool = True):
+def agents_tracer(common: CommonOptions, pid=None, comm=None, prices: str | None = None, cleartext: bool = True,
+                  hooks: str = "auto"):
     """A factory of the tracer these flags describe (shared with `ebpftool trace`); reads the price table
-    now (EbpftoolError, one sentence, for a bad one)."""
+    now (EbpftoolError, one sentence, for a bad one, as for bad --hooks)."""
+    from ebpftool.errors import EbpftoolError
+    from ebpftool.tracers.agents.plans import HOOKS
     from ebpftool.tracers.agents.prices import DEFAULT_PRICES, load_price_table
     from ebpftool.tracers.agents.tracer import AgentsOptions, AgentsTracer
+
+    if hooks not in HOOKS:
+        raise EbpftoolError(f"--hooks {hooks!r}: one of {', '.join(HOOKS)}")
 
     table = load_price_table(prices or DEFAULT_PRICES)
     base = common.tracer_options()
     opts = AgentsOptions(span_rate=base.span_rate, ringbuf_pages=base.ringbuf_pages, pids=list(pid or []),
-                         comms=list(comm or []), prices=table, cleartext=cleartext)
+                         comms=list(comm or []), prices=table, cleartext=cleartext, hooks=hooks)
     return lambda telemetry: AgentsTracer(telemetry, opts)
 
 

@@ -20,7 +20,7 @@ from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNEC
 # Ollama (11434), SGLang (30000). Used by `trace` when no --port/--pid/--comm is given.
 DEFAULT_INFERENCE_PORTS = (8000, 8080, 11434, 30000)
 # The agents tracer in `trace`: off unless asked for. Its start-up is small (0.4-0.5 s), but it hooks every
-# process's read/write syscalls and every OpenSSL call on the node, which the other tracers do not (see
+# process's socket reads and writes and every OpenSSL call on the node, which the other tracers do not (see
 # docs/agents.md, "In `ebpftool trace`").
 AGENTS_BY_DEFAULT = False
 

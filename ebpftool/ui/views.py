@@ -274,7 +274,8 @@ def _(s: GpuSummary) -> list[tuple[str, Any]]:
 def _(s: AgentsSummary) -> list[tuple[str, Any]]:
     return [("LLM calls", s.calls), ("LLM calls with an error", s.calls_failed), ("MCP requests", s.mcp_requests),
             ("input / output tokens", f"{s.input_tokens:,} / {s.output_tokens:,}"),
-            ("estimated cost (price table)", f"${s.cost_usd:,.4f}"), ("libssl files traced", s.libraries_traced),
+            ("estimated cost (price table)", f"${s.cost_usd:,.4f}"), ("hooks", s.hooks),
+            ("libssl files traced", s.libraries_traced),
             ("connections let go (no LLM or MCP call)", s.connections_let_go),
             ("calls given up: events lost", s.calls_lost),
             ("bytes not copied (over the copy bounds)", s.bytes_not_copied)]

@@ -32,6 +32,7 @@ class AgentsSummary:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    hooks: str = ""                  # the attach plan's name (plans.py)
     libraries_traced: int = 0
     calls_lost: int = 0              # calls given up: an event of theirs was lost (ring buffer full)
     bytes_not_copied: int = 0        # bytes of calls beyond the kernel's copy bounds (their lengths were sent)

@@ -34,6 +34,7 @@ from ebpftool.tracers.agents.figures import AgentsSummary, AgentsView, CallerRow
 from ebpftool.tracers.agents.measure import CallMetrics, Measured, Process, span_attributes, span_name
 from ebpftool.tracers.agents.prices import PriceTable
 from ebpftool.tracers.base import BpfTracer
+from ebpftool.tracers.inference.plans import raw_tp_regs_missing
 from ebpftool.tracers.inference.tls_libs import TlsUprobes
 
 REQUEST_CAPTURE = H["AGENTS_REQUEST_BYTES"]   # of a request, what the parsers read (what the kernel copies)
@@ -50,7 +51,8 @@ class AgentsOptions(TracerOptions):
     pids: list[int] = field(default_factory=list)     # only these processes (and their children) ...
     comms: list[str] = field(default_factory=list)    # ... or processes of these names; neither: all
     prices: PriceTable | None = None                  # None: no cost
-    cleartext: bool = True                            # also cleartext connections (syscall tracepoints)
+    cleartext: bool = True                            # also cleartext connections (socket hooks or syscalls)
+    hooks: str = "auto"                               # cleartext's way in: socket | syscall | auto (plans.HOOKS)
 
 
 @dataclass
@@ -88,9 +90,11 @@ class AgentsTracer(BpfTracer):
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
-        wanted = plans.UPROBES_AND_SYSCALLS if self.options.cleartext else plans.TLS_ONLY
-        ok, why_not = usable((wanted,), {"uprobe": True, "ringbuf": True}, BpfProgram.tracepoint_exists,
-                             unknown_ok=True)
+        if self.options.hooks not in plans.HOOKS:
+            raise EbpftoolError(f"--hooks {self.options.hooks!r}: one of {', '.join(plans.HOOKS)}")
+        wanted = plans.HOOK_CHOICES[self.options.hooks] if self.options.cleartext else (plans.TLS_ONLY,)
+        features = {"uprobe": True, "ringbuf": True, "raw_tp_regs": not raw_tp_regs_missing()}
+        ok, why_not = usable(wanted, features, BpfProgram.tracepoint_exists, unknown_ok=True)
         if not ok:
             raise EbpftoolError(f"the agents tracer cannot run here: {'; '.join(why_not)}")
         self.plan = ok[0]
@@ -311,7 +315,8 @@ class AgentsTracer(BpfTracer):
         m = self.metrics
         return AgentsSummary(
             calls=m.calls, calls_failed=m.calls_failed, mcp_requests=m.mcp_calls, input_tokens=m.input_tokens,
-            output_tokens=m.output_tokens, cost_usd=m.cost_usd, libraries_traced=len(self._tls.attached),
+            output_tokens=m.output_tokens, cost_usd=m.cost_usd, hooks=self.plan.name if self.plan else "",
+            libraries_traced=len(self._tls.attached),
             calls_lost=self.calls_lost + self.events_unhandled,
             bytes_not_copied=stats[H["STAT_AGENTS_BYTES_NOT_COPIED"]] if stats else 0,
             connections_let_go=self.let_go)
