@@ -46,6 +46,8 @@
 #endif
 
 #define CONN_NEW 4          /* a connect()ed socket before its first write (not in agents.h: kernel only) */
+#define CONN_H2 5           /* a client's HTTP/2 connection (its first write the client preface): every byte of
+                             * it goes to user space, which reads its streams (ebpftool/tracers/agents/http2.py) */
 #define AF_INET_ 2
 #define AF_INET6_ 10
 #define ERR_INPROGRESS 115  /* a non-blocking connect() under way (asyncio, every event loop) */
@@ -85,6 +87,7 @@ static __always_inline int watched(u32 tgid)
 #define METHOD_NONE 0
 #define METHOD_OTHER 1
 #define METHOD_POST 2
+#define METHOD_H2 3       /* HTTP/2's client preface, "PRI * HTTP/2.0..." */
 #define HAS(w, word, nbytes) (((w) & (~0ULL >> (64 - 8 * (nbytes)))) == (word))
 
 static __always_inline int http_method(u64 buf, u64 len)
@@ -94,6 +97,8 @@ static __always_inline int http_method(u64 buf, u64 len)
         return METHOD_NONE;
     if (HAS(w, 0x2054534f50ULL, 5))              /* "POST " */
         return METHOD_POST;
+    if (w == 0x5448202a20495250ULL)              /* "PRI * HT" */
+        return METHOD_H2;
     if (HAS(w, 0x20544547ULL, 4) || HAS(w, 0x20545550ULL, 4) || HAS(w, 0x2044414548ULL, 5) ||
         HAS(w, 0x204843544150ULL, 6) || HAS(w, 0x204554454c4544ULL, 7) || HAS(w, 0x20534e4f4954504fULL, 8))
         return METHOD_OTHER;                     /* GET, PUT, HEAD, PATCH, DELETE, OPTIONS */
@@ -165,20 +170,28 @@ static __always_inline struct conn_state *write_in_call(struct conn_key *k, u64 
 {
     struct conn_state *c = conns.lookup(k);
     if (c && c->state == CONN_IGNORED)
-        return 0;   /* the common case for every connection that is not a client's HTTP/1 */
+        return 0;   /* the common case for every connection that is not a client's HTTP/1 or HTTP/2 */
+    if (c && c->state == CONN_H2)
+        return c;   /* every write of an HTTP/2 connection */
     int method = http_method(buf, first_len);
+    u32 state = method == METHOD_H2 ? CONN_H2 : method != METHOD_NONE ? CONN_CLIENT : CONN_IGNORED;
     if (!c) {
         if (k->via != VIA_TLS)
             return 0;   /* a socket is followed from its connect() only */
-        struct conn_state fresh = {.state = method != METHOD_NONE && watched(k->tgid) ? CONN_CLIENT : CONN_IGNORED};
+        struct conn_state fresh = {.state = watched(k->tgid) ? state : CONN_IGNORED};
         conns.update(k, &fresh);
         c = conns.lookup(k);
         if (!c || c->state == CONN_IGNORED)
             return 0;
     } else if (c->state == CONN_NEW) {
-        c->state = method != METHOD_NONE ? CONN_CLIENT : CONN_IGNORED;
+        c->state = state;
         if (c->state == CONN_IGNORED)
             return 0;
+    }
+    if (c->state == CONN_H2) {
+        c->call = 1;   /* one "call" for the connection's life: user space tells its streams apart */
+        *starts = 1;
+        return c;
     }
     if (method == METHOD_POST) {
         c->state = CONN_IN_CALL;
@@ -208,14 +221,19 @@ static __always_inline struct conn_state *read_in_call(struct conn_key *k)
         c->state = CONN_IGNORED;   /* the server spoke first: not HTTP */
         return 0;
     }
+    if (c->state == CONN_H2)
+        return c;
     if (c->state != CONN_IN_CALL || let_go(k, c))
         return 0;
     return c;
 }
 
-/* Of a request's write of `moved` bytes, how many to copy (what is left of the request's bound, at most max). */
+/* Of a request's write of `moved` bytes, how many to copy (what is left of the request's bound, at most max;
+ * of an HTTP/2 connection's write, at most max). */
 static __always_inline u32 request_copy(struct conn_state *c, u64 moved, u32 max)
 {
+    if (c->state == CONN_H2)
+        return (u32)bounded(moved, max);
     u32 copy = (u32)bounded(moved, c->request_left);
     copy = (u32)bounded(copy, max);
     c->request_left -= copy;
@@ -230,10 +248,12 @@ static __always_inline void on_write(struct conn_key *k, u64 buf, u64 moved)
     if (!c)
         return;
     u32 len = (u32)bounded(moved, 0xffffffff);
-    u32 copy = request_copy(c, moved, AGENTS_WRITE_CHUNKS * AGENTS_CHUNK);
+    /* an HTTP/1 request's writes are bounded by AGENTS_REQUEST_BYTES in all; an HTTP/2 connection's as reads are
+     * (its frames must stay whole for user space to follow them) */
+    u32 copy = request_copy(c, moved, (c->state == CONN_H2 ? AGENTS_READ_CHUNKS : AGENTS_WRITE_CHUNKS) * AGENTS_CHUNK);
     if (len > copy)
         stat_add(STAT_AGENTS_BYTES_NOT_COPIED, len - copy);
-    send_bytes(k, c, EV_WRITE, starts, buf, len, copy, 0, 1, bpf_ktime_get_ns(), AGENTS_WRITE_CHUNKS);
+    send_bytes(k, c, EV_WRITE, starts, buf, len, copy, 0, 1, bpf_ktime_get_ns(), AGENTS_READ_CHUNKS);
 }
 
 /* A read of `moved` bytes into one buffer returned on connection k. */

@@ -40,6 +40,8 @@ class Exchange:
 
 
 class ClientConnection:
+    can_let_go = True   # one call at a time: a connection whose requests are no calls is let go (the tracer)
+
     def __init__(self, capture: int = CAPTURE_BYTES) -> None:
         self.capture = capture
         self._in = b""                # request bytes not yet placed

@@ -31,6 +31,7 @@ from ebpftool.tracers.agents import plans
 from ebpftool.tracers.agents.connection import ClientConnection
 from ebpftool.tracers.agents.events import EV_CLOSE, EV_READ, EV_WRITE, H, VIA_TLS, Io, Reassembler
 from ebpftool.tracers.agents.figures import AgentsSummary, AgentsView, CallerRow
+from ebpftool.tracers.agents.http2 import ClientH2Connection, is_preface
 from ebpftool.tracers.agents.measure import CallMetrics, Measured, Process, span_attributes, span_name
 from ebpftool.tracers.agents.prices import PriceTable
 from ebpftool.tracers.base import BpfTracer
@@ -58,7 +59,7 @@ class AgentsOptions(TracerOptions):
 @dataclass
 class _Conn:
     """A connection user space is parsing, or has let go of."""
-    parser: ClientConnection | None = None
+    parser: ClientConnection | ClientH2Connection | None = None
     port: int = 0                  # the server's port
     let_go_at: int = 0             # the call number it was let go at: that call's events are ignored
     last_t: float = 0.0
@@ -163,15 +164,21 @@ class AgentsTracer(BpfTracer):
         if conn.parser is None:
             if not (io.kind == EV_WRITE and io.starts):
                 return            # mid-call (its start was lost or let go of): wait for the next `POST `
-            conn.parser = ClientConnection(capture=REQUEST_CAPTURE)
+            # HTTP/2 (the kernel sends such a connection whole from its preface on) or HTTP/1
+            kind = ClientH2Connection if is_preface(io.data) else ClientConnection
+            conn.parser = kind(capture=REQUEST_CAPTURE)
             self._process(io)     # named now, while it runs (it may be gone when its call ends)
         if io.kind == EV_WRITE:
             if io.starts:
                 conn.port = self._port_of(io)
             conn.parser.request(io.data, io.t)
+            if not io.port and getattr(conn.parser, "port", 0):
+                conn.port = conn.parser.port    # HTTP/2 over TLS: the port its requests' :authority names
         elif io.kind == EV_READ:
             done = conn.parser.response(io.data, io.t)
             self._finished(io, conn, done)
+            if not conn.parser.can_let_go:
+                return
             waiting = conn.parser.waiting_calls()
             if (waiting or done) and all(ex.call is None for ex in done) and all(c is None for c in waiting):
                 self._let_go(io, conn)
