@@ -321,7 +321,7 @@ static __always_inline int tls_return(struct pt_regs *ctx, u8 is_write)
     if (!a || !a->active || a->is_write != is_write)
         return 0;
     a->active = 0;
-    long ret = PT_REGS_RC(ctx);
+    int ret = (int)PT_REGS_RC(ctx);   /* an int: -1 leaves rax's upper half zero (mov to eax), a large long */
     u64 moved = 0;
     if (a->count_at) {
         /* SSL_*_ex return 1 and store the count where their entry noted; their shared implementation returns

@@ -149,7 +149,7 @@ static __always_inline u64 tls_call_done(struct pt_regs *ctx, struct tls_call *d
         return 0;
     *done = *call;
     call->active = 0;
-    long ret = PT_REGS_RC(ctx);
+    int ret = (int)PT_REGS_RC(ctx);   /* an int: -1 leaves rax's upper half zero (mov to eax), a large long */
     u64 moved = 0;
     if (done->count_at) {
         /* SSL_*_ex return 1; the internal function that SSL_read and SSL_read_ex share (tls_libs.py), > 0 */
