@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -440,5 +441,32 @@ def test_tls_only_leaves_cleartext_and_the_syscalls_alone(tmp_path):
                     "gen_ai.client.operation.duration"), tls.pid)) == len(tls.calls), timeout=30)
                 assert proc.stop() == 0, proc.stderr
         assert mine(receiver.latest("gen_ai.client.operation.duration"), plain.pid) == []
+    finally:
+        receiver.stop()
+
+
+def test_the_live_view_lists_the_calling_process(tmp_path):
+    """The live view (its last frame, as a pipe gets it) lists the driver by its executable and pid with its
+    calls of the last minute: calls/s, errors, p50/p99 duration, time to first chunk, tokens/s, cost/h."""
+    port = free_port()
+    receiver = GrpcReceiver()
+    try:
+        with llm_apis.running(port, str(tmp_path / "wire.jsonl")):
+            with EbpftoolProcess(["agents", "--ui", "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
+                                  "--interval", "1"], env={"COLUMNS": "120", "LINES": "60"}) as proc:
+                run = drive("ollama", f"http://127.0.0.1:{port}", "", tmp_path)
+                assert receiver.wait_for(lambda: sum(p.count for p in mine(receiver.latest(
+                    "gen_ai.client.operation.duration"), run.pid)) == len(run.calls), timeout=30)
+                assert proc.stop() == 0, proc.stderr
+        view = proc.stdout.split("ebpftool summary")[0].splitlines()
+        assert view and max(len(line) for line in view) <= 120
+        header = next(line for line in view if line.startswith("process"))
+        assert header.split() == ["process", "calls/s", "errors", "p50", "p99", "TTFC", "tok/s", "cost/h"]
+        name = f"{os.path.basename(os.path.realpath(sys.executable))} ({run.pid})"
+        (row,) = [line for line in view if line.startswith(name)]
+        rate, errors, p50, p99, ttfc, tokens, cost = row[len(name):].split()
+        assert float(rate) > 0 and int(errors) == sum(1 for e in run.calls if e["error_type"] is not None)
+        assert all(re.fullmatch(r"\d+(\.\d+)?(µs|ms|s)", x) for x in (p50, p99, ttfc)), row
+        assert float(tokens) > 0 and cost.startswith("$")
     finally:
         receiver.stop()

@@ -144,8 +144,8 @@ def _(v: AgentsView, width: int = 80) -> Table:
              *(human_seconds(x, compact=True) for x in (r.duration_p50, r.duration_p99, r.ttfc_p50)),
              _rate(r.tokens_per_second), f"${r.cost_per_hour:,.2f}"] for r in v.rows]
     return _table(f"ebpftool agents: {v.call_rate:,.1f} LLM calls/s",
-                  "per calling process, last interval; TTFC: time to first chunk of streamed calls, p50; "
-                  "cost/h: at the interval's rate, from the price table", [
+                  "per calling process, calls of the last minute; TTFC: time to first chunk of streamed calls, "
+                  "p50; cost/h: at that rate, from the price table", [
                       ("process", "left"), ("calls/s", "right"), ("errors", "right"), ("p50", "right"),
                       ("p99", "right"), ("TTFC", "right"), ("tok/s", "right"), ("cost/h", "right")], rows, width)
 

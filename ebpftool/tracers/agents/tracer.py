@@ -45,6 +45,10 @@ LIBRARY_SCAN_SECONDS = 10   # how often new libssl files (a container started si
 _HOST_PORT = re.compile(rb"\r\nhost:[ \t]*(?:\[[^\]\r\n]*\]|[^:\r\n]*):(\d{1,5})[ \t]*\r\n", re.IGNORECASE)
 HTTPS_PORT = 443
 COMM_LEN = 15               # bytes of a process name the kernel keeps (TASK_COMM_LEN less its NUL)
+# The live view's figures are over the calls finished in the last minute: LLM calls come seconds apart, and
+# over one interval an agent between two calls would vanish from the view (and a pipe's last frame be empty).
+VIEW_WINDOW_S = 60.0
+VIEW_CALLS_MAX = 65536      # calls the window holds at most (past it, the oldest leave early)
 
 
 @dataclass
@@ -85,9 +89,9 @@ class AgentsTracer(BpfTracer):
         self.calls_lost = 0
         self.let_go = 0
         self.events_unhandled = 0
-        self._recent: deque[tuple[float, Measured]] = deque()   # calls finished since the last view
+        self._recent: deque[tuple[float, Measured]] = deque(maxlen=VIEW_CALLS_MAX)   # calls of the view's window
         self._view = AgentsView()
-        self._last_view = time.monotonic()
+        self._started = time.monotonic()
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -289,12 +293,13 @@ class AgentsTracer(BpfTracer):
 
     # -- terminal ----------------------------------------------------------------------------
     def _update_view(self) -> None:
+        """The calling processes over the last VIEW_WINDOW_S seconds (since the start, in the first minute)."""
         now = time.monotonic()
-        elapsed = max(now - self._last_view, 1e-3)
-        self._last_view = now
-        recent, self._recent = list(self._recent), deque()
+        while self._recent and self._recent[0][0] < now - VIEW_WINDOW_S:
+            self._recent.popleft()
+        elapsed = max(min(now - self._started, VIEW_WINDOW_S), 1e-3)
         by_process: dict[str, list[Measured]] = {}
-        for _t, m in recent:
+        for _t, m in self._recent:
             if m.is_mcp:
                 continue
             name = f"{m.attributes.get(sc.PROCESS_EXECUTABLE_NAME)} ({m.attributes.get(sc.PROCESS_PID)})"
