@@ -439,13 +439,11 @@ class GpuTracer(BpfTracer):
                    for pid, r in sorted(self.rates.items(), key=lambda kv: -kv[1].calls) if pid not in self.leaks]
         return GpuView(busiest[:VIEW_ROWS - len(leaked)] + leaked)
 
-    def headline(self, moved: dict[str, int], leaked: list[ProcessLeaks]) -> GpuHeadline:
-        """The run's figures: calls and sync time from the maps and the processes retired from them."""
+    def headline(self, calls: int, sync_ns: int, moved: dict[str, int], leaked: list[ProcessLeaks]) -> GpuHeadline:
+        """The run's figures: calls and sync time as summary() read them from the maps (once: the processes
+        traced may still be calling, and the headline must agree with the kernel's counts beside it), with
+        the processes retired from them."""
         seconds = time.monotonic() - self._started_at
-        calls = sync_ns = 0
-        for k, per_cpu in self.prog["call_hist"].items():
-            calls += sum(v.count for v in per_cpu)
-            sync_ns += sum(v.sum for v in per_cpu) if _is_sync(k) else 0
         calls += self._retired["calls"]
         sync = (sync_ns + self._retired["sync_ns"]) / 1e9
         exited = [pl for pl in leaked if pl.exited]
@@ -467,18 +465,19 @@ class GpuTracer(BpfTracer):
         out = GpuSummary(sum(1 for lib in self.libraries.values() if lib.functions), self.probed_functions)
         if self.prog is None or self.prog.bpf is None:
             return out
-        calls = errors = 0
+        calls = errors = sync_ns = 0
         for k, per_cpu in self.prog["call_hist"].items():
             n = sum(v.count for v in per_cpu)
             calls += n
             errors += n if k.rc else 0
+            sync_ns += sum(v.sum for v in per_cpu) if _is_sync(k) else 0
         moved = defaultdict(int, {d: self._retired[d] for d in ("host_to_device", "device_to_host")})
         for k, per_cpu in self.prog["call_bytes"].items():
             fn = by_id(k.fn)
             if fn is not None and fn.kind != H["ARG_ALLOC"] and k.rc == 0:
                 moved[DIRECTIONS.get(k.dir, "unknown")] += sum(per_cpu)
         report = self.leak_report()
-        out.headline = self.headline(moved, report)
+        out.headline = self.headline(calls, sync_ns, moved, report)
         stats = self.prog.stats()
         out.kernel = GpuKernelCounts(
             calls=calls + self._retired["calls"],
