@@ -41,8 +41,13 @@ RAW_TRACEPOINT_PROBE(sk_data_ready)
     if (!c) {
         /* not accepted yet, or accepted and its state not stored yet (accept_exit ties the socket first):
          * the connection takes it when it is */
+        struct early_arrival *noted = early_arrivals.lookup(&sk);
+        if (noted && noted->ports == ports)
+            return 0;  /* the first arrival stays */
+        /* none, or one left by an earlier socket at this address that no accept took (another process's,
+         * or one that closed first): it would keep this socket's from being noted */
         struct early_arrival early = {.ts = now, .ports = ports};
-        early_arrivals.insert(&sk, &early);  /* the first arrival stays */
+        early_arrivals.update(&sk, &early);
         return 0;
     }
     /* As with the socket hooks: bytes arriving while no request is open, or after its answer began,
