@@ -41,6 +41,7 @@ class Exchange:
 
 class ClientConnection:
     can_let_go = True   # one call at a time: a connection whose requests are no calls is let go (the tracer)
+    port = 0            # the server's port its requests name (HTTP/1: the tracer reads Host itself)
 
     def __init__(self, capture: int = CAPTURE_BYTES) -> None:
         self.capture = capture

@@ -12,14 +12,12 @@ kernel did not copy across a frame's head) is given up (`failed`), its open call
 """
 from __future__ import annotations
 
-import struct
-
 from ebpftool.tracers.agents.connection import CAPTURE_BYTES, ClientConnection, Exchange
-from ebpftool.tracers.inference.hpack import Decoder, HpackError
-from ebpftool.tracers.inference.http2 import (CLIENT, CONTINUATION, DATA, FLAG_END_HEADERS, FLAG_END_STREAM,
-                                              FLAG_PADDED, FLAG_PRIORITY, HEADERS, MAX_HEADER_BLOCK, PREFACE,
-                                              RST_STREAM, SERVER, SETTINGS, SETTINGS_HEADER_TABLE_SIZE,
-                                              SETTINGS_MAX_FRAME_SIZE, DataPiece, Frame, FrameReader, H2Error)
+from ebpftool.tracers.inference.hpack import Decoder
+from ebpftool.tracers.inference.http2 import (CLIENT, CONTINUATION, FLAG_END_HEADERS, FLAG_END_STREAM,
+                                              FLAG_PRIORITY, HEADERS, MAX_HEADER_BLOCK, PREFACE, RST_STREAM,
+                                              SERVER, SETTINGS, DataPiece, Frame, FrameReader, H2Error,
+                                              apply_settings, unpad)
 
 MAX_STREAMS = 1024        # streams followed at once on one connection (the rest are not measured)
 # Header fields an HTTP/1.1 head must not carry twice or that HTTP/2 framing replaces.
@@ -79,9 +77,7 @@ class ClientH2Connection:
                     self._data(sender, item)
                 elif isinstance(item, Frame):
                     self._frame(sender, item)
-        except (H2Error, HpackError, struct.error) as e:
-            self._give_up(f"{type(e).__name__}: {e}", t)
-        except Exception as e:  # bytes from the wire: a bug must not stop the tracer's reading
+        except Exception as e:  # not HTTP/2 (H2Error, HPACK), or a bug: the wire must not stop the reading
             self._give_up(f"{type(e).__name__}: {e}", t)
 
     def _give_up(self, why: str, t: float) -> None:
@@ -92,9 +88,9 @@ class ClientH2Connection:
     # -- frames --------------------------------------------------------------------------------------------
     def _frame(self, sender: str, f: Frame) -> None:
         if f.type == SETTINGS and not f.flags & 1:
-            self._settings(sender, f.payload)
+            apply_settings(sender, f.payload, self.decoders, self.readers)
         elif f.type == HEADERS:
-            payload = _unpad(f)
+            payload = unpad(f)
             if f.flags & FLAG_PRIORITY:
                 payload = payload[5:]
             self._block[sender] = (f.stream_id, bytearray(payload), bool(f.flags & FLAG_END_STREAM), f.ts)
@@ -113,16 +109,6 @@ class ClientH2Connection:
             s = self.streams.get(f.stream_id)
             if s is not None:
                 self._end(s, f.ts)
-
-    def _settings(self, sender: str, payload: bytes) -> None:
-        """The sender's settings bound what the other side sends it."""
-        other = SERVER if sender == CLIENT else CLIENT
-        for i in range(0, len(payload) - 5, 6):
-            ident, value = struct.unpack_from("!HI", payload, i)
-            if ident == SETTINGS_HEADER_TABLE_SIZE:
-                self.decoders[other].set_max_allowed(value)
-            elif ident == SETTINGS_MAX_FRAME_SIZE:
-                self.readers[other].max_frame_size = value
 
     def _header_block(self, sender: str, end_ts: float) -> None:
         sid, fragments, end_stream, ts = self._block[sender]
@@ -217,11 +203,3 @@ class _Stream:
         self.sent = False         # its request went to conn
         self.answered = False     # its final answer's head went to conn
 
-
-def _unpad(f: Frame) -> bytes:
-    payload = f.payload
-    if f.flags & FLAG_PADDED:
-        if not payload or payload[0] > len(payload) - 1:
-            raise H2Error("bad padding")
-        payload = payload[1:len(payload) - payload[0]]
-    return payload

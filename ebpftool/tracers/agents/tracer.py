@@ -176,7 +176,7 @@ class AgentsTracer(BpfTracer):
             if io.starts:
                 conn.port = self._port_of(io)
             conn.parser.request(io.data, io.t)
-            if not io.port and getattr(conn.parser, "port", 0):
+            if not io.port and conn.parser.port:
                 conn.port = conn.parser.port    # HTTP/2 over TLS: the port its requests' :authority names
         elif io.kind == EV_READ:
             done = conn.parser.response(io.data, io.t)

@@ -303,6 +303,33 @@ class FrameReader:
         return True
 
 
+def unpad(f: Frame) -> bytes:
+    """A frame's payload without its padding (PADDED)."""
+    payload = f.payload
+    if f.flags & FLAG_PADDED:
+        if not payload:
+            raise H2Error("padded frame without its pad length")
+        pad = payload[0]
+        if pad > len(payload) - 1:
+            raise H2Error("padding longer than the frame")
+        payload = payload[1:len(payload) - pad]
+    return payload
+
+
+def apply_settings(sender: str, payload: bytes, decoders: dict, readers: dict) -> None:
+    """The sender's SETTINGS bound what the other side sends it: the HPACK table its decoder allows, the frame
+    size its reader takes (decoders and readers by sender, as a connection keeps them)."""
+    other = SERVER if sender == CLIENT else CLIENT
+    for i in range(0, len(payload), 6):
+        ident, value = struct.unpack_from("!HI", payload, i)
+        if ident == SETTINGS_HEADER_TABLE_SIZE:
+            decoders[other].set_max_allowed(value)
+        elif ident == SETTINGS_MAX_FRAME_SIZE:
+            if not DEFAULT_MAX_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
+                raise H2Error(f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
+            readers[other].max_frame_size = value
+
+
 def _upgrade_request(head: bytes) -> Upgrade:
     """The h2c Upgrade request of an HTTP/1.1 head (RFC 7540 3.2), or H2Error for any other request."""
     m = _HTTP1_REQUEST.match(head)
@@ -573,7 +600,7 @@ class Connection:
         if t in (HEADERS, PUSH_PROMISE):
             if f.stream_id == 0:
                 raise H2Error("header block on stream 0")
-            fragment = self._unpad(f)
+            fragment = unpad(f)
             block = _HeaderBlock(t, f.stream_id, t == HEADERS and bool(f.flags & FLAG_END_STREAM), f.ts)
             if t == HEADERS and f.flags & FLAG_PRIORITY:   # stream dependency and weight: not needed here
                 if len(fragment) < 5:
@@ -630,29 +657,8 @@ class Connection:
                 raise H2Error("bad WINDOW_UPDATE")
         # other types: extensions, ignored (RFC 9113 4.1)
 
-    @staticmethod
-    def _unpad(f: Frame) -> bytes:
-        payload = f.payload
-        if f.flags & FLAG_PADDED:
-            if not payload:
-                raise H2Error("padded frame without its pad length")
-            pad = payload[0]
-            if pad > len(payload) - 1:
-                raise H2Error("padding longer than the frame")
-            payload = payload[1:len(payload) - pad]
-        return payload
-
     def _settings(self, sender: str, payload: bytes) -> None:
-        """The sender's settings bound what the other side sends it."""
-        other = SERVER if sender == CLIENT else CLIENT
-        for i in range(0, len(payload), 6):
-            ident, value = struct.unpack_from("!HI", payload, i)
-            if ident == SETTINGS_HEADER_TABLE_SIZE:
-                self.decoders[other].set_max_allowed(value)
-            elif ident == SETTINGS_MAX_FRAME_SIZE:
-                if not DEFAULT_MAX_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
-                    raise H2Error(f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
-                self.readers[other].max_frame_size = value
+        apply_settings(sender, payload, self.decoders, self.readers)
 
     def _upgrade(self, sender: str, up: Upgrade) -> None:
         self.upgraded = True
