@@ -10,6 +10,7 @@ close before it); and no key or prompt may be in anything the tracer wrote.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -52,6 +53,26 @@ def drive(name: str, base: str, ca: str, tmp: Path) -> SimpleNamespace:
     out = tmp / f"{name}-{time.monotonic_ns()}.json"
     subprocess.run([sys.executable, "-c", DRIVE, name, base, ca, str(out)], cwd=ROOT, check=True, timeout=180)
     return SimpleNamespace(**json.loads(out.read_text()))
+
+
+@contextlib.contextmanager
+def driving(name: str, base: str, ca: str, tmp: Path, prelude: str = ""):
+    """drive() in a process that stays alive until the block ends: a process's executable name is known only
+    while it runs (/proc/PID/exe), and on a busy machine the tracer may read a call after its caller would
+    have exited (it then names the process by its thread's name). `prelude`: code run before the calls."""
+    out = tmp / f"{name}-{time.monotonic_ns()}.json"
+    script = prelude + DRIVE + "\nprint('driven', flush=True)\nsys.stdin.readline()\n"
+    proc = subprocess.Popen([sys.executable, "-c", script, name, base, ca, str(out)], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "driven"
+        yield SimpleNamespace(**json.loads(out.read_text()))
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="module", params=["socket", "syscall"])
@@ -395,32 +416,21 @@ def test_comm_filter_follows_processes_of_that_name(tmp_path):
     is its executable's (the conventions' base name of /proc/PID/exe), not the name it gave its thread."""
     port = free_port()
     receiver = GrpcReceiver()
-    # it stays alive until its calls are exported: the executable of a process gone is no longer known
-    named = ("import sys\nopen('/proc/self/comm', 'w').write('agent-in-test')\n" + DRIVE
-             + "\nprint('driven', flush=True)\nsys.stdin.readline()\n")
-    named_proc = None
     try:
         with llm_apis.running(port, str(tmp_path / "wire.jsonl")):
             with EbpftoolProcess(["agents", "--comm", "agent-in-test", "--otlp-endpoint", receiver.endpoint,
                                   "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
-                named_proc = subprocess.Popen([sys.executable, "-c", named, "ollama", f"http://127.0.0.1:{port}",
-                                               "", str(tmp_path / "named.json")], cwd=ROOT, stdin=subprocess.PIPE,
-                                              stdout=subprocess.PIPE, text=True)
-                assert named_proc.stdout.readline().strip() == "driven"
-                other = drive("ollama", f"http://127.0.0.1:{port}", "", tmp_path)
-                watched = json.loads((tmp_path / "named.json").read_text())
-                assert receiver.wait_for(lambda: sum(p.count for p in receiver.latest(
-                    "gen_ai.client.operation.duration")) == len(watched["calls"]), timeout=30)
-                named_proc.stdin.close()
-                assert named_proc.wait(60) == 0
+                with driving("ollama", f"http://127.0.0.1:{port}", "", tmp_path,
+                             prelude="open('/proc/self/comm', 'w').write('agent-in-test')\n") as watched:
+                    other = drive("ollama", f"http://127.0.0.1:{port}", "", tmp_path)
+                    assert receiver.wait_for(lambda: sum(p.count for p in receiver.latest(
+                        "gen_ai.client.operation.duration")) == len(watched.calls), timeout=30)
                 assert proc.stop() == 0, proc.stderr
         points = receiver.latest("gen_ai.client.operation.duration")
-        assert {p.attributes["process.pid"] for p in points} == {watched["pid"]} != {other.pid}
+        assert {p.attributes["process.pid"] for p in points} == {watched.pid} != {other.pid}
         executable = os.path.basename(os.path.realpath(sys.executable))
         assert {p.attributes["process.executable.name"] for p in points} == {executable} != {"agent-in-test"}
     finally:
-        if named_proc is not None and named_proc.poll() is None:
-            named_proc.kill()
         receiver.stop()
 
 
@@ -454,9 +464,9 @@ def test_the_live_view_lists_the_calling_process(tmp_path):
         with llm_apis.running(port, str(tmp_path / "wire.jsonl")):
             with EbpftoolProcess(["agents", "--ui", "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
                                   "--interval", "1"], env={"COLUMNS": "120", "LINES": "60"}) as proc:
-                run = drive("ollama", f"http://127.0.0.1:{port}", "", tmp_path)
-                assert receiver.wait_for(lambda: sum(p.count for p in mine(receiver.latest(
-                    "gen_ai.client.operation.duration"), run.pid)) == len(run.calls), timeout=30)
+                with driving("ollama", f"http://127.0.0.1:{port}", "", tmp_path) as run:
+                    assert receiver.wait_for(lambda: sum(p.count for p in mine(receiver.latest(
+                        "gen_ai.client.operation.duration"), run.pid)) == len(run.calls), timeout=30)
                 assert proc.stop() == 0, proc.stderr
         view = proc.stdout.split("ebpftool summary")[0].splitlines()
         assert view and max(len(line) for line in view) <= 120
