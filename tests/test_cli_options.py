@@ -3,6 +3,7 @@ options with their defaults, and what a user passes is what the command runs wit
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import pytest
 from typer.main import get_command
@@ -10,8 +11,8 @@ from typer.testing import CliRunner
 
 from ebpftool.cli import app
 from ebpftool.commands import demo as demo_command
-from ebpftool.commands.common import CommonOptions
-from ebpftool.commands.options import DEFAULT_FLUSH_TIMEOUT
+from ebpftool.commands.common import CommonOptions, common_options
+from ebpftool.commands.options import DEFAULT_FLUSH_TIMEOUT, SHARED_OPTIONS, Interval, parameter
 
 TRACING = ("inference", "net", "gpu", "agents", "trace", "record", "demo")
 COMMANDS = get_command(app).commands
@@ -92,6 +93,24 @@ def test_demo_uses_the_interval_given_even_the_other_commands_default(demo_run, 
     assert demo_run("--interval", interval, "--duration", "3").duration == 3.0
 
 
-def test_common_options_from_a_commands_parameters():
-    common = CommonOptions.from_params({"interval": 2.0, "zone": "a", "port": [80], "common": None})
-    assert (common.interval, common.zone, common.duration) == (2.0, "a", None)
+def test_demo_takes_its_options_from_a_config_file_and_flags_override_it(demo_run, tmp_path):
+    config = tmp_path / "demo.yaml"
+    config.write_text("interval: 2.5\nzone: zone-a\nduration: 4\n")
+    common = demo_run("--config", str(config), "--duration", "3")
+    assert (common.interval, common.zone, common.duration, common.config) == (2.5, "zone-a", 3.0, str(config))
+
+
+def test_a_command_gets_its_own_parameters_and_the_shared_ones_packed():
+    @common_options(parameter("interval", Interval, 2.0), leave_out={"record"})
+    def command(port: int = 80, *, common: CommonOptions):
+        return port, common
+
+    shared = [p.name for p in SHARED_OPTIONS if p.name != "record"]
+    assert list(inspect.signature(command).parameters) == ["port", *shared]
+    port, common = command(zone="a")
+    assert (port, common.interval, common.zone, common.duration, common.record) == (80, 2.0, "a", None, None)
+
+
+def test_a_shared_option_replaced_under_a_wrong_name_is_refused():
+    with pytest.raises(ValueError, match="intervall"):
+        common_options(parameter("intervall", Interval, 2.0))

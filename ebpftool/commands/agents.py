@@ -4,12 +4,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
-                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
-                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
-                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
-                                       ServiceName, SpanRate, SummaryJson, Ui, Zone)
+from ebpftool.commands.common import CommonOptions, common_options, execute
 
 AgentPid = Annotated[Optional[List[int]], typer.Option(
     "--pid", help="Follow the calls of this process (and its children) only; repeatable (default: every process).")]
@@ -28,6 +23,7 @@ AgentHooks = Annotated[str, typer.Option(
                     "'auto' (socket where the kernel allows it).")]
 
 
+@common_options()
 def agents(
     pid: AgentPid = None,
     comm: AgentComm = None,
@@ -35,30 +31,11 @@ def agents(
     cleartext: Cleartext = True,
     hooks: AgentHooks = "auto",
     *,
-    duration: Duration = None,
-    interval: Interval = DEFAULT_INTERVAL,
-    otlp_endpoint: OtlpEndpoint = None,
-    otlp_protocol: OtlpProtocol = None,
-    jsonl: JsonlPath = None,
-    prometheus_port: PrometheusPort = None,
-    service_name: ServiceName = None,
-    zone: Zone = None,
-    region: Region = None,
-    span_rate: SpanRate = DEFAULT_SPAN_RATE,
-    ui: Ui = None,
-    record: Record = None,
-    config: Config = None,
-    prometheus_address: PrometheusAddress = DEFAULT_PROMETHEUS_ADDRESS,
-    overwrite: Overwrite = False,
-    flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
-    max_series: MaxSeries = DEFAULT_MAX_SERIES,
-    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
-    summary_json: SummaryJson = None,
+    common: CommonOptions,
 ) -> None:
     """Every LLM API call (OpenAI and compatible, Anthropic, Gemini, Ollama) and MCP request the node's
     processes make over HTTP/1 (TLS through OpenSSL, or cleartext): duration, tokens, time to first chunk,
     cost; no key, prompt or answer leaves the node."""
-    common = CommonOptions.from_params(locals())
     make = agents_tracer(common, pid, comm, prices, cleartext, hooks)   # a bad price table stops here, before any probe
     execute(lambda telemetry: [make(telemetry)], common)
 

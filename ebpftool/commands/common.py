@@ -1,4 +1,5 @@
-"""What every tracing command shares once its flags are read, and the one function that runs tracers for a command.
+"""What every tracing command shares once its flags are read, the decorator that gives a command those flags,
+and the one function that runs tracers for a command.
 
 Commands stay thin: they turn flags into tracer options and call execute(). The flags themselves are
 declared in commands/options.py.
@@ -7,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -19,7 +21,7 @@ from rich.status import Status
 from rich.table import Table
 
 from ebpftool.commands.options import (DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT, DEFAULT_MAX_SERIES,
-                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE)
+                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, SHARED_OPTIONS, packed_options)
 from ebpftool.core.privileges import require_privileges
 from ebpftool.core.runner import RunResult, StopFlag, run
 from ebpftool.core.series import Retirement, Scrapes
@@ -56,13 +58,22 @@ class CommonOptions:
     max_cpu: float = DEFAULT_MAX_CPU_PERCENT   # percent of one core (--max-cpu)
     summary_json: str | None = None  # also write the exit summary's figures there
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "CommonOptions":
-        """The shared options out of a command's parameters (a command passes its `locals()`)."""
-        return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls) if f.name in params})
-
     def tracer_options(self) -> TracerOptions:
         return TracerOptions(span_rate=self.span_rate)
+
+
+def common_options(*replaced: inspect.Parameter, leave_out: Collection[str] = ()):
+    """A decorator for a tracing command: its keyword-only parameter `common: CommonOptions` becomes the shared
+    options (options.SHARED_OPTIONS) on its command line, and it is called with them packed in `common`.
+
+    `replaced`: shared options this command declares otherwise, by name (demo's --duration); `leave_out`: those
+    it does not offer (record's --record: its PATH argument is the recording)."""
+    by_name = {p.name: p for p in replaced}
+    unknown = set(by_name) - {p.name for p in SHARED_OPTIONS}
+    if unknown:   # a misspelt name would leave the shared option as it is, silently
+        raise ValueError(f"not shared options: {', '.join(sorted(unknown))}")
+    options = [by_name.get(p.name, p) for p in SHARED_OPTIONS if p.name not in leave_out]
+    return packed_options("common", options, CommonOptions)
 
 
 def build_telemetry(opts: CommonOptions, scrapes: Scrapes | None = None) -> tuple[Telemetry, PrometheusEndpoint | None]:

@@ -4,12 +4,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
-                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
-                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
-                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
-                                       ServiceName, SpanRate, SummaryJson, Ui, Zone, finite)
+from ebpftool.commands.common import CommonOptions, common_options, execute
+from ebpftool.commands.options import finite
 from ebpftool.tracers.gpu import DEFAULT_IOCTL_PREFIX, DEFAULT_SPAN_THRESHOLD_S, GpuOptions, GpuTracer
 
 Lib = Annotated[Optional[List[str]], typer.Option(
@@ -28,6 +24,7 @@ LeakReport = Annotated[Optional[str], typer.Option(
     "--leak-report", help="Write the allocations never freed, per process, to this JSON file at exit.")]
 
 
+@common_options()
 def gpu(
     lib: Lib = None,
     pid: Pid = None,
@@ -37,29 +34,10 @@ def gpu(
     ioctl_path_prefix: IoctlPrefix = DEFAULT_IOCTL_PREFIX,
     leak_report: LeakReport = None,
     *,
-    duration: Duration = None,
-    interval: Interval = DEFAULT_INTERVAL,
-    otlp_endpoint: OtlpEndpoint = None,
-    otlp_protocol: OtlpProtocol = None,
-    jsonl: JsonlPath = None,
-    prometheus_port: PrometheusPort = None,
-    service_name: ServiceName = None,
-    zone: Zone = None,
-    region: Region = None,
-    span_rate: SpanRate = DEFAULT_SPAN_RATE,
-    ui: Ui = None,
-    record: Record = None,
-    config: Config = None,
-    prometheus_address: PrometheusAddress = DEFAULT_PROMETHEUS_ADDRESS,
-    overwrite: Overwrite = False,
-    flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
-    max_series: MaxSeries = DEFAULT_MAX_SERIES,
-    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
-    summary_json: SummaryJson = None,
+    common: CommonOptions,
 ) -> None:
     """Trace CUDA runtime and driver calls (uprobes) and NVIDIA device ioctls: calls, durations, bytes
     copied each way, kernel launches, outstanding device memory and leaks per process."""
-    common = CommonOptions.from_params(locals())
     execute(lambda telemetry: [gpu_tracer(common, lib, pid, span_threshold, sample_calls, discover,
                                           ioctl_path_prefix, leak_report)(telemetry)], common)
 

@@ -4,12 +4,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
-                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
-                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
-                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
-                                       ServiceName, SpanRate, SummaryJson, Ui, Zone)
+from ebpftool.commands.common import CommonOptions, common_options, execute
 from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS, InferenceOptions, InferenceTracer
 
 Port = Annotated[Optional[List[int]], typer.Option(
@@ -32,6 +27,7 @@ MaxConnections = Annotated[int, typer.Option(
                               "find no slot are counted as untracked.")]
 
 
+@common_options()
 def inference(
     port: Port = None,
     pid: Pid = None,
@@ -40,29 +36,10 @@ def inference(
     hooks: Hooks = "auto",
     max_connections: MaxConnections = DEFAULT_MAX_CONNECTIONS,
     *,
-    duration: Duration = None,
-    interval: Interval = DEFAULT_INTERVAL,
-    otlp_endpoint: OtlpEndpoint = None,
-    otlp_protocol: OtlpProtocol = None,
-    jsonl: JsonlPath = None,
-    prometheus_port: PrometheusPort = None,
-    service_name: ServiceName = None,
-    zone: Zone = None,
-    region: Region = None,
-    span_rate: SpanRate = DEFAULT_SPAN_RATE,
-    ui: Ui = None,
-    record: Record = None,
-    config: Config = None,
-    prometheus_address: PrometheusAddress = DEFAULT_PROMETHEUS_ADDRESS,
-    overwrite: Overwrite = False,
-    flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
-    max_series: MaxSeries = DEFAULT_MAX_SERIES,
-    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
-    summary_json: SummaryJson = None,
+    common: CommonOptions,
 ) -> None:
     """Measure every HTTP/1.x request a server answers (any language, unchanged): duration, status and,
     for generative-AI endpoints and Server-Sent Events, time to first token and time per output token."""
-    common = CommonOptions.from_params(locals())
     execute(lambda telemetry: [inference_tracer(common, port, pid, comm, capture_bytes, hooks,
                                                 max_connections)(telemetry)], common)
 

@@ -3,13 +3,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, execute
-from ebpftool.commands.options import (Config, DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
-                                       DEFAULT_MAX_SERIES,
-                                       DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Duration, FlushTimeout,
-                                       Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint, OtlpProtocol, Overwrite,
-                                       PrometheusAddress, PrometheusPort, Record, Region, ServiceName, SpanRate,
-                                       SummaryJson, Ui, Zone, finite)
+from ebpftool.commands.common import CommonOptions, common_options, execute
+from ebpftool.commands.options import finite
 
 ZonesFile = Annotated[Optional[str], typer.Option(
     "--zones", help="YAML zone map: zone name -> list of CIDRs, or {region, cidrs, price_per_gb} "
@@ -24,34 +19,16 @@ Spans = Annotated[bool, typer.Option(
     "--spans/--no-spans", help="A span per TCP connection (open to close, bytes, RTT), within --span-rate.")]
 
 
+@common_options()
 def net(
     zones: ZonesFile = None,
     price_per_gb: PricePerGb = None,
     flows: TopFlows = 0,
     spans: Spans = False,
     *,
-    duration: Duration = None,
-    interval: Interval = DEFAULT_INTERVAL,
-    otlp_endpoint: OtlpEndpoint = None,
-    otlp_protocol: OtlpProtocol = None,
-    jsonl: JsonlPath = None,
-    prometheus_port: PrometheusPort = None,
-    service_name: ServiceName = None,
-    zone: Zone = None,
-    region: Region = None,
-    span_rate: SpanRate = DEFAULT_SPAN_RATE,
-    ui: Ui = None,
-    record: Record = None,
-    config: Config = None,
-    prometheus_address: PrometheusAddress = DEFAULT_PROMETHEUS_ADDRESS,
-    overwrite: Overwrite = False,
-    flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
-    max_series: MaxSeries = DEFAULT_MAX_SERIES,
-    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
-    summary_json: SummaryJson = None,
+    common: CommonOptions,
 ) -> None:
     """Bytes per availability-zone pair and process, cross-zone cost, TCP retransmits and RTT."""
-    common = CommonOptions.from_params(locals())
     execute(lambda telemetry: [net_tracer(common, zones, price_per_gb, flows, spans)(telemetry)], common)
 
 

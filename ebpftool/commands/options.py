@@ -1,12 +1,15 @@
-"""The options every tracing command shares, declared once as Typer `Annotated` types.
+"""The options every tracing command shares, declared once as Typer `Annotated` types and, with their
+defaults, as the parameters SHARED_OPTIONS.
 
-Each command lists them in its own signature (see commands/inference.py), with the defaults below, and
-packs them with `CommonOptions.from_params(locals())`: what `--help` shows is what the function says.
+A command takes them through `packed_options` (commands/common.py: `@common_options()`), which adds them to
+the signature Typer reads: what `--help` shows is what that signature says.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
@@ -19,9 +22,10 @@ from ebpftool.export.sinks import DEFAULT_PROMETHEUS_ADDRESS
 
 __all__ = [
     "DEFAULT_FLUSH_TIMEOUT", "DEFAULT_INTERVAL", "DEFAULT_MAX_CPU_PERCENT", "DEFAULT_MAX_SERIES",
-    "DEFAULT_PROMETHEUS_ADDRESS", "DEFAULT_SPAN_RATE", "MAX_SPAN_RATE", "Config", "Duration", "FlushTimeout",
-    "Interval", "JsonlPath", "MaxCpu", "MaxSeries", "OtlpEndpoint", "OtlpProtocol", "Overwrite", "PrometheusAddress", "PrometheusPort", "Record",
-    "Region", "ServiceName", "SpanRate", "SummaryJson", "Ui", "Zone", "finite",
+    "DEFAULT_PROMETHEUS_ADDRESS", "DEFAULT_SPAN_RATE", "MAX_SPAN_RATE", "SHARED_OPTIONS", "Config", "Duration",
+    "FlushTimeout", "Interval", "JsonlPath", "MaxCpu", "MaxSeries", "OtlpEndpoint", "OtlpProtocol", "Overwrite",
+    "PrometheusAddress", "PrometheusPort", "Record", "Region", "ServiceName", "SpanRate", "SummaryJson", "Ui", "Zone",
+    "finite", "packed_options", "parameter",
 ]
 
 DEFAULT_INTERVAL = 5.0                   # seconds between metric exports and view refreshes
@@ -76,3 +80,63 @@ Config = Annotated[Optional[str], typer.Option("--config", "-c", is_eager=True, 
                                                help="YAML file holding any of these flags (flags override it).")]
 SummaryJson = Annotated[Optional[str], typer.Option("--summary-json", help="Also write the exit summary's figures to this file as JSON (mode 0600), for scripts.")]
 Ui = Annotated[Optional[bool], typer.Option("--ui/--no-ui", help="Live terminal view (default: on when stdout is a terminal).")]
+
+
+def parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    """A command's option as a keyword-only parameter: Typer reads the option from `annotation`, its default from
+    `default`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+# The shared options in the order `--help` lists them, after a command's own.
+SHARED_OPTIONS = (
+    parameter("duration", Duration, None),
+    parameter("interval", Interval, DEFAULT_INTERVAL),
+    parameter("otlp_endpoint", OtlpEndpoint, None),
+    parameter("otlp_protocol", OtlpProtocol, None),
+    parameter("jsonl", JsonlPath, None),
+    parameter("prometheus_port", PrometheusPort, None),
+    parameter("service_name", ServiceName, None),
+    parameter("zone", Zone, None),
+    parameter("region", Region, None),
+    parameter("span_rate", SpanRate, DEFAULT_SPAN_RATE),
+    parameter("ui", Ui, None),
+    parameter("record", Record, None),
+    parameter("config", Config, None),
+    parameter("prometheus_address", PrometheusAddress, DEFAULT_PROMETHEUS_ADDRESS),
+    parameter("overwrite", Overwrite, False),
+    parameter("flush_timeout", FlushTimeout, DEFAULT_FLUSH_TIMEOUT),
+    parameter("max_series", MaxSeries, DEFAULT_MAX_SERIES),
+    parameter("max_cpu", MaxCpu, DEFAULT_MAX_CPU_PERCENT),
+    parameter("summary_json", SummaryJson, None),
+)
+
+
+def packed_options(name: str, options: Sequence[inspect.Parameter], pack: Callable[..., Any]):
+    """A decorator: the command's parameter `name` stands for `options`, declared once for several commands.
+
+    In the signature Typer builds the command from (`__signature__`, which inspect.signature honours), `name`
+    is replaced by `options`, in its place; the command is then called with their values packed as
+    `name=pack(**values)`. The decorated function takes the options as its signature says, defaults included,
+    so it can also be called directly.
+    """
+    names = [option.name for option in options]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        declared = inspect.signature(command, eval_str=True)  # Typer does not evaluate a __signature__'s strings
+        own = list(declared.parameters.values())
+        at = [p.name for p in own].index(name)
+        signature = declared.replace(parameters=[*own[:at], *options, *own[at + 1:]])
+
+        @functools.wraps(command)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = bound.arguments
+            packed = pack(**{n: values.pop(n) for n in names})
+            return command(**values, **{name: packed})
+
+        call.__signature__ = signature  # type: ignore[attr-defined]
+        return call
+
+    return decorate

@@ -1,18 +1,14 @@
 """`ebpftool trace`: every tracer, one pipeline, one view, one shutdown."""
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
-from ebpftool.commands.common import CommonOptions, execute
+from ebpftool.commands.common import CommonOptions, common_options, execute
 from ebpftool.commands.agents import Prices, agents_tracer
 from ebpftool.commands.gpu import Discover, IoctlPrefix, LeakReport, Lib, SampleCalls, SpanThreshold, gpu_tracer
 from ebpftool.commands.inference import CaptureBytes, Comm, Hooks, MaxConnections, Port, inference_tracer
 from ebpftool.commands.net import PricePerGb, TopFlows, ZonesFile, net_tracer
-from ebpftool.commands.options import (DEFAULT_FLUSH_TIMEOUT, DEFAULT_INTERVAL, DEFAULT_MAX_CPU_PERCENT,
-                                       DEFAULT_MAX_SERIES, DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_SPAN_RATE, Config,
-                                       Duration, FlushTimeout, Interval, JsonlPath, MaxCpu, MaxSeries, OtlpEndpoint,
-                                       OtlpProtocol, Overwrite, PrometheusAddress, PrometheusPort, Record, Region,
-                                       ServiceName, SpanRate, SummaryJson, Ui, Zone)
+from ebpftool.commands.options import packed_options, parameter
 from ebpftool.tracers.gpu import DEFAULT_IOCTL_PREFIX, DEFAULT_SPAN_THRESHOLD_S
 from ebpftool.tracers.inference import DEFAULT_CAPTURE_BYTES, DEFAULT_MAX_CONNECTIONS
 
@@ -35,65 +31,43 @@ GpuPid = Annotated[Optional[int], typer.Option("--gpu-pid", help="gpu: trace onl
 NetSpans = Annotated[bool, typer.Option("--net-spans/--no-net-spans", help="net: a span per TCP connection.")]
 
 
-def trace(
-    inference: InferenceOn = True,
-    net: NetOn = True,
-    gpu: GpuOn = True,
-    agents: AgentsOn = AGENTS_BY_DEFAULT,
-    prices: Prices = None,
-    port: Port = None,
-    pid: InferencePid = None,
-    comm: Comm = None,
-    capture_bytes: CaptureBytes = DEFAULT_CAPTURE_BYTES,
-    hooks: Hooks = "auto",
-    max_connections: MaxConnections = DEFAULT_MAX_CONNECTIONS,
-    zones: ZonesFile = None,
-    price_per_gb: PricePerGb = None,
-    flows: TopFlows = 0,
-    net_spans: NetSpans = False,
-    lib: Lib = None,
-    gpu_pid: GpuPid = None,
-    span_threshold: SpanThreshold = DEFAULT_SPAN_THRESHOLD_S,
-    sample_calls: SampleCalls = 0,
-    discover: Discover = True,
-    ioctl_path_prefix: IoctlPrefix = DEFAULT_IOCTL_PREFIX,
-    leak_report: LeakReport = None,
-    *,
-    duration: Duration = None,
-    interval: Interval = DEFAULT_INTERVAL,
-    otlp_endpoint: OtlpEndpoint = None,
-    otlp_protocol: OtlpProtocol = None,
-    jsonl: JsonlPath = None,
-    prometheus_port: PrometheusPort = None,
-    service_name: ServiceName = None,
-    zone: Zone = None,
-    region: Region = None,
-    span_rate: SpanRate = DEFAULT_SPAN_RATE,
-    ui: Ui = None,
-    record: Record = None,
-    config: Config = None,
-    prometheus_address: PrometheusAddress = DEFAULT_PROMETHEUS_ADDRESS,
-    overwrite: Overwrite = False,
-    flush_timeout: FlushTimeout = DEFAULT_FLUSH_TIMEOUT,
-    max_series: MaxSeries = DEFAULT_MAX_SERIES,
-    max_cpu: MaxCpu = DEFAULT_MAX_CPU_PERCENT,
-    summary_json: SummaryJson = None,
-) -> None:
+# The flags that choose and tune the tracers, shared by `trace` and `record`, in the order --help lists them.
+TRACER_FLAGS = (
+    parameter("inference", InferenceOn, True),
+    parameter("net", NetOn, True),
+    parameter("gpu", GpuOn, True),
+    parameter("agents", AgentsOn, AGENTS_BY_DEFAULT),
+    parameter("prices", Prices, None),
+    parameter("port", Port, None),
+    parameter("pid", InferencePid, None),
+    parameter("comm", Comm, None),
+    parameter("capture_bytes", CaptureBytes, DEFAULT_CAPTURE_BYTES),
+    parameter("hooks", Hooks, "auto"),
+    parameter("max_connections", MaxConnections, DEFAULT_MAX_CONNECTIONS),
+    parameter("zones", ZonesFile, None),
+    parameter("price_per_gb", PricePerGb, None),
+    parameter("flows", TopFlows, 0),
+    parameter("net_spans", NetSpans, False),
+    parameter("lib", Lib, None),
+    parameter("gpu_pid", GpuPid, None),
+    parameter("span_threshold", SpanThreshold, DEFAULT_SPAN_THRESHOLD_S),
+    parameter("sample_calls", SampleCalls, 0),
+    parameter("discover", Discover, True),
+    parameter("ioctl_path_prefix", IoctlPrefix, DEFAULT_IOCTL_PREFIX),
+    parameter("leak_report", LeakReport, None),
+)
+# A command's keyword-only parameter `flags` becomes TRACER_FLAGS; it gets their values as a dict for run_trace.
+tracer_flags = packed_options("flags", TRACER_FLAGS, dict)
+
+
+@common_options()
+@tracer_flags
+def trace(*, flags: dict[str, Any], common: CommonOptions) -> None:
     """Run the inference, network and GPU tracers (and with --agents the agents tracer) together: one pipeline,
     one view, one shutdown.
 
     A tracer this kernel cannot run is reported and skipped; the others go on."""
-    run_trace(CommonOptions.from_params(locals()), **trace_params(locals()))
-
-
-def trace_params(params) -> dict:
-    """The tracer flags of `trace` (and `record`) out of a command's parameters."""
-    return {name: params[name] for name in TRACER_FLAGS}
-
-
-TRACER_FLAGS = ("inference", "net", "gpu", "agents", "prices", "port", "pid", "comm", "capture_bytes", "hooks", "max_connections", "zones",
-                "price_per_gb", "flows", "net_spans", "lib", "gpu_pid", "span_threshold", "sample_calls", "discover",
-                "ioctl_path_prefix", "leak_report")
+    run_trace(common, **flags)
 
 
 def run_trace(common: CommonOptions, *, inference, net, gpu, agents, prices, port, pid, comm, capture_bytes, hooks, max_connections,
