@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.agents_drive import SECRETS
+from tests.agents_drive import SECRETS, expected_view, last_conn, observed, records_between, replay
 from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers import llm_apis
@@ -30,11 +30,6 @@ from tests.servers.nginx import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
-# How far the client's own first-chunk time may trail the kernel's (the SSL_read or read() return that held
-# it): the client's parsing and its own overhead (2-5 ms for the openai client on these machines, more under
-# load). Generous on purpose: what it guards against is a first chunk read at the wrong read (a chunk later
-# is CHUNK_GAP_S = 20 ms+ later on the test servers, or the request's start); the figure itself is printed.
-FIRST_CHUNK_SLACK_S = 0.1
 CLOCK_SLACK_S = 0.001      # the tracer's and this process's monotonic-to-wall offsets, read apart
 
 # A driver run in a process of its own: writes its pid and what its client returned, as JSON.
@@ -47,6 +42,17 @@ calls = DRIVERS[name](base, ca)
 with open(out, "w") as f:
     json.dump({"pid": os.getpid(), "calls": [asdict(c) for c in calls]}, f)
 """
+
+
+def drive_logged(world, name: str, tls: bool, tmp: Path) -> SimpleNamespace:
+    """drive() against the world's TLS or cleartext server, with the calls as that server logged them
+    (`exchanges`, read from its log with the parsers: the times it wrote each piece, by the one clock of the
+    machine)."""
+    log = world.dir / ("tls.jsonl" if tls else "plain.jsonl")
+    first = last_conn(log) + 1
+    run = drive(name, world.tls if tls else world.plain, world.ca, tmp)
+    run.exchanges = replay(records_between(llm_apis.read_log(log), first, last_conn(log)))
+    return run
 
 
 def drive(name: str, base: str, ca: str, tmp: Path) -> SimpleNamespace:
@@ -125,8 +131,9 @@ def check_llm_calls(world, run: SimpleNamespace, port: int) -> None:
         (len(llm_spans(r, run.pid)), len(calls))
     spans = llm_spans(r, run.pid)
     assert len(spans) == len(calls), [s.name for s in spans]
+    assert [observed(ex) for ex in run.exchanges] == [expected_view(e) for e in calls]
     offset_ns = time.time_ns() - time.monotonic_ns()
-    for s, e in zip(spans, calls):
+    for s, e, ex in zip(spans, calls, run.exchanges):
         a = s.attributes
         what = (e["name"], a)
         assert s.kind == "CLIENT", what
@@ -144,11 +151,14 @@ def check_llm_calls(world, run: SimpleNamespace, port: int) -> None:
         if e["stream"] and e["status"] < 400:
             assert a.get("ebpftool.gen_ai.client.chunks") == e["chunks"], what
         if e.get("client_first_chunk") is not None:
+            # The kernel's first chunk is the client's read that held it: after the server wrote it (its log
+            # line comes before the write) and before the client's own clock saw it.
             kernel = s.start_ns + a["ebpftool.gen_ai.client.time_to_first_chunk"] * 1e9
             client = e["client_first_chunk"] * 1e9 + offset_ns
-            lag = (client - kernel) / 1e9
-            print(f"{e['name']}: client saw its first chunk {lag * 1e3:.2f} ms after the kernel's read")
-            assert -CLOCK_SLACK_S <= lag <= FIRST_CHUNK_SLACK_S, what
+            server = ex.answer.first_chunk_time * 1e9 + offset_ns
+            print(f"{e['name']}: the client saw its first chunk {(client - kernel) / 1e6:.3f} ms after the kernel's "
+                  f"read, which came {(kernel - server) / 1e6:.3f} ms after the server wrote it")
+            assert server - CLOCK_SLACK_S * 1e9 <= kernel <= client + CLOCK_SLACK_S * 1e9, what
     # Metrics: exact whatever the span budget. Duration: one observation per call, by model and error.
     assert r.wait_for(lambda: sum(p.count for p in mine(r.latest("gen_ai.client.operation.duration"), run.pid))
                       == len(calls), timeout=30)
@@ -177,7 +187,7 @@ def check_llm_calls(world, run: SimpleNamespace, port: int) -> None:
 
 
 def test_openai_client_over_tls(world, tmp_path):
-    run = drive("openai", world.tls, world.ca, tmp_path)
+    run = drive_logged(world, "openai", True, tmp_path)
     assert run.pid != world.proc.proc.pid and any(e["status"] == 429 for e in run.calls)
     check_llm_calls(world, run, world.tls_port)
     # the price table prices gpt-4o and gpt-4o-mini: their cost is counted, by model
@@ -188,14 +198,14 @@ def test_openai_client_over_tls(world, tmp_path):
 
 
 def test_anthropic_client_over_tls(world, tmp_path):
-    run = drive("anthropic", world.tls, world.ca, tmp_path)
+    run = drive_logged(world, "anthropic", True, tmp_path)
     assert any(e["status"] == 429 for e in run.calls) and any(e["stream"] for e in run.calls)
     check_llm_calls(world, run, world.tls_port)
 
 
 def test_ollama_over_cleartext(world, tmp_path):
     """A local model server over plain HTTP (Ollama, vLLM): the syscall hooks, the port from connect()."""
-    run = drive("ollama", world.plain, world.ca, tmp_path)
+    run = drive_logged(world, "ollama", False, tmp_path)
     check_llm_calls(world, run, world.plain_port)
 
 
@@ -220,7 +230,7 @@ def test_mcp_tool_calls_over_tls(world, tmp_path):
 
 def test_gemini_over_tls(world, tmp_path):
     """Gemini's shapes (a plain HTTP client: no official one here): SSE with alt=sse, a streamed JSON array."""
-    run = drive("gemini", world.tls, world.ca, tmp_path)
+    run = drive_logged(world, "gemini", True, tmp_path)
     check_llm_calls(world, run, world.tls_port)
 
 
