@@ -2,9 +2,11 @@
 framing, RFC 7541 literals and the dynamic table) in, calls out, as the HTTP/1 reader gives them."""
 from __future__ import annotations
 
+import base64
 import json
 import struct
 
+from ebpftool.tracers.agents.connection import ClientConnection
 from ebpftool.tracers.agents.http2 import ClientH2Connection, is_preface
 from ebpftool.tracers.inference.http2 import PREFACE
 
@@ -125,3 +127,62 @@ def test_no_header_value_is_kept_past_the_call():
     h2.request(PREFACE + frame(HEADERS, END_HEADERS | END_STREAM, 1, request_block(b"/v1/models")), 1.0)
     done = h2.response(response_head(1, b"application/json", end=True), 2.0)
     assert "sk-secret" not in repr(done)
+
+
+def upgrade_request(body: bytes, settings: bytes) -> bytes:
+    """curl --http2's POST over http://: an HTTP/1.1 request asking for the h2c Upgrade (RFC 7540 3.2)."""
+    token = base64.urlsafe_b64encode(settings).rstrip(b"=")
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: " + token + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+def test_an_h2c_upgrade_request_is_answered_on_stream_1_and_the_connection_goes_on_as_http2():
+    """The request's answer comes as HTTP/2 after the 101 (here in the same read); a later stream is a call of its
+    own, and the connection is never let go."""
+    c = ClientConnection()
+    settings = struct.pack("!HI", 3, 100) + struct.pack("!HI", 4, 1 << 20)   # what curl sends
+    c.request(upgrade_request(chat("gpt-4o-mini", True), settings), 1.0)
+    events = sse("gpt-4o-mini-2026", ["a ", "b "], (7, 2))
+    done = c.response(SWITCHING + frame(SETTINGS, 0, 0, b"") + response_head(1, b"text/event-stream")
+                      + frame(DATA, 0, 1, events[0]), 2.0)
+    assert done == [] and not c.can_let_go and c.waiting_calls() == []
+    c.request(PREFACE + frame(SETTINGS, 0, 0, b"") + frame(SETTINGS, 1, 0, b""), 2.1)
+    t = 3.0
+    for e in events[1:]:
+        done += c.response(frame(DATA, 0, 1, e), t)
+        t += 1
+    done += c.response(frame(DATA, END_STREAM, 1, b""), t)
+    (up,) = done
+    a = up.answer
+    assert (up.call.request_model, up.start, up.end, a.status, a.response_model) == \
+        ("gpt-4o-mini", 1.0, t, 200, "gpt-4o-mini-2026")
+    assert (a.input_tokens, a.output_tokens, a.chunks, a.first_chunk_time) == (7, 2, 2, 3.0)
+    c.request(frame(HEADERS, END_HEADERS, 3, request_block(b"/v1/chat/completions"))
+              + frame(DATA, END_STREAM, 3, chat("gpt-4.1", False)), 10.0)
+    answer = json.dumps({"model": "gpt-4.1-x", "choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 5, "completion_tokens": 1}}).encode()
+    (second,) = c.response(response_head(3, b"application/json") + frame(DATA, END_STREAM, 3, answer), 11.0)
+    assert (second.call.request_model, second.start, second.answer.status) == ("gpt-4.1", 10.0, 200)
+    assert c.finished == [up, second]
+
+
+def test_a_101_to_another_upgrade_ends_its_call_at_the_head():
+    """A WebSocket (or any other) Upgrade taken: the call is its 101; what follows is no HTTP."""
+    c = ClientConnection()
+    c.request(b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 1.0)
+    (ex,) = c.response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello", 2.0)
+    assert (ex.answer.status, ex.end) == (101, 2.0) and c.h2 is None and c.can_let_go
+    assert c.response(b"\x81\x05again", 3.0) == []
+
+
+def test_an_h2c_upgrade_the_server_declines_stays_http1():
+    c = ClientConnection()
+    c.request(upgrade_request(chat("gpt-4.1", False), b""), 1.0)
+    answer = b'{"model":"m","usage":{"prompt_tokens":2,"completion_tokens":1}}'
+    (ex,) = c.response(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                       % len(answer) + answer, 2.0)
+    assert (ex.answer.status, ex.answer.output_tokens, c.h2) == (200, 1, None)

@@ -71,9 +71,10 @@ def received(out: bytes) -> dict:
             "chunks": chunks}
 
 
-def curl(base: str, ca: str, tls: bool, body: dict, out) -> tuple[int, int]:
-    """One call by curl over HTTP/2: its pid and the HTTP status it got; the body it received in out."""
-    args = ["curl", "-sS", "--http2" if tls else "--http2-prior-knowledge", "-o", str(out), "-w", "%{http_code}",
+def curl(base: str, ca: str, how: str, body: dict, out) -> tuple[int, int]:
+    """One call by curl over HTTP/2 (how: "--http2" over https, ALPN; over http, the h2c Upgrade; or
+    "--http2-prior-knowledge"): its pid and the HTTP status it got; the body it received in out."""
+    args = ["curl", "-sS", how, "-o", str(out), "-w", "%{http_code}",
             "-H", "content-type: application/json", "-H", "authorization: Bearer sk-test-secret",
             "--data-binary", json.dumps(body), f"{base}/v1/chat/completions"]
     if ca:
@@ -88,8 +89,12 @@ def spans_of(receiver, pid: int) -> list:
     return sorted((s for s in receiver.spans() if s.attributes.get("process.pid") == pid), key=lambda s: s.start_ns)
 
 
-@pytest.mark.parametrize("tls", [True, False], ids=["h2-tls", "h2c"])
-def test_curl_calls_over_http2(tmp_path, tls):
+@pytest.mark.parametrize("tls, how", [(True, "--http2"), (False, "--http2-prior-knowledge"), (False, "--http2")],
+                         ids=["h2-tls", "h2c", "h2c-upgrade"])
+def test_curl_calls_over_http2(tmp_path, tls, how):
+    """Over TLS with ALPN h2, in clear with prior knowledge, and in clear through the h2c Upgrade (RFC 7540
+    3.2: curl's POST goes out as HTTP/1.1 asking for h2c, nghttpx answers 101 and then the call's answer as
+    HTTP/2's stream 1)."""
     receiver = GrpcReceiver()
     try:
         with front(tmp_path, tls) as (port, base, ca):
@@ -98,7 +103,7 @@ def test_curl_calls_over_http2(tmp_path, tls):
                 runs = []
                 for name, body in CALLS:
                     out = tmp_path / f"{name}.out"
-                    pid, status = curl(base, ca, tls, body, out)
+                    pid, status = curl(base, ca, how, body, out)
                     runs.append((name, body, pid, status, received(out.read_bytes()) if status == 200 else None))
                 for name, body, pid, status, got in runs:
                     assert receiver.wait_for(lambda: len(spans_of(receiver, pid)) >= 1, timeout=30), name

@@ -46,8 +46,9 @@
 #endif
 
 #define CONN_NEW 4          /* a connect()ed socket before its first write (not in agents.h: kernel only) */
-#define CONN_H2 5           /* a client's HTTP/2 connection (its first write the client preface): every byte of
-                             * it goes to user space, which reads its streams (ebpftool/tracers/agents/http2.py) */
+#define CONN_H2 5           /* a client's HTTP/2 connection (its first write the client preface, or the preface after
+                             * an h2c Upgrade): every byte of it goes to user space, which reads its streams
+                             * (ebpftool/tracers/agents/http2.py) */
 #define AF_INET_ 2
 #define AF_INET6_ 10
 #define ERR_INPROGRESS 115  /* a non-blocking connect() under way (asyncio, every event loop) */
@@ -187,6 +188,14 @@ static __always_inline struct conn_state *write_in_call(struct conn_key *k, u64 
         c->state = state;
         if (c->state == CONN_IGNORED)
             return 0;
+    } else if (method == METHOD_H2) {
+        /* the preface on an HTTP/1 connection: the server took the h2c Upgrade (RFC 7540 3.2) its request
+         * asked for. A call of its own for user space (the request's may have been let go), which reads the
+         * connection whole from here as any HTTP/2 one */
+        c->state = CONN_H2;
+        c->call++;
+        *starts = 1;
+        return c;
     }
     if (c->state == CONN_H2) {
         c->call = 1;   /* one "call" for the connection's life: user space tells its streams apart */

@@ -3,7 +3,7 @@ the chunked framing and gzip/deflate undone, handed on as it comes.
 
 Only Content-Type, Content-Length, Transfer-Encoding and Content-Encoding are read of the headers (no
 other value is kept: an answer's headers may carry request ids and cookies). Interim 1xx answers are
-skipped. Never raises on garbage: a head it cannot read ends the reading (`failed`).
+skipped; a 101 (Switching Protocols) ends at its head, the new protocol's bytes after it left over. Never raises on garbage: a head it cannot read ends the reading (`failed`).
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ class ResponseStream:
                     self._inflate = zlib.decompressobj()
         if self._chunked:
             self._length = None
-        if status in (204, 304) or self._length == 0:
+        if status in (101, 204, 304) or self._length == 0:
             self.done = True
 
     # -- the body ----------------------------------------------------------------------------------

@@ -68,6 +68,20 @@ class ClientH2Connection:
     def waiting_calls(self) -> list:
         return []
 
+    def upgraded(self, call, start: float, settings: bytes) -> None:
+        """The connection after an h2c Upgrade (RFC 7540 3.2): the HTTP/1.1 request that asked for it (its Call
+        and start) is stream 1, which the client has sent whole, its answer to come as HTTP/2; the request's
+        HTTP2-Settings are the client's first SETTINGS. The client's preface and frames follow as on any
+        HTTP/2 connection."""
+        conn = ClientConnection(self.capture)
+        conn.awaiting(call, start)
+        s = self.streams[1] = _Stream(1, conn, [], start)
+        s.sent = True
+        try:
+            apply_settings(CLIENT, settings, self.decoders, self.readers)
+        except Exception as e:  # not SETTINGS (H2Error, a payload cut mid-setting)
+            self._give_up(f"HTTP2-Settings: {type(e).__name__}: {e}", start)
+
     def _feed(self, sender: str, data: bytes, t: float) -> None:
         if self.failed is not None or not data:
             return

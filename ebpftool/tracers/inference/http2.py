@@ -221,7 +221,7 @@ class FrameReader:
                 out.append(Upgrade(False, ts=start_ts, end_ts=ts))
                 self.state = "frames"
                 return True
-            up = _upgrade_request(head)
+            up = upgrade_request(head)
             up.ts, up.end_ts = start_ts, ts
             self._body_left = up.body_length
             self._upgrade = up
@@ -330,7 +330,7 @@ def apply_settings(sender: str, payload: bytes, decoders: dict, readers: dict) -
             readers[other].max_frame_size = value
 
 
-def _upgrade_request(head: bytes) -> Upgrade:
+def upgrade_request(head: bytes) -> Upgrade:
     """The h2c Upgrade request of an HTTP/1.1 head (RFC 7540 3.2), or H2Error for any other request."""
     m = _HTTP1_REQUEST.match(head)
     if not m:
