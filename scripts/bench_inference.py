@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,15 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers.nginx import nginx_server  # noqa: E402
 from tests.servers.streaming_server import running as streaming_server  # noqa: E402
-from benchlib import alternating_slices, bpf_time_during, nginx_requests, start_ebpftool, switch_hooks  # noqa: E402
+from benchlib import (TracerThread, alternating_slices, bpf_time_during, cpu_seconds, nginx_requests,  # noqa: E402
+                      start_ebpftool, switch_hooks)
 from ebpftool.commands.common import CommonOptions, build_telemetry  # noqa: E402
 from ebpftool.commands.inference import inference_tracer  # noqa: E402
-from ebpftool.core.runner import StopFlag, run  # noqa: E402
 from ebpftool.core.tracer import DEFAULT_SPAN_RATE  # noqa: E402
 from ebpftool.tracers.inference import ARRIVAL_RAW_TRACEPOINT, SOCKET_RAW_TRACEPOINTS  # noqa: E402
 
 PY = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # wrk's script for --server streaming: a streamed chat completion, tokens written as fast as the server can
@@ -81,12 +79,6 @@ def wrk(port: int, seconds: float, script: str | None = None) -> dict:
     return {"rps": rps, "requests": total}
 
 
-def cpu_seconds(pid: int, stat: str | None = None) -> float:
-    """User + system CPU seconds of process pid (or of the task whose stat file is given)."""
-    fields = Path(stat or f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 class Tracer:
     """`ebpftool inference` as its own process, as a user runs it."""
 
@@ -104,7 +96,7 @@ def summary_figure(text: str, name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class InProcessTracer:
+class InProcessTracer(TracerThread):
     """`ebpftool inference --port P --interval 1` as the command builds it (the same options, program and
     runner loop; no exporter, as the command run without --otlp-endpoint), in a thread of this process, so
     that its per-request hooks can be detached and attached again in milliseconds: the program is compiled
@@ -113,27 +105,11 @@ class InProcessTracer:
     def __init__(self, port: int, span_rate: int = DEFAULT_SPAN_RATE, hooks: str = "auto") -> None:
         common = CommonOptions(interval=1.0, span_rate=span_rate)
         telemetry, _ = build_telemetry(common)
-        self.tracer = inference_tracer(common, [port], None, None, hooks=hooks)(telemetry)
-        self._stop = StopFlag()
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(telemetry,), name="tracer", daemon=True)
-        self._thread.start()
-        self._started.wait(120)
-        if self._failure or not self._started.is_set():
-            raise SystemExit(f"the inference tracer did not start: {self._failure}")
+        super().__init__(inference_tracer(common, [port], None, None, hooks=hooks)(telemetry), telemetry)
         if self.tracer.hooks != "socket":
             raise SystemExit("this benchmark toggles the socket hooks, which this kernel does not offer")
         self.bpf = self.tracer.prog.bpf
         self._attached = True
-
-    def _run(self, telemetry) -> None:
-        try:
-            run([self.tracer], telemetry, duration=None, interval=1.0, stop=self._stop,
-                on_start=lambda *_: self._started.set())
-        except BaseException as exc:  # reported by __init__ or stop()
-            self._failure = exc
-            self._started.set()
 
     def attach(self, on: bool) -> None:
         """The per-request hooks in place (on) or not; the rest of the tracer goes on either way."""
@@ -143,23 +119,6 @@ class InProcessTracer:
         prog = self.tracer.prog
         raw = [tp for tp in (*SOCKET_RAW_TRACEPOINTS, ARRIVAL_RAW_TRACEPOINT) if f"raw_tracepoint:{tp}" in prog.probes]
         switch_hooks(prog, raw, self.tracer.btf_hooks, on)
-
-    def cpu_seconds(self) -> float:
-        """CPU time of this process's threads but the main one (which only switches the hooks and counts):
-        the tracer's polling loop and its export thread."""
-        main = threading.main_thread().native_id
-        total = 0.0
-        for tid in os.listdir("/proc/self/task"):
-            if int(tid) != main:
-                with contextlib.suppress(FileNotFoundError):
-                    total += cpu_seconds(int(tid), f"/proc/self/task/{tid}/stat")
-        return total
-
-    def stop(self) -> None:
-        self._stop.set("benchmark over")
-        self._thread.join(60)
-        if self._failure:
-            raise SystemExit(f"the inference tracer failed: {self._failure}")
 
 
 def lines_in(path: Path) -> Callable[[], int]:

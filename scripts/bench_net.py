@@ -8,6 +8,16 @@ times more sends per byte, the tracer's worst case per byte), runs alternate
 without/with rounds and reports median throughput and the ratio. In every traced round the bytes `ebpftool net` exported for the
 iperf3 client are compared with what iperf3 says it sent (its control
 connection's few hundred bytes included in ours, so a tiny excess is expected).
+
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_net.py --slices 120 [--slice 0.5]
+
+With --slices, the 1 KiB workload only, measured as scripts/bench_inference.py measures nginx: iperf3 runs
+for the whole time while the net tracer, loaded once in this process as `ebpftool net` loads it, has its
+per-I/O hooks (the raw tracepoints: bytes sent, bytes received, tcp_probe) detached and attached again every
+--slice seconds; each slice's throughput is the loopback interface's byte count, and each slice with the
+hooks is compared with the one just before without them (benchlib.alternating_slices): adjacent slices
+share the machine's drifts, which separate rounds of a few seconds do not (their ratios spread by +-10%
+on this VM). The tracer's user-space work is per interval, not per I/O, so it is not what this hides.
 Not part of the test suite: its numbers depend on the machine.
 """
 from __future__ import annotations
@@ -22,9 +32,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from benchlib import start_ebpftool  # noqa: E402  (scripts/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchlib import TracerThread, alternating_slices, start_ebpftool, switch_hooks  # noqa: E402
+from ebpftool.commands.common import CommonOptions, build_telemetry  # noqa: E402
+from ebpftool.commands.net import net_tracer  # noqa: E402
+
 PY = sys.executable
 PORT = 5299
 WORKLOADS = {"bulk (128 KiB writes)": [], "small (1 KiB writes)": ["-l", "1K"]}
@@ -96,16 +111,77 @@ def bench(rounds: int, seconds: float) -> dict:
     return results
 
 
+class InProcessNet(TracerThread):
+    """`ebpftool net --interval 1` as the command builds it (no exporter), in a thread of this process, its
+    per-I/O hooks switchable."""
+
+    def __init__(self) -> None:
+        common = CommonOptions(interval=1.0)
+        telemetry, _ = build_telemetry(common)
+        super().__init__(net_tracer(common, None, None)(telemetry), telemetry)
+        self.raw = [p.split(":", 1)[1] for p in self.tracer.prog.probes if p.startswith("raw_tracepoint:")]
+        if not self.raw:
+            raise SystemExit("this benchmark switches the raw tracepoints, which this kernel does not offer")
+        self._attached = True
+
+    def attach(self, on: bool) -> None:
+        if on != self._attached:
+            switch_hooks(self.tracer.prog, self.raw, (), on)
+            self._attached = on
+
+
+def loopback_bytes() -> int:
+    return int(Path("/sys/class/net/lo/statistics/tx_bytes").read_text())
+
+
+def slices(seconds: float, slice_s: float) -> dict:
+    """iperf3 with 1 KiB writes throughout; the tracer's per-I/O hooks off and on, slice by slice."""
+    server = subprocess.Popen(["iperf3", "-s", "-p", str(PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tracer = None
+    try:
+        tracer = InProcessNet()
+        time.sleep(0.5)
+        load = subprocess.Popen(["iperf3", "-c", "127.0.0.1", "-p", str(PORT), "-t", str(seconds + 4), "-l", "1K"],
+                                stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(1.5)   # connected and running
+            cpu0, t0 = tracer.cpu_seconds(), time.monotonic()
+            result = alternating_slices(tracer.attach, loopback_bytes, seconds, slice_s)
+            result["tracer_cpu_cores"] = (tracer.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+            result["hooks"] = tracer.raw
+        finally:
+            load.terminate()
+            load.wait(30)
+        return result
+    finally:
+        if tracer is not None:
+            tracer.stop()
+        server.terminate()
+        server.wait()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--quick", action="store_true", help="2 rounds of 2 s (a smoke run, not for the docs)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--slices", type=float, metavar="SECONDS",
+                    help="instead: the 1 KiB workload for this long, the hooks switched slice by slice")
+    ap.add_argument("--slice", type=float, default=0.5, help="with --slices: seconds per slice")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_net.py loads BPF programs: run it as root", file=sys.stderr)
         return 1
+    if opts.slices:
+        r = slices(opts.slices, opts.slice)
+        print(f"iperf3 -l 1K for {opts.slices:g}s, the net tracer's hooks ({', '.join(r['hooks'])}) switched every "
+              f"{opts.slice:g}s: {len(r['pairs'])} pairs, with/without median {r['ratio_median']:.3f}, mean "
+              f"{r['ratio_mean']:.3f} +- {r['ratio_sem']:.3f} (standard error); without "
+              f"{r['without_rps_median'] * 8 / 1e9:.2f} Gbit/s on lo; tracer threads {r['tracer_cpu_cores']:.1%} of a core")
+        if opts.json:
+            Path(opts.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **r}, indent=2))
+        return 0
     rounds, seconds = (2, 2.0) if opts.quick else (opts.rounds, opts.seconds)
     results = bench(rounds, seconds)
     summary = {name: {"throughput_ratio": r["ratio"], "median_without_gbit_s": r["median_without_gbit_s"],

@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -131,3 +132,55 @@ def alternating_slices(attach: Callable[[bool], None], count: Callable[[], int],
             "ratio_sem": statistics.stdev(ratios) / len(ratios) ** 0.5,
             "without_rps_median": statistics.median(r["without"] for r in rows),
             "with_rps_median": statistics.median(r["with"] for r in rows)}
+
+
+def cpu_seconds(pid: int, stat: str | None = None) -> float:
+    """User + system CPU seconds of process pid (or of the task whose stat file is given)."""
+    fields = Path(stat or f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class TracerThread:
+    """A tracer as its command builds it, run by the command's runner loop in a thread of this process, so
+    that a benchmark can detach and attach its per-event hooks in milliseconds (the program compiled and
+    loaded once). Returns once its probes are attached."""
+
+    def __init__(self, tracer, telemetry, interval: float = 1.0) -> None:
+        from ebpftool.core.runner import StopFlag  # the scripts put the tree on sys.path before this runs
+
+        self.tracer = tracer
+        self._stop = StopFlag()
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(telemetry, interval), name="tracer", daemon=True)
+        self._thread.start()
+        self._started.wait(120)
+        if self._failure or not self._started.is_set():
+            raise SystemExit(f"the {tracer.name} tracer did not start: {self._failure}")
+
+    def _run(self, telemetry, interval: float) -> None:
+        from ebpftool.core.runner import run
+
+        try:
+            run([self.tracer], telemetry, duration=None, interval=interval, stop=self._stop,
+                on_start=lambda *_: self._started.set())
+        except BaseException as exc:  # reported by __init__ or stop()
+            self._failure = exc
+            self._started.set()
+
+    def cpu_seconds(self) -> float:
+        """CPU time of this process's threads but the main one (which only switches the hooks and counts):
+        the tracer's polling loop and its export thread."""
+        main = threading.main_thread().native_id
+        total = 0.0
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) != main:
+                with contextlib.suppress(FileNotFoundError):
+                    total += cpu_seconds(int(tid), f"/proc/self/task/{tid}/stat")
+        return total
+
+    def stop(self) -> None:
+        self._stop.set("benchmark over")
+        self._thread.join(60)
+        if self._failure:
+            raise SystemExit(f"the {self.tracer.name} tracer failed: {self._failure}")
