@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import re
 import socket
@@ -606,3 +607,52 @@ def test_a_raw_socket_opened_with_ipproto_tcp_gets_no_flow_entry():
         assert tool.stop() == 0, tool.stderr
     sent = [e["formatted"]["value"]["tx_bytes"] for e in json.loads(dump or "[]") if "formatted" in e]
     assert 5 * len(segment) not in sent, sent
+
+
+def test_a_flow_closed_long_ago_and_never_destroyed_is_folded_once(monkeypatch):
+    """A socket the peer reset is in CLOSE while its process keeps the descriptor: no destroy comes. Once it
+    has been closed STALE_CLOSE_SECONDS (0 here) the tracer has the kernel fold it (fold_stale_flow) and its
+    slot is free; the destroy at the descriptor's close then finds nothing, so its bytes count once."""
+    from ebpftool.export.otel import build_resource
+    from ebpftool.export.pipeline import Telemetry
+    from ebpftool.tracers.net import NetTracer
+    from ebpftool.tracers.net import tracer as net_tracer_module
+
+    def received() -> int:
+        return sum(p.value for p in tracer.collect() if p.name == sc.EBPFTOOL_NETWORK_FLOW_IO
+                   and p.attributes.get("process.pid") == os.getpid()
+                   and p.attributes.get("network.io.direction") == "receive")
+
+    def server_flows() -> list:
+        table = tracer.prog["flows"]
+        return [f for f in (table[table.Key(s)] for s in tracer.prog.used_slots("flow_used"))
+                if f.sk > 1 and f.sport == port]
+
+    monkeypatch.setattr(net_tracer_module, "STALE_CLOSE_SECONDS", 0)
+    telemetry = Telemetry(build_resource(environ={}), [])
+    tracer = NetTracer(telemetry)
+    tracer.start()
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            client = socket.create_connection(("127.0.0.1", port))
+            server, _ = listener.accept()
+            client.sendall(b"x" * 1000)
+            got = b""
+            while len(got) < 1000:
+                got += server.recv(4096)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()                          # a reset: the server's socket goes to CLOSE
+            with pytest.raises(ConnectionResetError):
+                server.recv(4096)
+            (flow,) = server_flows()
+            assert flow.end_ns and flow.rx_bytes == 1000
+            assert received() == 1000              # open: counted from the table; noted as stale
+            tracer.tick()                          # folded by the kernel, its slot free
+            assert server_flows() == []
+            assert received() == 1000              # closed now: from the aggregate, once
+            server.close()                         # the destroy, which finds no flow
+            assert received() == 1000
+    finally:
+        tracer.stop()
+        telemetry.shutdown()

@@ -1,5 +1,5 @@
-/* A TCP socket's flow (an entry of `flows`): created at the socket's first event, its bytes and counters
- * kept up to date, folded into the aggregate (and sent as a span) when the socket goes. */
+/* A TCP socket's flow (a slot of `flows`, flow_table.bpf.h): created at the socket's first event, its bytes
+ * and counters kept up to date, folded into the aggregate (and sent as a span) when the socket goes. */
 
 /* The flow's segment and retransmit counts brought up to the socket's own. */
 static __always_inline void refresh_tcp_counters(u64 sk, struct flow *f)
@@ -16,20 +16,23 @@ static __always_inline void refresh_tcp_counters(u64 sk, struct flow *f)
 /* The flow of a TCP socket, created empty when the socket is new to us. */
 static __always_inline struct flow *flow_of(u64 sk, u16 family)
 {
-    struct flow *f = flows.lookup(&sk);
+    struct flow *f = find_flow(sk);
     if (f)
         return f;
-    struct flow init = {};
-    init.family = family;
-    init.protocol = NET_PROTO_TCP;
-    init.start_ns = bpf_ktime_get_ns();
+    f = claim_flow(sk);
+    if (!f)
+        return 0;   /* all of its slots taken */
+    if (f->start_ns != 0)
+        return f;   /* another CPU claimed it for this socket meanwhile */
     struct tcp_counters t = {};
     read_tcp_counters(sk, &t);
-    init.segs_out_base = t.segs_out;
-    init.segs_in_base = t.segs_in;
-    init.retrans_base = t.retrans;
-    flows.insert(&sk, &init);   /* fails only when another CPU won the race or the map is full */
-    return flows.lookup(&sk);
+    f->segs_out_base = t.segs_out;
+    f->segs_in_base = t.segs_in;
+    f->retrans_base = t.retrans;
+    f->family = family;
+    f->protocol = NET_PROTO_TCP;
+    f->start_ns = bpf_ktime_get_ns();
+    return f;
 }
 
 /* Atomic: two threads may use one socket on two CPUs at once. */
@@ -66,12 +69,12 @@ static __always_inline void account_io(u64 sk, u16 family, u16 protocol, int ret
 
 #if NET_BTF_OFFSETS
 /* ret bytes moved by socket sk, where a hook has only the socket: a known flow costs one lookup; family
- * and protocol (BTF offsets) are read only for a socket not yet in flows. */
+ * and protocol (BTF offsets) are read only for a socket not yet in the table. */
 static __always_inline void account_sock(u64 sk, int ret, int tx)
 {
     if (ret <= 0)
         return;
-    struct flow *f = flows.lookup(&sk);
+    struct flow *f = find_flow(sk);
     if (f && f->pid != 0) {
         flow_add_bytes(f, ret, tx);
         return;
@@ -108,16 +111,15 @@ static __always_inline void account_sock(u64 sk, int ret, int tx)
  * are read a last time; not for an entry found stale at a reused address. */
 static __always_inline void fold_flow(u64 sk, int live)
 {
-    struct flow *f = flows.lookup(&sk);
+    struct flow *f = find_flow(sk);
     if (!f)
         return;
     if (live && f->protocol == NET_PROTO_TCP)
         refresh_tcp_counters(sk, f);
-    /* Copy before deleting: preallocated hash elements are reused at once.
-     * Only the one that deletes the entry folds it (user space folds entries
-     * whose destroy was missed, and may have deleted this one meanwhile). */
-    struct flow done = *f;
-    if (flows.delete(&sk) != 0)
+    /* Only the CPU that takes the flow out of the table folds it (user space has stale ones folded too,
+     * fold_stale_flow, and may have had this one taken meanwhile). */
+    struct flow done;
+    if (!take_flow(sk, &done))
         return;
     if (done.tx_bytes == 0 && done.rx_bytes == 0 && done.retransmits == 0 && !done.established)
         return;
@@ -150,4 +152,17 @@ static __always_inline void fold_flow(u64 sk, int live)
     e->end_ns = now;
     conn_events.ringbuf_submit(e, ringbuf_wakeup_flags(sizeof(*e), RINGBUF_PAGES));
 #endif
+}
+
+/* Run by user space (BPF_PROG_TEST_RUN) for a flow closed long ago whose destroy was never seen (args: the
+ * socket's address, the start_ns user space read): folded as at a destroy, unless the slot holds another
+ * socket's flow by now. */
+int fold_stale_flow(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 sk = ctx->args[0];
+    struct flow *f = find_flow(sk);
+    if (!f || f->start_ns != ctx->args[1] || f->end_ns == 0)
+        return 0;
+    fold_flow(sk, 0);
+    return 1;
 }

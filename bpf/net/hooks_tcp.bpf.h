@@ -14,7 +14,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
             fold_flow(sk, 1);
             return 0;
         }
-        struct flow *closing = flows.lookup(&sk);
+        struct flow *closing = find_flow(sk);
         if (closing)
             closing->end_ns = bpf_ktime_get_ns();   /* user space folds it if the destroy is never seen */
         return 0;
@@ -27,7 +27,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
      * program runs on that CPU). Fold it before reusing the key. An entry with
      * bytes and neither is this socket's own I/O before the handshake ended
      * (TCP Fast Open: data in the SYN, read in SYN_RECV): kept. */
-    struct flow *stale = flows.lookup(&sk);
+    struct flow *stale = find_flow(sk);
     if (stale && (stale->established || stale->end_ns))
         fold_flow(sk, 0);
     struct flow *f = flow_of(sk, args->family);
@@ -88,7 +88,7 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
 RAW_TRACEPOINT_PROBE(tcp_probe)
 {
     u64 sk = ctx->args[0];
-    struct flow *f = flows.lookup(&sk);
+    struct flow *f = find_flow(sk);
     if (!f)
         return 0;   /* sockets get a flow from their first send or receive */
     if (!f->has_addrs) {
@@ -108,7 +108,7 @@ RAW_TRACEPOINT_PROBE(tcp_probe)
 TRACEPOINT_PROBE(tcp, tcp_probe)
 {
     u64 sk = (u64)args->skaddr;
-    struct flow *f = flows.lookup(&sk);
+    struct flow *f = find_flow(sk);
     if (!f)
         return 0;   /* sockets get a flow from their first send or receive */
     if (!f->has_addrs) {

@@ -4,7 +4,7 @@
  * or, for the raw tracepoints and kprobes, from struct offsets the running
  * kernel's BTF gives (never from headers).
  *
- *  - flows: one entry per TCP socket (key: the kernel's socket address),
+ *  - flows: one slot per TCP socket (key: the kernel's socket address; flow_table.bpf.h),
  *    addresses from inet_sock_set_state at ESTABLISHED (or, for sockets
  *    opened before the tracer, from the first tcp_probe / retransmit),
  *    bytes from sock_send_length / sock_recv_length in the process's own
@@ -28,6 +28,7 @@
  *
  * The parts (joined by the loader in this order):
  *   maps.bpf.h          the maps: open flows, the closed-flow aggregates, RTT histograms, connection events
+ *   flow_table.bpf.h    the open-flow table: a socket's slot found, claimed, taken out
  *   sock_fields.bpf.h   a socket's fields at BTF offsets: addresses, ports, TCP segment counters
  *   udp_dest.bpf.h      an unconnected UDP send's destination, from the syscall's arguments
  *   aggregate.bpf.h     the closed-flow aggregate of this interval, and I/O that has no flow
@@ -99,6 +100,7 @@
 #include "sock_fields.bpf.h"
 #include "udp_dest.bpf.h"
 #include "aggregate.bpf.h"
+#include "flow_table.bpf.h"
 #include "flows.bpf.h"
 #include "rtt.bpf.h"
 #include "hooks_io.bpf.h"

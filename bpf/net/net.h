@@ -10,7 +10,9 @@
 #define NET_TCP_SYN_SENT 2
 #define NET_SOCK_STREAM 1
 #define NET_TCP_CLOSE 7
-#define NET_MAX_FLOWS 65536    /* open TCP sockets tracked at once */
+#define NET_FLOW_TABLE_BITS 16
+#define NET_MAX_FLOWS 65536    /* slots of the open-flow table (1 << NET_FLOW_TABLE_BITS) */
+#define NET_FLOW_CLAIMED 1     /* a slot's key while the CPU that folds its flow empties it */
 #define NET_MAX_CLOSED 16384   /* distinct closed-flow keys per export interval */
 #define NET_MAX_RTT_PEERS 4096 /* distinct (local, remote) address pairs with an RTT histogram */
 
@@ -20,9 +22,10 @@
 #define NET_STAT_BYTES_LOST 4      /* bytes of such flows, lost to the metrics */
 #define NET_STAT_RTT_PEERS_FULL 5  /* RTT samples with no room for their address pair */
 
-/* One TCP socket, keyed in `flows` by the kernel's socket address; also the
+/* One TCP socket, a slot of `flows` (its key the kernel's socket address); also the
  * connection event sent on close when spans are on (end_ns set then). */
 struct flow {
+    __u64 sk;          /* the socket's address: the slot's key (0: a free slot; NET_FLOW_CLAIMED: being emptied) */
     __u64 start_ns;
     __u64 end_ns;      /* when it reached CLOSE (then, in a connection event, when it was destroyed) */
     __u64 tx_bytes;

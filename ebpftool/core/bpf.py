@@ -780,6 +780,18 @@ class BpfProgram:
             items = list(table.items())
         return [(k if isinstance(k, int) else k.value, v) for k, v in items]  # batch lookups give ints
 
+    def used_slots(self, bitmap: str) -> list[int]:
+        """The slots a table's occupancy bitmap marks (an array of u64 words, a bit per slot, as the socket
+        tables of bpf/inference/conn_table.bpf.h and bpf/net/flow_table.bpf.h keep them)."""
+        slots = []
+        for word, bits in self.batch_items(bitmap):
+            bits = int(getattr(bits, "value", bits))  # batch lookups give ints, the fallback ctypes values
+            while bits:
+                low = bits & -bits
+                slots.append(word * 64 + low.bit_length() - 1)
+                bits ^= low
+        return slots
+
     def delete_keys(self, name: str, where: Callable[[Any], bool]) -> None:
         """Delete the entries of a map whose key `where` accepts (keys listed first: a map is not walked
         while it changes; an entry the kernel deleted meanwhile is no error)."""

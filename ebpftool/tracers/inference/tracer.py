@@ -314,14 +314,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         if self.hooks == "syscall":
             return [c for _k, c in self.prog.batch_items("conns")]
         # The socket hooks' table has a slot per possible connection: only the slots conn_used marks are read.
-        slots = []
-        for word, bits in self.prog.batch_items("conn_used"):
-            bits = int(getattr(bits, "value", bits))  # batch lookups give ints, the fallback ctypes values
-            while bits:
-                low = bits & -bits
-                slots.append(word * 64 + low.bit_length() - 1)
-                bits ^= low
-        states = (conns[conns.Key(slot)] for slot in slots)
+        states = (conns[conns.Key(slot)] for slot in self.prog.used_slots("conn_used"))
         return [c for c in states if c.key > H["CONN_CLAIMED"]]
 
     def _load_later_programs(self) -> None:

@@ -13,6 +13,7 @@ Summed over nodes, `transmit` counts each byte once, at its sender.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ebpftool.core import procfs
-from ebpftool.core.bpf import STAT_SLOTS, BpfProgram, HistSum, bucket_macro, kernel_allows_raw_tracepoints, merge_hist, seconds_to_ns
+from ebpftool.core.bpf import (STAT_SLOTS, BpfProgram, HistSum, bucket_macro, kernel_allows_raw_tracepoints, merge_hist,
+                               run_raw_tracepoint_program, seconds_to_ns)
 from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.clock import kernel_hz
 from ebpftool.core.cstruct import cstring, decode
@@ -96,7 +98,8 @@ class NetTracer(BpfTracer):
         self._stats = [0] * STAT_SLOTS
         self._processes: dict[int, ProcessIdentity] = {}   # pids of the records read since the last collect
         self._seen_pids: set[int] = set()
-        self._stale: list[tuple[Any, FlowGroup, Any]] = []
+        self._stale: list[Any] = []             # flows closed long ago, never destroyed: folded at the next tick
+        self._fold_stale_fd: int | None = None  # fold_stale_flow, where the kernel loads it
         self._last_collect = time.monotonic()
         self._pairs: dict[tuple[str, str], PairView] = {}
         self._rtt_seen: dict[tuple[str, str], Histogram] = {}   # zone pair's RTT histogram at the last view
@@ -170,6 +173,10 @@ class NetTracer(BpfTracer):
         self.compile_seconds = time.monotonic() - t0
         self.prog = prog
         self.programs.append(prog)
+        try:
+            self._fold_stale_fd = prog.bpf.load_func("fold_stale_flow", prog.bpf.RAW_TRACEPOINT).fd
+        except Exception:  # no raw tracepoint programs here: such flows wait for their address's reuse
+            self._fold_stale_fd = None
         self.plan = plan
         self.io_hooks = plan.name
         # BCC attaches TRACEPOINT_PROBE functions itself when loading; record them for the report.
@@ -260,18 +267,19 @@ class NetTracer(BpfTracer):
         return pending
 
     def _live_flows(self) -> list[tuple[FlowGroup, Any]]:
-        """Open sockets; also notes those closed long ago whose destroy the kernel program missed."""
+        """Open sockets (the table's occupied slots); also notes those closed long ago whose destroy the kernel
+        program missed."""
         live = []
         stale_before = time.monotonic_ns() - STALE_CLOSE_SECONDS * 1_000_000_000
         self._stale = []
-        # Keyed by socket: when the kernel deletes the entry the walk stands on, the next-key search
-        # starts over from the first bucket and returns earlier entries again.
-        entries = {k.value: (k, f) for k, f in self.prog["flows"].items()}
-        for k, f in entries.values():
-            g = self._group(f)
-            live.append((g, f))
+        table = self.prog["flows"]
+        for slot in self.prog.used_slots("flow_used"):
+            f = table[table.Key(slot)]
+            if f.sk <= DEFINES["NET_FLOW_CLAIMED"] or not f.start_ns:
+                continue   # taken out, or being filled in, since the bitmap was read
+            live.append((self._group(f), f))
             if f.end_ns and f.end_ns < stale_before:
-                self._stale.append((k, g, f))
+                self._stale.append(f)
         return live
 
     def _drain_rtt(self) -> None:
@@ -371,16 +379,12 @@ class NetTracer(BpfTracer):
         return pv
 
     def tick(self) -> None:
-        """Fold sockets closed STALE_CLOSE_SECONDS ago that were never destroyed (as far as we saw)."""
-        flows = self.prog["flows"]
-        for key, g, f in self._stale:
-            try:
-                if flows[key].start_ns != f.start_ns:
-                    continue   # destroyed meanwhile and the address reused: the kernel folded it
-                del flows[key]
-            except KeyError:
-                continue   # destroyed meanwhile: the kernel folded it
-            self._closed[g].add(Totals.of_flow(f))
+        """Have the kernel fold sockets closed STALE_CLOSE_SECONDS ago that were never destroyed (as far as we
+        saw) as a destroy would (fold_stale_flow, which leaves a slot reused meanwhile alone)."""
+        if self._fold_stale_fd is not None:
+            for f in self._stale:
+                with contextlib.suppress(OSError):
+                    run_raw_tracepoint_program(self._fold_stale_fd, [int(f.sk), int(f.start_ns)])
         self._stale = []
 
     def _rtt_points(self) -> list[MetricPoint]:
