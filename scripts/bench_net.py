@@ -9,9 +9,9 @@ without/with rounds and reports median throughput and the ratio. In every traced
 iperf3 client are compared with what iperf3 says it sent (its control
 connection's few hundred bytes included in ours, so a tiny excess is expected).
 
-    sudo /opt/ebpftool/venv/bin/python scripts/bench_net.py --slices 120 [--slice 0.5]
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_net.py --slices 120 [--slice 0.5] [--length 1K]
 
-With --slices, the 1 KiB workload only, measured as scripts/bench_inference.py measures nginx: iperf3 runs
+With --slices, one workload (iperf3's -l: 1K by default), measured as scripts/bench_inference.py measures nginx: iperf3 runs
 for the whole time while the net tracer, loaded once in this process as `ebpftool net` loads it, has its
 per-I/O hooks (the raw tracepoints: bytes sent, bytes received, tcp_probe) detached and attached again every
 --slice seconds; each slice's throughput is the loopback interface's byte count, and each slice with the
@@ -134,14 +134,14 @@ def loopback_bytes() -> int:
     return int(Path("/sys/class/net/lo/statistics/tx_bytes").read_text())
 
 
-def slices(seconds: float, slice_s: float) -> dict:
-    """iperf3 with 1 KiB writes throughout; the tracer's per-I/O hooks off and on, slice by slice."""
+def slices(seconds: float, slice_s: float, length: str) -> dict:
+    """iperf3 with writes of `length` throughout; the tracer's per-I/O hooks off and on, slice by slice."""
     server = subprocess.Popen(["iperf3", "-s", "-p", str(PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tracer = None
     try:
         tracer = InProcessNet()
         time.sleep(0.5)
-        load = subprocess.Popen(["iperf3", "-c", "127.0.0.1", "-p", str(PORT), "-t", str(seconds + 4), "-l", "1K"],
+        load = subprocess.Popen(["iperf3", "-c", "127.0.0.1", "-p", str(PORT), "-t", str(seconds + 4), "-l", length],
                                 stdout=subprocess.DEVNULL)
         try:
             time.sleep(1.5)   # connected and running
@@ -169,13 +169,14 @@ def main() -> int:
     ap.add_argument("--slices", type=float, metavar="SECONDS",
                     help="instead: the 1 KiB workload for this long, the hooks switched slice by slice")
     ap.add_argument("--slice", type=float, default=0.5, help="with --slices: seconds per slice")
+    ap.add_argument("--length", default="1K", help="with --slices: iperf3's write length (-l), e.g. 1K or 128K")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_net.py loads BPF programs: run it as root", file=sys.stderr)
         return 1
     if opts.slices:
-        r = slices(opts.slices, opts.slice)
-        print(f"iperf3 -l 1K for {opts.slices:g}s, the net tracer's hooks ({', '.join(r['hooks'])}) switched every "
+        r = slices(opts.slices, opts.slice, opts.length)
+        print(f"iperf3 -l {opts.length} for {opts.slices:g}s, the net tracer's hooks ({', '.join(r['hooks'])}) switched every "
               f"{opts.slice:g}s: {len(r['pairs'])} pairs, with/without median {r['ratio_median']:.3f}, mean "
               f"{r['ratio_mean']:.3f} +- {r['ratio_sem']:.3f} (standard error); without "
               f"{r['without_rps_median'] * 8 / 1e9:.2f} Gbit/s on lo; tracer threads {r['tracer_cpu_cores']:.1%} of a core")
