@@ -23,6 +23,7 @@ from ebpftool.core.btf import BtfError, sock_field_offsets
 from ebpftool.core.privileges import bpf_refusal_hint, capability_report, has_privileges, missing_privileges
 from ebpftool.errors import EbpftoolError
 from ebpftool.core.plan import Plan, usable
+from ebpftool.tracers.agents import go_tls
 from ebpftool.tracers.agents.plans import PLANS as AGENTS_PLANS
 from ebpftool.tracers.gpu.plans import PLANS as GPU_PLANS
 from ebpftool.tracers.inference.plans import PLANS as INFERENCE_PLANS
@@ -312,6 +313,7 @@ def probe_kernel() -> Report:
         report.tracers.append(plan_tracer(tracer, plans, features, bcc, headers.ok))
     for check in inference_ways_in(features):
         add(check)
+    add(agents_go_tls(features))
     return report
 
 
@@ -329,6 +331,14 @@ def inference_ways_in(features: dict[str, bool]) -> list[Check]:
                "space, streams measured in the kernel when user space falls behind"
                if features.get("ringbuf") else "needs BPF ring buffers")
     return [tls, h2]
+
+
+def agents_go_tls(features: dict[str, bool]) -> Check:
+    """The agents tracer's way into Go's own TLS (no libssl), and what it needs."""
+    why_not = "needs uprobes" if not features.get("uprobe") else go_tls.supported()
+    return Check("agents: TLS (Go's crypto/tls)", why_not is None,
+                 "uprobes on crypto/tls.(*Conn).Write, Read (its ret instructions) and Close of every running Go "
+                 "executable with a symbol table" if why_not is None else f"{why_not}: Go clients' TLS calls are not seen")
 
 
 def plan_tracer(tracer: str, plans: tuple[Plan, ...], features: dict[str, bool], bcc, headers_ok: bool) -> TracerPlan:

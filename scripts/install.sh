@@ -28,12 +28,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-PKGS=(python3 python3-venv python3-bpfcc bpfcc-tools iproute2 curl ca-certificates sudo)
+# binutils: objdump finds the ret instructions of Go's crypto/tls.(*Conn).Read (the agents tracer's Go TLS)
+PKGS=(python3 python3-venv python3-bpfcc bpfcc-tools iproute2 curl ca-certificates sudo binutils)
 if [ "$DEV" = 1 ]; then
   PKGS+=(nginx-light wrk iperf3 victoria-metrics gcc libc6-dev bpftool tcpdump nghttp2-client nghttp2-server nghttp2-proxy
         podman runc mmdebstrap uidmap)
   # Node.js's TLS and HTTP/2 servers (tests/test_tls.py): Debian's where the machine has none of its own
   command -v node >/dev/null || PKGS+=(nodejs)
+  # a Go client with Go's own TLS (tests/test_agents_go.py): Debian's Go where the machine has none
+  command -v go >/dev/null || PKGS+=(golang-go)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

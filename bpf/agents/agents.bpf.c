@@ -361,6 +361,77 @@ int tls_free_enter(struct pt_regs *ctx)
     return 0;
 }
 
+/* -- TLS: Go's crypto/tls ----------------------------------------------------------------------------- */
+/* Go links its TLS into each executable (no libssl): uprobes on crypto/tls.(*Conn).Write, Read and Close
+ * there (ebpftool/tracers/agents/go_tls.py places them). Go's register ABI (Go 1.17+, amd64): a method's
+ * receiver and arguments in rax, rbx, rcx, ...; its first result in rax; the running goroutine in r14.
+ * Write(b []byte) (int, error): the connection in rax, b's data and length in rbx and rcx; Write moves all of
+ * b or fails, so the bytes are taken at its entry. Read's count comes at its return, and Go moves goroutine
+ * stacks, which a uretprobe's rewritten return address would break: its `ret` instructions are probed
+ * instead, the buffer noted at entry per goroutine (a goroutine that blocks in Read may resume on another
+ * thread). A connection is (tgid, *tls.Conn), as OpenSSL's is (tgid, SSL *). On amd64 only (the registers). */
+struct go_read_key {
+    u32 tgid;
+    u32 pad;
+    u64 goroutine;   /* r14: its g */
+};
+struct go_read {
+    u64 conn;
+    u64 buf;
+    u64 len;
+};
+/* An LRU: net/http's read loop sits in Read on every idle pooled connection, so notes wait as long as they
+ * do; past this many at once the longest-waiting go first (their next answer is then not seen). */
+BPF_TABLE("lru_hash", struct go_read_key, struct go_read, go_reads, 16384);
+
+int go_tls_write_enter(struct pt_regs *ctx)
+{
+    s64 len = (s64)ctx->cx;
+    if (len <= 0)
+        return 0;
+    struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_TLS, .id = ctx->ax};
+    on_write(&k, ctx->bx, (u64)len);
+    return 0;
+}
+
+int go_tls_read_enter(struct pt_regs *ctx)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct conn_key k = {.tgid = tgid, .via = VIA_TLS, .id = ctx->ax};
+    struct conn_state *c = conns.lookup(&k);
+    if (c && c->state == CONN_IGNORED)
+        return 0;   /* a server's side, or no HTTP: nothing noted */
+    /* Noted even before the connection's first write: net/http's client reads (its readLoop) from the start,
+     * while another goroutine writes the request. Whether the bytes are sent is decided at the return. */
+    struct go_read_key rk = {.tgid = tgid, .goroutine = ctx->r14};
+    struct go_read r = {.conn = ctx->ax, .buf = ctx->bx, .len = ctx->cx};
+    go_reads.update(&rk, &r);
+    return 0;
+}
+
+int go_tls_read_return(struct pt_regs *ctx)
+{
+    struct go_read_key rk = {.tgid = bpf_get_current_pid_tgid() >> 32, .goroutine = ctx->r14};
+    struct go_read *noted = go_reads.lookup(&rk);
+    if (!noted)
+        return 0;
+    struct go_read r = *noted;
+    go_reads.delete(&rk);
+    s64 n = (s64)ctx->ax;
+    if (n <= 0 || (u64)n > r.len)
+        return 0;
+    struct conn_key k = {.tgid = rk.tgid, .via = VIA_TLS, .id = r.conn};
+    on_read(&k, r.buf, (u64)n);
+    return 0;
+}
+
+int go_tls_close_enter(struct pt_regs *ctx)
+{
+    struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .via = VIA_TLS, .id = ctx->ax};
+    on_close(&k);
+    return 0;
+}
+
 #if AGENTS_CLEARTEXT
 /* -- cleartext: what both ways in share ------------------------------------------------------------- */
 /* How a syscall gives its buffer. */

@@ -43,6 +43,15 @@ def executable_name(pid: int, recorded: str = "", proc: str = "/proc") -> str:
     return recorded or (comm.strip() if comm else "")
 
 
+def executable_path(pid: int, proc: str = "/proc") -> str | None:
+    """The path of a process's executable as it sees it (None: a kernel thread, gone, or deleted since)."""
+    try:
+        path = os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        return None
+    return None if path.endswith(" (deleted)") else path
+
+
 def fd_targets(pid: int, proc: str = "/proc") -> dict[int, str]:
     """fd -> what it is open on (a path, `socket:[inode]`, ...) for the fds pid holds now."""
     try:

@@ -276,6 +276,8 @@ def _(s: AgentsSummary) -> list[tuple[str, Any]]:
             ("input / output tokens", f"{s.input_tokens:,} / {s.output_tokens:,}"),
             ("estimated cost (price table)", f"${s.cost_usd:,.4f}"), ("hooks", s.hooks),
             ("libssl files traced", s.libraries_traced),
+            ("Go executables traced (crypto/tls)", s.go_executables_traced if not s.go_tls_refused
+             else f"none: {s.go_tls_refused}"),
             ("connections let go (no LLM or MCP call)", s.connections_let_go),
             ("calls given up: events lost", s.calls_lost),
             ("bytes not copied (over the copy bounds)", s.bytes_not_copied)]

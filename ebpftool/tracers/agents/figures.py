@@ -34,6 +34,8 @@ class AgentsSummary:
     cost_usd: float = 0.0
     hooks: str = ""                  # the attach plan's name (plans.py)
     libraries_traced: int = 0
+    go_executables_traced: int = 0   # Go executables with their crypto/tls probed
+    go_tls_refused: str = ""         # why Go's TLS is not followed here (empty: it is)
     calls_lost: int = 0              # calls given up: an event of theirs was lost (ring buffer full)
     bytes_not_copied: int = 0        # bytes of calls beyond the kernel's copy bounds (their lengths were sent)
     connections_let_go: int = 0      # client connections whose requests were no LLM or MCP call

@@ -27,7 +27,7 @@ from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
 from ebpftool import semconv as sc
 from ebpftool.export.model import MetricPoint, SpanKind, SpanRecord
-from ebpftool.tracers.agents import plans
+from ebpftool.tracers.agents import go_tls, plans
 from ebpftool.tracers.agents.connection import ClientConnection
 from ebpftool.tracers.agents.events import EV_CLOSE, EV_READ, EV_WRITE, H, VIA_TLS, Io, Reassembler
 from ebpftool.tracers.agents.figures import AgentsSummary, AgentsView, CallerRow
@@ -82,6 +82,8 @@ class AgentsTracer(BpfTracer):
         self._conns: dict[tuple[int, int, int], _Conn] = {}
         self._processes: dict[int, Process] = {}
         self._tls = TlsUprobes()   # the libssl files attached (the inference tracer's bookkeeping)
+        self._go = go_tls.GoTlsUprobes()  # the Go executables attached (crypto/tls)
+        self.go_tls_refused = go_tls.supported()   # why Go's TLS is not followed here (None: it is)
         self._last_library_scan = 0.0
         self._spans = SpanAllowance(self.options.span_rate)
         self.spans_sent = 0
@@ -122,6 +124,8 @@ class AgentsTracer(BpfTracer):
         """The TLS uprobes on every libssl (and OpenSSL-exporting executable) not attached yet."""
         self._last_library_scan = time.monotonic()
         self._tls.attach_new(self.prog, programs=plans.TLS_PROGRAMS)
+        if self.go_tls_refused is None:
+            self._go.attach_new(self.prog)
 
     def _watch(self) -> None:
         """--pid/--comm: the processes whose new connections the kernel follows (it also matches a new
@@ -328,7 +332,8 @@ class AgentsTracer(BpfTracer):
         return AgentsSummary(
             calls=m.calls, calls_failed=m.calls_failed, mcp_requests=m.mcp_calls, input_tokens=m.input_tokens,
             output_tokens=m.output_tokens, cost_usd=m.cost_usd, hooks=self.plan.name if self.plan else "",
-            libraries_traced=len(self._tls.attached),
+            libraries_traced=len(self._tls.attached), go_executables_traced=len(self._go.attached),
+            go_tls_refused=self.go_tls_refused or "",
             calls_lost=self.calls_lost + self.events_unhandled,
             bytes_not_copied=stats[H["STAT_AGENTS_BYTES_NOT_COPIED"]] if stats else 0,
             connections_let_go=self.let_go)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Collection
 
 from ebpftool.core.elf import ElfError, ElfFile, exports_all, read_elf
-from ebpftool.core.procfs import host_path, pids, read_maps
+from ebpftool.core.procfs import executable_path, host_path, pids, read_maps
 from ebpftool.core.uprobe_points import RCX, RDI, RDX, RSI, forwarding_call, probe_point
 
 # libssl, also a copy a Python wheel bundles (auditwheel names it libssl-<hash>.so.N)
@@ -121,7 +121,7 @@ def tls_library_candidates(proc: str = "/proc") -> list[str]:
     for pid in pids(proc):
         # a library is mapped in several segments: each path once per process
         paths = {m.path for m in read_maps(pid, proc) if LIBSSL_NAME.search(m.path)}
-        exe = _executable(pid, proc)
+        exe = executable_path(pid, proc)
         if exe and exports_all(host_path(pid, exe, proc), OPENSSL_EXPORTS):
             paths.add(exe)
         for path in sorted(paths):
@@ -134,15 +134,6 @@ def tls_library_candidates(proc: str = "/proc") -> list[str]:
             continue
         found.extend(os.path.join(d, n) for n in names if LIBSSL_NAME.fullmatch(n))
     return found
-
-
-def _executable(pid: int, proc: str) -> str | None:
-    """The path of a process's executable as it sees it (None: a kernel thread, gone, or deleted since)."""
-    try:
-        path = os.readlink(f"{proc}/{pid}/exe")
-    except OSError:
-        return None
-    return None if path.endswith(" (deleted)") else path
 
 
 def _same_file(a: str, b: str) -> bool:

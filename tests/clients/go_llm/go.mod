@@ -1,0 +1,3 @@
+module ebpftool/tests/go_llm
+
+go 1.19

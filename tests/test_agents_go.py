@@ -1,0 +1,76 @@
+"""LLM calls from a Go client (net/http over Go's own crypto/tls, no libssl): tests/clients/go_llm, built here
+with Debian's Go, calls the OpenAI-compatible test API (tests/servers/llm_apis.py) over TLS with the test's CA.
+The client is started before the tracer and waits for a line on its stdin: the tracer finds the running Go
+executable and attaches to it by file; then the client makes its calls. Expected values come from what the
+client itself received, never from ebpftool's output."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, EbpftoolProcess
+from tests.otlp_receiver import GrpcReceiver
+from tests.servers import llm_apis
+from tests.servers.nginx import free_port
+
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain (install.sh --dev installs it)")]
+
+CLIENT = ROOT / "tests" / "clients" / "go_llm"
+
+
+@pytest.fixture(scope="module")
+def go_client(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("go") / "go_llm"
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(out.parent / "cache"), "GOPATH": str(out.parent / "gopath")}
+    subprocess.run(["go", "build", "-o", str(out), "."], cwd=CLIENT, env=env, check=True, timeout=240)
+    return out
+
+
+def test_a_go_clients_calls_over_its_own_tls(go_client, tmp_path):
+    certs = llm_apis.make_certificates(tmp_path)
+    port = free_port()
+    receiver = GrpcReceiver()
+    client = None
+    try:
+        with llm_apis.running(port, str(tmp_path / "wire.jsonl"), tls=(certs["cert"], certs["key"])):
+            client = subprocess.Popen([str(go_client), f"https://127.0.0.1:{port}", certs["ca"]],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            with EbpftoolProcess(["agents", "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
+                                  "--interval", "1", "--no-ui"]) as proc:
+                out, _ = client.communicate("go\n", timeout=120)
+                assert client.returncode == 0
+                run = json.loads(out)
+                assert receiver.wait_for(lambda: len(spans_of(receiver, run["pid"])) >= len(run["calls"]),
+                                         timeout=30)
+                assert proc.stop() == 0, proc.stderr
+        spans = spans_of(receiver, run["pid"])
+        assert len(spans) == len(run["calls"])
+        for span, call in zip(spans, run["calls"]):
+            a = span.attributes
+            what = (call, a)
+            assert span.kind == "CLIENT" and a["gen_ai.operation.name"] == "chat", what
+            assert a["http.response.status_code"] == call["status"], what
+            assert a["process.executable.name"] == "go_llm", what
+            if call["status"] != 200:
+                assert a["error.type"] == "rate_limited", what
+                continue
+            assert a["gen_ai.response.model"] == call["model"], what
+            assert a.get("gen_ai.usage.input_tokens") == call["input"], what
+            assert a.get("gen_ai.usage.output_tokens") == call["output"], what
+            if call["stream"]:
+                assert a["ebpftool.gen_ai.client.chunks"] == call["chunks"], what
+        assert not any("sk-go-client-secret" in repr(s) for s in receiver.spans())
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+        receiver.stop()
+
+
+def spans_of(receiver, pid: int) -> list:
+    return sorted((s for s in receiver.spans() if s.attributes.get("process.pid") == pid), key=lambda s: s.start_ns)
