@@ -74,3 +74,28 @@ def test_a_go_clients_calls_over_its_own_tls(go_client, tmp_path):
 
 def spans_of(receiver, pid: int) -> list:
     return sorted((s for s in receiver.spans() if s.attributes.get("process.pid") == pid), key=lambda s: s.start_ns)
+
+
+def test_the_go_executable_is_told_and_its_probes_placed(go_client):
+    """A Go executable by its .go.buildinfo section (a Python one is not); Write, Read and Close probed on an
+    instruction the kernel emulates, Read's count at every ret objdump lists."""
+    import sys
+
+    from ebpftool.core.elf import read_elf
+    from ebpftool.tracers.agents import go_tls
+
+    assert go_tls.is_go_executable(str(go_client))
+    assert not go_tls.is_go_executable(os.path.realpath(sys.executable))
+    elf = read_elf(str(go_client))
+    plan = go_tls.probe_plan(elf)
+    by_program: dict[str, list] = {}
+    for probe in plan:
+        by_program.setdefault(probe.program, []).append(probe)
+    assert set(by_program) == go_tls.PROGRAMS
+    read = elf.symbol(go_tls.READ)
+    rets = by_program["go_tls_read_return"]
+    assert rets and all(read.value < p.vaddr < read.value + read.size for p in rets)
+    assert all(elf.code_at(p.vaddr, 1) == b"\xc3" for p in rets)
+    for program in ("go_tls_write_enter", "go_tls_read_enter", "go_tls_close_enter"):
+        (entry,) = by_program[program]
+        assert entry.vaddr > elf.symbol(entry.label.split("+")[0]).value   # past the stack check's cmp
