@@ -5,6 +5,7 @@ executable and attaches to it by file; then the client makes its calls. Expected
 client itself received, never from ebpftool's output."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from tests.conftest import ROOT, EbpftoolProcess
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers import llm_apis
 from tests.servers.nginx import free_port
+from tests.test_agents_http2 import front
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain (install.sh --dev installs it)")]
@@ -32,14 +34,27 @@ def go_client(tmp_path_factory) -> Path:
     return out
 
 
-def test_a_go_clients_calls_over_its_own_tls(go_client, tmp_path):
+@contextlib.contextmanager
+def api_over_tls(tmp_path, http2: bool):
+    """The test API over TLS, its URL base and CA: directly (HTTP/1.1), or behind nghttpx, whose TLS front
+    offers h2 by ALPN, which Go's net/http then takes (as it does with the real APIs)."""
+    if http2:
+        with front(tmp_path, True) as (_port, base, ca):
+            yield base, ca
+        return
     certs = llm_apis.make_certificates(tmp_path)
     port = free_port()
+    with llm_apis.running(port, str(tmp_path / "wire.jsonl"), tls=(certs["cert"], certs["key"])):
+        yield f"https://127.0.0.1:{port}", certs["ca"]
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2"])
+def test_a_go_clients_calls_over_its_own_tls(go_client, tmp_path, http2):
     receiver = GrpcReceiver()
     client = None
     try:
-        with llm_apis.running(port, str(tmp_path / "wire.jsonl"), tls=(certs["cert"], certs["key"])):
-            client = subprocess.Popen([str(go_client), f"https://127.0.0.1:{port}", certs["ca"]],
+        with api_over_tls(tmp_path, http2) as (base, ca):
+            client = subprocess.Popen([str(go_client), base, ca],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             with EbpftoolProcess(["agents", "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
                                   "--interval", "1", "--no-ui"]) as proc:
@@ -54,6 +69,7 @@ def test_a_go_clients_calls_over_its_own_tls(go_client, tmp_path):
         for span, call in zip(spans, run["calls"]):
             a = span.attributes
             what = (call, a)
+            assert call["proto"] == ("HTTP/2.0" if http2 else "HTTP/1.1"), what
             assert span.kind == "CLIENT" and a["gen_ai.operation.name"] == "chat", what
             assert a["http.response.status_code"] == call["status"], what
             assert a["process.executable.name"] == "go_llm", what

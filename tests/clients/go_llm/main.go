@@ -1,7 +1,8 @@
-// An LLM API client in Go (net/http over crypto/tls), for tests/test_agents_go.py: it waits for a line on
-// stdin (the tracer is attached by then), makes a streamed and a plain chat completion against BASE with the
-// CA in CA_FILE trusted, and prints what it received as JSON: its pid and, per call, the status, the answer's
-// model and usage and the content chunks it read.
+// An LLM API client in Go (net/http over crypto/tls, HTTP/2 where the server offers it), for
+// tests/test_agents_go.py: it waits for a line on stdin (the tracer is attached by then), makes a streamed and
+// a plain chat completion and a rate-limited one against BASE with the CA in CA_FILE trusted, and prints what
+// it received as JSON: its pid and, per call, the status, the protocol, the answer's model and usage and the
+// content chunks it read.
 package main
 
 import (
@@ -25,6 +26,7 @@ type call struct {
 	Input  *int   `json:"input"`
 	Output *int   `json:"output"`
 	Chunks int    `json:"chunks"`
+	Proto  string `json:"proto"`
 }
 
 type answer struct {
@@ -54,6 +56,7 @@ func chat(client *http.Client, base, name string, body map[string]any) call {
 	}
 	defer resp.Body.Close()
 	c.Status = resp.StatusCode
+	c.Proto = resp.Proto
 	note := func(a answer) {
 		if a.Model != "" {
 			c.Model = a.Model
@@ -96,7 +99,10 @@ func main() {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	// HTTP/2 where the server offers it by ALPN, as the default transport does (a transport of one's own
+	// needs ForceAttemptHTTP2 for that)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots},
+		ForceAttemptHTTP2: true}}
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	messages := []map[string]string{{"role": "user", "content": "Say four words about the sea."}}
 	calls := []call{
