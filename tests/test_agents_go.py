@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -48,8 +49,10 @@ def api_over_tls(tmp_path, http2: bool):
         yield f"https://127.0.0.1:{port}", certs["ca"]
 
 
-@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2"])
-def test_a_go_clients_calls_over_its_own_tls(go_client, tmp_path, http2):
+def run_go_client(go_client: Path, tmp_path: Path, http2: bool, *options: str):
+    """The Go client, started before `ebpftool agents OPTIONS` and let go once the tracer runs; what the client
+    received (its pid and calls), the spans of its pid the receiver got by the tracer's stop, and the tracer's
+    standard output (the exit summary)."""
     receiver = GrpcReceiver()
     client = None
     try:
@@ -57,35 +60,49 @@ def test_a_go_clients_calls_over_its_own_tls(go_client, tmp_path, http2):
             client = subprocess.Popen([str(go_client), base, ca],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             with EbpftoolProcess(["agents", "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",
-                                  "--interval", "1", "--no-ui"]) as proc:
+                                  "--interval", "1", "--no-ui", *options]) as proc:
                 out, _ = client.communicate("go\n", timeout=120)
                 assert client.returncode == 0
                 run = json.loads(out)
-                assert receiver.wait_for(lambda: len(spans_of(receiver, run["pid"])) >= len(run["calls"]),
-                                         timeout=30)
-                assert proc.stop() == 0, proc.stderr
-        spans = spans_of(receiver, run["pid"])
-        assert len(spans) == len(run["calls"])
-        for span, call in zip(spans, run["calls"]):
-            a = span.attributes
-            what = (call, a)
-            assert call["proto"] == ("HTTP/2.0" if http2 else "HTTP/1.1"), what
-            assert span.kind == "CLIENT" and a["gen_ai.operation.name"] == "chat", what
-            assert a["http.response.status_code"] == call["status"], what
-            assert a["process.executable.name"] == "go_llm", what
-            if call["status"] != 200:
-                assert a["error.type"] == "rate_limited", what
-                continue
-            assert a["gen_ai.response.model"] == call["model"], what
-            assert a.get("gen_ai.usage.input_tokens") == call["input"], what
-            assert a.get("gen_ai.usage.output_tokens") == call["output"], what
-            if call["stream"]:
-                assert a["ebpftool.gen_ai.client.chunks"] == call["chunks"], what
-        assert not any("sk-go-client-secret" in repr(s) for s in receiver.spans())
+                if "--no-go-tls" not in options:
+                    assert receiver.wait_for(lambda: len(spans_of(receiver, run["pid"])) >= len(run["calls"]),
+                                             timeout=30)
+                assert proc.stop() == 0, proc.stderr   # every event read and exported by then
+        return run, spans_of(receiver, run["pid"]), proc.stdout
     finally:
         if client is not None and client.poll() is None:
             client.kill()
         receiver.stop()
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2"])
+def test_a_go_clients_calls_over_its_own_tls(go_client, tmp_path, http2):
+    run, spans, summary = run_go_client(go_client, tmp_path, http2)
+    assert len(spans) == len(run["calls"])
+    for span, call in zip(spans, run["calls"]):
+        a = span.attributes
+        what = (call, a)
+        assert call["proto"] == ("HTTP/2.0" if http2 else "HTTP/1.1"), what
+        assert span.kind == "CLIENT" and a["gen_ai.operation.name"] == "chat", what
+        assert a["http.response.status_code"] == call["status"], what
+        assert a["process.executable.name"] == "go_llm", what
+        if call["status"] != 200:
+            assert a["error.type"] == "rate_limited", what
+            continue
+        assert a["gen_ai.response.model"] == call["model"], what
+        assert a.get("gen_ai.usage.input_tokens") == call["input"], what
+        assert a.get("gen_ai.usage.output_tokens") == call["output"], what
+        if call["stream"]:
+            assert a["ebpftool.gen_ai.client.chunks"] == call["chunks"], what
+    assert not any("sk-go-client-secret" in repr(s) for s in spans)
+    assert re.search(r"Go executables traced \(crypto/tls\)\s*│\s*[1-9]", summary), summary
+
+
+def test_no_go_tls_leaves_go_programs_alone(go_client, tmp_path):
+    """--no-go-tls: no uprobe in Go executables (their TLS reads pay nothing); their calls are not seen."""
+    run, spans, summary = run_go_client(go_client, tmp_path, False, "--no-go-tls")
+    assert len(run["calls"]) == 3 and spans == []
+    assert "none: not asked for (--no-go-tls)" in summary, summary
 
 
 def spans_of(receiver, pid: int) -> list:

@@ -58,6 +58,7 @@ class AgentsOptions(TracerOptions):
     prices: PriceTable | None = None                  # None: no cost
     cleartext: bool = True                            # also cleartext connections (socket hooks or syscalls)
     hooks: str = "auto"                               # cleartext's way in: socket | syscall | auto (plans.HOOKS)
+    go_tls: bool = True                               # also Go executables' own TLS (go_tls.py)
 
 
 @dataclass
@@ -83,7 +84,8 @@ class AgentsTracer(BpfTracer):
         self._processes: dict[int, Process] = {}
         self._tls = TlsUprobes()   # the libssl files attached (the inference tracer's bookkeeping)
         self._go = go_tls.GoTlsUprobes()  # the Go executables attached (crypto/tls)
-        self.go_tls_refused = go_tls.supported()   # why Go's TLS is not followed here (None: it is)
+        # why Go's TLS is not followed here (None: it is)
+        self.go_tls_refused = go_tls.supported() if self.options.go_tls else "not asked for (--no-go-tls)"
         self._last_library_scan = 0.0
         self._spans = SpanAllowance(self.options.span_rate)
         self.spans_sent = 0
