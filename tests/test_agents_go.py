@@ -110,15 +110,17 @@ def spans_of(receiver, pid: int) -> list:
 
 
 def test_the_go_executable_is_told_and_its_probes_placed(go_client):
-    """A Go executable by its .go.buildinfo section (a Python one is not); Write, Read and Close probed on an
-    instruction the kernel emulates, Read's count at every ret objdump lists."""
+    """A Go executable and its Go version by its .go.buildinfo section (a Python one is none); Write, Read and
+    Close probed on an instruction the kernel emulates, Read's count at every ret objdump lists."""
     import sys
 
     from ebpftool.core.elf import read_elf
     from ebpftool.tracers.agents import go_tls
 
-    assert go_tls.is_go_executable(str(go_client))
-    assert not go_tls.is_go_executable(os.path.realpath(sys.executable))
+    go = subprocess.run(["go", "version"], capture_output=True, text=True, check=True).stdout.split()[2]
+    assert go_tls.go_version(str(go_client)) == go and go_tls.register_abi(go)   # e.g. go1.19.8
+    assert go_tls.go_version(os.path.realpath(sys.executable)) is None
+    assert not go_tls.register_abi("go1.16.15") and not go_tls.register_abi("")
     elf = read_elf(str(go_client))
     plan = go_tls.probe_plan(elf)
     by_program: dict[str, list] = {}

@@ -1,7 +1,8 @@
 """Go's crypto/tls in the executables of running processes, and the agents tracer's uprobes on it
 (bpf/agents/agents.bpf.c, "TLS: Go's crypto/tls").
 
-Go links its TLS into every executable, so there is no shared library to probe: each executable that holds
+Go links its TLS into every executable, so there is no shared library to probe: each executable built with
+Go 1.18 or later (its build information says; the programs read Go 1.17's register ABI) that holds
 crypto/tls.(*Conn).Write, Read and Close (found by name in its symbol table: a Go executable built without
 one, `-ldflags=-s`, is not followed) is attached once, by file, which covers every process that runs it,
 also those started later. Executables are found in the running processes (a container's through
@@ -84,26 +85,50 @@ def probe_plan(elf: ElfFile) -> list[GoProbe]:
     return plan
 
 
-def is_go_executable(path: str) -> bool:
-    """Whether an ELF file has the section Go's linker writes its build information to (.go.buildinfo): its
-    section headers only are read, so that every executable on the node can be asked cheaply."""
+BUILDINFO_MAGIC = b"\xff Go buildinf:"
+OLDEST_GO = (1, 17)   # the register ABI the programs read
+
+
+def go_version(path: str) -> str | None:
+    """The Go version an ELF file was built with ("go1.19.8"), from the build information Go's linker writes
+    to its .go.buildinfo section; "" for a Go executable whose version is not written inline (before Go
+    1.18); None for any other file. Only the section headers and that section's first bytes are read, so
+    that every executable on the node can be asked cheaply."""
     try:
         with open(path, "rb") as f:
             head = f.read(64)
             if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-                return False
+                return None
             shoff, = struct.unpack_from("<Q", head, 40)
             shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 58)
             if not shoff or shentsize < 64 or not 0 < shnum < 4096 or shstrndx >= shnum:
-                return False
+                return None
             f.seek(shoff)
             sections = f.read(shentsize * shnum)
             names_at, names_size = struct.unpack_from("<QQ", sections, shstrndx * shentsize + 24)
             f.seek(names_at)
             names = f.read(min(names_size, 1 << 16))
+            for i in range(shnum):
+                name, = struct.unpack_from("<I", sections, i * shentsize)
+                if names[name:name + 14] == b".go.buildinfo\0":
+                    offset, = struct.unpack_from("<Q", sections, i * shentsize + 24)
+                    f.seek(offset)
+                    info = f.read(64)
+                    break
+            else:
+                return None
     except (OSError, struct.error):
-        return False
-    return b".go.buildinfo\0" in names
+        return None
+    # magic, pointer size, flags (2: strings inline, Go 1.18+), then at 32 the version, its length a uvarint
+    if not info.startswith(BUILDINFO_MAGIC) or len(info) < 33 or not info[15] & 2 or info[32] >= 0x80:
+        return ""
+    return info[33:33 + info[32]].decode("ascii", "replace")
+
+
+def register_abi(version: str) -> bool:
+    """Whether a Go version passes arguments in registers (Go 1.17+ on amd64)."""
+    m = re.match(r"go(\d+)\.(\d+)", version)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= OLDEST_GO
 
 
 def go_executable_candidates(proc: str = "/proc") -> list[str]:
@@ -142,8 +167,12 @@ class GoTlsUprobes:
             identity, version = (st.st_dev, st.st_ino), (st.st_dev, st.st_ino, st.st_mtime_ns)
             if identity in self.attached or version in self.passed or path in self.refused:
                 continue
-            if not is_go_executable(path):
+            built_with = go_version(path)
+            if built_with is None:
                 self.passed.add(version)
+                continue
+            if not register_abi(built_with):
+                self.refused[path] = f"built with {built_with or 'a Go before 1.18'}: before Go 1.17's register ABI"
                 continue
             try:
                 plan = probe_plan(read_elf(path))
