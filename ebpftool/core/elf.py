@@ -1,5 +1,6 @@
 """A small reader of 64-bit little-endian ELF files: function symbols (.dynsym, .symtab) and loadable
-segments, the bytes at a link-time address, and the file offset a uprobe takes for it. Nothing else.
+segments, the bytes at a link-time address, and the file offset a uprobe takes for it; and the first bytes of
+a named section, read without the rest of the file. Nothing else.
 """
 from __future__ import annotations
 
@@ -41,13 +42,7 @@ class ElfFile:
     def read(cls, path: str, static: bool = True) -> "ElfFile":
         """static False: .symtab is not read (a large executable's dynamic symbols only, cheaply)."""
         with open(path, "rb") as f:
-            ident = f.read(64)
-            if len(ident) < 64 or ident[:4] != b"\x7fELF":
-                raise ElfError(f"{path} is not an ELF file")
-            if ident[4] != 2 or ident[5] != 1:
-                raise ElfError(f"{path} is not a 64-bit little-endian ELF file")
-            (e_phoff, e_shoff, _flags, _ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum,
-             _shstrndx) = struct.unpack_from("<QQIHHHHHH", ident, 32)
+            e_phoff, e_phentsize, e_phnum, e_shoff, e_shentsize, e_shnum, _shstrndx = _header(f, path)
             elf = cls(path)
             f.seek(e_phoff)
             ph = f.read(e_phentsize * e_phnum)
@@ -55,9 +50,7 @@ class ElfFile:
                 p_type, _pflags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from("<IIQQQQ", ph, i * e_phentsize)
                 if p_type == _PT_LOAD:
                     elf.loads.append((p_offset, p_vaddr, p_filesz))
-            f.seek(e_shoff)
-            sh = f.read(e_shentsize * e_shnum)
-            sections = [struct.unpack_from("<IIQQQQIIQQ", sh, i * e_shentsize) for i in range(e_shnum)]
+            sections = _sections(f, e_shoff, e_shentsize, e_shnum)
             for _name, sh_type, _f, _a, sh_offset, sh_size, sh_link, _info, _al, sh_entsize in sections:
                 if sh_type not in (_SHT_SYMTAB, _SHT_DYNSYM) or not sh_entsize or sh_link >= len(sections):
                     continue
@@ -126,6 +119,50 @@ class ElfFile:
             if s.name == name:
                 return s
         return None
+
+def _header(f, path: str) -> tuple[int, int, int, int, int, int, int]:
+    """Of the ELF header of open file f: the program headers' offset, entry size and count, the section
+    headers' offset, entry size and count, and the index of the section holding the section names; ElfError
+    for a file this reader does not take."""
+    ident = f.read(64)
+    if len(ident) < 64 or ident[:4] != b"\x7fELF":
+        raise ElfError(f"{path} is not an ELF file")
+    if ident[4] != 2 or ident[5] != 1:
+        raise ElfError(f"{path} is not a 64-bit little-endian ELF file")
+    e_phoff, e_shoff, _flags, _ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, shstrndx = \
+        struct.unpack_from("<QQIHHHHHH", ident, 32)
+    return e_phoff, e_phentsize, e_phnum, e_shoff, e_shentsize, e_shnum, shstrndx
+
+
+def _sections(f, shoff: int, shentsize: int, shnum: int) -> list[tuple]:
+    """The section headers of open file f (Elf64_Shdr fields: name, type, flags, addr, offset, size, link,
+    info, addralign, entsize)."""
+    f.seek(shoff)
+    sh = f.read(shentsize * shnum)
+    return [struct.unpack_from("<IIQQQQIIQQ", sh, i * shentsize) for i in range(shnum)]
+
+
+def section_head(path: str, name: str, length: int) -> bytes | None:
+    """Up to `length` first bytes of the section of that name; None where there is none (or the file is no
+    ELF file this reader takes). Only the headers and the section names are read: cheap enough to ask of
+    every executable on a node."""
+    try:
+        with open(path, "rb") as f:
+            _phoff, _phentsize, _phnum, shoff, shentsize, shnum, shstrndx = _header(f, path)
+            if not shoff or shentsize < 64 or not 0 < shnum < 4096 or shstrndx >= shnum:
+                return None
+            sections = _sections(f, shoff, shentsize, shnum)
+            f.seek(sections[shstrndx][4])
+            names = f.read(min(sections[shstrndx][5], 1 << 16))
+            wanted = name.encode() + b"\0"
+            for section in sections:
+                if names[section[0]:section[0] + len(wanted)] == wanted:
+                    f.seek(section[4])
+                    return f.read(length)
+    except (OSError, ElfError, struct.error):
+        return None
+    return None
+
 
 def _functions(symtab: bytes, entsize: int, strtab: bytes) -> list[ElfSymbol]:
     out = []

@@ -18,11 +18,10 @@ import os
 import platform
 import re
 import shutil
-import struct
 import subprocess
 from dataclasses import dataclass, field
 
-from ebpftool.core.elf import ElfError, ElfFile, read_elf
+from ebpftool.core.elf import ElfError, ElfFile, read_elf, section_head
 from ebpftool.core.procfs import executable_path, host_path, pids
 from ebpftool.core.uprobe_points import RAX, RBX, RCX, probe_point
 
@@ -92,32 +91,10 @@ OLDEST_GO = (1, 17)   # the register ABI the programs read
 def go_version(path: str) -> str | None:
     """The Go version an ELF file was built with ("go1.19.8"), from the build information Go's linker writes
     to its .go.buildinfo section; "" for a Go executable whose version is not written inline (before Go
-    1.18); None for any other file. Only the section headers and that section's first bytes are read, so
-    that every executable on the node can be asked cheaply."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-                return None
-            shoff, = struct.unpack_from("<Q", head, 40)
-            shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 58)
-            if not shoff or shentsize < 64 or not 0 < shnum < 4096 or shstrndx >= shnum:
-                return None
-            f.seek(shoff)
-            sections = f.read(shentsize * shnum)
-            names_at, names_size = struct.unpack_from("<QQ", sections, shstrndx * shentsize + 24)
-            f.seek(names_at)
-            names = f.read(min(names_size, 1 << 16))
-            for i in range(shnum):
-                name, = struct.unpack_from("<I", sections, i * shentsize)
-                if names[name:name + 14] == b".go.buildinfo\0":
-                    offset, = struct.unpack_from("<Q", sections, i * shentsize + 24)
-                    f.seek(offset)
-                    info = f.read(64)
-                    break
-            else:
-                return None
-    except (OSError, struct.error):
+    1.18); None for any other file. Only that section's first bytes and the headers are read, so that every
+    executable on the node can be asked cheaply."""
+    info = section_head(path, ".go.buildinfo", 64)
+    if info is None:
         return None
     # magic, pointer size, flags (2: strings inline, Go 1.18+), then at 32 the version, its length a uvarint
     if not info.startswith(BUILDINFO_MAGIC) or len(info) < 33 or not info[15] & 2 or info[32] >= 0x80:
