@@ -72,13 +72,11 @@ static __always_inline struct flow *claim_flow(u64 sk)
     return 0;
 }
 
-/* Take sk's flow out of the table: a copy in *out, 1 for the one CPU that took it (0: not there, or
+/* Take sk's flow f (found in slot) out of the table: a copy in *out, 1 for the one CPU that took it (0:
  * another CPU took it). The slot is cleared before it is freed, so the next socket's flow starts empty. */
-static __always_inline int take_flow(u64 sk, struct flow *out)
+static __always_inline int take_flow(u64 sk, struct flow *f, u32 slot, struct flow *out)
 {
-    u32 slot = 0;
-    struct flow *f = find_flow_in(sk, &slot);
-    if (!f || __sync_val_compare_and_swap(&f->sk, sk, NET_FLOW_CLAIMED) != sk)
+    if (__sync_val_compare_and_swap(&f->sk, sk, NET_FLOW_CLAIMED) != sk)
         return 0;
     __builtin_memcpy(out, f, sizeof(*out));
     out->sk = sk;

@@ -111,7 +111,8 @@ static __always_inline void account_sock(u64 sk, int ret, int tx)
  * are read a last time; not for an entry found stale at a reused address. */
 static __always_inline void fold_flow(u64 sk, int live)
 {
-    struct flow *f = find_flow(sk);
+    u32 slot = 0;
+    struct flow *f = find_flow_in(sk, &slot);
     if (!f)
         return;
     if (live && f->protocol == NET_PROTO_TCP)
@@ -119,7 +120,7 @@ static __always_inline void fold_flow(u64 sk, int live)
     /* Only the CPU that takes the flow out of the table folds it (user space has stale ones folded too,
      * fold_stale_flow, and may have had this one taken meanwhile). */
     struct flow done;
-    if (!take_flow(sk, &done))
+    if (!take_flow(sk, f, slot, &done))
         return;
     if (done.tx_bytes == 0 && done.rx_bytes == 0 && done.retransmits == 0 && !done.established)
         return;
