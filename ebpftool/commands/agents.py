@@ -15,7 +15,7 @@ Prices = Annotated[Optional[str], typer.Option(
                      "ebpftool/tracers/agents/prices.yaml; copy and edit it).")]
 Cleartext = Annotated[bool, typer.Option(
     "--cleartext/--no-cleartext", help="Also follow cleartext HTTP connections (a local Ollama or vLLM); "
-                                       "--no-cleartext: TLS (OpenSSL) only.")]
+                                       "--no-cleartext: TLS (OpenSSL's and Go's) only.")]
 GoTls = Annotated[bool, typer.Option(
     "--go-tls/--no-go-tls", help="Also follow Go programs' own TLS (crypto/tls, uprobes in each Go executable): "
                                  "every TLS read and write of every Go process then pays them (a 1 KiB echo "

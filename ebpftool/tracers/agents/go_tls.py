@@ -108,9 +108,10 @@ def register_abi(version: str) -> bool:
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= OLDEST_GO
 
 
-def go_executable_candidates(proc: str = "/proc") -> list[str]:
-    """Openable paths of the executables of running processes (each file once), to be checked for Go's TLS."""
-    found: dict[tuple[int, int], str] = {}
+def go_executable_candidates(proc: str = "/proc") -> list[tuple[str, os.stat_result]]:
+    """Openable paths of the executables of running processes, each file once with its stat, to be checked for
+    Go's TLS."""
+    found: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
     for pid in pids(proc):
         exe = executable_path(pid, proc)
         if exe is None:
@@ -120,7 +121,7 @@ def go_executable_candidates(proc: str = "/proc") -> list[str]:
             st = os.stat(path)
         except OSError:
             continue
-        found.setdefault((st.st_dev, st.st_ino), path)
+        found.setdefault((st.st_dev, st.st_ino), (path, st))
     return list(found.values())
 
 
@@ -136,11 +137,7 @@ class GoTlsUprobes:
         """Attach the uprobes to every running Go executable with crypto/tls not attached yet; the paths newly
         attached."""
         new = []
-        for path in go_executable_candidates(proc):
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
+        for path, st in go_executable_candidates(proc):
             identity, version = (st.st_dev, st.st_ino), (st.st_dev, st.st_ino, st.st_mtime_ns)
             if identity in self.attached or version in self.passed or path in self.refused:
                 continue
