@@ -109,13 +109,9 @@ class InProcessTracer(TracerThread):
         if self.tracer.hooks != "socket":
             raise SystemExit("this benchmark toggles the socket hooks, which this kernel does not offer")
         self.bpf = self.tracer.prog.bpf
-        self._attached = True
 
-    def attach(self, on: bool) -> None:
-        """The per-request hooks in place (on) or not; the rest of the tracer goes on either way."""
-        if on == self._attached:
-            return
-        self._attached = on
+    def switch(self, on: bool) -> None:
+        """The per-request hooks: the socket tracepoints and the arrival hook."""
         prog = self.tracer.prog
         raw = [tp for tp in (*SOCKET_RAW_TRACEPOINTS, ARRIVAL_RAW_TRACEPOINT) if f"raw_tracepoint:{tp}" in prog.probes]
         switch_hooks(prog, raw, self.tracer.btf_hooks, on)

@@ -122,12 +122,9 @@ class InProcessNet(TracerThread):
         self.raw = [p.split(":", 1)[1] for p in self.tracer.prog.probes if p.startswith("raw_tracepoint:")]
         if not self.raw:
             raise SystemExit("this benchmark switches the raw tracepoints, which this kernel does not offer")
-        self._attached = True
 
-    def attach(self, on: bool) -> None:
-        if on != self._attached:
-            switch_hooks(self.tracer.prog, self.raw, (), on)
-            self._attached = on
+    def switch(self, on: bool) -> None:
+        switch_hooks(self.tracer.prog, self.raw, (), on)
 
 
 def loopback_bytes() -> int:

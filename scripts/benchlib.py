@@ -143,7 +143,7 @@ def cpu_seconds(pid: int, stat: str | None = None) -> float:
 class TracerThread:
     """A tracer as its command builds it, run by the command's runner loop in a thread of this process, so
     that a benchmark can detach and attach its per-event hooks in milliseconds (the program compiled and
-    loaded once). Returns once its probes are attached."""
+    loaded once): attach(on), for which a subclass says how (switch). Returns once its probes are attached."""
 
     def __init__(self, tracer, telemetry, interval: float = 1.0) -> None:
         from ebpftool.core.runner import StopFlag  # the scripts put the tree on sys.path before this runs
@@ -157,6 +157,16 @@ class TracerThread:
         self._started.wait(120)
         if self._failure or not self._started.is_set():
             raise SystemExit(f"the {tracer.name} tracer did not start: {self._failure}")
+        self._attached = True
+
+    def attach(self, on: bool) -> None:
+        """The per-event hooks in place (on) or not; the rest of the tracer goes on either way."""
+        if on != self._attached:
+            self.switch(on)
+            self._attached = on
+
+    def switch(self, on: bool) -> None:
+        raise NotImplementedError
 
     def _run(self, telemetry, interval: float) -> None:
         from ebpftool.core.runner import run
