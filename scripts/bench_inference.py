@@ -108,7 +108,6 @@ class InProcessTracer(TracerThread):
         super().__init__(inference_tracer(common, [port], None, None, hooks=hooks)(telemetry), telemetry)
         if self.tracer.hooks != "socket":
             raise SystemExit("this benchmark toggles the socket hooks, which this kernel does not offer")
-        self.bpf = self.tracer.prog.bpf
 
     def switch(self, on: bool) -> None:
         """The per-request hooks: the socket tracepoints and the arrival hook."""
