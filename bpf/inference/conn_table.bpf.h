@@ -58,6 +58,99 @@ static __always_inline u32 conn_home(u64 sk)
     return SOCKET_HASH(sk, CONN_TABLE_BITS);
 }
 
+#if ARRIVAL_HOOK
+/* What the arrival hook (sk_data_ready) reads and writes, apart from the connection's state: the hook runs on
+ * the CPU that queued the bytes (on loopback, the sender's), the reads and writes on the server's, and a
+ * cache line both write bounces between them. With the hook on conn_state's own fields each request moved
+ * several of its lines across and back, and the read that followed missed on them. Here one line per
+ * connection moves (the hook notes an arrival, the server's next read takes it), and the state's lines stay
+ * with the server's CPU. A line per slot: 64 bytes, and the mmapable array's values begin on a page. */
+struct conn_arrival {
+    u64 key;        /* conns[slot].key's socket (0: none), for the hook's probes */
+    u64 first;      /* the first bytes of the next request arrived (0: none since the last read took them) */
+    u64 last;       /* the latest bytes arrived (noted while want_last), taken by the next read */
+    u8 open;        /* a request began and its answer has not: bytes arriving are its own */
+    u8 want_last;   /* the latest arrival is noted: before the connection's first request, and on HTTP/2 */
+    u8 pad[38];
+};
+#define BPF_F_MMAPABLE_FLAG 1024  /* BPF_F_MMAPABLE */
+BPF_F_TABLE("array", u32, struct conn_arrival, conn_arrivals, MAX_CONNS, BPF_F_MMAPABLE_FLAG);
+
+static __always_inline struct conn_arrival *arrival_line(struct conn_state *c)
+{
+    u32 slot = c->slot & (MAX_CONNS - 1);
+    return conn_arrivals.lookup(&slot);
+}
+
+/* A connection's line, from now on its socket's (slot: its slot in conns). */
+static __always_inline void arrival_watch(u32 slot, u64 sk)
+{
+    struct conn_arrival *a = conn_arrivals.lookup(&slot);
+    if (!a)
+        return;
+    a->first = 0;
+    a->last = 0;
+    a->open = 0;
+    a->want_last = 1;  /* (seq 0) */
+    a->key = sk;
+}
+
+/* The hook's view of c brought up to date after its state changed (a request began, was answered or ended;
+ * the connection became HTTP/2 or TLS): the conditions on conn_state the hook would otherwise read. A request
+ * that opens also drops an arrival noted since its read took the last one: bytes of its own. */
+static __always_inline void arrival_sync(struct conn_state *c)
+{
+    struct conn_arrival *a = arrival_line(c);
+    if (!a)
+        return;
+    u8 open = c->req_start != 0 && c->resp_start == 0;
+    u8 want_last = c->seq == 0 || c->proto == PROTO_H2;
+    if (open && !a->open && a->first != 0)
+        a->first = 0;
+    if (a->open != open)
+        a->open = open;
+    if (a->want_last != want_last)
+        a->want_last = want_last;
+}
+
+/* At a read that moved bytes: what the hook noted since the last one, into c->arrival (kept if it is set:
+ * the first arrival counts) and c->arrival_last, where the state machine takes them. */
+static __always_inline void arrival_take(struct conn_state *c)
+{
+    struct conn_arrival *a = arrival_line(c);
+    if (!a)
+        return;
+    u64 first = a->first, last = a->last;
+    if (first != 0) {
+        if (c->arrival == 0)
+            c->arrival = first;
+        a->first = 0;
+    }
+    if (last != 0) {
+        c->arrival_last = last;
+        a->last = 0;
+    }
+}
+
+/* sk's line, or NULL (the same probes as find_conn_in, on conn_arrivals' keys). */
+static __always_inline struct conn_arrival *find_arrival(u64 sk)
+{
+    u32 home = conn_home(sk);
+#pragma unroll
+    for (u32 i = 0; i < CONN_PROBES; i++) {
+        u32 slot = (home + i) & (MAX_CONNS - 1);
+        struct conn_arrival *a = conn_arrivals.lookup(&slot);
+        if (a && a->key == sk)
+            return a;
+    }
+    return 0;
+}
+#else
+static __always_inline void arrival_watch(u32 slot, u64 sk) {}
+static __always_inline void arrival_sync(struct conn_state *c) {}
+static __always_inline void arrival_take(struct conn_state *c) {}
+#endif
+
 /* sk's state, or NULL; *slot_out: its slot. */
 static __always_inline struct conn_state *find_conn_in(u64 sk, u32 *slot_out)
 {
@@ -92,9 +185,9 @@ static __always_inline void mark_slot(u32 slot, int used)
         __sync_fetch_and_and(bits, ~(1ULL << (slot % 64)));
 }
 
-/* A free slot for sk, claimed (key CONN_CLAIMED) and counted; NULL when all
- * of sk's slots are taken. */
-static __always_inline struct conn_state *claim_conn(u64 sk)
+/* A free slot for sk, claimed (key CONN_CLAIMED) and counted, *slot_out its index; NULL when all of sk's
+ * slots are taken. */
+static __always_inline struct conn_state *claim_conn(u64 sk, u32 *slot_out)
 {
     u32 home = conn_home(sk);
 #pragma unroll
@@ -104,6 +197,7 @@ static __always_inline struct conn_state *claim_conn(u64 sk)
         if (c && c->key == 0 && __sync_val_compare_and_swap(&c->key, 0, CONN_CLAIMED) == 0) {
             mark_slot(slot, 1);
             conn_filter_add(sk, 1);
+            *slot_out = slot;
             return c;
         }
     }
@@ -116,6 +210,11 @@ static __always_inline void forget_connection(u64 sk)
     struct conn_state *c = find_conn_in(sk, &slot);
     if (c && __sync_val_compare_and_swap(&c->key, sk, CONN_CLAIMED) == sk) {
         /* this CPU owns the slot until it stores 0: nobody else counts it out or takes it meanwhile */
+#if ARRIVAL_HOOK
+        struct conn_arrival *a = conn_arrivals.lookup(&slot);
+        if (a)
+            a->key = 0;
+#endif
         mark_slot(slot, 0);
         conn_filter_add(sk, -1);
         c->key = 0;

@@ -3,6 +3,8 @@
  * hook, the sockets of followed connections. */
 
 BPF_TABLE("lru_hash", u64, struct conn_state, conns, MAX_CONNS);
+/* The arrival hook of these hooks reads and writes conn_state itself (hooks_syscall.bpf.h): nothing to sync. */
+static __always_inline void arrival_sync(struct conn_state *c) {}
 /* Syscall hooks: a connection is a file descriptor of a process. */
 static __always_inline u64 current_key(s32 fd)
 {

@@ -127,6 +127,7 @@ static __always_inline int socket_read(void *ctx, u64 sk, int ret, u64 flags)
     }
     if (flags & RECV_NOT_FROM_STREAM)
         return 0;  /* a peek's bytes will be read again; the error queue holds the socket's own timestamps */
+    arrival_take(c);
     u32 how, len = 0;
     u64 iov_array;
 #if TLS_HOOKS
@@ -290,13 +291,15 @@ RAW_TRACEPOINT_PROBE(sock_send_length)
 static __always_inline int watch_connection(u64 sk, u16 port, u16 client_port, u16 family, const u8 *v4,
                                             const u8 *v6, u8 seeded)
 {
-    struct conn_state *slot = find_conn(sk);
+    u32 index = 0;
+    struct conn_state *slot = find_conn_in(sk, &index);
     if (!slot)
-        slot = claim_conn(sk);
+        slot = claim_conn(sk, &index);
     if (!slot)
         return 0;
     struct conn_state c = {};
     c.key = sk;
+    c.slot = index;
     c.id = ((u64)bpf_get_prandom_u32() << 32) ^ bpf_ktime_get_ns();
     c.port = port;
     c.client_port = client_port;
@@ -307,6 +310,7 @@ static __always_inline int watch_connection(u64 sk, u16 port, u16 client_port, u
     else
         __builtin_memcpy(c.client_addr, v6, 16);
     *slot = c;
+    arrival_watch(index, sk);
     last_writes.delete(&sk);
     return 1;
 }
@@ -382,18 +386,19 @@ static __always_inline int bytes_arrived(u64 sk)
 {
     if (!maybe_watched(sk))
         return 0;
-    struct conn_state *c = find_conn(sk);
-    if (!c)
+    /* conn_state is not touched here: its line in conn_arrivals (conn_table.bpf.h) says all */
+    struct conn_arrival *a = find_arrival(sk);
+    if (!a)
         return 0;
-    int first = c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0);
-    int last = c->seq == 0 || c->proto == PROTO_H2;  /* (conn_state.arrival_last) */
+    int first = a->first == 0 && !a->open;
+    int last = a->want_last;  /* (conn_state.arrival_last) */
     if (!first && !last)
         return 0;
     u64 t = read_time(sk);  /* TCP's clock of the socket: refreshed as it took the segment in */
     if (first)
-        c->arrival = t;
+        a->first = t;
     if (last)
-        c->arrival_last = t;
+        a->last = t;
     return 0;
 }
 

@@ -153,6 +153,7 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
             c->req_start = 0;
             c->seq = 0;
             c->arrival = 0;
+            arrival_sync(c);
             stat_add(STAT_INF_TLS, 1);
             return READ_DONE;
         }
@@ -433,6 +434,7 @@ static __always_inline int on_write(u64 *k, struct conn_state *c, u64 ptr, u32 l
     if (first) {
         c->resp_start = start;
         c->status = status;
+        arrival_sync(c);  /* bytes arriving from now on begin the next request */
     }
     c->resp_end = now;
     c->resp_bytes += total;

@@ -118,6 +118,7 @@ static __always_inline void h2_begin(struct conn_state *c, u64 now, u32 preface_
     c->proto = PROTO_H2;
     c->req_start = 0;
     c->flags = 0;
+    arrival_sync(c);
     c->h2_pass[H2_FROM_CLIENT] = preface_left;
     c->h2_pass[H2_FROM_SERVER] = 0;
     c->h2_next[H2_FROM_CLIENT] = 0;

@@ -144,6 +144,7 @@ struct conn_state {
     __u8 tls_data_seen;  /* a TLS application-data record was read outside any library call (see tls_unknown) */
     __u8 h2_drop[2];     /* per direction: the rest of the current frame is left out (a frame user space needs not) */
     __u16 h2_tail[2];    /* per direction: the current DATA frame's last bytes to copy after those skipped */
+    __u32 slot;          /* socket hooks: its slot in the connection table (and in conn_arrivals) */
     __u64 arrival_last;  /* the latest bytes arrived (sk_data_ready) before the next read, kept only before the
                           * connection's first request began and on HTTP/2 connections: a read of many frames
                           * is timed by its last bytes, so that no stream in it starts before it was sent */

@@ -1,6 +1,8 @@
 /* A request's life, whatever its protocol: begun, sampled against the span budget, finished into the
  * histograms (exact whatever the budget) and, if sampled, sent to user space. */
 
+static __always_inline void arrival_sync(struct conn_state *c);  /* the connection table's (conn_table*.bpf.h) */
+
 /* The second word of a struct req_key (port, status, method, op, slot). */
 #define KEY_WORD(k) (*(u64 *)&(k)->port)
 #define SLOT_STATE_WORD(state) ((u64)(state) << 48)
@@ -92,6 +94,7 @@ static __always_inline void finish_request(u64 *k, struct conn_state *c, u64 now
     /* Whatever comes next, this request is over: the next read begins another. */
     c->req_start = 0;
     c->resp_start = 0;
+    arrival_sync(c);
     if (c->flags & REQ_UNPARSED)
         return;  /* counted when it began; not a request we can name */
     u64 end = c->resp_end ? c->resp_end : now;
@@ -166,6 +169,7 @@ static __always_inline void begin_request(struct conn_state *c, u64 start)
     c->reads = 0;
     c->writes = 0;
     c->seq++;
+    arrival_sync(c);
 }
 
 /* A request we can name takes a span from the budget (now: the current time;
