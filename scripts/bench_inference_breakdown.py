@@ -2,6 +2,7 @@
 """Where the inference tracer's overhead goes: control variants against the full tracer, in one run.
 
     sudo /opt/ebpftool/venv/bin/python scripts/bench_inference_breakdown.py [--seconds 60] [--cycles 1]
+        [--variants full,floor,...] [--base COMMIT]
 
 Same load and protocol as scripts/bench_inference.py: nginx (one worker, small file) under `wrk -t1 -c32`,
 each variant loaded in this process while wrk runs, its per-request hooks detached and attached again every
@@ -15,6 +16,10 @@ half second, nginx's own count giving each slice's requests/s (benchlib.alternat
                request's and the response's first bytes, one histogram slot)
   floor_btf    the same, its send side on the tcp_sendmsg_locked BTF tracepoint (the struct msghdr's buffer
                loaded directly: no registers, no iovec read), the cheapest hook this kernel allows there
+  arrival_inert the tracer as shipped but its arrival hook (sk_data_ready) returns at once: what noting
+               arrivals costs beyond the hook's dispatch
+  base         (with --base COMMIT) the tracer as shipped with bpf/ as it was at COMMIT: a change's effect,
+               side by side in one run
 Tracer variants load a patched copy of bpf/; the tree is never modified. Then one more loaded run of the full
 tracer and of each floor with kernel.bpf_stats_enabled gives each program's runs per request and ns per run
 (bpf_stats adds its own ~60 ns per run). Not part of the test suite.
@@ -27,6 +32,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,26 +51,43 @@ from ebpftool.core.bpf import BpfProgram  # noqa: E402
 from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS, send_hook_btf_defines  # noqa: E402
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
+ARRIVAL_TOP = "static __always_inline int bytes_arrived(u64 sk)\n{\n"
+RAW_HOOKS = len(SOCKET_RAW_TRACEPOINTS)  # a patch to the raw socket hooks must hit each of them
+# variant: [(text in bpf/inference/hooks_socket.bpf.h, its replacement, times it must occur)]
 PATCHES = {
     "full": [],
     "full_raw": [],
     # c->port is never 0 on a watched connection: the condition keeps the lookup in the program.
-    "after_lookup": [(HOOK_LOOKUP, HOOK_LOOKUP + "    if (c->port != 0)\n        return 0;  /* bench variant */\n")],
-    "return_now": [("_length)\n{\n", "_length)\n{\n    return 0;  /* bench variant */\n")],  # both raw hooks' tops
+    "after_lookup": [(HOOK_LOOKUP, HOOK_LOOKUP + "    if (c->port != 0)\n        return 0;  /* bench variant */\n",
+                      RAW_HOOKS)],
+    "return_now": [("_length)\n{\n", "_length)\n{\n    return 0;  /* bench variant */\n", RAW_HOOKS)],  # both tops
+    "arrival_inert": [(ARRIVAL_TOP, ARRIVAL_TOP + "    return 0;  /* bench variant */\n", 1)],
     "floor": [],
     "floor_btf": [],
+    "base": [],
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
+SHIPPED_HOOKS = ("full", "arrival_inert", "base")  # loaded with the tracer's own choice of hooks (BTF where allowed)
 SLICE_S = 0.5
 
 
-def variant_dir(name: str, into: Path) -> Path:
-    """A copy of bpf/ with the variant's patches applied to the socket hooks (bpf/inference/hooks_socket.bpf.h)."""
+def variant_dir(name: str, into: Path, base: str | None = None) -> Path:
+    """A copy of bpf/ with the variant's patches applied to the socket hooks (bpf/inference/hooks_socket.bpf.h);
+    for "base", bpf/ as it was at commit base."""
     d = into / name
+    if name == "base":
+        if not base:
+            raise SystemExit("the base variant needs --base COMMIT")
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", base, "bpf"], capture_output=True)
+        if archive.returncode:
+            raise SystemExit(f"--base {base}: {archive.stderr.decode().strip()}")
+        (into / "base-tree").mkdir()
+        subprocess.run(["tar", "-x", "-C", str(into / "base-tree")], input=archive.stdout, check=True)
+        return (into / "base-tree" / "bpf").rename(d)
     shutil.copytree(ROOT / "bpf", d)
     src = (d / "inference" / "hooks_socket.bpf.h").read_text()
-    for old, new in PATCHES[name]:
-        if src.count(old) < len(SOCKET_RAW_TRACEPOINTS):  # every patch must hit both raw socket hooks
+    for old, new, times in PATCHES[name]:
+        if src.count(old) < times:
             raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference/hooks_socket.bpf.h; update {__file__}")
         src = src.replace(old, new)
     (d / "inference" / "hooks_socket.bpf.h").write_text(src)
@@ -97,7 +120,7 @@ class FloorProgram:
 
 
 @contextlib.contextmanager
-def variant(name: str, bpf_dir: Path, port: int) -> Iterator[InProcessTracer | FloorProgram]:
+def variant(name: str, bpf_dir: Path | None, port: int) -> Iterator[InProcessTracer | FloorProgram]:
     """The variant loaded in this process, its hooks attached; unloaded on exit."""
     if name in FLOORS:
         loaded = FloorProgram(port, send_hook_btf=name == "floor_btf")
@@ -105,7 +128,7 @@ def variant(name: str, bpf_dir: Path, port: int) -> Iterator[InProcessTracer | F
         default_dir, ebpftool.core.bpf.BPF_DIR = ebpftool.core.bpf.BPF_DIR, bpf_dir
         try:
             # the patches are to the raw socket hooks; "full" is the tracer as shipped (BTF send hook here)
-            loaded = InProcessTracer(port, hooks="auto" if name == "full" else "socket-raw")
+            loaded = InProcessTracer(port, hooks="auto" if name in SHIPPED_HOOKS else "socket-raw")
         finally:
             ebpftool.core.bpf.BPF_DIR = default_dir
     try:
@@ -119,20 +142,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="alternating run per variant and cycle")
     ap.add_argument("--cycles", type=int, default=1, help="times every variant runs, interleaved")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--variants", help="comma-separated, in this order (default: all but base; base with --base)")
+    ap.add_argument("--base", metavar="COMMIT", help="add the variant base: bpf/ as it was at COMMIT")
     args = ap.parse_args()
-    pairs: dict[str, list[float]] = {name: [] for name in PATCHES}
+    names = args.variants.split(",") if args.variants else [n for n in PATCHES if n != "base" or args.base]
+    unknown = [n for n in names if n not in PATCHES]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(PATCHES)}")
+    pairs: dict[str, list[float]] = {name: [] for name in names}
     costs = {}
     with tempfile.TemporaryDirectory() as tmp, nginx_server(workers=1) as port:
-        dirs = {name: variant_dir(name, Path(tmp)) for name in PATCHES}
+        dirs = {name: variant_dir(name, Path(tmp), args.base) for name in names if name not in FLOORS}
         wrk(port, 1)  # warm-up
         for cycle in range(args.cycles):
-            for name in PATCHES:
-                with variant(name, dirs[name], port) as loaded:
+            for name in names:
+                with variant(name, dirs.get(name), port) as loaded:
                     load = start_wrk(port, args.seconds + 3)
                     time.sleep(1.5)  # wrk connected (while the hooks were attached) and running
                     run = alternating_slices(loaded.attach, lambda: nginx_requests(port), args.seconds, SLICE_S)
                     load.wait()
-                    if cycle == 0 and name in ("full", "full_raw", *FLOORS):
+                    if cycle == 0 and name in ("full", "full_raw", "arrival_inert", "base", *FLOORS):
                         costs[name] = bpf_time_during(os.getpid(), lambda: wrk(port, 2.0)["requests"])
                 pairs[name] += [p["ratio"] for p in run["pairs"]]
                 print(f"  cycle {cycle} {name:12s} {run['ratio_median']:.3f} (mean {run['ratio_mean']:.3f} ± "
