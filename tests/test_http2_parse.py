@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ebpftool.tracers.inference import http2 as h2
 from ebpftool.tracers.inference.h2_streams import H2Peer, InferenceHttp2
 from ebpftool.tracers.inference.hpack import (HUFFMAN_CODES, STATIC_TABLE, Decoder, HpackError, decode_integer,
-                                              huffman_decode)
+                                              decode_string, huffman_decode)
 from tests import wire
 from tests.servers.nginx import free_port, wait_listening
 
@@ -135,6 +135,22 @@ def test_huffman_of_every_symbol():
         pad = -bits % 8
         value = (code << pad) | ((1 << pad) - 1)
         assert huffman_decode(value.to_bytes((bits + pad) // 8, "big")) == bytes([sym])
+
+
+@FUZZ
+@given(st.binary(max_size=126))
+def test_a_huffman_string_decodes_alike_every_time(coded):
+    """decode_string keeps what it decoded (hpack.py's memo): a string decodes, or fails, alike the first time
+    and after, and as huffman_decode says."""
+    literal = bytes([0x80 | len(coded)]) + coded  # H bit, 7-bit length
+    def outcome(decode, *args):
+        try:
+            return decode(*args)
+        except HpackError:
+            return "error"
+    direct = outcome(huffman_decode, coded)
+    assert outcome(decode_string, literal, 0) == (direct if direct == "error" else (direct, len(literal)))
+    assert outcome(decode_string, literal, 0) == outcome(decode_string, literal, 0)
 
 
 @FUZZ

@@ -243,7 +243,25 @@ def decode_string(data: bytes, pos: int) -> tuple[bytes, int]:
     if end > len(data):
         raise HpackError("string longer than the header block")
     raw = bytes(data[pos:end])
-    return (huffman_decode(raw) if huffman else raw), end
+    if not huffman:
+        return raw, end
+    text = _HUFFMAN_MEMO.get(raw)
+    if text is None:
+        text = huffman_decode(raw)
+        if length <= HUFFMAN_MEMO_KEY_MAX:
+            if len(_HUFFMAN_MEMO) >= HUFFMAN_MEMO_ENTRIES:
+                _HUFFMAN_MEMO.clear()
+            _HUFFMAN_MEMO[raw] = text
+    return text, end
+
+
+# Decoded Huffman strings by their coded octets. A server and its clients send the same few values over and
+# over (content types, paths, dates that change once a second, `server`, `grpc-status`), and decoding is the
+# parser's largest cost per stream (a bit walk in Python); only what decoded without error is kept. Bounded:
+# cleared when full. It holds what the dynamic tables hold anyway: values seen on this node, never exported.
+HUFFMAN_MEMO_ENTRIES = 4096
+HUFFMAN_MEMO_KEY_MAX = 256
+_HUFFMAN_MEMO: dict[bytes, bytes] = {}
 
 
 class Decoder:
