@@ -39,12 +39,24 @@ def capture(streams: int, pcap: Path) -> int:
                 break
         out = subprocess.run(["h2load", "-c", "8", "-m", "10", "-n", str(streams),
                               f"http://127.0.0.1:{port}/index.html"], capture_output=True, text=True)
-        time.sleep(0.5)  # the last segments into the file
+        settled(pcap)  # tcpdump lags under load: the last segments into the file before it stops
         cap.terminate()
         _, err = cap.communicate()
         if out.returncode or "\n0 packets dropped" not in "\n" + err:
             raise SystemExit(f"capture failed: h2load exit {out.returncode}; tcpdump: {err.strip()}")
     return port
+
+
+def settled(path: Path, quiet_s: float = 1.0, limit_s: float = 60.0) -> None:
+    """Returns once path has not grown for quiet_s (at most limit_s)."""
+    size, since, deadline = -1, time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        now = path.stat().st_size if path.exists() else 0
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.1)
 
 
 def pieces(c: wire.Connection) -> list[tuple[int, str, bytes]]:
