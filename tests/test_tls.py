@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
@@ -346,3 +347,45 @@ def test_node_https_and_http2_are_measured_with_their_tokens(certificate, hooks)
     assert figures["connections_tls_unknown"] == 0 and figures["connections_tls"] == 10, proc.stdout
     node = subprocess.run(["sh", "-c", "readlink -f $(command -v node)"], capture_output=True, text=True).stdout.strip()
     assert f"uprobes on {node}" in proc.stderr + proc.stdout or "libssl" in proc.stderr + proc.stdout
+
+
+def test_a_request_over_tls_starts_when_its_bytes_arrived(certificate, hooks):
+    """The watched process (a relay terminating TLS with Python's ssl, in front of nginx) reads each request
+    300 ms after its encrypted bytes are there: the span starts at their arrival (the plaintext comes at the
+    library call's return, the time from the socket), so it lasts about as long as the client waited, and
+    says how long the bytes waited. The connection is made, then left idle, before its first request: that
+    request starts at its own bytes, not at the end of the handshake (TLS 1.3's last flight, the client's
+    change cipher spec and encrypted Finished, is no request's)."""
+    from ebpftool import semconv as sc
+    delay_s = 0.3
+    receiver = GrpcReceiver()
+    waits = []
+    try:
+        with nginx_server() as upstream:
+            port = free_port()
+            relay = [sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream), "65536", "65536",
+                     str(int(delay_s * 1000)), *certificate]
+            with serving(relay, port, ready_line=True), \
+                    EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                     "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *hooks]) as proc:
+                conn = client(port)
+                conn.connect()  # the TLS handshake: before the first request and its client's timing
+                time.sleep(delay_s)  # the connection idle (the scenario, not a wait for something)
+                for _ in range(4):
+                    t0 = time.perf_counter_ns()
+                    assert request(conn, "GET", "/index.html")[0] == 200
+                    waits.append(time.perf_counter_ns() - t0)
+                conn.close()
+                assert receiver.wait_for(lambda: len(spans_on(receiver, port)) >= 4), proc.stderr
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    spans = sorted(spans_on(receiver, port), key=lambda s: s.start_ns)
+    assert len(spans) == 4 and {s.attributes["url.scheme"] for s in spans} == {"https"}, [s.attributes for s in spans]
+    # The first request's first 24 bytes are read at once (split_relay.py), the rest of it and every later
+    # request late; all of them long after the handshake.
+    for span, waited in zip(spans, waits):
+        measured = span.end_ns - span.start_ns
+        assert waited // 2 <= measured <= waited + max(1_000_000, waited // 50), (measured, waited)
+    for span in spans[1:]:
+        assert span.attributes[sc.EBPFTOOL_HTTP_QUEUE_TIME] >= delay_s * 0.95, span.attributes

@@ -136,9 +136,7 @@ static __always_inline int socket_read(void *ctx, u64 sk, int ret, u64 flags)
         if (ret > 0 && tls_read_outside_call(sk, c) && (c->arrival != 0 || c->tls == TLS_BIO_UNKNOWN)) {
             u64 arg = syscall_buffer(&how);
             u64 ptr = first_buffer(how, arg, ret, &len, &iov_array);
-            u8 record = 0;
-            if (c->arrival != 0 && ptr && read_user(&record, 1, (void *)ptr) == 0 &&
-                record == TLS_RECORD_HANDSHAKE)
+            if (c->arrival != 0 && ptr && tls_handshake_only(ptr, len))
                 c->arrival = 0;  /* the handshake's bytes arrived: not a request's */
             tls_note_data(c, ptr);
         }

@@ -210,10 +210,8 @@ static __always_inline int read_exit(void *ctx, long ret)
 #if TLS_HOOKS
     if (c->tls) {
         /* ciphertext: the plaintext comes at the library call's return (as with the socket hooks) */
-        u8 record = 0;
         if (tls_read_outside_call(k, c)) {
-            if (c->arrival != 0 && ptr && read_user(&record, 1, (void *)ptr) == 0 &&
-                record == TLS_RECORD_HANDSHAKE)
+            if (c->arrival != 0 && ptr && tls_handshake_only(ptr, len))
                 c->arrival = 0;  /* the handshake's bytes arrived: not a request's */
             tls_note_data(c, ptr);
         }

@@ -103,6 +103,37 @@ static __always_inline int tls_read_outside_call(u64 key, struct conn_state *c)
 
 #define TLS_RECORD_APPLICATION_DATA 0x17
 
+/* Whether ciphertext read outside any library call is a handshake flight and nothing more (its arrival is no
+ * request's): it begins with a handshake or change-cipher-spec record and holds no application data past the
+ * flight's own encrypted Finished (TLS 1.3's is an application-data record after the change cipher spec,
+ * TLS 1.2's a handshake record). A client may send its first request right behind its Finished, and the
+ * server's handshake read then takes both: that arrival is the request's. */
+static __always_inline int tls_handshake_only(u64 ptr, u32 len)
+{
+    u32 off = 0;
+    u8 ccs = 0, finished = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        u8 h[5] = {};
+        if (off + 5 > len || read_user(h, 5, (void *)(ptr + off)) != 0)
+            return 1;
+        u8 type = h[0];
+        if (i == 0 && type != TLS_RECORD_HANDSHAKE && type != TLS_RECORD_CHANGE_CIPHER_SPEC)
+            return 0;
+        if (type == TLS_RECORD_CHANGE_CIPHER_SPEC) {
+            ccs = 1;
+        } else if (type == TLS_RECORD_APPLICATION_DATA) {
+            if (!ccs || finished)
+                return 0;
+            finished = 1;
+        } else if (type == TLS_RECORD_HANDSHAKE && ccs) {
+            finished = 1;
+        }
+        off += 5 + ((u32)h[3] << 8 | h[4]);
+    }
+    return 1;
+}
+
 /* A ciphertext read of a TLS connection whose library is not known yet: an application-data record read
  * outside any library call is noted (tls_closed counts the connection if no plaintext ever came). */
 static __always_inline void tls_note_data(struct conn_state *c, u64 ptr)
