@@ -239,6 +239,20 @@ def run_ebpftool(args: list[str], timeout: float = 120.0, env: dict | None = Non
                           timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
+def assert_started_at_arrival(spans, waits_ns: list[int], delay_s: float) -> None:
+    """Spans of requests a server read delay_s late (tests.servers.split_relay.late_reader; its first request's
+    first 24 bytes at once), in order, against what the client waited for each: each starts at its bytes'
+    arrival, so it lasts about as long as the client waited (not the few ms from the late read to the answer),
+    and the later ones say how long their bytes waited."""
+    from ebpftool import semconv as sc
+    assert len(spans) == len(waits_ns), [(s.name, s.attributes) for s in spans]
+    for span, waited in zip(spans, waits_ns):
+        measured = span.end_ns - span.start_ns
+        assert waited // 2 <= measured <= waited + max(1_000_000, waited // 50), (measured, waited)
+    for span in spans[1:]:
+        assert span.attributes[sc.EBPFTOOL_HTTP_QUEUE_TIME] >= delay_s * 0.95, span.attributes
+
+
 def inference_args(port: int, receiver, hooks: str) -> list[str]:
     """`ebpftool inference` on port with these --hooks, exporting to a test receiver over gRPC each second."""
     return ["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc",

@@ -26,6 +26,7 @@ from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server
 from ebpftool.tracers.inference.tracer import LATER_PROGRAMS_LOADED
 from tests.servers.process import serving
+from tests.servers.split_relay import command as split_relay_command
 
 pytestmark = pytest.mark.bpf
 
@@ -180,8 +181,7 @@ def split_relay(upstream: int, *args: str):
     """tests/servers/split_relay.py in front of a server: by default 7-byte reads from the client, 5-byte
     writes to it (args: READ_SIZE WRITE_SIZE READ_DELAY_MS)."""
     port = free_port()
-    with serving([sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream), *args], port,
-                 ready_line=True):
+    with serving(split_relay_command(port, upstream, *args), port, ready_line=True):
         yield port
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from ebpftool import semconv as sc
-from tests.conftest import ROOT, EbpftoolProcess, inference_args, run_ebpftool, skip_unless_kernel_offers
+from tests.conftest import (ROOT, EbpftoolProcess, assert_started_at_arrival, inference_args, run_ebpftool,
+                            skip_unless_kernel_offers)
 from tests.kernel_state import read_by_server, wait_until
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, master_pid, nginx_server, wait_listening
-from tests.servers.process import serving
+from tests.servers.split_relay import late_reader
 from tests.servers.streaming_server import running as streaming_server
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(180)]
@@ -704,27 +704,16 @@ def test_a_request_starts_when_it_arrived_not_when_the_server_read_it(hooks):
     receiver = GrpcReceiver()
     waits = []
     try:
-        with nginx_server() as upstream:
-            port = free_port()
-            relay = [sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream), "65536", "65536",
-                     str(int(delay_s * 1000))]
-            with serving(relay, port, ready_line=True), EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-                for _ in range(4):
-                    t0 = time.perf_counter_ns()
-                    assert _get(conn, "/index.html") == 200
-                    waits.append(time.perf_counter_ns() - t0)
-                conn.close()
-                assert receiver.wait_for(lambda: len(receiver.spans()) >= 4), proc.stderr
-                assert proc.stop() == 0, proc.stderr
+        with nginx_server() as upstream, late_reader(upstream, delay_s) as port, \
+                EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            for _ in range(4):
+                t0 = time.perf_counter_ns()
+                assert _get(conn, "/index.html") == 200
+                waits.append(time.perf_counter_ns() - t0)
+            conn.close()
+            assert receiver.wait_for(lambda: len(receiver.spans()) >= 4), proc.stderr
+            assert proc.stop() == 0, proc.stderr
     finally:
         receiver.stop()
-    spans = sorted(receiver.spans(), key=lambda s: s.start_ns)
-    assert len(spans) == 4, [(s.name, s.attributes) for s in spans]
-    # The relay reads the first request's first 24 bytes at once (split_relay.py), the rest of it and every
-    # later request late.
-    for span, waited in zip(spans, waits):
-        measured = span.end_ns - span.start_ns
-        assert waited // 2 <= measured <= waited + max(1_000_000, waited // 50), (measured, waited)
-    for span in spans[1:]:
-        assert span.attributes[sc.EBPFTOOL_HTTP_QUEUE_TIME] >= delay_s * 0.95, span.attributes
+    assert_started_at_arrival(sorted(receiver.spans(), key=lambda s: s.start_ns), waits, delay_s)

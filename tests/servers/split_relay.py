@@ -13,6 +13,7 @@ Prints "ready" once listening.
 """
 from __future__ import annotations
 
+import contextlib
 import select
 import selectors
 import socket
@@ -20,6 +21,23 @@ import ssl
 import sys
 import threading
 import time
+
+
+def command(port: int, upstream: int, *args: str) -> list[str]:
+    """The command that runs this relay on port (args: [READ_SIZE [WRITE_SIZE [READ_DELAY_MS [CERT KEY]]]])."""
+    return [sys.executable, "-m", "tests.servers.split_relay", str(port), str(upstream), *args]
+
+
+@contextlib.contextmanager
+def late_reader(upstream: int, delay_s: float, certificate: tuple[str, str] | None = None):
+    """This relay in front of upstream, reading whole requests, each delay_s after its bytes are there (the
+    client's side TLS with certificate: (CERT, KEY)); yields its port once it listens."""
+    from tests.servers.nginx import free_port
+    from tests.servers.process import serving
+    port = free_port()
+    args = ["65536", "65536", str(int(delay_s * 1000)), *(certificate or ())]
+    with serving(command(port, upstream, *args), port, ready_line=True):
+        yield port
 
 
 class LockedTLS:
