@@ -101,8 +101,6 @@ static __always_inline int tls_read_outside_call(u64 key, struct conn_state *c)
     return 1;
 }
 
-#define TLS_RECORD_APPLICATION_DATA 0x17
-
 /* Whether ciphertext read outside any library call is a handshake flight and nothing more (its arrival is no
  * request's): it begins with a handshake or change-cipher-spec record and holds no application data past the
  * flight's own encrypted Finished (TLS 1.3's is an application-data record after the change cipher spec,

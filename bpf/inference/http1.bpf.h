@@ -148,7 +148,8 @@ static __always_inline int on_read(u64 *k, struct conn_state *c, u64 ptr, u32 le
         /* A TLS record (a handshake; mid-stream, application data), whose first read may be its 5-byte
          * header: the plaintext comes through the TLS library's hooks (hooks_tls.bpf.h), and the socket
          * hooks no longer parse this connection's bytes. */
-        if (c->line_len >= 2 && c->line[1] == 0x03 && (c->line[0] == 0x16 || (c->seeded && c->line[0] == 0x17))) {
+        if (c->line_len >= 2 && c->line[1] == 0x03 && (c->line[0] == TLS_RECORD_HANDSHAKE ||
+                                                        (c->seeded && c->line[0] == TLS_RECORD_APPLICATION_DATA))) {
             c->tls = TLS_BIO_UNKNOWN;
             c->req_start = 0;
             c->seq = 0;

@@ -77,6 +77,7 @@
 #define TLS_SOCKET_BIO 2   /* the library reads and writes the socket inside its calls (nginx, Python's ssl sockets) */
 #define TLS_MEMORY_BIO 3   /* the application moves the ciphertext itself, apart from the calls (asyncio, uvloop) */
 #define TLS_RECORD_HANDSHAKE 0x16  /* a TLS record's content type: handshake */
+#define TLS_RECORD_APPLICATION_DATA 0x17
 #define TLS_RECORD_CHANGE_CIPHER_SPEC 0x14  /* sent only within a handshake: TLS 1.2's, and TLS 1.3's before the client's
                                            * encrypted Finished (middlebox compatibility, OpenSSL's, Go's and
                                            * rustls' default), whose record type is application data's */
