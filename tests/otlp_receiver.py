@@ -69,6 +69,7 @@ class Receiver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.span_requests = 0
+        self.span_request_bytes = 0
         self.metric_requests = 0
         self._spans: list[Span] = []
         self._points: list[Point] = []
@@ -88,6 +89,7 @@ class Receiver:
                     ))
         with self._lock:
             self.span_requests += 1
+            self.span_request_bytes += req.ByteSize()  # what came over the wire (uncompressed)
             self._spans.extend(out)
 
     def add_metrics(self, req: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
