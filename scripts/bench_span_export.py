@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """What `ebpftool inference` costs nginx as a user runs it, with and without its spans: nginx (1 worker, small
 file) under `wrk -t1 -c32`, in alternating rounds: no tracer, then `ebpftool inference --port P --no-ui` as
-its own process with its defaults (spans at 1,000/s, no exporter), with `--span-rate 0`, and with `--jsonl
-FILE` (the spans written out). Ratio per round against the round's no-tracer run, median. Each tracer start
-waits for "probes attached" (warm: the compile cache filled by the first). Not part of the test suite.
+its own process with its defaults (spans at 1,000/s, no exporter), with `--span-rate 0`, with `--jsonl FILE`
+(the spans written out) and with `--otlp-endpoint` (OTLP over HTTP to a receiver in this process, which
+decodes what it gets: tests/otlp_receiver.py). Ratio per round against the round's no-tracer run, median;
+and the tracer process's CPU time during each run, per 1,000 spans where the spans are counted (the lines
+written, the spans received). Each tracer start waits for "probes attached" (warm: the compile cache filled
+by the first). Not part of the test suite.
 
-    sudo /opt/ebpftool/venv/bin/python scripts/bench_span_export.py ROUNDS SECONDS     # e.g. 6 4
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_span_export.py ROUNDS SECONDS [BASE_TREE]    # e.g. 6 4
+
+With BASE_TREE (a checkout of another commit), its jsonl and otlp runs alternate with this tree's.
 """
 import os
 import re
@@ -16,28 +21,54 @@ import tempfile
 import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from tests.otlp_receiver import HttpReceiver
 from tests.servers.nginx import nginx_server
-def start(port, extra):
+JSONL = os.path.join(tempfile.gettempdir(), "bench-span-export.jsonl")
+def start(port, extra, root=ROOT):
     p = subprocess.Popen([sys.executable, "-m", "ebpftool", "inference", "--port", str(port), "--no-ui", *extra],
-                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if "probes attached" in line: return p
     raise SystemExit("did not start")
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def lines(path):
+    try:
+        with open(path, "rb") as f: return sum(1 for _ in f)
+    except FileNotFoundError: return 0
 def wrk(port, s):
     out = subprocess.run(["wrk", "-t1", "-c32", f"-d{s}s", f"http://127.0.0.1:{port}/index.html"], capture_output=True, text=True).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 rounds, secs = int(sys.argv[1]), int(sys.argv[2])
-configs = {"none": None, "defaults": [], "span-rate 0": ["--span-rate", "0"], "jsonl": ["--jsonl", os.path.join(tempfile.gettempdir(), "bench-span-export.jsonl"), "--overwrite"]}
+receiver = HttpReceiver()
+configs = {"none": None, "defaults": [], "span-rate 0": ["--span-rate", "0"], "jsonl": ["--jsonl", JSONL, "--overwrite"],
+           "otlp": ["--otlp-endpoint", receiver.endpoint]}
+spans_of = {"jsonl": lambda: lines(JSONL), "otlp": lambda: len(receiver.spans(""))}
+base = sys.argv[3] if len(sys.argv) > 3 else None
+if base:
+    configs.update({"jsonl@base": configs["jsonl"], "otlp@base": configs["otlp"]})
+    spans_of.update({"jsonl@base": spans_of["jsonl"], "otlp@base": spans_of["otlp"]})
 res = {k: [] for k in configs}
+cpu = {k: [] for k in configs}  # (tracer CPU seconds, spans) during each run
 with nginx_server() as port:
     for r in range(rounds):
         for name, extra in configs.items():
-            p = None if extra is None else start(port, extra)
+            p = None if extra is None else start(port, extra, base if name.endswith("@base") else ROOT)
             time.sleep(0.5)
+            count = spans_of.get(name, lambda: 0)
+            c0, n0 = (cpu_seconds(p.pid), count()) if p else (0, 0)
             res[name].append(wrk(port, secs))
-            if p: p.terminate(); p.wait(30)
+            if p:
+                cpu[name].append((cpu_seconds(p.pid) - c0, count() - n0))
+                p.terminate(); p.wait(30)
         print(r, {k: round(v[-1]) for k, v in res.items()}, flush=True)
+receiver.stop()
 for k in configs:
     if k == "none": continue
     ratios = [a / b for a, b in zip(res[k], res["none"])]
-    print(f"{k}: median ratio vs none {statistics.median(ratios):.3f}  {[round(x, 3) for x in ratios]}")
+    used = sum(c for c, _ in cpu[k]) / (rounds * secs)
+    spans = sum(n for _, n in cpu[k])
+    per = f", {1000 * sum(c for c, _ in cpu[k]) / spans * 1000:.0f} ms per 1,000 spans ({spans} spans)" if spans else ""
+    print(f"{k}: median ratio vs none {statistics.median(ratios):.3f}  {[round(x, 3) for x in ratios]}; "
+          f"tracer CPU {100 * used:.1f}% of a core{per}")

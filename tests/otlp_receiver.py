@@ -203,10 +203,13 @@ class HttpReceiver(Receiver):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections kept open between exports, as a collector keeps them
+
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if outer.fail:
                     self.send_response(503)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 if self.path == "/v1/traces":
@@ -221,6 +224,7 @@ class HttpReceiver(Receiver):
                     resp = metrics_service_pb2.ExportMetricsServiceResponse()
                 else:
                     self.send_response(404)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 payload = resp.SerializeToString()

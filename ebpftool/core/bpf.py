@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import logging
 import os
 import platform
 import re
@@ -28,7 +29,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from ebpftool.core import bpf_cache, bpf_compile
 from ebpftool.core.bpf_cache import load_program
 from ebpftool.core.cstruct import BPF_DIR, load_header
+from ebpftool.core.ringbuf import RingBufferReader, RingBufferSet
 from ebpftool.errors import EbpftoolError
+
+log = logging.getLogger(__name__)
 
 COMMON_HEADER = "common.bpf.h"
 _COMMON_STRUCTS, _COMMON = load_header(COMMON_HEADER)
@@ -482,7 +486,8 @@ class BpfProgram:
         self.macros = list(macros)
         self.parts = [dict(part) for part in parts]
         self.bpf = None
-        self._ring_buffers: list[str] = []
+        self._ring_buffers: list[str] = []  # read through BCC's callbacks
+        self._mapped_ring_buffers: RingBufferSet | None = None  # read from their memory
         self.probes: list[str] = []  # what was attached, for the start-up report
         self.btf_programs: dict[str, int] = {}  # function -> fd of its tp_btf program
         self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
@@ -740,14 +745,24 @@ class BpfProgram:
 
     # -- ring buffers ------------------------------------------------------------
     def open_ring_buffer(self, map_name: str, on_event: Callable[[bytes], None]) -> None:
-        """Deliver each record of ring buffer `map_name` to on_event(bytes)."""
+        """Deliver each record of ring buffer `map_name` to on_event(bytes): read from the map's memory
+        (ebpftool.core.ringbuf), or through BCC's callback where the map cannot be mapped."""
+        table = self.bpf[map_name]
+        try:
+            reader = RingBufferReader(table.map_fd, int(table.max_entries), on_event)
+        except (OSError, ValueError, AttributeError) as exc:
+            log.debug("ring buffer %s read through BCC: %s", map_name, exc)
 
-        def _callback(_ctx, data, size):
-            on_event(ctypes.string_at(data, size))
-            return 0
+            def _callback(_ctx, data, size):
+                on_event(ctypes.string_at(data, size))
+                return 0
 
-        self.bpf[map_name].open_ring_buffer(_callback)
-        self._ring_buffers.append(map_name)
+            table.open_ring_buffer(_callback)
+            self._ring_buffers.append(map_name)
+            return
+        if self._mapped_ring_buffers is None:
+            self._mapped_ring_buffers = RingBufferSet()
+        self._mapped_ring_buffers.add(reader)
 
     def poll(self, timeout_ms: int) -> None:
         """Drain all ring buffers of this program, waiting up to timeout_ms.
@@ -755,17 +770,25 @@ class BpfProgram:
         A program without ring buffers (metrics only) waits the same time, so
         the runner's loop never spins a CPU.
         """
+        if self._mapped_ring_buffers is not None:
+            # Records submitted without a wakeup (bpf/common.bpf.h) do not end the wait; they are read after it.
+            self._mapped_ring_buffers.poll(0 if self._ring_buffers else timeout_ms)
         if self._ring_buffers:
             self.bpf.ring_buffer_poll(timeout_ms)
-            # Records submitted without a wakeup (bpf/common.bpf.h) do not end
-            # the wait; they are read here.
             self.bpf.ring_buffer_consume()
-        elif timeout_ms > 0:
+        elif self._mapped_ring_buffers is None and timeout_ms > 0:
             time.sleep(timeout_ms / 1000)
 
     def consume(self) -> None:
+        if self._mapped_ring_buffers is not None:
+            self._mapped_ring_buffers.consume()
         if self._ring_buffers:
             self.bpf.ring_buffer_consume()
+
+    @property
+    def failed_records(self) -> int:
+        """Ring-buffer records whose handler raised (skipped, the rest delivered)."""
+        return self._mapped_ring_buffers.failed_records if self._mapped_ring_buffers is not None else 0
 
     # -- maps --------------------------------------------------------------------
     def __getitem__(self, name: str):
@@ -854,6 +877,9 @@ class BpfProgram:
                 os.close(fd)
             self.multi_programs.clear()
             self.btf_programs.clear()
+            if self._mapped_ring_buffers is not None:
+                self._mapped_ring_buffers.close()
+                self._mapped_ring_buffers = None
             if self.bpf is not None:
                 try:
                     self.bpf.cleanup()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from functools import lru_cache
 
 AF_INET = socket.AF_INET    # 2 on Linux, as in struct sock's skc_family
 AF_INET6 = socket.AF_INET6  # 10 on Linux
@@ -19,6 +20,7 @@ def ip_from_bytes(raw: bytes, family: int) -> IPAddress | None:
     return None
 
 
+@lru_cache(maxsize=4096)  # a span's client: the same few addresses again and again
 def format_address(raw: bytes, family: int) -> str:
     """The address as text, an IPv4-mapped IPv6 address as IPv4; '' for another family."""
     ip = ip_from_bytes(raw, family)

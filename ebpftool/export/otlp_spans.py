@@ -148,9 +148,16 @@ def _span(span) -> bytes:
 def encode_span_request(spans) -> bytes:
     """An ExportTraceServiceRequest's bytes for these SDK spans, grouped by resource and scope as the
     SDK's encoder groups them; Unsupported where that encoder must take them."""
-    groups: dict = {}
+    by_object: dict[tuple[int, int], tuple] = {}  # an SDK resource hashes its attributes as JSON each time
     for span in spans:
-        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope or None, []).append(_span(span))
+        resource, scope = span.resource, span.instrumentation_scope or None
+        group = by_object.get((id(resource), id(scope)))
+        if group is None:
+            group = by_object[(id(resource), id(scope))] = (resource, scope, [])
+        group[2].append(_span(span))
+    groups: dict = {}  # equal resources (and scopes) together, as the SDK's encoder groups them
+    for resource, scope, encoded in by_object.values():
+        groups.setdefault(resource, {}).setdefault(scope, []).extend(encoded)
     request = []
     for resource, scopes in groups.items():
         body = _field(b"\x0a", _resource(resource))

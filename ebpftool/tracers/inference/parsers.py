@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")
 OTHER_METHOD = "_OTHER"  # the conventions' value for a method outside the known set
@@ -67,6 +68,7 @@ def clean_path(target: str) -> str:
     return _SAFE_PATH.sub("_", path)[:MAX_PATH]
 
 
+@lru_cache(maxsize=4096)  # a server's few paths, span after span
 def path_template(path: str) -> str:
     """A low-cardinality stand-in for the route (unknown from bytes): ids become {id}."""
     return "/".join("{id}" if _ID_SEGMENT.match(seg) else seg for seg in path.split("/"))

@@ -35,7 +35,8 @@ class InferenceSpans:
                 parts = self._pending[key] = []
                 if len(self._pending) > PENDING_CAPTURES_MAX:
                     self._pending.popitem(last=False)
-            parts.append((e.part, bytes(e.data[: min(e.len, H["CAPTURE_MAX"])])))
+            start = self._capture_t.data.offset  # the bytes sliced from the record (a ctypes array slices into a list)
+            parts.append((e.part, bytes(data[start:start + min(e.len, H["CAPTURE_MAX"])])))
         elif kind == H["EVENT_REQUEST"]:
             e = decode(self._request_t, data)
             parts = self._pending.pop((e.conn, e.seq), [])
