@@ -488,6 +488,7 @@ class BpfProgram:
         self.bpf = None
         self._ring_buffers: list[str] = []  # read through BCC's callbacks
         self._mapped_ring_buffers: RingBufferSet | None = None  # read from their memory
+        self._failed_records_before_close = 0
         self.probes: list[str] = []  # what was attached, for the start-up report
         self.btf_programs: dict[str, int] = {}  # function -> fd of its tp_btf program
         self.btf_links: dict[str, int] = {}     # function -> fd of its attachment
@@ -788,7 +789,8 @@ class BpfProgram:
     @property
     def failed_records(self) -> int:
         """Ring-buffer records whose handler raised (skipped, the rest delivered)."""
-        return self._mapped_ring_buffers.failed_records if self._mapped_ring_buffers is not None else 0
+        live = self._mapped_ring_buffers.failed_records if self._mapped_ring_buffers is not None else 0
+        return self._failed_records_before_close + live
 
     # -- maps --------------------------------------------------------------------
     def __getitem__(self, name: str):
@@ -878,6 +880,7 @@ class BpfProgram:
             self.multi_programs.clear()
             self.btf_programs.clear()
             if self._mapped_ring_buffers is not None:
+                self._failed_records_before_close = self._mapped_ring_buffers.failed_records  # the summary's, after
                 self._mapped_ring_buffers.close()
                 self._mapped_ring_buffers = None
             if self.bpf is not None:

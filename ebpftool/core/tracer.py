@@ -115,7 +115,13 @@ class Tracer(ABC):
             st = p.stats()
             lost += st[STAT_RINGBUF_FULL]
             unsampled += st[STAT_SPAN_BUDGET]
-        return {"events_lost": lost, "spans_unsampled": unsampled}
+        return {"events_lost": lost, "spans_unsampled": unsampled, **self.unreadable_events()}
+
+    def unreadable_events(self) -> dict[str, int]:
+        """Ring-buffer records this tracer's handler could not take (ebpftool.core.ringbuf): a row of the
+        summary where there were any."""
+        n = sum(p.failed_records for p in self.programs)
+        return {"events_unreadable": n} if n else {}
 
     def drop_metrics(self) -> list[Any]:
         """drops() as metric points (ebpftool.tracers.base names them); none by default."""

@@ -295,7 +295,7 @@ class AgentsTracer(BpfTracer):
 
     def drops(self) -> dict[str, int]:
         lost = sum(p.stats()[STAT_RINGBUF_FULL] for p in self.programs if p.bpf is not None)
-        return {"events_lost": lost, "spans_unsampled": self.spans_unsampled}
+        return {"events_lost": lost, "spans_unsampled": self.spans_unsampled, **self.unreadable_events()}
 
     # -- terminal ----------------------------------------------------------------------------
     def _update_view(self) -> None:
