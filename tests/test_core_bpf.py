@@ -288,3 +288,14 @@ def test_a_function_refused_for_uprobe_multi_links_is_tried_once_and_attaches_pe
         assert prog["uprobe_calls"][ctypes.c_int(0)].value == 2
     finally:
         prog.close()
+
+
+def test_a_field_reader_reads_what_decode_reads_in_the_order_named():
+    from ebpftool.core.cstruct import field_reader
+    from ebpftool.tracers.inference.records import STRUCTS
+
+    capture_t = STRUCTS["capture_event"]
+    record = bytes(capture_t(type=1, pid=4242, conn=(1 << 60) + 12345, seq=7, part=3, len=999))
+    want = decode(capture_t, record)
+    for names in (("conn", "seq", "part", "len"), ("len", "conn"), ("pid",), ("part", "type", "seq")):
+        assert field_reader(capture_t, *names)(record) == tuple(getattr(want, n) for n in names)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import struct
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 # Where the C programs and their headers are (EBPFTOOL_BPF_DIR for an installed copy elsewhere).
 BPF_DIR = Path(os.environ.get("EBPFTOOL_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
@@ -104,6 +106,26 @@ def decode(struct_type: type[ctypes.Structure], data: bytes) -> ctypes.Structure
     if len(data) < size:
         raise ValueError(f"{struct_type.__name__}: record of {len(data)} bytes, expected {size}")
     return struct_type.from_buffer_copy(data[:size])
+
+
+_SCALAR_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def field_reader(struct_type: type[ctypes.Structure], *names: str) -> Callable[[bytes], tuple[int, ...]]:
+    """A reader of some unsigned integer fields of a record, as a tuple in the order named: for a record
+    of which only a few fields are wanted (no copy of the rest, as decode() makes)."""
+    fields = sorted((getattr(struct_type, n).offset, getattr(struct_type, n).size, i) for i, n in enumerate(names))
+    fmt, at, order = "<", 0, []
+    for offset, size, i in fields:
+        fmt += f"{offset - at}x" if offset > at else ""
+        fmt += _SCALAR_CODES[size]
+        at = offset + size
+        order.append(i)
+    unpack = struct.Struct(fmt).unpack_from
+    if order == sorted(order):
+        return unpack
+    back = [order.index(i) for i in range(len(names))]
+    return lambda data: tuple(unpack(data)[j] for j in back)
 
 
 def cstring(raw) -> str:

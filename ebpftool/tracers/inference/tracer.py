@@ -14,6 +14,7 @@ before the tracer started are followed from their next request (watch.py).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Callable
 
 from ebpftool.core.bpf import (BpfProgram, bucket_macro, in_background, in_threads, kernel_allows_uprobe_multi,
                                run_raw_tracepoint_program, seconds_to_ns)
+from ebpftool.core.cstruct import field_reader
 from ebpftool.core.plan import Plan, usable
 from ebpftool.core.tracer import TracerOptions
 from ebpftool.enrich import k8s
@@ -90,6 +92,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         self.notify = notify or (lambda msg: print(f"inference: {msg}", file=sys.stderr, flush=True))
         self.prog: BpfProgram | None = None
         self._capture_t = STRUCTS["capture_event"]
+        self._capture_size = ctypes.sizeof(self._capture_t)
+        self._capture_fields = field_reader(self._capture_t, "conn", "seq", "part", "len")
         self._request_t = STRUCTS["request_event"]
         self._pending: OrderedDict[tuple[int, int], list[tuple[int, bytes]]] = OrderedDict()
         self._exe: dict[int, str] = {}
