@@ -114,7 +114,11 @@ def test_over_its_share_of_a_core_the_tracer_thins_spans_and_every_request_is_st
                 lambda: histogram_count(grpc_receiver, sc.HTTP_SERVER_REQUEST_DURATION, port) >= done, timeout=15)
             assert proc.stop() == 0, proc.stderr
     assert "spans now at 1/" in proc.stderr   # said when it happened
-    assert json.loads(summary.read_text())["spans_thinned_to"] <= 0.5
+    doc = json.loads(summary.read_text())
+    assert doc["spans_thinned_to"] <= 0.5
+    # what the tool cost while it traced (its spans and its polling took CPU), within the machine's cores
+    assert 0 < doc["cpu_seconds"] <= doc["traced_seconds"] * os.cpu_count()
+    assert "CPU while tracing" in proc.stdout
     measured = histogram_count(grpc_receiver, sc.HTTP_SERVER_REQUEST_DURATION, port)
     assert done <= measured <= done + 32, (done, measured)   # + those in flight when wrk stopped
     spans = len([s for s in grpc_receiver.spans() if s.attributes.get(sc.SERVER_PORT) == port])

@@ -242,6 +242,15 @@ def cpu_budget_moved(max_cpu_percent: float) -> Callable[[int, float], None]:
     return say
 
 
+def cpu_share(result: RunResult) -> str:
+    """The tool's CPU while it traced, as a share of one core and per 1,000 spans it emitted."""
+    text = f"{result.cpu_seconds / result.traced_seconds:.1%} of a core"
+    spans = result.pipeline.get("spans_emitted", 0)
+    if spans >= 1000:
+        text += f" ({1000 * result.cpu_seconds / spans * 1000:.0f} ms per 1,000 spans)"
+    return text
+
+
 def is_health_figure(label: str) -> bool:
     return any(word in label for word in HEALTH_FIGURES)
 
@@ -261,6 +270,8 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telem
         rows += [(t.name, k.replace("_", " "), v) for k, v in result.drops.get(t.name, {}).items()]
         if t.name in result.series_folded:
             rows.append((t.name, "series folded into overflow (--max-series)", result.series_folded[t.name]))
+    if result.traced_seconds > 0:
+        rows.append(("ebpftool", "CPU while tracing (all its threads)", cpu_share(result)))
     if result.span_shift_max:
         rows.append(("ebpftool", "spans thinned for --max-cpu, at most to", f"1/{1 << result.span_shift_max}"))
     rows += [("export", k.replace("_", " "), v) for k, v in result.pipeline.items()
@@ -294,6 +305,7 @@ def summary_document(result: RunResult, tracers: Sequence[Tracer], telemetry: Te
             "drops": dict(result.drops.get(t.name, {})),
             "series_folded": result.series_folded.get(t.name, 0)}
     doc["spans_thinned_to"] = 1 / (1 << result.span_shift_max)   # of --span-rate at most, for --max-cpu
+    doc["cpu_seconds"], doc["traced_seconds"] = result.cpu_seconds, result.traced_seconds
     doc["export"] = dict(result.pipeline)
     if telemetry is not None and result.pipeline:
         doc["export_by_sink"] = telemetry.sink_counters()

@@ -41,6 +41,8 @@ class RunResult:
     not_started: list[str] = field(default_factory=list)   # tracers a stop request kept from starting
     series_folded: dict[str, int] = field(default_factory=dict)  # tracer -> series folded into overflow series
     span_shift_max: int = 0   # spans were thinned to 1/2**this of the span rate at most (--max-cpu)
+    traced_seconds: float = 0.0   # from every probe attached to the stop
+    cpu_seconds: float = 0.0      # this process's CPU time (every thread) meanwhile: what the tool cost
 
 
 class StopFlag:
@@ -184,6 +186,7 @@ def run(
     running: list[Tracer] = []
     limiters = {t.name: telemetry.series_limiter(t.name, max_series) for t in tracers}
     t_start = time.monotonic()
+    traced_from: tuple[float, float] | None = None
     try:
         running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop,
                                 on_starting=on_starting)
@@ -197,6 +200,7 @@ def run(
             after_start()  # e.g. the demo's traffic, once every probe is in place
         deadline = None if duration is None else time.monotonic() + duration
         next_export = time.monotonic() + interval
+        traced_from = (time.monotonic(), time.process_time())
         per_tracer_ms = max(1, POLL_MS // len(running))
         while not stop.event.is_set():
             for t in running:
@@ -211,6 +215,9 @@ def run(
                 if on_interval:
                     on_interval(running)
     finally:
+        if traced_from is not None:
+            result.traced_seconds = time.monotonic() - traced_from[0]
+            result.cpu_seconds = time.process_time() - traced_from[1]
         stop.restore()
         result.interrupted_by = stop.reason
         result.span_shift_max = budget.max_shift_seen
