@@ -18,6 +18,10 @@ half second, nginx's own count giving each slice's requests/s (benchlib.alternat
                loaded directly: no registers, no iovec read), the cheapest hook this kernel allows there
   arrival_inert the tracer as shipped but its arrival hook (sk_data_ready) returns at once: what noting
                arrivals costs beyond the hook's dispatch
+  read_lookup  the tracer as shipped but its read hook returns once it found the connection (no request
+               begins: the writes find none to end either)
+  read_arrival the same, returning just after the read took the arrival the hook noted (its line, written
+               on the CPU that queued the bytes): what that line's trip between CPUs costs
   base         (with --base COMMIT) the tracer as shipped with bpf/ as it was at COMMIT: a change's effect,
                side by side in one run
 Tracer variants load a patched copy of bpf/; the tree is never modified. Then one more loaded run of the full
@@ -52,6 +56,7 @@ from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOIN
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
 ARRIVAL_TOP = "static __always_inline int bytes_arrived(u64 sk)\n{\n"
+READ_TAKE = "    arrival_take(c);\n"  # in socket_read, once the connection is found
 RAW_HOOKS = len(SOCKET_RAW_TRACEPOINTS)  # a patch to the raw socket hooks must hit each of them
 # variant: [(text in bpf/inference/hooks_socket.bpf.h, its replacement, times it must occur)]
 PATCHES = {
@@ -62,12 +67,15 @@ PATCHES = {
                       RAW_HOOKS)],
     "return_now": [("_length)\n{\n", "_length)\n{\n    return 0;  /* bench variant */\n", RAW_HOOKS)],  # both tops
     "arrival_inert": [(ARRIVAL_TOP, ARRIVAL_TOP + "    return 0;  /* bench variant */\n", 1)],
+    "read_lookup": [(READ_TAKE, "    if (c->port != 0)\n        return 0;  /* bench variant */\n" + READ_TAKE, 1)],
+    "read_arrival": [(READ_TAKE, READ_TAKE + "    if (c->port != 0)\n        return 0;  /* bench variant */\n", 1)],
     "floor": [],
     "floor_btf": [],
     "base": [],
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
-SHIPPED_HOOKS = ("full", "arrival_inert", "base")  # loaded with the tracer's own choice of hooks (BTF where allowed)
+# loaded with the tracer's own choice of hooks (BTF where allowed)
+SHIPPED_HOOKS = ("full", "arrival_inert", "base", "read_lookup", "read_arrival")
 SLICE_S = 0.5
 
 
@@ -161,7 +169,7 @@ def main() -> None:
                     time.sleep(1.5)  # wrk connected (while the hooks were attached) and running
                     run = alternating_slices(loaded.attach, lambda: nginx_requests(port), args.seconds, SLICE_S)
                     load.wait()
-                    if cycle == 0 and name in ("full", "full_raw", "arrival_inert", "base", *FLOORS):
+                    if cycle == 0 and name in ("full", "full_raw", *SHIPPED_HOOKS, *FLOORS):
                         costs[name] = bpf_time_during(os.getpid(), lambda: wrk(port, 2.0)["requests"])
                 pairs[name] += [p["ratio"] for p in run["pairs"]]
                 print(f"  cycle {cycle} {name:12s} {run['ratio_median']:.3f} (mean {run['ratio_mean']:.3f} ± "
