@@ -9,8 +9,12 @@ written, the spans received). Each tracer start waits for "probes attached" (war
 by the first). Not part of the test suite.
 
     sudo /opt/ebpftool/venv/bin/python scripts/bench_span_export.py ROUNDS SECONDS [BASE_TREE]    # e.g. 6 4
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_span_export.py --watched-vs-unwatched ROUNDS SECONDS
 
 With BASE_TREE (a checkout of another commit), its jsonl and otlp runs alternate with this tree's.
+--watched-vs-unwatched measures as issue 25 first did: two identical nginx servers, the tracer (defaults, then
+--otlp-endpoint, then --span-rate 0) watching the first, wrk alternating between them; the ratio of each
+round's pair (both servers pay the hooks' dispatch, only the watched one the tracer's work).
 """
 import os
 import re
@@ -40,6 +44,21 @@ def lines(path):
 def wrk(port, s):
     out = subprocess.run(["wrk", "-t1", "-c32", f"-d{s}s", f"http://127.0.0.1:{port}/index.html"], capture_output=True, text=True).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def watched_vs_unwatched(rounds, secs):
+    receiver = HttpReceiver()
+    with nginx_server() as watched, nginx_server() as unwatched:
+        for name, extra in (("defaults", []), ("otlp", ["--otlp-endpoint", receiver.endpoint]),
+                            ("span-rate 0", ["--span-rate", "0"])):
+            p = start(watched, extra)
+            time.sleep(0.5)
+            ratios = [wrk(watched, secs) / wrk(unwatched, secs) for _ in range(rounds)]
+            p.terminate(); p.wait(30)
+            print(f"{name}: watched / unwatched median {statistics.median(ratios):.3f}  {[round(x, 3) for x in ratios]}",
+                  flush=True)
+    receiver.stop()
+if sys.argv[1] == "--watched-vs-unwatched":
+    watched_vs_unwatched(int(sys.argv[2]), int(sys.argv[3]))
+    sys.exit(0)
 rounds, secs = int(sys.argv[1]), int(sys.argv[2])
 receiver = HttpReceiver()
 configs = {"none": None, "defaults": [], "span-rate 0": ["--span-rate", "0"], "jsonl": ["--jsonl", JSONL, "--overwrite"],
