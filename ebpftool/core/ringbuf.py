@@ -7,19 +7,22 @@ and slices each record out: no C-to-Python transition per record. The layout is 
 write), then the producer position's page and the data area, mapped twice in a row so that a record
 that wraps around the end reads as one piece. Each record has an 8-byte header, its length with a busy
 bit (still being written) and a discard bit, and takes its length plus the header rounded up to 8.
-Reads are plain loads: x86's ordering keeps the header's load before the record's; this tool's probes
-are x86-64 only.
+Reads are plain loads, which x86's ordering keeps in order (the producer position, then the header, then
+the record), as libbpf's acquire loads do elsewhere: on other machines the records go through BCC's
+callback instead (MAPPED_READS_SAFE).
 """
 from __future__ import annotations
 
 import logging
 import mmap
+import platform
 import select
 import struct
 from typing import Callable
 
 log = logging.getLogger(__name__)
 
+MAPPED_READS_SAFE = platform.machine() in ("x86_64", "AMD64", "i686", "i386")
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
@@ -31,6 +34,8 @@ class RingBufferReader:
     """The records of one ring buffer map (its fd and data size) to on_event(bytes), in order."""
 
     def __init__(self, map_fd: int, data_size: int, on_event: Callable[[bytes], None]) -> None:
+        if not MAPPED_READS_SAFE:
+            raise OSError(f"plain loads are not ordered on {platform.machine()}")
         if data_size <= 0 or data_size & (data_size - 1):
             raise ValueError(f"a ring buffer's size is a power of 2, not {data_size}")
         page = mmap.PAGESIZE
