@@ -25,6 +25,8 @@ import tempfile
 import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from benchlib import cpu_seconds
 from tests.otlp_receiver import HttpReceiver
 from tests.servers.nginx import nginx_server
 JSONL = os.path.join(tempfile.gettempdir(), "bench-span-export.jsonl")
@@ -34,9 +36,6 @@ def start(port, extra, root=ROOT):
     for line in p.stderr:
         if "probes attached" in line: return p
     raise SystemExit("did not start")
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 def lines(path):
     try:
         with open(path, "rb") as f: return sum(1 for _ in f)

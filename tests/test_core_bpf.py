@@ -299,3 +299,5 @@ def test_a_field_reader_reads_what_decode_reads_in_the_order_named():
     want = decode(capture_t, record)
     for names in (("conn", "seq", "part", "len"), ("len", "conn"), ("pid",), ("part", "type", "seq")):
         assert field_reader(capture_t, *names)(record) == tuple(getattr(want, n) for n in names)
+    with pytest.raises(ValueError, match="record of 40 bytes"):
+        field_reader(capture_t, "conn", "seq")(record[:40])  # a truncated record, as decode() refuses it

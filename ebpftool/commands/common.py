@@ -226,9 +226,9 @@ _PER_SINK = {"spans_exported", "spans_failed", "metric_exports_failed", "export_
 
 # Figures that count something lost, refused, dropped or not measured: at 0 they are summed up in one health
 # line instead of a row each (--summary-json keeps every figure).
-HEALTH_FIGURES = ("events lost", "events unreadable", "spans unsampled", "map full", "maps full", "table full", "not measured",
-                  "not remembered", "unmatched returns", "series folded", "spans dropped queue", "spans unsent",
-                  "snapshots superseded", "failed", "connections refused", "connections timed out")
+HEALTH_FIGURES = ("events lost", "events unreadable", "spans unsampled", "map full", "maps full", "table full",
+                  "not measured", "not remembered", "unmatched returns", "series folded", "spans dropped queue",
+                  "spans unsent", "snapshots superseded", "failed", "connections refused", "connections timed out")
 HEALTH_LINE = "health: losses, refusals, failures"
 ALL_WELL = "none"
 

@@ -13,6 +13,7 @@ import os
 import re
 import struct
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable
 
@@ -102,10 +103,16 @@ def load_header(name: str) -> tuple[dict[str, type[ctypes.Structure]], dict[str,
 
 def decode(struct_type: type[ctypes.Structure], data: bytes) -> ctypes.Structure:
     """Copy one record into a struct; short records (a truncated read) are an error."""
+    size = _whole(struct_type, data)
+    return struct_type.from_buffer_copy(data[:size])
+
+
+def _whole(struct_type: type[ctypes.Structure], data: bytes) -> int:
+    """The struct's size; a shorter record (a truncated read) is an error."""
     size = ctypes.sizeof(struct_type)
     if len(data) < size:
         raise ValueError(f"{struct_type.__name__}: record of {len(data)} bytes, expected {size}")
-    return struct_type.from_buffer_copy(data[:size])
+    return size
 
 
 _SCALAR_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -113,7 +120,8 @@ _SCALAR_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 def field_reader(struct_type: type[ctypes.Structure], *names: str) -> Callable[[bytes], tuple[int, ...]]:
     """A reader of some unsigned integer fields of a record, as a tuple in the order named: for a record
-    of which only a few fields are wanted (no copy of the rest, as decode() makes)."""
+    of which only a few fields are wanted (no copy of the rest, as decode() makes). A short record is an
+    error, as for decode()."""
     fields = sorted((getattr(struct_type, n).offset, getattr(struct_type, n).size, i) for i, n in enumerate(names))
     fmt, at, order = "<", 0, []
     for offset, size, i in fields:
@@ -122,10 +130,16 @@ def field_reader(struct_type: type[ctypes.Structure], *names: str) -> Callable[[
         at = offset + size
         order.append(i)
     unpack = struct.Struct(fmt).unpack_from
-    if order == sorted(order):
-        return unpack
-    back = [order.index(i) for i in range(len(names))]
-    return lambda data: tuple(unpack(data)[j] for j in back)
+    in_order = itemgetter(*[order.index(i) for i in range(len(names))]) if order != sorted(order) else None
+
+    whole = ctypes.sizeof(struct_type)
+
+    def read(data: bytes) -> tuple[int, ...]:
+        if len(data) < whole:
+            _whole(struct_type, data)  # raises, as decode() does
+        values = unpack(data)
+        return values if in_order is None else in_order(values)
+    return read
 
 
 def cstring(raw) -> str:

@@ -208,17 +208,14 @@ def http_span_exporter(**kwargs):
         last_size = 0
 
         def export(self, spans):
+            if self._shutdown:
+                return super().export(spans)  # the SDK's refusal, logged as it does
             client = getattr(self, "_client", None)
             limit = getattr(self, "_max_request_size", None)
-            if self._shutdown or client is None or not hasattr(client, "export"):
-                from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-                self.last_size = encode_spans(spans).ByteSize()
-                return super().export(spans)
             payload = serialized_spans(spans)
-            if limit is not None and len(payload) > limit:
-                return super().export(spans)  # the SDK's own refusal, logged and counted as it does
-            self.last_size = len(payload)
+            self.last_size = len(payload)  # equal requests: the SDK's encoding has the same size
+            if client is None or not hasattr(client, "export") or (limit is not None and len(payload) > limit):
+                return super().export(spans)  # the SDK encodes and sends (or refuses, logged as it does)
             return SpanExportResult.SUCCESS if client.export(payload).success else SpanExportResult.FAILURE
 
     return HttpSpanExporter(**kwargs)

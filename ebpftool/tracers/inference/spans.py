@@ -28,8 +28,6 @@ class InferenceSpans:
     def _on_event(self, data: bytes) -> None:
         kind = int.from_bytes(data[:4], "little")
         if kind == H["EVENT_CAPTURE"]:
-            if len(data) < self._capture_size:
-                raise ValueError(f"a capture record of {len(data)} bytes, expected {self._capture_size}")
             conn, seq, part, length = self._capture_fields(data)  # no copy of the whole record's struct
             key = (conn, seq)
             parts = self._pending.get(key)
@@ -37,7 +35,7 @@ class InferenceSpans:
                 parts = self._pending[key] = []
                 if len(self._pending) > PENDING_CAPTURES_MAX:
                     self._pending.popitem(last=False)
-            start = self._capture_t.data.offset
+            start = self._capture_data_at
             parts.append((part, bytes(data[start:start + min(length, H["CAPTURE_MAX"])])))
         elif kind == H["EVENT_REQUEST"]:
             e = decode(self._request_t, data)

@@ -14,7 +14,6 @@ before the tracer started are followed from their next request (watch.py).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import time
@@ -92,8 +91,8 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         self.notify = notify or (lambda msg: print(f"inference: {msg}", file=sys.stderr, flush=True))
         self.prog: BpfProgram | None = None
         self._capture_t = STRUCTS["capture_event"]
-        self._capture_size = ctypes.sizeof(self._capture_t)
         self._capture_fields = field_reader(self._capture_t, "conn", "seq", "part", "len")
+        self._capture_data_at = self._capture_t.data.offset  # the captured bytes, sliced from the record
         self._request_t = STRUCTS["request_event"]
         self._pending: OrderedDict[tuple[int, int], list[tuple[int, bytes]]] = OrderedDict()
         self._exe: dict[int, str] = {}
