@@ -88,6 +88,7 @@ def uprobe_events() -> str:
 
 # --- BPF objects a process holds; the inference tracer's connection table ---------------------------
 CONN_TABLE_PROBES = 8  # bpf/inference/conn_table.bpf.h CONN_PROBES: how far from its home slot a connection may lie
+CONN_FILTER_BITS = 14  # bpf/inference/conn_table.bpf.h CONN_FILTER_BITS: the filter's slots, 2**14
 
 
 def bpf_ids_held_by(pid: int) -> tuple[set[int], set[int]]:
@@ -150,6 +151,18 @@ def conn_pids(maps: set[int], hooks: str) -> list[int]:
 def array_total(map_id: int) -> int:
     """The sum of an array map's integer values (the socket hooks' conn_filter counts)."""
     return sum(int(v) for v in _map_values(map_id))
+
+
+def filter_slot(sk: int) -> int:
+    """The slot of a socket address in the socket hooks' filter (bpf/inference/conn_table.bpf.h conn_filter_slot)."""
+    return ((sk * 0x9E3779B97F4A7C15) % (1 << 64)) >> (64 - CONN_FILTER_BITS)
+
+
+def filter_bits(maps: set[int]) -> set[int]:
+    """The filter slots whose bit the socket hooks read is set (filter_bits, in key order)."""
+    words = [int(v) for v in _map_values(map_id_named(maps, "filter_bits"))]
+    assert len(words) == (1 << CONN_FILTER_BITS) // 64, len(words)
+    return {w * 64 + b for w, v in enumerate(words) for b in range(64) if v >> b & 1}
 
 
 def table_home(sk: int, slots: int) -> int:

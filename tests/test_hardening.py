@@ -29,8 +29,8 @@ from ebpftool import semconv as sc
 from tests.conftest import ROOT, EbpftoolProcess
 from tests.otlp_receiver import GrpcReceiver
 from tests.kernel_state import (CONN_TABLE_PROBES, TCP_CLOSE_WAIT, TCP_ESTABLISHED, array_total, bpf_ids_held_by,
-                                bpf_links_held_by, conn_pids, map_id_named, perf_attachments, still_loaded, table_home,
-                                table_slots, uprobe_events, wait_for_server_sockets)
+                                bpf_links_held_by, conn_pids, filter_bits, filter_slot, map_id_named, perf_attachments,
+                                still_loaded, table_home, table_slots, uprobe_events, wait_for_server_sockets)
 from tests.servers.nginx import free_port, nginx_server
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(120)]
@@ -202,6 +202,8 @@ def test_connection_table_collisions_overflow_and_reuse_are_followed_or_counted(
             ports = client_ports(clients)
             assert wait_for_server_sockets(port, ports, handshake_ended)
             first = table_slots(maps)
+            # the filter's bits, which every socket operation reads, are set for the slots of watched sockets
+            bits_first = (filter_bits(maps), {filter_slot(sk) for sk in first.values()})
             distance = [(slot - table_home(sk, TABLE_SLOTS)) % TABLE_SLOTS for slot, sk in first.items()]
             requests_on(clients, 3)
             # Half of them go: slots are freed inside other connections' probe chains.
@@ -209,6 +211,7 @@ def test_connection_table_collisions_overflow_and_reuse_are_followed_or_counted(
                 c.close()
             assert wait_for_server_sockets(port, ports[: TABLE_CLIENTS // 2], server_closed)
             kept = table_slots(maps)
+            bits_kept = (filter_bits(maps), {filter_slot(sk) for sk in kept.values()})
             free = set(range(TABLE_SLOTS)) - kept.keys()
             behind_a_gap = [slot for slot, sk in kept.items()
                             if any((table_home(sk, TABLE_SLOTS) + i) % TABLE_SLOTS in free
@@ -233,6 +236,7 @@ def test_connection_table_collisions_overflow_and_reuse_are_followed_or_counted(
             measured = histogram_count(grpc_receiver, sc.HTTP_SERVER_REQUEST_DURATION, port)
             left_used = array_total(map_id_named(maps, "conn_used"))
             left_filter = array_total(map_id_named(maps, "conn_filter"))
+            left_bits = filter_bits(maps)
             assert proc.stop() == 0, proc.stderr
     assert len(first) <= TABLE_SLOTS < TABLE_CLIENTS
     assert all(0 <= d < CONN_TABLE_PROBES for d in distance), distance
@@ -240,7 +244,9 @@ def test_connection_table_collisions_overflow_and_reuse_are_followed_or_counted(
     assert behind_a_gap, "no kept connection lay behind a freed slot of its chain: the lookup past it went untested"
     assert new_followed > 0, "no freed slot was taken again"
     assert measured == want, (measured, want, len(first), len(kept), new_followed)
-    assert left_used == left_filter == 0  # every slot freed, the counting filter back to zero
+    assert bits_first[0] == bits_first[1], bits_first  # (exactly: the tracer follows no other socket)
+    assert bits_kept[0] == bits_kept[1], bits_kept  # the closed ones' bits cleared, but where a kept one shares the slot
+    assert left_used == left_filter == 0 and not left_bits  # every slot freed, the counting filter back to zero
     assert summary_figure(proc.stdout, "connections not followed (table full)") == untracked
 
 
@@ -399,6 +405,7 @@ def test_killed_server_leaves_no_connection_state_and_tracing_goes_on(tmp_path, 
                 # The counting filter in front of conns counts exactly the entries left (none: every
                 # connection is closed), so it never hides a watched socket nor grows with closed ones.
                 assert array_total(map_id_named(maps, "conn_filter")) == len(conn_pids(maps, hooks)) == 0
+                assert not filter_bits(maps)
             assert proc.proc.poll() is None
             assert proc.stop() == 0, proc.stderr
         assert "Traceback" not in proc.stderr
