@@ -22,6 +22,12 @@ half second, nginx's own count giving each slice's requests/s (benchlib.alternat
                begins: the writes find none to end either)
   read_arrival the same, returning just after the read took the arrival the hook noted (its line, written
                on the CPU that queued the bytes): what that line's trip between CPUs costs
+  skip_metrics the tracer as shipped but a finished request goes into no histogram, no count, no span (its
+               state is reset as usual): what the metrics cost
+  skip_line    the same but the request's first bytes are not copied (a fixed `GET /` line stands for them):
+               what that copy costs
+  skip_write   the same but a response write is not parsed (it begins the response, status 200; the next
+               read ends it): what reading the status line, the head's length and the events costs
   base         (with --base COMMIT) the tracer as shipped with bpf/ as it was at COMMIT: a change's effect,
                side by side in one run
 Tracer variants load a patched copy of bpf/; the tree is never modified. Then one more loaded run of the full
@@ -58,7 +64,12 @@ HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        retur
 ARRIVAL_TOP = "static __always_inline int bytes_arrived(u64 sk)\n{\n"
 READ_TAKE = "    arrival_take(c);\n"  # in socket_read, once the connection is found
 RAW_HOOKS = len(SOCKET_RAW_TRACEPOINTS)  # a patch to the raw socket hooks must hit each of them
-# variant: [(text in bpf/inference/hooks_socket.bpf.h, its replacement, times it must occur)]
+# the skip_ variants: c->port is never 0 on a watched connection, so each condition is true, but not to clang
+FINISH_UNPARSED = "        return;  /* counted when it began; not a request we can name */\n"
+LINE_COPY = "        if (read_user(c->line, n, (void *)ptr) == 0)\n            c->line_len = n;\n"
+WRITE_NOW = "    u64 now = bpf_ktime_get_ns();  /* the write's bytes are being queued: start and end are one time */\n"
+# variant: [(text in bpf/inference/hooks_socket.bpf.h, its replacement, times it must occur)], or
+# [(file in bpf/inference/, text, replacement, times)]
 PATCHES = {
     "full": [],
     "full_raw": [],
@@ -69,19 +80,31 @@ PATCHES = {
     "arrival_inert": [(ARRIVAL_TOP, ARRIVAL_TOP + "    return 0;  /* bench variant */\n", 1)],
     "read_lookup": [(READ_TAKE, "    if (c->port != 0)\n        return 0;  /* bench variant */\n" + READ_TAKE, 1)],
     "read_arrival": [(READ_TAKE, READ_TAKE + "    if (c->port != 0)\n        return 0;  /* bench variant */\n", 1)],
+    "skip_metrics": [("requests.bpf.h", FINISH_UNPARSED, FINISH_UNPARSED + (
+        "    if (c->port != 0) {  /* bench variant */\n        c->first_token = 0; c->last_token = 0; c->req_bytes = 0;"
+        " c->resp_bytes = 0; c->tokens = 0;\n        c->status = 0; c->flags = 0; c->reads = 0; c->writes = 0;\n"
+        "        return;\n    }\n"), 1)],
+    "skip_line": [("http1.bpf.h", LINE_COPY, (
+        "        if (c->port == 0 && read_user(c->line, n, (void *)ptr) == 0)  /* bench variant */\n"
+        "            c->line_len = n;\n        else {\n            *(u64 *)c->line = 0x2f20544547ULL;  /* GET / */\n"
+        "            c->line_len = 14;\n        }\n"), 1)],
+    "skip_write": [(WRITE_NOW, WRITE_NOW + (
+        "    if (c->port != 0) {  /* bench variant */\n        if (c->resp_start == 0)\n"
+        "            c->resp_start = now;\n        c->resp_end = now;\n        c->status = 200;\n"
+        "        return 0;\n    }\n"), 1)],
     "floor": [],
     "floor_btf": [],
     "base": [],
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
 # loaded with the tracer's own choice of hooks (BTF where allowed)
-SHIPPED_HOOKS = ("full", "arrival_inert", "base", "read_lookup", "read_arrival")
+SHIPPED_HOOKS = ("full", "arrival_inert", "base", "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
 SLICE_S = 0.5
 
 
 def variant_dir(name: str, into: Path, base: str | None = None) -> Path:
-    """A copy of bpf/ with the variant's patches applied to the socket hooks (bpf/inference/hooks_socket.bpf.h);
-    for "base", bpf/ as it was at commit base."""
+    """A copy of bpf/ with the variant's patches applied (to bpf/inference/hooks_socket.bpf.h unless a patch
+    names its file); for "base", bpf/ as it was at commit base."""
     d = into / name
     if name == "base":
         if not base:
@@ -93,12 +116,13 @@ def variant_dir(name: str, into: Path, base: str | None = None) -> Path:
         subprocess.run(["tar", "-x", "-C", str(into / "base-tree")], input=archive.stdout, check=True)
         return (into / "base-tree" / "bpf").rename(d)
     shutil.copytree(ROOT / "bpf", d)
-    src = (d / "inference" / "hooks_socket.bpf.h").read_text()
-    for old, new, times in PATCHES[name]:
+    for patch in PATCHES[name]:
+        file, old, new, times = patch if len(patch) == 4 else ("hooks_socket.bpf.h", *patch)
+        path = d / "inference" / file
+        src = path.read_text()
         if src.count(old) < times:
-            raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference/hooks_socket.bpf.h; update {__file__}")
-        src = src.replace(old, new)
-    (d / "inference" / "hooks_socket.bpf.h").write_text(src)
+            raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference/{file}; update {__file__}")
+        path.write_text(src.replace(old, new))
     return d
 
 

@@ -13,7 +13,7 @@ by the first). Not part of the test suite.
 
 With BASE_TREE (a checkout of another commit), its jsonl and otlp runs alternate with this tree's.
 --watched-vs-unwatched measures as issue 25 first did: two identical nginx servers, the tracer (defaults, then
---otlp-endpoint, then --span-rate 0) watching the first, wrk alternating between them; the ratio of each
+--otlp-endpoint, the same with --span-rate 100, then --span-rate 0) watching the first, wrk alternating between them; the ratio of each
 round's pair (both servers pay the hooks' dispatch, only the watched one the tracer's work).
 """
 import os
@@ -47,6 +47,7 @@ def watched_vs_unwatched(rounds, secs):
     receiver = HttpReceiver()
     with nginx_server() as watched, nginx_server() as unwatched:
         for name, extra in (("defaults", []), ("otlp", ["--otlp-endpoint", receiver.endpoint]),
+                            ("otlp, span-rate 100", ["--otlp-endpoint", receiver.endpoint, "--span-rate", "100"]),
                             ("span-rate 0", ["--span-rate", "0"])):
             p = start(watched, extra)
             time.sleep(0.5)
