@@ -62,7 +62,7 @@ struct span_schedule {
 };
 BPF_PERCPU_ARRAY(span_budget, struct span_schedule, 1);
 /* Set by user space (ebpftool/core/cpu_budget.py): spans are due 2^shift intervals apart while the tracer's
- * own CPU is over its share; the burst stays a second's worth of the rate so reduced. */
+ * own CPU is over its share; the burst lasts as long (SPAN_BURST intervals of the full rate), of fewer spans. */
 BPF_ARRAY(span_shift, u32, 1);
 #define SPAN_INTERVAL_NS (SPAN_RATE_PER_CPU ? NSEC_PER_SEC / SPAN_RATE_PER_CPU : 0)
 #define SPAN_EARLY_NS ((SPAN_BURST > 1 ? SPAN_BURST - 1 : 0) * SPAN_INTERVAL_NS)

@@ -13,6 +13,7 @@ import pytest
 
 from ebpftool import demo
 from ebpftool import semconv as sc
+from ebpftool.core.tracer import DEFAULT_SPAN_RATE
 from tests.conftest import ROOT, EbpftoolProcess, run_ebpftool
 from tests.netns import ADDR_A, ADDR_B, TwoZones
 from tests.servers.nginx import free_port
@@ -112,7 +113,7 @@ def test_config_file_holds_flags_and_flags_override_it(tmp_path, grpc_receiver, 
         f"otlp-endpoint: {grpc_receiver.endpoint}\notlp_protocol: grpc\nservice-name: from-config\n"
     )
     example = run_ebpftool(["config", "example"])
-    assert example.returncode == 0 and "#span-rate: 1000" in example.stdout and "#zones:" in example.stdout
+    assert example.returncode == 0 and f"#span-rate: {DEFAULT_SPAN_RATE}" in example.stdout and "#zones:" in example.stdout
     t0 = time.monotonic()
     proc = EbpftoolProcess(["trace", "--config", str(cfg), "--duration", "6", "--service-name", "from-flag"]).start()
     chat(streaming_server, 2)

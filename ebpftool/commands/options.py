@@ -15,7 +15,7 @@ import typer
 
 from ebpftool.core.cpu_budget import DEFAULT_MAX_CPU_PERCENT
 from ebpftool.core.series import DEFAULT_MAX_SERIES
-from ebpftool.core.tracer import DEFAULT_SPAN_RATE
+from ebpftool.core.tracer import DEFAULT_SPAN_RATE, SPAN_BURST_SECONDS
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.pipeline import EXIT_FLUSH_SECONDS
 from ebpftool.export.sinks import DEFAULT_PROMETHEUS_ADDRESS
@@ -66,7 +66,7 @@ FlushTimeout = Annotated[float, typer.Option("--flush-timeout", min=0, help="Mos
 ServiceName = Annotated[Optional[str], typer.Option("--service-name", help="service.name resource attribute (default: ebpftool).")]
 Zone = Annotated[Optional[str], typer.Option("--zone", help="This node's availability zone (default: $EBPFTOOL_ZONE).")]
 Region = Annotated[Optional[str], typer.Option("--region", help="This node's cloud region (default: $EBPFTOOL_REGION).")]
-SpanRate = Annotated[int, typer.Option("--span-rate", min=0, max=MAX_SPAN_RATE, help="Most spans per second sent from the kernel; the rest are counted, metrics stay exact.")]
+SpanRate = Annotated[int, typer.Option("--span-rate", min=0, max=MAX_SPAN_RATE, help=f"Most spans per second sent from the kernel, with bursts of up to {SPAN_BURST_SECONDS} seconds' worth; the rest are counted, metrics stay exact.")]
 MaxCpu = Annotated[float, typer.Option(
     "--max-cpu", min=0, max=100_000,
     help="ebpftool's own CPU, in percent of one core, above which it sends fewer spans (halved each second "

@@ -12,18 +12,23 @@ from ebpftool.core.bpf import STAT_RINGBUF_FULL, STAT_SPAN_BUDGET, BpfProgram
 from ebpftool.core.clock import KernelClock
 from ebpftool.core.telemetry import Telemetry
 
-DEFAULT_SPAN_RATE = 1000      # spans per second a tracer may send to user space
+# Spans per second a tracer may send to user space, and the bursts allowed above it. A span costs the tracer's
+# process ~40 us (docs/performance.md): at a node's sustained request rates the default keeps that under half
+# a percent of a core, while a burst (a test, a quiet server's busy minute) is seen whole.
+DEFAULT_SPAN_RATE = 100
+SPAN_BURST_SECONDS = 5
 DEFAULT_RINGBUF_PAGES = 256   # 1 MiB per ring buffer
 
 
 class SpanAllowance:
     """A span budget kept in user space, for records the kernel sends whatever the budget (every HTTP/2
-    stream's bytes, every agent call's: their metrics need them all): --span-rate spans a second with a
-    second's burst, thinned to 1/2**shift as the kernel's is while over --max-cpu (core.cpu_budget)."""
+    stream's bytes, every agent call's: their metrics need them all): --span-rate spans a second with bursts
+    of SPAN_BURST_SECONDS' worth, thinned to 1/2**shift as the kernel's is while over --max-cpu
+    (core.cpu_budget)."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        self._tokens = float(rate)
+        self._tokens = float(rate * SPAN_BURST_SECONDS)
         self._at = time.monotonic()
 
     def take(self, shift: int = 0) -> bool:
@@ -32,7 +37,7 @@ class SpanAllowance:
         if rate <= 0:
             return False
         now = time.monotonic()
-        self._tokens = min(rate, self._tokens + (now - self._at) * rate)
+        self._tokens = min(rate * SPAN_BURST_SECONDS, self._tokens + (now - self._at) * rate)
         self._at = now
         if self._tokens < 1:
             return False
@@ -51,7 +56,7 @@ class TracerOptions:
         """SPAN_RATE_PER_CPU / SPAN_BURST for bpf/common.bpf.h: the budget is split over CPUs."""
         ncpu = os.cpu_count() or 1
         per_cpu = max(1, self.span_rate // ncpu) if self.span_rate > 0 else 0
-        return {"SPAN_RATE_PER_CPU": per_cpu, "SPAN_BURST": max(1, per_cpu)}
+        return {"SPAN_RATE_PER_CPU": per_cpu, "SPAN_BURST": max(1, per_cpu * SPAN_BURST_SECONDS)}
 
 
 class Tracer(ABC):
