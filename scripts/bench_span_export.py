@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What `ebpftool inference` costs nginx as a user runs it, with and without its spans: nginx (1 worker, small
 file) under `wrk -t1 -c32`, in alternating rounds: no tracer, then `ebpftool inference --port P --no-ui` as
-its own process with its defaults (spans at 1,000/s, no exporter), with `--span-rate 0`, with `--jsonl FILE`
+its own process with its defaults (spans at 100/s, no exporter), with `--span-rate 0`, with `--jsonl FILE`
 (the spans written out) and with `--otlp-endpoint` (OTLP over HTTP to a receiver in this process, which
 decodes what it gets: tests/otlp_receiver.py). Ratio per round against the round's no-tracer run, median;
 and the tracer process's CPU time during each run, per 1,000 spans where the spans are counted (the lines
@@ -13,7 +13,7 @@ by the first). Not part of the test suite.
 
 With BASE_TREE (a checkout of another commit), its jsonl and otlp runs alternate with this tree's.
 --watched-vs-unwatched measures as issue 25 first did: two identical nginx servers, the tracer (defaults, then
---otlp-endpoint, the same with --span-rate 100, then --span-rate 0) watching the first, wrk alternating between them; the ratio of each
+--otlp-endpoint, the same with --span-rate 1000 (the default before 2026-12-07), then --span-rate 0) watching the first, wrk alternating between them; the ratio of each
 round's pair (both servers pay the hooks' dispatch, only the watched one the tracer's work).
 """
 import os
@@ -47,7 +47,7 @@ def watched_vs_unwatched(rounds, secs):
     receiver = HttpReceiver()
     with nginx_server() as watched, nginx_server() as unwatched:
         for name, extra in (("defaults", []), ("otlp", ["--otlp-endpoint", receiver.endpoint]),
-                            ("otlp, span-rate 100", ["--otlp-endpoint", receiver.endpoint, "--span-rate", "100"]),
+                            ("otlp, span-rate 1000", ["--otlp-endpoint", receiver.endpoint, "--span-rate", "1000"]),
                             ("span-rate 0", ["--span-rate", "0"])):
             p = start(watched, extra)
             time.sleep(0.5)
