@@ -16,7 +16,7 @@ BPF_HASH(watched_ports, u16, u8, 4096);                    /* local ports whose 
  * profile found the hooks waiting on that load). Only a slot that counts some watched socket costs the
  * table's probes. */
 #define CONN_FILTER_BITS 14
-BPF_ARRAY(conn_filter, u64, 1 << CONN_FILTER_BITS);  /* 64-bit: BCC's clang swaps no less */
+BPF_ARRAY(conn_filter, u32, 1 << CONN_FILTER_BITS);
 BPF_ARRAY(filter_bits, u64, (1 << CONN_FILTER_BITS) / 64);
 
 /* A socket's address, hashed: its top bits index the filter and the connection table. */
@@ -27,41 +27,24 @@ static __always_inline u32 conn_filter_slot(u64 sk)
     return SOCKET_HASH(sk, CONN_FILTER_BITS);
 }
 
-/* n (1 or -1) more connections in sk's slot. The count moves first; a slot that was empty sets its bit, one
- * that became empty clears it and then looks again (a connection counted in meanwhile set the bit before
- * that look, or will after it). */
+/* n (1 or -1) more connections in sk's slot. The count moves first; an insertion sets the slot's bit, a
+ * deletion that leaves the count at 0 clears it and then looks again (a connection counted in meanwhile
+ * set the bit before that look, or will after it). */
 static __always_inline void conn_filter_add(u64 sk, s32 n)
 {
     u32 slot = conn_filter_slot(sk);
     u32 word = slot / 64;
-    u64 *count = conn_filter.lookup(&slot);
+    u32 *count = conn_filter.lookup(&slot);
     u64 *bits = filter_bits.lookup(&word);
     if (!count || !bits)
         return;
     u64 bit = 1ULL << (slot % 64);
-    /* the count's old value by compare-and-swap: BCC's clang cannot use a fetching add's result */
-    u64 before = *(volatile u64 *)count;
-    int moved = 0;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        u64 seen = __sync_val_compare_and_swap(count, before, before + n);
-        if (seen == before) {
-            moved = 1;
-            break;
-        }
-        before = seen;
-    }
-    if (!moved) {  /* contended past the tries: counted, and the bit set where it may be needed */
-        __sync_fetch_and_add(count, n);
-        if (n > 0)
-            __sync_fetch_and_or(bits, bit);
-        return;
-    }
-    if (n > 0 && before == 0) {
+    __sync_fetch_and_add(count, n);
+    if (n > 0) {
         __sync_fetch_and_or(bits, bit);
-    } else if (n < 0 && before == 1) {
+    } else if (*(volatile u32 *)count == 0) {
         __sync_fetch_and_and(bits, ~bit);
-        if (*(volatile u64 *)count != 0)
+        if (*(volatile u32 *)count != 0)
             __sync_fetch_and_or(bits, bit);
     }
 }
