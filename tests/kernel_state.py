@@ -155,7 +155,7 @@ def array_total(map_id: int) -> int:
 
 def filter_slot(sk: int) -> int:
     """The slot of a socket address in the socket hooks' filter (bpf/inference/conn_table.bpf.h conn_filter_slot)."""
-    return ((sk * 0x9E3779B97F4A7C15) % (1 << 64)) >> (64 - CONN_FILTER_BITS)
+    return table_home(sk, 1 << CONN_FILTER_BITS)  # the same hash, fewer bits
 
 
 def filter_bits(maps: set[int]) -> set[int]:
