@@ -31,37 +31,28 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_inference  # noqa: E402
+from ebpftool.core.bpf_cache import _bpf, _obj_info  # noqa: E402  (the bpf() calls of the compile cache)
 from tests.servers.nginx import nginx_server  # noqa: E402
 
 SERVER_CPU, CLIENT_CPU = 1, 0
 PROGRAMS = ("recv_sock_recv", "send_tcp_sendms", "arrival_sk_data")  # the per-request hooks (names cut at 15)
 DISPATCH = re.compile(r"bpf|trace_run|rcu_read|ktime|nofault|migrate")  # kernel symbols the hooks' runs pay
-SYS_BPF = 321  # x86-64
-BPF_PROG_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = 13, 15
+BPF_PROG_GET_FD_BY_ID = 13
 INFO_SIZE, INFO_JITED_LEN, INFO_JITED_INSNS = 256, 16, 24  # struct bpf_prog_info: size used, field offsets
 
 
 def jited_image(prog_id: int) -> bytes:
     """The machine code the kernel's JIT made of program prog_id."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def bpf(cmd: int, attr: bytes) -> int:
-        buf = ctypes.create_string_buffer(attr, len(attr))
-        fd = libc.syscall(SYS_BPF, cmd, buf, len(attr))
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), f"bpf command {cmd} for program {prog_id}")
-        return fd
-
-    fd = bpf(BPF_PROG_GET_FD_BY_ID, struct.pack("=I", prog_id).ljust(64, b"\0"))
+    fd, _ = _bpf(BPF_PROG_GET_FD_BY_ID, struct.pack("<I", prog_id))
+    if fd < 0:
+        raise SystemExit(f"program {prog_id}: {os.strerror(-fd)}")
     try:
-        info = ctypes.create_string_buffer(INFO_SIZE)
-        bpf(BPF_OBJ_GET_INFO_BY_FD, struct.pack("=IIQ", fd, INFO_SIZE, ctypes.addressof(info)).ljust(64, b"\0"))
-        length = struct.unpack_from("=I", info, INFO_JITED_LEN)[0]
+        length = struct.unpack_from("<I", _obj_info(fd, INFO_SIZE), INFO_JITED_LEN)[0]
         image = ctypes.create_string_buffer(length)
-        info = ctypes.create_string_buffer(INFO_SIZE)
-        struct.pack_into("=I", info, INFO_JITED_LEN, length)
-        struct.pack_into("=Q", info, INFO_JITED_INSNS, ctypes.addressof(image))
-        bpf(BPF_OBJ_GET_INFO_BY_FD, struct.pack("=IIQ", fd, INFO_SIZE, ctypes.addressof(info)).ljust(64, b"\0"))
+        ask = bytearray(INFO_SIZE)
+        struct.pack_into("<I", ask, INFO_JITED_LEN, length)
+        struct.pack_into("<Q", ask, INFO_JITED_INSNS, ctypes.addressof(image))
+        _obj_info(fd, INFO_SIZE, bytes(ask))
         return image.raw
     finally:
         os.close(fd)
