@@ -16,6 +16,8 @@ half second, nginx's own count giving each slice's requests/s (benchlib.alternat
                request's and the response's first bytes, one histogram slot)
   floor_btf    the same, its send side on the tcp_sendmsg_locked BTF tracepoint (the struct msghdr's buffer
                loaded directly: no registers, no iovec read), the cheapest hook this kernel allows there
+  empty_btf    the tracer as shipped but its three per-request BTF hooks (read, send, arrival) return at once:
+               the tp_btf dispatch alone, what no tracer on these hooks can go below
   arrival_inert the tracer as shipped but its arrival hook (sk_data_ready) returns at once: what noting
                arrivals costs beyond the hook's dispatch
   read_lookup  the tracer as shipped but its read hook returns once it found the connection (no request
@@ -77,6 +79,11 @@ PATCHES = {
     "after_lookup": [(HOOK_LOOKUP, HOOK_LOOKUP + "    if (c->port != 0)\n        return 0;  /* bench variant */\n",
                       RAW_HOOKS)],
     "return_now": [("_length)\n{\n", "_length)\n{\n    return 0;  /* bench variant */\n", RAW_HOOKS)],  # both tops
+    "empty_btf": [("int recv_sock_recv_length(u64 *ctx)\n{\n", "int recv_sock_recv_length(u64 *ctx)\n{\n"
+                   "    return 0;  /* bench variant */\n", 1),
+                  ("int send_tcp_sendmsg(u64 *ctx)\n{\n", "int send_tcp_sendmsg(u64 *ctx)\n{\n"
+                   "    return 0;  /* bench variant */\n", 1),
+                  (ARRIVAL_TOP, ARRIVAL_TOP + "    return 0;  /* bench variant */\n", 1)],
     "arrival_inert": [(ARRIVAL_TOP, ARRIVAL_TOP + "    return 0;  /* bench variant */\n", 1)],
     "read_lookup": [(READ_TAKE, "    if (c->port != 0)\n        return 0;  /* bench variant */\n" + READ_TAKE, 1)],
     "read_arrival": [(READ_TAKE, READ_TAKE + "    if (c->port != 0)\n        return 0;  /* bench variant */\n", 1)],
@@ -98,7 +105,7 @@ PATCHES = {
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
 # loaded with the tracer's own choice of hooks (BTF where allowed)
-SHIPPED_HOOKS = ("full", "arrival_inert", "base", "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
+SHIPPED_HOOKS = ("full", "empty_btf", "arrival_inert", "base", "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
 SLICE_S = 0.5
 
 

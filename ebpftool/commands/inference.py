@@ -38,8 +38,9 @@ def inference(
     *,
     common: CommonOptions,
 ) -> None:
-    """Measure every HTTP/1.x request a server answers (any language, unchanged): duration, status and,
-    for generative-AI endpoints and Server-Sent Events, time to first token and time per output token."""
+    """Measure every request a server answers over HTTP/1.x, HTTP/2 or gRPC, in clear or TLS through
+    OpenSSL (any language, unchanged): duration, status and, for generative-AI endpoints and streamed
+    answers, tokens, time to first token and time per output token (gRPC: time to first message)."""
     execute(lambda telemetry: [inference_tracer(common, port, pid, comm, capture_bytes, hooks,
                                                 max_connections)(telemetry)], common)
 

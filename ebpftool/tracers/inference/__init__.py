@@ -1,4 +1,4 @@
-"""The inference tracer: HTTP/1.x requests an inference server answers (see tracer.py).
+"""The inference tracer: requests an inference server answers over HTTP/1.x, HTTP/2 or gRPC (see tracer.py).
 
 plans: how it hooks in; tracer: start, housekeeping; spans and metrics: what it exports;
 parsers: the captured bytes; sockets: /proc's TCP tables; figures: what the terminal shows.

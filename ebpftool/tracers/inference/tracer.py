@@ -1,4 +1,5 @@
-"""`ebpftool inference`: HTTP/1.x requests an inference server answers, from socket or syscall tracepoints.
+"""`ebpftool inference`: requests an inference server answers (HTTP/1.x, HTTP/2, gRPC; clear or OpenSSL's TLS),
+from socket or syscall tracepoints (and uprobes on libssl).
 
 The kernel (bpf/inference/) follows each watched connection: request
 start, response start and end, status, method, generative-AI operation and
