@@ -18,6 +18,10 @@ half second, nginx's own count giving each slice's requests/s (benchlib.alternat
                loaded directly: no registers, no iovec read), the cheapest hook this kernel allows there
   empty_btf    the tracer as shipped but its three per-request BTF hooks (read, send, arrival) return at once:
                the tp_btf dispatch alone, what no tracer on these hooks can go below
+  arrival_off  the tracer loaded as on a kernel without sk_data_ready: no arrivals (requests start at their read)
+  arrival_clock the same, with a request's arrival read off TCP's clock of the socket at the read (a hook on
+               tcp_rcv_space_adjust, before the read refreshes that clock; see CLOCK_NOTE): what the arrival
+               would cost that way (exact only while nothing else moved the socket's clock since the bytes came)
   arrival_inert the tracer as shipped but its arrival hook (sk_data_ready) returns at once: what noting
                arrivals costs beyond the hook's dispatch
   read_lookup  the tracer as shipped but its read hook returns once it found the connection (no request
@@ -61,6 +65,7 @@ from benchlib import alternating_slices, bpf_time_during, nginx_requests, switch
 from tests.servers.nginx import nginx_server  # noqa: E402
 from ebpftool.core.bpf import BpfProgram  # noqa: E402
 from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS, send_hook_btf_defines  # noqa: E402
+from ebpftool.tracers.inference.plans import ARRIVAL_TRACEPOINT  # noqa: E402
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
 ARRIVAL_TOP = "static __always_inline int bytes_arrived(u64 sk)\n{\n"
@@ -70,6 +75,47 @@ RAW_HOOKS = len(SOCKET_RAW_TRACEPOINTS)  # a patch to the raw socket hooks must 
 FINISH_UNPARSED = "        return;  /* counted when it began; not a request we can name */\n"
 LINE_COPY = "        if (read_user(c->line, n, (void *)ptr) == 0)\n            c->line_len = n;\n"
 WRITE_NOW = "    u64 now = bpf_ktime_get_ns();  /* the write's bytes are being queued: start and end are one time */\n"
+# arrival_clock: a request's arrival read off TCP's clock of the socket as the read finds it, before the read
+# refreshes it (the tcp_rcv_space_adjust tracepoint fires just before tcp_mstamp_refresh): the last time the
+# socket's clock moved, which is its bytes' arrival when nothing else moved it since (no later segment, ACK,
+# send or timer: a delayed ACK's timer fires 40 ms or more after the bytes came, and refreshes it)
+READ_PROLOGUE = "/* A read of socket sk returned ret (bytes, or an error) with these recv() flags. */\n"
+CLOCK_NOTE = """struct read_clock_note {
+    u64 sk;
+    u64 t;
+};
+BPF_PERCPU_ARRAY(read_clock, struct read_clock_note, 1);
+
+int clock_tcp_rcv_space_adjust(u64 *ctx)
+{
+    u64 sk = address_of(ctx[0]);
+    if (!maybe_watched(sk))
+        return 0;
+    u32 zero = 0;
+    struct read_clock_note *n = read_clock.lookup(&zero);
+    if (!n || n->sk == sk)
+        return 0;  /* a later skb of the same read: the clock is the read's own by now */
+    n->sk = sk;
+    n->t = read_time(sk);
+    return 0;
+}
+
+static __always_inline void clock_take(u64 sk, struct conn_state *c)
+{
+    u32 zero = 0;
+    struct read_clock_note *n = read_clock.lookup(&zero);
+    if (!n || n->sk != sk)
+        return;
+    n->sk = 0;
+    if ((c->req_start == 0 || c->resp_start != 0) && c->arrival == 0)
+        c->arrival = n->t;
+    if (c->seq == 0 || c->proto == PROTO_H2)
+        c->arrival_last = n->t;
+}
+
+"""
+CLOCK_HOOK = ("tcp_rcv_space_adjust", "clock_tcp_rcv_space_adjust")
+NO_ARRIVAL_HOOK = ("arrival_clock", "arrival_off")  # loaded as on a kernel without sk_data_ready
 # variant: [(text in bpf/inference/hooks_socket.bpf.h, its replacement, times it must occur)], or
 # [(file in bpf/inference/, text, replacement, times)]
 PATCHES = {
@@ -99,13 +145,15 @@ PATCHES = {
         "    if (c->port != 0) {  /* bench variant */\n        if (c->resp_start == 0)\n"
         "            c->resp_start = now;\n        c->resp_end = now;\n        c->status = 200;\n"
         "        return 0;\n    }\n"), 1)],
+    "arrival_clock": [(READ_PROLOGUE, CLOCK_NOTE + READ_PROLOGUE, 1), (READ_TAKE, "    clock_take(sk, c);\n", 1)],
+    "arrival_off": [],
     "floor": [],
     "floor_btf": [],
     "base": [],
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
 # loaded with the tracer's own choice of hooks (BTF where allowed)
-SHIPPED_HOOKS = ("full", "empty_btf", "arrival_inert", "base", "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
+SHIPPED_HOOKS = ("full", "arrival_clock", "arrival_off", "empty_btf", "arrival_inert", "base", "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
 SLICE_S = 0.5
 
 
@@ -159,6 +207,18 @@ class FloorProgram:
 
 
 @contextlib.contextmanager
+def without_arrival_hook(active: bool) -> Iterator[None]:
+    """While active, the tracer loads as on a kernel without the sk_data_ready tracepoint (ARRIVAL_HOOK 0)."""
+    exists = BpfProgram.tracepoint_exists
+    if active:
+        BpfProgram.tracepoint_exists = staticmethod(lambda tp: tp != ARRIVAL_TRACEPOINT and exists(tp))
+    try:
+        yield
+    finally:
+        BpfProgram.tracepoint_exists = staticmethod(exists)
+
+
+@contextlib.contextmanager
 def variant(name: str, bpf_dir: Path | None, port: int) -> Iterator[InProcessTracer | FloorProgram]:
     """The variant loaded in this process, its hooks attached; unloaded on exit."""
     if name in FLOORS:
@@ -167,7 +227,12 @@ def variant(name: str, bpf_dir: Path | None, port: int) -> Iterator[InProcessTra
         default_dir, ebpftool.core.bpf.BPF_DIR = ebpftool.core.bpf.BPF_DIR, bpf_dir
         try:
             # the patches are to the raw socket hooks; "full" is the tracer as shipped (BTF send hook here)
-            loaded = InProcessTracer(port, hooks="auto" if name in SHIPPED_HOOKS else "socket-raw")
+            with without_arrival_hook(name in NO_ARRIVAL_HOOK):
+                loaded = InProcessTracer(port, hooks="auto" if name in SHIPPED_HOOKS else "socket-raw")
+            if name == "arrival_clock":
+                # its hook, switched with the others
+                loaded.tracer.btf_hooks.append(CLOCK_HOOK)
+                loaded.tracer.prog.attach_btf_tracepoint(*CLOCK_HOOK)
         finally:
             ebpftool.core.bpf.BPF_DIR = default_dir
     try:
