@@ -22,6 +22,8 @@ half second, nginx's own count giving each slice's requests/s (benchlib.alternat
   arrival_clock the same, with a request's arrival read off TCP's clock of the socket at the read (a hook on
                tcp_rcv_space_adjust, before the read refreshes that clock; see CLOCK_NOTE): what the arrival
                would cost that way (exact only while nothing else moved the socket's clock since the bytes came)
+  arrival_skb  the same hook, the arrival the time the kernel stamped on the skb the read began with (the
+               kernel's receive timestamps switched on with the hooks: every packet of the node is then stamped)
   arrival_inert the tracer as shipped but its arrival hook (sk_data_ready) returns at once: what noting
                arrivals costs beyond the hook's dispatch
   read_lookup  the tracer as shipped but its read hook returns once it found the connection (no request
@@ -44,16 +46,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,6 +68,7 @@ from bench_inference import InProcessTracer, start_wrk, wrk  # noqa: E402
 from benchlib import alternating_slices, bpf_time_during, nginx_requests, switch_hooks  # noqa: E402
 from tests.servers.nginx import nginx_server  # noqa: E402
 from ebpftool.core.bpf import BpfProgram  # noqa: E402
+from ebpftool.core.btf import Btf  # noqa: E402
 from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS, send_hook_btf_defines  # noqa: E402
 from ebpftool.tracers.inference.plans import ARRIVAL_TRACEPOINT  # noqa: E402
 
@@ -96,7 +101,7 @@ int clock_tcp_rcv_space_adjust(u64 *ctx)
     if (!n || n->sk == sk)
         return 0;  /* a later skb of the same read: the clock is the read's own by now */
     n->sk = sk;
-    n->t = read_time(sk);
+    n->t = ARRIVAL_TIME;
     return 0;
 }
 
@@ -114,8 +119,19 @@ static __always_inline void clock_take(u64 sk, struct conn_state *c)
 }
 
 """
+# arrival_skb: the same hook, the time the kernel stamped on the skb the read copied from as it came in (still at
+# the receive queue's head then), with the kernel's receive timestamps switched on with the hooks (a socket that
+# asks for them: every packet of the node is then stamped with the real-time clock), converted to the monotonic
+# clock with the offset the benchmark writes once. Exact for the segment the read began with, whatever moved the
+# socket's clock since.
+SKB_STAMP = """({ void *skb = *(void **)((void *)ctx[0] + SK_RECEIVE_QUEUE_OFF);  /* struct sk_buff_head's next */
+       u64 stamp = *(u64 *)(skb + SKB_TSTAMP_OFF);
+       u32 z = 0;
+       u64 *offset = realtime_offset.lookup(&z);
+       stamp && offset ? stamp - *offset : read_time(sk); })"""
 CLOCK_HOOK = ("tcp_rcv_space_adjust", "clock_tcp_rcv_space_adjust")
-NO_ARRIVAL_HOOK = ("arrival_clock", "arrival_off")  # loaded as on a kernel without sk_data_ready
+NO_ARRIVAL_HOOK = ("arrival_clock", "arrival_skb", "arrival_off")
+SO_TIMESTAMPNS = 35  # loaded as on a kernel without sk_data_ready
 # variant: [(text in bpf/inference/hooks_socket.bpf.h, its replacement, times it must occur)], or
 # [(file in bpf/inference/, text, replacement, times)]
 PATCHES = {
@@ -145,7 +161,11 @@ PATCHES = {
         "    if (c->port != 0) {  /* bench variant */\n        if (c->resp_start == 0)\n"
         "            c->resp_start = now;\n        c->resp_end = now;\n        c->status = 200;\n"
         "        return 0;\n    }\n"), 1)],
-    "arrival_clock": [(READ_PROLOGUE, CLOCK_NOTE + READ_PROLOGUE, 1), (READ_TAKE, "    clock_take(sk, c);\n", 1)],
+    "arrival_clock": [(READ_PROLOGUE, CLOCK_NOTE.replace("ARRIVAL_TIME", "read_time(sk)") + READ_PROLOGUE, 1),
+                      (READ_TAKE, "    clock_take(sk, c);\n", 1)],
+    "arrival_skb": [(READ_PROLOGUE, "BPF_ARRAY(realtime_offset, u64, 1);\n" +
+                     CLOCK_NOTE.replace("ARRIVAL_TIME", SKB_STAMP) + READ_PROLOGUE, 1),
+                    (READ_TAKE, "    clock_take(sk, c);\n", 1)],
     "arrival_off": [],
     "floor": [],
     "floor_btf": [],
@@ -153,8 +173,17 @@ PATCHES = {
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
 # loaded with the tracer's own choice of hooks (BTF where allowed)
-SHIPPED_HOOKS = ("full", "arrival_clock", "arrival_off", "empty_btf", "arrival_inert", "base", "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
+SHIPPED_HOOKS = ("full", "arrival_clock", "arrival_skb", "arrival_off", "empty_btf", "arrival_inert", "base", "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
 SLICE_S = 0.5
+
+
+def btf_offsets(src: str) -> str:
+    """src with the struct offsets the arrival_skb patch names filled in from the running kernel's BTF."""
+    if "SKB_TSTAMP_OFF" not in src:
+        return src
+    btf = Btf.vmlinux()
+    return (src.replace("SK_RECEIVE_QUEUE_OFF", str(btf.member("sock", "sk_receive_queue").offset))
+            .replace("SKB_TSTAMP_OFF", str(btf.member("sk_buff", "tstamp").offset)))
 
 
 def variant_dir(name: str, into: Path, base: str | None = None) -> Path:
@@ -177,7 +206,7 @@ def variant_dir(name: str, into: Path, base: str | None = None) -> Path:
         src = path.read_text()
         if src.count(old) < times:
             raise SystemExit(f"variant {name}: the patch no longer matches bpf/inference/{file}; update {__file__}")
-        path.write_text(src.replace(old, new))
+        path.write_text(btf_offsets(src.replace(old, new)))
     return d
 
 
@@ -206,6 +235,22 @@ class FloorProgram:
         self.prog.close()
 
 
+def receive_timestamps_with(switch: Callable[[bool], None]) -> Callable[[bool], None]:
+    """switch, the kernel's receive timestamps on and off with it (on now, as the hooks are)."""
+    holder: list[socket.socket] = []
+
+    def both(on: bool) -> None:
+        switch(on)
+        if on and not holder:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the kernel's count of those asking goes up
+            holder.append(s)
+        elif not on and holder:
+            holder.pop().close()  # ... and down when the socket goes
+    both(True)
+    return both
+
+
 @contextlib.contextmanager
 def without_arrival_hook(active: bool) -> Iterator[None]:
     """While active, the tracer loads as on a kernel without the sk_data_ready tracepoint (ARRIVAL_HOOK 0)."""
@@ -229,10 +274,14 @@ def variant(name: str, bpf_dir: Path | None, port: int) -> Iterator[InProcessTra
             # the patches are to the raw socket hooks; "full" is the tracer as shipped (BTF send hook here)
             with without_arrival_hook(name in NO_ARRIVAL_HOOK):
                 loaded = InProcessTracer(port, hooks="auto" if name in SHIPPED_HOOKS else "socket-raw")
-            if name == "arrival_clock":
+            if name in ("arrival_clock", "arrival_skb"):
                 # its hook, switched with the others
                 loaded.tracer.btf_hooks.append(CLOCK_HOOK)
                 loaded.tracer.prog.attach_btf_tracepoint(*CLOCK_HOOK)
+            if name == "arrival_skb":
+                offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+                loaded.tracer.prog.bpf["realtime_offset"][ctypes.c_int(0)] = ctypes.c_uint64(offset)
+                loaded.switch = receive_timestamps_with(loaded.switch)
         finally:
             ebpftool.core.bpf.BPF_DIR = default_dir
     try:
