@@ -9,12 +9,14 @@ written, the spans received). Each tracer start waits for "probes attached" (war
 by the first). Not part of the test suite.
 
     sudo /opt/ebpftool/venv/bin/python scripts/bench_span_export.py ROUNDS SECONDS [BASE_TREE]    # e.g. 6 4
-    sudo /opt/ebpftool/venv/bin/python scripts/bench_span_export.py --watched-vs-unwatched ROUNDS SECONDS
+    sudo /opt/ebpftool/venv/bin/python scripts/bench_span_export.py --watched-vs-unwatched ROUNDS SECONDS [CONFIGS]
 
 With BASE_TREE (a checkout of another commit), its jsonl and otlp runs alternate with this tree's.
 --watched-vs-unwatched measures as issue 25 first did: two identical nginx servers, the tracer (defaults, then
---otlp-endpoint, the same with --span-rate 1000 (the default before 2026-12-07), then --span-rate 0) watching the first, wrk alternating between them; the ratio of each
-round's pair (both servers pay the hooks' dispatch, only the watched one the tracer's work).
+--otlp-endpoint, the same with --span-rate 1000 (the default before 2026-12-07), then --span-rate 0, then OTLP and
+--span-rate 0 again with the tracer loaded as on a kernel without sk_data_ready: no arrivals) watching the first,
+wrk alternating between them; the ratio of each round's pair (both servers pay the hooks' dispatch, only the
+watched one the tracer's work). CONFIGS: a subset of those names, separated by semicolons.
 """
 import os
 import re
@@ -30,8 +32,13 @@ from benchlib import cpu_seconds
 from tests.otlp_receiver import HttpReceiver
 from tests.servers.nginx import nginx_server
 JSONL = os.path.join(tempfile.gettempdir(), "bench-span-export.jsonl")
-def start(port, extra, root=ROOT):
-    p = subprocess.Popen([sys.executable, "-m", "ebpftool", "inference", "--port", str(port), "--no-ui", *extra],
+# `python -m ebpftool` as on a kernel without the sk_data_ready tracepoint: no arrival hook (requests start at their
+# read), to tell what the arrivals cost as a user runs the tracer
+WITHOUT_ARRIVALS = ["-c", "from ebpftool.core.bpf import BpfProgram; exists = BpfProgram.tracepoint_exists; "
+                          "BpfProgram.tracepoint_exists = staticmethod(lambda tp: tp != 'sock:sk_data_ready' and exists(tp)); "
+                          "from ebpftool.cli import main; main()"]
+def start(port, extra, root=ROOT, launch=("-m", "ebpftool")):
+    p = subprocess.Popen([sys.executable, *launch, "inference", "--port", str(port), "--no-ui", *extra],
                          cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if "probes attached" in line: return p
@@ -43,13 +50,18 @@ def lines(path):
 def wrk(port, s):
     out = subprocess.run(["wrk", "-t1", "-c32", f"-d{s}s", f"http://127.0.0.1:{port}/index.html"], capture_output=True, text=True).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-def watched_vs_unwatched(rounds, secs):
+def watched_vs_unwatched(rounds, secs, only=None):
     receiver = HttpReceiver()
     with nginx_server() as watched, nginx_server() as unwatched:
-        for name, extra in (("defaults", []), ("otlp", ["--otlp-endpoint", receiver.endpoint]),
-                            ("otlp, span-rate 1000", ["--otlp-endpoint", receiver.endpoint, "--span-rate", "1000"]),
-                            ("span-rate 0", ["--span-rate", "0"])):
-            p = start(watched, extra)
+        for name, extra, launch in (
+                ("defaults", [], None), ("otlp", ["--otlp-endpoint", receiver.endpoint], None),
+                ("otlp, span-rate 1000", ["--otlp-endpoint", receiver.endpoint, "--span-rate", "1000"], None),
+                ("span-rate 0", ["--span-rate", "0"], None),
+                ("otlp, no arrival hook", ["--otlp-endpoint", receiver.endpoint], WITHOUT_ARRIVALS),
+                ("span-rate 0, no arrival hook", ["--span-rate", "0"], WITHOUT_ARRIVALS)):
+            if only and name not in only:
+                continue
+            p = start(watched, extra, launch=launch or ("-m", "ebpftool"))
             time.sleep(0.5)
             ratios = [wrk(watched, secs) / wrk(unwatched, secs) for _ in range(rounds)]
             p.terminate(); p.wait(30)
@@ -57,7 +69,7 @@ def watched_vs_unwatched(rounds, secs):
                   flush=True)
     receiver.stop()
 if sys.argv[1] == "--watched-vs-unwatched":
-    watched_vs_unwatched(int(sys.argv[2]), int(sys.argv[3]))
+    watched_vs_unwatched(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(";") if len(sys.argv) > 4 else None)
     sys.exit(0)
 rounds, secs = int(sys.argv[1]), int(sys.argv[2])
 receiver = HttpReceiver()
