@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where the inference tracer's programs spend the server's CPU: a sampling profile of their machine code.
 
-    sudo /opt/ebpftool/venv/bin/python scripts/profile_inference_hooks.py [--seconds 8] [--top 8]
+    sudo /opt/ebpftool/venv/bin/python scripts/profile_inference_hooks.py [--seconds 8] [--top 8] [--no-arrival]
 
 nginx (1 worker, pinned to CPU 1) under `wrk -t1 -c32` (pinned to CPU 0), the tracer as shipped loaded in this
 process with its hooks attached; `perf record -a -e cpu-clock` samples both CPUs; the programs' JIT images
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_inference  # noqa: E402
+from bench_inference_breakdown import without_arrival_hook  # noqa: E402
 from ebpftool.core.bpf_cache import _bpf, _obj_info  # noqa: E402  (the bpf() calls of the compile cache)
 from tests.servers.nginx import nginx_server  # noqa: E402
 
@@ -88,6 +89,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="sampled time")
     ap.add_argument("--top", type=int, default=8, help="instructions shown per program")
+    ap.add_argument("--no-arrival", action="store_true",
+                    help="the tracer loaded as on a kernel without sk_data_ready (no arrival hook)")
     args = ap.parse_args()
     for tool in ("perf", "objdump", "bpftool", "taskset"):
         if not shutil.which(tool):
@@ -98,7 +101,8 @@ def main() -> None:
         for pid in subprocess.run(["pgrep", "-f", "nginx: worker"], capture_output=True, text=True).stdout.split():
             os.sched_setaffinity(int(pid), {SERVER_CPU})
         bench_inference.wrk(port, 1)
-        tracer = bench_inference.InProcessTracer(port, hooks="auto")
+        with without_arrival_hook(args.no_arrival):
+            tracer = bench_inference.InProcessTracer(port, hooks="auto")
         try:
             tracer.attach(True)
             load = bench_inference.start_wrk(port, args.seconds + 4)
