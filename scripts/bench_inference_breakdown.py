@@ -130,8 +130,8 @@ SKB_STAMP = """({ void *skb = *(void **)((void *)ctx[0] + SK_RECEIVE_QUEUE_OFF);
        u64 *offset = realtime_offset.lookup(&z);
        stamp && offset ? stamp - *offset : read_time(sk); })"""
 CLOCK_HOOK = ("tcp_rcv_space_adjust", "clock_tcp_rcv_space_adjust")
-NO_ARRIVAL_HOOK = ("arrival_clock", "arrival_skb", "arrival_off")
-SO_TIMESTAMPNS = 35  # loaded as on a kernel without sk_data_ready
+NO_ARRIVAL_HOOK = ("arrival_clock", "arrival_skb", "arrival_off")  # loaded as on a kernel without sk_data_ready
+SO_TIMESTAMPNS = 35  # <asm-generic/socket.h>; Python's socket module does not name it
 # variant: [(text in bpf/inference/hooks_socket.bpf.h, its replacement, times it must occur)], or
 # [(file in bpf/inference/, text, replacement, times)]
 PATCHES = {
@@ -173,7 +173,8 @@ PATCHES = {
 }
 FLOORS = ("floor", "floor_btf")  # not patches: scripts/inference_floor.bpf.c, without and with the BTF send hook
 # loaded with the tracer's own choice of hooks (BTF where allowed)
-SHIPPED_HOOKS = ("full", "arrival_clock", "arrival_skb", "arrival_off", "empty_btf", "arrival_inert", "base", "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
+SHIPPED_HOOKS = ("full", "arrival_clock", "arrival_skb", "arrival_off", "empty_btf", "arrival_inert", "base",
+                 "read_lookup", "read_arrival", "skip_metrics", "skip_line", "skip_write")
 SLICE_S = 0.5
 
 
@@ -287,6 +288,8 @@ def variant(name: str, bpf_dir: Path | None, port: int) -> Iterator[InProcessTra
     try:
         yield loaded
     finally:
+        if name == "arrival_skb":
+            loaded.switch(False)  # the receive timestamps off with the hooks, not when the socket is collected
         loaded.stop()
 
 
