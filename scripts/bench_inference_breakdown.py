@@ -65,12 +65,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import ebpftool.core.bpf  # noqa: E402
 from bench_inference import InProcessTracer, start_wrk, wrk  # noqa: E402
-from benchlib import alternating_slices, bpf_time_during, nginx_requests, switch_hooks  # noqa: E402
+from benchlib import (alternating_slices, bpf_time_during, nginx_requests, switch_hooks,  # noqa: E402
+                      without_arrival_hook)
 from tests.servers.nginx import nginx_server  # noqa: E402
 from ebpftool.core.bpf import BpfProgram  # noqa: E402
 from ebpftool.core.btf import Btf  # noqa: E402
 from ebpftool.tracers.inference import SEND_BTF_TRACEPOINT, SOCKET_RAW_TRACEPOINTS, send_hook_btf_defines  # noqa: E402
-from ebpftool.tracers.inference.plans import ARRIVAL_TRACEPOINT  # noqa: E402
 
 HOOK_LOOKUP = "struct conn_state *c = sock_conn(sk);\n    if (!c)\n        return 0;\n"
 ARRIVAL_TOP = "static __always_inline int bytes_arrived(u64 sk)\n{\n"
@@ -250,18 +250,6 @@ def receive_timestamps_with(switch: Callable[[bool], None]) -> Callable[[bool], 
             holder.pop().close()  # ... and down when the socket goes
     both(True)
     return both
-
-
-@contextlib.contextmanager
-def without_arrival_hook(active: bool) -> Iterator[None]:
-    """While active, the tracer loads as on a kernel without the sk_data_ready tracepoint (ARRIVAL_HOOK 0)."""
-    exists = BpfProgram.tracepoint_exists
-    if active:
-        BpfProgram.tracepoint_exists = staticmethod(lambda tp: tp != ARRIVAL_TRACEPOINT and exists(tp))
-    try:
-        yield
-    finally:
-        BpfProgram.tracepoint_exists = staticmethod(exists)
 
 
 @contextlib.contextmanager

@@ -34,9 +34,8 @@ from tests.servers.nginx import nginx_server
 JSONL = os.path.join(tempfile.gettempdir(), "bench-span-export.jsonl")
 # `python -m ebpftool` as on a kernel without the sk_data_ready tracepoint: no arrival hook (requests start at their
 # read), to tell what the arrivals cost as a user runs the tracer
-WITHOUT_ARRIVALS = ["-c", "from ebpftool.core.bpf import BpfProgram; exists = BpfProgram.tracepoint_exists; "
-                          "BpfProgram.tracepoint_exists = staticmethod(lambda tp: tp != 'sock:sk_data_ready' and exists(tp)); "
-                          "from ebpftool.cli import main; main()"]
+WITHOUT_ARRIVALS = ["-c", "import sys; sys.path.insert(0, 'scripts'); from benchlib import without_arrival_hook\n"
+                          "from ebpftool.cli import main\nwith without_arrival_hook(): main()"]
 def start(port, extra, root=ROOT, launch=("-m", "ebpftool")):
     p = subprocess.Popen([sys.executable, *launch, "inference", "--port", str(port), "--no-ui", *extra],
                          cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

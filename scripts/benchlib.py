@@ -94,6 +94,22 @@ def switch_hooks(prog, raw_tracepoints: Iterable[str], btf_hooks: Iterable[tuple
             prog.detach_btf_tracepoint(function)
 
 
+@contextlib.contextmanager
+def without_arrival_hook(active: bool = True) -> Iterator[None]:
+    """While active, the inference tracer loads as on a kernel without the sk_data_ready tracepoint: no arrival
+    hook (ARRIVAL_HOOK 0), requests start at their read. To tell what the arrivals cost."""
+    from ebpftool.core.bpf import BpfProgram
+    from ebpftool.tracers.inference.plans import ARRIVAL_TRACEPOINT
+
+    exists = BpfProgram.tracepoint_exists
+    if active:
+        BpfProgram.tracepoint_exists = staticmethod(lambda tp: tp != ARRIVAL_TRACEPOINT and exists(tp))
+    try:
+        yield
+    finally:
+        BpfProgram.tracepoint_exists = staticmethod(exists)
+
+
 def nginx_requests(port: int) -> int:
     """Requests nginx has handled so far (its stub_status page, served at /nginx_status by the test config)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:

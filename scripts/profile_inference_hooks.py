@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_inference  # noqa: E402
-from bench_inference_breakdown import without_arrival_hook  # noqa: E402
+from benchlib import without_arrival_hook  # noqa: E402
 from ebpftool.core.bpf_cache import _bpf, _obj_info  # noqa: E402  (the bpf() calls of the compile cache)
 from tests.servers.nginx import nginx_server  # noqa: E402
 
