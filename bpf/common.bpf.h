@@ -9,6 +9,7 @@
  *    bursts of SPAN_BURST, per CPU) that bounds spans sent to user space, divided
  *    by 2^span_shift[0] while user space thins spans (its own CPU over --max-cpu).
  *  - struct hist_value: count, sum and buckets of one histogram series.
+ *  - __always_inline without debug info of its own (nodebug): the compile's time and memory.
  *  - CURRENT_SYSCALL_REGS() and x86-64 syscall numbers, for programs that run
  *    inside a socket call and need its user-space arguments; the recv() flags
  *    whose bytes are not taken from the stream (RECV_NOT_FROM_STREAM).
@@ -23,6 +24,16 @@
 #endif
 
 #define NSEC_PER_SEC 1000000000ULL
+
+/* Helpers are inlined into the hooks, and with debug info (which BCC compiles for the maps' BTF) every inlined
+ * copy carries its variables' locations through LLVM's passes: most of the compile's memory beyond clang's own,
+ * and time. Without debug info of their own (nodebug) the instructions are the same, the maps keep their types,
+ * and a verifier log names the hook's lines, not the helper's (docs/performance.md, start-up). The kernel's
+ * headers, which BCC includes first, defined __always_inline already. */
+#ifdef __always_inline
+#undef __always_inline
+#endif
+#define __always_inline inline __attribute__((__always_inline__, nodebug))
 
 /* bpf_probe_read_user() and bpf_probe_read_user_str() under other names. BCC 0.26 checks, at every call it
  * compiles by those names, whether the kernel has them by reading all of /proc/kallsyms into a new symbol

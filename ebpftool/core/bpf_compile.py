@@ -20,13 +20,17 @@ from typing import Sequence
 from ebpftool.core import bpf_cache
 
 COMPILE_TIMEOUT_S = 300.0
+# glibc's malloc gives freed memory at the top of the heap back at once (by default it keeps 128 KiB or more,
+# growing with the largest block freed): LLVM frees as it goes, so the child's peak RSS is lower
+# (docs/performance.md, start-up).
+CHILD_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 def start_child(text: str, cflags: Sequence[str], key: str) -> subprocess.Popen:
     """The child compiling text into the cache under key (stdin written and closed)."""
     child = subprocess.Popen([sys.executable, "-m", "ebpftool.core.bpf_compile"], stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+                             env={**os.environ, **CHILD_ENV})
     assert child.stdin is not None
     child.stdin.write(json.dumps({"text": text, "cflags": list(cflags), "key": key}))
     child.stdin.close()
