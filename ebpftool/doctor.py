@@ -201,7 +201,7 @@ def probe_kernel() -> Report:
 
     features: dict[str, bool] = {}
     try:
-        bcc = import_bcc()
+        bcc = import_bcc(compiler=True)
     except EbpftoolError as exc:
         add(Check("BCC", False, str(exc)))
         bcc = None

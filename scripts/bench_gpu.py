@@ -88,7 +88,7 @@ def main() -> None:
             (work / v).mkdir()
             libs[v] = str(work / v / "libcudart.so.13")
             shutil.copy(CUDART, libs[v])
-        bcc = import_bcc()
+        bcc = import_bcc(compiler=True)
         bpf = bcc.BPF(text=NOOP_C)
         bpf.attach_uprobe(name=libs["uprobe"], sym=SYMBOL, fn_name="noop")
         bpf.attach_uprobe(name=libs["pair"], sym=SYMBOL, fn_name="noop")

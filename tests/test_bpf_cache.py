@@ -222,6 +222,62 @@ def test_a_cold_start_compiles_in_a_child_and_compiles_ahead(cache_dir, tmp_path
     assert in_process - in_child > 20_000, (in_child, in_process)
 
 
+LOAD_FROM_THE_CACHE = """
+import os, sys
+sys.path.insert(0, os.getcwd())
+from tests.test_bpf_cache import exercise, probe
+def compiler_here():
+    return any(lib in open("/proc/self/maps").read() for lib in ("libLLVM", "libclang"))
+for _ in range(2):   # compiled in a child into the cache, then taken from it
+    prog = probe()
+    _events, calls, _stats = exercise(prog)
+    print(prog.cache_state, calls, compiler_here())
+    prog.close()
+os.environ["EBPFTOOL_BPF_CACHE"] = "off"   # then a compile in this process
+prog = probe()
+_events, calls, _stats = exercise(prog)
+print(prog.cache_state, calls, compiler_here())
+prog.close()
+"""
+
+
+@pytest.mark.bpf
+def test_a_process_that_compiles_nothing_holds_no_compiler_and_can_still_compile(cache_dir):
+    """A start whose programs come from the cache runs on BCC's runtime library (ebpftool.core.bcc_lib): its
+    maps, uprobes and ring buffer work, and LLVM and clang are not in its memory; a compile in the same process
+    later (the cache turned off) moves BCC onto libbcc.so.0, prototypes and all."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", LOAD_FROM_THE_CACHE], cwd=ROOT, env=dict(os.environ),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["stored", "50", "False", "hit", "50", "False", "off", "50", "True"], out.stdout
+
+
+NODE_KEY = """
+import os, sys
+sys.path.insert(0, os.getcwd())
+from ebpftool.core.bpf import import_bcc
+import_bcc(compiler=sys.argv[1] == "compiler")
+from ebpftool.core import bpf_cache
+print(bpf_cache._node_key())
+"""
+
+
+@pytest.mark.bpf
+def test_the_node_key_is_the_same_with_bccs_runtime_library_and_with_its_compiler():
+    """A process on BCC's runtime library computes the keys its compile children store under: they name the
+    compiler's libraries (an LLVM update compiles again) though that process never loaded them."""
+    import json
+    import subprocess
+    import sys
+    keys = {mode: subprocess.run([sys.executable, "-c", NODE_KEY, mode], cwd=ROOT, capture_output=True, text=True,
+                                 check=True, timeout=120).stdout for mode in ("runtime", "compiler")}
+    assert keys["runtime"] == keys["compiler"]
+    libs = [os.path.basename(stamp[0]) for stamp in json.loads(keys["runtime"])["libs"]]
+    assert any(name.startswith("libLLVM") for name in libs) and any(name.startswith("libbcc.so") for name in libs)
+
+
 def probe_in_parts(**extra) -> BpfProgram:
     """The fixture compiled as two parts, the tracepoint's and the uprobe's: they share the ring buffer, the
     stats and the uprobe's counter, which the test reads through the first part's maps."""

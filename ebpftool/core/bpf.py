@@ -26,7 +26,7 @@ from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from ebpftool.core import bpf_cache, bpf_compile
+from ebpftool.core import bcc_lib, bpf_cache, bpf_compile
 from ebpftool.core.bpf_cache import load_program
 from ebpftool.core.cstruct import BPF_DIR, load_header
 from ebpftool.core.ringbuf import RingBufferReader, RingBufferSet
@@ -295,10 +295,11 @@ def side_by_side(calls: Sequence[tuple[Callable[[int], Any], int]]) -> list[Any]
     return in_threads([functools.partial(fn, fd) for fn, fd in calls], DETACH_THREADS if len(calls) >= 3 else 1)
 
 
-def import_bcc():
-    """Return the bcc module, or explain in one sentence why it cannot be had."""
+def import_bcc(compiler: bool = False):
+    """Return the bcc module, or explain in one sentence why it cannot be had. Without compiler, on BCC's
+    runtime library where it can (ebpftool.core.bcc_lib: LLVM stays out of this process until it compiles)."""
     try:
-        import bcc  # noqa: PLC0415  (Debian's python3-bpfcc)
+        bcc = bcc_lib.import_bcc_module(compiler)
     except ImportError as exc:
         raise EbpftoolError(
             "BCC is not importable from this Python "
@@ -597,6 +598,7 @@ class BpfProgram:
             except Exception as exc:  # a map or an autoloaded program refused: compile instead
                 refused(str(exc))
         text, cflags = self.text(), self._cflags()
+        bcc_lib.use_compiler(bcc)
         try:
             self.bpf = bcc.BPF(text=text, cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors

@@ -22,6 +22,7 @@ import atexit
 import base64
 import ctypes
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -239,21 +240,33 @@ def _file_stamp(path: str) -> list:
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
 
 
+def _bcc_libraries() -> set[str]:
+    """The files of BCC and of the compiler it runs with, the same whether this process loaded the compiler or
+    only BCC's runtime library (ebpftool.core.bcc_lib): the libraries it mapped, and beside BCC's, every
+    libbcc, LLVM and clang library."""
+    mapped = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split(None, 5)[-1].strip()
+                if any(n in os.path.basename(path) for n in ("libbcc", "libLLVM", "libclang", "libbpf")):
+                    mapped.add(path)
+    except OSError:
+        pass
+    beside = set()
+    for folder in {os.path.dirname(p) for p in mapped if os.path.basename(p).startswith("libbcc")}:
+        for pattern in ("libbcc*.so*", "libLLVM*.so*", "libclang-cpp*.so*"):
+            beside.update(glob.glob(os.path.join(folder, pattern)))
+    return {os.path.realpath(p) for p in mapped | beside}
+
+
 @functools.lru_cache(maxsize=1)
 def _node_key() -> str:
     """What belongs to this node and this BCC, the same for every program (computed once per process)."""
     uname = os.uname()
     btf = vmlinux_sha256()
     import bcc  # noqa: PLC0415
-    libs = set()
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                path = line.split(None, 5)[-1].strip()
-                if any(n in os.path.basename(path) for n in ("libbcc", "libLLVM", "libclang", "libbpf")):
-                    libs.add(path)
-    except OSError:
-        pass
+    libs = _bcc_libraries()
     build = f"/lib/modules/{uname.release}/build"
     return json.dumps({
         "release": uname.release, "build": uname.version, "machine": uname.machine, "btf": btf,

@@ -60,7 +60,7 @@ def main() -> int:
     if cache is None:
         print("the compile cache is off", file=sys.stderr)
         return 1
-    bcc = import_bcc()
+    bcc = import_bcc(compiler=True)
 
     class CompileOnly(bcc.BPF):
         """BCC's module, compiled, with its maps, and nothing attached: the tracer's process loads and attaches
