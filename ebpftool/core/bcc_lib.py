@@ -63,7 +63,10 @@ class BccLib:
         for name, fn in list(self.__dict__.items()):
             if name.startswith("_") or name == "compiler":
                 continue
-            real = getattr(full, name)
+            try:
+                real = getattr(full, name)
+            except AttributeError:
+                continue   # in neither: still a stand-in
             real.restype, real.argtypes = fn.restype, fn.argtypes
             self.__dict__[name] = real
         self._libraries = [full]
