@@ -12,6 +12,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ebpftool.core import bcc_lib
 from ebpftool.core.bpf import (
     TRACEFS_PATHS,
     attach_raw_tracepoint_program,
@@ -207,6 +208,11 @@ def probe_kernel() -> Report:
         bcc = None
     if bcc is not None:
         add(Check("BCC", True, getattr(bcc, "__version__", "present")))
+        runtime = bcc_lib.runtime_libraries_found()
+        add(Check("BCC runtime library", runtime,
+                  f"{', '.join(bcc_lib.RUNTIME_LIBRARIES)}: tracers run without LLVM in memory (compiles run in "
+                  "child processes)" if runtime else
+                  f"{bcc_lib.RUNTIME_LIBRARIES[0]} not found: tracers load libbcc.so.0, LLVM and clang with it"))
         prog = None
         try:
             with quiet_stderr():

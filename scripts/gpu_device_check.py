@@ -6,7 +6,7 @@
 
 (scripts/gpu-device-check.sh runs either.) `prepare` builds, on this machine, what the other lacks:
   - scripts/gpu_check/check.cu with nvcc and `-cudart shared` (its calls go through libcudart.so, where the
-    uprobes are): allocations, copies each way, two kernels launched each round, synchronisation, a
+    uprobes are; the libcudart.so.13 it was built against travels with it): allocations, copies each way, two kernels launched each round, synchronisation, a
     deliberate leak, a failing call, then a timed loop of one cheap traced call; it prints what it did as JSON;
   - scripts/gpu_check/ioctl_count.c, LD_PRELOADed into it: its own count of ioctls on /dev/nvidia*;
   - BCC's runtime from Debian's packages (.deb files: the bcc Python package, libbcc_bpf.so.0, libbpf, libelf):
@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / ".gpu-check"
 NVCC = "/usr/local/cuda/bin/nvcc"
+CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
 DEBS = ("python3-bpfcc", "libbpfcc", "libbpf1", "libelf1")
 # The tracer's Python dependencies, at the versions installed here, for the other machine's Python (3.12; its own
 # PyYAML is used: Debian's here has no wheel).
@@ -72,6 +73,8 @@ def prepare() -> None:
     subprocess.run([NVCC, "-O2", "-cudart", "shared", "-o", str(BUNDLE / "gpucheck"), str(src / "check.cu")], check=True)
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(BUNDLE / "ioctl_count.so"), str(src / "ioctl_count.c"),
                     "-ldl"], check=True)
+    (BUNDLE / "lib").mkdir()   # the runtime it was built against (the other machine has the driver, libcuda)
+    shutil.copy(os.path.realpath(CUDART), BUNDLE / "lib" / os.path.basename(CUDART))
     subprocess.run(["apt-get", "download", *DEBS], cwd=BUNDLE / "debs", check=True, capture_output=True)
     from importlib import metadata  # noqa: PLC0415
     pins = []
@@ -118,7 +121,8 @@ def runtime_env(site: Path, root: Path) -> dict[str, str]:
     libdir = root / "usr" / "lib" / "x86_64-linux-gnu"
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root / "usr/lib/python3/dist-packages"),
                                                          str(ROOT)]),
-            "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(libdir), os.environ.get("LD_LIBRARY_PATH")])),
+            "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(BUNDLE / "lib"), str(libdir),
+                                                             os.environ.get("LD_LIBRARY_PATH")])),
             "PYTHONUNBUFFERED": "1"}
 
 

@@ -73,6 +73,11 @@ class BccLib:
         self.compiler = True
 
 
+def runtime_libraries_found() -> bool:
+    """Whether this process can run bcc on the runtime libraries (for doctor)."""
+    return _runtime_lib() is not None
+
+
 def _runtime_lib() -> BccLib | None:
     try:
         return BccLib([ctypes.CDLL(name, use_errno=True) for name in RUNTIME_LIBRARIES])
