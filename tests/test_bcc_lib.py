@@ -28,3 +28,32 @@ def test_a_missing_function_keeps_its_prototype_and_works_once_the_full_library_
     assert lib.getpid() == os.getpid()         # and what was loaded before is the full library's now
     lib.use_compiler()                          # once only
     assert lib.cos(0.0) == 1.0
+
+
+NO_COMPILER = """
+import os, sys
+sys.path.insert(0, os.getcwd())
+os.environ["EBPFTOOL_BPF_CACHE"] = "off"   # so the program must be compiled in this process
+from ebpftool.core import bcc_lib
+from ebpftool.core.bpf import BpfProgram, import_bcc
+from ebpftool.errors import EbpftoolError
+import_bcc()
+bcc_lib.FULL_LIBRARY = "libebpftool-no-such-bcc.so.0"
+try:
+    BpfProgram("net/net.bpf.c", {}).load()
+except EbpftoolError as exc:
+    print(exc)
+"""
+
+
+def test_a_compile_without_bccs_compiler_is_one_sentence_not_a_traceback():
+    """Where the process must compile and libbcc.so.0 cannot be loaded, the user reads why in one sentence."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    pytest.importorskip("bcc")
+    out = subprocess.run([sys.executable, "-c", NO_COMPILER], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stdout.startswith("net/net.bpf.c must be compiled here, and BCC's compiler cannot be loaded: "
+                                 "libebpftool-no-such-bcc.so.0"), out.stdout

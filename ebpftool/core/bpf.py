@@ -598,7 +598,10 @@ class BpfProgram:
             except Exception as exc:  # a map or an autoloaded program refused: compile instead
                 refused(str(exc))
         text, cflags = self.text(), self._cflags()
-        bcc_lib.use_compiler(bcc)
+        try:
+            bcc_lib.use_compiler(bcc)
+        except OSError as exc:
+            raise EbpftoolError(f"{self.source} must be compiled here, and BCC's compiler cannot be loaded: {exc}") from exc
         try:
             self.bpf = bcc.BPF(text=text, cflags=cflags)
         except Exception as exc:  # BCC raises bare Exception on compile errors
