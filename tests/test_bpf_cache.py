@@ -226,6 +226,8 @@ LOAD_FROM_THE_CACHE = """
 import os, sys
 sys.path.insert(0, os.getcwd())
 from tests.test_bpf_cache import exercise, probe
+from ebpftool.core import bpf_cache
+bpf_cache._node_key()   # the keys first, as a start that compiles ahead computes them before any load
 def compiler_here():
     return any(lib in open("/proc/self/maps").read() for lib in ("libLLVM", "libclang"))
 for _ in range(2):   # compiled in a child into the cache, then taken from it

@@ -11,6 +11,7 @@ missing, bcc loads libbcc.so.0 as it always does.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from typing import Any
 
@@ -89,7 +90,6 @@ def import_bcc_module(compiler: bool):
     """The bcc module (ImportError as `import bcc` raises it). Its first import here decides its library: the
     runtime one unless compiler is asked for; later calls with compiler move it onto libbcc.so.0."""
     with _IMPORT_LOCK:
-        import sys  # noqa: PLC0415
         if "bcc" not in sys.modules and not compiler:
             runtime = _runtime_lib()
             if runtime is not None:

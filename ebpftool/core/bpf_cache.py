@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ebpftool.core import bcc_lib
 from ebpftool.core.btf import vmlinux_sha256
 
 DEFAULT_DIR = "/var/cache/ebpftool/bpf"
@@ -265,7 +266,7 @@ def _node_key() -> str:
     """What belongs to this node and this BCC, the same for every program (computed once per process)."""
     uname = os.uname()
     btf = vmlinux_sha256()
-    import bcc  # noqa: PLC0415
+    bcc = bcc_lib.import_bcc_module(compiler=False)   # as the tracer imports it: no compiler loaded for a key
     libs = _bcc_libraries()
     build = f"/lib/modules/{uname.release}/build"
     return json.dumps({
