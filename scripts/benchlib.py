@@ -110,6 +110,32 @@ def without_arrival_hook(active: bool = True) -> Iterator[None]:
         BpfProgram.tracepoint_exists = staticmethod(exists)
 
 
+def jsonl_records(path: Path) -> list[dict]:
+    """The records of an `ebpftool --jsonl` file (a line that is not JSON, e.g. one cut short, is skipped)."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def latest_metric_points(recs: Iterable[dict], keep: Callable[[dict], bool]) -> dict[str, list[dict]]:
+    """Metric name -> its latest point per attribute set, among the metric records keep() accepts (`--jsonl`
+    writes one point per series and interval; for a cumulative metric the latest is the total)."""
+    latest: dict[tuple, dict] = {}
+    for r in recs:
+        if r.get("type") == "metric" and keep(r):
+            key = (r["name"], json.dumps(r.get("attributes", {}), sort_keys=True))
+            if key not in latest or r.get("time_unix_nano", 0) >= latest[key].get("time_unix_nano", 0):
+                latest[key] = r
+    out: dict[str, list[dict]] = {}
+    for (name, _), r in latest.items():
+        out.setdefault(name, []).append(r)
+    return out
+
+
 def nginx_requests(port: int) -> int:
     """Requests nginx has handled so far (its stub_status page, served at /nginx_status by the test config)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import jsonl_records, latest_metric_points  # noqa: E402
 from ebpftool.tracers.inference import http2  # noqa: E402
 from ebpftool.tracers.inference.h2_streams import asked_at, grpc_status_name  # noqa: E402
 from tests import wire  # noqa: E402
@@ -138,28 +139,9 @@ def wire_calls(pcap: bytes, port: int) -> tuple[list[Call], list[str]]:
     return calls, problems
 
 
-def records(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def latest_points(recs: list[dict], port: int) -> dict[str, list[dict]]:
     """metric name -> its latest point per attribute set, for the port (cumulative: the last is the total)."""
-    latest: dict[tuple, dict] = {}
-    for r in recs:
-        if r.get("type") == "metric" and r.get("attributes", {}).get("server.port") == port:
-            key = (r["name"], json.dumps(r["attributes"], sort_keys=True))
-            if key not in latest or r.get("time_unix_nano", 0) >= latest[key].get("time_unix_nano", 0):
-                latest[key] = r
-    out: dict[str, list[dict]] = defaultdict(list)
-    for (name, _), r in latest.items():
-        out[name].append(r)
-    return out
+    return latest_metric_points(recs, lambda r: r.get("attributes", {}).get("server.port") == port)
 
 
 def pair(calls: list[Call], spans: list[dict]) -> tuple[list[tuple[Call, dict | None]], list[dict]]:
@@ -189,7 +171,7 @@ def inside(x: Call, r: dict, until_end: bool = True) -> bool:
 def client_check(calls: list[Call], path: Path) -> dict:
     """Each call the client logged matched to the wire's call of its method that began within the client's
     wait: the status and responses the client got against the wire's, and the wire's times inside the client's."""
-    client = sorted(records(path), key=lambda r: r["start"])
+    client = sorted(jsonl_records(path), key=lambda r: r["start"])
     free = list(calls)
     wrong, unmatched, outside, ended = [], [], [], []
     for r in client:
@@ -254,7 +236,7 @@ def main() -> int:
         calls, problems = wire_calls(args.pcap.read_bytes(), args.port)
     except ValueError as e:
         sys.exit(f"compare_grpc_wire: {args.pcap} is not a capture this reads ({e})")
-    recs = records(args.spans)
+    recs = jsonl_records(args.spans)
     spans = [r for r in recs if r.get("type") == "span" and r["attributes"].get("rpc.system.name") == "grpc"
              and r["attributes"].get("server.port") == args.port]
     ok = not args.dropped and not problems

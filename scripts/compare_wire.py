@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import jsonl_records, latest_metric_points  # noqa: E402
 from tests import wire  # noqa: E402
 
 MS = 1e6
@@ -37,19 +38,9 @@ def describe(x: wire.Exchange) -> str:
 def tokens_metric_sum(path: Path, port: int) -> int | None:
     """The sum over attribute sets of the output-token metric's latest point for the port (a cumulative sum;
     `--jsonl` writes one {"type": "metric"} line per point)."""
-    latest: dict[str, tuple[int, float]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if (rec.get("type") == "metric" and rec.get("name") == TOKENS_METRIC
-                and rec.get("attributes", {}).get("server.port") == port):
-            key = json.dumps(rec["attributes"], sort_keys=True)
-            t = rec.get("time_unix_nano", 0)
-            if key not in latest or t >= latest[key][0]:
-                latest[key] = (t, rec.get("value", 0))
-    return None if not latest else int(sum(v for _, v in latest.values()))
+    points = latest_metric_points(jsonl_records(path), lambda r: r.get("name") == TOKENS_METRIC
+                                  and r.get("attributes", {}).get("server.port") == port).get(TOKENS_METRIC)
+    return None if not points else int(sum(p.get("value", 0) for p in points))
 
 
 def prometheus(path: Path) -> dict[str, float]:
@@ -89,15 +80,7 @@ def server_metrics(d: Path, pairs, spans: list[dict]) -> dict:
 
 
 def spans_of(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("type") == "span":
-            out.append(rec)
-    return out
+    return [rec for rec in jsonl_records(path) if rec.get("type") == "span"]
 
 
 def pair(exchanges: list[wire.Exchange], spans: list[dict]) -> list[tuple[wire.Exchange, dict | None]]:

@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import jsonl_records, latest_metric_points  # noqa: E402
+
 BUNDLE = ROOT / ".gpu-check"
 NVCC = "/usr/local/cuda/bin/nvcc"
 CUDART = "/usr/local/cuda/lib64/libcudart.so.13"
@@ -190,19 +193,9 @@ def run_program(env: dict[str, str], out: Path, tag: str, rounds: int, cost_call
 
 def series_totals(path: Path, pid: int) -> dict[str, dict[tuple, float]]:
     """The last value of each cumulative metric series of process pid: name -> {attributes: value}."""
-    totals: dict[str, dict[tuple, float]] = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("type") != "metric" or rec.get("attributes", {}).get("process.pid") != pid:
-            continue
-        attrs = tuple(sorted((k, v) for k, v in rec["attributes"].items() if k != "process.pid"))
-        value = rec.get("value")
-        if isinstance(value, dict):
-            value = value.get("count", 0)
-        elif value is None:
-            value = rec.get("count", 0)
-        totals.setdefault(rec["name"], {})[attrs] = value
-    return totals
+    points = latest_metric_points(jsonl_records(path), lambda r: r.get("attributes", {}).get("process.pid") == pid)
+    return {name: {tuple(sorted((k, v) for k, v in r["attributes"].items() if k != "process.pid")): r.get("value", 0)
+                   for r in recs} for name, recs in points.items()}
 
 
 def total(series: dict[tuple, float], **match) -> float:
