@@ -156,6 +156,7 @@ def _traffic(port: int) -> None:
         _chat_stream(client, 6 + i, usage=False)
     for i in range(6):
         _chat_stream(client, 6 + i, usage=True)
+    _chat_stream(client, 0, usage=False)  # role chunk, finish chunk, [DONE]: an answer of 0 tokens
     _completion_stream(client, 7, usage=False)
     _completion_stream(client, 5, usage=True)
     for n in (8, 300):  # 300 tokens: an answer over 2,000 bytes, usage at its end
@@ -292,16 +293,16 @@ def _check_accuracy(name: str, rows: list[tuple[str, float | None, float]], run:
 
 def test_the_capture_is_complete_and_agrees_with_the_client_and_the_server(run):
     """The wire truth first: nothing dropped, every answer complete (a stream: up to its [DONE]), the
-    traffic the client made (26
+    traffic the client made (27
     requests), and the server's own log (per request: streamed or not, tokens) says the same."""
     assert run.dropped == 0, "tcpdump dropped packets"
-    assert len(run.exchanges) == 26, [_describe(x) for x in run.exchanges]
+    assert len(run.exchanges) == 27, [_describe(x) for x in run.exchanges]
     # A stream's client stops at [DONE] and closes: the terminating chunk may never be written (sse-starlette)
     finished = [x.complete or (x.streamed and x.events and x.events[-1].kind == "done") for x in run.exchanges]
     assert all(finished), [_describe(x) for x, f in zip(run.exchanges, finished) if not f]
-    assert sorted(x.status for x in run.exchanges) == [200] * 24 + [400, 404]
+    assert sorted(x.status for x in run.exchanges) == [200] * 25 + [400, 404]
     answered = [x for x in run.exchanges if x.status == 200]
-    assert sum(x.streamed for x in answered) == 6 + 6 + 2 + 4 + 1
+    assert sum(x.streamed for x in answered) == 6 + 6 + 1 + 2 + 4 + 1
     logged = sorted((e["path"], e["stream"], e["n"]) for e in run.server_log)
     on_wire = sorted((x.path, x.streamed, x.expected_output_tokens) for x in answered)
     assert logged == on_wire
@@ -409,7 +410,7 @@ def test_span_duration_is_the_wire_s(run):
 def test_time_to_first_token_is_the_wire_s(run):
     rows = []
     for x, s in run.answered(streamed=True):
-        if s is None:
+        if s is None or x.ttft_ns is None:  # (a stream of no token has no first token)
             continue
         ours = s.attributes.get("ebpftool.gen_ai.time_to_first_token")
         rows.append((_describe(x), ours * 1000 if ours is not None else None, x.ttft_ns / MS))

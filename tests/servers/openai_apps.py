@@ -56,7 +56,7 @@ class Plan:
     def __init__(self, path: str, body: dict) -> None:
         self.chat = path.endswith("/chat/completions")
         self.model = body.get("model") or MODEL
-        self.n = int(body.get("max_tokens") or 8)
+        self.n = 8 if body.get("max_tokens") is None else int(body["max_tokens"])  # 0: a stream of no token
         self.stream = bool(body.get("stream"))
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.ttft = float(body.get("ttft_ms", 30)) / 1000

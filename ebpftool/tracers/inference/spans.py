@@ -117,8 +117,9 @@ class InferenceSpans:
             input_tokens = usage.input_tokens if usage.input_tokens is not None else head_usage.input_tokens
             if input_tokens is not None:
                 attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
-            if e.flags & H["REQ_USAGE"] or e.tokens:
-                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = e.output_tokens  # as the kernel counted it for the metric
+            if e.flags & H["REQ_USAGE"] or e.tokens or streamed:
+                # as the kernel counted it for the metric; a stream with no content event answered 0 tokens
+                attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = e.output_tokens
             if e.tokens:
                 attrs[sc.EBPFTOOL_GEN_AI_TIME_TO_FIRST_TOKEN] = (e.first_token - e.req_start) / 1e9
                 events.append(SpanEvent(sc.EBPFTOOL_GEN_AI_FIRST_TOKEN_EVENT, self.clock.to_wall_ns(e.first_token)))
