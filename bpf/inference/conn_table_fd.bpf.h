@@ -88,13 +88,15 @@ static __always_inline u32 socket_ports(u64 sk)
     return ports;
 }
 
-/* The first arrival on socket sk noted before its connection's state could be found, taken by that state. */
-static __always_inline void take_early_arrival(u64 sk, struct conn_state *c, u64 now)
+/* The first arrival on socket sk noted before its connection's state could be found, taken by that state.
+ * Its time is not compared with the taker's: the hook reads its clock before it writes, so a time read by
+ * accept's exit before it looked may be earlier than an arrival it finds (that check lost the arrival). */
+static __always_inline void take_early_arrival(u64 sk, struct conn_state *c)
 {
     struct early_arrival *early = early_arrivals.lookup(&sk);
     if (!early)
         return;
-    if (early->ports == socket_ports(sk) && early->ts <= now && c->arrival == 0) {
+    if (early->ports == socket_ports(sk) && c->arrival == 0) {
         c->arrival = early->ts;
         if (c->arrival_last == 0)
             c->arrival_last = early->ts;  /* (the first arrival before the accept: the only one kept) */
@@ -102,11 +104,11 @@ static __always_inline void take_early_arrival(u64 sk, struct conn_state *c, u64
     early_arrivals.delete(&sk);
 }
 
-static __always_inline void follow_socket(u64 sk, u64 k, struct conn_state *c, u64 now)
+static __always_inline void follow_socket(u64 sk, u64 k, struct conn_state *c)
 {
     sock_conns.update(&sk, &k);
     c->sock_known = 1;
-    take_early_arrival(sk, c, now);
+    take_early_arrival(sk, c);
 }
 
 #endif

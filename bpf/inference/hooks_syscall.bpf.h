@@ -122,7 +122,7 @@ static __always_inline int accept_exit(long ret)
     }
 #if SYSCALL_SOCKETS && ARRIVAL_HOOK
     if (sk)
-        follow_socket(sk, k, &c, bpf_ktime_get_ns());  /* on the new state, before it is stored */
+        follow_socket(sk, k, &c);  /* on the new state, before it is stored */
 #endif
     conns.update(&k, &c);
 #if SYSCALL_SOCKETS && ARRIVAL_HOOK
@@ -131,7 +131,7 @@ static __always_inline int accept_exit(long ret)
          * early arrival, taken now */
         struct conn_state *stored = conns.lookup(&k);
         if (stored)
-            take_early_arrival(sk, stored, bpf_ktime_get_ns());
+            take_early_arrival(sk, stored);
     }
 #endif
     last_writes.delete(&k);
@@ -160,9 +160,17 @@ static __always_inline int io_enter(int is_write, s32 fd, u64 ptr, u32 how)
     if (!c->sock_known) {  /* open before the tracer (seeded from /proc): its socket, once */
         u64 sk = fd_socket(fd);
         if (sk)
-            follow_socket(sk, k, c, now);
+            follow_socket(sk, k, c);
         else
             c->sock_known = 2;  /* not found: not looked for again */
+    } else if (!is_write && c->seq == 0 && c->req_start == 0 && c->arrival == 0 && c->sock_known == 1 && !c->tls
+               && c->proto != PROTO_H2) {
+        /* The connection's first request is read and no arrival was noted: an sk_data_ready that found the
+         * socket tied but the state not stored yet may have written its early arrival after accept_exit's
+         * second look. Taken now (once: take_early_arrival deletes what it finds). */
+        u64 sk = fd_socket(fd);
+        if (sk)
+            take_early_arrival(sk, c);
     }
 #endif
     if (!is_write && c->resp_start != 0)
