@@ -1,4 +1,4 @@
-"""A request that arrives as the server's accept() returns keeps its arrival (the syscall hooks).
+"""A request that arrives as the server's accept() returns keeps its arrival (both ways in).
 
 With the syscall hooks the arrival hook (sk_data_ready) finds a connection's state through its socket, which
 accept's exit ties to the connection just before it stores the state; bytes that come before are kept as an
@@ -60,8 +60,9 @@ def _serve(listener: socket.socket, stop: threading.Event, waiting: dict[str, in
             threading.Thread(target=one, args=(conn,), daemon=True).start()
 
 
-def test_a_request_arriving_as_its_accept_returns_starts_at_its_arrival():
-    args = ["--hooks", "syscall"]
+@pytest.mark.parametrize("hooks", ["syscall", "socket"])  # (the socket hooks know a connection before its bytes)
+def test_a_request_arriving_as_its_accept_returns_starts_at_its_arrival(hooks):
+    args = ["--hooks", hooks]
     skip_unless_kernel_offers(args)
     listener = socket.create_server(("127.0.0.1", 0), backlog=256)
     port = listener.getsockname()[1]
@@ -79,7 +80,7 @@ def test_a_request_arriving_as_its_accept_returns_starts_at_its_arrival():
     receiver = GrpcReceiver()
     per_client = CONNECTIONS // CLIENTS
     try:
-        with EbpftoolProcess(inference_args(port, receiver, "syscall") + ["--span-rate", "100000"]) as proc:
+        with EbpftoolProcess(inference_args(port, receiver, hooks) + ["--span-rate", "100000"]) as proc:
             threads = [threading.Thread(target=client, args=(i * per_client, per_client)) for i in range(CLIENTS)]
             for t in threads:
                 t.start()
