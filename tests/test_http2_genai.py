@@ -201,6 +201,7 @@ REQUESTS = [  # (name, path, body)
     ("chat-plain", "/v1/chat/completions", {"max_tokens": 3}),
     ("text-plain", "/v1/completions", {"max_tokens": 2}),
     ("one-token", "/v1/chat/completions", {"max_tokens": 1, "stream": True}),
+    ("no-token", "/v1/chat/completions", {"max_tokens": 0, "stream": True}),  # role, finish, [DONE]: 0 tokens
 ]
 for _name, _path, _body in REQUESTS:
     if _body.get("stream"):

@@ -362,7 +362,7 @@ class InferenceHttp2:
                     attrs[sc.GEN_AI_RESPONSE_MODEL] = g.response_model
                 if g.stated_input_tokens is not None:
                     attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] = g.stated_input_tokens
-                if g.stated_output_tokens is not None or g.tokens:
+                if g.stated_output_tokens is not None or g.events:  # an event stream of no token: 0
                     attrs[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = g.output_tokens
                 if g.tokens:
                     attrs[sc.EBPFTOOL_GEN_AI_TIME_TO_FIRST_TOKEN] = time_to_first_token(s, g) / 1e9
