@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ebpftool import IMPORT_ROOT
 from ebpftool.errors import EbpftoolError
 
 DEMO_NS = ("ebt-demo-a", "ebt-demo-b")
@@ -188,27 +189,31 @@ class DemoWorkloads:
     server_port: int = 0
     procs: list[subprocess.Popen] = field(default_factory=list)
 
+    def _spawn(self, argv: list[str]) -> None:
+        """A child process; its Python imports this ebpftool (IMPORT_ROOT), not one where root started us."""
+        self.procs.append(subprocess.Popen(argv, cwd=IMPORT_ROOT))
+
     def start_server(self) -> int:
         """The server and the zones exist before the tracers start; traffic begins after."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.server_port = s.getsockname()[1]
-        self.procs.append(subprocess.Popen([sys.executable, "-c", f"from ebpftool.demo import serve; serve({self.server_port})"]))
+        self._spawn([sys.executable, "-c", f"from ebpftool.demo import serve; serve({self.server_port})"])
         make_zones()
         return self.server_port
 
     def start_traffic(self) -> None:
         """Client, zone traffic and the CUDA loop: started once the tracers are attached."""
-        self.procs.append(subprocess.Popen([sys.executable, "-c",
-                                            f"from ebpftool.demo import chat_client; chat_client({self.server_port}, {self.seconds})"]))
+        self._spawn([sys.executable, "-c",
+                     f"from ebpftool.demo import chat_client; chat_client({self.server_port}, {self.seconds})"])
         a, b = DEMO_NS
-        self.procs.append(subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", ZONE_SERVER, DEMO_ADDRS[1]]))
+        self._spawn(["ip", "netns", "exec", b, sys.executable, "-c", ZONE_SERVER, DEMO_ADDRS[1]])
         time.sleep(0.3)
-        self.procs.append(subprocess.Popen(["ip", "netns", "exec", a, sys.executable, "-c", ZONE_CLIENT,
-                                            DEMO_ADDRS[1], str(self.seconds)]))
+        self._spawn(["ip", "netns", "exec", a, sys.executable, "-c", ZONE_CLIENT,
+                     DEMO_ADDRS[1], str(self.seconds)])
         cudart = find_cudart()
         if cudart:
-            self.procs.append(subprocess.Popen([sys.executable, "-c", CUDA_LOOP, cudart, str(self.seconds)]))
+            self._spawn([sys.executable, "-c", CUDA_LOOP, cudart, str(self.seconds)])
 
     def stop(self) -> None:
         for p in self.procs:

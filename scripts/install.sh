@@ -82,16 +82,27 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import bcc" 2>/dev/nu
 fi
 extra=""
 [ "$DEV" = 1 ] && extra="[test]"
+# A copy, not an editable install: root runs this code, which must not stay writable by whoever owns the
+# checkout, nor break when the checkout moves. Built from a clean copy of the sources (pip's in-tree build
+# would leave root-owned files in the checkout, and setuptools' build/ keeps files the sources no longer
+# have); the wheel puts bpf/ in $VENV/share/ebpftool/bpf (pyproject.toml). Run this again after an update.
 say "installing ebpftool$extra into $VENV"
-"$VENV/bin/python" -m pip install -q -e "$ROOT$extra"
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+cp -a "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/ebpftool" "$ROOT/bpf" "$src"/
+find "$src" -name __pycache__ -prune -exec rm -rf {} +
+"$VENV/bin/python" -m pip install -q "$src$extra"
 
-# A launcher on root's PATH (sudo's secure_path includes /usr/local/bin).
+# A launcher on root's PATH (sudo's secure_path includes /usr/local/bin). It runs the environment's own
+# console script, not `python -m ebpftool`, which looks in the current directory first: an `ebpftool`
+# package there (a checkout, or one planted in /tmp) would run as root.
 cat > "$BIN.tmp" <<LAUNCH
 #!/bin/sh
-exec "$VENV/bin/python" -m ebpftool "\$@"
+exec "$VENV/bin/ebpftool" "\$@"
 LAUNCH
 chmod 0755 "$BIN.tmp"
 mv "$BIN.tmp" "$BIN"
 
-"$VENV/bin/python" -c "import bcc, ebpftool" || { echo "install.sh: ebpftool does not import" >&2; exit 1; }
+# From outside the checkout, so that the installed copy is the one imported.
+(cd / && "$VENV/bin/python" -c "import bcc, ebpftool") || { echo "install.sh: ebpftool does not import" >&2; exit 1; }
 say "ready: sudo ebpftool doctor"

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from typing import Sequence
 
+from ebpftool import IMPORT_ROOT
 from ebpftool.core import bpf_cache
 
 COMPILE_TIMEOUT_S = 300.0
@@ -30,7 +31,7 @@ def start_child(text: str, cflags: Sequence[str], key: str) -> subprocess.Popen:
     """The child compiling text into the cache under key (stdin written and closed)."""
     child = subprocess.Popen([sys.executable, "-m", "ebpftool.core.bpf_compile"], stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, **CHILD_ENV})
+                             env={**os.environ, **CHILD_ENV}, cwd=IMPORT_ROOT)
     assert child.stdin is not None
     child.stdin.write(json.dumps({"text": text, "cflags": list(cflags), "key": key}))
     child.stdin.close()

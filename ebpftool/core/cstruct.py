@@ -12,13 +12,26 @@ import ctypes
 import os
 import re
 import struct
+import sys
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
 from typing import Callable
 
-# Where the C programs and their headers are (EBPFTOOL_BPF_DIR for an installed copy elsewhere).
-BPF_DIR = Path(os.environ.get("EBPFTOOL_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf"))
+
+def _bpf_dir() -> Path:
+    """Where the C programs and their headers are: EBPFTOOL_BPF_DIR where set; for a package installed in an
+    environment (scripts/install.sh installs a copy), the copy of bpf/ its wheel put in the environment's
+    share/ (pyproject.toml's data-files); for the package run from a checkout, the checkout's bpf/."""
+    if os.environ.get("EBPFTOOL_BPF_DIR"):
+        return Path(os.environ["EBPFTOOL_BPF_DIR"])
+    package = Path(__file__).resolve().parents[1]
+    if package.is_relative_to(Path(sys.prefix).resolve()):
+        return Path(sys.prefix) / "share" / "ebpftool" / "bpf"
+    return package.parent / "bpf"
+
+
+BPF_DIR = _bpf_dir()
 
 _TYPES = {
     "__u8": ctypes.c_uint8, "u8": ctypes.c_uint8, "__s8": ctypes.c_int8, "char": ctypes.c_char,
