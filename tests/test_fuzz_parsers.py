@@ -9,16 +9,20 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
+import struct
+from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from ebpftool.config import check_keys, load_config_file
+from ebpftool.core.elf import ElfError, ElfFile
 from ebpftool.core.netaddr import AF_INET, AF_INET6, format_address
 from ebpftool.errors import EbpftoolError
 from ebpftool.tracers.inference import parse_proc_net_tcp
 from ebpftool.tracers.inference import parsers as hp
+from ebpftool.tracers.inference.tls_libs import probe_plan as tls_probe_plan
 from ebpftool.tracers.net.zones import ZoneFileError, build_zone_map, load_zone_file, parse_zones
 from tests.conftest import run_ebpftool
 
@@ -167,6 +171,51 @@ def test_zone_file_loader_fuzz_only_zone_file_errors(tmp_path, raw):
     except ZoneFileError as exc:
         assert str(path) in str(exc)
 
+
+
+# --- ELF files (any process's mapped "libssl*"/"libcudart*" file is read by root) -----------------------
+ELF_SAMPLE = next((Path(p) for p in ("/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/bin/true") if Path(p).exists()),
+                  None)
+elf_prefix = ELF_SAMPLE.read_bytes()[:8192] if ELF_SAMPLE else b""
+elf_edits = st.lists(st.tuples(st.integers(0, 8191), st.integers(0, 255)), min_size=1, max_size=24)
+
+
+@pytest.mark.skipif(ELF_SAMPLE is None, reason="no ELF library to mutate")
+@FUZZ
+@given(elf_edits, st.sampled_from([64, 1024, 8192, None]))
+def test_elf_reader_takes_any_mutated_file_with_elf_errors_only(tmp_path, edits, length):
+    """A malformed file raises ElfError (the callers skip it and say so); the TLS probe plan of whatever was read
+    never raises. Headers are mutated in place; the file is the sample's first bytes or the whole sample."""
+    data = bytearray(elf_prefix if length else ELF_SAMPLE.read_bytes())[:length]
+    for offset, value in edits:
+        if offset < len(data):
+            data[offset] = value
+    path = tmp_path / "libssl.so.3"
+    path.write_bytes(bytes(data))
+    try:
+        elf = ElfFile.read(str(path))
+    except ElfError:
+        return
+    tls_probe_plan(elf)
+
+
+def test_elf_reader_refuses_tables_it_would_read_gigabytes_for(tmp_path):
+    """A sparse file (free to make) whose section headers claim a 4 GiB symbol table: refused before any read."""
+    path = tmp_path / "libssl.so.3"
+    shoff = 4096
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<QQIHHHHHH", header, 32, 0, shoff, 0, 64, 56, 0, 64, 3, 0)
+    sections = bytearray(3 * 64)
+    struct.pack_into("<IIQQQQIIQQ", sections, 64, 0, 11, 0, 0, 1 << 20, 4 << 30, 2, 0, 8, 24)   # .dynsym
+    struct.pack_into("<IIQQQQIIQQ", sections, 128, 0, 3, 0, 0, 1 << 20, 4096, 0, 0, 1, 0)      # its strings
+    with open(path, "wb") as f:
+        f.write(header)
+        f.seek(shoff)
+        f.write(sections)
+        f.truncate(8 << 30)
+    with pytest.raises(ElfError, match="symbol table larger than"):
+        ElfFile.read(str(path))
 
 # --- config files ----------------------------------------------------------------------------------
 @FUZZ

@@ -288,6 +288,45 @@ def test_tls_that_no_hooked_library_reads_is_counted_with_its_reason(certificate
         receiver.stop()
 
 
+
+MAP_A_FILE = textwrap.dedent('''
+    import mmap, sys
+    f = open(sys.argv[1], "rb")
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    print("mapped", flush=True)
+    sys.stdin.read()
+''')
+
+
+def test_a_malformed_file_mapped_as_libssl_is_skipped_and_said(certificate, tmp_path):
+    """Root reads every file any process maps under a libssl name. One whose ELF headers point past its end
+    (anyone can map such a file) is refused with one line, and the tracer goes on measuring nginx over TLS."""
+    real = Path("/usr/lib/x86_64-linux-gnu/libssl.so.3")
+    if not real.exists():
+        pytest.skip("no libssl.so.3 to start the malformed copy from")
+    bad = tmp_path / "libssl.so.3"
+    data = bytearray(real.read_bytes()[:4096])
+    data[40:48] = (2**64 - 1).to_bytes(8, "little")   # e_shoff: the section headers past any offset a file has
+    bad.write_bytes(bytes(data))
+    holder = subprocess.Popen([sys.executable, "-c", MAP_A_FILE, str(bad)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "mapped"
+        assert str(bad) in Path(f"/proc/{holder.pid}/maps").read_text()
+        with nginx_server(tls=certificate) as port:
+            with EbpftoolProcess(["inference", "--port", str(port), "--no-ui"]) as proc:
+                conn = client(port)
+                for _ in range(3):
+                    assert request(conn, "GET", "/")[0] == 200
+                conn.close()
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert f"TLS: no uprobes on {bad}: not readable as an ELF file" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.figures("inference")["requests"] == 3, proc.stdout
+
 # -- Node.js: OpenSSL inside its executable (NodeSource's and nodejs.org's builds export it), memory BIOs ------
 
 @contextlib.contextmanager

@@ -15,6 +15,12 @@ from functools import lru_cache
 _SHT_SYMTAB, _SHT_DYNSYM = 2, 11
 _STT_FUNC, _STT_GNU_IFUNC = 2, 10
 _PT_LOAD = 1
+_PHDR_SIZE, _SHDR_SIZE, _SYM_SIZE = 56, 64, 24   # Elf64_Phdr, Elf64_Shdr, Elf64_Sym
+_MAX_ENTRY = 256   # a header entry's size, bounded: 65,535 entries of 65,535 bytes would be 4 GiB to read
+# The files read are whatever any process maps under a library's name, read by root: a crafted one must not
+# make the tracer read gigabytes (a sparse file costs its maker nothing) or loop for minutes. A real
+# library's symbol and string tables are a few MB (a large Go executable's .symtab tens).
+_MAX_TABLE = 256 << 20
 
 
 class ElfError(ValueError):
@@ -40,27 +46,42 @@ class ElfFile:
 
     @classmethod
     def read(cls, path: str, static: bool = True) -> "ElfFile":
-        """static False: .symtab is not read (a large executable's dynamic symbols only, cheaply)."""
+        """static False: .symtab is not read (a large executable's dynamic symbols only, cheaply). ElfError
+        for a file this reader does not take, malformed ones included; OSError where it cannot be read."""
+        try:
+            return cls._read(path, static)
+        except ElfError:
+            raise
+        except (struct.error, ValueError, OverflowError) as exc:   # offsets and sizes pointing nowhere
+            raise ElfError(f"{path} is a malformed ELF file ({exc})") from None
+
+    @classmethod
+    def _read(cls, path: str, static: bool) -> "ElfFile":
         with open(path, "rb") as f:
             e_phoff, e_phentsize, e_phnum, e_shoff, e_shentsize, e_shnum, _shstrndx = _header(f, path)
+            if (e_phnum and not _PHDR_SIZE <= e_phentsize <= _MAX_ENTRY
+                    or e_shnum and not _SHDR_SIZE <= e_shentsize <= _MAX_ENTRY):
+                raise ElfError(f"{path} has program or section headers of sizes no ELF file has")
             elf = cls(path)
-            f.seek(e_phoff)
-            ph = f.read(e_phentsize * e_phnum)
+            file_size = os.fstat(f.fileno()).st_size
+            ph = _read_at(f, e_phoff, e_phentsize * e_phnum, file_size, path)
             for i in range(e_phnum):
                 p_type, _pflags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from("<IIQQQQ", ph, i * e_phentsize)
                 if p_type == _PT_LOAD:
+                    if p_offset + p_filesz > file_size:
+                        raise ElfError(f"{path} has a loadable segment past the file's end")
                     elf.loads.append((p_offset, p_vaddr, p_filesz))
-            sections = _sections(f, e_shoff, e_shentsize, e_shnum)
+            sections = _sections(f, e_shoff, e_shentsize, e_shnum, file_size, path)
             for _name, sh_type, _f, _a, sh_offset, sh_size, sh_link, _info, _al, sh_entsize in sections:
-                if sh_type not in (_SHT_SYMTAB, _SHT_DYNSYM) or not sh_entsize or sh_link >= len(sections):
+                if sh_type not in (_SHT_SYMTAB, _SHT_DYNSYM) or sh_entsize < _SYM_SIZE or sh_link >= len(sections):
                     continue
                 if sh_type == _SHT_SYMTAB and not static:
                     continue
                 str_off, str_size = sections[sh_link][4], sections[sh_link][5]
-                f.seek(str_off)
-                strtab = f.read(str_size)
-                f.seek(sh_offset)
-                symtab = f.read(sh_size)
+                if sh_size > _MAX_TABLE or str_size > _MAX_TABLE:
+                    raise ElfError(f"{path} has a symbol table larger than {_MAX_TABLE >> 20} MiB")
+                strtab = _read_at(f, str_off, str_size, file_size, path)
+                symtab = _read_at(f, sh_offset, sh_size, file_size, path)
                 out = elf.dynamic if sh_type == _SHT_DYNSYM else elf.static
                 out.extend(_functions(symtab, sh_entsize, strtab))
         return elf
@@ -134,11 +155,18 @@ def _header(f, path: str) -> tuple[int, int, int, int, int, int, int]:
     return e_phoff, e_phentsize, e_phnum, e_shoff, e_shentsize, e_shnum, shstrndx
 
 
-def _sections(f, shoff: int, shentsize: int, shnum: int) -> list[tuple]:
+def _read_at(f, offset: int, size: int, file_size: int, path: str) -> bytes:
+    """Up to size bytes of open file f from offset; ElfError for an offset past the file's end."""
+    if offset > file_size:
+        raise ElfError(f"{path} points past its end")
+    f.seek(offset)
+    return f.read(size)
+
+
+def _sections(f, shoff: int, shentsize: int, shnum: int, file_size: int, path: str) -> list[tuple]:
     """The section headers of open file f (Elf64_Shdr fields: name, type, flags, addr, offset, size, link,
     info, addralign, entsize)."""
-    f.seek(shoff)
-    sh = f.read(shentsize * shnum)
+    sh = _read_at(f, shoff, shentsize * shnum, file_size, path)
     return [struct.unpack_from("<IIQQQQIIQQ", sh, i * shentsize) for i in range(shnum)]
 
 
@@ -151,20 +179,20 @@ def section_head(path: str, name: str, length: int) -> bytes | None:
             _phoff, _phentsize, _phnum, shoff, shentsize, shnum, shstrndx = _header(f, path)
             if not shoff or shentsize < 64 or not 0 < shnum < 4096 or shstrndx >= shnum:
                 return None
-            sections = _sections(f, shoff, shentsize, shnum)
-            f.seek(sections[shstrndx][4])
-            names = f.read(min(sections[shstrndx][5], 1 << 16))
+            file_size = os.fstat(f.fileno()).st_size
+            sections = _sections(f, shoff, shentsize, shnum, file_size, path)
+            names = _read_at(f, sections[shstrndx][4], min(sections[shstrndx][5], 1 << 16), file_size, path)
             wanted = name.encode() + b"\0"
             for section in sections:
                 if names[section[0]:section[0] + len(wanted)] == wanted:
-                    f.seek(section[4])
-                    return f.read(length)
+                    return _read_at(f, section[4], length, file_size, path)
     except (OSError, ElfError, struct.error):
         return None
     return None
 
 
 def _functions(symtab: bytes, entsize: int, strtab: bytes) -> list[ElfSymbol]:
+    """The defined functions of a symbol table (entries of entsize >= 24 bytes)."""
     out = []
     for i in range(len(symtab) // entsize):
         st_name, st_info, _other, st_shndx, st_value, st_size = struct.unpack_from("<IBBHQQ", symtab, i * entsize)
@@ -190,7 +218,7 @@ def read_elf(path: str) -> ElfFile:
 def _exports_by_identity(path: str, names: frozenset[str], _dev: int, _ino: int, _mtime: int) -> bool:
     try:
         exported = ElfFile.read(path, static=False).function_names()
-    except (OSError, ElfError, struct.error):
+    except (OSError, ElfError):
         return False
     return names <= exported
 

@@ -297,10 +297,13 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         self._scan(seed_connections=True)
 
     def _attach_tls(self) -> None:
-        """TLS: uprobes on every libssl not attached yet (hooks_tls.bpf.h)."""
+        """TLS: uprobes on every libssl not attached yet (hooks_tls.bpf.h); a file refused is said once."""
         if self.tls is not None:
+            refused_before = set(self.tls.refused)
             for path in self.tls.attach_new(self.prog):
                 self.notify(f"TLS: uprobes on {path}")
+            for path in self.tls.refused.keys() - refused_before:
+                self.notify(f"TLS: no uprobes on {path}: {self.tls.refused[path]}")
 
     @property
     def send_hook_btf(self) -> bool:
