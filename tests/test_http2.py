@@ -242,6 +242,40 @@ def test_a_call_starts_when_its_request_arrived_not_when_the_server_read_it(tmp_
     assert min(waits) > delay_ms * 1_000_000 // 2
 
 
+def test_grpcio_over_tls_is_counted_as_tls_no_hooked_library_reads(tmp_path):
+    """grpcio's server with TLS credentials: PyPI's grpcio carries BoringSSL inside its cygrpc module with no
+    symbol exported, so no uprobe reaches its plaintext (docs/inference.md, TLS). Its calls are invisible, and
+    the connection that carried them is counted as unparsed with the reason tls_without_known_library."""
+    import glob
+    cygrpc = glob.glob(os.path.join(os.path.dirname(grpc.__file__), "_cython", "cygrpc*.so"))
+    assert cygrpc and "SSL_read" not in subprocess.run(["nm", "-D", "--defined-only", cygrpc[0]],
+                                                       capture_output=True, text=True).stdout
+    cert, key = self_signed(tmp_path)
+    receiver = GrpcReceiver()
+    calls = Calls()
+    try:
+        with grpc_server(tmp_path, tls=(cert, key)) as (port, _log):
+            with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                                  "--otlp-protocol", "grpc", "--interval", "1", "--no-ui"]) as proc:
+                credentials = grpc.ssl_channel_credentials(open(cert, "rb").read())
+                channel = grpc.secure_channel(f"localhost:{port}", credentials)
+                for i in range(3):
+                    calls.unary(channel, b"question %d" % i)
+                channel.close()
+
+                def counted() -> float:
+                    return sum(p.value for p in receiver.latest("ebpftool.http.server.unparsed_connections")
+                               if p.attributes.get("server.port") == port
+                               and p.attributes.get("ebpftool.unparsed.reason") == "tls_without_known_library")
+                assert receiver.wait_for(lambda: counted() == 1), proc.stderr
+                assert proc.stop() == 0, proc.stderr
+    finally:
+        receiver.stop()
+    assert len(calls.done) == 3
+    assert not rpc_spans(receiver, port)
+    assert proc.figures("inference")["connections_tls_unknown"] == 1, proc.stdout
+
+
 def self_signed(tmp_path) -> tuple[str, str]:
     """A self-signed certificate for localhost and its key (PEM files in tmp_path)."""
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
