@@ -27,6 +27,7 @@ from tests.servers.nginx import free_port, nginx_server
 from ebpftool.tracers.inference.tracer import LATER_PROGRAMS_LOADED
 from tests.servers.process import serving
 from tests.servers.split_relay import command as split_relay_command
+from tests.test_tls import tls_unknown_connections
 
 pytestmark = pytest.mark.bpf
 
@@ -262,12 +263,7 @@ def test_grpcio_over_tls_is_counted_as_tls_no_hooked_library_reads(tmp_path):
                 for i in range(3):
                     calls.unary(channel, b"question %d" % i)
                 channel.close()
-
-                def counted() -> float:
-                    return sum(p.value for p in receiver.latest("ebpftool.http.server.unparsed_connections")
-                               if p.attributes.get("server.port") == port
-                               and p.attributes.get("ebpftool.unparsed.reason") == "tls_without_known_library")
-                assert receiver.wait_for(lambda: counted() == 1), proc.stderr
+                assert receiver.wait_for(lambda: tls_unknown_connections(receiver, port) == 1), proc.stderr
                 assert proc.stop() == 0, proc.stderr
     finally:
         receiver.stop()

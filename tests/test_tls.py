@@ -243,6 +243,13 @@ def test_asyncio_tls_servers_are_measured_with_their_tokens(certificate, kind, t
     assert sum(p.value for p in tokens) == sum(a["n"] for a in answers)
 
 
+def tls_unknown_connections(receiver, port: int) -> float:
+    """Connections on port counted as unparsed because no hooked library read their TLS (the latest export)."""
+    return sum(p.value for p in receiver.latest("ebpftool.http.server.unparsed_connections")
+               if p.attributes.get("server.port") == port
+               and p.attributes.get("ebpftool.unparsed.reason") == "tls_without_known_library")
+
+
 def test_tls_that_no_hooked_library_reads_is_counted_with_its_reason(certificate, hooks, tmp_path):
     """A TLS server whose libssl the tracer cannot find (a copy under another name, as a statically linked or
     vendored TLS library would be): its requests are invisible, and each connection that carried data is
@@ -272,12 +279,7 @@ def test_tls_that_no_hooked_library_reads_is_counted_with_its_reason(certificate
                     conn = client(port)
                     assert request(conn, "GET", "/v1/models")[0] == 200
                     conn.close()
-
-                def counted() -> float:
-                    return sum(p.value for p in receiver.latest("ebpftool.http.server.unparsed_connections")
-                               if p.attributes.get("server.port") == port
-                               and p.attributes.get("ebpftool.unparsed.reason") == "tls_without_known_library")
-                assert receiver.wait_for(lambda: counted() == 3), proc.stderr
+                assert receiver.wait_for(lambda: tls_unknown_connections(receiver, port) == 3), proc.stderr
                 assert proc.stop() == 0, proc.stderr
         finally:
             server.terminate()
