@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -291,10 +292,12 @@ def test_tls_that_no_hooked_library_reads_is_counted_with_its_reason(certificate
 
 
 
-MAP_A_FILE = textwrap.dedent('''
+MAP_FILES = textwrap.dedent('''
     import mmap, sys
-    f = open(sys.argv[1], "rb")
-    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    maps = []
+    for path in sys.argv[1:]:
+        with open(path, "rb") as f:
+            maps.append(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ))
     print("mapped", flush=True)
     sys.stdin.read()
 ''')
@@ -310,7 +313,7 @@ def test_a_malformed_file_mapped_as_libssl_is_skipped_and_said(certificate, tmp_
     data = bytearray(real.read_bytes()[:4096])
     data[40:48] = (2**64 - 1).to_bytes(8, "little")   # e_shoff: the section headers past any offset a file has
     bad.write_bytes(bytes(data))
-    holder = subprocess.Popen([sys.executable, "-c", MAP_A_FILE, str(bad)], stdin=subprocess.PIPE,
+    holder = subprocess.Popen([sys.executable, "-c", MAP_FILES, str(bad)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "mapped"
@@ -328,6 +331,39 @@ def test_a_malformed_file_mapped_as_libssl_is_skipped_and_said(certificate, tmp_
     assert f"TLS: no uprobes on {bad}: not readable as an ELF file" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.figures("inference")["requests"] == 3, proc.stdout
+
+TINY_LIBSSL = "int SSL_read(void *s, void *b, int n) { return n - 1; }\nint SSL_write(void *s, const void *b, int n) { return n; }\n"
+
+
+def test_libssl_files_past_the_limit_are_refused_in_one_line(tmp_path):
+    """Any user can map as many copies of a libssl as they like, each a file of its own. The tracer gives
+    uprobes to MAX_FILES of them at most and says in one line how many more it refused."""
+    from ebpftool.tracers.inference.tls_libs import MAX_FILES
+    source = tmp_path / "tiny.c"
+    source.write_text(TINY_LIBSSL)
+    first = tmp_path / "libs" / "libssl-0.so.3"
+    first.parent.mkdir()
+    subprocess.run(["gcc", "-O0", "-shared", "-fPIC", "-o", str(first), str(source)], check=True)
+    copies = [first] + [first.with_name(f"libssl-{i:x}.so.3") for i in range(1, MAX_FILES + 1)]
+    for copy in copies[1:]:
+        shutil.copyfile(first, copy)   # a file of its own (a hard link would be the same file)
+    holder = subprocess.Popen([sys.executable, "-c", MAP_FILES, *map(str, copies)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "mapped"
+        with EbpftoolProcess(["inference", "--port", str(free_port()), "--no-ui"]) as proc:
+            assert proc.stop() == 0, proc.stderr
+    finally:
+        holder.kill()
+        holder.wait(10)
+    hooked = proc.figures("inference")["tls_libraries"]
+    assert hooked == MAX_FILES, proc.stdout
+    said = re.search(r"TLS: no uprobes on (\d+) more libssl files \(\S+, \.\.\.\): "
+                     rf"{MAX_FILES} libssl files have uprobes already", " ".join(proc.stderr.split()))
+    assert said, proc.stderr[-3000:]
+    copies_hooked = proc.stderr.count(f"TLS: uprobes on {first.parent}/")
+    assert copies_hooked + int(said.group(1)) == len(copies), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
 
 # -- Node.js: OpenSSL inside its executable (NodeSource's and nodejs.org's builds export it), memory BIOs ------
 

@@ -53,6 +53,11 @@ CALL_ARGUMENTS = (RDI, RSI, RDX, RCX)   # the most any of the programs reads
 TLS_PROGRAMS = sorted({p for _, *programs in SHARED_IMPLEMENTATIONS for p in programs}
                       | {enter for _, enter, leave in TLS_FUNCTIONS if leave is None})
 PROLOGUE_BYTES = 96
+# Distinct libssl files given uprobes, at most: each container image brings its own copy (a node's default
+# limit is 110 Pods), and any user can map as many copies as they like, each costing an ELF read and a few
+# uprobes. Past it a file is refused; its TLS connections are counted as ones no hooked library read.
+MAX_FILES = 512
+OVER_LIMIT = f"{MAX_FILES} libssl files have uprobes already, the most this tracer attaches"
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,9 @@ class TlsUprobes:
                 continue
             identity = (st.st_dev, st.st_ino)
             if identity in self.attached or path in self.refused:
+                continue
+            if len(self.attached) >= MAX_FILES:
+                self.refused[path] = OVER_LIMIT
                 continue
             try:
                 plan = probe_plan(read_elf(path))

@@ -41,7 +41,7 @@ from ebpftool.tracers.inference.plans import (ARRIVAL_BTF_FUNCTION, ARRIVAL_RAW_
                                               PROGRAM_PARTS, SWITCHED_FUNCTION, SYSCALL_TRACEPOINTS)
 from ebpftool.tracers.inference.records import H, STRUCTS
 from ebpftool.tracers.inference.spans import InferenceSpans
-from ebpftool.tracers.inference.tls_libs import TLS_PROGRAMS, TlsUprobes
+from ebpftool.tracers.inference.tls_libs import OVER_LIMIT, TLS_PROGRAMS, TlsUprobes
 from ebpftool.tracers.inference.watch import InferenceWatch
 
 # Seconds between scans of /proc for libssl copies not hooked yet (each reads every process's maps).
@@ -297,13 +297,20 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
         self._scan(seed_connections=True)
 
     def _attach_tls(self) -> None:
-        """TLS: uprobes on every libssl not attached yet (hooks_tls.bpf.h); a file refused is said once."""
+        """TLS: uprobes on every libssl not attached yet (hooks_tls.bpf.h); a file refused is said once, those
+        over the limit of files in one line."""
         if self.tls is not None:
             refused_before = set(self.tls.refused)
             for path in self.tls.attach_new(self.prog):
                 self.notify(f"TLS: uprobes on {path}")
-            for path in self.tls.refused.keys() - refused_before:
-                self.notify(f"TLS: no uprobes on {path}: {self.tls.refused[path]}")
+            refused = sorted(self.tls.refused.keys() - refused_before)
+            over_limit = [path for path in refused if self.tls.refused[path] == OVER_LIMIT]
+            for path in refused:
+                if self.tls.refused[path] != OVER_LIMIT:
+                    self.notify(f"TLS: no uprobes on {path}: {self.tls.refused[path]}")
+            if over_limit:
+                self.notify(f"TLS: no uprobes on {len(over_limit)} more libssl files ({over_limit[0]}, ...): "
+                            f"{OVER_LIMIT}")
 
     @property
     def send_hook_btf(self) -> bool:
