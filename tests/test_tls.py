@@ -358,11 +358,13 @@ def test_libssl_files_past_the_limit_are_refused_in_one_line(tmp_path):
         holder.wait(10)
     hooked = proc.figures("inference")["tls_libraries"]
     assert hooked == MAX_FILES, proc.stdout
-    said = re.search(r"TLS: no uprobes on (\d+) more libssl files \(\S+, \.\.\.\): "
-                     rf"{MAX_FILES} libssl files have uprobes already", " ".join(proc.stderr.split()))
+    said = re.search(rf"TLS: no uprobes on (\d+) more libssl files: {MAX_FILES} libssl files have uprobes already",
+                     " ".join(proc.stderr.split()))
     assert said, proc.stderr[-3000:]
+    # every copy not hooked is among those said (the node's own libssl files may be too: which come first
+    # follows the processes' ids)
     copies_hooked = proc.stderr.count(f"TLS: uprobes on {first.parent}/")
-    assert copies_hooked + int(said.group(1)) == len(copies), proc.stderr[-3000:]
+    assert int(said.group(1)) >= len(copies) - copies_hooked >= 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
 
 # -- Node.js: OpenSSL inside its executable (NodeSource's and nodejs.org's builds export it), memory BIOs ------

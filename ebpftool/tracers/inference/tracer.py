@@ -309,8 +309,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                 if self.tls.refused[path] != OVER_LIMIT:
                     self.notify(f"TLS: no uprobes on {path}: {self.tls.refused[path]}")
             if over_limit:
-                self.notify(f"TLS: no uprobes on {len(over_limit)} more libssl files ({over_limit[0]}, ...): "
-                            f"{OVER_LIMIT}")
+                self.notify(f"TLS: no uprobes on {len(over_limit)} more libssl files: {OVER_LIMIT}")
 
     @property
     def send_hook_btf(self) -> bool:
