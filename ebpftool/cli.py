@@ -15,6 +15,7 @@ from rich.table import Table
 from ebpftool import __version__
 from ebpftool.commands.common import console, out
 from ebpftool.errors import EbpftoolError
+from ebpftool.ui.text import markup_safe
 
 app = typer.Typer(
     name="ebpftool",
@@ -85,7 +86,7 @@ def main() -> None:
     try:
         app(prog_name="ebpftool")
     except EbpftoolError as exc:
-        console.print(f"[bold red]ebpftool:[/] {exc}", highlight=False)
+        console.print(f"[bold red]ebpftool:[/] {markup_safe(str(exc))}", highlight=False)
         sys.exit(1)
 
 

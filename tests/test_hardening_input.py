@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import threading
+import time
 
 import pytest
 
@@ -230,3 +231,63 @@ def test_sigterm_during_start_up_starts_no_further_tracer_and_leaves_nothing_att
     assert not still_loaded(progs, "prog")
     assert not [x for x in perf_attachments() if x.get("pid") == pid]
     assert f"_bcc_{pid}" not in uprobe_events()
+
+
+
+# --- names from anyone on the node, on the terminal ------------------------------------------------
+HOSTILE_PATH = "x[/]\x1b[2Jy"   # a stray rich closing tag, and the escape sequence that clears a terminal
+HOSTILE_NAME = "x[bold]\x1b[2Jy"   # a file name holds no "/": rich markup that styles, and the escape
+
+SENDER = """
+import socket, sys
+server = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(server.getsockname())
+peer, _ = server.accept()
+peer.setblocking(False)
+print("sending", flush=True)
+while True:
+    client.sendall(b"x" * 65536)
+    try:
+        while peer.recv(1 << 20):
+            pass
+    except BlockingIOError:
+        pass
+"""
+
+
+def test_a_bad_path_is_one_sentence_whatever_it_holds(tmp_path):
+    """A path quoting rich markup and an escape sequence: the message shows both as text, never a traceback."""
+    path = tmp_path / HOSTILE_PATH
+    result = run_ebpftool(["net", "--zones", str(path), "--duration", "1", "--no-ui"])
+    one_sentence(result, "cannot read the zone file")
+    assert "\x1b" not in result.stderr and f"{tmp_path}/x[/]\\x1b[2Jy" in result.stderr, result.stderr
+
+
+@pytest.mark.bpf
+def test_a_process_named_with_markup_and_escapes_is_shown_as_text(tmp_path):
+    """Anyone names their executables: one called x[bold]<ESC>[2Jy sends bytes while `ebpftool net` traces.
+    Its name is in the summary as text (before: rich took [bold] as a style and the escape sequence reached
+    the terminal; a name with a stray closing tag, as a process can give itself with prctl, ended the
+    summary in a traceback)."""
+    import shutil
+    import subprocess
+    import sys
+    exe = tmp_path / HOSTILE_NAME
+    shutil.copy(os.path.realpath(sys.executable), exe)
+    jsonl = tmp_path / "net.jsonl"
+    sender = subprocess.Popen([str(exe), "-c", SENDER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sender.stdout.readline().strip() == "sending"
+        with EbpftoolProcess(["net", "--no-ui", "--interval", "1", "--jsonl", str(jsonl)]) as proc:
+            named = json.dumps(HOSTILE_NAME)[1:-1]   # as JSON writes it
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (jsonl.exists() and named in jsonl.read_text()):
+                time.sleep(0.2)
+            assert proc.stop() == 0, proc.stderr
+    finally:
+        sender.kill()
+        sender.wait(10)
+    assert named in jsonl.read_text(), "the sender's bytes were not traced"
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert "\x1b" not in proc.stdout
+    assert "x[bold]\\x1b[2Jy" in proc.stdout, proc.stdout

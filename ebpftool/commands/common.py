@@ -31,6 +31,7 @@ from ebpftool.export.otel import build_resource
 from ebpftool.export.pipeline import Telemetry
 from ebpftool.export.sinks import PrometheusEndpoint, create_private, jsonl_sink, otlp_sink, resolve_otlp
 from ebpftool.ui import live_view, summary_rows
+from ebpftool.ui.text import markup_safe, plain
 
 console = Console(stderr=True)
 out = Console()
@@ -110,7 +111,7 @@ def build_telemetry(opts: CommonOptions, scrapes: Scrapes | None = None) -> tupl
         undo()
         raise
     extra = {} if opts.flush_timeout is None else {"flush_timeout": opts.flush_timeout}
-    telemetry = Telemetry(resource, sinks, recorder, report=lambda msg: console.print(f"[yellow]{msg}[/]"), **extra)
+    telemetry = Telemetry(resource, sinks, recorder, report=lambda msg: console.print(f"[yellow]{markup_safe(msg)}[/]"), **extra)
     prom = None
     if opts.prometheus_port is not None:
         try:
@@ -213,7 +214,7 @@ def _run_and_report(make_tracers: Callable[[Telemetry], Sequence[Tracer]], opts:
     if not telemetry.sinks and telemetry.recorder is None:
         result.pipeline = {}  # terminal only: no export figures to show
     for name, why in result.skipped.items():
-        console.print(f"[yellow]{name} skipped[/]: {why}")
+        console.print(f"[yellow]{name} skipped[/]: {markup_safe(str(why))}")
     for name in result.not_started:
         console.print(f"[yellow]{name} not started[/]: {result.interrupted_by} arrived during start-up")
     out.print(summary_table(result, tracers, telemetry, prom))
@@ -285,7 +286,7 @@ def summary_table(result: RunResult, tracers: Sequence[Tracer], telemetry: Telem
     troubles = [r for r in rows if is_health_figure(r[1]) and r[2]]
     for who, label, value in rows:
         if not is_health_figure(label) or value:
-            table.add_row(who, label, _fmt(value))
+            table.add_row(plain(who), plain(label), plain(_fmt(value)))   # labels name processes too
     table.add_row("ebpftool", HEALTH_LINE, ALL_WELL if not troubles else f"{len(troubles)} (above)")
     return table
 

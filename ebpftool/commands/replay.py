@@ -10,6 +10,7 @@ from ebpftool.commands.options import JsonlPath, OtlpEndpoint, OtlpProtocol, Ser
 from ebpftool.errors import EbpftoolError
 from ebpftool.export.model import SpanRecord
 from ebpftool.record import Refusals, read_recording
+from ebpftool.ui.text import markup_safe
 
 
 def replay(
@@ -40,18 +41,12 @@ def replay(
         telemetry.shutdown()
     c = telemetry.counters()
     for line in refused.lines():
-        console.print(f"[yellow]replay:[/] {_escape(line)}", highlight=False)
+        console.print(f"[yellow]replay:[/] {markup_safe(line)}", highlight=False)
     if not spans and not snapshots:
         why = f" ({refused.total()} records refused)" if refused.total() else ""
         raise EbpftoolError(f"nothing to replay in {path}: no valid span or metric snapshot{why}")
     out.print(f"replayed {spans} spans and {snapshots} metric snapshots from {path} "
               f"({c['spans_exported']} spans exported, {c['spans_failed'] + c['spans_dropped_queue'] + c.get('spans_unsent_at_exit', 0)} dropped)")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,9 @@ from typing import Any
 from rich import box
 from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
+from ebpftool.core.text import printable
 from ebpftool.tracers.agents.figures import AgentsSummary, AgentsView
 from ebpftool.tracers.gpu.figures import GpuSummary, GpuView
 from ebpftool.tracers.inference.figures import InferenceSummary, InferenceView
@@ -37,6 +39,7 @@ MIN_TEXT = 6  # columns kept for a text column however narrow the terminal (or i
 def _table(title: str, caption: str, columns: list[tuple[str, str]], rows: list[list[str]], width: int) -> Table:
     """A view's table: one line per row. Figures (right-justified) keep their width; text columns (left-justified:
     names, zone pairs, models) share what is left and end in an ellipsis when it is not enough."""
+    rows = [[printable(str(cell)) for cell in r] for r in rows]   # names come from anyone on the node (core/text.py)
     natural = [max([cell_len(name), *(cell_len(r[i]) for r in rows)]) for i, (name, _j) in enumerate(columns)]
     text = [i for i, (_n, justify) in enumerate(columns) if justify == "left"]
     gaps = 2 * len(columns) - 1  # a right padding per column, a blank between two
@@ -53,7 +56,7 @@ def _table(title: str, caption: str, columns: list[tuple[str, str]], rows: list[
         table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis",
                          width=widths[i] if i in text else None, min_width=natural[i] if i not in text else None)
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*map(Text, r))   # drawn as they are: no markup read in them (ui/text.py)
     return table
 
 

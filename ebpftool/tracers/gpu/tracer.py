@@ -25,6 +25,7 @@ from ebpftool.core.elf import ElfError, read_elf
 from ebpftool.core.plan import usable
 from ebpftool.core.series import Retirement
 from ebpftool.core.tracer import TracerOptions
+from ebpftool.core.text import printable
 from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
 from ebpftool import semconv as sc
@@ -79,7 +80,7 @@ class GpuTracer(BpfTracer):
                  notify: Callable[[str], None] | None = None) -> None:
         super().__init__(telemetry, options or GpuOptions())
         self.opts: GpuOptions = self.options
-        self.notify = notify or (lambda msg: print(f"gpu: {msg}", file=sys.stderr, flush=True))
+        self.notify = notify or (lambda msg: print(f"gpu: {printable(msg)}", file=sys.stderr, flush=True))
         self.prog: BpfProgram | None = None
         self.libraries: dict[tuple[int, int], CudaLibrary] = {}
         self.probed_functions = 0

@@ -27,6 +27,7 @@ from ebpftool.core.bpf import (BpfProgram, bucket_macro, in_background, in_threa
 from ebpftool.core.cstruct import field_reader
 from ebpftool.core.plan import Plan, usable
 from ebpftool.core.tracer import TracerOptions
+from ebpftool.core.text import printable
 from ebpftool.enrich import k8s
 from ebpftool.errors import EbpftoolError
 from ebpftool import semconv as sc
@@ -89,7 +90,7 @@ class InferenceTracer(InferenceWatch, InferenceSpans, InferenceHttp2, InferenceM
                  notify: Callable[[str], None] | None = None) -> None:
         super().__init__(telemetry, options or InferenceOptions())
         self.opts: InferenceOptions = self.options
-        self.notify = notify or (lambda msg: print(f"inference: {msg}", file=sys.stderr, flush=True))
+        self.notify = notify or (lambda msg: print(f"inference: {printable(msg)}", file=sys.stderr, flush=True))
         self.prog: BpfProgram | None = None
         self._capture_t = STRUCTS["capture_event"]
         self._capture_fields = field_reader(self._capture_t, "conn", "seq", "part", "len")

@@ -1,0 +1,15 @@
+"""Text from outside ebpftool, made safe for a terminal: process and file names, paths, and messages that
+quote what a user typed. Anyone on the node names their executables and files, and a name may hold escape
+sequences a terminal acts on (clear the screen, set the title, write the clipboard). The rich-specific side
+(markup) is ebpftool/ui/text.py."""
+from __future__ import annotations
+
+import re
+
+# C0 controls, DEL and C1 controls: shown as \xNN, so that none reaches the terminal and the name stays legible
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(s: str) -> str:
+    """s with each control character written as \\xNN."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
