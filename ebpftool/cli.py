@@ -15,7 +15,7 @@ from rich.table import Table
 from ebpftool import __version__
 from ebpftool.commands.common import console, out
 from ebpftool.errors import EbpftoolError
-from ebpftool.ui.text import markup_safe
+from ebpftool.ui.text import markup_safe, plain
 
 app = typer.Typer(
     name="ebpftool",
@@ -56,7 +56,7 @@ def doctor(
         table.add_column("state")
         table.add_column("detail")
         for c in report.checks:
-            table.add_row(c.name, "[green]yes[/]" if c.ok else "[red]no[/]", c.detail)
+            table.add_row(c.name, "[green]yes[/]" if c.ok else "[red]no[/]", plain(c.detail))
         out.print(table)
         tracers = Table(title="tracers")
         tracers.add_column("tracer")
@@ -64,7 +64,7 @@ def doctor(
         tracers.add_column("attach method")
         tracers.add_column("detail")
         for t in report.tracers:
-            tracers.add_row(t.tracer, "[green]yes[/]" if t.can_run else "[red]no[/]", t.method, t.detail)
+            tracers.add_row(t.tracer, "[green]yes[/]" if t.can_run else "[red]no[/]", plain(t.method), plain(t.detail))
         out.print(tracers)
     if not report.ok:
         raise typer.Exit(1)
