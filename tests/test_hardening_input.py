@@ -291,3 +291,29 @@ def test_a_process_named_with_markup_and_escapes_is_shown_as_text(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     assert "\x1b" not in proc.stdout
     assert "x[bold]\\x1b[2Jy" in proc.stdout, proc.stdout
+
+
+@pytest.mark.bpf
+def test_a_process_name_that_is_not_utf8_is_exported_with_the_byte_replaced(tmp_path, grpc_receiver):
+    """An executable whose name holds a byte that is not UTF-8 sends bytes while `ebpftool net` exports OTLP:
+    its series arrive named with U+FFFD in that byte's place, and every export succeeds (an unencodable name
+    in one series would fail the whole export it is in)."""
+    import shutil
+    import subprocess
+    import sys
+    exe = os.path.join(os.fsencode(tmp_path), b"ev\xffil")
+    shutil.copy(os.path.realpath(sys.executable), exe)
+    sender = subprocess.Popen([exe, "-c", SENDER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sender.stdout.readline().strip() == "sending"
+        with EbpftoolProcess(["net", "--no-ui", "--interval", "1", "--otlp-endpoint", grpc_receiver.endpoint,
+                              "--otlp-protocol", "grpc"]) as proc:
+            def named() -> bool:
+                return any(p.attributes.get("process.executable.name") == "ev\ufffdil"
+                           for p in grpc_receiver.latest("ebpftool.network.flow.io"))
+            assert grpc_receiver.wait_for(named, timeout=60), proc.stderr
+            assert proc.stop() == 0, proc.stderr
+    finally:
+        sender.kill()
+        sender.wait(10)
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr

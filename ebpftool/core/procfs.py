@@ -20,12 +20,21 @@ def pids(proc: str = "/proc") -> list[int]:
 
 
 def read_text(path: str) -> str | None:
-    """A small file's text, or None when it cannot be read (the process is gone, no permission)."""
+    """A small file's text, or None when it cannot be read (the process is gone, no permission). Bytes that are
+    not UTF-8 (a comm or a path is whatever its owner wrote) are kept as surrogates, as os.readlink keeps them:
+    paths stay openable; see display_name for text that leaves the node."""
     try:
-        with open(path) as f:
+        with open(path, errors="surrogateescape") as f:
             return f.read()
     except OSError:
         return None
+
+
+def display_name(name: str) -> str:
+    """A name read from the system (surrogates for bytes that are not UTF-8) as text that can be encoded: those
+    bytes replaced. OTLP and Prometheus' text encode UTF-8, and one name that cannot be encoded fails the whole
+    export it is in."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def executable_name(pid: int, recorded: str = "", proc: str = "/proc") -> str:
@@ -38,9 +47,9 @@ def executable_name(pid: int, recorded: str = "", proc: str = "/proc") -> str:
     except OSError:
         name = ""
     if name:
-        return name
+        return display_name(name)
     comm = read_text(f"{proc}/{pid}/comm") if not recorded else None
-    return recorded or (comm.strip() if comm else "")
+    return recorded or display_name(comm.strip() if comm else "")
 
 
 def executable_path(pid: int, proc: str = "/proc") -> str | None:
@@ -118,7 +127,7 @@ def parse_maps(text: str) -> list[Mapping]:
 
 def read_maps(pid: int, proc: str = "/proc") -> list[Mapping]:
     try:
-        with open(f"{proc}/{pid}/maps") as f:
+        with open(f"{proc}/{pid}/maps", errors="surrogateescape") as f:   # a path may be any bytes
             return parse_maps(f.read())
     except OSError:  # gone, or a kernel thread
         return []
