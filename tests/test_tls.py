@@ -332,7 +332,8 @@ def test_a_malformed_file_mapped_as_libssl_is_skipped_and_said(certificate, tmp_
     assert "Traceback" not in proc.stderr
     assert proc.figures("inference")["requests"] == 3, proc.stdout
 
-TINY_LIBSSL = "int SSL_read(void *s, void *b, int n) { return n - 1; }\nint SSL_write(void *s, const void *b, int n) { return n; }\n"
+TINY_LIBSSL = ("int SSL_read(void *s, void *b, int n) { return n - 1; }\n"
+               "int SSL_write(void *s, const void *b, int n) { return n; }\n")
 
 
 def test_libssl_files_past_the_limit_are_refused_in_one_line(tmp_path):

@@ -111,7 +111,8 @@ def build_telemetry(opts: CommonOptions, scrapes: Scrapes | None = None) -> tupl
         undo()
         raise
     extra = {} if opts.flush_timeout is None else {"flush_timeout": opts.flush_timeout}
-    telemetry = Telemetry(resource, sinks, recorder, report=lambda msg: console.print(f"[yellow]{markup_safe(msg)}[/]"), **extra)
+    telemetry = Telemetry(resource, sinks, recorder, report=lambda msg: console.print(f"[yellow]{markup_safe(msg)}[/]"),
+                          **extra)
     prom = None
     if opts.prometheus_port is not None:
         try:
