@@ -145,6 +145,22 @@ def test_a_folder_others_may_write_to_is_not_used(tmp_path):
     assert "not this user's alone" in cache.notes[0]
 
 
+def test_a_folder_inside_one_others_may_write_to_is_not_used(tmp_path):
+    """Others could move the cache away and put theirs in its place: refused; a sticky folder (/tmp) is fine."""
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    os.chmod(open_folder, 0o777)
+    cache = bpf_cache.BpfCache(open_folder / "bpf")
+    cache.store("k" * 64, bpf_cache.Compiled("GPL", 0, [], {}))
+    assert cache.fetch("k" * 64) is None
+    assert entries(open_folder / "bpf") == []
+    assert "which others may change" in cache.notes[0], cache.notes
+    os.chmod(open_folder, 0o1777)
+    sticky = bpf_cache.BpfCache(open_folder / "bpf")
+    sticky.store("k" * 64, bpf_cache.Compiled("GPL", 0, [], {}))
+    assert sticky.fetch("k" * 64) is not None, sticky.notes
+
+
 def test_an_entry_others_can_read_is_deleted(tmp_path):
     cache = bpf_cache.BpfCache(tmp_path / "bpf")
     cache.store("a" * 64, bpf_cache.Compiled("GPL", 0, [], {}))

@@ -330,6 +330,13 @@ class BpfCache:
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             return self._note(f"the compile cache {d} is not this user's alone (uid {st.st_uid}, mode "
                               f"{stat.S_IMODE(st.st_mode):o}); not used")
+        for parent in d.resolve().parents:
+            # Whoever may write to a folder above may move the cache away and put their own in its place
+            # between this check and a load (a sticky folder such as /tmp only lets them remove their own).
+            pst = os.stat(parent)
+            if pst.st_uid not in (0, os.geteuid()) or pst.st_mode & 0o022 and not pst.st_mode & stat.S_ISVTX:
+                return self._note(f"the compile cache {d} is inside {parent}, which others may change (uid "
+                                  f"{pst.st_uid}, mode {stat.S_IMODE(pst.st_mode):o}); not used")
         if st.st_mode & 0o077:
             os.chmod(d, 0o700)   # e.g. a hostPath that kubelet made 0755
         return True
