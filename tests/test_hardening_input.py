@@ -5,12 +5,16 @@ Everything runs ebpftool as a real process (run_ebpftool / EbpftoolProcess); a h
 subprocess timeout, which fails the test."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import threading
-import time
+from typing import Callable
 
 import pytest
 
@@ -233,7 +237,6 @@ def test_sigterm_during_start_up_starts_no_further_tracer_and_leaves_nothing_att
     assert f"_bcc_{pid}" not in uprobe_events()
 
 
-
 # --- names from anyone on the node, on the terminal ------------------------------------------------
 HOSTILE_PATH = "x[/]\x1b[2Jy"   # a stray rich closing tag, and the escape sequence that clears a terminal
 HOSTILE_NAME = "x[bold]\x1b[2Jy"   # a file name holds no "/": rich markup that styles, and the escape
@@ -255,6 +258,28 @@ while True:
 """
 
 
+@contextlib.contextmanager
+def sending_as(exe: bytes | str):
+    """This Python copied to exe (a name chosen by whoever runs it), sending bytes over loopback until the end."""
+    shutil.copy(os.path.realpath(sys.executable), exe)
+    sender = subprocess.Popen([exe, "-c", SENDER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sender.stdout.readline().strip() == "sending"
+        yield
+    finally:
+        sender.kill()
+        sender.wait(10)
+
+
+def traced_under(grpc_receiver, name: str) -> Callable[[], bool]:
+    """Whether the net tracer's latest export has a series of the process with this executable name."""
+    return lambda: any(p.attributes.get("process.executable.name") == name
+                       for p in grpc_receiver.latest("ebpftool.network.flow.io"))
+
+
+NET_TO_RECEIVER = ["net", "--no-ui", "--interval", "1", "--otlp-protocol", "grpc", "--otlp-endpoint"]
+
+
 def test_a_bad_path_is_one_sentence_whatever_it_holds(tmp_path):
     """A path quoting rich markup and an escape sequence: the message shows both as text, never a traceback."""
     path = tmp_path / HOSTILE_PATH
@@ -264,30 +289,15 @@ def test_a_bad_path_is_one_sentence_whatever_it_holds(tmp_path):
 
 
 @pytest.mark.bpf
-def test_a_process_named_with_markup_and_escapes_is_shown_as_text(tmp_path):
+def test_a_process_named_with_markup_and_escapes_is_shown_as_text(tmp_path, grpc_receiver):
     """Anyone names their executables: one called x[bold]<ESC>[2Jy sends bytes while `ebpftool net` traces.
     Its name is in the summary as text (before: rich took [bold] as a style and the escape sequence reached
     the terminal; a name with a stray closing tag, as a process can give itself with prctl, ended the
     summary in a traceback)."""
-    import shutil
-    import subprocess
-    import sys
-    exe = tmp_path / HOSTILE_NAME
-    shutil.copy(os.path.realpath(sys.executable), exe)
-    jsonl = tmp_path / "net.jsonl"
-    sender = subprocess.Popen([str(exe), "-c", SENDER], stdout=subprocess.PIPE, text=True)
-    try:
-        assert sender.stdout.readline().strip() == "sending"
-        with EbpftoolProcess(["net", "--no-ui", "--interval", "1", "--jsonl", str(jsonl)]) as proc:
-            named = json.dumps(HOSTILE_NAME)[1:-1]   # as JSON writes it
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (jsonl.exists() and named in jsonl.read_text()):
-                time.sleep(0.2)
+    with sending_as(tmp_path / HOSTILE_NAME):
+        with EbpftoolProcess([*NET_TO_RECEIVER, grpc_receiver.endpoint]) as proc:
+            assert grpc_receiver.wait_for(traced_under(grpc_receiver, HOSTILE_NAME), timeout=60), proc.stderr
             assert proc.stop() == 0, proc.stderr
-    finally:
-        sender.kill()
-        sender.wait(10)
-    assert named in jsonl.read_text(), "the sender's bytes were not traced"
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     assert "\x1b" not in proc.stdout
     assert "x[bold]\\x1b[2Jy" in proc.stdout, proc.stdout
@@ -298,22 +308,8 @@ def test_a_process_name_that_is_not_utf8_is_exported_with_the_byte_replaced(tmp_
     """An executable whose name holds a byte that is not UTF-8 sends bytes while `ebpftool net` exports OTLP:
     its series arrive named with U+FFFD in that byte's place, and every export succeeds (an unencodable name
     in one series would fail the whole export it is in)."""
-    import shutil
-    import subprocess
-    import sys
-    exe = os.path.join(os.fsencode(tmp_path), b"ev\xffil")
-    shutil.copy(os.path.realpath(sys.executable), exe)
-    sender = subprocess.Popen([exe, "-c", SENDER], stdout=subprocess.PIPE, text=True)
-    try:
-        assert sender.stdout.readline().strip() == "sending"
-        with EbpftoolProcess(["net", "--no-ui", "--interval", "1", "--otlp-endpoint", grpc_receiver.endpoint,
-                              "--otlp-protocol", "grpc"]) as proc:
-            def named() -> bool:
-                return any(p.attributes.get("process.executable.name") == "ev\ufffdil"
-                           for p in grpc_receiver.latest("ebpftool.network.flow.io"))
-            assert grpc_receiver.wait_for(named, timeout=60), proc.stderr
+    with sending_as(os.path.join(os.fsencode(tmp_path), b"ev\xffil")):
+        with EbpftoolProcess([*NET_TO_RECEIVER, grpc_receiver.endpoint]) as proc:
+            assert grpc_receiver.wait_for(traced_under(grpc_receiver, "ev\ufffdil"), timeout=60), proc.stderr
             assert proc.stop() == 0, proc.stderr
-    finally:
-        sender.kill()
-        sender.wait(10)
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
