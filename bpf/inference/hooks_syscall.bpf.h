@@ -52,9 +52,18 @@ RAW_TRACEPOINT_PROBE(sk_data_ready)
     }
     /* As with the socket hooks: bytes arriving while no request is open, or after its answer began,
      * are the next request's first. */
-    if (c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0))
-        c->arrival = now;
-    if (c->seq == 0 || c->proto == PROTO_H2)
+    int last = c->seq == 0 || c->proto == PROTO_H2;
+    if (c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0)) {
+        /* the bytes the socket holds now, before `arrival` (as arrival_take() of the socket hooks reads them) */
+        if (last) {
+            u32 rcv_nxt = 0, copied_seq = 0;
+            bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), (void *)(sk + TCP_RCV_NXT_OFF));
+            bpf_probe_read_kernel(&copied_seq, sizeof(copied_seq), (void *)(sk + TCP_COPIED_SEQ_OFF));
+            *(volatile u64 *)&c->arrival_first_queued = (u32)(rcv_nxt - copied_seq) | ARRIVAL_QUEUED;
+        }
+        *(volatile u64 *)&c->arrival = now;
+    }
+    if (last)
         c->arrival_last = now;  /* (conn_state.arrival_last) */
     return 0;
 }

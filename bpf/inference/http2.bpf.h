@@ -219,7 +219,11 @@ struct h2_walk {
     u64 now;
     u64 dir;
     u64 runs;
-    u64 arrival;    /* client bytes: when the first of them arrived (0: not known) */
+    u64 arrival;    /* client bytes: when the latest of them arrived (0: not known) */
+    u64 arrival_first; /* client bytes: when the first of them arrived, where first_end is known (else 0) */
+    u64 first_end;  /* where in the read the bytes that came at arrival_first end (0: none) */
+    u64 base;       /* where in the read the current buffer begins */
+    u64 rec_first;  /* bytes of the record being filled that came at arrival_first */
     u64 drop;       /* the current frame is left out whole (conn_state.h2_drop) */
     u64 drop_from;  /* where in this buffer the bytes to send end: the left-out frame's header (or the buffer's start) */
     u64 fill;       /* bytes in the record being filled (h2_scratch) */
@@ -239,7 +243,7 @@ struct h2_walk {
         u8 type;
         u8 flags;
         u8 room;
-        u8 pad;
+        u8 early;   /* the frame began in the bytes that came at arrival_first */
     } notes[H2_NOTES];
 };
 BPF_PERCPU_ARRAY(h2_walks, struct h2_walk, 1);
@@ -299,7 +303,7 @@ static __always_inline u8 h2_block_method(u64 block, u64 room)
 /* A frame header of a muted connection (type, flags, stream id); block: where its header block's first bytes
  * are in user memory (0: not in this buffer), room: how many of them are there. */
 static __always_inline void h2_kernel_frame(struct conn_state *c, u32 dir, struct h2_walk *w, u64 type, u64 flags,
-                                            u32 sid, u64 block, u64 room)
+                                            u32 sid, u64 block, u64 room, u64 early)
 {
     if (type != H2_TYPE_HEADERS && type != H2_TYPE_RST_STREAM && !(type == H2_TYPE_DATA && (flags & H2_FLAG_END_STREAM)))
         return;
@@ -308,7 +312,7 @@ static __always_inline void h2_kernel_frame(struct conn_state *c, u32 dir, struc
     if (dir == H2_FROM_CLIENT && type == H2_TYPE_HEADERS) {
         if (h2_kernel_streams.lookup(&key))
             return;  /* the request's trailers */
-        u64 arrival = V(w->arrival);
+        u64 arrival = early && V(w->arrival_first) ? V(w->arrival_first) : V(w->arrival);
         struct h2_stream_state st = {.start = arrival ? arrival : now, .status = 0,
                                      .method = block ? h2_block_method(block, room) : METHOD_OTHER};
         h2_kernel_streams.update(&key, &st);
@@ -352,6 +356,10 @@ static __always_inline int h2_flush(struct conn_state *c, u32 dir, struct h2_wal
     e->skip = skip;
     e->from_server = dir;
     e->arrival = V(w->arrival);
+    e->arrival_first = V(w->arrival_first);
+    u64 first = V(w->rec_first);
+    e->first_len = first < fill ? first : fill;
+    V(w->rec_first) = 0;
     u64 size = offsetof(struct h2_bytes_event, data) + fill;
     if (events.ringbuf_output(e, bounded(size, sizeof(*e)), ringbuf_wakeup_flags(size, RINGBUF_PAGES)) != 0) {
         count_ringbuf_full();
@@ -360,9 +368,9 @@ static __always_inline int h2_flush(struct conn_state *c, u32 dir, struct h2_wal
     return 1;
 }
 
-/* len (<= H2_CHUNK) bytes at user address src added to the record (sent first if they do not fit); 0 when
- * lost. */
-static __always_inline int h2_append(struct conn_state *c, u32 dir, struct h2_walk *w, u64 src, u64 len)
+/* len (<= H2_CHUNK) bytes at user address src added to the record (sent first if they do not fit), the
+ * first `early` of them came at arrival_first; 0 when lost. */
+static __always_inline int h2_append(struct conn_state *c, u32 dir, struct h2_walk *w, u64 src, u64 len, u64 early)
 {
     if (len == 0)
         return 1;
@@ -377,11 +385,12 @@ static __always_inline int h2_append(struct conn_state *c, u32 dir, struct h2_wa
     if (read_user(r->e.data + fill, n, (void *)src) != 0)
         return 0;
     V(w->fill) = fill + n;
+    V(w->rec_first) += early;
     return 1;
 }
 
 /* A muted frame noted (peek: see h2_walk.peek) for h2_measure_notes. */
-static __always_inline void h2_note(struct h2_walk *w, u64 peek, u64 block, u64 room)
+static __always_inline void h2_note(struct h2_walk *w, u64 peek, u64 block, u64 room, u64 early)
 {
     u64 i = V(w->notes_n);
     if (i >= H2_NOTES)
@@ -392,7 +401,7 @@ static __always_inline void h2_note(struct h2_walk *w, u64 peek, u64 block, u64 
     note->type = (peek >> 8) & 0xff;
     note->flags = (peek >> 16) & 0xff;
     note->room = room;
-    note->pad = 0;
+    note->early = early;
     V(w->notes_n) = i + 1;
     if (V(w->dir) == H2_FROM_CLIENT && note->type == H2_TYPE_HEADERS)
         V(w->notes_begun) += 1;
@@ -406,7 +415,7 @@ static __always_inline void h2_measure_notes(struct conn_state *c, u32 dir, stru
         if (i >= V(w->notes_n))
             break;
         struct h2_note *note = &w->notes[i & (H2_NOTES - 1)];
-        h2_kernel_frame(c, dir, w, note->type, note->flags, note->sid, note->block, note->room);
+        h2_kernel_frame(c, dir, w, note->type, note->flags, note->sid, note->block, note->room, note->early);
     }
     V(w->notes_n) = 0;
     V(w->notes_begun) = 0;
@@ -426,7 +435,9 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
         u64 peek = V(w->peek), at = pos + V(w->peek_off), len = V(w->peek_len);
         V(w->peek) = 0;
         u64 room = len < H2_BLOCK_PEEK ? len : H2_BLOCK_PEEK;
-        h2_note(w, peek, len && at < n ? p + at : 0, at + room <= n ? room : n - at);
+        /* its header, just before pos, began in the bytes that came at arrival_first */
+        u64 early = V(w->base) + pos < V(w->first_end) + H2_FRAME_HEADER;
+        h2_note(w, peek, len && at < n ? p + at : 0, at + room <= n ? room : n - at, early);
     }
     u64 send = 0, skip = 0;  /* bytes from win to send, bytes after them skipped */
     u64 dropped = 0;         /* bytes of a frame left out whole, passed over after the bytes sent */
@@ -544,13 +555,17 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
             return;
         }
     }
-    if (!V(w->mute) && (!h2_append(c, dir, w, p + win, send) || (skip && !h2_flush(c, dir, w, skip)))) {
+    /* of the bytes sent, those before first_end came at arrival_first */
+    u64 first_end = V(w->first_end), at = V(w->base) + win;
+    u64 early = at < first_end ? (first_end - at < send ? first_end - at : send) : 0;
+    if (!V(w->mute) && (!h2_append(c, dir, w, p + win, send, early) || (skip && !h2_flush(c, dir, w, skip)))) {
         /* a record found no room: user space gives the connection up, the walk goes on measuring here */
         h2_mute(c);
         V(w->mute) = 1;
         V(w->fill) = 0;
     }
     if (V(w->done) == 3) {
+        V(w->base) += n;
         V(w->p) = V(w->next_p);
         V(w->n) = V(w->next_n);
         V(w->pos) = 0;
@@ -654,17 +669,27 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
     w->runs = 0;
     /* The client's bytes arrived (sk_data_ready) before this read returned: a stream whose request is in them
      * started then, though the server read it later. A read may hold frames that arrived apart (a preface
-     * sent at connect and the first call's HEADERS, a PING and then HEADERS): it is timed by the latest
-     * arrival, so that no stream starts before its bytes came (it may start a little after). The next
-     * arrival is noted afresh. */
-    u64 arrival = 0;
+     * sent at connect and the first call's HEADERS, a PING and then HEADERS; HEADERS, then a message's DATA):
+     * it is timed by the latest arrival, so that no stream starts before its bytes came, but for the frames
+     * that begin within the bytes the socket held at the first arrival noted since the last read (a socket
+     * read, where the hook counted them): those came then. The next arrival is noted afresh. */
+    u64 arrival = 0, arrival_first = 0, first_end = 0;
     if (dir == H2_FROM_CLIENT) {
-        u64 last = c->arrival_last;
-        arrival = last && last <= now ? last : (c->arrival <= now ? c->arrival : 0);
+        u64 last = c->arrival_last, first = c->arrival, queued = c->arrival_first_queued;
+        arrival = last && last <= now ? last : (first <= now ? first : 0);
+        if (via == H2_VIA_READ && first && first < arrival && (queued & ARRIVAL_QUEUED)) {
+            arrival_first = first;
+            first_end = (u32)queued;
+        }
         c->arrival = 0;
         c->arrival_last = 0;
+        c->arrival_first_queued = 0;
     }
     w->arrival = arrival;
+    w->arrival_first = arrival_first;
+    w->first_end = first_end;
+    w->base = 0;
+    w->rec_first = 0;
     h2_continue(ctx, via, H2_SLOT_WALK);
     h2_lose(c, dir);  /* no walk program: not loaded */
 }
@@ -674,7 +699,8 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
 static __always_inline int h2_run_end(void *ctx, u64 via, struct conn_state *c, u32 dir, struct h2_walk *w)
 {
     if (V(w->done) == 1 && V(w->peek)) {
-        h2_note(w, V(w->peek), 0, 0);  /* its payload is in the next read or write: its header block not looked at */
+        /* its payload is in the next read or write: its header block not looked at */
+        h2_note(w, V(w->peek), 0, 0, V(w->base) + V(w->pos) < V(w->first_end) + H2_FRAME_HEADER);
         V(w->peek) = 0;
     }
     if (V(w->notes_n))

@@ -152,7 +152,10 @@ struct conn_state {
     __u64 arrival_last;  /* the latest bytes arrived (sk_data_ready) before the next read, kept only before the
                           * connection's first request began and on HTTP/2 connections: a read of many frames
                           * is timed by its last bytes, so that no stream in it starts before it was sent */
+    __u64 arrival_first_queued; /* with ARRIVAL_QUEUED: the bytes the socket held when `arrival` was noted (on
+                          * HTTP/2, from the next read's first byte: the frames that begin in them came then) */
 };
+#define ARRIVAL_QUEUED (1ULL << 32)
 
 /* conn_state.proto */
 #define PROTO_HTTP1 0
@@ -198,8 +201,10 @@ struct h2_bytes_event {
     __u32 len;
     __u32 skip;
     __u8 from_server;
-    __u8 pad[7];
-    __u64 arrival;       /* client bytes: when the first of them arrived (sk_data_ready), where known; else 0 */
+    __u8 pad[3];
+    __u32 first_len;     /* client bytes: of those copied, the first first_len came at arrival_first */
+    __u64 arrival;       /* client bytes: when the latest of the read's arrived (sk_data_ready), where known; else 0 */
+    __u64 arrival_first; /* client bytes: when the read's first bytes arrived, where the kernel knows where those end */
     __u8 data[H2_CHUNK];
 };
 

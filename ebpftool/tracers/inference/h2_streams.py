@@ -168,18 +168,22 @@ class InferenceHttp2:
     # -- records in --------------------------------------------------------------------------------------
     def _on_h2_record(self, kind: int, data: bytes) -> None:
         if kind == H["EVENT_H2_BYTES"]:
-            conn_id, ts, length, skip, from_server, arrival = BYTES_HEAD.unpack_from(data)
+            conn_id, ts, length, skip, from_server, first_len, arrival, arrival_first = BYTES_HEAD.unpack_from(data)
             f = self._h2.get(conn_id)
             if f is None or f.conn.error is not None:
                 return
             sender = http2.SERVER if from_server else http2.CLIENT
             payload = data[self._h2_head:self._h2_head + length]
             # the client's bytes are timed by their arrival where the kernel saw it (a request the server read late
-            # began when it arrived), else by the read
+            # began when it arrived), else by the read; the first first_len of them came earlier, at arrival_first
             if sender == http2.CLIENT and 0 < arrival <= ts:
                 ts = arrival
             try:
-                streams = f.conn.feed(sender, payload, ts, skip)
+                if sender == http2.CLIENT and first_len and 0 < arrival_first < ts:
+                    streams = f.conn.feed(sender, payload[:first_len], arrival_first, 0)
+                    streams += f.conn.feed(sender, payload[first_len:], ts, skip)
+                else:
+                    streams = f.conn.feed(sender, payload, ts, skip)
             except http2.H2Error:
                 self.h2_given_up += 1
                 self._h2_drop(conn_id, f)
@@ -438,6 +442,7 @@ def _head_struct(struct_type, fields: tuple[tuple[str, str], ...]) -> struct.Str
     return struct.Struct(fmt)
 
 
-# conn, ts, len, skip, from_server, arrival of an h2_bytes_event
+# conn, ts, len, skip, from_server, first_len, arrival, arrival_first of an h2_bytes_event
 BYTES_HEAD = _head_struct(STRUCTS["h2_bytes_event"], (("conn", "Q"), ("ts", "Q"), ("len", "I"), ("skip", "I"),
-                                                       ("from_server", "B"), ("arrival", "Q")))
+                                                       ("from_server", "B"), ("first_len", "I"), ("arrival", "Q"),
+                                                       ("arrival_first", "Q")))

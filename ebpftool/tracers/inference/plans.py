@@ -101,6 +101,8 @@ def recv_hook_btf_defines(btf: Btf | None = None) -> dict[str, int]:
     return {"RECV_HOOK_BTF": 1, "TCP_SOCK_BTF_ID": btf.struct_id("tcp_sock"),
             "TCP_CLOCK_CACHE_OFF": btf.member("tcp_sock", "tcp_clock_cache").offset,
             "TCP_WRITE_SEQ_OFF": btf.member("tcp_sock", "write_seq").offset,
+            "TCP_RCV_NXT_OFF": btf.member("tcp_sock", "rcv_nxt").offset,
+            "TCP_COPIED_SEQ_OFF": btf.member("tcp_sock", "copied_seq").offset,
             "PT_REGS_BTF_ID": btf.struct_id("pt_regs"), "TASK_STACK_OFF": btf.member("task_struct", "stack").offset,
             **kfunc_defines()}
 
@@ -114,6 +116,8 @@ SYSCALL_SOCKET_FIELDS = (
     ("FDT_MAX_FDS_OFF", "fdtable", "max_fds", 4),
     ("FILE_PRIVATE_DATA_OFF", "file", "private_data", 8),
     ("SOCKET_SK_OFF", "socket", "sk", 8),
+    ("TCP_RCV_NXT_OFF", "tcp_sock", "rcv_nxt", 4),         # the arrival hook: bytes queued, not read
+    ("TCP_COPIED_SEQ_OFF", "tcp_sock", "copied_seq", 4),
 ) + tuple(f for f in SOCK_FIELDS if f[0] in ("SK_FAMILY_OFFSET", "SK_DPORT_OFFSET", "SK_NUM_OFFSET",
                                              "SK_DADDR_OFFSET", "SK_V6_DADDR_OFFSET"))
 

@@ -1,0 +1,129 @@
+"""An HTTP/2 request whose HEADERS and DATA arrive apart and are read together, late.
+
+Found by the real-server re-run of 2026-12-07 (Triton's gRPC frontend on a busy host,
+`scripts/check_grpc_server.sh`): tritonclient's streaming calls send a stream's HEADERS, then its first
+message's DATA a millisecond or more later; when the server read both in one read, the stream started at
+the DATA's arrival, 1-2.3 ms after its HEADERS came (the wire's start). A read of an HTTP/2 connection was
+timed by the latest arrival before it, so that no stream in it starts before its bytes came; the kernel
+now also notes how many bytes the socket held when the read's first bytes arrived, and the frames that
+begin within them are timed by that first arrival.
+
+A raw h2c client (stream 1 answered at once; then stream 3's HEADERS, DELAY_S later its DATA) and a server
+that reads stream 3's two frames in one read once both are queued: the span must start when the HEADERS
+were sent, not DELAY_S later."""
+from __future__ import annotations
+
+import array
+import fcntl
+import selectors
+import socket
+import termios
+import threading
+import time
+
+import pytest
+
+from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
+from tests.otlp_receiver import GrpcReceiver
+from tests.servers.nginx import free_port
+from tests.test_http2_first_read import PREFACE, SETTINGS, SETTINGS_ACK, frame
+
+pytestmark = pytest.mark.bpf
+
+DELAY_S = 0.030
+TOLERANCE_NS = 1_000_000
+CONNECTIONS = 3
+# HPACK: :method GET / POST, :scheme http, :path / (static indices 2 / 3, 6, 4), :authority localhost.
+GET_1 = frame(1, 0x5, 1, b"\x82\x86\x84\x41\x09localhost")           # END_STREAM | END_HEADERS
+POST_3 = frame(1, 0x4, 3, b"\x83\x86\x84\x41\x09localhost")          # END_HEADERS: a body follows
+BODY_3 = frame(0, 0x1, 3, b"hello")                                  # DATA, END_STREAM
+ANSWER_1 = SETTINGS + SETTINGS_ACK + frame(1, 0x5, 1, b"\x88")       # :status 200
+ANSWER_3 = frame(1, 0x5, 3, b"\x88")
+
+
+def recv_at_least(conn: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        piece = conn.recv(65536)
+        if not piece:
+            break
+        got += piece
+    return got
+
+
+def wait_queued(conn: socket.socket, n: int, timeout: float = 10.0) -> None:
+    """Until the socket's receive queue holds n bytes (FIONREAD): on a busy host the kernel may queue a
+    segment sent on loopback well after the send returned (ksoftirqd)."""
+    deadline = time.monotonic() + timeout
+    queued = array.array("i", [0])
+    while time.monotonic() < deadline:
+        fcntl.ioctl(conn.fileno(), termios.FIONREAD, queued)
+        if queued[0] >= n:
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"{queued[0]} of {n} bytes queued after {timeout} s")
+
+
+def server(listener: socket.socket, both_sent: threading.Semaphore, stop: threading.Event) -> None:
+    """Answers stream 1 as it comes; reads stream 3's HEADERS and DATA only once the client sent both, in
+    one read (as a busy server does), and answers it."""
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    while not stop.is_set():
+        if not sel.select(0.2):
+            continue
+        conn, _ = listener.accept()
+        with conn:
+            recv_at_least(conn, len(PREFACE + SETTINGS + GET_1))
+            conn.sendall(ANSWER_1)
+            if not both_sent.acquire(timeout=10):
+                return
+            wait_queued(conn, len(SETTINGS_ACK + POST_3 + BODY_3))
+            late = conn.recv(65536)
+            assert late == SETTINGS_ACK + POST_3 + BODY_3, late  # (both frames in one read)
+            conn.sendall(ANSWER_3)
+            while conn.recv(65536):
+                pass
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_a_stream_read_with_a_later_frame_starts_at_its_headers_arrival(hooks):
+    args = ["--hooks", hooks]
+    skip_unless_kernel_offers(args)
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    stop = threading.Event()
+    both_sent = threading.Semaphore(0)
+    thread = threading.Thread(target=server, args=(listener, both_sent, stop), daemon=True)
+    thread.start()
+    receiver = GrpcReceiver()
+    sent: dict[int, int] = {}
+    try:
+        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
+                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *args]) as proc:
+            for _ in range(CONNECTIONS):
+                with socket.create_connection(("127.0.0.1", port)) as c:
+                    c.sendall(PREFACE + SETTINGS + GET_1)
+                    assert recv_at_least(c, len(ANSWER_1)) == ANSWER_1
+                    sent[c.getsockname()[1]] = time.time_ns()
+                    c.sendall(SETTINGS_ACK + POST_3)
+                    time.sleep(DELAY_S)  # the gap between the two frames, as the real client left it
+                    c.sendall(BODY_3)
+                    both_sent.release()
+                    assert recv_at_least(c, len(ANSWER_3)) == ANSWER_3
+            assert receiver.wait_for(lambda: len([s for s in receiver.spans()
+                                                  if s.attributes.get("server.port") == port]) >= 2 * CONNECTIONS), \
+                proc.stderr
+            assert proc.stop() == 0, proc.stderr
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        receiver.stop()
+    posts = {s.attributes.get("client.port"): (s.start_ns - sent[s.attributes.get("client.port")]) / 1e6
+             for s in receiver.spans() if s.attributes.get("server.port") == port
+             and s.attributes.get("http.request.method") == "POST"}
+    assert sorted(posts) == sorted(sent), posts
+    # The span starts when the HEADERS arrived (a few µs after the client's clock read), not DELAY_S later
+    # with the DATA.
+    assert all(-TOLERANCE_NS / 1e6 < ms < TOLERANCE_NS / 1e6 for ms in posts.values()), f"start - sent (ms): {posts}"
