@@ -34,9 +34,9 @@ Servers (each in its own venv under $REAL_SERVERS_DIR, default /opt/rw, made fro
   writes a `sitecustomize.py` into the venv that gives the resource tracker the pure-Python RLock when, and
   only when, the mismatch is there.
 
-`drive` (OpenAI-compatible servers, official `openai` client, run with the server's venv): 10 streamed without
-usage, 10 streamed with `stream_options.include_usage`, 10 not streamed, 4 concurrent streams twice, one 404
-and one request with bad JSON. Triton: 12 sequential `generate_stream`, 4 concurrent twice, 5 `generate`,
+`drive` (OpenAI-compatible servers, official `openai` client, run with the server's venv): chat completions,
+10 streamed without usage, 10 streamed with `stream_options.include_usage`, 10 not streamed; legacy completions
+(`/v1/completions`), 5 of each kind; 4 concurrent chat streams twice, one 404 and one request with bad JSON. Triton: 12 sequential `generate_stream`, 4 concurrent twice, 5 `generate`,
 one 404 and one bad JSON. Per request the client's own timings (perf_counter and time.time) go to
 DIR/client.jsonl; the server's /metrics (if any) is saved before and after to DIR/metrics_before.txt and
 DIR/metrics_after.txt.
@@ -521,26 +521,34 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
     extra = {"ignore_eos": True} if name == "vllm" else {}
     messages = [{"role": "user", "content": "Tell me about the license terms of free software."}]
 
-    def one(kind: str, i: int, stream: bool, usage: bool = False) -> None:
+    def one(kind: str, i: int, stream: bool, usage: bool = False, text: bool = False) -> None:
+        """One chat completion, or with text=True one legacy completion (/v1/completions: a prompt, and
+        choices[].text where chat has a delta)."""
         r = {"server": name, "kind": kind, "i": i, "stream": stream, "include_usage": usage,
              "start_wall": time.time()}
         t0 = time.perf_counter()
-        kw = dict(model=MODEL_NAME, messages=messages, max_tokens=MAX_TOKENS, extra_body=extra)
+        kw = dict(model=MODEL_NAME, max_tokens=MAX_TOKENS, extra_body=extra)
+        if text:
+            create, kw["prompt"] = client.completions.create, messages[0]["content"]
+        else:
+            create, kw["messages"] = client.chat.completions.create, messages
         if not stream:
-            resp = client.chat.completions.create(**kw)
+            resp = create(**kw)
             t1 = time.perf_counter()
+            answer = resp.choices[0].text if text else resp.choices[0].message.content
             r.update(duration_s=t1 - t0, model=resp.model, finish_reason=resp.choices[0].finish_reason,
-                     usage=resp.usage.model_dump() if resp.usage else None,
-                     content_len=len(resp.choices[0].message.content or ""))
+                     usage=resp.usage.model_dump() if resp.usage else None, content_len=len(answer or ""))
             rec.write(r)
             return
         if usage:
             kw["stream_options"] = {"include_usage": True}
         chunks = []
-        for ch in client.chat.completions.create(stream=True, **kw):
+        for ch in create(stream=True, **kw):
             t = time.perf_counter() - t0
             c = {"t": t}
-            if ch.choices:
+            if ch.choices and text:
+                c.update(content=ch.choices[0].text, finish=ch.choices[0].finish_reason)
+            elif ch.choices:
                 d = ch.choices[0].delta
                 c.update(role=d.role, content=d.content, finish=ch.choices[0].finish_reason)
             if ch.usage:
@@ -561,6 +569,12 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
         one("stream_usage", i, True, usage=True)
     for i in range(10):
         one("nonstream", i, False)
+    for i in range(5):
+        one("text_stream", i, True, text=True)
+    for i in range(5):
+        one("text_stream_usage", i, True, usage=True, text=True)
+    for i in range(5):
+        one("text_nonstream", i, False, text=True)
     concurrent_streams(one)
     rec.write({"server": name, "kind": "404", **raw_request(port, "POST", "/v1/no-such-endpoint", b"{}")})
     rec.write({"server": name, "kind": "bad_json",
