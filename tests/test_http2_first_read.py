@@ -12,85 +12,51 @@ A raw h2c client (preface, SETTINGS and one GET in one write) and a server that 
 accept before its first read: the span should start when the client sent the request, not DELAY_S later."""
 from __future__ import annotations
 
-import selectors
 import socket
-import struct
 import threading
 import time
 
 import pytest
 
-from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
-from tests.otlp_receiver import GrpcReceiver
-from tests.servers.nginx import free_port
+from tests.h2c_raw import (PREFACE, SETTINGS, SETTINGS_ACK, accepted, frame, recv_at_least, spans_of,
+                           traced_server)
 
 pytestmark = pytest.mark.bpf
 
 DELAY_S = 0.030
 TOLERANCE_NS = 1_000_000
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack("!I", len(payload))[1:] + bytes([kind, flags]) + struct.pack("!I", stream) + payload
-
-
-SETTINGS, SETTINGS_ACK = frame(4, 0, 0), frame(4, 1, 0)
 # HPACK: :method GET, :scheme http, :path / (static indices 2, 6, 4), :authority localhost (literal, name 1).
 GET = frame(1, 0x5, 1, b"\x82\x86\x84\x41\x09localhost")           # END_STREAM | END_HEADERS
 ANSWER = SETTINGS + SETTINGS_ACK + frame(1, 0x5, 1, b"\x88")        # :status 200
 
 
 def late_reader(listener: socket.socket, stop: threading.Event) -> None:
-    """Accepts from select() (as event loops do: no accept() in flight when the tracer attaches), waits
-    DELAY_S with the client's bytes in the socket's queue, reads them in one read, answers."""
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ)
-    while not stop.is_set():
-        if not sel.select(0.2):
-            continue
-        conn, _ = listener.accept()
-        with conn:
-            time.sleep(DELAY_S)
-            conn.recv(65536)
-            conn.sendall(ANSWER)
-            while conn.recv(65536):
-                pass
+    """For each connection, waits DELAY_S with the client's bytes in the socket's queue, reads them in one
+    read, answers."""
+    for conn in accepted(listener, stop):
+        time.sleep(DELAY_S)
+        conn.recv(65536)
+        conn.sendall(ANSWER)
+        while conn.recv(65536):
+            pass
 
 
 @pytest.mark.parametrize("hooks", ["socket", "syscall"])
 def test_the_first_stream_read_with_the_preface_starts_at_its_arrival(hooks):
-    args = ["--hooks", hooks]
-    skip_unless_kernel_offers(args)
-    port = free_port()
-    listener = socket.create_server(("127.0.0.1", port))
-    stop = threading.Event()
-    server = threading.Thread(target=late_reader, args=(listener, stop), daemon=True)
-    server.start()
-    receiver = GrpcReceiver()
     sent: dict[int, int] = {}
-    try:
-        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *args]) as proc:
-            for _ in range(3):
-                with socket.create_connection(("127.0.0.1", port)) as c:
-                    sent[c.getsockname()[1]] = time.time_ns()
-                    c.sendall(PREFACE + SETTINGS + GET)
-                    got = b""
-                    while len(got) < len(ANSWER):
-                        got += c.recv(65536)
-                    c.sendall(SETTINGS_ACK)
-                time.sleep(0.05)
-            assert receiver.wait_for(lambda: len([s for s in receiver.spans()
-                                                  if s.attributes.get("server.port") == port]) >= 3), proc.stderr
-            assert proc.stop() == 0, proc.stderr
-    finally:
-        stop.set()
-        server.join(5)
-        listener.close()
-        receiver.stop()
+    with traced_server(late_reader, hooks) as (port, receiver, proc):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                sent[c.getsockname()[1]] = time.time_ns()
+                c.sendall(PREFACE + SETTINGS + GET)
+                recv_at_least(c, len(ANSWER))
+                c.sendall(SETTINGS_ACK)
+            time.sleep(0.05)
+        assert receiver.wait_for(lambda: len(spans_of(receiver, port)) >= 3), proc.stderr
+        assert proc.stop() == 0, proc.stderr
     late = {s.attributes.get("client.port"): (s.start_ns - sent[s.attributes.get("client.port")]) / 1e6
-            for s in receiver.spans() if s.attributes.get("server.port") == port}
+            for s in spans_of(receiver, port)}
     assert sorted(late) == sorted(sent), late
     # The span starts when the request arrived (a few µs after the client's clock read), not DELAY_S later.
     assert all(-TOLERANCE_NS / 1e6 < ms < TOLERANCE_NS / 1e6 for ms in late.values()), f"start - sent (ms): {late}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import array
 import fcntl
-import selectors
+import functools
 import socket
 import termios
 import threading
@@ -23,10 +23,8 @@ import time
 
 import pytest
 
-from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
-from tests.otlp_receiver import GrpcReceiver
-from tests.servers.nginx import free_port
-from tests.test_http2_first_read import PREFACE, SETTINGS, SETTINGS_ACK, frame
+from tests.h2c_raw import (PREFACE, SETTINGS, SETTINGS_ACK, accepted, frame, recv_at_least, spans_of,
+                           traced_server)
 
 pytestmark = pytest.mark.bpf
 
@@ -39,16 +37,6 @@ POST_3 = frame(1, 0x4, 3, b"\x83\x86\x84\x41\x09localhost")          # END_HEADE
 BODY_3 = frame(0, 0x1, 3, b"hello")                                  # DATA, END_STREAM
 ANSWER_1 = SETTINGS + SETTINGS_ACK + frame(1, 0x5, 1, b"\x88")       # :status 200
 ANSWER_3 = frame(1, 0x5, 3, b"\x88")
-
-
-def recv_at_least(conn: socket.socket, n: int) -> bytes:
-    got = b""
-    while len(got) < n:
-        piece = conn.recv(65536)
-        if not piece:
-            break
-        got += piece
-    return got
 
 
 def wait_queued(conn: socket.socket, n: int, timeout: float = 10.0) -> None:
@@ -64,65 +52,41 @@ def wait_queued(conn: socket.socket, n: int, timeout: float = 10.0) -> None:
     raise AssertionError(f"{queued[0]} of {n} bytes queued after {timeout} s")
 
 
-def server(listener: socket.socket, both_sent: threading.Semaphore, stop: threading.Event) -> None:
-    """Answers stream 1 as it comes; reads stream 3's HEADERS and DATA only once the client sent both, in
-    one read (as a busy server does), and answers it."""
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ)
-    while not stop.is_set():
-        if not sel.select(0.2):
-            continue
-        conn, _ = listener.accept()
-        with conn:
-            recv_at_least(conn, len(PREFACE + SETTINGS + GET_1))
-            conn.sendall(ANSWER_1)
-            if not both_sent.acquire(timeout=10):
-                return
-            wait_queued(conn, len(SETTINGS_ACK + POST_3 + BODY_3))
-            late = conn.recv(65536)
-            assert late == SETTINGS_ACK + POST_3 + BODY_3, late  # (both frames in one read)
-            conn.sendall(ANSWER_3)
-            while conn.recv(65536):
-                pass
+def server(both_sent: threading.Semaphore, listener: socket.socket, stop: threading.Event) -> None:
+    """Answers stream 1 as it comes; reads stream 3's HEADERS and DATA only once the client sent both (it
+    releases both_sent) and both are queued, in one read (as a busy server does), and answers it."""
+    for conn in accepted(listener, stop):
+        recv_at_least(conn, len(PREFACE + SETTINGS + GET_1))
+        conn.sendall(ANSWER_1)
+        if not both_sent.acquire(timeout=10):
+            return
+        wait_queued(conn, len(SETTINGS_ACK + POST_3 + BODY_3))
+        late = conn.recv(65536)
+        assert late == SETTINGS_ACK + POST_3 + BODY_3, late  # (both frames in one read)
+        conn.sendall(ANSWER_3)
+        while conn.recv(65536):
+            pass
 
 
 @pytest.mark.parametrize("hooks", ["socket", "syscall"])
 def test_a_stream_read_with_a_later_frame_starts_at_its_headers_arrival(hooks):
-    args = ["--hooks", hooks]
-    skip_unless_kernel_offers(args)
-    port = free_port()
-    listener = socket.create_server(("127.0.0.1", port))
-    stop = threading.Event()
-    both_sent = threading.Semaphore(0)
-    thread = threading.Thread(target=server, args=(listener, both_sent, stop), daemon=True)
-    thread.start()
-    receiver = GrpcReceiver()
     sent: dict[int, int] = {}
-    try:
-        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *args]) as proc:
-            for _ in range(CONNECTIONS):
-                with socket.create_connection(("127.0.0.1", port)) as c:
-                    c.sendall(PREFACE + SETTINGS + GET_1)
-                    assert recv_at_least(c, len(ANSWER_1)) == ANSWER_1
-                    sent[c.getsockname()[1]] = time.time_ns()
-                    c.sendall(SETTINGS_ACK + POST_3)
-                    time.sleep(DELAY_S)  # the gap between the two frames, as the real client left it
-                    c.sendall(BODY_3)
-                    both_sent.release()
-                    assert recv_at_least(c, len(ANSWER_3)) == ANSWER_3
-            assert receiver.wait_for(lambda: len([s for s in receiver.spans()
-                                                  if s.attributes.get("server.port") == port]) >= 2 * CONNECTIONS), \
-                proc.stderr
-            assert proc.stop() == 0, proc.stderr
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
-        receiver.stop()
+    both_sent = threading.Semaphore(0)
+    with traced_server(functools.partial(server, both_sent), hooks) as (port, receiver, proc):
+        for _ in range(CONNECTIONS):
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(PREFACE + SETTINGS + GET_1)
+                assert recv_at_least(c, len(ANSWER_1)) == ANSWER_1
+                sent[c.getsockname()[1]] = time.time_ns()
+                c.sendall(SETTINGS_ACK + POST_3)
+                time.sleep(DELAY_S)  # the gap between the two frames, as the real client left it
+                c.sendall(BODY_3)
+                both_sent.release()
+                assert recv_at_least(c, len(ANSWER_3)) == ANSWER_3
+        assert receiver.wait_for(lambda: len(spans_of(receiver, port)) >= 2 * CONNECTIONS), proc.stderr
+        assert proc.stop() == 0, proc.stderr
     posts = {s.attributes.get("client.port"): (s.start_ns - sent[s.attributes.get("client.port")]) / 1e6
-             for s in receiver.spans() if s.attributes.get("server.port") == port
-             and s.attributes.get("http.request.method") == "POST"}
+             for s in spans_of(receiver, port) if s.attributes.get("http.request.method") == "POST"}
     assert sorted(posts) == sorted(sent), posts
     # The span starts when the HEADERS arrived (a few µs after the client's clock read), not DELAY_S later
     # with the DATA.
