@@ -68,7 +68,7 @@ def server(both_sent: threading.Semaphore, listener: socket.socket, stop: thread
             pass
 
 
-@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+@pytest.mark.parametrize("hooks", ["socket", "socket-raw", "syscall"])
 def test_a_stream_read_with_a_later_frame_starts_at_its_headers_arrival(hooks):
     sent: dict[int, int] = {}
     both_sent = threading.Semaphore(0)

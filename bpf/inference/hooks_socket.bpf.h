@@ -106,8 +106,12 @@ static __always_inline u64 read_time(u64 sk)
 /* The bytes in sk's receive queue, not read yet (TCP's rcv_nxt - copied_seq), | ARRIVAL_QUEUED. */
 static __always_inline u64 queued_bytes(u64 sk)
 {
+#ifdef TCP_COPIED_SEQ_OFF
     void *tp = rdonly_cast(sk, TCP_SOCK_BTF_ID);
     return (u32)(*(u32 *)(tp + TCP_RCV_NXT_OFF) - *(u32 *)(tp + TCP_COPIED_SEQ_OFF)) | ARRIVAL_QUEUED;
+#else
+    return 0;  /* not known: an HTTP/2 read is timed by its latest arrival */
+#endif
 }
 #else
 static __always_inline u64 read_time(u64 sk)
@@ -117,7 +121,7 @@ static __always_inline u64 read_time(u64 sk)
 
 static __always_inline u64 queued_bytes(u64 sk)
 {
-    return 0;  /* not known: an HTTP/2 read is timed by its latest arrival */
+    return probe_queued_bytes(sk);
 }
 #endif
 

@@ -55,12 +55,8 @@ RAW_TRACEPOINT_PROBE(sk_data_ready)
     int last = c->seq == 0 || c->proto == PROTO_H2;
     if (c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0)) {
         /* the bytes the socket holds now, before `arrival` (as arrival_take() of the socket hooks reads them) */
-        if (last) {
-            u32 rcv_nxt = 0, copied_seq = 0;
-            bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), (void *)(sk + TCP_RCV_NXT_OFF));
-            bpf_probe_read_kernel(&copied_seq, sizeof(copied_seq), (void *)(sk + TCP_COPIED_SEQ_OFF));
-            *(volatile u64 *)&c->arrival_first_queued = (u32)(rcv_nxt - copied_seq) | ARRIVAL_QUEUED;
-        }
+        if (last)
+            *(volatile u64 *)&c->arrival_first_queued = probe_queued_bytes(sk);
         *(volatile u64 *)&c->arrival = now;
     }
     if (last)

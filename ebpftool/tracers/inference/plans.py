@@ -101,8 +101,6 @@ def recv_hook_btf_defines(btf: Btf | None = None) -> dict[str, int]:
     return {"RECV_HOOK_BTF": 1, "TCP_SOCK_BTF_ID": btf.struct_id("tcp_sock"),
             "TCP_CLOCK_CACHE_OFF": btf.member("tcp_sock", "tcp_clock_cache").offset,
             "TCP_WRITE_SEQ_OFF": btf.member("tcp_sock", "write_seq").offset,
-            "TCP_RCV_NXT_OFF": btf.member("tcp_sock", "rcv_nxt").offset,
-            "TCP_COPIED_SEQ_OFF": btf.member("tcp_sock", "copied_seq").offset,
             "PT_REGS_BTF_ID": btf.struct_id("pt_regs"), "TASK_STACK_OFF": btf.member("task_struct", "stack").offset,
             **kfunc_defines()}
 
@@ -116,8 +114,6 @@ SYSCALL_SOCKET_FIELDS = (
     ("FDT_MAX_FDS_OFF", "fdtable", "max_fds", 4),
     ("FILE_PRIVATE_DATA_OFF", "file", "private_data", 8),
     ("SOCKET_SK_OFF", "socket", "sk", 8),
-    ("TCP_RCV_NXT_OFF", "tcp_sock", "rcv_nxt", 4),         # the arrival hook: bytes queued, not read
-    ("TCP_COPIED_SEQ_OFF", "tcp_sock", "copied_seq", 4),
 ) + tuple(f for f in SOCK_FIELDS if f[0] in ("SK_FAMILY_OFFSET", "SK_DPORT_OFFSET", "SK_NUM_OFFSET",
                                              "SK_DADDR_OFFSET", "SK_V6_DADDR_OFFSET"))
 
@@ -129,6 +125,13 @@ def syscall_socket_defines(btf: Btf | None = None) -> dict[str, int]:
     if out["SK_NUM_OFFSET"] != out["SK_DPORT_OFFSET"] + 2:  # read as one word, skc_portpair
         raise BtfError("struct sock's skc_num does not follow skc_dport")
     return {"SYSCALL_SOCKETS": 1, **out}
+
+
+def tcp_queue_defines(btf: Btf | None = None) -> dict[str, int]:
+    """Where TCP keeps what a socket received and what was read of it (the arrival hooks count the bytes
+    queued, probe_queued_bytes() in bpf/inference/io.bpf.h; BtfError where the BTF lacks them)."""
+    return (btf or Btf.vmlinux()).field_offsets((("TCP_RCV_NXT_OFF", "tcp_sock", "rcv_nxt", 4),
+                                                  ("TCP_COPIED_SEQ_OFF", "tcp_sock", "copied_seq", 4)))
 
 
 def raw_tp_regs_missing() -> str:
@@ -155,6 +158,10 @@ def kernel_features() -> tuple[dict[str, bool], dict[str, dict[str, int]]]:
     except BtfError:
         pass  # not what a hook loads (no bpf_rdonly_cast before Linux 6.2): the plans without it
     try:
+        btf_defines["tcp_queue"] = tcp_queue_defines(btf)
+    except BtfError:
+        pass  # an HTTP/2 read is then timed by its latest arrival
+    try:
         btf_defines["syscall"] = syscall_socket_defines(btf)
     except BtfError:
         pass  # the syscall hooks without their sockets: no arrival time, no address accept() was not given
@@ -170,4 +177,4 @@ def plan_defines(plan: Plan, btf_defines: Mapping[str, Mapping[str, int]]) -> di
         out |= btf_defines["recv"]
     if not out["IO_HOOKS_SOCK"] and "syscall" in btf_defines:
         out |= btf_defines["syscall"]
-    return out
+    return out | btf_defines.get("tcp_queue", {})
