@@ -36,7 +36,8 @@ Servers (each in its own venv under $REAL_SERVERS_DIR, default /opt/rw, made fro
 
 `drive` (OpenAI-compatible servers, official `openai` client, run with the server's venv): chat completions,
 10 streamed without usage, 10 streamed with `stream_options.include_usage`, 10 not streamed; legacy completions
-(`/v1/completions`), 5 of each kind; 4 concurrent chat streams twice, one 404 and one request with bad JSON. Triton: 12 sequential `generate_stream`, 4 concurrent twice, 5 `generate`,
+(`/v1/completions`), 5 of each kind; vLLM: 5 chat streams that end at the stop token (no `ignore_eos`, the
+stop token's logit raised); 4 concurrent chat streams twice, one 404 and one request with bad JSON. Triton: 12 sequential `generate_stream`, 4 concurrent twice, 5 `generate`,
 one 404 and one bad JSON. Per request the client's own timings (perf_counter and time.time) go to
 DIR/client.jsonl; the server's /metrics (if any) is saved before and after to DIR/metrics_before.txt and
 DIR/metrics_after.txt.
@@ -521,13 +522,13 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
     extra = {"ignore_eos": True} if name == "vllm" else {}
     messages = [{"role": "user", "content": "Tell me about the license terms of free software."}]
 
-    def one(kind: str, i: int, stream: bool, usage: bool = False, text: bool = False) -> None:
+    def one(kind: str, i: int, stream: bool, usage: bool = False, text: bool = False, body: dict | None = None) -> None:
         """One chat completion, or with text=True one legacy completion (/v1/completions: a prompt, and
-        choices[].text where chat has a delta)."""
+        choices[].text where chat has a delta); body: the extra body fields (default: `extra`)."""
         r = {"server": name, "kind": kind, "i": i, "stream": stream, "include_usage": usage,
              "start_wall": time.time()}
         t0 = time.perf_counter()
-        kw = dict(model=MODEL_NAME, max_tokens=MAX_TOKENS, extra_body=extra)
+        kw = dict(model=MODEL_NAME, max_tokens=MAX_TOKENS, extra_body=extra if body is None else body)
         if text:
             create, kw["prompt"] = client.completions.create, messages[0]["content"]
         else:
@@ -575,6 +576,10 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
         one("text_stream_usage", i, True, usage=True, text=True)
     for i in range(5):
         one("text_nonstream", i, False, text=True)
+    if name == "vllm":
+        # streams that end at the model's stop token (token 2, made likelier): vLLM sends its event, empty
+        for i in range(5):
+            one("stream_stop", i, True, body={"logit_bias": {"2": 5}})
     concurrent_streams(one)
     rec.write({"server": name, "kind": "404", **raw_request(port, "POST", "/v1/no-such-endpoint", b"{}")})
     rec.write({"server": name, "kind": "bad_json",

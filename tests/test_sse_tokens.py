@@ -33,7 +33,8 @@ REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: appl
 RARE_WORDS = 8  # bpf/inference/maps.bpf.h RARE_WORDS: words of one buffer looked at closer for marks
 # What find_marks() compares, each ending at the byte pair its word was noted for (usage-only, empty-text,
 # finish-only, done, special and role-only chunks): the bytes before the pair are compared as they are.
-MARKS = (b'oices":[]', b'oices": []', b'ontent":""', b'ntent": ""', b'"text":""', b'"text": ""', b'sponse":""',
+MARKS = (b'oices":[]', b'oices": []', b'ssistant","content":""', b'ssistant", "content": ""', b'"text":""',
+         b'"text": ""', b'sponse":""',
          b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'pecial":t', b'ssistant"}')
 
 
@@ -88,6 +89,12 @@ def _piece(rng: random.Random) -> bytes:
         return b"event: message\r\ndata:" + text.encode() + b"\r\n\r\n"
     if kind == 5:
         return b"data: " + text.encode() + b"\ndata: second line\n\n"  # two events by this rule
+    if kind == 7 and rng.random() < 0.5:
+        # vLLM's event for a token whose text it held back (a token), or a role chunk, spaced or not (none)
+        return rng.choice((b'data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":null}]}\n\n',
+                           b'data: {"choices": [{"delta": {"content": ""}, "finish_reason": "stop"}]}\n\n',
+                           b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n',
+                           b'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n'))
     body = b'data: {"choices":[{"delta":{"content":"' + text.encode() + b'"}}]}\n\n'
     if kind == 6:  # chunked framing around the event, as an HTTP/1.1 server writes it
         return b"%x\r\n" % len(body) + body + b"\r\n"

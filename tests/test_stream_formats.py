@@ -1,9 +1,10 @@
-"""Streams that are not OpenAI-style SSE, in the formats their servers publish (neither server can be
-installed on these machines): Ollama's `/api/chat` and `/api/generate` (newline-delimited JSON objects,
-`"done":true` last with `eval_count`), and TGI's `/generate_stream` (SSE events `{"token":{...,"special":
-...}}`, the last with `details.generated_tokens`). A server in this process writes them as Go's net/http
-and TGI's axum do (chunked, one object or event per write); the tracer's tokens, time to first token and
-output-token metric are checked against what was written."""
+"""Streams in the formats their servers publish: Ollama's `/api/chat` and `/api/generate` (newline-delimited
+JSON objects, `"done":true` last with `eval_count`) and TGI's `/generate_stream` (SSE events
+`{"token":{...,"special":...}}`, the last with `details.generated_tokens`), which cannot be installed on these
+machines; and vLLM's chat stream with its empty-text token events (seen from vLLM 0.32 here). A server in
+this process writes them as Go's net/http, TGI's axum and uvicorn do (chunked, one object or event per
+write); the tracer's tokens, time to first token and output-token metric are checked against what was
+written."""
 from __future__ import annotations
 
 import json
@@ -54,10 +55,27 @@ def tgi_generate_stream(n: int) -> list[bytes]:
     return [b"data:" + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events]
 
 
+def vllm_chat(n: int) -> list[bytes]:
+    """/v1/chat/completions as vLLM streams it (0.32, no usage asked): the role chunk, one event per token,
+    a token whose text it held back (a skipped special token, a character's first bytes) as an empty content,
+    and the stop token's event, empty, with finish_reason "stop": n + 2 tokens by vLLM's own count
+    (usage.completion_tokens, vllm:generation_tokens_total), as seen on 2026-12-07."""
+    def event(delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, "token_ids": None}
+        doc = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1796670222, "model": "vllm-model",
+               "choices": [choice]}
+        return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+    texts = [f"tok{i}" for i in range(n)]
+    texts.insert(n // 2, "")
+    return ([event({"role": "assistant", "content": ""})] + [event({"content": t}) for t in texts]
+            + [event({"content": ""}, "stop"), b"data: [DONE]\n\n"])
+
+
 ANSWERS = {
     "/api/chat": ("application/x-ndjson", ollama_chat),
     "/api/generate": ("application/x-ndjson", ollama_generate),
     "/generate_stream": ("text/event-stream", tgi_generate_stream),
+    "/v1/chat/completions": ("text/event-stream", vllm_chat),
 }
 
 
@@ -103,8 +121,10 @@ def test_ollama_and_tgi_streams_count_their_tokens(hooks):
             spans.setdefault(s.attributes["url.path"], []).append(s)
         # Stated counts win: Ollama's eval_count, TGI's generated_tokens (each one more than the text tokens
         # in chat and TGI: the end-of-sequence token); time to first token and per token from text tokens.
-        expected = {"/api/chat": n + 1, "/api/generate": n, "/generate_stream": n + 1}
-        operations = {"/api/chat": "chat", "/api/generate": "text_completion", "/generate_stream": "text_completion"}
+        # vLLM states no count here: its token events, the empty ones included (n + 2).
+        expected = {"/api/chat": n + 1, "/api/generate": n, "/generate_stream": n + 1, "/v1/chat/completions": n + 2}
+        operations = {"/api/chat": "chat", "/api/generate": "text_completion", "/generate_stream": "text_completion",
+                      "/v1/chat/completions": "chat"}
         for path, want in expected.items():
             assert len(spans[path]) == 2, spans
             for s in spans[path]:
@@ -120,7 +140,7 @@ def test_ollama_and_tgi_streams_count_their_tokens(hooks):
             key = (p.attributes["gen_ai.operation.name"], p.attributes.get("gen_ai.response.model"))
             tokens[key] = tokens.get(key, 0) + p.value
         assert tokens == {("chat", "llama3"): 2 * (n + 1), ("text_completion", "llama3"): 2 * n,
-                          ("text_completion", None): 2 * (n + 1)}
+                          ("text_completion", None): 2 * (n + 1), ("chat", "vllm-model"): 2 * (n + 2)}
     finally:
         listener.close()
         receiver.stop()

@@ -105,6 +105,10 @@ def test_without_usage_the_tokens_are_the_content_events_and_a_text_completion_c
 def test_a_content_chunk_that_also_finishes_is_content():
     assert classify({"choices": [{"delta": {"content": "z"}, "finish_reason": "stop"}]}) == "content"
     assert classify({"choices": [{"delta": {"content": None}, "finish_reason": None}]}) == "role"
+    assert classify({"choices": [{"delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}) == "role"
+    # vLLM's event for a token whose text it held back, and for the stop token: tokens it counts
+    assert classify({"choices": [{"delta": {"content": ""}, "finish_reason": None}]}) == "content"
+    assert classify({"choices": [{"delta": {"content": ""}, "finish_reason": "stop"}]}) == "content"
     assert classify({"choices": [{"delta": {}, "finish_reason": "length"}]}) == "finish"
     assert classify({"choices": [], "usage": {"completion_tokens": 1}}) == "usage"
     assert classify({"error": "x"}) == "other" and classify([1]) == "other"

@@ -459,6 +459,8 @@ def classify(doc) -> str:
         text = delta.get("content") if isinstance(delta, dict) else c.get("text")
         if isinstance(text, str) and text:
             return "content"
+        if isinstance(delta, dict) and text == "" and delta.get("role") != "assistant":
+            return "content"  # a token whose text the server held back (vLLM: one event per token, the stop token's too)
         if c.get("finish_reason"):
             has_finish = True
     return "finish" if has_finish else "role"

@@ -132,8 +132,15 @@ static __always_inline void find_marks(struct scratch *s, u32 *tokens, u32 *usag
             u64 empty_choices = (is_zero(at7 ^ W8('o', 'i', 'c', 'e', 's', '"', ':', '[')) |
                                  (is_zero(at8 ^ W8('o', 'i', 'c', 'e', 's', '"', ':', ' ')) & is_zero(c0 ^ '['))) &
                                 is_zero(c1 ^ ']');
-            u64 empty_text = (is_zero(at8 ^ W8('o', 'n', 't', 'e', 'n', 't', '"', ':')) |
-                              is_zero(at8 ^ W8('n', 't', 'e', 'n', 't', '"', ':', ' ')) |
+            /* `"content":""` marks no token only after `"role":"assistant",` (the role chunk): vLLM sends one
+             * event per token, and a token whose text it holds back (a skipped special token, a character's
+             * first bytes; the stop token at the end) as `"delta":{"content":""}`, which it counts. (p - 20,
+             * p - 22: masked, which changes nothing where p > 22 and keeps the verifier's index in bounds) */
+            u64 at20 = *(u64 *)&s->data[(p - 20) & 1023], at22 = *(u64 *)&s->data[(p - 22) & 1023];
+            u64 empty_text = ((is_zero(at8 ^ W8('o', 'n', 't', 'e', 'n', 't', '"', ':')) &
+                               is_zero(at20 ^ W8('s', 's', 'i', 's', 't', 'a', 'n', 't'))) |
+                              (is_zero(at8 ^ W8('n', 't', 'e', 'n', 't', '"', ':', ' ')) &
+                               is_zero(at22 ^ W8('s', 's', 'i', 's', 't', 'a', 'n', 't'))) |
                               is_zero((at8 >> 8) ^ W7('"', 't', 'e', 'x', 't', '"', ':')) |
                               is_zero(at8 ^ W8('"', 't', 'e', 'x', 't', '"', ':', ' ')) |
                               is_zero(at8 ^ W8('s', 'p', 'o', 'n', 's', 'e', '"', ':')) |

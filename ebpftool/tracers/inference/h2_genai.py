@@ -8,8 +8,9 @@ and counts and times. What comes out: the model name (made safe as parsers does)
 The rules are sse.bpf.h's, so that one answer gives the same figures over HTTP/1 and HTTP/2:
 - An event is a `data:` line (at a line start: the answer's first byte, or after a '\\n') other than
   `data: [DONE]` (`data:` then `[` or ` [`), and on Ollama's paths (ndjson) a line that begins with `{`.
-- An event is a token unless it shows a mark of a chunk that carries no output text: `"content":""`,
-  `"text":""`, `"response":""`, `"output":""` (role-only first chunk, empty chunk; Ollama's final object),
+- An event is a token unless it shows a mark of a chunk that carries no output text: `"role":"assistant",
+  "content":""` (the role chunk: an empty content without the role is a token whose text the server held
+  back, as vLLM sends it), `"text":""`, `"response":""`, `"output":""` (empty chunk; Ollama's final object),
   `"role":"assistant"}` (a role-only delta), `"delta":{}` (finish-only chunk), `"choices":[]` (usage-only
   chunk), `"special":true` (TGI's special tokens), `"done":true` (Ollama's final object). A mark belongs to
   the last event begun before it (in its line, or a line after it that is not an event).
@@ -47,7 +48,8 @@ NDJSON_PATHS = ("/api/chat", "/api/generate")   # Ollama: its answers are JSON l
 SSE_CONTENT_TYPE = b"text/event-stream"
 STREAM_OPERATION = "generate_content"   # an answer of events on another path (parsers.operation_name, streamed)
 
-_MARKS = (b'oices":[]', b'oices": []', b'ontent":""', b'ntent": ""', b'"text":""', b'"text": ""', b'sponse":""',
+_MARKS = (b'oices":[]', b'oices": []', b'ssistant","content":""', b'ssistant", "content": ""', b'"text":""',
+          b'"text": ""', b'sponse":""',
           b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'pecial":t', b'ssistant"}')
 _MARK = re.compile(b"|".join(re.escape(m) for m in _MARKS))
 # what every mark holds (the kernel's triggers, sse.bpf.h): most token lines hold none, and skip the regex
