@@ -85,10 +85,10 @@ struct conn_arrival {
     u64 key;        /* conns[slot].key's socket (0: none), for the hook's probes */
     u64 first;      /* the first bytes of the next request arrived (0: none since the last read took them) */
     u64 last;       /* the latest bytes arrived (noted while want_last), taken by the next read */
-    u64 first_queued; /* conn_state.arrival_first_queued of `first` (noted while want_last, else 0) */
+    u32 first_queued; /* conn_state.arrival_first_queued of `first` (noted while want_last, else 0) */
     u8 open;        /* a request began and its answer has not: bytes arriving are its own */
     u8 want_last;   /* the latest arrival is noted: before the connection's first request, and on HTTP/2 */
-    u8 pad[30];
+    u8 pad[34];
 };
 #define BPF_F_MMAPABLE_FLAG 1024  /* BPF_F_MMAPABLE */
 BPF_F_TABLE("array", u32, struct conn_arrival, conn_arrivals, MAX_CONNS, BPF_F_MMAPABLE_FLAG);
@@ -141,7 +141,7 @@ static __always_inline void arrival_take(struct conn_state *c)
     u64 first = *(volatile u64 *)&a->first, last = a->last;
     if (last != 0) {
         /* with first's count, read while a->first is set (the hook writes neither then) */
-        c->arrival_first_queued = first != 0 && c->arrival == 0 ? *(volatile u64 *)&a->first_queued : 0;
+        c->arrival_first_queued = first != 0 && c->arrival == 0 ? *(volatile u32 *)&a->first_queued : 0;
         c->arrival_last = last;
         a->last = 0;
     }

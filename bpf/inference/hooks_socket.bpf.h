@@ -104,11 +104,11 @@ static __always_inline u64 read_time(u64 sk)
 }
 
 /* The bytes in sk's receive queue, not read yet (TCP's rcv_nxt - copied_seq), | ARRIVAL_QUEUED. */
-static __always_inline u64 queued_bytes(u64 sk)
+static __always_inline u32 queued_bytes(u64 sk)
 {
 #ifdef TCP_COPIED_SEQ_OFF
     void *tp = rdonly_cast(sk, TCP_SOCK_BTF_ID);
-    return (u32)(*(u32 *)(tp + TCP_RCV_NXT_OFF) - *(u32 *)(tp + TCP_COPIED_SEQ_OFF)) | ARRIVAL_QUEUED;
+    return ((*(u32 *)(tp + TCP_RCV_NXT_OFF) - *(u32 *)(tp + TCP_COPIED_SEQ_OFF)) & ~ARRIVAL_QUEUED) | ARRIVAL_QUEUED;
 #else
     return 0;  /* not known: an HTTP/2 read is timed by its latest arrival */
 #endif
@@ -119,7 +119,7 @@ static __always_inline u64 read_time(u64 sk)
     return bpf_ktime_get_ns();
 }
 
-static __always_inline u64 queued_bytes(u64 sk)
+static __always_inline u32 queued_bytes(u64 sk)
 {
     return probe_queued_bytes(sk);
 }
@@ -413,7 +413,7 @@ static __always_inline int bytes_arrived(u64 sk)
         /* While the latest arrival is noted (HTTP/2), the bytes the socket holds now: the next read's frames
          * that begin within them came now, those after later (by the latest). Written before `first`, which
          * arrival_take() reads first. */
-        *(volatile u64 *)&a->first_queued = last ? queued_bytes(sk) : 0;
+        *(volatile u32 *)&a->first_queued = last ? queued_bytes(sk) : 0;
         *(volatile u64 *)&a->first = t;
     }
     if (last)

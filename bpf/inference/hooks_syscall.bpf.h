@@ -56,7 +56,7 @@ RAW_TRACEPOINT_PROBE(sk_data_ready)
     if (c->arrival == 0 && (c->req_start == 0 || c->resp_start != 0)) {
         /* the bytes the socket holds now, before `arrival` (as arrival_take() of the socket hooks reads them) */
         if (last)
-            *(volatile u64 *)&c->arrival_first_queued = probe_queued_bytes(sk);
+            *(volatile u32 *)&c->arrival_first_queued = probe_queued_bytes(sk);
         *(volatile u64 *)&c->arrival = now;
     }
     if (last)

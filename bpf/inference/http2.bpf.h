@@ -675,11 +675,12 @@ static __always_inline void h2_bytes(void *ctx, u64 via, u64 *k, struct conn_sta
      * read, where the hook counted them): those came then. The next arrival is noted afresh. */
     u64 arrival = 0, arrival_first = 0, first_end = 0;
     if (dir == H2_FROM_CLIENT) {
-        u64 last = c->arrival_last, first = c->arrival, queued = c->arrival_first_queued;
+        u64 last = c->arrival_last, first = c->arrival;
+        u32 queued = c->arrival_first_queued;
         arrival = last && last <= now ? last : (first <= now ? first : 0);
         if (via == H2_VIA_READ && first && first < arrival && (queued & ARRIVAL_QUEUED)) {
             arrival_first = first;
-            first_end = (u32)queued;
+            first_end = queued & ~ARRIVAL_QUEUED;
         }
         c->arrival = 0;
         c->arrival_last = 0;

@@ -149,13 +149,14 @@ struct conn_state {
     __u8 h2_drop[2];     /* per direction: the rest of the current frame is left out (a frame user space needs not) */
     __u16 h2_tail[2];    /* per direction: the current DATA frame's last bytes to copy after those skipped */
     __u32 slot;          /* socket hooks: its slot in the connection table (and in conn_arrivals) */
+    __u32 arrival_first_queued; /* with ARRIVAL_QUEUED: the bytes the socket held when `arrival` was noted (on
+                          * HTTP/2, from the next read's first byte: the frames that begin in them came then);
+                          * in the padding after slot, so that the state stays 384 bytes, six cache lines */
     __u64 arrival_last;  /* the latest bytes arrived (sk_data_ready) before the next read, kept only before the
                           * connection's first request began and on HTTP/2 connections: a read of many frames
                           * is timed by its last bytes, so that no stream in it starts before it was sent */
-    __u64 arrival_first_queued; /* with ARRIVAL_QUEUED: the bytes the socket held when `arrival` was noted (on
-                          * HTTP/2, from the next read's first byte: the frames that begin in them came then) */
 };
-#define ARRIVAL_QUEUED (1ULL << 32)
+#define ARRIVAL_QUEUED (1U << 31)  /* conn_state.arrival_first_queued holds a count (its low 31 bits) */
 
 /* conn_state.proto */
 #define PROTO_HTTP1 0

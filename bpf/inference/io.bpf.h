@@ -127,14 +127,14 @@ static __always_inline void count_accepted(u16 port)
 /* The bytes in socket sk's receive queue, not read yet (TCP's rcv_nxt - copied_seq), | ARRIVAL_QUEUED; 0
  * where the kernel's BTF gave no offsets for them. The arrival hooks count them for HTTP/2
  * (conn_state.arrival_first_queued). */
-static __always_inline u64 probe_queued_bytes(u64 sk)
+static __always_inline u32 probe_queued_bytes(u64 sk)
 {
 #ifdef TCP_COPIED_SEQ_OFF
     u32 rcv_nxt = 0, copied_seq = 0;
     if (bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), (void *)(sk + TCP_RCV_NXT_OFF)) != 0 ||
         bpf_probe_read_kernel(&copied_seq, sizeof(copied_seq), (void *)(sk + TCP_COPIED_SEQ_OFF)) != 0)
         return 0;
-    return (u32)(rcv_nxt - copied_seq) | ARRIVAL_QUEUED;
+    return ((rcv_nxt - copied_seq) & ~ARRIVAL_QUEUED) | ARRIVAL_QUEUED;
 #else
     return 0;
 #endif
