@@ -9,7 +9,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from tests.conftest import EbpftoolProcess, skip_unless_kernel_offers
+from tests.conftest import EbpftoolProcess, inference_args, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port
 
@@ -51,8 +51,7 @@ def traced_server(serve: Callable[[socket.socket, threading.Event], None],
     """serve(listener, stop) in a thread on a free port of 127.0.0.1, `ebpftool inference --port` with
     --hooks `hooks` watching it and exporting to an OTLP receiver: (port, receiver, tracer process). All
     stopped after, the receiver keeping what it got."""
-    args = ["--hooks", hooks]
-    skip_unless_kernel_offers(args)
+    skip_unless_kernel_offers(["--hooks", hooks])
     port = free_port()
     listener = socket.create_server(("127.0.0.1", port))
     stop = threading.Event()
@@ -60,8 +59,7 @@ def traced_server(serve: Callable[[socket.socket, threading.Event], None],
     thread.start()
     receiver = GrpcReceiver()
     try:
-        with EbpftoolProcess(["inference", "--port", str(port), "--otlp-endpoint", receiver.endpoint,
-                              "--otlp-protocol", "grpc", "--interval", "1", "--no-ui", *args]) as proc:
+        with EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             yield port, receiver, proc
     finally:
         stop.set()

@@ -25,6 +25,7 @@ import pytest
 
 from tests.h2c_raw import (PREFACE, SETTINGS, SETTINGS_ACK, accepted, frame, recv_at_least, spans_of,
                            traced_server)
+from tests.kernel_state import wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -39,17 +40,11 @@ ANSWER_1 = SETTINGS + SETTINGS_ACK + frame(1, 0x5, 1, b"\x88")       # :status 2
 ANSWER_3 = frame(1, 0x5, 3, b"\x88")
 
 
-def wait_queued(conn: socket.socket, n: int, timeout: float = 10.0) -> None:
-    """Until the socket's receive queue holds n bytes (FIONREAD): the client's DATA segment waits for the
-    ACK of its HEADERS (Nagle's algorithm), which the server, not reading, delays (~40 ms here)."""
-    deadline = time.monotonic() + timeout
-    queued = array.array("i", [0])
-    while time.monotonic() < deadline:
-        fcntl.ioctl(conn.fileno(), termios.FIONREAD, queued)
-        if queued[0] >= n:
-            return
-        time.sleep(0.001)
-    raise AssertionError(f"{queued[0]} of {n} bytes queued after {timeout} s")
+def queued(conn: socket.socket) -> int:
+    """Bytes in the socket's receive queue (FIONREAD)."""
+    n = array.array("i", [0])
+    fcntl.ioctl(conn.fileno(), termios.FIONREAD, n)
+    return n[0]
 
 
 def server(both_sent: threading.Semaphore, listener: socket.socket, stop: threading.Event) -> None:
@@ -60,7 +55,9 @@ def server(both_sent: threading.Semaphore, listener: socket.socket, stop: thread
         conn.sendall(ANSWER_1)
         if not both_sent.acquire(timeout=10):
             return
-        wait_queued(conn, len(SETTINGS_ACK + POST_3 + BODY_3))
+        # the client's DATA segment waits for the ACK of its HEADERS (Nagle's algorithm), which the server, not
+        # reading, delays (~40 ms here)
+        assert wait_until(lambda: queued(conn) >= len(SETTINGS_ACK + POST_3 + BODY_3)), queued(conn)
         late = conn.recv(65536)
         assert late == SETTINGS_ACK + POST_3 + BODY_3, late  # (both frames in one read)
         conn.sendall(ANSWER_3)
