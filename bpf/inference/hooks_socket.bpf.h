@@ -103,12 +103,12 @@ static __always_inline u64 read_time(u64 sk)
     return *(u64 *)(tp + TCP_CLOCK_CACHE_OFF);
 }
 
-/* The bytes in sk's receive queue, not read yet (TCP's rcv_nxt - copied_seq), | ARRIVAL_QUEUED. */
+/* The bytes in sk's receive queue, not read yet (queued_count()), by direct loads. */
 static __always_inline u32 queued_bytes(u64 sk)
 {
 #ifdef TCP_COPIED_SEQ_OFF
     void *tp = rdonly_cast(sk, TCP_SOCK_BTF_ID);
-    return ((*(u32 *)(tp + TCP_RCV_NXT_OFF) - *(u32 *)(tp + TCP_COPIED_SEQ_OFF)) & ~ARRIVAL_QUEUED) | ARRIVAL_QUEUED;
+    return queued_count(*(u32 *)(tp + TCP_RCV_NXT_OFF), *(u32 *)(tp + TCP_COPIED_SEQ_OFF));
 #else
     return 0;  /* not known: an HTTP/2 read is timed by its latest arrival */
 #endif

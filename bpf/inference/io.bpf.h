@@ -124,9 +124,14 @@ static __always_inline void count_accepted(u16 port)
         *n += 1;
 }
 
-/* The bytes in socket sk's receive queue, not read yet (TCP's rcv_nxt - copied_seq), | ARRIVAL_QUEUED; 0
- * where the kernel's BTF gave no offsets for them. The arrival hooks count them for HTTP/2
- * (conn_state.arrival_first_queued). */
+/* The bytes TCP received and the application has not read yet, as conn_state.arrival_first_queued keeps them. */
+static __always_inline u32 queued_count(u32 rcv_nxt, u32 copied_seq)
+{
+    return ((rcv_nxt - copied_seq) & ~ARRIVAL_QUEUED) | ARRIVAL_QUEUED;
+}
+
+/* The bytes in socket sk's receive queue, not read yet (queued_count()); 0 where the kernel's BTF gave no
+ * offsets for them. The arrival hooks count them for HTTP/2 (conn_state.arrival_first_queued). */
 static __always_inline u32 probe_queued_bytes(u64 sk)
 {
 #ifdef TCP_COPIED_SEQ_OFF
@@ -134,7 +139,7 @@ static __always_inline u32 probe_queued_bytes(u64 sk)
     if (bpf_probe_read_kernel(&rcv_nxt, sizeof(rcv_nxt), (void *)(sk + TCP_RCV_NXT_OFF)) != 0 ||
         bpf_probe_read_kernel(&copied_seq, sizeof(copied_seq), (void *)(sk + TCP_COPIED_SEQ_OFF)) != 0)
         return 0;
-    return ((rcv_nxt - copied_seq) & ~ARRIVAL_QUEUED) | ARRIVAL_QUEUED;
+    return queued_count(rcv_nxt, copied_seq);
 #else
     return 0;
 #endif
