@@ -389,6 +389,13 @@ static __always_inline int h2_append(struct conn_state *c, u32 dir, struct h2_wa
     return 1;
 }
 
+/* Whether the frame whose header ends at pos of the current buffer began in the bytes that came at
+ * arrival_first. */
+static __always_inline u64 h2_began_early(struct h2_walk *w, u64 pos)
+{
+    return V(w->base) + pos < V(w->first_end) + H2_FRAME_HEADER;
+}
+
 /* A muted frame noted (peek: see h2_walk.peek) for h2_measure_notes. */
 static __always_inline void h2_note(struct h2_walk *w, u64 peek, u64 block, u64 room, u64 early)
 {
@@ -435,9 +442,7 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
         u64 peek = V(w->peek), at = pos + V(w->peek_off), len = V(w->peek_len);
         V(w->peek) = 0;
         u64 room = len < H2_BLOCK_PEEK ? len : H2_BLOCK_PEEK;
-        /* its header, just before pos, began in the bytes that came at arrival_first */
-        u64 early = V(w->base) + pos < V(w->first_end) + H2_FRAME_HEADER;
-        h2_note(w, peek, len && at < n ? p + at : 0, at + room <= n ? room : n - at, early);
+        h2_note(w, peek, len && at < n ? p + at : 0, at + room <= n ? room : n - at, h2_began_early(w, pos));
     }
     u64 send = 0, skip = 0;  /* bytes from win to send, bytes after them skipped */
     u64 dropped = 0;         /* bytes of a frame left out whole, passed over after the bytes sent */
@@ -701,7 +706,7 @@ static __always_inline int h2_run_end(void *ctx, u64 via, struct conn_state *c, 
 {
     if (V(w->done) == 1 && V(w->peek)) {
         /* its payload is in the next read or write: its header block not looked at */
-        h2_note(w, V(w->peek), 0, 0, V(w->base) + V(w->pos) < V(w->first_end) + H2_FRAME_HEADER);
+        h2_note(w, V(w->peek), 0, 0, h2_began_early(w, V(w->pos)));
         V(w->peek) = 0;
     }
     if (V(w->notes_n))
