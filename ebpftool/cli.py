@@ -5,6 +5,7 @@ exit code 1 here, at the boundary; nothing below prints tracebacks for it.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from typing import Annotated
@@ -76,6 +77,12 @@ def _register_commands() -> None:
 
     for module in (inference, net, gpu, agents, trace, record, config, demo, replay):
         module.register(app)
+    # Typer's command list keeps a docstring's line breaks in rich mode (its own page joins them), so the
+    # list would wrap each command's summary twice: give it the first paragraph as one line.
+    for command in app.registered_commands:
+        doc = command.help or (command.callback.__doc__ if command.callback else None)
+        if doc and not command.short_help:
+            command.short_help = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
 
 
 _register_commands()

@@ -117,3 +117,13 @@ def test_bad_arguments_are_one_clear_line():
 def test_version():
     r = run_ebpftool(["--version"])
     assert r.returncode == 0 and r.stdout.startswith("ebpftool ")
+
+
+def test_the_command_list_gives_each_summary_as_flowing_text():
+    """Each command's summary in `ebpftool --help` wraps at the terminal's width, not where the docstring broke."""
+    r = run_ebpftool(["--help"], env={"COLUMNS": "400"})
+    assert r.returncode == 0
+    rows = [line for line in r.stdout.splitlines() if line.startswith("│ ")]
+    inference = [i for i, line in enumerate(rows) if line.split()[1:2] == ["inference"]]
+    assert inference, r.stdout
+    assert "time per output token (gRPC: time to first message)." in rows[inference[0]], r.stdout
