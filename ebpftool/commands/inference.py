@@ -22,9 +22,9 @@ Hooks = Annotated[str, typer.Option(
                     "'socket-raw' (the socket tracepoints only), 'syscall' (read/write/accept syscall "
                     "tracepoints, any kernel) or 'auto' (socket where the kernel allows it).")]
 MaxConnections = Annotated[int, typer.Option(
-    "--max-connections", help="Slots of the connection table, a power of two allocated at start (~150 bytes "
-                              "each); keep open connections below about a quarter of it. Connections that "
-                              "find no slot are counted as untracked.")]
+    "--max-connections", help="Slots of the connection table, a power of two allocated at start (448 bytes "
+                              "each: 28 MiB at the default); keep open connections below about a quarter "
+                              "of it. Connections that find no slot are counted as untracked.")]
 
 
 @common_options()
