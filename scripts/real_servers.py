@@ -560,7 +560,7 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
                  ttft_s=content_t[0] if content_t else None,
                  tpot_s=(content_t[-1] - content_t[0]) / (len(content_t) - 1) if len(content_t) > 1 else None,
                  first_chunk=chunks[0] if chunks else None, last_chunks=chunks[-2:],
-                 usage=next((c["usage"] for c in chunks if "usage" in c), None),
+                 usage=next((c["usage"] for c in reversed(chunks) if "usage" in c), None),
                  chunk_times=[round(c["t"], 6) for c in chunks])
         rec.write(r)
 
@@ -580,6 +580,15 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
         # streams that end at the model's stop token (token 2, made likelier): vLLM sends its event, empty
         for i in range(5):
             one("stream_stop", i, True, body={"logit_bias": {"2": 5}})
+        # two choices in one stream (each its own role event, then their tokens interleaved), token
+        # log-probabilities (events of ~1 KB whose `logprobs.content` holds the token again), and usage in
+        # every event (`continuous_usage_stats`): counts from vLLM's usage and its own token counter
+        for i in range(3):
+            one("stream_n2", i, True, usage=i == 0, body={**extra, "n": 2})
+            one("stream_logprobs", i, True, usage=i == 0, body={**extra, "logprobs": True, "top_logprobs": 2})
+            one("stream_continuous_usage", i, True,
+                body={**extra, "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
+        one("nonstream_n2", 0, False, body={**extra, "n": 2})
     concurrent_streams(one)
     rec.write({"server": name, "kind": "404", **raw_request(port, "POST", "/v1/no-such-endpoint", b"{}")})
     rec.write({"server": name, "kind": "bad_json",
