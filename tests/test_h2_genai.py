@@ -19,7 +19,7 @@ from ebpftool.tracers.inference import h2_genai
 from ebpftool.tracers.inference.h2_genai import GenAiReader
 from tests.servers.openai_apps import Plan
 from tests.test_sse_tokens import RARE_WORDS, SSE_SCAN_MAX, _triggers, _writes, reference_tokens
-from tests.test_stream_formats import ollama_chat, ollama_generate, tgi_generate_stream
+from tests.test_stream_formats import ollama_chat, ollama_generate, tgi_generate_stream, vllm_messages, vllm_responses
 
 
 def openai_events(path: str, n: int, include_usage: bool, sep: bytes = b"\r\n", model: str = "m-1") -> list[bytes]:
@@ -179,6 +179,31 @@ def test_tgi_special_token_and_generated_tokens():
     for cut in range(0, len(whole) + 1, 3):
         r = feed([(whole[:cut], 1), (whole[cut:], 2)], op="text_completion")
         assert (r.events, r.tokens, r.stated_output_tokens) == (n + 1, n, n + 1), cut
+
+
+@pytest.mark.parametrize("make,path,before,stated", [(vllm_responses, "/v1/responses", 4, 6),
+                                                     (vllm_messages, "/v1/messages", 2, 5)])
+def test_named_events_of_the_responses_and_messages_apis(make, path, before, stated):
+    """Only their delta events are tokens, whatever the others show, split anywhere; CRLF lines alike."""
+    n = 5
+    writes = make(n)
+    assert h2_genai.operation("POST", path) == "chat" and h2_genai.operation("GET", path + "/resp_1") is None
+    for crlf in (False, True):
+        pieces = [w.replace(b"\n", b"\r\n") for w in writes] if crlf else writes
+        whole = b"".join(pieces)
+        is_token = lambda w: w.split(b"\n")[0].rstrip(b"\r").endswith((b".delta", b"content_block_delta"))  # noqa: E731
+        # a token's time is its data line's (the name before it may have come earlier)
+        starts = [sum(map(len, pieces[:i])) + w.index(b"data:") for i, w in enumerate(pieces) if is_token(w)]
+        for cut in range(len(whole) + 1):
+            r = feed([(whole[:cut], 1), (whole[cut:], 2)])
+            first, last = (1 if starts[0] < cut else 2), (1 if starts[-1] < cut else 2)
+            assert (r.events, r.tokens, r.stated_output_tokens, r.response_model, r.first_token_ns, r.last_token_ns) == (
+                len(writes), n, stated, "vllm-model", first, last), (crlf, cut)
+        r = feed([(w, i) for i, w in enumerate(pieces)])
+        assert (r.first_token_ns, r.last_token_ns) == (before, before + n - 1)
+    # another API's name changes nothing: its events are tokens unless a mark says otherwise
+    r = feed([(b'event: message\ndata: {"text":"a"}\n\nevent: token_delta\ndata: {"choices":[]}\n\n', 1)])
+    assert (r.events, r.tokens) == (2, 1)
 
 
 def test_last_line_without_newline_and_done_forms():

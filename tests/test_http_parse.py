@@ -45,6 +45,9 @@ def test_operation_names_and_span_name_template():
     assert hp.operation_name("/v1/completions", False) == "text_completion"
     assert hp.operation_name("/api/embed", False) == "embeddings"
     assert hp.operation_name("/v2/models/llama/versions/1/generate_stream", True) == "text_completion"
+    assert hp.operation_name("/v1/responses", True) == hp.operation_name("/v1/messages?beta=true", False) == "chat"
+    assert hp.operation_name("/v1/responses/resp_1", False) is None         # a stored answer: nothing generated
+    assert hp.operation_name("/v1/messages/count_tokens", False) is None
     assert hp.operation_name("/events", True) == "generate_content"
     assert hp.operation_name("/index.html", False) is None
     assert hp.path_template("/users/12345/orders/9f86d081884c7d65") == "/users/{id}/orders/{id}"

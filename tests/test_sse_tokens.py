@@ -71,7 +71,31 @@ def reference_tokens(write: bytes) -> int:
             if any(data[p - len(m) + 2:p + 2] == m for m in MARKS if m.endswith(data[p:p + 2])):
                 if owner:
                     marked.add(owner - 1)
-    return len(starts) - len(marked)
+    # an `event:` line of the Responses or Messages API names the event whose `data:` line comes next (its
+    # index: the events begun before the line), a token when the name ends in `delta` (not `message_delta`)
+    named, named_token = set(), set()
+    for p in range(15, end):
+        if data[p] != 0x0A:
+            continue
+        index = sum(1 for q in starts if q < p)
+        if index >= 64:
+            continue
+        if data[p:p + 7] == b"\nevent:" and (_known_name(data[p + 7:p + 15]) or
+                                             (data[p + 7:p + 8] == b" " and _known_name(data[p + 8:p + 16]))):
+            named.add(index)
+        line_end = data[p - 5:p] if data[p - 1:p] != b"\r" else data[p - 6:p - 1]
+        before = data[p - 13:p - 5] if data[p - 1:p] != b"\r" else data[p - 14:p - 6]
+        if line_end == b"delta" and before != b"message_":
+            named_token.add(index)
+    not_tokens = {i for i in named if i not in named_token} | {i for i in marked if i not in named}
+    return len(starts) - len(not_tokens)
+
+
+def _known_name(first8: bytes) -> bool:
+    """sse.bpf.h's known_event_name on a name's first 8 bytes (zeros past the buffer)."""
+    return (first8 in (b"response", b"message_", b"content_") or
+            (first8[:4] == b"ping" and first8[4:5] in (b"\n", b"\r")) or
+            (first8[:5] == b"error" and first8[5:6] in (b"\n", b"\r")))
 
 
 def _piece(rng: random.Random) -> bytes:
@@ -95,6 +119,15 @@ def _piece(rng: random.Random) -> bytes:
                            b'data: {"choices": [{"delta": {"content": ""}, "finish_reason": "stop"}]}\n\n',
                            b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n',
                            b'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n'))
+    if kind == 8 and rng.random() < 0.6:
+        # named events (the Responses API's, Anthropic's; \r\n or \n; a name of another API changes nothing)
+        sep = rng.choice((b"\n", b"\r\n"))
+        name = rng.choice((b"response.output_text.delta", b"response.created", b"response.content_part.added",
+                           b"content_block_delta", b"content_block_start", b"message_delta", b"message_start",
+                           b"ping", b"error", b"message", b"token_delta"))
+        data = rng.choice((b'{"type":"x","delta":"' + text.encode() + b'"}', b'{"part":{"text":""}}',
+                           b'{"choices":[],"usage":null}'))
+        return b"event: " + name + sep + b"data: " + data + sep + sep
     body = b'data: {"choices":[{"delta":{"content":"' + text.encode() + b'"}}]}\n\n'
     if kind == 6:  # chunked framing around the event, as an HTTP/1.1 server writes it
         return b"%x\r\n" % len(body) + body + b"\r\n"

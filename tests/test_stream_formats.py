@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import EbpftoolProcess, inference_args
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port
+from tests.test_sse_tokens import RARE_WORDS, _triggers
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(180)]
 TOKEN_GAP = 0.02  # seconds between written tokens
@@ -71,6 +72,72 @@ def vllm_chat(n: int) -> list[bytes]:
             + [event({"content": ""}, "stop"), b"data: [DONE]\n\n"])
 
 
+def _named(name: str, doc: dict) -> bytes:
+    """One named event as vLLM (sse-starlette-like framing in its own code) writes it."""
+    return b"event: " + name.encode() + b"\ndata: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+
+
+def vllm_responses(n: int) -> list[bytes]:
+    """/v1/responses (the Responses API) as vLLM 0.32 streams it: four events before the text (created,
+    in_progress, output_item.added, content_part.added with an empty text), one `response.output_text.delta`
+    per token, then four after it, the last (`response.completed`) with usage.output_tokens (seen 2026-12-07),
+    here one more than the deltas (vLLM puts two tokens in one delta when its API server falls behind): past
+    more than eight words the kernel's scan would note for a mark or a count, as vLLM's usage lies."""
+    resp = {"id": "resp_966060fce3a62b7e", "created_at": 1796680507, "incomplete_details": None, "instructions": None,
+            "metadata": None, "model": "vllm-model", "object": "response", "output": [], "parallel_tool_calls": True,
+            "temperature": 1.0, "tool_choice": "none", "tools": [], "top_p": 1.0, "background": False,
+            "max_output_tokens": n, "max_tool_calls": None, "previous_response_id": None, "prompt": None,
+            "reasoning": None, "service_tier": "auto", "status": "in_progress", "text": None, "top_logprobs": None,
+            "truncation": "disabled", "usage": None, "user": None, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+            "kv_transfer_params": None, "ec_transfer_params": None, "input_messages": None, "output_messages": None}
+    item = {"id": "msg_1", "content": [], "role": "assistant", "status": "in_progress", "type": "message"}
+    text = "".join(f"tok{i}" for i in range(n))
+    part = {"annotations": [], "text": "", "type": "output_text", "logprobs": []}
+    events = [("response.created", {"response": resp, "sequence_number": 0, "type": "response.created"}),
+              ("response.in_progress", {"response": resp, "sequence_number": 1, "type": "response.in_progress"}),
+              ("response.output_item.added", {"item": item, "output_index": 0, "sequence_number": 2,
+                                              "type": "response.output_item.added"}),
+              ("response.content_part.added", {"content_index": 0, "item_id": "msg_1", "output_index": 0, "part": part,
+                                               "sequence_number": 3, "type": "response.content_part.added"})]
+    events += [("response.output_text.delta", {"content_index": 0, "delta": f"tok{i}", "item_id": "msg_1",
+                                               "logprobs": [], "output_index": 0, "sequence_number": 4 + i,
+                                               "type": "response.output_text.delta"}) for i in range(n)]
+    done = {**resp, "status": "completed", "output": [{**item, "status": "completed",
+                                                       "content": [{**part, "text": text}]}],
+            "usage": {"input_tokens": 20, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": n + 1,
+                      "output_tokens_details": {"reasoning_tokens": 0, "tool_output_tokens": 0},
+                      "total_tokens": 21 + n}}
+    events += [("response.output_text.done", {"content_index": 0, "item_id": "msg_1", "logprobs": [], "output_index": 0,
+                                              "sequence_number": 4 + n, "text": text,
+                                              "type": "response.output_text.done"}),
+               ("response.content_part.done", {"content_index": 0, "item_id": "msg_1", "output_index": 0,
+                                               "part": {**part, "text": text}, "sequence_number": 5 + n,
+                                               "type": "response.content_part.done"}),
+               ("response.output_item.done", {"item": done["output"][0], "output_index": 0, "sequence_number": 6 + n,
+                                              "type": "response.output_item.done"}),
+               ("response.completed", {"response": done, "sequence_number": 7 + n, "type": "response.completed"})]
+    return [_named(name, doc) for name, doc in events]
+
+
+def vllm_messages(n: int) -> list[bytes]:
+    """/v1/messages (Anthropic's Messages API) as vLLM 0.32 streams it: message_start (usage.output_tokens 0),
+    content_block_start with an empty text, one content_block_delta per token, content_block_stop,
+    message_delta with the stop reason and usage.output_tokens, message_stop (seen 2026-12-07)."""
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "vllm-model",
+               "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 0}}
+    events = [("message_start", {"type": "message_start", "message": message}),
+              ("content_block_start", {"type": "content_block_start", "content_block": {"type": "text", "text": ""},
+                                       "index": 0})]
+    events += [("content_block_delta", {"type": "content_block_delta", "delta": {"type": "text_delta",
+                                                                                "text": f" tok{i}"}, "index": 0})
+               for i in range(n)]
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                                  "usage": {"input_tokens": 10, "output_tokens": n}}),
+               ("message_stop", {"type": "message_stop"})]
+    return [_named(name, doc) for name, doc in events]
+
+
 ANSWERS = {
     "/api/chat": ("application/x-ndjson", ollama_chat),
     "/api/generate": ("application/x-ndjson", ollama_generate),
@@ -79,20 +146,40 @@ ANSWERS = {
 }
 
 
-def _serve(listener: socket.socket, count: int, n: int) -> None:
+NAMED_ANSWERS = {
+    "/v1/responses": ("text/event-stream", vllm_responses),
+    "/v1/messages": ("text/event-stream", vllm_messages),
+}
+
+
+def _serve(listener: socket.socket, count: int, n: int, answers: dict = ANSWERS,
+           written: dict | None = None) -> None:
+    """count answers; written[client port]: the wall-clock time just before each piece's write."""
     for _ in range(count):
-        conn, _ = listener.accept()
+        conn, peer = listener.accept()
         with conn:
             got = b""
             while b"\r\n\r\n" not in got or not got.endswith(b"}"):
                 got += conn.recv(4096)
             path = got.split(b" ")[1].decode()
-            ctype, make = ANSWERS[path]
+            ctype, make = answers[path]
             conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+            times = [] if written is None else written.setdefault(peer[1], [])
             for piece in make(n):
                 time.sleep(TOKEN_GAP)
+                times.append(time.time_ns())
                 conn.sendall(_chunk(piece))
+            times.append(time.time_ns())
             conn.sendall(b"0\r\n\r\n")
+
+
+def _ask(port: int, paths: list[str]) -> None:
+    for path in paths:
+        body = b'{"model":"llama3","stream":true}'
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as c:
+            c.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+            while not (data := c.recv(65536)).endswith(b"0\r\n\r\n") and data:
+                pass
 
 
 @pytest.mark.parametrize("hooks", ["socket", "syscall"])
@@ -106,13 +193,7 @@ def test_ollama_and_tgi_streams_count_their_tokens(hooks):
         with EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
             server = threading.Thread(target=_serve, args=(listener, len(paths), n), daemon=True)
             server.start()
-            for path in paths:
-                body = b'{"model":"llama3","stream":true}'
-                with socket.create_connection(("127.0.0.1", port), timeout=15) as c:
-                    c.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(body))
-                              + body)
-                    while not (data := c.recv(65536)).endswith(b"0\r\n\r\n") and data:
-                        pass
+            _ask(port, paths)
             server.join(15)
             assert receiver.wait_for(lambda: len(receiver.spans()) >= len(paths), timeout=20)
             assert proc.stop() == 0, proc.stderr
@@ -141,6 +222,99 @@ def test_ollama_and_tgi_streams_count_their_tokens(hooks):
             tokens[key] = tokens.get(key, 0) + p.value
         assert tokens == {("chat", "llama3"): 2 * (n + 1), ("text_completion", "llama3"): 2 * n,
                           ("text_completion", None): 2 * (n + 1), ("chat", "vllm-model"): 2 * (n + 2)}
+    finally:
+        listener.close()
+        receiver.stop()
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_responses_and_messages_streams_time_their_delta_events(hooks):
+    """The Responses API's and Anthropic's streams (vLLM's bytes): only their delta events are tokens, so the
+    first token is the first delta's write and the last the last delta's, not the events around them."""
+    n = 6
+    before = {"/v1/responses": 4, "/v1/messages": 2}   # events written before the first delta
+    stated = {"/v1/responses": n + 1, "/v1/messages": n}
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    receiver = GrpcReceiver()
+    paths = list(NAMED_ANSWERS) * 2
+    written: dict[int, list[int]] = {}
+    try:
+        with EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
+            server = threading.Thread(target=_serve, args=(listener, len(paths), n, NAMED_ANSWERS, written),
+                                      daemon=True)
+            server.start()
+            _ask(port, paths)
+            server.join(15)
+            assert receiver.wait_for(lambda: len(receiver.spans()) >= len(paths), timeout=20)
+            assert proc.stop() == 0, proc.stderr
+        spans = receiver.spans()
+        assert sorted(s.attributes["url.path"] for s in spans) == sorted(paths)
+        slack = 1_000_000  # the span's clock against time.time_ns(): the writes are TOKEN_GAP apart
+        for s in spans:
+            a = s.attributes
+            path = a["url.path"]
+            assert a["gen_ai.operation.name"] == "chat", a
+            assert a["gen_ai.response.model"] == "vllm-model", a
+            assert a["gen_ai.usage.output_tokens"] == stated[path], a
+            times = written[a["client.port"]]
+            first_delta, last_delta = before[path], before[path] + n - 1
+            first = [t for name, t, _ in s.events if name == "ebpftool.gen_ai.first_token"]
+            assert len(first) == 1, s.events
+            # each write happened after the time noted before it and before the next piece's
+            assert times[first_delta] - slack <= first[0] < times[first_delta + 1], (path, a, first[0], times)
+            last = first[0] + a["ebpftool.gen_ai.time_per_output_token"] * 1e9 * (n - 1)
+            assert times[last_delta] - slack <= last < times[last_delta + 1], (path, a, last, times)
+        tokens = sum(p.value for p in receiver.latest("ebpftool.gen_ai.server.output_tokens")
+                     if p.attributes["gen_ai.operation.name"] == "chat")
+        assert tokens == 2 * (stated["/v1/responses"] + stated["/v1/messages"])
+    finally:
+        listener.close()
+        receiver.stop()
+
+
+@pytest.mark.parametrize("hooks", ["socket", "syscall"])
+def test_a_whole_responses_answer_states_its_usage_past_many_fields(hooks):
+    """A non-streamed Responses API answer (Content-Length, one write, ~1.4 KB as vLLM's): its usage comes
+    after dozens of fields whose words the kernel's scan notes (`_t`, `[]`, ...): the count is still read."""
+    n = 6
+    answer = json.loads(vllm_responses(n)[-1].split(b"data: ", 1)[1])["response"]
+    body = json.dumps(answer, separators=(",", ":")).encode()
+    # more words the scan notes before the usage than it looks at from the start (RARE_WORDS)
+    padded = bytes(15) + b"\n" + body
+    noted = [w for w in range(1, body.index(b'"output_tokens"') // 8 + 2) if any(_triggers(padded, 8 * w + b) for b in range(8))]
+    assert len(noted) > RARE_WORDS, noted
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    receiver = GrpcReceiver()
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                got = b""
+                while not got.endswith(b"}"):
+                    got += conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                             % len(body))
+                conn.sendall(body)
+                conn.recv(1)  # until the client closes
+    try:
+        with EbpftoolProcess(inference_args(port, receiver, hooks)) as proc:
+            server = threading.Thread(target=serve, daemon=True)
+            server.start()
+            for _ in range(2):
+                with socket.create_connection(("127.0.0.1", port), timeout=15) as c:
+                    c.sendall(b'POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}')
+                    got = b""
+                    while not got.endswith(body):
+                        got += c.recv(65536)
+            server.join(15)
+            assert receiver.wait_for(lambda: len(receiver.spans()) >= 2, timeout=20)
+            assert proc.stop() == 0, proc.stderr
+        for s in receiver.spans():
+            assert s.attributes["gen_ai.usage.output_tokens"] == n + 1, s.attributes
+        assert sum(p.value for p in receiver.latest("ebpftool.gen_ai.server.output_tokens")) == 2 * (n + 1)
     finally:
         listener.close()
         receiver.stop()

@@ -333,6 +333,10 @@ class Exchange:
             for e in reversed(self.events):
                 if isinstance(e.json, dict) and isinstance(e.json.get("usage"), dict):
                     return e.json["usage"]
+                # the Responses API's: in its last event's response (`response.completed`)
+                inner = e.json.get("response") if isinstance(e.json, dict) else None
+                if isinstance(inner, dict) and isinstance(inner.get("usage"), dict):
+                    return inner["usage"]
             return None
         j = self.body_json
         return j["usage"] if isinstance(j, dict) and isinstance(j.get("usage"), dict) else None
@@ -440,12 +444,21 @@ def _stream_offset(pieces, body_offset: int) -> int:
     raise IndexError(body_offset)
 
 
+ANTHROPIC_EVENTS = ("message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                    "message_delta", "message_stop", "ping", "error")
+
+
 def classify(doc) -> str:
     """The kind of an OpenAI-style streamed chunk (the JSON of one event), or of a Triton generate_stream event."""
     if not isinstance(doc, dict):
         return "other"
     if isinstance(doc.get("text_output"), str):  # Triton's generate_stream
         return "content" if doc["text_output"] else "finish"
+    kind = doc.get("type")
+    if isinstance(kind, str) and (kind.startswith("response.") or kind in ANTHROPIC_EVENTS):
+        # the Responses API (`response.output_text.delta`, ...; `response.created`, ...) and Anthropic's
+        # Messages API: a token is a delta of the output (text, reasoning, a tool call's arguments)
+        return "content" if kind.endswith(".delta") or kind == "content_block_delta" else "other"
     choices = doc.get("choices")
     if choices is None:
         return "other"

@@ -42,6 +42,15 @@ static __always_inline u8 classify_path(const u64 *p, int n)
         return OP_TEXT_COMPLETION;
     if (n >= 14 && w0 == W8('/', 'v', '1', '/', 'e', 'm', 'b', 'e') && LOW(w1, 6) == W6('d', 'd', 'i', 'n', 'g', 's'))
         return OP_EMBEDDINGS;
+    /* the Responses API and Anthropic's Messages API (vLLM, llama.cpp, Ollama and SGLang serve them), the
+     * path alone: /v1/responses/ID (a stored answer) and /v1/messages/count_tokens generate nothing */
+    u64 after_responses = (w1 >> 40) & 0xff, after_messages = (w1 >> 32) & 0xff;
+    if (n >= 14 && w0 == W8('/', 'v', '1', '/', 'r', 'e', 's', 'p') && LOW(w1, 5) == W5('o', 'n', 's', 'e', 's') &&
+        (after_responses == ' ' || after_responses == '?'))
+        return OP_CHAT;
+    if (n >= 13 && w0 == W8('/', 'v', '1', '/', 'm', 'e', 's', 's') && LOW(w1, 4) == W4('a', 'g', 'e', 's') &&
+        (after_messages == ' ' || after_messages == '?'))
+        return OP_CHAT;
     if (n >= 9 && w0 == W8('/', 'g', 'e', 'n', 'e', 'r', 'a', 't') && LOW(w1, 1) == 'e')
         return OP_TEXT_COMPLETION;  /* TGI /generate, /generate_stream */
     if (n >= 11 && w0 == W8('/', 'c', 'o', 'm', 'p', 'l', 'e', 't') && LOW(w1, 3) == W3('i', 'o', 'n'))

@@ -26,7 +26,7 @@
 
 /* Generative-AI operation, from the request path (or a streamed answer on another path). */
 #define OP_NONE 0
-#define OP_CHAT 1              /* /v1/chat/completions, /api/chat */
+#define OP_CHAT 1              /* /v1/chat/completions, /api/chat, /v1/responses, /v1/messages */
 #define OP_TEXT_COMPLETION 2   /* /v1/completions, /completion, /generate*, /api/generate, /v2/models/... */
 #define OP_EMBEDDINGS 3        /* /v1/embeddings, /api/embed* */
 #define OP_STREAM 4            /* any other path answered with `data:` events */

@@ -23,10 +23,20 @@ static __always_inline u64 nth_iovec(u64 iov_array, int iov_in_kernel, u32 i, u6
  * line start, room for the usage check's look-back; after it, zeros and room for the last loads. */
 #define SCAN_LEAD 16
 #define RARE_WORDS 8  /* words of one buffer that may hold a mark or a count, looked at closer (the first ones) */
+#define COUNT_WORDS 8   /* the last words of one buffer where a count may begin, looked at closer */
+#define COUNT_RING 16   /* (their ring: the slot after the last one is written for every other noted word) */
+#define NAMED_WORDS 16  /* words of one buffer where a named event's line may begin or end (the first ones) */
 struct scratch {
     u8 data[SCAN_LEAD + SSE_SCAN_MAX + 32];
     u64 end;                  /* one past the buffer's last byte in data */
     u64 events;               /* events in the buffer */
+    u64 named;                /* find_names(): bit i, event i (of the first 64) has a known `event:` name */
+    u64 named_token;          /* ... that ends in `delta` (not `message_delta`): a token */
+    u32 counts;               /* words where a count may begin, noted in count_word (a ring) */
+    u16 count_word[COUNT_RING];
+    u32 names;                /* words where a named event's line may begin or end (the first NAMED_WORDS) */
+    u16 name_word[NAMED_WORDS * 2];    /* (slots from NAMED_WORDS on: where later ones are written, not kept) */
+    u16 name_events[NAMED_WORDS * 2];  /* events begun before that word */
     u64 usage_at;             /* where the last output-token count seen begins (0: none) */
     u32 rare;                 /* words found that may hold a mark or a count (the first RARE_WORDS are kept) */
     u16 rare_word[RARE_WORDS];

@@ -31,8 +31,9 @@ BPF_PERCPU_ARRAY(scan_input, struct scan_args, 1);
 #define SCAN_HEAD 2
 #define SCAN_FINISH 3
 #define SCAN_MODEL 4
-#define SCAN_SWITCHED 5
-#define SCAN_PROGRAMS 6
+#define SCAN_NAMES 5
+#define SCAN_SWITCHED 6
+#define SCAN_PROGRAMS 7
 BPF_PROG_ARRAY(scan_prog, SCAN_PROGRAMS);
 #if TLS_HOOKS
 /* The same programs loaded as uprobe programs (a tail call stays within a program type), in the same
@@ -92,6 +93,14 @@ static __always_inline int finish_written_response_in(void *ctx, int from_uprobe
     return 0;
 }
 
+/* After find_events(): its named events first where it noted words of them (a tail pass counts nothing). */
+static __always_inline u32 events_scanned_next(u8 tail_pass)
+{
+    u32 zero = 0;
+    struct scratch *s = scratch_buf.lookup(&zero);
+    return s && s->names != 0 && !tail_pass ? SCAN_NAMES : SCAN_MARKS;
+}
+
 static __always_inline int scan_sse_events_in(void *ctx, int from_uprobe)
 {
     struct scan_args *a;
@@ -105,7 +114,19 @@ static __always_inline int scan_sse_events_in(void *ctx, int from_uprobe)
     u64 skip = (len - SSE_SCAN_MAX) & -tail;  /* a tail pass scans the buffer's last SSE_SCAN_MAX bytes */
     asm volatile("" : "+r"(skip));
     if (find_events(a->ptr + skip, len - skip, (c->flags / REQ_NDJSON) & 1))
-        next_scan(ctx, from_uprobe, SCAN_MARKS);
+        next_scan(ctx, from_uprobe, events_scanned_next(a->tail_pass));
+    return 0;
+}
+
+/* The named events of the buffer find_events() just scanned (find_names()), then its marks. */
+static __always_inline int scan_sse_names_in(void *ctx, int from_uprobe)
+{
+    u32 zero = 0;
+    struct scratch *s = scratch_buf.lookup(&zero);
+    if (!s)
+        return 0;
+    find_names(s);
+    next_scan(ctx, from_uprobe, SCAN_MARKS);
     return 0;
 }
 
@@ -247,6 +268,7 @@ int scan_sse_marks(void *ctx) { return scan_sse_marks_in(ctx, 0); }
 int scan_response_head(void *ctx) { return scan_response_head_in(ctx, 0); }
 int finish_written_response(void *ctx) { return finish_written_response_in(ctx, 0); }
 int scan_model(void *ctx) { return scan_model_in(ctx, 0); }
+int scan_sse_names(void *ctx) { return scan_sse_names_in(ctx, 0); }
 int switched_protocols(void *ctx) { return switched_protocols_in(ctx); }
 #endif
 #if TLS_PROGRAMS
@@ -255,6 +277,7 @@ int scan_sse_marks_tls(struct pt_regs *ctx) { return scan_sse_marks_in(ctx, 1); 
 int scan_response_head_tls(struct pt_regs *ctx) { return scan_response_head_in(ctx, 1); }
 int finish_written_response_tls(struct pt_regs *ctx) { return finish_written_response_in(ctx, 1); }
 int scan_model_tls(struct pt_regs *ctx) { return scan_model_in(ctx, 1); }
+int scan_sse_names_tls(struct pt_regs *ctx) { return scan_sse_names_in(ctx, 1); }
 #endif
 
 /* Run by user space (BPF_PROG_TEST_RUN) for a connection whose response went

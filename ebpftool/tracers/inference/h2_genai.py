@@ -14,6 +14,9 @@ The rules are sse.bpf.h's, so that one answer gives the same figures over HTTP/1
   `"role":"assistant"}` (a role-only delta), `"delta":{}` (finish-only chunk), `"choices":[]` (usage-only
   chunk), `"special":true` (TGI's special tokens), `"done":true` (Ollama's final object). A mark belongs to
   the last event begun before it (in its line, or a line after it that is not an event).
+- An event whose `event:` line names one of the Responses API's events (`response.…`) or Anthropic's
+  Messages API's (`message_…`, `content_…`, `ping`, `error`) is a token when that name ends in `delta`,
+  `message_delta` excepted, whatever its data shows; other names change nothing.
 - The stated output-token count is the last `"completion_tokens":N` (OpenAI), `"output_tokens":N`,
   `"generated_tokens":N` (TGI) or `"eval_count":N` (Ollama) seen; a request's output tokens are that count
   if the answer states one, else its token events (`output_tokens`).
@@ -52,6 +55,9 @@ _MARKS = (b'oices":[]', b'oices": []', b'ssistant","content":""', b'ssistant", "
           b'"text": ""', b'sponse":""',
           b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'pecial":t', b'ssistant"}')
 _MARK = re.compile(b"|".join(re.escape(m) for m in _MARKS))
+# the names whose events a name decides (sse.bpf.h's known_event_name): by their first 8 bytes, or whole
+_EVENT_NAME_STARTS = (b"response", b"message_", b"content_")
+_EVENT_NAMES = (b"ping", b"ping\r", b"error", b"error\r")
 # what every mark holds (the kernel's triggers, sse.bpf.h): most token lines hold none, and skip the regex
 _MARK_HINTS = (b'""', b"[]", b"{}", b'":t', b't"}')
 # a count's number: one optional space, then up to 10 digits (longer: the first 10, as the kernel reads them)
@@ -70,6 +76,14 @@ def operation(method: str | None, path: str | None) -> str | None:
     if not path:
         return None
     return parsers.operation_name(path, False)
+
+
+def is_known_event_line(line: bytes) -> bool:
+    """Whether a whole line (its '\n' left out) is an `event:` line naming one of the Responses API's or
+    Anthropic's events (sse.bpf.h's known_event_name)."""
+    def known(name: bytes) -> bool:
+        return name[:8] in _EVENT_NAME_STARTS or name in _EVENT_NAMES
+    return line.startswith(b"event:") and (known(line[6:]) or (line[6:7] == b" " and known(line[7:])))
 
 
 def is_ndjson(path: str | None) -> bool:
@@ -91,7 +105,8 @@ class GenAiReader:
     __slots__ = ("operation", "ndjson", "request_model", "stream", "events", "tokens", "first_token_ns",
                  "last_token_ns", "stated_output_tokens", "stated_input_tokens", "response_model", "unseen_bytes",
                  "unseen_request_bytes", "cut_events", "_request_carry", "_model_window", "_model_done", "_head", "_kind",
-                 "_line_ts", "_tail", "_open", "_open_ts", "_open_marked", "_finished")
+                 "_line_ts", "_tail", "_open", "_open_ts", "_open_marked", "_finished", "_line_named", "_name",
+                 "_open_name")
 
     def __init__(self, operation: str, ndjson: bool = False) -> None:
         self.operation = operation
@@ -119,6 +134,9 @@ class GenAiReader:
         self._open_ts = 0
         self._open_marked = False
         self._finished = False
+        self._line_named = False                 # the current line is an `event:` line
+        self._name: bool | None = None           # an `event:` line since the last event: a token's name (True)
+        self._open_name: bool | None = None      # the open event's name said a token (True), not (False), none
 
     # -- results ----------------------------------------------------------------------------------------
     @property
@@ -173,7 +191,7 @@ class GenAiReader:
                     self._model_window = bytearray()
                 # an event whose line goes on in the bytes not seen is not known to be a token (its mark may
                 # be there); the next bytes are read as a line's start
-                if self._open and self._kind is not None and not self._open_marked:
+                if self._open and self._kind is not None and not self._open_marked and self._open_name is None:
                     self._open = False
                     self.cut_events += 1
                 self._end_line()
@@ -260,6 +278,9 @@ class GenAiReader:
                 if v is not None:
                     self.stated_input_tokens = v
         if line_ended:
+            if self._line_named and window.startswith(b"event:") and is_known_event_line(window):
+                name = window.rstrip(b"\r")
+                self._name = name.endswith(b"delta") and not name.endswith(b"message_delta")
             self._end_line()
         else:
             self._tail = window[-LINE_CARRY:]
@@ -270,17 +291,19 @@ class GenAiReader:
             event = not (head[5:6] == b"[" or head[5:7] == b" [")
         else:
             event = self.ndjson and head.startswith(b"{")
+            self._line_named = head.startswith(b"event:")   # decided at its end (is_known_event_line)
         self._kind = event
         if event:
             self._close_event()
             self.events += 1
             self._open, self._open_ts, self._open_marked = True, self._line_ts, False
+            self._open_name, self._name = self._name, None
 
     def _close_event(self) -> None:
         if not self._open:
             return
         self._open = False
-        if not self._open_marked:
+        if self._open_name if self._open_name is not None else not self._open_marked:
             self.tokens += 1
             if self.first_token_ns is None:
                 self.first_token_ns = self._open_ts
@@ -290,3 +313,4 @@ class GenAiReader:
         self._head = bytearray()
         self._kind = None
         self._tail = b""
+        self._line_named = False

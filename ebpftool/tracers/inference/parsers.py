@@ -146,8 +146,17 @@ def parse_usage(data: bytes) -> Usage:
     return usage
 
 
+# Paths matched whole (no query): the Responses API's and Anthropic's Messages API's (under them,
+# /v1/responses/ID and /v1/messages/count_tokens generate nothing).
+GEN_AI_EXACT_PATHS = (("/v1/responses", "chat"), ("/v1/messages", "chat"))
+
+
 def operation_name(path: str, streamed: bool) -> str | None:
     """gen_ai.operation.name for a request path; `generate_content` for a stream on another path."""
+    bare = path.split("?", 1)[0]
+    for whole, op in GEN_AI_EXACT_PATHS:
+        if bare == whole:
+            return op
     for prefix, op in GEN_AI_PATHS:
         if path.startswith(prefix):
             return op

@@ -44,7 +44,8 @@ RECV_BTF_TRACEPOINT = "sock_recv_length"
 RECV_BTF_FUNCTION = "recv_sock_recv_length"
 # The programs reached by tail calls from a response write, in their order in the scan_prog array: the two
 # passes over its bytes for events, the reading of a response head, and the end of a response so found.
-SCAN_FUNCTIONS = ("scan_sse_events", "scan_sse_marks", "scan_response_head", "finish_written_response", "scan_model")
+SCAN_FUNCTIONS = ("scan_sse_events", "scan_sse_marks", "scan_response_head", "finish_written_response", "scan_model",
+                  "scan_sse_names")
 # ... and after them (SCAN_SWITCHED), the reading of a 101's head for an h2c Upgrade (cleartext only: no TLS twin)
 SWITCHED_FUNCTION = "switched_protocols"
 # The program compiled in two halves side by side where the compile cache is on (BpfProgram's parts; clang
