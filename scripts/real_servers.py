@@ -564,6 +564,38 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
                  chunk_times=[round(c["t"], 6) for c in chunks])
         rec.write(r)
 
+    def named_api(kind: str, i: int, stream: bool) -> None:
+        """One Responses API (`/v1/responses`) or Messages API (`/v1/messages`) request: their streams name
+        each event; the text comes in `response.output_text.delta` / `content_block_delta` events."""
+        import anthropic
+        r = {"server": name, "kind": kind, "i": i, "stream": stream, "start_wall": time.time()}
+        t0 = time.perf_counter()
+        text_t, usage = [], None
+        if kind.startswith("responses"):
+            kw = dict(model=MODEL_NAME, input=messages[0]["content"], max_output_tokens=MAX_TOKENS, extra_body=extra)
+            if stream:
+                for ev in client.responses.create(stream=True, **kw):
+                    if ev.type == "response.output_text.delta" and ev.delta:
+                        text_t.append(time.perf_counter() - t0)
+                    if ev.type == "response.completed":
+                        usage = ev.response.usage.model_dump()
+            else:
+                usage = client.responses.create(**kw).usage.model_dump()
+        else:
+            ac = anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="none", max_retries=0)
+            kw = dict(model=MODEL_NAME, max_tokens=MAX_TOKENS, messages=messages)
+            if stream:
+                for ev in ac.messages.create(stream=True, **kw):
+                    if ev.type == "content_block_delta" and getattr(ev.delta, "text", ""):
+                        text_t.append(time.perf_counter() - t0)
+                    if ev.type == "message_delta":
+                        usage = ev.usage.model_dump()
+            else:
+                usage = ac.messages.create(**kw).usage.model_dump()
+        r.update(duration_s=time.perf_counter() - t0, usage=usage, content_events=len(text_t),
+                 ttft_s=text_t[0] if text_t else None)
+        rec.write(r)
+
     for i in range(10):
         one("stream", i, True)
     for i in range(10):
@@ -589,6 +621,13 @@ def drive_openai(name: str, port: int, rec: Recorder) -> None:
             one("stream_continuous_usage", i, True,
                 body={**extra, "stream_options": {"include_usage": True, "continuous_usage_stats": True}})
         one("nonstream_n2", 0, False, body={**extra, "n": 2})
+        # the Responses API and Anthropic's Messages API (vLLM serves both), with their official clients
+        for i in range(5):
+            named_api("responses_stream", i, True)
+            named_api("messages_stream", i, True)
+        for i in range(3):
+            named_api("responses", i, False)
+            named_api("messages", i, False)
     concurrent_streams(one)
     rec.write({"server": name, "kind": "404", **raw_request(port, "POST", "/v1/no-such-endpoint", b"{}")})
     rec.write({"server": name, "kind": "bad_json",
