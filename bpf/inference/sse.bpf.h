@@ -162,12 +162,12 @@ static __always_inline void find_names(struct scratch *s)
 {
     u64 end = s->end, names = 0, tokens = 0;
     u64 count = s->names;
-    /* branch-free but for the loops' own: a branch here would split every later turn's state in two */
+    /* branch-free but for the loops' own and their exit: a branch that came back into the loop would split
+     * every later turn's state in two */
 #pragma clang loop unroll(disable)
     for (u32 k = 0; k < NAMED_WORDS; k++) {
-        u64 ahead = (u64)k - count;  /* negative while k < count: a word noted for this buffer */
-        asm volatile("" : "+r"(ahead));
-        u64 noted = ahead >> 63;
+        if (k >= count)
+            break;
         u64 word = s->name_word[k];
         u64 events = s->name_events[k];  /* begun before the word; those begun in it are added below */
 #pragma clang loop unroll(disable)
@@ -192,7 +192,7 @@ static __always_inline void find_names(struct scratch *s)
             u64 delta_end = is_zero((last8 >> 24) ^ W5('d', 'e', 'l', 't', 'a')) &
                             (is_zero(c1 ^ '\n') | (is_zero(c1 ^ '\r') & is_zero(c2 ^ '\n'))) &
                             (is_zero(*(u64 *)&s->data[(p - 12) & 1023] ^ W8('m', 'e', 's', 's', 'a', 'g', 'e', '_')) ^ 1);
-            u64 slot = (is_zero(events >> 6) & noted & inside) << (events & 63);
+            u64 slot = (is_zero(events >> 6) & inside) << (events & 63);
             names |= slot & -is_name;
             tokens |= slot & -delta_end;
             events += data_line_at(s, p, end);
@@ -204,16 +204,17 @@ static __always_inline void find_names(struct scratch *s)
 
 /* The output-token count the buffer states last, looked for in the last COUNT_WORDS words find_events()
  * noted for a count: `_tokens":` after `completion`, `generated`, `"output`; `"eval_count":` (its '_' at
- * p). s->usage_at: where its number begins (0: none). Branch-free, as find_names(). */
+ * p). s->usage_at: where its number begins (0: none). Branch-free but for the loops, as find_names(). */
 static __always_inline void find_count(struct scratch *s)
 {
     u64 count = s->counts, usage_at = 0;
+    u64 first = count > COUNT_WORDS ? count - COUNT_WORDS : 0;  /* the oldest of the last COUNT_WORDS */
+    asm volatile("" : "+r"(first));
 #pragma clang loop unroll(disable)
     for (u32 k = 0; k < COUNT_WORDS; k++) {
-        u64 back = count - COUNT_WORDS + k;      /* the ring's k-th of its last COUNT_WORDS, oldest first */
-        asm volatile("" : "+r"(back));
-        u64 noted = (back >> 63) ^ 1;          /* not before the first one noted */
-        u64 word = s->count_word[back & (COUNT_RING - 1)];
+        if (first + k >= count)
+            break;
+        u64 word = s->count_word[(first + k) & (COUNT_RING - 1)];
 #pragma clang loop unroll(disable)
         for (u64 b = 0; b < 8; b++) {
             u64 at = word * 8 + b;
@@ -228,7 +229,7 @@ static __always_inline void find_count(struct scratch *s)
                                 is_zero((at8 >> 8) ^ W7('"', 'o', 'u', 't', 'p', 'u', 't')));
             u64 eval_count = is_zero((at6 >> 8) ^ W7('"', 'e', 'v', 'a', 'l', '_', 'c')) &
                              is_zero(LOW(after, 7) ^ W7('c', 'o', 'u', 'n', 't', '"', ':')) & is_zero((x & 0xff) ^ '_');
-            u64 counted = (tokens_count | eval_count) & noted & inside;
+            u64 counted = (tokens_count | eval_count) & inside;
             usage_at ^= (usage_at ^ (p + 9 - eval_count)) & -counted;  /* its number: the last one seen */
         }
     }
