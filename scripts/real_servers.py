@@ -37,7 +37,10 @@ Servers (each in its own venv under $REAL_SERVERS_DIR, default /opt/rw, made fro
 `drive` (OpenAI-compatible servers, official `openai` client, run with the server's venv): chat completions,
 10 streamed without usage, 10 streamed with `stream_options.include_usage`, 10 not streamed; legacy completions
 (`/v1/completions`), 5 of each kind; vLLM: 5 chat streams that end at the stop token (no `ignore_eos`, the
-stop token's logit raised); 4 concurrent chat streams twice, one 404 and one request with bad JSON. Triton: 12 sequential `generate_stream`, 4 concurrent twice, 5 `generate`,
+stop token's logit raised), chat streams of two choices (`n`), with log-probabilities and with usage in every
+event, the Responses API (`/v1/responses`) and Anthropic's Messages API (`/v1/messages`, the `anthropic`
+client), 5 streamed and 3 not each; 4 concurrent chat streams twice, one 404 and one request with bad JSON.
+Triton: 12 sequential `generate_stream`, 4 concurrent twice, 5 `generate`,
 one 404 and one bad JSON. Per request the client's own timings (perf_counter and time.time) go to
 DIR/client.jsonl; the server's /metrics (if any) is saved before and after to DIR/metrics_before.txt and
 DIR/metrics_after.txt.
