@@ -154,6 +154,17 @@ static __always_inline u64 data_line_at(struct scratch *s, u64 p, u64 end)
            ((is_zero(c6 ^ '[') | (is_zero(c6 ^ ' ') & is_zero(c7 ^ '['))) ^ 1) & ((room >> 63) ^ 1);
 }
 
+/* Byte b of a word noted by find_events() (read back from the map: a value the verifier does not know),
+ * as a position in [SCAN_LEAD - 1, SCAN_LEAD + SSE_SCAN_MAX - 2] by a mask it follows, not a compare
+ * (which would split each turn's state in the callers' loops); *inside: 0 where the byte lies outside
+ * that range (the buffer's last byte can neither begin a name nor end one, nor a count, inside it). */
+static __always_inline u64 byte_of_noted_word(u64 word, u64 b, u64 *inside)
+{
+    u64 at = word * 8 + b;
+    *inside = ((u64)(SCAN_LEAD - 2) - at) >> 63 & (at - (SCAN_LEAD + SSE_SCAN_MAX - 1)) >> 63;
+    return SCAN_LEAD - 1 + ((at - (SCAN_LEAD - 1)) & (SSE_SCAN_MAX - 1));
+}
+
 /* The named events among the buffer's first 64 (see find_events()), in its own program (SCAN_NAMES): bit i
  * of s->named, event i has an `event:` line of a known name; of s->named_token, that name ends in `delta`
  * (not `message_delta`). A line belongs to the event whose `data:` line comes next: the events begun
@@ -172,12 +183,8 @@ static __always_inline void find_names(struct scratch *s)
         u64 events = s->name_events[k];  /* begun before the word; those begun in it are added below */
 #pragma clang loop unroll(disable)
         for (u64 b = 0; b < 8; b++) {
-            /* p in [SCAN_LEAD - 1, SCAN_LEAD + SSE_SCAN_MAX - 2] by a mask the verifier follows, not a
-             * compare (which would split each turn's state); outside it (its last byte cannot begin a
-             * name or end one inside the buffer) nothing is noted */
-            u64 at = word * 8 + b;
-            u64 inside = ((u64)(SCAN_LEAD - 2) - at) >> 63 & (at - (SCAN_LEAD + SSE_SCAN_MAX - 1)) >> 63;
-            u64 p = SCAN_LEAD - 1 + ((at - (SCAN_LEAD - 1)) & (SSE_SCAN_MAX - 1));
+            u64 inside;
+            u64 p = byte_of_noted_word(word, b, &inside);
             u64 x = *(u64 *)&s->data[p];
             u64 name = *(u64 *)&s->data[p + 7], spaced = *(u64 *)&s->data[p + 8];
             u64 room = end - (p + 7);  /* negative when the ':' would be past the buffer */
@@ -217,9 +224,8 @@ static __always_inline void find_count(struct scratch *s)
         u64 word = s->count_word[(first + k) & (COUNT_RING - 1)];
 #pragma clang loop unroll(disable)
         for (u64 b = 0; b < 8; b++) {
-            u64 at = word * 8 + b;
-            u64 inside = ((u64)(SCAN_LEAD - 2) - at) >> 63 & (at - (SCAN_LEAD + SSE_SCAN_MAX - 1)) >> 63;
-            u64 p = SCAN_LEAD - 1 + ((at - (SCAN_LEAD - 1)) & (SSE_SCAN_MAX - 1));
+            u64 inside;
+            u64 p = byte_of_noted_word(word, b, &inside);
             u64 x = *(u64 *)&s->data[p];
             u64 at8 = *(u64 *)&s->data[p - 8], at6 = *(u64 *)&s->data[p - 6];
             u64 after = *(u64 *)&s->data[p + 1];
