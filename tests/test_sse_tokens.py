@@ -35,7 +35,8 @@ RARE_WORDS = 8  # bpf/inference/maps.bpf.h RARE_WORDS: words of one buffer looke
 # finish-only, done, special and role-only chunks): the bytes before the pair are compared as they are.
 MARKS = (b'oices":[]', b'oices": []', b'ssistant","content":""', b'ssistant", "content": ""', b'"text":""',
          b'"text": ""', b'sponse":""',
-         b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'pecial":t', b'ssistant"}')
+         b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'"stop":t', b'pecial":t',
+         b'ssistant"}')
 
 
 def _triggers(data: bytes, i: int) -> bool:

@@ -1,7 +1,9 @@
 """Streams in the formats their servers publish: Ollama's `/api/chat` and `/api/generate` (newline-delimited
 JSON objects, `"done":true` last with `eval_count`) and TGI's `/generate_stream` (SSE events
-`{"token":{...,"special":...}}`, the last with `details.generated_tokens`), which cannot be installed on these
-machines; and vLLM's chat stream with its empty-text token events (seen from vLLM 0.32 here). A server in
+`{"token":{...,"special":...}}`, the last with `details.generated_tokens`) and llama.cpp's own `/completion`
+(llama-server: `{"content":...,"stop":false}` events, the last `"stop":true`), which cannot be installed on these
+machines; and vLLM's chat stream with its empty-text token events, its Responses API and Anthropic Messages API
+streams (seen from vLLM 0.32 here). A server in
 this process writes them as Go's net/http, TGI's axum and uvicorn do (chunked, one object or event per
 write); the tracer's tokens, time to first token and output-token metric are checked against what was
 written."""
@@ -54,6 +56,19 @@ def tgi_generate_stream(n: int) -> list[bytes]:
                    "generated_text": "".join(f" t{i}" for i in range(n)),
                    "details": {"finish_reason": "eos_token", "generated_tokens": n + 1, "seed": None}})
     return [b"data:" + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events]
+
+
+def llama_server_completion(n: int) -> list[bytes]:
+    """llama.cpp's own /completion (llama-server, tools/server: to_json_non_oaicompat_partial / _final), streamed:
+    one event per token, then the final one, its content empty and `"stop":true`, whose tokens_predicted also
+    counts the end-of-sequence token the stream did not carry."""
+    events = [{"index": 0, "content": f"tok{i}", "tokens": [100 + i], "stop": False, "id_slot": -1,
+               "tokens_predicted": i + 1, "tokens_evaluated": 7} for i in range(n)]
+    events.append({"index": 0, "content": "", "tokens": [], "id_slot": 0, "stop": True, "model": "llama3",
+                   "tokens_predicted": n + 1, "tokens_evaluated": 7, "prompt": "<s> Tell me", "has_new_line": False,
+                   "truncated": False, "stop_type": "eos", "stopping_word": "", "tokens_cached": n + 7,
+                   "timings": {"prompt_n": 7, "prompt_ms": 12.5, "predicted_n": n + 1, "predicted_ms": 80.0}})
+    return [b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in events]
 
 
 def vllm_chat(n: int) -> list[bytes]:
@@ -143,6 +158,7 @@ ANSWERS = {
     "/api/generate": ("application/x-ndjson", ollama_generate),
     "/generate_stream": ("text/event-stream", tgi_generate_stream),
     "/v1/chat/completions": ("text/event-stream", vllm_chat),
+    "/completion": ("text/event-stream", llama_server_completion),
 }
 
 
@@ -203,9 +219,11 @@ def test_ollama_and_tgi_streams_count_their_tokens(hooks):
         # Stated counts win: Ollama's eval_count, TGI's generated_tokens (each one more than the text tokens
         # in chat and TGI: the end-of-sequence token); time to first token and per token from text tokens.
         # vLLM states no count here: its token events, the empty ones included (n + 2).
-        expected = {"/api/chat": n + 1, "/api/generate": n, "/generate_stream": n + 1, "/v1/chat/completions": n + 2}
+        # llama.cpp's /completion states its count as tokens_predicted, not read: its token events (n).
+        expected = {"/api/chat": n + 1, "/api/generate": n, "/generate_stream": n + 1, "/v1/chat/completions": n + 2,
+                    "/completion": n}
         operations = {"/api/chat": "chat", "/api/generate": "text_completion", "/generate_stream": "text_completion",
-                      "/v1/chat/completions": "chat"}
+                      "/v1/chat/completions": "chat", "/completion": "text_completion"}
         for path, want in expected.items():
             assert len(spans[path]) == 2, spans
             for s in spans[path]:
@@ -216,12 +234,14 @@ def test_ollama_and_tgi_streams_count_their_tokens(hooks):
                 duration = (s.end_ns - s.start_ns) / 1e9
                 assert TOKEN_GAP * 0.9 <= a["ebpftool.gen_ai.time_to_first_token"] < duration, (path, a)
                 assert TOKEN_GAP * 0.9 <= a["ebpftool.gen_ai.time_per_output_token"] < duration, (path, a)
-        tokens: dict[tuple, float] = {}   # per operation and the model the answers name (Ollama's; TGI's none)
+        # per operation and the model the answers name: Ollama's; none for TGI, nor for llama.cpp, which names it
+        # only in its last event (the kernel looks in the answer's first bytes)
+        tokens: dict[tuple, float] = {}
         for p in receiver.latest("ebpftool.gen_ai.server.output_tokens"):
             key = (p.attributes["gen_ai.operation.name"], p.attributes.get("gen_ai.response.model"))
             tokens[key] = tokens.get(key, 0) + p.value
         assert tokens == {("chat", "llama3"): 2 * (n + 1), ("text_completion", "llama3"): 2 * n,
-                          ("text_completion", None): 2 * (n + 1), ("chat", "vllm-model"): 2 * (n + 2)}
+                          ("text_completion", None): 2 * (n + 1) + 2 * n, ("chat", "vllm-model"): 2 * (n + 2)}
     finally:
         listener.close()
         receiver.stop()

@@ -34,7 +34,8 @@ static __always_inline u32 stated_number(struct scratch *s, u64 at, u64 end, u32
  *  2. find_marks() looks closer at those words. An event is a token unless it shows a mark of a chunk
  *     that carries no output text: `"content":""`, `"text":""`, `"response":""` (the role-only first
  *     chunk of OpenAI-style streams; Ollama's final object), `"delta":{}` (a finish-only chunk),
- *     `"choices":[]` (a usage-only chunk), `"special":true` (TGI's special tokens), `"done":true`
+ *     `"choices":[]` (a usage-only chunk), `"special":true` (TGI's special tokens), `"stop":true` (the
+ *     last event of llama.cpp's own /completion, its content empty), `"done":true`
  *     (Ollama's final object). A mark belongs to the last event begun before its word: an event's first
  *     mark lies at least 9 bytes after its line start, so never in the word of its line start. The
  *     output-token count is the last `"completion_tokens":N` (OpenAI usage), `"output_tokens":N`,
@@ -287,6 +288,7 @@ static __always_inline void find_marks(struct scratch *s, u32 *tokens, u32 *usag
                                is_zero(at8 ^ W8('d', 'e', 'l', 't', 'a', '"', ':', ' '))) &
                               is_zero(pair ^ W2('{', '}'));
             u64 flagged = is_zero(at6 ^ W8('"', 'd', 'o', 'n', 'e', '"', ':', 't')) |
+                          is_zero(at6 ^ W8('"', 's', 't', 'o', 'p', '"', ':', 't')) |
                           (is_zero(at7 ^ W8('p', 'e', 'c', 'i', 'a', 'l', '"', ':')) & is_zero(c1 ^ 't'));
             u64 room = end - (p + 2);  /* negative when the mark's last byte would be past the buffer */
             asm volatile("" : "+r"(room));

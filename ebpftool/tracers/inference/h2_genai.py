@@ -12,7 +12,8 @@ The rules are sse.bpf.h's, so that one answer gives the same figures over HTTP/1
   "content":""` (the role chunk: an empty content without the role is a token whose text the server held
   back, as vLLM sends it), `"text":""`, `"response":""`, `"output":""` (empty chunk; Ollama's final object),
   `"role":"assistant"}` (a role-only delta), `"delta":{}` (finish-only chunk), `"choices":[]` (usage-only
-  chunk), `"special":true` (TGI's special tokens), `"done":true` (Ollama's final object). A mark belongs to
+  chunk), `"special":true` (TGI's special tokens), `"stop":true` (llama.cpp's /completion, its last event),
+  `"done":true` (Ollama's final object). A mark belongs to
   the last event begun before it (in its line, or a line after it that is not an event).
 - An event whose `event:` line names one of the Responses API's events (`response.…`) or Anthropic's
   Messages API's (`message_…`, `content_…`, `ping`, `error`) is a token when that name ends in `delta`,
@@ -53,7 +54,8 @@ STREAM_OPERATION = "generate_content"   # an answer of events on another path (p
 
 _MARKS = (b'oices":[]', b'oices": []', b'ssistant","content":""', b'ssistant", "content": ""', b'"text":""',
           b'"text": ""', b'sponse":""',
-          b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'pecial":t', b'ssistant"}')
+          b'output":""', b'"delta":{}', b'delta": {}', b'"done":t', b'"stop":t', b'pecial":t',
+          b'ssistant"}')
 _MARK = re.compile(b"|".join(re.escape(m) for m in _MARKS))
 # the names whose events a name decides (sse.bpf.h's known_event_name): by their first 8 bytes, or whole
 _EVENT_NAME_STARTS = (b"response", b"message_", b"content_")
