@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from ebpftool import semconv as sc
 from ebpftool.export.model import SpanEvent, SpanKind, SpanRecord, counter, histogram
 from ebpftool.export.otel import build_resource
-from ebpftool.export.pipeline import Telemetry
+from ebpftool.export.pipeline import Sink, Telemetry
 from ebpftool.export.sinks import jsonl_sink, otlp_sink
 from tests.otlp_receiver import GrpcReceiver
 
@@ -127,3 +128,45 @@ def test_jsonl_file_is_private_and_complete(tmp_path):
     assert sum(r["type"] == "span" for r in rows) == 3
     calls = [r for r in rows if r.get("name") == "ebpftool.test.calls"]
     assert calls and calls[-1]["value"] == 4
+
+
+class _HeldMetricSink:
+    """A metric sink that takes each snapshot and holds the first until released (a busy collector)."""
+
+    def __init__(self) -> None:
+        self.taken = threading.Event()
+        self.release = threading.Event()
+        self.snapshots = []
+
+    def export(self, metrics_data, timeout_millis: float = 0, **kwargs):
+        from opentelemetry.sdk.metrics.export import MetricExportResult
+        self.snapshots.append(metrics_data)
+        self.taken.set()
+        self.release.wait(20)
+        return MetricExportResult.SUCCESS
+
+    def shutdown(self, timeout_millis: float = 0, **kwargs) -> None:
+        pass
+
+
+def _values(data) -> list[float]:
+    return [p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            for p in m.data.data_points if m.name == "test.requests"]
+
+
+def test_the_last_snapshot_takes_the_place_of_the_stop_snapshot_without_a_loss():
+    """A run's stop takes a snapshot, then its last once the tracers handed over what was pending: while the
+    collector is busy, the last replaces the one from the stop (it holds all its counts) and nothing is counted
+    superseded; an ordinary snapshot replaced while waiting is."""
+    held = _HeldMetricSink()
+    telemetry = Telemetry(build_resource(environ={}), [Sink("held", metrics=held)])
+    telemetry.export_metrics([counter("test.requests", "{request}", "", 1)])
+    assert held.taken.wait(20)                                               # the collector is busy with it
+    telemetry.export_metrics([counter("test.requests", "{request}", "", 2)])   # an interval's: waits
+    telemetry.export_metrics([counter("test.requests", "{request}", "", 3)])   # the stop's: the one before is lost
+    telemetry.export_metrics([counter("test.requests", "{request}", "", 4)], after_stop_snapshot=True)
+    held.release.set()
+    telemetry.shutdown(timeout=20)
+    c = telemetry.counters()
+    assert [_values(d) for d in held.snapshots] == [[1], [4]]
+    assert (c["metric_snapshots"], c["metric_snapshots_superseded"]) == (3, 1), c

@@ -187,6 +187,7 @@ def run(
     limiters = {t.name: telemetry.series_limiter(t.name, max_series) for t in tracers}
     t_start = time.monotonic()
     traced_from: tuple[float, float] | None = None
+    stop_snapshot = False  # the loop took a snapshot at the stop
     try:
         running = start_tracers(tracers, result, skip_failed=skip_failed, on_start=on_start, stop=stop,
                                 on_starting=on_starting)
@@ -211,6 +212,7 @@ def run(
                 stop.set("duration")
             if now >= next_export or stop.event.is_set():
                 next_export = now + interval
+                stop_snapshot = stop.event.is_set()
                 export_interval(running, telemetry, limiters)
                 if on_interval:
                     on_interval(running)
@@ -228,7 +230,7 @@ def run(
             except Exception:
                 pass
         if running:
-            export_interval(running, telemetry, limiters)
+            export_interval(running, telemetry, limiters, after_stop_snapshot=stop_snapshot)
         for t in running:
             result.drops[t.name] = t.drops()
             if limiters[t.name].folded():
@@ -244,8 +246,9 @@ def run(
 
 
 def export_interval(running: Sequence[Tracer], telemetry: Telemetry,
-                    limiters: dict[str, SeriesLimit] | None = None) -> None:
-    """One snapshot of every tracer's metrics, each metric bounded to its limiter's number of series."""
+                    limiters: dict[str, SeriesLimit] | None = None, *, after_stop_snapshot: bool = False) -> None:
+    """One snapshot of every tracer's metrics, each metric bounded to its limiter's number of series
+    (after_stop_snapshot: see Telemetry.export_metrics)."""
     points = []
     for t in running:
         own = t.collect()
@@ -256,4 +259,4 @@ def export_interval(running: Sequence[Tracer], telemetry: Telemetry,
         points.extend(own)
         points.extend(t.drop_metrics())
         t.tick()
-    telemetry.export_metrics(points)
+    telemetry.export_metrics(points, after_stop_snapshot=after_stop_snapshot)

@@ -159,13 +159,17 @@ class Telemetry:
             if len(self._span_queue) >= SPAN_BATCH_SIZE:
                 self._span_wake.set()
 
-    def export_metrics(self, points: list[MetricPoint]) -> None:
+    def export_metrics(self, points: list[MetricPoint], *, after_stop_snapshot: bool = False) -> None:
+        """One snapshot. after_stop_snapshot: the run's last, taken right after the one at its stop once the
+        tracers handed over what was pending: it takes that one's place if it is still waiting, which loses
+        nothing (it holds all that one's counts, and more) and is neither a snapshot more nor a superseded one."""
         if self.recorder is not None:
             self.recorder.on_metrics(points)
         with self._lock:
-            self.metric_snapshots += 1
-            if self._metric_slot is not None and self._metric_sinks:
-                self.metric_snapshots_superseded += 1
+            if not (after_stop_snapshot and self._metric_slot is not None):
+                self.metric_snapshots += 1
+                if self._metric_slot is not None and self._metric_sinks:
+                    self.metric_snapshots_superseded += 1
             self._metric_slot = points
         self._metric_wake.set()
 
