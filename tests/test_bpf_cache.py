@@ -472,4 +472,3 @@ def test_compiles_ahead_beyond_the_limit_wait_for_a_free_cpu_and_all_start(cache
     finally:
         stop_tracers(running)
     assert len(entries(cache_dir)) == 3
-
