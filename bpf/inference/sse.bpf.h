@@ -97,19 +97,21 @@ static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
         /* a count (`_t`, `_c`) may begin here */
         u64 counting = ZERO_BYTES(w ^ EVERY_BYTE('_')) & (ZERO_BYTES(next ^ EVERY_BYTE('t')) | ZERO_BYTES(next ^ EVERY_BYTE('c')));
         /* a mark (`[]`, `""`, `{}`, `:t`, `t"}`) or a count may begin here */
-        if ((ZERO_BYTES(w ^ EVERY_BYTE('[')) & ZERO_BYTES(next ^ EVERY_BYTE(']'))) |
-            (ZERO_BYTES(prev ^ EVERY_BYTE('t')) & ZERO_BYTES(w ^ EVERY_BYTE('"')) & ZERO_BYTES(next ^ EVERY_BYTE('}'))) |
-            (ZERO_BYTES(w ^ EVERY_BYTE('"')) & ZERO_BYTES(next ^ EVERY_BYTE('"'))) |
-            (ZERO_BYTES(w ^ EVERY_BYTE('{')) & ZERO_BYTES(next ^ EVERY_BYTE('}'))) |
-            (ZERO_BYTES(w ^ EVERY_BYTE(':')) & ZERO_BYTES(next ^ EVERY_BYTE('t'))) |
-            counting | named) {
-            /* the count lives in the map, not a register: an index the verifier would have to follow */
+        u64 rare = (ZERO_BYTES(w ^ EVERY_BYTE('[')) & ZERO_BYTES(next ^ EVERY_BYTE(']'))) |
+                   (ZERO_BYTES(prev ^ EVERY_BYTE('t')) & ZERO_BYTES(w ^ EVERY_BYTE('"')) & ZERO_BYTES(next ^ EVERY_BYTE('}'))) |
+                   (ZERO_BYTES(w ^ EVERY_BYTE('"')) & ZERO_BYTES(next ^ EVERY_BYTE('"'))) |
+                   (ZERO_BYTES(w ^ EVERY_BYTE('{')) & ZERO_BYTES(next ^ EVERY_BYTE('}'))) |
+                   (ZERO_BYTES(w ^ EVERY_BYTE(':')) & ZERO_BYTES(next ^ EVERY_BYTE('t'))) | counting;
+        if (rare | named) {
+            /* the count lives in the map, not a register: an index the verifier would have to follow; a word
+             * noted for a named line alone is written in the next slot, not kept (the marks' words are the
+             * first RARE_WORDS of their own kinds) */
             u32 i = s->rare;
             if (i < RARE_WORDS) {
                 s->rare_word[i & (RARE_WORDS - 1)] = word;
                 s->rare_events[i & (RARE_WORDS - 1)] = events;
             }
-            s->rare = i + 1;
+            s->rare = i + (is_zero(rare) ^ 1);
             /* a named line's word, noted without a branch: written always, kept where the count moves on */
             u32 j = s->names;
             s->name_word[j & (NAMED_WORDS * 2 - 1)] = word;
