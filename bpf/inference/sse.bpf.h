@@ -61,6 +61,17 @@ static __always_inline u64 known_event_name(u64 w)
            (is_zero(LOW(w, 5) ^ W5('e', 'r', 'r', 'o', 'r')) & (is_zero(end6 ^ '\n') | is_zero(end6 ^ '\r')));
 }
 
+/* 1 when a `data:` line (an event, not [DONE]) begins at p (x: the 8 bytes there), its ':' inside the buffer
+ * (room: negative when it would be past it). */
+static __always_inline u64 data_line_at(u64 x, u64 p, u64 end)
+{
+    u64 c6 = (x >> 48) & 0xff, c7 = x >> 56;
+    u64 room = end - (p + 6);
+    asm volatile("" : "+r"(room));
+    return is_zero((x ^ W6('\n', 'd', 'a', 't', 'a', ':')) & 0xffffffffffffULL) &
+           ((is_zero(c6 ^ '[') | (is_zero(c6 ^ ' ') & is_zero(c7 ^ '['))) ^ 1) & ((room >> 63) ^ 1);
+}
+
 static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
 {
     u32 zero = 0;
@@ -129,32 +140,15 @@ static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
                 /* '\n' 'd' 'a' 't' 'a' ':' at p (its ':' inside the buffer), not [DONE]; or '\n' '{' */
                 u32 p = word * 8 + b;
                 u64 x = *(u64 *)&s->data[p];
-                u64 is_data = is_zero((x ^ W6('\n', 'd', 'a', 't', 'a', ':')) & 0xffffffffffffULL);
-                u64 c6 = (x >> 48) & 0xff, c7 = x >> 56;
-                u64 is_done = is_zero(c6 ^ '[') | (is_zero(c6 ^ ' ') & is_zero(c7 ^ '['));
-                u64 room = end - (p + 6);  /* negative when the ':' would be past the buffer */
-                asm volatile("" : "+r"(room));
                 u64 object_room = end - (p + 2);
                 asm volatile("" : "+r"(object_room));
                 u64 is_object = ndjson & is_zero((x & 0xffff) ^ W2('\n', '{')) & ((object_room >> 63) ^ 1);
-                events += (is_data & (is_done ^ 1) & ((room >> 63) ^ 1)) | is_object;
+                events += data_line_at(x, p, end) | is_object;
             }
         }
     }
     s->events = events;
     return 1;
-}
-
-/* 1 when a `data:` line (an event, not [DONE]) begins at p, its ':' inside the buffer (as find_events()
- * counts them; ndjson streams have no named events). */
-static __always_inline u64 data_line_at(struct scratch *s, u64 p, u64 end)
-{
-    u64 x = *(u64 *)&s->data[p];
-    u64 c6 = (x >> 48) & 0xff, c7 = x >> 56;
-    u64 room = end - (p + 6);
-    asm volatile("" : "+r"(room));
-    return is_zero((x ^ W6('\n', 'd', 'a', 't', 'a', ':')) & 0xffffffffffffULL) &
-           ((is_zero(c6 ^ '[') | (is_zero(c6 ^ ' ') & is_zero(c7 ^ '['))) ^ 1) & ((room >> 63) ^ 1);
 }
 
 /* Byte b of a word noted by find_events() (read back from the map: a value the verifier does not know),
@@ -205,7 +199,7 @@ static __always_inline void find_names(struct scratch *s)
             u64 slot = (is_zero(events >> 6) & inside) << (events & 63);
             names |= slot & -is_name;
             tokens |= slot & -delta_end;
-            events += data_line_at(s, p, end);
+            events += data_line_at(x, p, end);
         }
     }
     s->named = names;
