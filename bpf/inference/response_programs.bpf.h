@@ -93,14 +93,6 @@ static __always_inline int finish_written_response_in(void *ctx, int from_uprobe
     return 0;
 }
 
-/* After find_events(): its named events first where it noted words of them (a tail pass counts nothing). */
-static __always_inline u32 events_scanned_next(u8 tail_pass)
-{
-    u32 zero = 0;
-    struct scratch *s = scratch_buf.lookup(&zero);
-    return s && s->names != 0 && !tail_pass ? SCAN_NAMES : SCAN_MARKS;
-}
-
 static __always_inline int scan_sse_events_in(void *ctx, int from_uprobe)
 {
     struct scan_args *a;
@@ -113,8 +105,9 @@ static __always_inline int scan_sse_events_in(void *ctx, int from_uprobe)
     u64 tail = a->tail_pass & (len > SSE_SCAN_MAX);
     u64 skip = (len - SSE_SCAN_MAX) & -tail;  /* a tail pass scans the buffer's last SSE_SCAN_MAX bytes */
     asm volatile("" : "+r"(skip));
-    if (find_events(a->ptr + skip, len - skip, (c->flags / REQ_NDJSON) & 1))
-        next_scan(ctx, from_uprobe, events_scanned_next(a->tail_pass));
+    int found = find_events(a->ptr + skip, len - skip, (c->flags / REQ_NDJSON) & 1);
+    if (found)  /* the named events first where it noted words of them (a tail pass counts no token) */
+        next_scan(ctx, from_uprobe, found == 2 && !a->tail_pass ? SCAN_NAMES : SCAN_MARKS);
     return 0;
 }
 

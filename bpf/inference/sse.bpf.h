@@ -72,6 +72,7 @@ static __always_inline u64 data_line_at(u64 x, u64 p, u64 end)
            ((is_zero(c6 ^ '[') | (is_zero(c6 ^ ' ') & is_zero(c7 ^ '['))) ^ 1) & ((room >> 63) ^ 1);
 }
 
+/* 0: the buffer could not be read; 1: its events counted; 2: and words of named lines noted (find_names()). */
 static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
 {
     u32 zero = 0;
@@ -148,7 +149,7 @@ static __always_inline int find_events(u64 ptr, u32 len, u64 ndjson)
         }
     }
     s->events = events;
-    return 1;
+    return s->names ? 2 : 1;
 }
 
 /* Byte b of a word noted by find_events() (read back from the map: a value the verifier does not know),
