@@ -280,7 +280,7 @@ class GenAiReader:
                 if v is not None:
                     self.stated_input_tokens = v
         if line_ended:
-            if self._line_named and window.startswith(b"event:") and is_known_event_line(window):
+            if self._line_named and is_known_event_line(window):
                 name = window.rstrip(b"\r")
                 self._name = name.endswith(b"delta") and not name.endswith(b"message_delta")
             self._end_line()
