@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import struct
 import sys
 from pathlib import Path
 
@@ -35,13 +34,9 @@ def main() -> None:
 
     def load_program(prog_type, insns, name, *, license_="GPL", kern_version=0, attach_type=0, attach_btf_id=0,
                      explain=True):
-        code = ctypes.create_string_buffer(insns, len(insns))
-        lic = ctypes.create_string_buffer(license_.encode())
         log = ctypes.create_string_buffer(LOG_BYTES)
-        attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", prog_type, len(insns) // 8, ctypes.addressof(code),
-                           ctypes.addressof(lic), BPF_LOG_STATS, LOG_BYTES, ctypes.addressof(log), kern_version, 0,
-                           name.encode()[:15], 0, attach_type, 0, 0, 0, 0, 0, 0, 0, attach_btf_id)
-        fd, _ = bpf_cache._bpf(bpf_cache.BPF_PROG_LOAD, attr)
+        fd = bpf_cache.prog_load(prog_type, insns, name, license_=license_, kern_version=kern_version,
+                                 attach_type=attach_type, attach_btf_id=attach_btf_id, log=log, log_level=BPF_LOG_STATS)
         lines = [line for line in log.value.decode(errors="replace").splitlines() if line.startswith("processed")]
         if args.match in name and name != "ebpftool_probe":
             rows[name] = f"{len(insns) // 8:>6} insns  {lines[-1] if lines else '(no statistics)'}"

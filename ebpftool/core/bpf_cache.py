@@ -489,21 +489,28 @@ class _TableLib:
         return self._real.bpf_table_max_entries_id(module, map_id)
 
 
+def prog_load(prog_type: int, insns: bytes, name: str, *, license_: str = "GPL", kern_version: int = 0,
+              attach_type: int = 0, attach_btf_id: int = 0, log=None, log_level: int = 1) -> int:
+    """One bpf(BPF_PROG_LOAD): the fd, or -errno; the verifier writes into log (a ctypes buffer) at log_level
+    where one is given."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license_.encode())
+    # union bpf_attr, BPF_PROG_LOAD, up to attach_btf_id (include/uapi/linux/bpf.h)
+    attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", prog_type, len(insns) // 8, ctypes.addressof(code),
+                       ctypes.addressof(lic), log_level if log else 0, len(log) if log else 0,
+                       ctypes.addressof(log) if log else 0, kern_version, 0, name.encode()[:15], 0,
+                       attach_type, 0, 0, 0, 0, 0, 0, 0, attach_btf_id)
+    fd, _ = _bpf(BPF_PROG_LOAD, attr)
+    return fd
+
+
 def load_program(prog_type: int, insns: bytes, name: str, *, license_: str = "GPL", kern_version: int = 0,
                  attach_type: int = 0, attach_btf_id: int = 0, explain: bool = True) -> int:
     """bpf(BPF_PROG_LOAD): the fd, or OSError with the verifier's last lines (asked again with a log: the
     verifier's work twice; explain=False raises with errno's text alone, for a caller that falls back)."""
-    code = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(license_.encode())
-
     def load(log) -> int:
-        # union bpf_attr, BPF_PROG_LOAD, up to attach_btf_id (include/uapi/linux/bpf.h)
-        attr = struct.pack("<IIQQIIQII16sIIIIQIIQII", prog_type, len(insns) // 8, ctypes.addressof(code),
-                           ctypes.addressof(lic), 1 if log else 0, len(log) if log else 0,
-                           ctypes.addressof(log) if log else 0, kern_version, 0, name.encode()[:15], 0,
-                           attach_type, 0, 0, 0, 0, 0, 0, 0, attach_btf_id)
-        fd, _ = _bpf(BPF_PROG_LOAD, attr)
-        return fd
+        return prog_load(prog_type, insns, name, license_=license_, kern_version=kern_version,
+                         attach_type=attach_type, attach_btf_id=attach_btf_id, log=log)
 
     fd = load(None)   # no verifier log: a long program's log can outgrow any buffer (ENOSPC)
     if fd >= 0:
