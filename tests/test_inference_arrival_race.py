@@ -16,6 +16,7 @@ there yet are not judged; no margin depends on scheduling.) The races cannot be 
 this failed in 3 runs of 4, with them it passed 5 of 5."""
 from __future__ import annotations
 
+import json
 import select
 import selectors
 import socket
@@ -61,7 +62,7 @@ def _serve(listener: socket.socket, stop: threading.Event, waiting: dict[str, in
 
 
 @pytest.mark.parametrize("hooks", ["syscall", "socket"])  # (the socket hooks know a connection before its bytes)
-def test_a_request_arriving_as_its_accept_returns_starts_at_its_arrival(hooks):
+def test_a_request_arriving_as_its_accept_returns_starts_at_its_arrival(hooks, tmp_path):
     args = ["--hooks", hooks]
     skip_unless_kernel_offers(args)
     listener = socket.create_server(("127.0.0.1", 0), backlog=256)
@@ -78,9 +79,12 @@ def test_a_request_arriving_as_its_accept_returns_starts_at_its_arrival(hooks):
                     pass
 
     receiver = GrpcReceiver()
+    summary = tmp_path / "summary.json"
     per_client = CONNECTIONS // CLIENTS
     try:
-        with EbpftoolProcess(inference_args(port, receiver, hooks) + ["--span-rate", "100000"]) as proc:
+        # (no --max-cpu: thinned spans would leave fewer requests to judge; the summary counts what was not sent)
+        with EbpftoolProcess(inference_args(port, receiver, hooks) + [
+                "--span-rate", "100000", "--max-cpu", "0", "--summary-json", str(summary)]) as proc:
             threads = [threading.Thread(target=client, args=(i * per_client, per_client)) for i in range(CLIENTS)]
             for t in threads:
                 t.start()
@@ -101,6 +105,11 @@ def test_a_request_arriving_as_its_accept_returns_starts_at_its_arrival(hooks):
                 late.append((s.attributes.get("url.path"), (s.start_ns - seen) / MS))
     assert not late, (f"{len(late)} of {judged} requests seen waiting in their socket's queue started after that "
                       f"(request, ms after it): {late[:5]}")
-    # (spans past a full ring buffer are counted as events lost, in the summary: a few in a burst like this)
-    assert len(spans) >= 0.99 * CONNECTIONS, f"{len(spans)} spans for {CONNECTIONS} requests; {proc.stdout[-3000:]}"
-    assert judged >= len(spans) / 2, f"only {judged} of {len(spans)} requests were there {DELAY_S} s after accept"
+    # Every request is measured in the kernel; a span not sent is counted (a full ring buffer in a burst like this
+    # loses some, how many depends on how busy the machine is: on CI's 38,214 of 40,000 were sent).
+    doc = json.loads(summary.read_text())
+    figures, drops = doc["tracers"]["inference"], doc["tracers"]["inference"]["drops"]
+    assert figures["requests"] == CONNECTIONS, figures
+    unsent = drops["events_lost"] + drops["spans_unsampled"] + doc["export"]["spans_dropped_queue"]
+    assert len(spans) + unsent >= CONNECTIONS, (len(spans), drops, doc["export"])
+    assert judged >= max(len(spans) / 2, 1000), f"only {judged} of {len(spans)} requests were there {DELAY_S} s after accept"
