@@ -508,6 +508,9 @@ static __always_inline void h2_turn(struct conn_state *c, u32 dir, struct h2_wal
             u64 take = H2_FRAME_HEADER - have;
             if (take > avail)
                 take = avail;
+            /* clang knows take <= 9 and would drop the mask, leaving the verifier the compare against avail,
+             * which verifiers before ~6.7 do not carry over to take (Linux 6.1 refused the read's size) */
+            asm volatile("" : "+r"(take));
             take &= 15;
             *(u64 *)hdr->b = *(u64 *)(c->h2_hdr + 8 * dir);
             if (take == 0 || read_user(hdr->b + have, take, (void *)(p + pos)) != 0) {

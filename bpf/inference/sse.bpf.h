@@ -5,8 +5,12 @@
 static __always_inline u32 stated_number(struct scratch *s, u64 at, u64 end, u32 *found)
 {
     *found = 0;
-    if (at == 0 || at > SCAN_LEAD + SSE_SCAN_MAX)
+    /* one compare on a copy the verifier can follow (see find_marks(): Linux 6.1 lost at's bounds) */
+    u64 at_less_one = at - 1;
+    asm volatile("" : "+r"(at_less_one));
+    if (at_less_one >= SCAN_LEAD + SSE_SCAN_MAX)
         return 0;
+    at = at_less_one + 1;
     if (s->data[at] == ' ')
         at++;
     u64 v = 0;
@@ -217,7 +221,9 @@ static __always_inline void find_count(struct scratch *s)
     asm volatile("" : "+r"(first));
 #pragma clang loop unroll(disable)
     for (u32 k = 0; k < COUNT_WORDS; k++) {
-        if (first + k >= count)
+        u64 count_now = count;  /* hidden from clang in the loop, as rare in find_marks() */
+        asm volatile("" : "+r"(count_now));
+        if (first + k >= count_now)
             break;
         u64 word = s->count_word[(first + k) & (COUNT_RING - 1)];
 #pragma clang loop unroll(disable)
@@ -248,17 +254,24 @@ static __always_inline void find_marks(struct scratch *s, u32 *tokens, u32 *usag
     u64 marked = 0;     /* bit i: event i showed a mark (the first 64 events) */
 #pragma clang loop unroll(disable)
     for (u32 k = 0; k < RARE_WORDS; k++) {
-        if (k >= rare)
+        /* rare hidden from clang in the loop: knowing it, clang ends the loop when k equals min(rare,
+         * RARE_WORDS), a bound Linux 6.1's verifier cannot follow (it went on past the array's end) */
+        u32 rare_now = rare;
+        asm volatile("" : "+r"(rare_now));
+        if (k >= rare_now)
             break;
-        u64 word = s->rare_word[k];
+        /* The word's index less one, checked by one compare: clang merges `word < 1 || word >= N` into that
+         * compare on a copy, which verifiers before ~6.10 do not relate to the word (no lower bound: Linux 6.1
+         * refused the reads at p - 8). */
+        u64 word_less_one = s->rare_word[k] - 1;
         u64 owner = s->rare_events[k];  /* its marks belong to event owner - 1 */
-        asm volatile("" : "+r"(word));
-        if (word < 1 || word >= (SCAN_LEAD + SSE_SCAN_MAX) / 8)
+        asm volatile("" : "+r"(word_less_one));
+        if (word_less_one >= (SCAN_LEAD + SSE_SCAN_MAX) / 8 - 1)
             continue;
         u64 mark = 0;
 #pragma clang loop unroll(disable)
         for (u64 b = 0; b < 8; b++) {
-            u64 p = word * 8 + b;
+            u64 p = word_less_one * 8 + 8 + b;
             u64 x = *(u64 *)&s->data[p];
             u64 at8 = *(u64 *)&s->data[p - 8], at7 = *(u64 *)&s->data[p - 7], at6 = *(u64 *)&s->data[p - 6];
             u64 c0 = x & 0xff, c1 = (x >> 8) & 0xff, pair = x & 0xffff;
