@@ -47,17 +47,20 @@ done
 KVER=$(uname -r)
 need_headers=0
 [ -e "/lib/modules/$KVER/build/include" ] || [ -e "/sys/kernel/kheaders.tar.xz" ] || need_headers=1
-if [ "$need_headers" = 1 ]; then
+headers_for_this_kernel() {
+  # Debian's stock kernels have a headers package of their own; others (this project's 6.18) take the cloud flavour.
   if apt-cache policy "linux-headers-$KVER" 2>/dev/null | grep -q "Candidate: [^(]"; then
-    missing+=("linux-headers-$KVER")
+    echo "linux-headers-$KVER"
   else
-    missing+=(linux-headers-cloud-amd64)
+    echo linux-headers-cloud-amd64
   fi
-fi
+}
 
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
+if [ ${#missing[@]} -gt 0 ] || [ "$need_headers" = 1 ]; then
   apt-get update -qq || apt-get update
+  # (decided after the update: a fresh node or image may have no package lists, and then no candidate at all)
+  if [ "$need_headers" = 1 ]; then missing+=("$(headers_for_this_kernel)"); fi
+  say "installing ${missing[*]}"
   # A headers package for the exact kernel may not exist: fall back to the cloud flavour.
   if ! apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
     fallback=()
