@@ -262,7 +262,14 @@ def probe_kernel() -> Report:
             b.cleanup()
             return "fentry on vfs_read loaded"
 
+        def absent(category: str, event: str) -> bool:
+            """The kernel has no such tracepoint (older kernels): said as such, not as BCC's attach error."""
+            return tracefs is not None and not os.path.isdir(os.path.join(tracefs, "events", category, event))
+
         def raw_tracepoint():
+            if absent("sock", "sock_recv_length"):
+                raise RuntimeError("this kernel has no sock:sock_recv_length tracepoint (inference: the syscall "
+                                   "hooks)")
             b = bcc.BPF(text=_RAW_TP_C)
             b.cleanup()
             return "raw sock_recv_length with the task's syscall registers loaded"
@@ -295,22 +302,25 @@ def probe_kernel() -> Report:
                 b.cleanup()
 
         def btf_tracepoint():
+            if absent("tcp", SEND_BTF_TRACEPOINT):
+                raise RuntimeError(f"this kernel has no tcp:{SEND_BTF_TRACEPOINT} tracepoint")
             load_tp_btf(_TP_BTF_C, "doctor_tp_btf", SEND_BTF_TRACEPOINT, attach=True)
             return f"a program on {SEND_BTF_TRACEPOINT} loaded and attached"
 
         if features.get("bpf"):
             ok, detail = _attempt(btf_tracepoint)
             features["tp_btf"] = ok
-            add(Check("BTF tracepoints (tp_btf)", ok, detail if ok else f"refused: {detail}"))
+            add(Check("BTF tracepoints (tp_btf)", ok, detail if ok or "has no" in detail else f"refused: {detail}"))
 
             def rdonly_cast():
                 load_tp_btf(_RDONLY_CAST_C, "doctor_rdonly_cast", RECV_BTF_TRACEPOINT, attach=False,
                             defines=recv_hook_btf_defines())
                 return "bpf_rdonly_cast() called from a tp_btf program (the BTF read hook's clock and registers)"
 
-            ok, detail = _attempt(rdonly_cast) if features["tp_btf"] else (False, "needs tp_btf")
+            ok, detail = _attempt(rdonly_cast) if features["tp_btf"] else (False, "")
             features["kfunc_rdonly_cast"] = ok
-            add(Check("kfunc bpf_rdonly_cast", ok, detail if ok else f"refused: {detail}"))
+            add(Check("kfunc bpf_rdonly_cast", ok, detail if ok else f"refused: {detail}" if detail
+                      else "not tried: needs the BTF tracepoint above"))
             ok, detail = _attempt(fentry)
             features["fentry"] = ok
             add(Check("fentry", ok, detail if ok else f"refused: {detail}"))
