@@ -110,6 +110,20 @@ def test_running_kernel_types_and_enum_values_agree_with_bpftool():
         btf.type_id(KIND_TYPEDEF, "btf_trace_no_such_tracepoint")
 
 
+def test_a_kernel_functions_parameter_position_agrees_with_bpftool():
+    """Where tcp_recvmsg() takes its flags (the net tracer's kprobe fallback reads them there: Linux 5.19 moved
+    them), against bpftool's dump of the function's prototype."""
+    raw = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"], capture_output=True,
+                         text=True, check=True).stdout
+    func = re.search(r"^\[\d+\] FUNC 'tcp_recvmsg' type_id=(\d+)", raw, re.M)
+    proto = raw.split(f"\n[{func.group(1)}] FUNC_PROTO ", 1)[1].split("\n[", 1)[0]
+    names = re.findall(r"^\t'(\w*)' type_id=", proto, re.M)
+    btf = Btf.vmlinux()
+    assert btf.param_index("tcp_recvmsg", "flags") == names.index("flags")
+    with pytest.raises(BtfError, match="no parameter named nope"):
+        btf.param_index("tcp_recvmsg", "nope")
+
+
 def test_the_kernel_btf_is_parsed_once_per_process_until_forgotten():
     first = Btf.vmlinux()
     assert Btf.vmlinux() is first  # every tracer and plan asks: one parse

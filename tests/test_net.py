@@ -14,7 +14,7 @@ import pytest
 
 from ebpftool import semconv as sc
 from ebpftool.ui import human_bytes
-from tests.conftest import EbpftoolProcess, kernel_has_btf, kernel_has_kprobes, run_ebpftool
+from tests.conftest import EbpftoolProcess, kernel_has_btf, kernel_has_kprobes, kernel_has_tracepoint, run_ebpftool
 from tests.netns import ADDR_A, ADDR_A2, ADDR_B, TwoZones
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(180)]
@@ -328,8 +328,10 @@ def test_bytes_per_zone_pair_cost_rtt_spans_and_top_flows(zones, pod_cgroup, htt
     # What observability itself sent is reported too.
     assert any(p.value > 0 for p in r.latest(sc.EBPFTOOL_EXPORT_BYTES))
     assert "bytes sent across zones" in tool.stdout
-    # With struct sock offsets from the kernel's BTF the raw path is taken; without BTF, the tracepoints
-    hooks = "raw tracepoints" if kernel_has_btf() else "tracepoints"
+    # With struct sock offsets from the kernel's BTF the raw path is taken; without BTF, the tracepoints;
+    # before Linux 6.3 (no sock_recv_length), kprobes
+    hooks = ("raw tracepoints" if kernel_has_btf() else "tracepoints") if kernel_has_tracepoint("sock:sock_recv_length") \
+        else r"kprobes \(bytes\) \+ raw tcp_probe"
     assert re.search(rf"byte and RTT hooks\s*│\s*{hooks}\s*│", tool.stdout), tool.stdout
 
 
@@ -544,7 +546,7 @@ def test_kprobe_fallback_programs_pass_the_verifier():
     from ebpftool.tracers.net import KPROBE_FUNCTIONS, OPTIONAL_TRACEPOINTS, NetOptions, net_program
 
     prog = net_program(NetOptions(), {tp: True for tp in OPTIONAL_TRACEPOINTS},
-                       {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, **sock_field_offsets()})
+                       {"NET_RAW_IO": 0, "NET_KPROBE_IO": 1, "NET_RECV_FLAGS_PARM": 4, **sock_field_offsets()})
     assert prog.defines["NET_UDP_DEST"] == 1  # the sendto()/sendmsg() destination read is verified too
     prog.load()
     try:

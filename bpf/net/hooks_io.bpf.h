@@ -21,18 +21,41 @@ RAW_TRACEPOINT_PROBE(sock_recv_length)
 #elif NET_KPROBE_IO
 /* Kernels without the sock_*_length tracepoints (before 6.3) but with kprobes:
  * tcp_sendmsg/udp_sendmsg/udpv6_sendmsg and the recvmsg functions all take the
- * socket first and return the bytes moved, as bcc's tcptop reads them (and, as
- * tcptop, count a MSG_PEEK read: the flags' position differs between versions). The
- * socket is kept per thread from entry to return (they do not nest). Attached
- * by ebpftool/tracers/net/tracer.py (plans.KPROBE_FUNCTIONS). */
+ * socket first and return the bytes moved, as bcc's tcptop reads them. A read with
+ * MSG_PEEK or MSG_ERRQUEUE is not counted, as on the tracepoints: the recvmsg
+ * functions' flags are parameter NET_RECV_FLAGS_PARM (1-based; 5.19 removed the
+ * `noblock` before them), found in the kernel's BTF; 0 where it could not be (peeks
+ * then count, as in tcptop). The socket is kept per thread from entry to return
+ * (they do not nest). Attached by ebpftool/tracers/net/tracer.py
+ * (plans.KPROBE_FUNCTIONS). */
 BPF_HASH(io_in_flight, u32, u64, 16384);  /* thread id -> the socket its sendmsg/recvmsg works on */
 
-int kprobe_io_entry(struct pt_regs *ctx)
+static __always_inline int remember_socket(struct pt_regs *ctx)
 {
     u32 tid = bpf_get_current_pid_tgid();
     u64 sk = PT_REGS_PARM1(ctx);
     io_in_flight.update(&tid, &sk);
     return 0;
+}
+
+int kprobe_io_entry(struct pt_regs *ctx) { return remember_socket(ctx); }
+
+#if NET_RECV_FLAGS_PARM == 4
+#define RECV_FLAGS(ctx) PT_REGS_PARM4(ctx)
+#elif NET_RECV_FLAGS_PARM == 5
+#define RECV_FLAGS(ctx) PT_REGS_PARM5(ctx)
+#endif
+
+int kprobe_recv_entry(struct pt_regs *ctx)
+{
+#ifdef RECV_FLAGS
+    if ((int)RECV_FLAGS(ctx) & RECV_NOT_FROM_STREAM) {
+        u32 tid = bpf_get_current_pid_tgid();
+        io_in_flight.delete(&tid);  /* its return finds nothing to count */
+        return 0;
+    }
+#endif
+    return remember_socket(ctx);
 }
 
 static __always_inline int kprobe_io_return(struct pt_regs *ctx, int tx)

@@ -76,6 +76,9 @@
 #ifndef NET_UDP_DEST
 #define NET_UDP_DEST 0
 #endif
+#ifndef NET_RECV_FLAGS_PARM
+#define NET_RECV_FLAGS_PARM 0
+#endif
 /* Both the raw tracepoints and the kprobes are given struct sock / tcp_sock's BTF offsets. */
 #define NET_BTF_OFFSETS (NET_RAW_IO || NET_KPROBE_IO)
 #ifndef NET_HAVE_TCP_PROBE

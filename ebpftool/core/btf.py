@@ -162,6 +162,19 @@ class Btf:
     def struct_id(self, name: str) -> int:
         return self.type_id(KIND_STRUCT, name)
 
+    def param_index(self, func: str, param: str) -> int:
+        """Where a kernel function takes the parameter of this name, from 0 (its FUNC's FUNC_PROTO): where a
+        kprobe reads it, when kernel versions moved it."""
+        _k, _n, _v, proto, _x, _kf = self._type(self.type_id(KIND_FUNC, func))
+        kind, _n, vlen, _s, extra, _kf = self._type(proto)
+        if kind != KIND_FUNC_PROTO:
+            raise BtfError(f"{func} has no prototype in the kernel's BTF")
+        for i in range(vlen):
+            name_off, _type = struct.unpack_from("<II", self._data, extra + 8 * i)
+            if self._name(name_off) == param:
+                return i
+        raise BtfError(f"{func}() has no parameter named {param} in the kernel's BTF")
+
     def enum_value(self, enum_name: str, name: str) -> int:
         """The value of enumerator name in enum enum_name (e.g. "iter_type", "ITER_IOVEC")."""
         _k, _n, vlen, _s, extra, _kf = self._type(self.type_id(KIND_ENUM, enum_name))
@@ -225,7 +238,7 @@ def vmlinux_sha256() -> str | None:
 
 class RememberedBtf:
     """The kernel's BTF as start-up asks it: the questions it may ask (type_id, struct_id, enum_value, member,
-    field_offsets) are answered from what an earlier start asked of the same BTF (its SHA-256), kept in the
+    field_offsets, param_index) are answered from what an earlier start asked of the same BTF (its SHA-256), kept in the
     compile cache's folder (ebpftool.core.bpf_cache, checked as its entries are); only a new question indexes
     the BTF (~0.2 s of Python on a kernel's 150,000 types), and its answer, or the BtfError it raised, is
     kept at forget_vmlinux(). With the cache off every question is asked of the BTF itself."""
@@ -280,6 +293,9 @@ class RememberedBtf:
 
     def enum_value(self, enum_name: str, name: str) -> int:
         return self._ask("enum_value", enum_name, name)
+
+    def param_index(self, func: str, param: str) -> int:
+        return self._ask("param_index", func, param)
 
     def member(self, struct_name: str, path: str) -> Member:
         return self._ask("member", struct_name, path)

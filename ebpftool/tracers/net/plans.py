@@ -24,11 +24,11 @@ RAW_TRACEPOINTS = ("sock:sock_send_length", "sock:sock_recv_length", "tcp:tcp_pr
 # first and returns the bytes moved.
 KPROBE_FUNCTIONS = (
     ("tcp_sendmsg", "kprobe_io_entry", "kprobe_send_return", True),
-    ("tcp_recvmsg", "kprobe_io_entry", "kprobe_recv_return", True),
+    ("tcp_recvmsg", "kprobe_recv_entry", "kprobe_recv_return", True),
     ("udp_sendmsg", "kprobe_io_entry", "kprobe_send_return", False),
-    ("udp_recvmsg", "kprobe_io_entry", "kprobe_recv_return", False),
+    ("udp_recvmsg", "kprobe_recv_entry", "kprobe_recv_return", False),
     ("udpv6_sendmsg", "kprobe_io_entry", "kprobe_send_return", False),
-    ("udpv6_recvmsg", "kprobe_io_entry", "kprobe_recv_return", False),
+    ("udpv6_recvmsg", "kprobe_recv_entry", "kprobe_recv_return", False),
 )
 
 RAW = Plan("raw tracepoints",

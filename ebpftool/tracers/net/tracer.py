@@ -26,7 +26,7 @@ from typing import Any
 from ebpftool.core import procfs
 from ebpftool.core.bpf import (STAT_SLOTS, BpfProgram, HistSum, bucket_macro, kernel_allows_raw_tracepoints, merge_hist,
                                run_raw_tracepoint_program, seconds_to_ns)
-from ebpftool.core.btf import BtfError, sock_field_offsets
+from ebpftool.core.btf import Btf, BtfError, sock_field_offsets
 from ebpftool.core.clock import kernel_hz
 from ebpftool.core.cstruct import cstring, decode
 from ebpftool.core.histograms import Histogram, quantile
@@ -65,6 +65,21 @@ class NetOptions(TracerOptions):
     top_flows: int = 0          # > 0: also export the N open connections with the most bytes, with addresses
     spans: bool = False         # a span per closed TCP connection (through the span budget)
     node_name: str | None = field(default_factory=k8s.node_name)  # source/destination.k8s.node.name
+
+
+def recv_flags_parameter() -> int:
+    """Where the kprobe fallback's recvmsg functions take their flags (1-based, NET_RECV_FLAGS_PARM): 4 since
+    Linux 5.19, 5 before (a `noblock` came first), from the kernel's BTF; 0 when they disagree or BTF cannot
+    say (a MSG_PEEK read is then counted, as bcc's tcptop counts it)."""
+    at = set()
+    for function, entry, _ret, required in KPROBE_FUNCTIONS:
+        if entry == "kprobe_recv_entry":
+            try:
+                at.add(Btf.vmlinux().param_index(function, "flags") + 1)
+            except BtfError:
+                if required:   # (the others may be in a module's BTF, or absent, as their kprobes may be)
+                    return 0
+    return at.pop() if len(at) == 1 and at <= {4, 5} else 0
 
 
 def net_program(options: NetOptions, present: dict[str, bool], io_defines: dict[str, int]) -> BpfProgram:
@@ -150,7 +165,7 @@ class NetTracer(BpfTracer):
             offsets = sock_field_offsets()
         except BtfError as exc:
             raise EbpftoolError(f"{lacking}, and the kprobe fallback needs struct sock offsets from BTF: {exc}") from exc
-        io = {**plans.KPROBES.defines, **offsets}
+        io = {**plans.KPROBES.defines, **offsets, "NET_RECV_FLAGS_PARM": recv_flags_parameter()}
         try:
             self._load(plans.KPROBES, present, io)
         except EbpftoolError:
