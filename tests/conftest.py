@@ -140,6 +140,13 @@ def skip_unless_kernel_offers(args: list[str]) -> None:
                         f"(Linux 6.3+), which this kernel lacks")
 
 
+def skip_unless_kernel_notes_arrivals() -> None:
+    """Skip a test of requests starting at their bytes' arrival where the kernel has no sock:sk_data_ready
+    (before Linux 6.7): requests start at their read there, as the README says."""
+    if not kernel_has_tracepoint("sock:sk_data_ready"):
+        pytest.skip("a request's arrival needs the sock:sk_data_ready tracepoint (Linux 6.7+), which this kernel lacks")
+
+
 @pytest.fixture(scope="session")
 def doctor_report():
     """`ebpftool doctor`'s probe of this kernel, in process (loads its small programs once per session)."""

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from tests.conftest import skip_unless_kernel_notes_arrivals
 from tests.h2c_raw import (PREFACE, SETTINGS, SETTINGS_ACK, accepted, frame, recv_at_least, spans_of,
                            traced_server)
 
@@ -44,6 +45,7 @@ def late_reader(listener: socket.socket, stop: threading.Event) -> None:
 
 @pytest.mark.parametrize("hooks", ["socket", "syscall"])
 def test_the_first_stream_read_with_the_preface_starts_at_its_arrival(hooks):
+    skip_unless_kernel_notes_arrivals()
     sent: dict[int, int] = {}
     with traced_server(late_reader, hooks) as (port, receiver, proc):
         for _ in range(3):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (ROOT, EbpftoolProcess, assert_started_at_arrival, inference_args, run_ebpftool,
-                            skip_unless_kernel_offers)
+                            skip_unless_kernel_notes_arrivals, skip_unless_kernel_offers)
 from tests.kernel_state import read_by_server, wait_until
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, master_pid, nginx_server, wait_listening
@@ -710,6 +710,7 @@ def test_a_request_starts_when_it_arrived_not_when_the_server_read_it(hooks):
     (they wait in the socket's queue, as at a busy server): the span starts at their arrival, so it lasts
     about as long as the client waited, and says how long the bytes waited; not the few ms from the late
     read to the answer."""
+    skip_unless_kernel_notes_arrivals()
     delay_s = 0.3
     receiver = GrpcReceiver()
     waits = []

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from tests.conftest import EbpftoolProcess, inference_args, skip_unless_kernel_offers
+from tests.conftest import EbpftoolProcess, inference_args, skip_unless_kernel_notes_arrivals, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
 
 pytestmark = [pytest.mark.bpf, pytest.mark.timeout(600)]
@@ -63,6 +63,7 @@ def _serve(listener: socket.socket, stop: threading.Event, waiting: dict[str, in
 
 @pytest.mark.parametrize("hooks", ["syscall", "socket"])  # (the socket hooks know a connection before its bytes)
 def test_a_request_arriving_as_its_accept_returns_starts_at_its_arrival(hooks, tmp_path):
+    skip_unless_kernel_notes_arrivals()
     args = ["--hooks", hooks]
     skip_unless_kernel_offers(args)
     listener = socket.create_server(("127.0.0.1", 0), backlog=256)

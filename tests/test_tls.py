@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import EbpftoolProcess, assert_started_at_arrival, skip_unless_kernel_offers
+from tests.conftest import EbpftoolProcess, assert_started_at_arrival, skip_unless_kernel_notes_arrivals, skip_unless_kernel_offers
 from tests.otlp_receiver import GrpcReceiver
 from tests.servers.nginx import free_port, nginx_server, wait_listening
 from tests.servers.process import serving
@@ -437,6 +437,7 @@ def test_a_request_over_tls_starts_when_its_bytes_arrived(certificate, hooks):
     says how long the bytes waited. The connection is made, then left idle, before its first request: that
     request starts at its own bytes, not at the end of the handshake (TLS 1.3's last flight, the client's
     change cipher spec and encrypted Finished, is no request's)."""
+    skip_unless_kernel_notes_arrivals()
     delay_s = 0.3
     receiver = GrpcReceiver()
     waits = []
