@@ -262,20 +262,21 @@ def probe_kernel() -> Report:
             b.cleanup()
             return "fentry on vfs_read loaded"
 
-        def absent(category: str, event: str) -> bool:
-            """The kernel has no such tracepoint (older kernels): said as such, not as BCC's attach error."""
-            return tracefs is not None and not os.path.isdir(os.path.join(tracefs, "events", category, event))
+        def lacking(category: str, event: str) -> str:
+            """What to say where the kernel has no such tracepoint (older kernels), instead of BCC's attach error
+            ("" where it has it, or tracefs cannot tell)."""
+            if tracefs is None or bcc.BPF.tracepoint_exists(category, event):
+                return ""
+            return f"this kernel has no {category}:{event} tracepoint"
 
         def raw_tracepoint():
-            if absent("sock", "sock_recv_length"):
-                raise RuntimeError("this kernel has no sock:sock_recv_length tracepoint (inference: the syscall "
-                                   "hooks)")
             b = bcc.BPF(text=_RAW_TP_C)
             b.cleanup()
             return "raw sock_recv_length with the task's syscall registers loaded"
 
         if features.get("bpf"):
-            ok, detail = _attempt(raw_tracepoint)
+            why_not = lacking("sock", "sock_recv_length")
+            ok, detail = (False, f"{why_not} (inference: the syscall hooks)") if why_not else _attempt(raw_tracepoint)
             features["raw_tp"] = features["raw_tp_regs"] = ok
             if ok and platform.machine() != "x86_64":
                 features["raw_tp_regs"] = False
@@ -302,15 +303,14 @@ def probe_kernel() -> Report:
                 b.cleanup()
 
         def btf_tracepoint():
-            if absent("tcp", SEND_BTF_TRACEPOINT):
-                raise RuntimeError(f"this kernel has no tcp:{SEND_BTF_TRACEPOINT} tracepoint")
             load_tp_btf(_TP_BTF_C, "doctor_tp_btf", SEND_BTF_TRACEPOINT, attach=True)
             return f"a program on {SEND_BTF_TRACEPOINT} loaded and attached"
 
         if features.get("bpf"):
-            ok, detail = _attempt(btf_tracepoint)
+            why_not = lacking("tcp", SEND_BTF_TRACEPOINT)
+            ok, detail = (False, why_not) if why_not else _attempt(btf_tracepoint)
             features["tp_btf"] = ok
-            add(Check("BTF tracepoints (tp_btf)", ok, detail if ok or "has no" in detail else f"refused: {detail}"))
+            add(Check("BTF tracepoints (tp_btf)", ok, detail if ok or why_not else f"refused: {detail}"))
 
             def rdonly_cast():
                 load_tp_btf(_RDONLY_CAST_C, "doctor_rdonly_cast", RECV_BTF_TRACEPOINT, attach=False,

@@ -74,3 +74,21 @@ def test_an_unprobed_feature_counts_as_present_only_when_asked():
     assert plan.missing({}, every_tracepoint) == ["feature uprobe"]
     assert plan.missing({}, every_tracepoint, unknown_ok=True) == []
     assert plan.present(every_tracepoint) == list(plan.tracepoints)
+
+
+@pytest.mark.bpf
+def test_doctor_says_a_tracepoint_the_kernel_lacks_as_such(monkeypatch):
+    """As on Linux 6.1 (before sock_recv_length and tcp_sendmsg_locked): the rows say the tracepoints are
+    absent, not BCC's attach error, and the check that needs them says it was not tried."""
+    from ebpftool.core.bpf import import_bcc
+    from ebpftool.doctor import probe_kernel
+
+    bpf = import_bcc().BPF
+    exists = bpf.tracepoint_exists
+    hidden = {("sock", "sock_recv_length"), ("tcp", "tcp_sendmsg_locked")}
+    monkeypatch.setattr(bpf, "tracepoint_exists", staticmethod(lambda c, e: (c, e) not in hidden and exists(c, e)))
+    checks = {c.name: (c.ok, c.detail) for c in probe_kernel().checks}
+    assert checks["raw tracepoints"] == (
+        False, "this kernel has no sock:sock_recv_length tracepoint (inference: the syscall hooks)")
+    assert checks["BTF tracepoints (tp_btf)"] == (False, "this kernel has no tcp:tcp_sendmsg_locked tracepoint")
+    assert checks["kfunc bpf_rdonly_cast"] == (False, "not tried: needs the BTF tracepoint above")
